@@ -1,0 +1,24 @@
+//! Codex Orchestrator: run the OpenAI Codex CLI (`codex exec --json`) in hardened per-run
+//! sandboxes and get structured, verified results.
+//!
+//! See `DESIGN` in the repository docs for the architecture. Module map:
+//! * [`model`] — wire and domain types (no I/O)
+//! * [`events`] — JSONL decoder and fold
+//! * [`agent`] — the in-sandbox supervisor (`codex-orchestrator agent`)
+//! * [`workspace`] — git2 snapshot, diff and patch apply
+//! * [`runner`] — the `Runner` trait and the Docker backend
+//! * [`store`] — run directories on disk
+//! * [`image`] — building the runner image offline
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod image;
+pub mod mockmodel;
+pub mod model;
+pub mod runner;
+pub mod store;
+pub mod telemetry;
+pub mod workspace;

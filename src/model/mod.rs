@@ -1,0 +1,22 @@
+//! Wire and domain types. No I/O lives here: everything is plain data with serde and
+//! JSON-schema derives so the same types serve the CLI, the MCP tools, the agent stream and
+//! (later) the Kubernetes status.
+
+pub mod request;
+pub mod result;
+pub mod security;
+pub mod status;
+
+pub use request::{ModelProvider, RunId, RunIdError, RunRequest, RunSpec, WireApi};
+pub use result::{
+    CommandRecord, FileChange, FileChangeKind, PatchInfo, RunResult, TokenUsage, UsageReport,
+};
+pub use security::{NetworkAccess, SecurityMode, SecurityPolicy};
+pub use status::{BackendRef, Progress, RunPhase, RunStatus, TerminalReason};
+
+/// Version of the orchestrator (and of the agent inside the runner image). A server and an
+/// image whose versions differ refuse to work together with a clear error.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Version of the `orchestrator.*` JSONL stream format (see docs/JSONL_OUTPUT.md).
+pub const STREAM_VERSION: u32 = 1;

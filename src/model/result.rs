@@ -1,0 +1,202 @@
+//! What a run produced.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::{RunPhase, TerminalReason};
+
+/// Token counts, with the five fields of codex's `turn.completed.usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenUsage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+    #[serde(default)]
+    pub cache_write_input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub reasoning_output_tokens: u64,
+}
+
+impl TokenUsage {
+    /// `self - earlier`, saturating (codex's usage is cumulative across resumes).
+    pub fn since(&self, earlier: &TokenUsage) -> TokenUsage {
+        TokenUsage {
+            input_tokens: self.input_tokens.saturating_sub(earlier.input_tokens),
+            cached_input_tokens: self
+                .cached_input_tokens
+                .saturating_sub(earlier.cached_input_tokens),
+            cache_write_input_tokens: self
+                .cache_write_input_tokens
+                .saturating_sub(earlier.cache_write_input_tokens),
+            output_tokens: self.output_tokens.saturating_sub(earlier.output_tokens),
+            reasoning_output_tokens: self
+                .reasoning_output_tokens
+                .saturating_sub(earlier.reasoning_output_tokens),
+        }
+    }
+
+    pub fn add(&self, other: &TokenUsage) -> TokenUsage {
+        TokenUsage {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            cached_input_tokens: self
+                .cached_input_tokens
+                .saturating_add(other.cached_input_tokens),
+            cache_write_input_tokens: self
+                .cache_write_input_tokens
+                .saturating_add(other.cache_write_input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+            reasoning_output_tokens: self
+                .reasoning_output_tokens
+                .saturating_add(other.reasoning_output_tokens),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// Token usage per attempt (each the difference of codex's cumulative figures) and in total.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UsageReport {
+    pub per_attempt: Vec<TokenUsage>,
+    pub total: TokenUsage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileChangeKind {
+    Add,
+    Update,
+    Delete,
+}
+
+/// A file codex reported changing (from `file_change` items; paths relative to the workspace
+/// when they were inside it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileChange {
+    pub path: String,
+    pub kind: FileChangeKind,
+}
+
+/// One command codex ran (from `command_execution` items).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CommandRecord {
+    pub command: String,
+    /// `None` when the command never completed (killed, or left running in the background).
+    pub exit_code: Option<i64>,
+    /// `completed`, `failed`, `in_progress`, or whatever codex reported.
+    pub status: String,
+    /// Which attempt ran it (0 = first run).
+    pub attempt: u32,
+}
+
+/// The patch of everything the run changed, relative to the workspace at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PatchInfo {
+    /// Size of the full patch in bytes.
+    pub bytes: u64,
+    /// sha256 of the full patch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Files the patch touches (relative paths).
+    pub files: Vec<String>,
+    pub insertions: u64,
+    pub deletions: u64,
+    /// The inline copy was cut at the stream's size cap.
+    pub truncated: bool,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunResult {
+    pub phase: RunPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<TerminalReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The final answer: the last agent_message of the last turn that completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    /// Files changed as codex reported them, in first-seen order, deduplicated.
+    pub changed_files: Vec<FileChange>,
+    /// Commands codex ran, capped (see `omitted_commands`).
+    pub commands: Vec<CommandRecord>,
+    /// Commands not listed because the list reached its cap.
+    #[serde(default)]
+    pub omitted_commands: u64,
+    /// Error messages seen (turn failures, error events and error items), capped.
+    pub errors: Vec<String>,
+    /// Errors not listed because the list reached its cap.
+    #[serde(default)]
+    pub omitted_errors: u64,
+    pub usage: UsageReport,
+    /// Number of codex invocations (1 + fix attempts).
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<PatchInfo>,
+    /// Exit code of the last codex invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codex_exit_code: Option<i64>,
+}
+
+impl RunResult {
+    pub fn empty(phase: RunPhase) -> Self {
+        RunResult {
+            phase,
+            reason: None,
+            message: None,
+            summary: None,
+            thread_id: None,
+            changed_files: Vec::new(),
+            commands: Vec::new(),
+            omitted_commands: 0,
+            errors: Vec::new(),
+            omitted_errors: 0,
+            usage: UsageReport::default(),
+            attempts: 0,
+            patch: None,
+            codex_exit_code: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_arithmetic() {
+        let a = TokenUsage {
+            input_tokens: 3500,
+            cached_input_tokens: 10,
+            cache_write_input_tokens: 0,
+            output_tokens: 40,
+            reasoning_output_tokens: 5,
+        };
+        let b = TokenUsage {
+            input_tokens: 9600,
+            cached_input_tokens: 30,
+            cache_write_input_tokens: 0,
+            output_tokens: 100,
+            reasoning_output_tokens: 5,
+        };
+        assert_eq!(
+            b.since(&a),
+            TokenUsage {
+                input_tokens: 6100,
+                cached_input_tokens: 20,
+                cache_write_input_tokens: 0,
+                output_tokens: 60,
+                reasoning_output_tokens: 0,
+            }
+        );
+        assert_eq!(a.since(&b), TokenUsage::default());
+        assert_eq!(a.add(&b.since(&a)), b);
+    }
+}

@@ -1,0 +1,191 @@
+//! Run lifecycle (DESIGN §5): `queued → starting → running → verifying ⇄ fixing → terminal`.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::request::RunId;
+use super::result::TokenUsage;
+use super::security::SecurityMode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunPhase {
+    Queued,
+    Starting,
+    Running,
+    Verifying,
+    Fixing,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    /// The orchestrator lost track of the run (its sandbox vanished while nobody watched).
+    Lost,
+}
+
+impl RunPhase {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunPhase::Succeeded
+                | RunPhase::Failed
+                | RunPhase::Cancelled
+                | RunPhase::TimedOut
+                | RunPhase::Lost
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Queued => "queued",
+            RunPhase::Starting => "starting",
+            RunPhase::Running => "running",
+            RunPhase::Verifying => "verifying",
+            RunPhase::Fixing => "fixing",
+            RunPhase::Succeeded => "succeeded",
+            RunPhase::Failed => "failed",
+            RunPhase::Cancelled => "cancelled",
+            RunPhase::TimedOut => "timed_out",
+            RunPhase::Lost => "lost",
+        }
+    }
+}
+
+impl std::fmt::Display for RunPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunPhase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("unknown phase `{s}`"))
+    }
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TerminalReason {
+    /// Codex finished its turn (and every check passed).
+    Completed,
+    /// Codex reported `turn.failed` (model/API error); the message says what.
+    CodexFailed,
+    /// Codex exited without a terminal event (crash, usage error, early failure).
+    CodexExited,
+    /// The run was cancelled on request.
+    Cancelled,
+    /// The run deadline passed.
+    Timeout,
+    /// The verify loop still failed after the last fix attempt.
+    VerifyFailed,
+    /// The final answer does not satisfy the output schema.
+    SchemaInvalid,
+    /// The sandbox was killed for exceeding its memory limit.
+    OutOfMemory,
+    /// The sandbox could not be created or started (image missing, daemon error…).
+    SandboxError,
+    /// The runner image was built for another orchestrator version.
+    VersionMismatch,
+    /// The sandbox disappeared while the orchestrator was not watching.
+    Lost,
+    /// The agent itself failed (a bug or an unexpected environment).
+    AgentError,
+}
+
+/// Live counters, updated from the event stream. Small and cheap to copy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Progress {
+    /// Lines decoded from the stream (valid JSON objects).
+    pub events_seen: u64,
+    /// Lines that were not JSON objects (counted, skipped).
+    pub malformed_lines: u64,
+    /// Lines longer than the decoder's cap (counted, skipped without buffering).
+    pub oversized_lines: u64,
+    pub commands_run: u64,
+    pub commands_failed: u64,
+    /// Distinct paths reported by codex's file_change items.
+    pub files_changed: u64,
+    /// Non-fatal `error` events and error items.
+    pub errors_seen: u64,
+    /// One line describing the most recent item (for progress displays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_item: Option<String>,
+    /// The command currently running, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_command: Option<String>,
+    /// Total token usage so far (all attempts).
+    pub tokens: TokenUsage,
+}
+
+/// Where the run lives in its backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackendRef {
+    Docker {
+        container_id: String,
+        container_name: String,
+    },
+    Kubernetes {
+        namespace: String,
+        pod: String,
+    },
+}
+
+/// The current state of a run. Always small, always current; reading it never re-reads the
+/// event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunStatus {
+    pub run_id: RunId,
+    pub phase: RunPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<TerminalReason>,
+    /// Human-readable detail for the phase / reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub mode: SecurityMode,
+    pub workspace: PathBuf,
+    #[schemars(with = "String")]
+    pub queued_at: jiff::Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub started_at: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub finished_at: Option<jiff::Timestamp>,
+    /// 0 = the first codex run, n = the n-th fix attempt.
+    pub attempt: u32,
+    pub progress: Progress,
+    /// Exit code of the sandbox's main process, when it has exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendRef>,
+}
+
+impl RunStatus {
+    pub fn new_queued(run_id: RunId, mode: SecurityMode, workspace: PathBuf) -> Self {
+        RunStatus {
+            run_id,
+            phase: RunPhase::Queued,
+            reason: None,
+            message: None,
+            mode,
+            workspace,
+            queued_at: jiff::Timestamp::now(),
+            started_at: None,
+            finished_at: None,
+            attempt: 0,
+            progress: Progress::default(),
+            exit_code: None,
+            thread_id: None,
+            backend: None,
+        }
+    }
+}

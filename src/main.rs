@@ -1,1 +1,24 @@
-fn main() {}
+use clap::Parser;
+
+use codex_orchestrator::cli::{Cli, dispatch};
+
+fn main() {
+    let cli = Cli::parse();
+    codex_orchestrator::telemetry::init(cli.log_format, &cli.log_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.code
+        }
+    };
+    drop(rt);
+    std::process::exit(code);
+}

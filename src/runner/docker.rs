@@ -1,0 +1,1232 @@
+//! The Docker backend: one hardened container per run (DESIGN §6), running the agent from the
+//! runner image. The backend is thin: create + start, follow the logs through the shared
+//! decoder and fold, wait, stop/kill on cancel or deadline, store the artifacts, remove.
+//!
+//! * The container is described by the pure [`container_spec`], tested whole.
+//! * Restart safety: every container carries labels with its run id and the store it belongs
+//!   to. On start-up [`DockerRunner::connect`] re-attaches to every non-terminal run whose
+//!   container still exists (re-reading its log from the start, so nothing is lost or counted
+//!   twice), marks the others `lost`, re-queues runs that never got a container, and removes
+//!   orphaned containers of this store.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
+
+use super::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
+use crate::config::{Config, FALLBACK_UID};
+use crate::error::{RunnerError, StoreError};
+use crate::events::{Completion, Decoded, LineDecoder, RunFold};
+use crate::model::{
+    BackendRef, ModelProvider, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode,
+    SecurityPolicy, TerminalReason,
+};
+use crate::store::{self, RunStore};
+
+pub const LABEL_MANAGED: &str = "dev.codex-orchestrator.managed";
+pub const LABEL_RUN_ID: &str = "dev.codex-orchestrator.run-id";
+pub const LABEL_STORE: &str = "dev.codex-orchestrator.store";
+pub const LABEL_MODE: &str = "dev.codex-orchestrator.mode";
+
+/// Paths inside the sandbox.
+pub const WORKSPACE_MOUNT: &str = "/workspace";
+pub const SCRATCH_MOUNT: &str = "/scratch";
+pub const SCRATCH_WORKDIR: &str = "/scratch/ws";
+pub const HOME_DIR: &str = "/home/codex";
+pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";
+
+/// Env var strings longer than this cannot be passed to a process (Linux MAX_ARG_STRLEN is
+/// 128 KiB); the spec must fit.
+pub const MAX_SPEC_BYTES: usize = 120 * 1024;
+/// Cap of the stderr.log artifact.
+const MAX_STDERR_BYTES: u64 = 16 * 1024 * 1024;
+/// Minimum interval between status file writes while a run streams (phase changes are
+/// always written at once).
+const STATUS_WRITE_INTERVAL: Duration = Duration::from_millis(250);
+
+pub fn container_name(id: &RunId) -> String {
+    format!("codex-run-{id}")
+}
+
+/// Everything the container spec depends on. Plain data, so [`container_spec`] is pure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerInputs {
+    pub run_id: RunId,
+    pub image: String,
+    pub policy: SecurityPolicy,
+    /// Canonical host path of the workspace.
+    pub workspace: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub network: String,
+    pub memory_mb: u64,
+    pub cpus: f64,
+    pub pids_limit: i64,
+    pub tmp_mb: u64,
+    pub home_mb: u64,
+    pub scratch_mb: u64,
+    pub stop_grace_secs: u64,
+    /// `KEY=value` entries (the spec and the secrets).
+    pub env: Vec<String>,
+    pub store_key: String,
+}
+
+/// The container for one run, derived from the security policy. Pure.
+pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
+    let mut labels = HashMap::new();
+    labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
+    labels.insert(LABEL_RUN_ID.to_string(), i.run_id.to_string());
+    labels.insert(LABEL_STORE.to_string(), i.store_key.clone());
+    labels.insert(LABEL_MODE.to_string(), i.policy.mode.to_string());
+
+    let mut tmpfs = HashMap::new();
+    tmpfs.insert(
+        "/tmp".to_string(),
+        format!("rw,nosuid,nodev,size={}m,mode=1777", i.tmp_mb),
+    );
+    tmpfs.insert(
+        HOME_DIR.to_string(),
+        format!(
+            "rw,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
+            i.home_mb, i.uid, i.gid
+        ),
+    );
+    if i.policy.scratch_copy {
+        tmpfs.insert(
+            SCRATCH_MOUNT.to_string(),
+            format!(
+                "rw,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
+                i.scratch_mb, i.uid, i.gid
+            ),
+        );
+    }
+    let mounts = vec![Mount {
+        target: Some(WORKSPACE_MOUNT.to_string()),
+        source: Some(i.workspace.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(i.policy.workspace_read_only),
+        ..Default::default()
+    }];
+    let memory = (i.memory_mb * 1024 * 1024) as i64;
+    let host_config = HostConfig {
+        mounts: Some(mounts),
+        tmpfs: Some(tmpfs),
+        readonly_rootfs: Some(i.policy.read_only_root_fs),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        cap_add: None,
+        security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+        privileged: Some(false),
+        init: Some(true),
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        nano_cpus: Some((i.cpus * 1e9) as i64),
+        pids_limit: Some(i.pids_limit),
+        network_mode: Some(i.network.clone()),
+        ipc_mode: Some("private".to_string()),
+        auto_remove: Some(false),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(i.image.clone()),
+        user: Some(format!("{}:{}", i.uid, i.gid)),
+        env: Some(i.env.clone()),
+        working_dir: Some(WORKSPACE_MOUNT.to_string()),
+        labels: Some(labels),
+        stop_timeout: Some(i.stop_grace_secs as i64),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        open_stdin: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    };
+    (container_name(&i.run_id), body)
+}
+
+/// The uid:gid the sandbox runs as: the workspace owner's, or [`FALLBACK_UID`] when the owner
+/// is root (the sandbox never runs as uid 0). The bool says whether the fallback was used.
+pub fn sandbox_user(owner_uid: u32, owner_gid: u32) -> (u32, u32, bool) {
+    if owner_uid == 0 {
+        (FALLBACK_UID, FALLBACK_UID, true)
+    } else {
+        (owner_uid, if owner_gid == 0 { owner_uid } else { owner_gid }, false)
+    }
+}
+
+/// How a run ended, decided from what the backend observed. Pure.
+pub fn decide_terminal(
+    completion: Option<&Completion>,
+    oom_killed: bool,
+    hard_killed: bool,
+    cancel_requested: bool,
+    exit_code: Option<i64>,
+    last_stderr: Option<&str>,
+) -> (RunPhase, TerminalReason, String) {
+    if let Some(c) = completion {
+        let reason = c.reason.unwrap_or(match c.phase {
+            RunPhase::Succeeded => TerminalReason::Completed,
+            RunPhase::Cancelled => TerminalReason::Cancelled,
+            RunPhase::TimedOut => TerminalReason::Timeout,
+            _ => TerminalReason::AgentError,
+        });
+        let message = c.message.clone().unwrap_or_else(|| c.phase.to_string());
+        return (c.phase, reason, message);
+    }
+    if oom_killed {
+        return (
+            RunPhase::Failed,
+            TerminalReason::OutOfMemory,
+            "the sandbox ran out of memory and was killed".into(),
+        );
+    }
+    if hard_killed {
+        return (
+            RunPhase::TimedOut,
+            TerminalReason::Timeout,
+            "the run passed its deadline and the sandbox was killed".into(),
+        );
+    }
+    if cancel_requested {
+        return (
+            RunPhase::Cancelled,
+            TerminalReason::Cancelled,
+            "cancelled; the sandbox stopped before reporting a result".into(),
+        );
+    }
+    let code = exit_code.map_or("unknown".to_string(), |c| c.to_string());
+    let tail = last_stderr
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    (
+        RunPhase::Failed,
+        TerminalReason::AgentError,
+        format!("the sandbox exited (code {code}) without reporting a result{tail}"),
+    )
+}
+
+/// A short stable key for a store root, so that a server only ever touches containers of its
+/// own store.
+fn store_key(root: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(root.to_string_lossy().as_bytes());
+    hex::encode(&h[..8])
+}
+
+struct RunHandle {
+    status: watch::Sender<RunStatus>,
+    cancel: CancellationToken,
+}
+
+struct Inner {
+    docker: Docker,
+    store: RunStore,
+    cfg: Config,
+    image: String,
+    store_key: String,
+    sem: Arc<Semaphore>,
+    runs: Mutex<HashMap<RunId, Arc<RunHandle>>>,
+    /// Secrets of runs not started yet (never persisted).
+    secrets: Mutex<HashMap<RunId, Vec<(String, String)>>>,
+}
+
+/// The Docker [`Runner`].
+#[derive(Clone)]
+pub struct DockerRunner {
+    inner: Arc<Inner>,
+}
+
+/// How a drive task begins.
+enum Start {
+    Fresh,
+    Reattach,
+}
+
+impl DockerRunner {
+    /// Connects to the local Docker engine, checks the runner image (building the default one
+    /// if it is missing), opens the store and recovers runs left by an earlier process.
+    pub async fn connect(cfg: Config) -> Result<Self, RunnerError> {
+        let docker = Docker::connect_with_local_defaults()?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| RunnerError::Docker(format!("cannot reach the Docker engine: {e}")))?;
+        let image = cfg.runner_image();
+        if cfg.docker.image.is_none() {
+            crate::image::ensure_runner_image(&docker, &crate::image::ImageOptions::default())
+                .await?;
+        } else {
+            crate::image::check_runner_image(&docker, &image).await?;
+        }
+        Self::with_docker(docker, cfg, image).await
+    }
+
+    /// Like [`connect`](Self::connect) with an explicit client and an image already checked.
+    pub async fn with_docker(
+        docker: Docker,
+        cfg: Config,
+        image: String,
+    ) -> Result<Self, RunnerError> {
+        let store = RunStore::open(&cfg.state_dir)?;
+        let key = store_key(store.root());
+        let inner = Arc::new(Inner {
+            docker,
+            sem: Arc::new(Semaphore::new(cfg.max_concurrent_runs)),
+            store,
+            cfg,
+            image,
+            store_key: key,
+            runs: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
+        });
+        let runner = DockerRunner { inner };
+        runner.recover().await?;
+        Ok(runner)
+    }
+
+    pub fn store(&self) -> &RunStore {
+        &self.inner.store
+    }
+
+    pub fn image(&self) -> &str {
+        &self.inner.image
+    }
+
+    /// Re-attach, re-queue or mark lost every non-terminal run; remove orphaned containers.
+    async fn recover(&self) -> Result<(), RunnerError> {
+        let inner = &self.inner;
+        let mut live: HashMap<String, String> = HashMap::new(); // run id -> container id
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_string(),
+            vec![format!("{LABEL_STORE}={}", inner.store_key)],
+        );
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        for c in inner.docker.list_containers(Some(opts)).await? {
+            if let (Some(id), Some(run)) = (
+                c.id.clone(),
+                c.labels.as_ref().and_then(|l| l.get(LABEL_RUN_ID)).cloned(),
+            ) {
+                live.insert(run, id);
+            }
+        }
+        let mut keep = std::collections::HashSet::new();
+        for id in inner.store.list()? {
+            let st = match inner.store.read_status(&id) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(run_id = %id, error = %e, "skipping unreadable run");
+                    continue;
+                }
+            };
+            if st.phase.is_terminal() {
+                continue;
+            }
+            if live.contains_key(id.as_str()) {
+                info!(run_id = %id, "re-attaching to running sandbox");
+                keep.insert(id.to_string());
+                self.spawn_drive(st, Start::Reattach);
+            } else if st.phase == RunPhase::Queued && st.backend.is_none() {
+                match self.secrets_for(&inner.store.read_request(&id)?) {
+                    Ok((_, secrets)) => {
+                        info!(run_id = %id, "re-queueing run that never started");
+                        inner.secrets_lock().insert(id.clone(), secrets);
+                        self.spawn_drive(st, Start::Fresh);
+                    }
+                    Err(e) => self.finish_lost(st, &format!("could not re-queue the run: {e}"))?,
+                }
+            } else {
+                self.finish_lost(
+                    st,
+                    "the sandbox no longer exists; it ended while no orchestrator was watching",
+                )?;
+            }
+        }
+        for (run, container) in live {
+            if !keep.contains(&run) {
+                info!(run_id = %run, "removing orphaned container");
+                let _ = inner
+                    .docker
+                    .remove_container(
+                        &container,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_lost(&self, mut st: RunStatus, why: &str) -> Result<(), RunnerError> {
+        warn!(run_id = %st.run_id, "{why}");
+        st.phase = RunPhase::Lost;
+        st.reason = Some(TerminalReason::Lost);
+        st.message = Some(why.to_string());
+        st.finished_at = Some(jiff::Timestamp::now());
+        self.inner.store.write_status(&st)?;
+        Ok(())
+    }
+
+    fn spawn_drive(&self, st: RunStatus, start: Start) {
+        let id = st.run_id.clone();
+        let (tx, _) = watch::channel(st);
+        let handle = Arc::new(RunHandle {
+            status: tx,
+            cancel: CancellationToken::new(),
+        });
+        self.inner.runs_lock().insert(id.clone(), handle.clone());
+        let inner = self.inner.clone();
+        let span = tracing::info_span!("run", run_id = %id);
+        tokio::spawn(
+            async move {
+                if let Err(e) = drive(inner.clone(), handle.clone(), start).await {
+                    warn!(error = %e, "run driver failed");
+                    let mut st = handle.status.borrow().clone();
+                    if !st.phase.is_terminal() {
+                        st.phase = RunPhase::Failed;
+                        st.reason = Some(TerminalReason::SandboxError);
+                        st.message = Some(e.to_string());
+                        st.finished_at = Some(jiff::Timestamp::now());
+                        let _ = inner.store.write_status(&st);
+                        handle.status.send_replace(st);
+                    }
+                }
+                inner.runs_lock().remove(&id);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Resolves the provider and the secrets a request needs from the server's environment.
+    fn secrets_for(
+        &self,
+        req: &RunRequest,
+    ) -> Result<(Option<ModelProvider>, Vec<(String, String)>), RunnerError> {
+        let provider = req
+            .provider
+            .clone()
+            .or_else(|| self.inner.cfg.default_provider());
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match &provider {
+            Some(p) => match &p.env_key {
+                Some(k) => match env(k) {
+                    Some(v) => Ok((provider.clone(), vec![(k.clone(), v)])),
+                    None => Err(RunnerError::InvalidRequest(format!(
+                        "model provider `{}` takes its API key from `{k}`, which is not set in the orchestrator's environment",
+                        p.name
+                    ))),
+                },
+                None => Ok((provider.clone(), vec![])),
+            },
+            None => match env("CODEX_API_KEY").or_else(|| env("OPENAI_API_KEY")) {
+                Some(v) => Ok((None, vec![("CODEX_API_KEY".into(), v)])),
+                None => Err(RunnerError::InvalidRequest(
+                    "no API key: set CODEX_API_KEY (or OPENAI_API_KEY) in the orchestrator's environment, or configure a model provider".into(),
+                )),
+            },
+        }
+    }
+
+    /// Checks a request; returns it normalised (canonical workspace, timeout filled in).
+    fn validate(&self, mut req: RunRequest) -> Result<RunRequest, RunnerError> {
+        let bad = |m: String| Err(RunnerError::InvalidRequest(m));
+        let cfg = &self.inner.cfg;
+        if req.prompt.trim().is_empty() {
+            return bad("the prompt is empty".into());
+        }
+        if !req.workspace.is_absolute() {
+            return bad(format!(
+                "workspace `{}` must be an absolute path",
+                req.workspace.display()
+            ));
+        }
+        let ws = match std::fs::canonicalize(&req.workspace) {
+            Ok(p) => p,
+            Err(e) => {
+                return bad(format!(
+                    "workspace `{}` cannot be used: {e}",
+                    req.workspace.display()
+                ));
+            }
+        };
+        if !ws.is_dir() {
+            return bad(format!("workspace `{}` is not a directory", ws.display()));
+        }
+        if ws == Path::new("/") {
+            return bad("the filesystem root cannot be a workspace".into());
+        }
+        req.workspace = ws;
+        let timeout = req.timeout_secs.unwrap_or(cfg.default_timeout_secs);
+        if timeout == 0 || timeout > cfg.max_timeout_secs {
+            return bad(format!(
+                "timeout {timeout}s is out of range (1..={}s)",
+                cfg.max_timeout_secs
+            ));
+        }
+        req.timeout_secs = Some(timeout);
+        if req.mode == SecurityMode::FullAccess && !cfg.allow_full_access {
+            return bad("full_access is not allowed: the orchestrator was not started with full access allowed (--allow-full-access)".into());
+        }
+        if let Some(m) = &req.model
+            && (m.is_empty()
+                || m.len() > 128
+                || !m
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._:/-".contains(c)))
+        {
+            return bad(format!("model name `{m}` is not valid"));
+        }
+        if let Some(p) = &req.provider {
+            p.validate().map_err(RunnerError::InvalidRequest)?;
+        }
+        if let Some(img) = &req.image
+            && img != &self.inner.image
+        {
+            return bad(format!(
+                "image `{img}` is not allowed; this orchestrator runs `{}`",
+                self.inner.image
+            ));
+        }
+        if req.model.is_none() {
+            req.model = cfg.default_model.clone();
+        }
+        Ok(req)
+    }
+}
+
+impl Inner {
+    fn runs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Arc<RunHandle>>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn secrets_lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Vec<(String, String)>>> {
+        self.secrets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn handle(&self, id: &RunId) -> Option<Arc<RunHandle>> {
+        self.runs_lock().get(id).cloned()
+    }
+
+    async fn remove_container(&self, name: &str) {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        if let Err(e) = self.docker.remove_container(name, Some(opts)).await
+            && !is_not_found(&e)
+        {
+            warn!(container = name, error = %e, "could not remove container");
+        }
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Persists and publishes status changes, throttled except on phase changes.
+struct StatusSink<'a> {
+    inner: &'a Inner,
+    handle: &'a RunHandle,
+    last_write: Instant,
+    last_phase: RunPhase,
+}
+
+impl<'a> StatusSink<'a> {
+    fn new(inner: &'a Inner, handle: &'a RunHandle) -> Self {
+        let phase = handle.status.borrow().phase;
+        StatusSink {
+            inner,
+            handle,
+            last_write: Instant::now(),
+            last_phase: phase,
+        }
+    }
+
+    fn update(&mut self, force: bool, f: impl FnOnce(&mut RunStatus)) -> Result<(), StoreError> {
+        let mut st = self.handle.status.borrow().clone();
+        f(&mut st);
+        let phase_changed = st.phase != self.last_phase;
+        let due = force || phase_changed || self.last_write.elapsed() >= STATUS_WRITE_INTERVAL;
+        if due {
+            self.inner.store.write_status(&st)?;
+            self.last_write = Instant::now();
+            self.last_phase = st.phase;
+        }
+        self.handle.status.send_replace(st);
+        Ok(())
+    }
+}
+
+async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Result<(), RunnerError> {
+    let id = handle.status.borrow().run_id.clone();
+    let name = container_name(&id);
+    let mut sink = StatusSink::new(&inner, &handle);
+
+    // Queue: wait for a slot (a cancel while queued ends the run without a container).
+    let _permit = tokio::select! {
+        p = inner.sem.clone().acquire_owned() => p.map_err(|e| RunnerError::Other(e.to_string()))?,
+        _ = handle.cancel.cancelled() => {
+            sink.update(true, |s| {
+                s.phase = RunPhase::Cancelled;
+                s.reason = Some(TerminalReason::Cancelled);
+                s.message = Some("cancelled while queued".into());
+                s.finished_at = Some(jiff::Timestamp::now());
+            })?;
+            return Ok(());
+        }
+    };
+
+    let req = inner.store.read_request(&id)?;
+    let policy = SecurityPolicy::for_mode(req.mode);
+    let timeout = req.timeout_secs.unwrap_or(inner.cfg.default_timeout_secs);
+
+    if let Start::Fresh = start {
+        sink.update(true, |s| s.phase = RunPhase::Starting)?;
+        let secrets = inner.secrets_lock().remove(&id).unwrap_or_default();
+        let (name_, body, fallback) = build_container(&inner, &id, &req, &policy, timeout, &secrets)?;
+        let created = inner
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name_).build()),
+                body,
+            )
+            .await?;
+        let backend = BackendRef::Docker {
+            container_id: created.id.clone(),
+            container_name: name_.clone(),
+        };
+        sink.update(true, |s| {
+            s.backend = Some(backend);
+            if fallback {
+                s.message = Some(format!(
+                    "the workspace is owned by root; the sandbox runs as uid {FALLBACK_UID}"
+                ));
+            }
+        })?;
+        if let Err(e) = inner.docker.start_container(&name_, None).await {
+            inner.remove_container(&name_).await;
+            return Err(e.into());
+        }
+        sink.update(true, |s| {
+            s.phase = RunPhase::Running;
+            s.started_at = Some(jiff::Timestamp::now());
+        })?;
+    }
+
+    // Hard deadline counted from the recorded start, so a re-attach keeps the original one.
+    let started = handle
+        .status
+        .borrow()
+        .started_at
+        .unwrap_or_else(jiff::Timestamp::now);
+    let elapsed = jiff::Timestamp::now()
+        .duration_since(started)
+        .as_secs()
+        .max(0) as u64;
+    let hard_deadline = Duration::from_secs(
+        (timeout + inner.cfg.docker.hard_kill_grace_secs).saturating_sub(elapsed),
+    );
+
+    let workdir = if policy.scratch_copy {
+        SCRATCH_WORKDIR
+    } else {
+        WORKSPACE_MOUNT
+    };
+    let events_file = std::io::BufWriter::new(inner.store.open_append(&id, store::EVENTS, true)?);
+    let stderr_file = inner.store.open_append(&id, store::STDERR, true)?;
+    let mut out = StreamSink::new(
+        RunFold::new().with_workspace_root(workdir),
+        crate::events::DEFAULT_MAX_LINE,
+        events_file,
+        stderr_file,
+        MAX_STDERR_BYTES,
+    );
+
+    let logs = inner.docker.logs(
+        &name,
+        Some(
+            LogsOptionsBuilder::new()
+                .follow(true)
+                .stdout(true)
+                .stderr(true)
+                .build(),
+        ),
+    );
+    tokio::pin!(logs);
+    let deadline = tokio::time::sleep(hard_deadline);
+    tokio::pin!(deadline);
+    let mut cancel_requested = false;
+    let mut hard_killed = false;
+    let mut stop_task: Option<tokio::task::JoinHandle<()>> = None;
+    let events_path = inner.store.path(&id, store::EVENTS);
+    let io_err = |e: std::io::Error| StoreError::io("write", events_path.clone(), e);
+
+    loop {
+        tokio::select! {
+            chunk = logs.next() => {
+                match chunk {
+                    Some(Ok(LogOutput::StdOut { message })) => {
+                        out.stdout(&message).map_err(io_err)?;
+                        publish(&mut sink, out.fold(), false)?;
+                    }
+                    Some(Ok(LogOutput::StdErr { message })) => out.stderr(&message),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        warn!(error = %e, "log stream error; the run is re-read on restart");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            _ = handle.cancel.cancelled(), if !cancel_requested => {
+                cancel_requested = true;
+                info!("cancel requested: stopping the sandbox");
+                let docker = inner.docker.clone();
+                let n = name.clone();
+                let t = inner.cfg.docker.stop_grace_secs as i32;
+                stop_task = Some(tokio::spawn(async move {
+                    let opts = StopContainerOptionsBuilder::new().t(t).build();
+                    if let Err(e) = docker.stop_container(&n, Some(opts)).await {
+                        warn!(error = %e, "stop failed");
+                    }
+                }));
+            }
+            _ = &mut deadline, if !hard_killed => {
+                hard_killed = true;
+                warn!("deadline passed: killing the sandbox");
+                let opts = KillContainerOptionsBuilder::new().signal("KILL").build();
+                if let Err(e) = inner.docker.kill_container(&name, Some(opts)).await
+                    && !is_not_found(&e)
+                {
+                    warn!(error = %e, "kill failed");
+                }
+            }
+        }
+    }
+    out.finish().map_err(io_err)?;
+    let fold = out.fold();
+    let last_stderr_line = out.last_stderr_line().map(str::to_owned);
+    if let Some(t) = stop_task {
+        let _ = t.await;
+    }
+
+    // Exit code and OOM flag.
+    let (exit_code, oom) = match inner.docker.inspect_container(&name, None).await {
+        Ok(c) => {
+            let state = c.state.unwrap_or_default();
+            if state.running == Some(true) {
+                // The log stream broke while the container still runs: leave it for a restart
+                // to re-attach rather than guessing an outcome.
+                return Err(RunnerError::Docker(
+                    "lost the log stream of a running sandbox".into(),
+                ));
+            }
+            (state.exit_code, state.oom_killed.unwrap_or(false))
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let (phase, reason, message) = decide_terminal(
+        fold.completed(),
+        oom,
+        hard_killed,
+        cancel_requested,
+        exit_code,
+        last_stderr_line.as_deref(),
+    );
+    let mut result = fold.result();
+    result.phase = phase;
+    result.reason = Some(reason);
+    result.message = Some(message.clone());
+    inner.store.write_result(&id, &result)?;
+    if let Some(c) = fold.completed() {
+        if let Some(p) = &c.patch {
+            inner.store.write_file(&id, store::PATCH, p.as_bytes())?;
+        }
+        if let Some(m) = &c.last_message {
+            inner.store.write_file(&id, store::LAST_MESSAGE, m.as_bytes())?;
+        }
+    }
+    inner.remove_container(&name).await;
+    let progress = fold.progress().clone();
+    sink.update(true, |s| {
+        s.phase = phase;
+        s.reason = Some(reason);
+        s.message = Some(message);
+        s.exit_code = exit_code;
+        s.finished_at = Some(jiff::Timestamp::now());
+        s.progress = progress;
+        s.attempt = fold.attempt();
+        s.thread_id = fold.thread_id().map(str::to_owned);
+    })?;
+    info!(phase = %phase, "run finished");
+    Ok(())
+}
+
+/// Turns the sandbox's output into artifacts and fold state: stdout is split into lines
+/// (chunks are not line-aligned), each line is appended verbatim to the events log and fed to
+/// the fold; stderr is kept up to a cap. Separate from the Docker calls so that it can be
+/// tested with synthetic chunks.
+pub struct StreamSink<E: Write, S: Write> {
+    decoder: LineDecoder,
+    fold: RunFold,
+    events: E,
+    stderr: S,
+    stderr_bytes: u64,
+    stderr_cap: u64,
+    last_stderr_line: Option<String>,
+}
+
+impl<E: Write, S: Write> StreamSink<E, S> {
+    pub fn new(fold: RunFold, max_line: usize, events: E, stderr: S, stderr_cap: u64) -> Self {
+        StreamSink {
+            decoder: LineDecoder::new(max_line),
+            fold,
+            events,
+            stderr,
+            stderr_bytes: 0,
+            stderr_cap,
+            last_stderr_line: None,
+        }
+    }
+
+    pub fn stdout(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        let (events, fold) = (&mut self.events, &mut self.fold);
+        let mut res = Ok(());
+        self.decoder.push(chunk, |d| {
+            if let Decoded::Line(l) = &d
+                && res.is_ok()
+            {
+                res = events.write_all(l).and_then(|_| events.write_all(b"\n"));
+            }
+            fold.feed(d);
+        });
+        res
+    }
+
+    pub fn stderr(&mut self, chunk: &[u8]) {
+        if let Some(line) = String::from_utf8_lossy(chunk)
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+        {
+            self.last_stderr_line = Some(line.chars().take(500).collect());
+        }
+        if self.stderr_bytes < self.stderr_cap {
+            let room = (self.stderr_cap - self.stderr_bytes) as usize;
+            let part = &chunk[..chunk.len().min(room)];
+            self.stderr_bytes += part.len() as u64;
+            let _ = self.stderr.write_all(part);
+        }
+    }
+
+    /// Flushes a partial last line and the writers.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        let (events, fold) = (&mut self.events, &mut self.fold);
+        let mut res = Ok(());
+        self.decoder.finish(|d| {
+            if let Decoded::Line(l) = &d
+                && res.is_ok()
+            {
+                res = events.write_all(l).and_then(|_| events.write_all(b"\n"));
+            }
+            fold.feed(d);
+        });
+        res?;
+        let _ = self.stderr.flush();
+        self.events.flush()
+    }
+
+    pub fn fold(&self) -> &RunFold {
+        &self.fold
+    }
+
+    pub fn last_stderr_line(&self) -> Option<&str> {
+        self.last_stderr_line.as_deref()
+    }
+}
+
+fn publish(sink: &mut StatusSink<'_>, fold: &RunFold, force: bool) -> Result<(), StoreError> {
+    let phase = fold.phase();
+    sink.update(force, |s| {
+        if !phase.is_terminal() && s.phase != phase {
+            s.phase = phase;
+        }
+        s.attempt = fold.attempt();
+        s.progress = fold.progress().clone();
+        if s.thread_id.is_none() {
+            s.thread_id = fold.thread_id().map(str::to_owned);
+        }
+    })
+}
+
+type BuiltContainer = (String, ContainerCreateBody, bool);
+
+fn build_container(
+    inner: &Inner,
+    id: &RunId,
+    req: &RunRequest,
+    policy: &SecurityPolicy,
+    timeout: u64,
+    secrets: &[(String, String)],
+) -> Result<BuiltContainer, RunnerError> {
+    let meta = std::fs::metadata(&req.workspace).map_err(|e| {
+        RunnerError::InvalidRequest(format!(
+            "workspace `{}` cannot be used: {e}",
+            req.workspace.display()
+        ))
+    })?;
+    let (uid, gid, fallback) = sandbox_user(meta.uid(), meta.gid());
+    let provider = req.provider.clone().or_else(|| inner.cfg.default_provider());
+    let spec = RunSpec {
+        run_id: id.clone(),
+        orchestrator_version: crate::model::VERSION.to_string(),
+        prompt: req.prompt.clone(),
+        mode: req.mode,
+        workspace: PathBuf::from(WORKSPACE_MOUNT),
+        scratch_dir: policy.scratch_copy.then(|| PathBuf::from(SCRATCH_WORKDIR)),
+        model: req.model.clone(),
+        provider,
+        output_schema: req.output_schema.clone(),
+        deadline_secs: timeout,
+        codex_bin: PathBuf::from("/usr/local/bin/codex"),
+        codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
+        max_patch_bytes: 8 * 1024 * 1024,
+        secret_env: secrets.iter().map(|(k, _)| k.clone()).collect(),
+    };
+    let spec_json = serde_json::to_string(&spec).map_err(|e| RunnerError::Other(e.to_string()))?;
+    let mut env = vec![
+        format!("{SPEC_ENV}={spec_json}"),
+        format!("HOME={HOME_DIR}"),
+        "TMPDIR=/tmp".to_string(),
+        "LANG=C.UTF-8".to_string(),
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        // The sandbox uid usually has no passwd entry: give tools a name and a git identity.
+        "USER=codex".to_string(),
+        "LOGNAME=codex".to_string(),
+        "GIT_AUTHOR_NAME=Codex".to_string(),
+        "GIT_AUTHOR_EMAIL=codex@sandbox.invalid".to_string(),
+        "GIT_COMMITTER_NAME=Codex".to_string(),
+        "GIT_COMMITTER_EMAIL=codex@sandbox.invalid".to_string(),
+    ];
+    env.extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));
+    let d = &inner.cfg.docker;
+    let (name, body) = container_spec(&ContainerInputs {
+        run_id: id.clone(),
+        image: inner.image.clone(),
+        policy: policy.clone(),
+        workspace: req.workspace.clone(),
+        uid,
+        gid,
+        network: d.network.clone(),
+        memory_mb: d.memory_mb,
+        cpus: d.cpus,
+        pids_limit: d.pids_limit,
+        tmp_mb: d.tmp_mb,
+        home_mb: d.home_mb,
+        scratch_mb: d.scratch_mb,
+        stop_grace_secs: d.stop_grace_secs,
+        env,
+        store_key: inner.store_key.clone(),
+    });
+    Ok((name, body, fallback))
+}
+
+#[async_trait]
+impl Runner for DockerRunner {
+    async fn submit(&self, req: RunRequest) -> Result<RunId, RunnerError> {
+        let req = self.validate(req)?;
+        let (_, secrets) = self.secrets_for(&req)?;
+        // The spec (prompt + schema) must fit in one environment variable.
+        let approx = req.prompt.len()
+            + req
+                .output_schema
+                .as_ref()
+                .map_or(0, |s| s.to_string().len());
+        if approx + 4096 > MAX_SPEC_BYTES {
+            return Err(RunnerError::InvalidRequest(format!(
+                "prompt and output schema are too large ({approx} bytes; the limit is {} bytes)",
+                MAX_SPEC_BYTES - 4096
+            )));
+        }
+        let id = RunId::generate();
+        let status = RunStatus::new_queued(id.clone(), req.mode, req.workspace.clone());
+        self.inner.store.create(&req, &status)?;
+        self.inner.secrets_lock().insert(id.clone(), secrets);
+        info!(run_id = %id, mode = %req.mode, workspace = %req.workspace.display(), "run queued");
+        self.spawn_drive(status, Start::Fresh);
+        Ok(id)
+    }
+
+    async fn status(&self, id: &RunId) -> Result<RunStatus, RunnerError> {
+        if let Some(h) = self.inner.handle(id) {
+            return Ok(h.status.borrow().clone());
+        }
+        match self.inner.store.read_status(id) {
+            Ok(s) => Ok(s),
+            Err(StoreError::NotFound(_)) => Err(RunnerError::NotFound(id.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn wait(&self, id: &RunId, timeout: Duration) -> Result<RunStatus, RunnerError> {
+        let Some(h) = self.inner.handle(id) else {
+            return self.status(id).await;
+        };
+        let mut rx = h.status.subscribe();
+        let res = tokio::time::timeout(timeout, rx.wait_for(|s| s.phase.is_terminal())).await;
+        match res {
+            Ok(Ok(s)) => Ok(s.clone()),
+            // Timed out, or the driver finished and dropped the sender: read the latest.
+            _ => self.status(id).await,
+        }
+    }
+
+    async fn cancel(&self, id: &RunId) -> Result<CancelOutcome, RunnerError> {
+        if let Some(h) = self.inner.handle(id) {
+            let phase = h.status.borrow().phase;
+            if phase.is_terminal() {
+                return Ok(CancelOutcome::AlreadyFinished { phase });
+            }
+            h.cancel.cancel();
+            return Ok(CancelOutcome::Cancelling);
+        }
+        let st = self.status(id).await?;
+        Ok(CancelOutcome::AlreadyFinished { phase: st.phase })
+    }
+
+    async fn events(&self, id: &RunId, from: u64, limit: usize) -> Result<EventPage, RunnerError> {
+        self.status(id).await?;
+        let path = self.inner.store.path(id, store::EVENTS);
+        let limit = limit.clamp(1, 10_000);
+        tokio::task::spawn_blocking(move || read_event_page(&path, from, limit))
+            .await
+            .map_err(|e| RunnerError::Other(e.to_string()))?
+            .map_err(RunnerError::from)
+    }
+
+    async fn artifacts(&self, id: &RunId) -> Result<Artifacts, RunnerError> {
+        let status = self.status(id).await?;
+        let store = &self.inner.store;
+        let read_opt = |f: &str| -> Option<String> {
+            std::fs::read(store.path(id, f))
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        Ok(Artifacts {
+            result: store.read_result(id)?,
+            patch: read_opt(store::PATCH),
+            last_message: read_opt(store::LAST_MESSAGE),
+            run_dir: Some(store.run_dir(id)),
+            status,
+        })
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<Vec<RunStatus>, RunnerError> {
+        let mut out = Vec::new();
+        for id in self.inner.store.list()?.into_iter().rev() {
+            let Ok(st) = self.status(&id).await else {
+                continue;
+            };
+            if filter.phase.is_some_and(|p| p != st.phase) {
+                continue;
+            }
+            if filter.workspace.as_ref().is_some_and(|w| w != &st.workspace) {
+                continue;
+            }
+            out.push(st);
+            if filter.limit > 0 && out.len() >= filter.limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_event_page(path: &Path, from: u64, limit: usize) -> Result<EventPage, StoreError> {
+    use std::io::BufRead;
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(EventPage {
+                offset: from,
+                events: vec![],
+                next_offset: from,
+                end: true,
+            });
+        }
+        Err(e) => return Err(StoreError::io("read", path, e)),
+    };
+    let mut events = Vec::new();
+    let mut lines = std::io::BufReader::new(f).split(b'\n').skip(from as usize);
+    let mut end = true;
+    for line in lines.by_ref() {
+        let line = line.map_err(|e| StoreError::io("read", path, e))?;
+        if events.len() == limit {
+            end = false;
+            break;
+        }
+        events.push(
+            serde_json::from_slice(&line)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&line).into())),
+        );
+    }
+    Ok(EventPage {
+        offset: from,
+        next_offset: from + events.len() as u64,
+        events,
+        end,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(mode: SecurityMode) -> ContainerInputs {
+        ContainerInputs {
+            run_id: RunId::parse("20261124040512-3fa9c2d1").unwrap(),
+            image: "codex-orchestrator-runner:0.1.0".into(),
+            policy: SecurityPolicy::for_mode(mode),
+            workspace: PathBuf::from("/home/me/proj"),
+            uid: 1000,
+            gid: 1000,
+            network: "bridge".into(),
+            memory_mb: 4096,
+            cpus: 2.0,
+            pids_limit: 1024,
+            tmp_mb: 1024,
+            home_mb: 512,
+            scratch_mb: 2048,
+            stop_grace_secs: 10,
+            env: vec!["A=b".into()],
+            store_key: "0123456789abcdef".into(),
+        }
+    }
+
+    #[test]
+    fn container_spec_readonly_whole() {
+        let (name, body) = container_spec(&inputs(SecurityMode::Readonly));
+        assert_eq!(name, "codex-run-20261124040512-3fa9c2d1");
+        let mut labels = HashMap::new();
+        labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
+        labels.insert(LABEL_RUN_ID.to_string(), "20261124040512-3fa9c2d1".to_string());
+        labels.insert(LABEL_STORE.to_string(), "0123456789abcdef".to_string());
+        labels.insert(LABEL_MODE.to_string(), "readonly".to_string());
+        let mut tmpfs = HashMap::new();
+        tmpfs.insert("/tmp".to_string(), "rw,nosuid,nodev,size=1024m,mode=1777".to_string());
+        tmpfs.insert(
+            "/home/codex".to_string(),
+            "rw,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000".to_string(),
+        );
+        tmpfs.insert(
+            "/scratch".to_string(),
+            "rw,nosuid,nodev,size=2048m,mode=0700,uid=1000,gid=1000".to_string(),
+        );
+        let expected = ContainerCreateBody {
+            image: Some("codex-orchestrator-runner:0.1.0".into()),
+            user: Some("1000:1000".into()),
+            env: Some(vec!["A=b".into()]),
+            working_dir: Some("/workspace".into()),
+            labels: Some(labels),
+            stop_timeout: Some(10),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            open_stdin: Some(false),
+            host_config: Some(HostConfig {
+                mounts: Some(vec![Mount {
+                    target: Some("/workspace".into()),
+                    source: Some("/home/me/proj".into()),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(true),
+                    ..Default::default()
+                }]),
+                tmpfs: Some(tmpfs),
+                readonly_rootfs: Some(true),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: None,
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                privileged: Some(false),
+                init: Some(true),
+                memory: Some(4096 * 1024 * 1024),
+                memory_swap: Some(4096 * 1024 * 1024),
+                nano_cpus: Some(2_000_000_000),
+                pids_limit: Some(1024),
+                network_mode: Some("bridge".into()),
+                ipc_mode: Some("private".into()),
+                auto_remove: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn container_spec_write_modes_differ_only_where_policy_says() {
+        let (_, ro) = container_spec(&inputs(SecurityMode::Readonly));
+        for mode in [SecurityMode::WorkspaceWrite, SecurityMode::FullAccess] {
+            let (_, rw) = container_spec(&inputs(mode));
+            let hc = rw.host_config.clone().unwrap();
+            assert_eq!(hc.mounts.as_ref().unwrap()[0].read_only, Some(false));
+            assert!(!hc.tmpfs.as_ref().unwrap().contains_key("/scratch"));
+            assert_eq!(
+                rw.labels.as_ref().unwrap()[LABEL_MODE],
+                mode.to_string()
+            );
+            // Everything else about the hardening is identical.
+            let mut a = ro.host_config.clone().unwrap();
+            let mut b = hc;
+            a.mounts = None;
+            b.mounts = None;
+            a.tmpfs = None;
+            b.tmpfs = None;
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn never_root() {
+        assert_eq!(sandbox_user(0, 0), (FALLBACK_UID, FALLBACK_UID, true));
+        assert_eq!(sandbox_user(1000, 1000), (1000, 1000, false));
+        assert_eq!(sandbox_user(1000, 0), (1000, 1000, false));
+    }
+
+    #[test]
+    fn terminal_decisions() {
+        let (p, r, m) = decide_terminal(None, true, false, false, Some(137), None);
+        assert_eq!((p, r), (RunPhase::Failed, TerminalReason::OutOfMemory));
+        assert!(m.contains("out of memory"));
+        let (p, r, _) = decide_terminal(None, false, true, true, Some(137), None);
+        assert_eq!((p, r), (RunPhase::TimedOut, TerminalReason::Timeout));
+        let (p, r, _) = decide_terminal(None, false, false, true, Some(143), None);
+        assert_eq!((p, r), (RunPhase::Cancelled, TerminalReason::Cancelled));
+        let (p, r, m) = decide_terminal(None, false, false, false, Some(2), Some("boom"));
+        assert_eq!((p, r), (RunPhase::Failed, TerminalReason::AgentError));
+        assert_eq!(
+            m,
+            "the sandbox exited (code 2) without reporting a result: boom"
+        );
+    }
+}

@@ -461,10 +461,9 @@ async fn handle(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     let (resp, n) = match served {
         Some(i) => (&state.script.responses[i], i + 1),
         None => {
-            exhausted_resp =
-                ScriptedResponse::items(vec![ScriptItem::Message {
-                    message: EXHAUSTED_TEXT.into(),
-                }]);
+            exhausted_resp = ScriptedResponse::items(vec![ScriptItem::Message {
+                message: EXHAUSTED_TEXT.into(),
+            }]);
             (&exhausted_resp, state.next.load(Ordering::SeqCst))
         }
     };
@@ -476,11 +475,17 @@ async fn answer(stream: &mut TcpStream, resp: &ScriptedResponse, n: usize) -> st
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if let Some(status) = resp.http_status {
-        let body = resp.body.clone().unwrap_or_else(
-            || json!({"error": {"message": "mock error", "type": "mock_error"}}),
-        );
-        return write_simple(stream, status, "application/json", body.to_string().as_bytes())
-            .await;
+        let body = resp
+            .body
+            .clone()
+            .unwrap_or_else(|| json!({"error": {"message": "mock error", "type": "mock_error"}}));
+        return write_simple(
+            stream,
+            status,
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+        .await;
     }
     stream
         .write_all(
@@ -886,7 +891,9 @@ mod tests {
         );
         let cut = ScriptedResponse {
             cut_after_items: true,
-            ..ScriptedResponse::items(vec![ScriptItem::Message { message: "m".into() }])
+            ..ScriptedResponse::items(vec![ScriptItem::Message {
+                message: "m".into(),
+            }])
         };
         assert_eq!(sse_events(&cut, 3).len(), 2);
         assert_eq!(
@@ -900,7 +907,10 @@ mod tests {
         let raw = b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nAuthorization: Bearer sk-12345\r\n\r\n{\"a\":1}";
         let mut r: &[u8] = raw;
         let req = read_request(&mut r).await.unwrap().unwrap();
-        assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/v1/responses"));
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("POST", "/v1/responses")
+        );
         assert_eq!(req.body, b"{\"a\":1}");
         let entry = log_entry(&req, 1, Some(0), false, Some("sk-12345"));
         assert_eq!(

@@ -20,7 +20,8 @@ pub struct Snapshot {
 /// A git-format patch between a snapshot and a later state of the work tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatchOutput {
-    /// `git apply --binary` compatible patch; empty when nothing changed.
+    /// `git apply --binary` compatible patch; empty when nothing changed. Always valid UTF-8:
+    /// files whose text is not UTF-8 are written as binary patches.
     pub patch: Vec<u8>,
     /// Files the patch touches (relative paths, `/`-separated, in patch order).
     pub files: Vec<String>,
@@ -130,7 +131,15 @@ impl Snapshot {
                 git2::Patch::from_diff(&diff, idx).map_err(git_err("format the patch"))?
             {
                 let buf = p.to_buf().map_err(git_err("format the patch"))?;
-                patch.extend_from_slice(&buf);
+                if std::str::from_utf8(&buf).is_ok() {
+                    patch.extend_from_slice(&buf);
+                } else {
+                    // Text that is not UTF-8 (e.g. Latin-1): emit it as a binary patch so the
+                    // whole patch stays valid UTF-8 (it travels inside JSON) and byte-exact.
+                    let paths = [delta.old_file().path(), delta.new_file().path()];
+                    let bin = binary_patch(&repo, &baseline_tree, &current_tree, &paths)?;
+                    patch.extend_from_slice(&bin);
+                }
             }
         }
         let stats = diff.stats().map_err(git_err("count the diff"))?;
@@ -187,6 +196,35 @@ impl UserRepo {
         };
         UserRepo { exclude, tracked }
     }
+}
+
+/// The patch of `paths` alone, with every file treated as binary.
+fn binary_patch(
+    repo: &Repository,
+    old: &git2::Tree<'_>,
+    new: &git2::Tree<'_>,
+    paths: &[Option<&Path>],
+) -> Result<Vec<u8>, WorkspaceError> {
+    let mut opts = DiffOptions::new();
+    opts.show_binary(true)
+        .force_binary(true)
+        .id_abbrev(40)
+        .disable_pathspec_match(true);
+    for p in paths.iter().flatten() {
+        opts.pathspec(*p);
+    }
+    let diff = repo
+        .diff_tree_to_tree(Some(old), Some(new), Some(&mut opts))
+        .map_err(git_err("diff a non-UTF-8 file"))?;
+    let mut out = Vec::new();
+    for idx in 0..diff.deltas().len() {
+        if let Some(mut p) =
+            git2::Patch::from_diff(&diff, idx).map_err(git_err("format the patch"))?
+        {
+            out.extend_from_slice(&p.to_buf().map_err(git_err("format the patch"))?);
+        }
+    }
+    Ok(out)
 }
 
 struct Recorded {

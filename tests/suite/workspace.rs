@@ -583,3 +583,24 @@ fn nested_repository_is_not_descended_into() {
     assert_eq!(c.patch.files, vec!["top.txt"], "{text}");
     assert_eq!(c.patch.skipped_nested_repos, vec!["vendor/lib"]);
 }
+
+#[test]
+fn non_utf8_text_becomes_a_binary_patch_and_the_patch_is_utf8() {
+    let c = run_case(
+        |ws| {
+            sample_repo(ws);
+            write(ws, "latin1.txt", b"caf\xe9\nline two\n");
+            git(ws, &["add", "-A"]);
+            git(ws, &["commit", "-q", "-m", "latin1"]);
+        },
+        |ws| {
+            write(ws, "latin1.txt", b"caf\xe9 cr\xe8me\nline two\n");
+            write(ws, "calc/ops.py", "# utf-8 stays text: \u{e9}\n");
+        },
+    );
+    let text = String::from_utf8(c.patch.patch.clone()).expect("patch is UTF-8");
+    assert!(text.contains("GIT binary patch"), "{text}");
+    assert!(text.contains("+# utf-8 stays text: \u{e9}"), "{text}");
+    assert_eq!(c.patch.files, vec!["calc/ops.py", "latin1.txt"]);
+    assert_git_apply_reproduces(&c, &[]);
+}

@@ -994,9 +994,14 @@ impl Runner for DockerRunner {
             return self.status(id).await;
         };
         let mut rx = h.status.subscribe();
-        let res = tokio::time::timeout(timeout, rx.wait_for(|s| s.phase.is_terminal())).await;
+        let res = tokio::time::timeout(timeout, async move {
+            rx.wait_for(|s| s.phase.is_terminal())
+                .await
+                .map(|s| s.clone())
+        })
+        .await;
         match res {
-            Ok(Ok(s)) => Ok(s.clone()),
+            Ok(Ok(s)) => Ok(s),
             // Timed out, or the driver finished and dropped the sender: read the latest.
             _ => self.status(id).await,
         }
@@ -1228,5 +1233,63 @@ mod tests {
             m,
             "the sandbox exited (code 2) without reporting a result: boom"
         );
+    }
+
+    #[test]
+    fn stream_sink_counts_malformed_and_oversized_lines_and_still_folds() {
+        use crate::events::OrchestratorEvent;
+        use crate::model::RunResult;
+        let id = RunId::parse("20261124040512-3fa9c2d1").unwrap();
+        let started = OrchestratorEvent::RunStarted {
+            stream_version: 1,
+            orchestrator_version: crate::model::VERSION.into(),
+            run_id: id,
+            mode: SecurityMode::WorkspaceWrite,
+            model: None,
+            workdir: "/workspace".into(),
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            deadline_secs: 60,
+        };
+        let mut result = RunResult::empty(RunPhase::Succeeded);
+        result.summary = Some("hi".into());
+        let completed = OrchestratorEvent::RunCompleted {
+            phase: RunPhase::Succeeded,
+            reason: Some(TerminalReason::Completed),
+            message: Some("done".into()),
+            result: Box::new(result),
+            patch: Some("diff --git a/x b/x\n".into()),
+            last_message: Some("hi".into()),
+        };
+        let mut stream = Vec::new();
+        stream.extend_from_slice(started.to_line().as_bytes());
+        stream.extend_from_slice(b"\nnot json at all\n");
+        stream.extend_from_slice(br#"{"type":"thread.started","thread_id":"t-1"}"#);
+        stream.extend_from_slice(b"\n");
+        stream.extend_from_slice(format!("{{\"type\":\"x\",\"pad\":\"{}\"}}\n", "a".repeat(5000)).as_bytes());
+        stream.extend_from_slice(br#"{"type":"turn.started"}"#);
+        stream.extend_from_slice(b"\n");
+        stream.extend_from_slice(completed.to_line().as_bytes()); // no trailing newline
+        for chunk_size in [1usize, 3, 64, 4096] {
+            let mut events = Vec::new();
+            let mut stderr = Vec::new();
+            let mut sink = StreamSink::new(RunFold::new(), 1024, &mut events, &mut stderr, 10);
+            for c in stream.chunks(chunk_size) {
+                sink.stdout(c).unwrap();
+            }
+            sink.stderr(b"warning: one\nlast words\n");
+            sink.finish().unwrap();
+            let p = sink.fold().progress().clone();
+            assert_eq!((p.malformed_lines, p.oversized_lines), (1, 1), "chunk {chunk_size}");
+            let c = sink.fold().completed().expect("completion folded");
+            assert_eq!(c.phase, RunPhase::Succeeded);
+            assert_eq!(c.patch.as_deref(), Some("diff --git a/x b/x\n"));
+            assert_eq!(sink.fold().thread_id(), Some("t-1"));
+            assert_eq!(sink.last_stderr_line(), Some("last words"));
+            drop(sink);
+            let lines: Vec<&[u8]> = events.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+            assert_eq!(lines.len(), 5, "every line but the oversized one is kept verbatim");
+            assert_eq!(lines[1], b"not json at all");
+            assert_eq!(stderr, b"warning: o", "stderr capped");
+        }
     }
 }

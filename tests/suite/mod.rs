@@ -1,1 +1,4 @@
+mod agent;
+mod docker_e2e;
 mod events;
+mod workspace;

@@ -1,0 +1,1 @@
+//! Scripted mock model helpers (filled in with the agent tests).

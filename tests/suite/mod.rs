@@ -1,4 +1,6 @@
 mod agent;
 mod docker_e2e;
+mod docker_hardening;
+mod docker_restart;
 mod events;
 mod workspace;

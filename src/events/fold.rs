@@ -1,0 +1,943 @@
+//! The fold: turns a stream of [`Event`]s (codex's own and `orchestrator.*`) into live
+//! [`Progress`] and a [`RunResult`], in bounded memory. See docs/JSONL_OUTPUT.md §"The fold".
+//!
+//! Facts it relies on (fixtures README §3):
+//! * One codex invocation = one attempt. The agent announces attempts with
+//!   `orchestrator.attempt.started`; in a plain codex log a second `thread.started` means a
+//!   new invocation (`exec resume`). Item ids restart at `item_0` in every invocation, so
+//!   in-progress items are keyed by (attempt, id).
+//! * `turn.completed.usage` is cumulative over a thread, across resumes. Per-attempt usage is
+//!   this attempt's figure minus the thread's previous figure; `orchestrator.attempt.completed`
+//!   carries the agent's own per-attempt usage, which wins when present. The total is the sum
+//!   of the per-attempt figures.
+//! * Only the last agent_message before `turn.completed` is the answer (retries repeat
+//!   messages; a turn may complete with none).
+//! * `error` events and error items are not fatal; `turn.failed` is.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::decode::Decoded;
+use super::orchestrator::{AttemptKind, OrchestratorEvent};
+use super::types::{CodexEvent, Event, ItemDetails, ItemStatus, ThreadItem, parse_line};
+use crate::model::{
+    CommandRecord, FileChange, FileChangeKind, Progress, RunPhase, RunResult, TerminalReason,
+    TokenUsage, UsageReport,
+};
+
+/// Commands listed in the result; later ones are only counted (`omitted_commands`).
+pub const MAX_COMMANDS: usize = 1000;
+/// Error messages listed in the result; later ones are only counted (`omitted_errors`).
+pub const MAX_ERRORS: usize = 50;
+/// Distinct changed files listed (and deduplicated exactly).
+pub const MAX_CHANGED_FILES: usize = 10_000;
+/// Attempts whose usage is listed in `usage.per_attempt` (later ones still count in the total).
+pub const MAX_ATTEMPTS_TRACKED: usize = 1000;
+/// Commands tracked as running at once (the oldest is forgotten beyond this).
+pub const MAX_IN_PROGRESS: usize = 256;
+/// Cap in bytes on a stored command, error message or path.
+pub const MAX_TEXT: usize = 4096;
+/// Cap in characters on `progress.last_item` and `progress.current_command`.
+pub const MAX_SUMMARY_CHARS: usize = 200;
+
+/// The data of `orchestrator.run.completed`: the agent's authoritative outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub phase: RunPhase,
+    pub reason: Option<TerminalReason>,
+    pub message: Option<String>,
+    pub result: RunResult,
+    pub patch: Option<String>,
+    pub last_message: Option<String>,
+}
+
+/// How the latest codex invocation ended, as far as its own events say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CodexOutcome {
+    /// `turn.completed`.
+    TurnCompleted,
+    /// `turn.failed` with its `error.message`.
+    TurnFailed { message: String },
+    /// No `turn.*` terminal event (yet): still running, killed, or an early failure.
+    NoTerminal,
+}
+
+/// Terminal phase, reason and message derived by [`RunFold::conclude`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conclusion {
+    pub phase: RunPhase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<TerminalReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    attempt: u32,
+    id: String,
+    /// Index into `commands`, when the record fit under the cap.
+    record: Option<usize>,
+    display: String,
+}
+
+/// Per-attempt state, reset when an attempt begins.
+#[derive(Debug, Clone, Default)]
+struct AttemptState {
+    /// A `thread.started` was seen in this attempt.
+    thread_seen: bool,
+    /// Thread id of this attempt, when known.
+    thread_id: Option<String>,
+    outcome: Option<CodexOutcome>,
+    /// Last agent_message of the current turn.
+    pending_answer: Option<String>,
+    /// Last agent_message before the last `turn.completed`.
+    answer: Option<String>,
+    /// The thread's cumulative usage before this attempt.
+    baseline: TokenUsage,
+    /// This attempt's usage so far.
+    usage: TokenUsage,
+    /// `usage` came from `orchestrator.attempt.completed`.
+    usage_reported: bool,
+}
+
+/// The fold. Feed it lines (or events); read progress and results at any time.
+#[derive(Debug, Clone)]
+pub struct RunFold {
+    root: Option<PathBuf>,
+    root_from_stream: bool,
+    progress: Progress,
+    phase: RunPhase,
+    run_started: bool,
+    completion: Option<Completion>,
+    thread_id: Option<String>,
+
+    attempt_open: bool,
+    attempt: u32,
+    attempts: u32,
+    cur: AttemptState,
+    /// Thread id and cumulative usage of the latest `turn.completed`.
+    last_cumulative: Option<(Option<String>, TokenUsage)>,
+    per_attempt: Vec<TokenUsage>,
+    per_attempt_sum: TokenUsage,
+    /// Usage of finished attempts beyond [`MAX_ATTEMPTS_TRACKED`].
+    overflow_usage: TokenUsage,
+    codex_exit_code: Option<i64>,
+
+    running: Vec<Running>,
+    commands: Vec<CommandRecord>,
+    omitted_commands: u64,
+    errors: Vec<String>,
+    omitted_errors: u64,
+    changed_files: Vec<FileChange>,
+    changed_paths: HashSet<String>,
+}
+
+impl Default for RunFold {
+    fn default() -> Self {
+        RunFold::new()
+    }
+}
+
+impl RunFold {
+    pub fn new() -> Self {
+        RunFold {
+            root: None,
+            root_from_stream: false,
+            progress: Progress::default(),
+            phase: RunPhase::Running,
+            run_started: false,
+            completion: None,
+            thread_id: None,
+            attempt_open: false,
+            attempt: 0,
+            attempts: 0,
+            cur: AttemptState::default(),
+            last_cumulative: None,
+            per_attempt: Vec::new(),
+            per_attempt_sum: TokenUsage::default(),
+            overflow_usage: TokenUsage::default(),
+            codex_exit_code: None,
+            running: Vec::new(),
+            commands: Vec::new(),
+            omitted_commands: 0,
+            errors: Vec::new(),
+            omitted_errors: 0,
+            changed_files: Vec::new(),
+            changed_paths: HashSet::new(),
+        }
+    }
+
+    /// Absolute `file_change` paths under `root` are reported relative to it. Without this,
+    /// the `workdir` of `orchestrator.run.started` is used when the stream has one.
+    pub fn with_workspace_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self.root_from_stream = false;
+        self
+    }
+
+    /// Parses and applies one line. Blank lines are ignored; lines that are not events are
+    /// counted in `progress.malformed_lines`.
+    pub fn feed_line(&mut self, line: &[u8]) {
+        match parse_line(line) {
+            Ok(ev) => self.apply(&ev),
+            Err(e) => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return;
+                }
+                self.progress.malformed_lines += 1;
+                tracing::trace!(error = %e, "malformed line");
+            }
+        }
+    }
+
+    /// Applies one decoder output.
+    pub fn feed(&mut self, d: Decoded<'_>) {
+        match d {
+            Decoded::Line(line) => self.feed_line(line),
+            Decoded::Oversized { len } => {
+                self.progress.oversized_lines += 1;
+                tracing::debug!(len, "oversized line skipped");
+            }
+        }
+    }
+
+    /// Applies one event (counted in `progress.events_seen`).
+    pub fn apply(&mut self, ev: &Event) {
+        self.progress.events_seen += 1;
+        match ev {
+            Event::Codex(c) => self.apply_codex(c),
+            Event::Orchestrator(o) => self.apply_orchestrator(o),
+            Event::Unknown { .. } => {}
+        }
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// `Running`/`Fixing` while live; the agent's terminal phase once `run.completed` is seen.
+    pub fn phase(&self) -> RunPhase {
+        match &self.completion {
+            Some(c) => c.phase,
+            None => self.phase,
+        }
+    }
+
+    /// Current attempt: 0 = the first codex run, n = the n-th fix.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Number of attempts begun so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    pub fn thread_id(&self) -> Option<&str> {
+        self.thread_id.as_deref()
+    }
+
+    pub fn completed(&self) -> Option<&Completion> {
+        self.completion.as_ref()
+    }
+
+    /// How the latest attempt's codex invocation ended.
+    pub fn codex_outcome(&self) -> CodexOutcome {
+        self.cur.outcome.clone().unwrap_or(CodexOutcome::NoTerminal)
+    }
+
+    /// The last agent_message before the last `turn.completed` of the latest attempt.
+    pub fn final_answer(&self) -> Option<&str> {
+        self.cur.answer.as_deref()
+    }
+
+    /// Usage of the current attempt alone (what the agent reports in `attempt.completed`).
+    pub fn attempt_usage(&self) -> TokenUsage {
+        self.cur.usage
+    }
+
+    /// Per-attempt and total usage so far.
+    pub fn usage(&self) -> UsageReport {
+        UsageReport {
+            per_attempt: self.per_attempt.clone(),
+            total: self.total_usage(),
+        }
+    }
+
+    /// The agent's result once `run.completed` was seen; before that, the fold's own
+    /// provisional result (phase = [`RunFold::phase`], no reason).
+    pub fn result(&self) -> RunResult {
+        match &self.completion {
+            Some(c) => c.result.clone(),
+            None => self.own_result(),
+        }
+    }
+
+    /// The terminal phase of a stream that has ended, given the exit code of the process that
+    /// wrote it when known: the agent's completion if present, else derived from codex's
+    /// events (for plain `codex exec --json` logs).
+    pub fn conclude(&self, exit_code: Option<i64>) -> Conclusion {
+        if let Some(c) = &self.completion {
+            return Conclusion {
+                phase: c.phase,
+                reason: c.reason,
+                message: c.message.clone(),
+            };
+        }
+        let failed = |reason, message: String| Conclusion {
+            phase: RunPhase::Failed,
+            reason: Some(reason),
+            message: Some(message),
+        };
+        if self.run_started {
+            return failed(
+                TerminalReason::AgentError,
+                "the agent's stream ended without orchestrator.run.completed".to_owned(),
+            );
+        }
+        match self.codex_outcome() {
+            CodexOutcome::TurnCompleted => match exit_code {
+                Some(c) if c != 0 => failed(
+                    TerminalReason::CodexExited,
+                    format!("codex exited with code {c} after its turn completed"),
+                ),
+                _ => Conclusion {
+                    phase: RunPhase::Succeeded,
+                    reason: Some(TerminalReason::Completed),
+                    message: None,
+                },
+            },
+            CodexOutcome::TurnFailed { message } => failed(TerminalReason::CodexFailed, message),
+            CodexOutcome::NoTerminal => {
+                let message = match exit_code {
+                    None if self.progress.events_seen == 0 => {
+                        "the stream holds no events".to_owned()
+                    }
+                    None => "the stream ended without a terminal turn event (codex was killed, \
+                             or the log is incomplete)"
+                        .to_owned(),
+                    Some(code) => {
+                        let how = match code {
+                            130 => " (SIGINT)",
+                            137 => " (SIGKILL)",
+                            143 => " (SIGTERM)",
+                            _ => "",
+                        };
+                        format!("codex exited with code {code}{how} without a terminal turn event")
+                    }
+                };
+                failed(TerminalReason::CodexExited, message)
+            }
+        }
+    }
+
+    /// Status and result of an ended stream (what `events summarize` prints).
+    pub fn summary(&self, exit_code: Option<i64>) -> Summary {
+        let c = self.conclude(exit_code);
+        let result = match &self.completion {
+            Some(done) => done.result.clone(),
+            None => {
+                let mut r = self.own_result();
+                r.phase = c.phase;
+                r.reason = c.reason;
+                r.message = c.message.clone();
+                r.codex_exit_code = self.codex_exit_code.or(exit_code);
+                r
+            }
+        };
+        Summary {
+            status: SummaryStatus {
+                phase: c.phase,
+                reason: c.reason,
+                message: c.message,
+                attempt: self.attempt,
+                attempts: self.attempts,
+                codex_outcome: self.codex_outcome(),
+                exit_code,
+                thread_id: self.thread_id.clone(),
+                progress: self.progress.clone(),
+            },
+            result,
+        }
+    }
+
+    // --- internals ----------------------------------------------------------------------------
+
+    fn own_result(&self) -> RunResult {
+        RunResult {
+            phase: self.phase(),
+            reason: None,
+            message: None,
+            summary: self.cur.answer.clone(),
+            thread_id: self.thread_id.clone(),
+            changed_files: self.changed_files.clone(),
+            commands: self.commands.clone(),
+            omitted_commands: self.omitted_commands,
+            errors: self.errors.clone(),
+            omitted_errors: self.omitted_errors,
+            usage: self.usage(),
+            attempts: self.attempts,
+            patch: None,
+            codex_exit_code: self.codex_exit_code,
+        }
+    }
+
+    fn total_usage(&self) -> TokenUsage {
+        let t = self.per_attempt_sum.add(&self.overflow_usage);
+        if self.attempt_open && self.attempt as usize >= MAX_ATTEMPTS_TRACKED {
+            t.add(&self.cur.usage)
+        } else {
+            t
+        }
+    }
+
+    fn begin_attempt(&mut self, n: u32) {
+        if self.attempt_open && self.attempt as usize >= MAX_ATTEMPTS_TRACKED {
+            self.overflow_usage = self.overflow_usage.add(&self.cur.usage);
+        }
+        self.attempt_open = true;
+        self.attempt = n;
+        self.attempts = self.attempts.max(n.saturating_add(1));
+        self.cur = AttemptState::default();
+        self.running.clear();
+        self.progress.current_command = None;
+        self.set_attempt_usage(n, TokenUsage::default());
+    }
+
+    fn ensure_attempt(&mut self) {
+        if !self.attempt_open {
+            self.begin_attempt(0);
+        }
+    }
+
+    /// Records `usage` as attempt `n`'s and refreshes the total.
+    fn set_attempt_usage(&mut self, n: u32, usage: TokenUsage) {
+        let i = n as usize;
+        if i < MAX_ATTEMPTS_TRACKED {
+            if self.per_attempt.len() <= i {
+                self.per_attempt.resize(i + 1, TokenUsage::default());
+            }
+            let old = std::mem::replace(&mut self.per_attempt[i], usage);
+            self.per_attempt_sum = self.per_attempt_sum.since(&old).add(&usage);
+        }
+        if self.attempt_open && n == self.attempt {
+            self.cur.usage = usage;
+        }
+        self.progress.tokens = self.total_usage();
+    }
+
+    fn apply_orchestrator(&mut self, ev: &OrchestratorEvent) {
+        match ev {
+            OrchestratorEvent::RunStarted { workdir, .. } => {
+                self.run_started = true;
+                if self.root.is_none() || self.root_from_stream {
+                    self.root = Some(workdir.clone());
+                    self.root_from_stream = true;
+                }
+            }
+            OrchestratorEvent::AttemptStarted { attempt, kind } => {
+                self.begin_attempt(*attempt);
+                if self.completion.is_none() {
+                    self.phase = match kind {
+                        AttemptKind::Initial => RunPhase::Running,
+                        AttemptKind::Fix | AttemptKind::SchemaFix => RunPhase::Fixing,
+                    };
+                }
+            }
+            OrchestratorEvent::AttemptCompleted {
+                attempt,
+                exit_code,
+                usage,
+                ..
+            } => {
+                self.set_attempt_usage(*attempt, *usage);
+                if self.attempt_open && *attempt == self.attempt {
+                    self.cur.usage_reported = true;
+                }
+                self.codex_exit_code = *exit_code;
+                self.running.clear();
+                self.progress.current_command = None;
+            }
+            OrchestratorEvent::Warning { message } => {
+                self.set_last_item(&format!("warning: {message}"));
+            }
+            OrchestratorEvent::RunCancelled { reason } => {
+                self.set_last_item(&format!("cancelling: {reason}"));
+            }
+            OrchestratorEvent::RunCompleted {
+                phase,
+                reason,
+                message,
+                result,
+                patch,
+                last_message,
+            } => {
+                self.completion = Some(Completion {
+                    phase: *phase,
+                    reason: *reason,
+                    message: message.clone(),
+                    result: (**result).clone(),
+                    patch: patch.clone(),
+                    last_message: last_message.clone(),
+                });
+                self.running.clear();
+                self.progress.current_command = None;
+            }
+        }
+    }
+
+    fn apply_codex(&mut self, ev: &CodexEvent) {
+        match ev {
+            CodexEvent::ThreadStarted { thread_id } => {
+                if !self.attempt_open {
+                    self.begin_attempt(0);
+                } else if self.cur.thread_seen {
+                    // A second invocation in a plain codex log: `exec resume`.
+                    self.begin_attempt(self.attempt.saturating_add(1));
+                }
+                self.cur.thread_seen = true;
+                if !thread_id.is_empty() {
+                    self.cur.baseline = match &self.last_cumulative {
+                        Some((Some(t), u)) if t == thread_id => *u,
+                        _ => TokenUsage::default(),
+                    };
+                    self.cur.thread_id = Some(thread_id.clone());
+                    self.thread_id = Some(thread_id.clone());
+                }
+            }
+            CodexEvent::TurnStarted => {
+                self.ensure_attempt();
+                self.cur.pending_answer = None;
+            }
+            CodexEvent::ItemStarted { item } => self.apply_item(item, Stage::Started),
+            CodexEvent::ItemUpdated { item } => self.apply_item(item, Stage::Updated),
+            CodexEvent::ItemCompleted { item } => self.apply_item(item, Stage::Completed),
+            CodexEvent::TurnCompleted { usage } => {
+                self.ensure_attempt();
+                self.cur.outcome = Some(CodexOutcome::TurnCompleted);
+                self.cur.answer = self.cur.pending_answer.take();
+                self.last_cumulative = Some((self.cur.thread_id.clone(), *usage));
+                if !self.cur.usage_reported {
+                    let mine = usage.since(&self.cur.baseline);
+                    self.set_attempt_usage(self.attempt, mine);
+                }
+                self.end_turn();
+            }
+            CodexEvent::TurnFailed { message } => {
+                self.ensure_attempt();
+                self.cur.outcome = Some(CodexOutcome::TurnFailed {
+                    message: message.clone(),
+                });
+                self.cur.pending_answer = None;
+                if self.errors.last().map(String::as_str) != Some(cap_text(message)) {
+                    self.push_error(message);
+                }
+                self.end_turn();
+            }
+            CodexEvent::Error { message } => {
+                self.progress.errors_seen += 1;
+                self.push_error(message);
+                self.set_last_item(&format!("error: {message}"));
+            }
+        }
+    }
+
+    fn end_turn(&mut self) {
+        self.running.clear();
+        self.progress.current_command = None;
+    }
+
+    fn apply_item(&mut self, item: &ThreadItem, stage: Stage) {
+        self.ensure_attempt();
+        match &item.details {
+            ItemDetails::AgentMessage { text } => {
+                if stage == Stage::Completed {
+                    self.cur.pending_answer = Some(text.clone());
+                    self.set_last_item("answered");
+                }
+            }
+            ItemDetails::Reasoning { text } => {
+                let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                self.set_last_item(&format!("thinking: {first}"));
+            }
+            ItemDetails::CommandExecution {
+                command,
+                exit_code,
+                status,
+                ..
+            } => self.apply_command(&item.id, command, *exit_code, status, stage),
+            ItemDetails::FileChange { changes, status } => {
+                let paths: Vec<String> = changes.iter().map(|c| self.relativize(&c.path)).collect();
+                let list = describe_paths(&paths);
+                match stage {
+                    Stage::Started | Stage::Updated => {
+                        self.set_last_item(&format!("editing {list}"));
+                    }
+                    Stage::Completed => match status {
+                        ItemStatus::Completed => {
+                            for (c, path) in changes.iter().zip(paths) {
+                                self.record_change(path, c.kind);
+                            }
+                            self.set_last_item(&format!("edited {list}"));
+                        }
+                        ItemStatus::InProgress => {}
+                        other => {
+                            self.push_error(&format!("file change {}: {list}", other.as_str()));
+                            self.set_last_item(&format!("failed to edit {list}"));
+                        }
+                    },
+                }
+            }
+            ItemDetails::McpToolCall {
+                server,
+                tool,
+                status,
+                ..
+            } => {
+                let what = match (stage, status) {
+                    (Stage::Completed, ItemStatus::Failed) => format!("{server}.{tool} failed"),
+                    (Stage::Completed, _) => format!("called {server}.{tool}"),
+                    _ => format!("calling {server}.{tool}"),
+                };
+                self.set_last_item(&what);
+            }
+            ItemDetails::WebSearch { query, .. } => {
+                let verb = if stage == Stage::Completed {
+                    "searched"
+                } else {
+                    "searching"
+                };
+                self.set_last_item(&format!("{verb} `{query}`"));
+            }
+            ItemDetails::TodoList { items } => {
+                let done = items.iter().filter(|t| t.completed).count();
+                self.set_last_item(&format!("todo {done}/{} done", items.len()));
+            }
+            ItemDetails::Error { message } => {
+                if stage == Stage::Completed {
+                    self.progress.errors_seen += 1;
+                    self.push_error(message);
+                    self.set_last_item(&format!("warning: {message}"));
+                }
+            }
+            ItemDetails::Other { item_type } => self.set_last_item(item_type),
+        }
+    }
+
+    fn apply_command(
+        &mut self,
+        id: &str,
+        command: &str,
+        exit_code: Option<i64>,
+        status: &ItemStatus,
+        stage: Stage,
+    ) {
+        let display = one_line(&display_command(command), MAX_SUMMARY_CHARS);
+        let attempt = self.attempt;
+        let pos = self
+            .running
+            .iter()
+            .position(|r| r.attempt == attempt && r.id == id);
+        let status_str = match status {
+            ItemStatus::Other(s) if s.is_empty() => {
+                if stage == Stage::Completed {
+                    if exit_code == Some(0) {
+                        "completed"
+                    } else {
+                        "failed"
+                    }
+                } else {
+                    "in_progress"
+                }
+            }
+            s => s.as_str(),
+        };
+        match stage {
+            Stage::Started | Stage::Updated => {
+                let record = match pos.map(|p| self.running.remove(p)) {
+                    Some(r) => r.record,
+                    None => self.push_command(command, None, status_str),
+                };
+                if let Some(rec) = record.and_then(|i| self.commands.get_mut(i)) {
+                    rec.status = status_str.to_owned();
+                    if exit_code.is_some() {
+                        rec.exit_code = exit_code;
+                    }
+                }
+                if self.running.len() >= MAX_IN_PROGRESS {
+                    self.running.remove(0);
+                }
+                self.running.push(Running {
+                    attempt,
+                    id: id.to_owned(),
+                    record,
+                    display: display.clone(),
+                });
+                self.progress.current_command = Some(display.clone());
+                self.set_last_item(&format!("running `{display}`"));
+            }
+            Stage::Completed => {
+                let record = match pos.map(|p| self.running.remove(p)) {
+                    Some(r) => r.record,
+                    None => self.push_command(command, exit_code, status_str),
+                };
+                if let Some(rec) = record.and_then(|i| self.commands.get_mut(i)) {
+                    rec.status = status_str.to_owned();
+                    rec.exit_code = exit_code;
+                    if !command.is_empty() {
+                        rec.command = cap_text(command).to_owned();
+                    }
+                }
+                self.progress.commands_run += 1;
+                let failed = matches!(status, ItemStatus::Failed | ItemStatus::Declined)
+                    || matches!(exit_code, Some(c) if c != 0);
+                if failed {
+                    self.progress.commands_failed += 1;
+                }
+                self.progress.current_command = self.running.last().map(|r| r.display.clone());
+                let how = match exit_code {
+                    Some(c) => format!("exit {c}"),
+                    None => status_str.to_owned(),
+                };
+                self.set_last_item(&format!("ran `{display}` ({how})"));
+            }
+        }
+    }
+
+    fn push_command(
+        &mut self,
+        command: &str,
+        exit_code: Option<i64>,
+        status: &str,
+    ) -> Option<usize> {
+        if self.commands.len() >= MAX_COMMANDS {
+            self.omitted_commands += 1;
+            return None;
+        }
+        self.commands.push(CommandRecord {
+            command: cap_text(command).to_owned(),
+            exit_code,
+            status: status.to_owned(),
+            attempt: self.attempt,
+        });
+        Some(self.commands.len() - 1)
+    }
+
+    fn push_error(&mut self, message: &str) {
+        if self.errors.len() >= MAX_ERRORS {
+            self.omitted_errors += 1;
+        } else {
+            self.errors.push(cap_text(message).to_owned());
+        }
+    }
+
+    fn record_change(&mut self, path: String, kind: Option<FileChangeKind>) {
+        let kind = kind.unwrap_or(FileChangeKind::Update);
+        let path = cap_text(&path).to_owned();
+        if self.changed_paths.contains(&path) {
+            if let Some(fc) = self.changed_files.iter_mut().find(|f| f.path == path) {
+                fc.kind = merge_kind(fc.kind, kind);
+            }
+            return;
+        }
+        // Beyond the cap paths are no longer remembered, so `files_changed` may over-count.
+        self.progress.files_changed += 1;
+        if self.changed_files.len() < MAX_CHANGED_FILES {
+            self.changed_paths.insert(path.clone());
+            self.changed_files.push(FileChange { path, kind });
+        }
+    }
+
+    fn relativize(&self, path: &str) -> String {
+        if let Some(root) = &self.root
+            && let Ok(rel) = Path::new(path).strip_prefix(root)
+        {
+            let rel = rel.to_string_lossy();
+            return if rel.is_empty() {
+                ".".to_owned()
+            } else {
+                rel.into_owned()
+            };
+        }
+        path.to_owned()
+    }
+
+    fn set_last_item(&mut self, s: &str) {
+        self.progress.last_item = Some(one_line(s, MAX_SUMMARY_CHARS));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Started,
+    Updated,
+    Completed,
+}
+
+/// The net kind of two successive changes to one path.
+fn merge_kind(old: FileChangeKind, new: FileChangeKind) -> FileChangeKind {
+    use FileChangeKind::*;
+    match (old, new) {
+        (Add, Update) => Add,
+        (Delete, Add) | (Delete, Update) => Update,
+        (_, new) => new,
+    }
+}
+
+fn describe_paths(paths: &[String]) -> String {
+    match paths {
+        [] => "no files".to_owned(),
+        [one] => one.clone(),
+        [first, ..] => format!("{} files ({first}, …)", paths.len()),
+    }
+}
+
+/// `s` cut to at most [`MAX_TEXT`] bytes at a char boundary.
+fn cap_text(s: &str) -> &str {
+    if s.len() <= MAX_TEXT {
+        return s;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// One line of at most `max` chars: control characters become spaces; cut with `…`.
+pub(crate) fn one_line(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max * 4));
+    for (n, ch) in s.chars().enumerate() {
+        if n + 1 > max {
+            out.pop();
+            out.push('…');
+            break;
+        }
+        out.push(if ch.is_control() { ' ' } else { ch });
+    }
+    out
+}
+
+/// A human form of codex's shell-quoted command: `/bin/bash -lc 'ls && cat x'` → `ls && cat x`.
+pub(crate) fn display_command(cmd: &str) -> String {
+    const SHELLS: [&str; 6] = [
+        "/bin/bash -lc ",
+        "/bin/bash -c ",
+        "/usr/bin/bash -lc ",
+        "bash -lc ",
+        "/bin/sh -c ",
+        "sh -c ",
+    ];
+    let Some(script) = SHELLS.iter().find_map(|p| cmd.strip_prefix(p)) else {
+        return cmd.to_owned();
+    };
+    let b = script.as_bytes();
+    if b.len() >= 2 && b[0] == b'\'' && b[b.len() - 1] == b'\'' {
+        let inner = &script[1..script.len() - 1];
+        if !inner.contains('\'') {
+            return inner.to_owned();
+        }
+    }
+    if b.len() >= 2 && b[0] == b'"' && b[b.len() - 1] == b'"' {
+        let inner = &script[1..script.len() - 1];
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                match chars.next() {
+                    Some(n @ ('"' | '\\' | '$' | '`')) => out.push(n),
+                    Some(n) => {
+                        out.push('\\');
+                        out.push(n);
+                    }
+                    None => out.push('\\'),
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        return out;
+    }
+    script.to_owned()
+}
+
+/// Status part of [`Summary`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryStatus {
+    pub phase: RunPhase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<TerminalReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The latest attempt (0 = first codex run).
+    pub attempt: u32,
+    /// Attempts seen.
+    pub attempts: u32,
+    /// How the latest codex invocation ended.
+    pub codex_outcome: CodexOutcome,
+    /// The exit code passed in (of codex or of the agent that wrote the stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    pub progress: Progress,
+}
+
+/// What `codex-orchestrator events summarize` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub status: SummaryStatus,
+    pub result: RunResult,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_command_unquotes_shell_wrappers() {
+        assert_eq!(display_command("/bin/bash -lc ls"), "ls");
+        assert_eq!(
+            display_command("/bin/bash -lc 'ls && cat calc/ops.py'"),
+            "ls && cat calc/ops.py"
+        );
+        assert_eq!(
+            display_command(
+                "/bin/bash -lc \"echo to-stderr >&2; python3 -c 'import sys; sys.exit(3)'\""
+            ),
+            "echo to-stderr >&2; python3 -c 'import sys; sys.exit(3)'"
+        );
+        assert_eq!(display_command("/bin/bash -lc 'a'\\''b'"), "'a'\\''b'");
+        assert_eq!(display_command("cargo test"), "cargo test");
+        assert_eq!(display_command("/bin/bash -lc \"x\\\\y\\n\""), "x\\y\\n");
+    }
+
+    #[test]
+    fn one_line_cuts_on_chars() {
+        assert_eq!(one_line("a\nb\tc", 10), "a b c");
+        assert_eq!(one_line("ééééé", 3), "éé…");
+        assert_eq!(one_line("abc", 3), "abc");
+        assert_eq!(one_line("", 3), "");
+    }
+
+    #[test]
+    fn cap_text_respects_char_boundaries() {
+        let s = "é".repeat(MAX_TEXT);
+        let c = cap_text(&s);
+        assert!(c.len() <= MAX_TEXT && c.len() >= MAX_TEXT - 1);
+        assert!(c.chars().all(|ch| ch == 'é'));
+    }
+
+    #[test]
+    fn merge_kinds() {
+        use FileChangeKind::*;
+        assert_eq!(merge_kind(Add, Update), Add);
+        assert_eq!(merge_kind(Delete, Add), Update);
+        assert_eq!(merge_kind(Update, Delete), Delete);
+        assert_eq!(merge_kind(Update, Update), Update);
+    }
+}

@@ -47,19 +47,12 @@ pub enum Command {
     #[command(subcommand)]
     Events(EventsCmd),
     /// The in-sandbox agent (the runner image's entrypoint). Reads a RunSpec, prints JSONL.
-    Agent(AgentArgs),
+    Agent(crate::agent::AgentArgs),
     /// Build or inspect the runner image.
     Image(crate::image::ImageArgs),
     /// A scripted mock of the model API, for tests and offline demos.
     #[command(hide = true)]
     MockModel(crate::mockmodel::MockModelArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct AgentArgs {
-    /// RunSpec JSON file; default: the CODEX_ORCHESTRATOR_SPEC environment variable.
-    #[arg(long)]
-    pub spec: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -203,8 +196,9 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             print_json(&summary)?;
             Ok(0)
         }
-        Command::Agent(a) => crate::agent::main(a.spec.as_deref())
+        Command::Agent(a) => crate::agent::main(a.clone())
             .await
+            .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),
         Command::Image(a) => crate::image::run_cli(a)
             .await

@@ -1,5 +1,618 @@
-//! (in progress)
-// TEMP stub until the agent branch lands.
-pub async fn main(_spec: Option<&std::path::Path>) -> Result<i32, String> {
-    Err("agent not yet".into())
+//! The in-sandbox supervisor (`codex-orchestrator agent`), the entrypoint of the runner image.
+//!
+//! It reads a [`RunSpec`] (`--spec FILE` or the JSON in `CODEX_ORCHESTRATOR_SPEC`), snapshots
+//! the workspace, runs `codex exec --json` exactly as DESIGN §7 says, passes codex's stdout
+//! through and ends with `orchestrator.run.completed` carrying the result and the patch.
+//!
+//! **stdout** is JSONL only, written by one writer ([`stream::Stream`]), whole lines only:
+//! `orchestrator.run.started` (with `stream_version`), `orchestrator.attempt.started`, every
+//! codex line verbatim, `orchestrator.attempt.completed`, maybe `orchestrator.warning` and
+//! `orchestrator.run.cancelled`, and last `orchestrator.run.completed`. The values of the
+//! environment variables named in `spec.secret_env` and of the provider's `env_key` are
+//! replaced by `<redacted:NAME>` everywhere (codex lines included; values shorter than
+//! [`redact::MIN_SECRET_LEN`] bytes cannot be redacted safely and are left, with a warning in
+//! the log). A codex line longer than the decoder cap (64 MiB) is dropped and reported with a
+//! warning line.
+//!
+//! **stderr**: tracing diagnostics, and codex's stderr relayed line by line with the prefix
+//! `[codex] ` (so that, when a log merges both streams, no relayed line can pass for an event).
+//!
+//! Flow: run.started → version check → (readonly) copy the workspace to `scratch_dir` →
+//! snapshot (a private object store under `$TMPDIR`, see [`crate::workspace`]) → attempt 0 →
+//! diff → run.completed. Phases: `turn.completed` → succeeded/completed; `turn.failed` →
+//! failed/codex_failed (codex's message); no terminal event → failed/codex_exited (exit status
+//! and the last stderr lines). SIGTERM/SIGINT (or [`StopHandle::stop`]) and the deadline
+//! (`deadline_secs` from agent start) stop codex's process group (SIGTERM, SIGKILL 3 s later),
+//! emit `orchestrator.run.cancelled`, still compute the patch and end cancelled/cancelled or
+//! timed_out/timeout. The wind-down takes at most a few seconds (the diff is given
+//! [`WIND_DOWN_DIFF_BUDGET`]).
+//!
+//! The verify loop (fix attempts with `codex exec … resume <thread_id>`) plugs in after the
+//! first attempt: [`argv::codex_args`] already builds resume invocations and
+//! [`codex::run_attempt`] runs any invocation.
+
+pub mod argv;
+pub mod codex;
+pub mod outcome;
+pub mod redact;
+pub mod stream;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::events::{AttemptKind, OrchestratorEvent, RunFold};
+use crate::model::{self, RunPhase, RunSpec, TerminalReason};
+use crate::workspace::{PatchOutput, Snapshot, copy_tree};
+use argv::{CodexInvocation, codex_args};
+use codex::{CodexCommand, Limits, run_attempt};
+use outcome::{Decision, ExitInfo, Stop, cap_text, decide, patch_info};
+use redact::Redactor;
+use stream::Stream;
+
+/// Environment variable holding the RunSpec JSON when `--spec` is not given.
+pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";
+/// How long the diff may take once the run is winding down (cancel/timeout).
+pub const WIND_DOWN_DIFF_BUDGET: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no run spec: pass --spec FILE or set {SPEC_ENV}")]
+    NoSpec,
+    #[error("cannot read the run spec {}: {source}", path.display())]
+    ReadSpec {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid run spec: {0}")]
+    InvalidSpec(#[source] serde_json::Error),
+    #[error("cannot write the event stream: {0}")]
+    Output(#[source] std::io::Error),
+    #[error("cannot start codex ({}): {source}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// `codex-orchestrator agent`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AgentArgs {
+    /// The RunSpec JSON file; without it the spec is read from $CODEX_ORCHESTRATOR_SPEC.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+}
+
+/// How the agent ended (it exits 0 whenever `orchestrator.run.completed` was written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentExit {
+    pub phase: RunPhase,
+    pub reason: Option<TerminalReason>,
+}
+
+/// A stop request shared with the signal handler (or a test).
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle {
+    token: CancellationToken,
+    reason: Arc<OnceLock<String>>,
+}
+
+impl StopHandle {
+    pub fn new() -> Self {
+        StopHandle::default()
+    }
+
+    /// Requests a stop; the first reason wins.
+    pub fn stop(&self, reason: impl Into<String>) {
+        let _ = self.reason.set(reason.into());
+        self.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.token
+            .is_cancelled()
+            .then(|| self.reason.get().cloned().unwrap_or_default())
+    }
+
+    /// Resolves with the reason once a stop was requested.
+    pub async fn stopped(&self) -> String {
+        self.token.cancelled().await;
+        self.reason.get().cloned().unwrap_or_default()
+    }
+}
+
+/// Reads the spec from `--spec FILE`, else from `$CODEX_ORCHESTRATOR_SPEC`.
+pub fn load_spec(args: &AgentArgs) -> Result<RunSpec, AgentError> {
+    let text = match &args.spec {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| AgentError::ReadSpec {
+            path: path.clone(),
+            source,
+        })?,
+        None => std::env::var(SPEC_ENV).map_err(|_| AgentError::NoSpec)?,
+    };
+    serde_json::from_str(&text).map_err(AgentError::InvalidSpec)
+}
+
+/// The `agent` subcommand: stdout stream, SIGTERM/SIGINT handling.
+pub async fn main(args: AgentArgs) -> Result<AgentExit, AgentError> {
+    main_with_output(args, tokio::io::stdout()).await
+}
+
+/// [`main`] writing the stream to `out` (the signal handling is the same).
+pub async fn main_with_output<W: AsyncWrite + Unpin>(
+    args: AgentArgs,
+    out: W,
+) -> Result<AgentExit, AgentError> {
+    let spec = load_spec(&args)?;
+    let stop = StopHandle::new();
+    let signals = install_signal_handlers(stop.clone())?;
+    let result = run(spec, out, stop).await;
+    signals.abort();
+    result
+}
+
+fn install_signal_handlers(stop: StopHandle) -> Result<tokio::task::JoinHandle<()>, AgentError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let sig = |kind| signal(kind).map_err(|e| AgentError::Internal(format!("signal handler: {e}")));
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                Some(()) = term.recv() => "SIGTERM",
+                Some(()) = int.recv() => "SIGINT",
+                else => break,
+            };
+            tracing::info!(signal = name, "stop requested");
+            stop.stop(format!("received {name}"));
+        }
+    }))
+}
+
+/// The outcome of the steps before `run.completed`.
+struct Finish {
+    decision: Decision,
+    exit: Option<ExitInfo>,
+    patch: Option<PatchOutput>,
+    last_message: Option<String>,
+}
+
+impl Finish {
+    fn early(decision: Decision) -> Self {
+        Finish {
+            decision,
+            exit: None,
+            patch: None,
+            last_message: None,
+        }
+    }
+
+    fn stopped(stop: &Stop) -> Self {
+        Finish::early(decide(
+            Some(stop),
+            &crate::events::CodexOutcome::NoTerminal,
+            ExitInfo::default(),
+            &[],
+        ))
+    }
+}
+
+/// Runs one RunSpec to the end, writing the stream to `out`. Returns `Err` only when the
+/// stream itself cannot be written (or, for [`main`], the spec cannot be read); every other
+/// failure ends in `orchestrator.run.completed` with phase `failed`.
+pub async fn run<W: AsyncWrite + Unpin>(
+    spec: RunSpec,
+    out: W,
+    stop: StopHandle,
+) -> Result<AgentExit, AgentError> {
+    let limits = Limits {
+        stop,
+        deadline: Instant::now() + Duration::from_secs(spec.deadline_secs),
+        deadline_secs: spec.deadline_secs,
+    };
+    let span = tracing::info_span!("agent", run_id = %spec.run_id);
+    run_spec(spec, out, limits).instrument(span).await
+}
+
+async fn run_spec<W: AsyncWrite + Unpin>(
+    spec: RunSpec,
+    out: W,
+    limits: Limits,
+) -> Result<AgentExit, AgentError> {
+    let workdir = spec
+        .scratch_dir
+        .clone()
+        .unwrap_or_else(|| spec.workspace.clone());
+    let redactor = Redactor::from_env(&secret_names(&spec));
+    let fold = RunFold::new().with_workspace_root(&workdir);
+    let mut stream = Stream::new(out, fold, redactor);
+    stream
+        .emit(&OrchestratorEvent::RunStarted {
+            stream_version: model::STREAM_VERSION,
+            orchestrator_version: model::VERSION.to_string(),
+            run_id: spec.run_id.clone(),
+            mode: spec.mode,
+            model: spec.model.clone(),
+            workdir: workdir.clone(),
+            started_at: jiff::Timestamp::now(),
+            deadline_secs: spec.deadline_secs,
+        })
+        .await?;
+
+    let tmp = RunTmp::create(&spec);
+    let finish = match &tmp {
+        Ok(tmp) => drive(&spec, &workdir, tmp, &mut stream, &limits).await?,
+        Err(e) => Finish::early(Decision::failed(
+            TerminalReason::AgentError,
+            format!("cannot create the agent's temp dir: {e}"),
+        )),
+    };
+    let exit = complete(&spec, finish, &mut stream).await?;
+    if let Ok(tmp) = tmp {
+        tmp.remove().await;
+    }
+    Ok(exit)
+}
+
+fn secret_names(spec: &RunSpec) -> Vec<String> {
+    let mut names = spec.secret_env.clone();
+    if let Some(k) = spec.provider.as_ref().and_then(|p| p.env_key.clone())
+        && !names.contains(&k)
+    {
+        names.push(k);
+    }
+    names
+}
+
+/// Everything between run.started and run.completed.
+async fn drive<W: AsyncWrite + Unpin>(
+    spec: &RunSpec,
+    workdir: &Path,
+    tmp: &RunTmp,
+    stream: &mut Stream<W>,
+    limits: &Limits,
+) -> Result<Finish, AgentError> {
+    if spec.orchestrator_version != model::VERSION {
+        return Ok(Finish::early(Decision::failed(
+            TerminalReason::VersionMismatch,
+            format!(
+                "the run spec was written by codex-orchestrator {} but this runner image holds the agent of version {}; use the runner image tagged {}",
+                spec.orchestrator_version,
+                model::VERSION,
+                spec.orchestrator_version
+            ),
+        )));
+    }
+    if let Some(p) = &spec.provider
+        && let Err(e) = p.validate()
+    {
+        return Ok(Finish::early(Decision::failed(
+            TerminalReason::AgentError,
+            format!("invalid model provider: {e}"),
+        )));
+    }
+
+    // Snapshot the workspace as it is (in readonly mode: the read-only original), then make
+    // the scratch copy codex will work on.
+    let snapshot = {
+        let (ws, store) = (spec.workspace.clone(), tmp.store());
+        let job = blocking(move || Snapshot::take(&ws, &store));
+        match until_stopped(job, limits).await {
+            Err(stop) => return stopped_early(&stop, stream).await,
+            Ok(Err(e)) => {
+                return Ok(Finish::early(Decision::failed(
+                    TerminalReason::AgentError,
+                    format!(
+                        "cannot snapshot the workspace {}: {e}",
+                        spec.workspace.display()
+                    ),
+                )));
+            }
+            Ok(Ok(s)) => s,
+        }
+    };
+    tracing::info!(files = snapshot.file_count(), "workspace snapshot taken");
+    if let Some(scratch) = &spec.scratch_dir {
+        let (src, dst) = (spec.workspace.clone(), scratch.clone());
+        match until_stopped(blocking(move || copy_tree(&src, &dst)), limits).await {
+            Err(stop) => return stopped_early(&stop, stream).await,
+            Ok(Err(e)) => {
+                return Ok(Finish::early(Decision::failed(
+                    TerminalReason::AgentError,
+                    format!("cannot copy the workspace to {}: {e}", scratch.display()),
+                )));
+            }
+            Ok(Ok(stats)) => tracing::info!(?stats, "scratch copy made"),
+        }
+    }
+
+    if let Err(e) = std::fs::create_dir_all(&spec.codex_home) {
+        return Ok(Finish::early(Decision::failed(
+            TerminalReason::AgentError,
+            format!(
+                "cannot create CODEX_HOME {}: {e}",
+                spec.codex_home.display()
+            ),
+        )));
+    }
+    if spec.codex_home.starts_with("/tmp") {
+        stream
+            .emit(&OrchestratorEvent::Warning {
+                message: format!(
+                    "CODEX_HOME {} is under /tmp: codex will not install its helper aliases",
+                    spec.codex_home.display()
+                ),
+            })
+            .await?;
+    }
+    let schema_file = match &spec.output_schema {
+        None => None,
+        Some(schema) => {
+            let path = tmp.dir.join("output_schema.json");
+            let bytes = serde_json::to_vec_pretty(schema).unwrap_or_default();
+            if let Err(e) = std::fs::write(&path, bytes) {
+                return Ok(Finish::early(Decision::failed(
+                    TerminalReason::AgentError,
+                    format!("cannot write the output schema file: {e}"),
+                )));
+            }
+            Some(path)
+        }
+    };
+
+    // Attempt 0.
+    let last_message_file = tmp.dir.join("last_message.txt");
+    let inv = CodexInvocation {
+        workdir,
+        last_message_file: &last_message_file,
+        output_schema_file: schema_file.as_deref(),
+        model: spec.model.as_deref(),
+        provider: spec.provider.as_ref(),
+        prompt: &spec.prompt,
+        resume_thread: None,
+    };
+    let cmd = codex_command(spec, workdir, &inv);
+    stream
+        .emit(&OrchestratorEvent::AttemptStarted {
+            attempt: 0,
+            kind: AttemptKind::Initial,
+        })
+        .await?;
+    let end = match run_attempt(&cmd, stream, limits).await {
+        Ok(end) => end,
+        Err(AgentError::Output(e)) => return Err(AgentError::Output(e)),
+        Err(e) => {
+            stream
+                .emit(&OrchestratorEvent::AttemptCompleted {
+                    attempt: 0,
+                    exit_code: None,
+                    signal: None,
+                    usage: Default::default(),
+                })
+                .await?;
+            let mut f = Finish::early(Decision::failed(TerminalReason::AgentError, e.to_string()));
+            f.patch = final_diff(&snapshot, workdir, limits, stream).await?;
+            return Ok(f);
+        }
+    };
+    stream
+        .emit(&OrchestratorEvent::AttemptCompleted {
+            attempt: 0,
+            exit_code: end.exit.code,
+            signal: end.exit.signal,
+            usage: stream.fold.attempt_usage(),
+        })
+        .await?;
+    let mut decision = decide(
+        end.stop.as_ref(),
+        &stream.fold.codex_outcome(),
+        end.exit,
+        &end.stderr_tail,
+    );
+
+    let patch = final_diff(&snapshot, workdir, limits, stream).await?;
+    if patch.is_none() && decision.phase == RunPhase::Succeeded {
+        decision = Decision::failed(
+            TerminalReason::AgentError,
+            "codex finished but the patch could not be computed (see the warning)",
+        );
+    }
+    let last_message = match std::fs::read(&last_message_file) {
+        Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Err(_) => None,
+    };
+    Ok(Finish {
+        decision,
+        exit: Some(end.exit),
+        patch,
+        last_message,
+    })
+}
+
+/// A stop before codex ran: announce it and end without a patch.
+async fn stopped_early<W: AsyncWrite + Unpin>(
+    stop: &Stop,
+    stream: &mut Stream<W>,
+) -> Result<Finish, AgentError> {
+    stream
+        .emit(&OrchestratorEvent::RunCancelled {
+            reason: stop.event_reason(),
+        })
+        .await?;
+    Ok(Finish::stopped(stop))
+}
+
+fn codex_command(spec: &RunSpec, workdir: &Path, inv: &CodexInvocation<'_>) -> CodexCommand {
+    CodexCommand {
+        program: spec.codex_bin.clone().into_os_string(),
+        args: codex_args(inv),
+        cwd: workdir.to_path_buf(),
+        env: vec![(
+            OsString::from("CODEX_HOME"),
+            spec.codex_home.clone().into_os_string(),
+        )],
+        env_remove: vec![OsString::from(SPEC_ENV)],
+    }
+}
+
+/// The patch of everything changed since the snapshot. `None` (with a warning line) when it
+/// cannot be computed; bounded by [`WIND_DOWN_DIFF_BUDGET`] once the run is winding down.
+async fn final_diff<W: AsyncWrite + Unpin>(
+    snapshot: &Snapshot,
+    workdir: &Path,
+    limits: &Limits,
+    stream: &mut Stream<W>,
+) -> Result<Option<PatchOutput>, AgentError> {
+    let (snap, wd) = (snapshot.clone(), workdir.to_path_buf());
+    let job = blocking(move || snap.diff_to(&wd));
+    let budget = async {
+        if limits.due().is_none() {
+            limits.wait().await;
+        }
+        tokio::time::sleep(WIND_DOWN_DIFF_BUDGET).await;
+    };
+    let warn = |message: String| OrchestratorEvent::Warning { message };
+    let result = tokio::select! {
+        r = job => r,
+        _ = budget => {
+            stream.emit(&warn(format!(
+                "the patch was not computed within {WIND_DOWN_DIFF_BUDGET:?} of the stop request"
+            ))).await?;
+            return Ok(None);
+        }
+    };
+    match result {
+        Ok(p) => {
+            if !p.skipped_nested_repos.is_empty() {
+                stream
+                    .emit(&warn(format!(
+                        "nested git repositories are not part of the patch: {}",
+                        p.skipped_nested_repos.join(", ")
+                    )))
+                    .await?;
+            }
+            Ok(Some(p))
+        }
+        Err(e) => {
+            stream
+                .emit(&warn(format!("cannot compute the patch: {e}")))
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Writes `orchestrator.run.completed`.
+async fn complete<W: AsyncWrite + Unpin>(
+    spec: &RunSpec,
+    finish: Finish,
+    stream: &mut Stream<W>,
+) -> Result<AgentExit, AgentError> {
+    let Finish {
+        decision,
+        exit,
+        patch,
+        last_message,
+    } = finish;
+    let message = decision
+        .message
+        .map(|m| stream.redactor.redact(&m).into_owned());
+    let mut result = stream.fold.result();
+    result.phase = decision.phase;
+    result.reason = Some(decision.reason);
+    result.message = message.clone();
+    result.attempts = stream.fold.attempts();
+    result.codex_exit_code = exit.and_then(|e| e.shell_code());
+    let mut inline_patch = None;
+    if let Some(p) = &patch {
+        let text = String::from_utf8_lossy(&p.patch);
+        let redacted = stream.redactor.redact(&text);
+        if matches!(redacted, std::borrow::Cow::Owned(_)) {
+            stream
+                .emit(&OrchestratorEvent::Warning {
+                    message: "the patch contained a secret value, which was redacted; it no longer applies as is".into(),
+                })
+                .await?;
+        }
+        let (inline, truncated) = cap_text(&redacted, spec.max_patch_bytes);
+        result.patch = Some(patch_info(p, truncated));
+        inline_patch = (!inline.is_empty()).then_some(inline);
+    }
+    let last_message = last_message.map(|m| {
+        let m = stream.redactor.redact(&m).into_owned();
+        cap_text(&m, spec.max_patch_bytes).0
+    });
+    tracing::info!(phase = %decision.phase, reason = ?decision.reason, "run completed");
+    stream
+        .emit(&OrchestratorEvent::RunCompleted {
+            phase: decision.phase,
+            reason: Some(decision.reason),
+            message,
+            result: Box::new(result),
+            patch: inline_patch,
+            last_message,
+        })
+        .await?;
+    Ok(AgentExit {
+        phase: decision.phase,
+        reason: Some(decision.reason),
+    })
+}
+
+/// Runs a blocking job on tokio's blocking pool.
+async fn blocking<T: Send + 'static, E: std::fmt::Display>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(move || f().map_err(|e| e.to_string())).await {
+        Ok(r) => r,
+        Err(e) => Err(format!("background task failed: {e}")),
+    }
+}
+
+/// `fut`, unless a stop comes first.
+async fn until_stopped<T>(fut: impl Future<Output = T>, limits: &Limits) -> Result<T, Stop> {
+    tokio::select! {
+        biased;
+        s = limits.wait() => Err(s),
+        v = fut => Ok(v),
+    }
+}
+
+/// The agent's private temp dir: the snapshot store, the `-o` file, the schema file.
+struct RunTmp {
+    dir: PathBuf,
+}
+
+impl RunTmp {
+    fn create(spec: &RunSpec) -> std::io::Result<RunTmp> {
+        let dir = std::env::temp_dir().join(format!(
+            "codex-orchestrator-{}-{:08x}",
+            spec.run_id,
+            uuid::Uuid::new_v4().as_u128() as u32
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(RunTmp { dir })
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.join("snapshot.git")
+    }
+
+    async fn remove(self) {
+        let dir = self.dir;
+        let r = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+        if let Ok(Err(e)) = r {
+            tracing::warn!(error = %e, "cannot remove the agent's temp dir");
+        }
+    }
 }

@@ -1,1 +1,841 @@
-//! Agent tests.
+//! The in-sandbox agent, run as a real separate process with the real codex binary against
+//! the scripted mock model on 127.0.0.1.
+//!
+//! Until the CLI dispatches `codex-orchestrator agent`, the agent process is this test binary
+//! re-executed to run [`agent_child_process`], which calls `agent::main_with_output` — the
+//! same entry as the subcommand (spec loading, SIGTERM/SIGINT handlers) — with the stream
+//! written to a file instead of stdout (libtest writes its own lines to stdout).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use codex_orchestrator::agent::{self, AgentArgs};
+use codex_orchestrator::events::OrchestratorEvent;
+use codex_orchestrator::mockmodel::{MockScript, ScriptItem, ScriptedResponse};
+use codex_orchestrator::model::{
+    self, CommandRecord, FileChange, FileChangeKind, PatchInfo, RunId, RunPhase, RunResult,
+    RunSpec, SecurityMode, TerminalReason, TokenUsage, UsageReport,
+};
+use serde_json::{Value, json};
+
+use crate::support::mock::{MOCK_KEY, MOCK_KEY_ENV, Mock};
+use crate::support::{codex_bin, digest, sample_repo};
+
+const CHILD_TEST: &str = "suite::agent::agent_child_process";
+const OUT_ENV: &str = "CODEX_ORCHESTRATOR_TEST_AGENT_OUT";
+const SPEC_FILE_ENV: &str = "CODEX_ORCHESTRATOR_TEST_SPEC_FILE";
+/// Upper bound for any agent run in these tests.
+const RUN_BOUND: Duration = Duration::from_secs(120);
+
+/// The agent process: only does something when started by [`start_agent`].
+#[test]
+#[ignore = "runs only as the agent child process of the other agent tests"]
+fn agent_child_process() {
+    let Some(out) = std::env::var_os(OUT_ENV) else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter("info")
+        .try_init();
+    let args = AgentArgs {
+        spec: std::env::var_os(SPEC_FILE_ENV).map(PathBuf::from),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let code = rt.block_on(async {
+        let file = tokio::fs::File::create(&out).await.unwrap();
+        match agent::main_with_output(args, file).await {
+            Ok(exit) => {
+                eprintln!("agent exit: {exit:?}");
+                0
+            }
+            Err(e) => {
+                eprintln!("agent error: {e}");
+                1
+            }
+        }
+    });
+    std::process::exit(code);
+}
+
+/// Temp dirs of one test: the workspace, a pristine copy, CODEX_HOME and HOME under /var/tmp.
+struct Env {
+    tmp: tempfile::TempDir,
+    var_tmp: tempfile::TempDir,
+    ws: PathBuf,
+    original: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let var_tmp = tempfile::Builder::new()
+            .prefix("co-agent-test-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let ws = tmp.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        sample_repo(&ws);
+        let original = tmp.path().join("original");
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&ws)
+            .arg(&original)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Env {
+            tmp,
+            var_tmp,
+            ws,
+            original,
+        }
+    }
+
+    fn spec(&self, mock: Option<&Mock>, prompt: &str) -> RunSpec {
+        RunSpec {
+            run_id: RunId::generate(),
+            orchestrator_version: model::VERSION.to_string(),
+            prompt: prompt.to_string(),
+            mode: SecurityMode::WorkspaceWrite,
+            workspace: self.ws.clone(),
+            scratch_dir: None,
+            model: Some("gpt-5.5".into()),
+            provider: mock.map(Mock::provider),
+            output_schema: None,
+            deadline_secs: 90,
+            codex_bin: codex_bin(),
+            codex_home: self.var_tmp.path().join("codex-home"),
+            max_patch_bytes: 1 << 20,
+            secret_env: vec![],
+        }
+    }
+}
+
+struct Agent {
+    child: tokio::process::Child,
+    out: PathBuf,
+}
+
+/// Starts the agent process. The spec goes through `--spec FILE`, or through
+/// `$CODEX_ORCHESTRATOR_SPEC` when `via_env`.
+fn start_agent(env: &Env, spec: &RunSpec, via_env: bool, extra_env: &[(&str, &str)]) -> Agent {
+    let out = env.tmp.path().join(format!("stream-{}.jsonl", spec.run_id));
+    let home = env.var_tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let json = serde_json::to_string(spec).unwrap();
+    let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        CHILD_TEST,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(OUT_ENV, &out)
+    .env("HOME", &home)
+    .env(MOCK_KEY_ENV, MOCK_KEY)
+    .env_remove(agent::SPEC_ENV)
+    .env_remove(SPEC_FILE_ENV)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    if via_env {
+        cmd.env(agent::SPEC_ENV, json);
+    } else {
+        let spec_file = env.tmp.path().join(format!("spec-{}.json", spec.run_id));
+        std::fs::write(&spec_file, json).unwrap();
+        cmd.env(SPEC_FILE_ENV, spec_file);
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    Agent {
+        child: cmd.spawn().unwrap(),
+        out,
+    }
+}
+
+struct Finished {
+    status: std::process::ExitStatus,
+    /// The raw stream.
+    raw: String,
+    lines: Vec<Value>,
+    stderr: String,
+}
+
+impl Finished {
+    fn types(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .map(|l| l["type"].as_str().unwrap_or("?"))
+            .collect()
+    }
+
+    fn orchestrator(&self, ty: &str) -> Vec<&Value> {
+        self.lines.iter().filter(|l| l["type"] == ty).collect()
+    }
+
+    /// The `orchestrator.run.completed` event (the last line).
+    fn completed(
+        &self,
+    ) -> (
+        RunPhase,
+        Option<TerminalReason>,
+        Option<String>,
+        RunResult,
+        Option<String>,
+        Option<String>,
+    ) {
+        let last = self.lines.last().expect("no lines");
+        match serde_json::from_value::<OrchestratorEvent>(last.clone()).unwrap() {
+            OrchestratorEvent::RunCompleted {
+                phase,
+                reason,
+                message,
+                result,
+                patch,
+                last_message,
+            } => (phase, reason, message, *result, patch, last_message),
+            other => panic!("last line is not run.completed: {other:?}\n{}", self.stderr),
+        }
+    }
+
+    fn thread_id(&self) -> Option<String> {
+        self.lines
+            .iter()
+            .find(|l| l["type"] == "thread.started")
+            .and_then(|l| l["thread_id"].as_str().map(str::to_string))
+    }
+}
+
+async fn wait_agent(agent: Agent) -> Finished {
+    let output = tokio::time::timeout(RUN_BOUND, agent.child.wait_with_output())
+        .await
+        .expect("agent did not finish in time")
+        .unwrap();
+    let raw = std::fs::read_to_string(&agent.out).unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if std::env::var_os("CODEX_ORCHESTRATOR_TEST_DUMP").is_some() {
+        eprintln!("--- agent stream ---\n{raw}--- agent stderr ---\n{stderr}");
+    }
+    let lines = raw
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("stream line is not JSON ({e}): {l}\nstderr:\n{stderr}"))
+        })
+        .collect();
+    Finished {
+        status: output.status,
+        raw,
+        lines,
+        stderr,
+    }
+}
+
+/// `git apply --binary` of `patch` onto `target` (the real git CLI).
+fn git_apply(target: &Path, patch: &str) {
+    let pf = target.with_extension("patch");
+    std::fs::write(&pf, patch).unwrap();
+    let out = std::process::Command::new("git")
+        .args(["apply", "--binary"])
+        .arg(&pf)
+        .current_dir(target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git apply failed: {}\n{patch}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits (bounded) until no process has `needle` in its command line.
+async fn assert_no_process(needle: &str) {
+    let alive = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .any(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+    };
+    for _ in 0..50 {
+        if !alive() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("a process running `{needle}` is still alive");
+}
+
+fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Value {
+    json!({
+        "input_tokens": input,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": input + output
+    })
+}
+
+fn respond(items: Vec<ScriptItem>, u: Value) -> ScriptedResponse {
+    ScriptedResponse {
+        usage: Some(u),
+        ..ScriptedResponse::items(items)
+    }
+}
+
+const OPS_PATCH: &str = "*** Begin Patch\n*** Update File: calc/ops.py\n@@\n def add(a, b):\n     return a + b\n+\n+\n+def sub(a, b):\n+    return a - b\n*** Add File: NOTES.md\n+Added sub().\n*** End Patch\n";
+
+fn sorted(mut v: Vec<FileChange>) -> Vec<FileChange> {
+    v.sort_by(|a, b| a.path.cmp(&b.path));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_succeeds_with_command_patch_usage_and_answer() {
+    let env = Env::new();
+    let mock = Mock::start(MockScript::new(vec![
+        respond(
+            vec![ScriptItem::Exec {
+                exec: "cat calc/ops.py".into(),
+                yield_time_ms: None,
+                workdir: None,
+            }],
+            usage(100, 10, 20, 5),
+        ),
+        respond(
+            vec![ScriptItem::ApplyPatch {
+                apply_patch: OPS_PATCH.into(),
+            }],
+            usage(200, 50, 30, 0),
+        ),
+        respond(
+            vec![ScriptItem::Message {
+                message: "Added sub().".into(),
+            }],
+            usage(300, 100, 40, 10),
+        ),
+    ]))
+    .await;
+    let spec = env.spec(Some(&mock), "Add a sub() function.");
+    let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+
+    assert_eq!(
+        done.types(),
+        vec![
+            "orchestrator.run.started",
+            "orchestrator.attempt.started",
+            "thread.started",
+            "turn.started",
+            "item.started",
+            "item.completed",
+            "item.started",
+            "item.completed",
+            "item.completed",
+            "turn.completed",
+            "orchestrator.attempt.completed",
+            "orchestrator.run.completed",
+        ],
+        "{}",
+        done.raw
+    );
+    let started = &done.lines[0];
+    assert_eq!(started["stream_version"], json!(model::STREAM_VERSION));
+    assert_eq!(started["orchestrator_version"], json!(model::VERSION));
+    assert_eq!(started["run_id"], json!(spec.run_id));
+    assert_eq!(started["mode"], json!("workspace_write"));
+    assert_eq!(started["model"], json!("gpt-5.5"));
+    assert_eq!(started["workdir"], json!(env.ws));
+    assert_eq!(started["deadline_secs"], json!(90));
+    assert_eq!(
+        done.lines[1],
+        json!({"type":"orchestrator.attempt.started","attempt":0,"kind":"initial"})
+    );
+    let total = TokenUsage {
+        input_tokens: 600,
+        cached_input_tokens: 160,
+        cache_write_input_tokens: 0,
+        output_tokens: 90,
+        reasoning_output_tokens: 15,
+    };
+    assert_eq!(
+        done.lines[10],
+        json!({"type":"orchestrator.attempt.completed","attempt":0,"exit_code":0,"usage":total})
+    );
+    // Codex's lines are passed through verbatim (turn.completed carries codex's own usage).
+    assert_eq!(
+        done.lines[9],
+        json!({"type":"turn.completed","usage":total})
+    );
+
+    let (phase, reason, message, result, patch, last_message) = done.completed();
+    assert_eq!(
+        (phase, reason, message),
+        (RunPhase::Succeeded, Some(TerminalReason::Completed), None)
+    );
+    let patch = patch.expect("inline patch");
+    let expected = RunResult {
+        phase: RunPhase::Succeeded,
+        reason: Some(TerminalReason::Completed),
+        message: None,
+        summary: Some("Added sub().".into()),
+        thread_id: done.thread_id(),
+        changed_files: sorted(vec![
+            FileChange {
+                path: "NOTES.md".into(),
+                kind: FileChangeKind::Add,
+            },
+            FileChange {
+                path: "calc/ops.py".into(),
+                kind: FileChangeKind::Update,
+            },
+        ]),
+        commands: vec![CommandRecord {
+            command: "/bin/bash -lc 'cat calc/ops.py'".into(),
+            exit_code: Some(0),
+            status: "completed".into(),
+            attempt: 0,
+        }],
+        omitted_commands: 0,
+        errors: vec![],
+        omitted_errors: 0,
+        usage: UsageReport {
+            per_attempt: vec![total],
+            total,
+        },
+        attempts: 1,
+        patch: Some(PatchInfo {
+            bytes: patch.len() as u64,
+            sha256: Some(sha256_hex(patch.as_bytes())),
+            files: vec!["NOTES.md".into(), "calc/ops.py".into()],
+            insertions: 5,
+            deletions: 0,
+            truncated: false,
+        }),
+        codex_exit_code: Some(0),
+    };
+    let mut got = result;
+    got.changed_files = sorted(got.changed_files);
+    assert_eq!(got, expected);
+    assert_eq!(last_message.as_deref(), Some("Added sub()."));
+
+    // The patch re-applies cleanly onto a copy of the original and reproduces the result.
+    git_apply(&env.original, &patch);
+    assert_eq!(digest(&env.original, false), digest(&env.ws, false));
+
+    // The mock saw three authorized requests, answered in order.
+    let reqs = mock.requests();
+    assert_eq!(
+        reqs.iter()
+            .map(|r| (
+                r["method"].clone(),
+                r["path"].clone(),
+                r["served"].clone(),
+                r["authorized"].clone()
+            ))
+            .collect::<Vec<_>>(),
+        (0..3)
+            .map(|i| (json!("POST"), json!("/v1/responses"), json!(i), json!(true)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(reqs[0]["body"]["model"], json!("gpt-5.5"));
+    assert!(
+        reqs[0]["body"]["input"]
+            .to_string()
+            .contains("Add a sub() function.")
+    );
+    // The API key never reaches the stream.
+    assert!(!done.raw.contains(MOCK_KEY));
+    mock.shutdown().await;
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_scratch_copy_leaves_the_workspace_untouched() {
+    let env = Env::new();
+    let mock = Mock::start(MockScript::new(vec![
+        respond(
+            vec![ScriptItem::Exec {
+                exec: "echo written-by-shell > shell.txt".into(),
+                yield_time_ms: None,
+                workdir: None,
+            }],
+            usage(10, 0, 1, 0),
+        ),
+        respond(
+            vec![ScriptItem::ApplyPatch {
+                apply_patch: OPS_PATCH.into(),
+            }],
+            usage(10, 0, 1, 0),
+        ),
+        respond(
+            vec![ScriptItem::Message {
+                message: "Done.".into(),
+            }],
+            usage(10, 0, 1, 0),
+        ),
+    ]))
+    .await;
+    let scratch = env.tmp.path().join("scratch");
+    let mut spec = env.spec(Some(&mock), "Change things.");
+    spec.mode = SecurityMode::Readonly;
+    spec.scratch_dir = Some(scratch.clone());
+    let before = digest(&env.ws, true);
+    let done = wait_agent(start_agent(&env, &spec, true, &[])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+
+    assert_eq!(
+        digest(&env.ws, true),
+        before,
+        "the read-only workspace changed"
+    );
+    assert_eq!(done.lines[0]["workdir"], json!(scratch));
+    let (phase, _, _, result, patch, _) = done.completed();
+    assert_eq!(phase, RunPhase::Succeeded, "{}", done.raw);
+    assert_eq!(
+        result.patch.as_ref().map(|p| p.files.clone()),
+        Some(vec![
+            "NOTES.md".to_string(),
+            "calc/ops.py".into(),
+            "shell.txt".into()
+        ])
+    );
+    assert_eq!(
+        sorted(result.changed_files),
+        sorted(vec![
+            FileChange {
+                path: "NOTES.md".into(),
+                kind: FileChangeKind::Add,
+            },
+            FileChange {
+                path: "calc/ops.py".into(),
+                kind: FileChangeKind::Update,
+            },
+        ])
+    );
+    // The patch holds what codex changed in the scratch copy.
+    git_apply(&env.original, &patch.unwrap());
+    assert_eq!(digest(&env.original, false), digest(&scratch, false));
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_401_fails_with_codex_message() {
+    let env = Env::new();
+    let reject = ScriptedResponse {
+        http_status: Some(401),
+        body: Some(json!({"error": {
+            "message": "Incorrect API key provided: sk-mock***.",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key"
+        }})),
+        ..Default::default()
+    };
+    let mock = Mock::start(MockScript::new(vec![
+        reject.clone(),
+        reject.clone(),
+        reject,
+    ]))
+    .await;
+    let spec = env.spec(Some(&mock), "Say hello.");
+    let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    let want = format!(
+        "unexpected status 401 Unauthorized: Incorrect API key provided: sk-mock***., url: {}/responses",
+        mock.base_url()
+    );
+    let (phase, reason, message, result, patch, last_message) = done.completed();
+    assert_eq!(
+        (phase, reason, message.as_deref()),
+        (
+            RunPhase::Failed,
+            Some(TerminalReason::CodexFailed),
+            Some(want.as_str())
+        ),
+        "{}",
+        done.raw
+    );
+    assert_eq!(result.codex_exit_code, Some(1));
+    assert_eq!(result.errors.last(), Some(&want));
+    assert_eq!(
+        result.patch,
+        Some(PatchInfo {
+            bytes: 0,
+            sha256: None,
+            files: vec![],
+            insertions: 0,
+            deletions: 0,
+            truncated: false
+        })
+    );
+    assert_eq!((patch, last_message), (None, None));
+    assert_eq!(
+        done.orchestrator("orchestrator.attempt.completed"),
+        vec![
+            &json!({"type":"orchestrator.attempt.completed","attempt":0,"exit_code":1,"usage":TokenUsage::default()})
+        ]
+    );
+    mock.shutdown().await;
+}
+
+/// The model changes a file, then runs a long command; the run is stopped (deadline or
+/// SIGTERM) and keeps the partial patch.
+fn slow_script(marker: &str) -> MockScript {
+    MockScript::new(vec![
+        respond(
+            vec![ScriptItem::ApplyPatch {
+                apply_patch: "*** Begin Patch\n*** Add File: PARTIAL.md\n+before the long command\n*** End Patch\n".into(),
+            }],
+            usage(10, 0, 1, 0),
+        ),
+        respond(
+            vec![ScriptItem::Exec {
+                exec: format!("sleep {marker}"),
+                yield_time_ms: Some(60_000),
+                workdir: None,
+            }],
+            usage(10, 0, 1, 0),
+        ),
+    ])
+}
+
+fn assert_stopped_with_partial_patch(
+    done: &Finished,
+    phase: RunPhase,
+    reason: TerminalReason,
+    message: &str,
+    cancel_reason: &str,
+    sleep_cmd: &str,
+) {
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(
+        done.orchestrator("orchestrator.run.cancelled"),
+        vec![&json!({"type":"orchestrator.run.cancelled","reason":cancel_reason})],
+        "{}",
+        done.raw
+    );
+    assert_eq!(
+        done.orchestrator("orchestrator.attempt.completed"),
+        vec![
+            &json!({"type":"orchestrator.attempt.completed","attempt":0,"signal":15,"usage":TokenUsage::default()})
+        ]
+    );
+    let (got_phase, got_reason, got_message, result, patch, last_message) = done.completed();
+    assert_eq!(
+        (got_phase, got_reason, got_message.as_deref()),
+        (phase, Some(reason), Some(message))
+    );
+    assert_eq!(result.codex_exit_code, Some(143));
+    assert_eq!(
+        result.commands,
+        vec![CommandRecord {
+            command: format!("/bin/bash -lc '{sleep_cmd}'"),
+            exit_code: None,
+            status: "in_progress".into(),
+            attempt: 0,
+        }]
+    );
+    assert_eq!(
+        result.patch.map(|p| p.files),
+        Some(vec!["PARTIAL.md".to_string()])
+    );
+    assert!(patch.unwrap().contains("+before the long command\n"));
+    assert_eq!(last_message, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_stops_codex_and_keeps_the_partial_patch() {
+    let env = Env::new();
+    let mock = Mock::start(slow_script("61.25")).await;
+    let mut spec = env.spec(Some(&mock), "Work slowly.");
+    spec.deadline_secs = 3;
+    let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
+    assert_stopped_with_partial_patch(
+        &done,
+        RunPhase::TimedOut,
+        TerminalReason::Timeout,
+        "the run deadline of 3 s passed; codex was stopped",
+        "timeout: the run deadline of 3 s passed",
+        "sleep 61.25",
+    );
+    assert_no_process("sleep 61.25").await;
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_command_cancels_and_keeps_the_partial_patch() {
+    let env = Env::new();
+    let mock = Mock::start(slow_script("62.25")).await;
+    let spec = env.spec(Some(&mock), "Work slowly.");
+    let agent = start_agent(&env, &spec, false, &[]);
+    let pid = agent.child.id().expect("agent pid") as i32;
+    // Wait (bounded) until the long command has started, then SIGTERM the agent.
+    let mut started = false;
+    for _ in 0..600 {
+        let raw = std::fs::read_to_string(&agent.out).unwrap_or_default();
+        if raw
+            .lines()
+            .any(|l| l.contains("\"item.started\"") && l.contains("sleep 62.25"))
+        {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started, "the command never started");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let done = wait_agent(agent).await;
+    assert_stopped_with_partial_patch(
+        &done,
+        RunPhase::Cancelled,
+        TerminalReason::Cancelled,
+        "cancelled: received SIGTERM",
+        "received SIGTERM",
+        "sleep 62.25",
+    );
+    assert_no_process("sleep 62.25").await;
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn version_mismatch_fails_before_running_codex() {
+    let env = Env::new();
+    let mut spec = env.spec(None, "Say hello.");
+    spec.orchestrator_version = "0.0.0-other".into();
+    spec.codex_bin = "/nonexistent/codex".into();
+    let done = wait_agent(start_agent(&env, &spec, true, &[])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(
+        done.types(),
+        vec!["orchestrator.run.started", "orchestrator.run.completed"]
+    );
+    let (phase, reason, message, result, patch, _) = done.completed();
+    assert_eq!(
+        (phase, reason),
+        (RunPhase::Failed, Some(TerminalReason::VersionMismatch))
+    );
+    assert_eq!(
+        message.as_deref(),
+        Some(format!(
+            "the run spec was written by codex-orchestrator 0.0.0-other but this runner image holds the agent of version {v}; use the runner image tagged 0.0.0-other",
+            v = model::VERSION
+        ).as_str())
+    );
+    assert_eq!((result.attempts, result.patch, patch), (0, None, None));
+}
+
+#[tokio::test]
+async fn missing_codex_binary_is_an_agent_error() {
+    let env = Env::new();
+    let mut spec = env.spec(None, "Say hello.");
+    spec.codex_bin = "/nonexistent/codex".into();
+    let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    let (phase, reason, message, result, _, _) = done.completed();
+    assert_eq!(
+        (phase, reason),
+        (RunPhase::Failed, Some(TerminalReason::AgentError))
+    );
+    assert!(
+        message
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("cannot start codex (/nonexistent/codex): "),
+        "{message:?}"
+    );
+    assert_eq!(result.attempts, 1);
+}
+
+/// A stand-in for codex (the agent's process handling, not codex's behaviour, is under test):
+/// prints events carrying secrets, writes a file, complains on stderr and exits 3.
+const FAKE_CODEX: &str = r#"#!/bin/sh
+echo '{"type":"thread.started","thread_id":"0190fake-0000-7000-8000-000000000000"}'
+echo '{"type":"turn.started"}'
+printf '{"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"key %s and %s"}}\n' "$MOCK_API_KEY" "$OTHER_SECRET"
+printf 'line one\nline two\nline three\n' > fake.txt
+echo "Reading additional input from stdin..." >&2
+echo "fatal: something broke (key $MOCK_API_KEY)" >&2
+exit 3
+"#;
+
+#[tokio::test]
+async fn codex_exit_without_terminal_event_redacts_secrets_and_caps_the_patch() {
+    let env = Env::new();
+    let fake = env.tmp.path().join("fake-codex");
+    std::fs::write(&fake, FAKE_CODEX).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = env.spec(None, "Say hello.");
+    spec.codex_bin = fake;
+    spec.max_patch_bytes = 40;
+    spec.secret_env = vec!["OTHER_SECRET".into(), MOCK_KEY_ENV.into()];
+    let other = "other-secret-value-42";
+    let done = wait_agent(start_agent(&env, &spec, false, &[("OTHER_SECRET", other)])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    for secret in [MOCK_KEY, other] {
+        assert!(
+            !done.raw.contains(secret),
+            "secret in the stream:\n{}",
+            done.raw
+        );
+        assert!(
+            !done.stderr.contains(secret),
+            "secret on stderr:\n{}",
+            done.stderr
+        );
+    }
+    assert_eq!(
+        done.lines[4],
+        json!({"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"key <redacted:MOCK_API_KEY> and <redacted:OTHER_SECRET>"}})
+    );
+    assert!(
+        done.stderr
+            .contains("[codex] fatal: something broke (key <redacted:MOCK_API_KEY>)"),
+        "{}",
+        done.stderr
+    );
+    let (phase, reason, message, result, patch, _) = done.completed();
+    assert_eq!(
+        (phase, reason, message.as_deref()),
+        (
+            RunPhase::Failed,
+            Some(TerminalReason::CodexExited),
+            Some(
+                "codex exited with code 3 without a terminal event: Reading additional input from stdin...\nfatal: something broke (key <redacted:MOCK_API_KEY>)"
+            )
+        )
+    );
+    let info = result.patch.unwrap();
+    let inline = patch.unwrap();
+    assert!(
+        info.truncated && info.bytes > 40 && inline.len() <= 40,
+        "{info:?} {inline:?}"
+    );
+    assert!(inline.ends_with('\n') && inline.starts_with("diff --git a/fake.txt b/fake.txt\n"));
+    assert_eq!(
+        (info.files, info.insertions),
+        (vec!["fake.txt".to_string()], 3)
+    );
+    assert_eq!(result.summary, None);
+    assert_eq!(result.codex_exit_code, Some(3));
+}

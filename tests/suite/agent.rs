@@ -21,7 +21,6 @@ use crate::support::{codex_bin, digest, sample_repo};
 /// Upper bound for any agent run in these tests.
 const RUN_BOUND: Duration = Duration::from_secs(120);
 
-
 /// Temp dirs of one test: the workspace, a pristine copy, CODEX_HOME and HOME under /var/tmp.
 struct Env {
     tmp: tempfile::TempDir,

@@ -34,8 +34,8 @@ use crate::config::{Config, FALLBACK_UID};
 use crate::error::{RunnerError, StoreError};
 use crate::events::{Completion, Decoded, LineDecoder, RunFold};
 use crate::model::{
-    BackendRef, ModelProvider, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode,
-    SecurityPolicy, TerminalReason,
+    BackendRef, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode, SecurityPolicy,
+    TerminalReason,
 };
 use crate::store::{self, RunStore};
 
@@ -348,7 +348,7 @@ impl DockerRunner {
                 self.spawn_drive(st, Start::Reattach);
             } else if st.phase == RunPhase::Queued && st.backend.is_none() {
                 match self.secrets_for(&inner.store.read_request(&id)?) {
-                    Ok((_, secrets)) => {
+                    Ok(secrets) => {
                         info!(run_id = %id, "re-queueing run that never started");
                         inner.secrets_lock().insert(id.clone(), secrets);
                         self.spawn_drive(st, Start::Fresh);
@@ -418,10 +418,7 @@ impl DockerRunner {
     }
 
     /// Resolves the provider and the secrets a request needs from the server's environment.
-    fn secrets_for(
-        &self,
-        req: &RunRequest,
-    ) -> Result<(Option<ModelProvider>, Vec<(String, String)>), RunnerError> {
+    fn secrets_for(&self, req: &RunRequest) -> Result<Vec<(String, String)>, RunnerError> {
         let provider = req
             .provider
             .clone()
@@ -430,16 +427,16 @@ impl DockerRunner {
         match &provider {
             Some(p) => match &p.env_key {
                 Some(k) => match env(k) {
-                    Some(v) => Ok((provider.clone(), vec![(k.clone(), v)])),
+                    Some(v) => Ok(vec![(k.clone(), v)]),
                     None => Err(RunnerError::InvalidRequest(format!(
                         "model provider `{}` takes its API key from `{k}`, which is not set in the orchestrator's environment",
                         p.name
                     ))),
                 },
-                None => Ok((provider.clone(), vec![])),
+                None => Ok(vec![]),
             },
             None => match env("CODEX_API_KEY").or_else(|| env("OPENAI_API_KEY")) {
-                Some(v) => Ok((None, vec![("CODEX_API_KEY".into(), v)])),
+                Some(v) => Ok(vec![("CODEX_API_KEY".into(), v)]),
                 None => Err(RunnerError::InvalidRequest(
                     "no API key: set CODEX_API_KEY (or OPENAI_API_KEY) in the orchestrator's environment, or configure a model provider".into(),
                 )),
@@ -967,7 +964,7 @@ fn build_container(
 impl Runner for DockerRunner {
     async fn submit(&self, req: RunRequest) -> Result<RunId, RunnerError> {
         let req = self.validate(req)?;
-        let (_, secrets) = self.secrets_for(&req)?;
+        let secrets = self.secrets_for(&req)?;
         // The spec (prompt + schema) must fit in one environment variable.
         let approx = req.prompt.len()
             + req

@@ -17,7 +17,9 @@ use super::security::SecurityMode;
 pub struct RunId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid run id `{shown}`: {why} (expected 14 digits, `-`, 8 lowercase hex digits, e.g. 20261124040512-3fa9c2d1)")]
+#[error(
+    "invalid run id `{shown}`: {why} (expected 14 digits, `-`, 8 lowercase hex digits, e.g. 20261124040512-3fa9c2d1)"
+)]
 pub struct RunIdError {
     shown: String,
     why: &'static str,
@@ -35,7 +37,12 @@ impl RunId {
 
     pub fn parse(s: &str) -> Result<Self, RunIdError> {
         let err = |why| RunIdError {
-            shown: s.chars().take(40).collect::<String>().escape_debug().to_string(),
+            shown: s
+                .chars()
+                .take(40)
+                .collect::<String>()
+                .escape_debug()
+                .to_string(),
             why,
         };
         if s.len() != Self::LEN {
@@ -114,7 +121,8 @@ impl ModelProvider {
         let ident_ok = |s: &str| {
             !s.is_empty()
                 && s.len() <= 64
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         };
         if !ident_ok(&self.name) {
             return Err(format!(
@@ -128,8 +136,14 @@ impl ModelProvider {
                 self.base_url
             ));
         }
-        if self.base_url.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
-            return Err("provider base_url contains a control character, quote or backslash".into());
+        if self
+            .base_url
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\')
+        {
+            return Err(
+                "provider base_url contains a control character, quote or backslash".into(),
+            );
         }
         if let Some(k) = &self.env_key
             && (!ident_ok(k) || k.contains('-'))

@@ -74,11 +74,17 @@ async fn main() {
             )
             .await
             .expect("create");
-        env.docker.start_container(&name, None).await.expect("start");
+        env.docker
+            .start_container(&name, None)
+            .await
+            .expect("start");
         let mut w = env.docker.wait_container(&name, None);
         while w.next().await.is_some() {}
         env.docker
-            .remove_container(&name, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
             .await
             .expect("remove");
         let f = t.elapsed();
@@ -132,9 +138,17 @@ async fn main() {
     }
     env.cleanup().await;
 
-    let (f, s, e, t) = (median(floor), median(start_oh), median(end_oh), median(total));
+    let (f, s, e, t) = (
+        median(floor),
+        median(start_oh),
+        median(end_oh),
+        median(total),
+    );
     println!("orchestration overhead (median of {N} runs, real codex + mock model)");
-    println!("  docker run --rm <runner image> true  {:>8.1} ms   (floor)", ms(f));
+    println!(
+        "  docker run --rm <runner image> true  {:>8.1} ms   (floor)",
+        ms(f)
+    );
     println!("  submit -> codex starting             {:>8.1} ms", ms(s));
     println!("  codex exited -> terminal status      {:>8.1} ms", ms(e));
     println!(

@@ -52,6 +52,7 @@ async fn main() {
     let mut start_oh = Vec::new();
     let mut end_oh = Vec::new();
     let mut total = Vec::new();
+    let mut agent_up = Vec::new();
     for i in 0..=N {
         // Floor: docker run --rm IMAGE true
         let name = support::docker::unique("cxo-bench-floor");
@@ -107,10 +108,13 @@ async fn main() {
             .await
             .expect("submit");
         let events = runner.store().path(&id, "events.jsonl");
-        let (mut t_start, mut t_exit) = (None, None);
+        let (mut t_start, mut t_exit, mut t_agent) = (None, None, None);
         let deadline = Instant::now() + Duration::from_secs(120);
         let t_end = loop {
             let text = std::fs::read_to_string(&events).unwrap_or_default();
+            if t_agent.is_none() && text.contains("\"orchestrator.run.started\"") {
+                t_agent = Some(t0.elapsed());
+            }
             if t_start.is_none() && text.contains("\"orchestrator.attempt.started\"") {
                 t_start = Some(t0.elapsed());
             }
@@ -131,6 +135,7 @@ async fn main() {
         if i == 0 {
             continue; // warm-up
         }
+        agent_up.push(t_agent.unwrap_or_default());
         floor.push(f);
         start_oh.push(s);
         end_oh.push(t_end - x);
@@ -148,6 +153,10 @@ async fn main() {
     println!(
         "  docker run --rm <runner image> true  {:>8.1} ms   (floor)",
         ms(f)
+    );
+    println!(
+        "  submit -> agent running (run.started) {:>7.1} ms",
+        ms(median(agent_up))
     );
     println!("  submit -> codex starting             {:>8.1} ms", ms(s));
     println!("  codex exited -> terminal status      {:>8.1} ms", ms(e));

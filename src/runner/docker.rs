@@ -826,7 +826,8 @@ impl<E: Write, S: Write> StreamSink<E, S> {
             }
             fold.feed(d);
         });
-        res
+        // Readers of the events log (status tools, `runs events`) see every complete line.
+        res.and_then(|_| self.events.flush())
     }
 
     pub fn stderr(&mut self, chunk: &[u8]) {

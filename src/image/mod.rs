@@ -667,10 +667,30 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // A debootstrap that was interrupted can leave /proc, /sys or /dev mounted inside its
+        // target: never recurse into a live mount.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let busy = mounts_below(&mounts, &self.path);
+        if !busy.is_empty() {
+            tracing::error!(path = %self.path.display(), mounts = ?busy, "not removing a temp dir with mounts inside; unmount them and remove it by hand");
+            return;
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove temp dir");
         }
     }
+}
+
+/// Mount points (from a `/proc/self/mounts` text) at or below `dir` (pure).
+pub(crate) fn mounts_below(mounts: &str, dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy();
+    let prefix = format!("{}/", dir.trim_end_matches('/'));
+    mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| *m == dir || m.starts_with(&prefix))
+        .collect()
 }
 
 /// An exclusive lock file (`<cache>/image-build.lock`) held while images are checked and
@@ -775,6 +795,22 @@ mod tests {
     fn tail_keeps_the_end_on_a_char_boundary() {
         assert_eq!(tail("abc", 5), "abc");
         assert_eq!(tail("aéé", 3), "…é");
+    }
+
+    #[test]
+    fn mounts_below_a_dir_are_found() {
+        let mounts = "proc /proc proc rw 0 0\n\
+                      proc /tmp/r-1/proc proc rw 0 0\n\
+                      devpts /tmp/r-1/dev/pts devpts rw 0 0\n\
+                      tmpfs /tmp/r-10 tmpfs rw 0 0\n";
+        assert_eq!(
+            mounts_below(mounts, Path::new("/tmp/r-1")),
+            vec!["/tmp/r-1/proc".to_string(), "/tmp/r-1/dev/pts".to_string()]
+        );
+        assert_eq!(
+            mounts_below(mounts, Path::new("/tmp/x")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

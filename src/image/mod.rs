@@ -353,6 +353,13 @@ pub async fn ensure_runner_image(
         .ok_or_else(|| ImageError::Missing { image: tag.clone() })?;
     let info = ImageInfo::from_inspect(&tag, &inspect, true);
     info.check_version()?;
+    if opts.base_image.is_some()
+        && let Err(e) = verify_codex_in_image(docker, &info.id).await
+    {
+        // Do not leave a runner image that cannot work under the runner tag.
+        remove_if_unused(docker, &info.id).await;
+        return Err(e);
+    }
     if let Some(old_id) = existing.and_then(|i| i.id)
         && old_id != info.id
     {
@@ -412,6 +419,111 @@ async fn build_runner(
     }
     tracing::info!(image = %tag, elapsed_ms = started.elapsed().as_millis() as u64, "runner image built");
     Ok(())
+}
+
+/// Run `/usr/local/bin/codex --version` in a throwaway container of `image` (no network,
+/// unprivileged, read-only root) and check it prints [`recipe::CODEX_VERSION_LINE`]. Used for
+/// user-provided bases, whose contents we did not assemble.
+pub async fn verify_codex_in_image(docker: &Docker, image: &str) -> Result<(), ImageError> {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    let name = format!("codex-orchestrator-check-{}", uuid::Uuid::new_v4().simple());
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec![
+            recipe::CODEX_PATH_IN_IMAGE.to_string(),
+            "--version".to_string(),
+        ]),
+        user: Some("65534:65534".to_string()),
+        env: Some(vec!["HOME=/home/codex".to_string()]),
+        network_disabled: Some(true),
+        labels: Some(HashMap::from([(
+            LABEL_KIND.to_string(),
+            "check".to_string(),
+        )])),
+        host_config: Some(HostConfig {
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/home/codex".to_string(),
+                "rw".to_string(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+        .name(&name)
+        .build();
+    docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| ImageError::docker("create a check container", e))?;
+    let outcome = run_and_collect(docker, &name).await;
+    let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .build();
+    if let Err(e) = docker.remove_container(&name, Some(remove)).await {
+        tracing::warn!(container = %name, error = %e, "could not remove the check container");
+    }
+    let (code, stdout, stderr) = outcome?;
+    let found = stdout.trim();
+    if code == 0 && found == recipe::CODEX_VERSION_LINE {
+        Ok(())
+    } else {
+        Err(ImageError::CodexVersion {
+            path: PathBuf::from(format!("{image}:{}", recipe::CODEX_PATH_IN_IMAGE)),
+            expected: recipe::CODEX_VERSION_LINE.to_string(),
+            found: format!(
+                "exit {code}: {found}{}",
+                if stderr.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(" (stderr: {})", tail(stderr.trim(), 500))
+                }
+            ),
+        })
+    }
+}
+
+/// Start a created container, wait (bounded) and return its exit code, stdout and stderr.
+async fn run_and_collect(docker: &Docker, name: &str) -> Result<(i64, String, String), ImageError> {
+    docker
+        .start_container(
+            name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(|e| ImageError::docker("start a check container", e))?;
+    let waited = tokio::time::timeout(
+        Duration::from_secs(120),
+        docker.wait_container(name, None).next(),
+    )
+    .await;
+    let code = match waited {
+        Ok(Some(Ok(r))) => r.status_code,
+        Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => code,
+        Ok(Some(Err(e))) => return Err(ImageError::docker("wait for a check container", e)),
+        Ok(None) | Err(_) => {
+            return Err(ImageError::Build {
+                image: name.to_string(),
+                message: "the check container did not finish within 120 s".to_string(),
+            });
+        }
+    };
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(name, Some(options));
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    while let Some(item) = logs.next().await {
+        match item.map_err(|e| ImageError::docker("read check container logs", e))? {
+            bollard::container::LogOutput::StdOut { message } => {
+                stdout.push_str(&String::from_utf8_lossy(&message))
+            }
+            other => stderr.push_str(&other.to_string()),
+        }
+    }
+    Ok((code, stdout, stderr))
 }
 
 /// Our binary for the image: a copy with debug info stripped (`objcopy --strip-debug`) when
@@ -555,10 +667,30 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // A debootstrap that was interrupted can leave /proc, /sys or /dev mounted inside its
+        // target: never recurse into a live mount.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let busy = mounts_below(&mounts, &self.path);
+        if !busy.is_empty() {
+            tracing::error!(path = %self.path.display(), mounts = ?busy, "not removing a temp dir with mounts inside; unmount them and remove it by hand");
+            return;
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove temp dir");
         }
     }
+}
+
+/// Mount points (from a `/proc/self/mounts` text) at or below `dir` (pure).
+pub(crate) fn mounts_below(mounts: &str, dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy();
+    let prefix = format!("{}/", dir.trim_end_matches('/'));
+    mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| *m == dir || m.starts_with(&prefix))
+        .collect()
 }
 
 /// An exclusive lock file (`<cache>/image-build.lock`) held while images are checked and
@@ -663,6 +795,22 @@ mod tests {
     fn tail_keeps_the_end_on_a_char_boundary() {
         assert_eq!(tail("abc", 5), "abc");
         assert_eq!(tail("aéé", 3), "…é");
+    }
+
+    #[test]
+    fn mounts_below_a_dir_are_found() {
+        let mounts = "proc /proc proc rw 0 0\n\
+                      proc /tmp/r-1/proc proc rw 0 0\n\
+                      devpts /tmp/r-1/dev/pts devpts rw 0 0\n\
+                      tmpfs /tmp/r-10 tmpfs rw 0 0\n";
+        assert_eq!(
+            mounts_below(mounts, Path::new("/tmp/r-1")),
+            vec!["/tmp/r-1/proc".to_string(), "/tmp/r-1/dev/pts".to_string()]
+        );
+        assert_eq!(
+            mounts_below(mounts, Path::new("/tmp/x")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -346,3 +346,73 @@ fn the_codex_binary_is_downloaded_into_an_empty_cache() {
         .collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("codex")]);
 }
+
+#[tokio::test]
+async fn a_user_base_without_the_right_codex_is_refused() {
+    let docker = docker().await;
+    test_runner_image().await; // makes sure our offline base exists
+    let base = recipe::base_tag(&recipe::BASE_RECIPE);
+
+    // A "user base" whose codex is another version.
+    let bad_base = format!("{}:1", unique_name("codex-orchestrator-test-badbase"));
+    let _base_guard = ImageGuard(bad_base.clone());
+    let dockerfile =
+        format!("FROM {base}\nCOPY codex /usr/local/bin/codex\nLABEL {TEST_LABEL}=\"1\"\n");
+    let mut ctx = tar::Builder::new(Vec::new());
+    recipe::append_file(&mut ctx, "Dockerfile", dockerfile.as_bytes(), 0o644).expect("tar");
+    recipe::append_file(
+        &mut ctx,
+        "codex",
+        b"#!/bin/sh\necho codex-cli 0.0.1\n",
+        0o755,
+    )
+    .expect("tar");
+    let ctx = ctx.into_inner().expect("tar");
+    let options = BuildImageOptionsBuilder::default()
+        .t(&bad_base)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(ctx.into())));
+    while let Some(item) = stream.next().await {
+        item.expect("build step");
+    }
+
+    let tag = format!("{}:1", unique_name("codex-orchestrator-test-runner"));
+    let _guard = ImageGuard(tag.clone());
+    let opts = ImageOptions {
+        base_image: Some(bad_base.clone()),
+        tag: Some(tag.clone()),
+        extra_labels: test_labels(),
+        ..test_image_options()
+    };
+    let err = image::ensure_runner_image(&docker, &opts)
+        .await
+        .unwrap_err();
+    match err {
+        ImageError::CodexVersion {
+            path,
+            expected,
+            found,
+        } => assert_eq!(
+            (path.to_string_lossy().into_owned(), expected, found),
+            (
+                format!("{}:/usr/local/bin/codex", path_image(&path)),
+                "codex-cli 0.147.0".to_string(),
+                "exit 0: codex-cli 0.0.1".to_string()
+            )
+        ),
+        other => panic!("expected CodexVersion, got {other:?}"),
+    }
+    // No unusable runner image is left under the tag.
+    let check = image::check_runner_image(&docker, &tag).await.unwrap_err();
+    assert!(matches!(check, ImageError::Missing { .. }), "{check:?}");
+}
+
+/// The image id part of `<id>:/usr/local/bin/codex`.
+fn path_image(path: &std::path::Path) -> String {
+    let s = path.to_string_lossy();
+    let id = s.trim_end_matches(":/usr/local/bin/codex");
+    assert!(id.starts_with("sha256:"), "{s}");
+    id.to_string()
+}

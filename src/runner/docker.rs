@@ -98,12 +98,12 @@ pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
     let mut tmpfs = HashMap::new();
     tmpfs.insert(
         "/tmp".to_string(),
-        format!("rw,nosuid,nodev,size={}m,mode=1777", i.tmp_mb),
+        format!("rw,exec,nosuid,nodev,size={}m,mode=1777", i.tmp_mb),
     );
     tmpfs.insert(
         HOME_DIR.to_string(),
         format!(
-            "rw,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
+            "rw,exec,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
             i.home_mb, i.uid, i.gid
         ),
     );
@@ -111,7 +111,7 @@ pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
         tmpfs.insert(
             SCRATCH_MOUNT.to_string(),
             format!(
-                "rw,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
+                "rw,exec,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
                 i.scratch_mb, i.uid, i.gid
             ),
         );
@@ -1158,15 +1158,15 @@ mod tests {
         let mut tmpfs = HashMap::new();
         tmpfs.insert(
             "/tmp".to_string(),
-            "rw,nosuid,nodev,size=1024m,mode=1777".to_string(),
+            "rw,exec,nosuid,nodev,size=1024m,mode=1777".to_string(),
         );
         tmpfs.insert(
             "/home/codex".to_string(),
-            "rw,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000".to_string(),
+            "rw,exec,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000".to_string(),
         );
         tmpfs.insert(
             "/scratch".to_string(),
-            "rw,nosuid,nodev,size=2048m,mode=0700,uid=1000,gid=1000".to_string(),
+            "rw,exec,nosuid,nodev,size=2048m,mode=0700,uid=1000,gid=1000".to_string(),
         );
         let expected = ContainerCreateBody {
             image: Some("codex-orchestrator-runner:0.1.0".into()),

@@ -174,6 +174,8 @@ async fn run_container_is_hardened() {
         let (code, out) = exec(&env, &name, cmd).await;
         assert_eq!(code, 0, "`{cmd}`: {out}");
     }
+    let (code, out) = exec(&env, &name2, "cp /bin/true /scratch/t && /scratch/t").await;
+    assert_eq!(code, 0, "scratch copy must be executable: {out}");
     // Readonly mode: the mount itself refuses writes.
     let (code, out) = exec(&env, &name2, "touch /workspace/evil").await;
     assert_ne!(code, 0);

@@ -12,7 +12,7 @@
 //! message. Prints medians and the ratio (start + end overhead) / floor.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::time::{Duration, Instant};

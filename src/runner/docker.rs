@@ -222,9 +222,9 @@ pub fn decide_terminal(
     )
 }
 
-/// A short stable key for a store root, so that a server only ever touches containers of its
-/// own store.
-fn store_key(root: &Path) -> String {
+/// A short stable key for a store root (the value of the [`LABEL_STORE`] label), so that a
+/// server only ever touches containers of its own store.
+pub fn store_key(root: &Path) -> String {
     use sha2::{Digest, Sha256};
     let h = Sha256::digest(root.to_string_lossy().as_bytes());
     hex::encode(&h[..8])

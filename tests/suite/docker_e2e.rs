@@ -214,7 +214,7 @@ async fn readonly_leaves_workspace_byte_for_byte_and_patch_holds_the_attempt() {
     assert_eq!(applied[std::path::Path::new("pwned.txt")], b"hacked\n");
     assert_eq!(
         applied[std::path::Path::new("README.md")],
-        b"# calc\nmore\n"
+        b"# calc\n\nA tiny calculator.\nmore\n"
     );
     assert!(
         String::from_utf8_lossy(&applied[std::path::Path::new("calc/ops.py")]).contains("def sub")

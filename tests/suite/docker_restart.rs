@@ -13,7 +13,7 @@ use codex_orchestrator::runner::docker::{LABEL_MANAGED, LABEL_RUN_ID, LABEL_STOR
 use codex_orchestrator::store::RunStore;
 use serde_json::json;
 
-use crate::support::docker::{DockerEnv, git_workspace, store_key_of};
+use crate::support::docker::{DockerEnv, git_workspace};
 
 /// Starts `codex-orchestrator run` as a separate process with this env's config.
 fn spawn_cli_run(env: &DockerEnv, ws: &std::path::Path) -> Child {
@@ -118,10 +118,7 @@ async fn vanished_sandbox_is_reported_lost_and_orphans_are_removed() {
     let mut labels = HashMap::new();
     labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
     labels.insert(LABEL_RUN_ID.to_string(), orphan.to_string());
-    labels.insert(
-        LABEL_STORE.to_string(),
-        store_key_of(&env.state.path().join("runs")),
-    );
+    labels.insert(LABEL_STORE.to_string(), env.store_key());
     env.docker
         .create_container(
             Some(

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -16,7 +15,7 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder,
 };
 use codex_orchestrator::config::{Config, ProviderConfig};
-use codex_orchestrator::runner::docker::{DockerRunner, LABEL_STORE};
+use codex_orchestrator::runner::docker::{DockerRunner, LABEL_STORE, store_key};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -214,39 +213,22 @@ impl DockerEnv {
 
     /// Containers (any state) that belong to this test's store.
     pub async fn store_containers(&self) -> Vec<String> {
-        let store_root = self.state.path().join("runs");
-        let key = store_key_of(&store_root);
-        let mut filters = HashMap::new();
-        filters.insert("label".to_string(), vec![format!("{LABEL_STORE}={key}")]);
-        self.docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
+        containers_of_store(&self.docker, &self.store_key())
             .await
-            .expect("list")
-            .into_iter()
-            .filter_map(|c| c.id)
-            .collect()
+            .expect("list containers")
+    }
+
+    /// The label value the runner puts on this test's containers.
+    pub fn store_key(&self) -> String {
+        store_key(&self.state.path().join("runs"))
     }
 
     /// Removes everything this environment created. Idempotent.
     pub async fn cleanup(&mut self) {
-        if self.cleaned {
-            return;
+        if !self.cleaned {
+            self.cleaned = true;
+            remove_all(&self.docker, &self.store_key(), &self.mock, &self.network).await;
         }
-        self.cleaned = true;
-        let rm = RemoveContainerOptionsBuilder::new()
-            .force(true)
-            .v(true)
-            .build();
-        for c in self.store_containers().await {
-            let _ = self.docker.remove_container(&c, Some(rm.clone())).await;
-        }
-        let _ = self.docker.remove_container(&self.mock, Some(rm)).await;
-        let _ = self.docker.remove_network(&self.network).await;
     }
 }
 
@@ -256,96 +238,55 @@ impl Drop for DockerEnv {
             return;
         }
         // A test that panicked before `cleanup`: clean up synchronously on a fresh runtime.
-        let docker = self.docker.clone();
-        let mock = self.mock.clone();
-        let network = self.network.clone();
-        let key = store_key_of(&self.state.path().join("runs"));
+        let (docker, key) = (self.docker.clone(), self.store_key());
+        let (mock, network) = (self.mock.clone(), self.network.clone());
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Runtime::new() else {
-                return;
-            };
-            rt.block_on(async move {
-                let rm = RemoveContainerOptionsBuilder::new()
-                    .force(true)
-                    .v(true)
-                    .build();
-                let mut filters = HashMap::new();
-                filters.insert("label".to_string(), vec![format!("{LABEL_STORE}={key}")]);
-                if let Ok(list) = docker
-                    .list_containers(Some(
-                        ListContainersOptionsBuilder::new()
-                            .all(true)
-                            .filters(&filters)
-                            .build(),
-                    ))
-                    .await
-                {
-                    for c in list.into_iter().filter_map(|c| c.id) {
-                        let _ = docker.remove_container(&c, Some(rm.clone())).await;
-                    }
-                }
-                let _ = docker.remove_container(&mock, Some(rm)).await;
-                let _ = docker.remove_network(&network).await;
-            });
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                rt.block_on(remove_all(&docker, &key, &mock, &network));
+            }
         })
         .join();
     }
 }
 
-/// Same derivation as the runner's store key (sha256 of the store root, 8 bytes hex).
-pub fn store_key_of(root: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(root.to_string_lossy().as_bytes())[..8])
+async fn containers_of_store(
+    docker: &Docker,
+    key: &str,
+) -> Result<Vec<String>, bollard::errors::Error> {
+    let mut filters = HashMap::new();
+    filters.insert("label".to_string(), vec![format!("{LABEL_STORE}={key}")]);
+    let opts = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    Ok(docker
+        .list_containers(Some(opts))
+        .await?
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect())
 }
 
-/// A git repository like the fixtures' workspace (README.md, calc/, tests/), one commit,
-/// owned by [`WS_UID`] so the sandbox runs unprivileged and can write to it.
+/// Force-removes the store's containers, the mock and the network (errors ignored: best effort).
+async fn remove_all(docker: &Docker, key: &str, mock: &str, network: &str) {
+    let rm = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    for c in containers_of_store(docker, key).await.unwrap_or_default() {
+        let _ = docker.remove_container(&c, Some(rm.clone())).await;
+    }
+    let _ = docker.remove_container(mock, Some(rm)).await;
+    let _ = docker.remove_network(network).await;
+}
+
+/// The fixtures' sample repository ([`super::sample_repo`]), owned by [`WS_UID`] so the sandbox
+/// runs unprivileged and can write to it.
 pub fn git_workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("workspace");
-    let p = dir.path();
-    std::fs::create_dir_all(p.join("calc")).unwrap();
-    std::fs::create_dir_all(p.join("tests")).unwrap();
-    std::fs::write(p.join("README.md"), "# calc\n").unwrap();
-    std::fs::write(p.join(".gitignore"), "__pycache__/\n").unwrap();
-    std::fs::write(p.join("calc/__init__.py"), "").unwrap();
-    std::fs::write(p.join("calc/ops.py"), "def add(a, b):\n    return a + b\n").unwrap();
-    std::fs::write(
-        p.join("tests/test_ops.py"),
-        "import unittest\nfrom calc.ops import add\n\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(1, 2), 3)\n",
-    )
-    .unwrap();
-    git(p, &["init", "-q", "-b", "main"]);
-    git(p, &["add", "-A"]);
-    git(
-        p,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@e",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    );
-    chown_tree(p, WS_UID);
+    super::sample_repo(dir.path());
+    chown_tree(dir.path(), WS_UID);
     dir
-}
-
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn chown_tree(p: &Path, uid: u32) {

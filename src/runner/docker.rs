@@ -263,7 +263,7 @@ impl DockerRunner {
     /// Connects to the local Docker engine, checks the runner image (building the default one
     /// if it is missing), opens the store and recovers runs left by an earlier process.
     pub async fn connect(cfg: Config) -> Result<Self, RunnerError> {
-        let docker = Docker::connect_with_local_defaults()?;
+        let docker = crate::image::connect_docker().await?;
         docker
             .ping()
             .await

@@ -21,7 +21,8 @@ fn write_config(env: &DockerEnv) -> std::path::PathBuf {
 async fn run_prints_progress_and_summary_and_logs_carry_the_run_id() {
     let mut env = DockerEnv::start(json!([
         {"output": [{"exec": "cat README.md"}]},
-        {"output": [{"message": "README read."}]}
+        {"output": [{"message": "README read."}]},
+        {"output": [{"message": "second"}]}
     ]))
     .await;
     let ws = git_workspace();
@@ -106,7 +107,100 @@ async fn run_prints_progress_and_summary_and_logs_carry_the_run_id() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid run id"));
+
+    // Flags instead of config: a custom provider on the command line, readonly, --json.
+    let mut cfg2 = env.config();
+    cfg2.providers.clear();
+    cfg2.default_provider = None;
+    let cfg2_path = env.state.path().join("config-flags.toml");
+    std::fs::write(&cfg2_path, toml::to_string(&cfg2).unwrap()).unwrap();
+    let ws2 = git_workspace();
+    let before = crate::support::docker::tree_contents(ws2.path());
+    let ws2_path = ws2.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .arg("--config")
+            .arg(&cfg2_path)
+            .args([
+                "run",
+                "--mode",
+                "readonly",
+                "--model",
+                "gpt-test-1",
+                "--json",
+            ])
+            .args([
+                "--provider-base-url",
+                "http://mock:8080/v1",
+                "--provider-env-key",
+            ])
+            .arg(crate::support::docker::MOCK_KEY_ENV)
+            .arg("--workspace")
+            .arg(&ws2_path)
+            .args(["--", "-- a prompt that starts with dashes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let art: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(art["status"]["phase"], json!("succeeded"));
+    assert_eq!(art["status"]["mode"], json!("readonly"));
+    assert_eq!(art["result"]["summary"], json!("second"));
+    assert_eq!(crate::support::docker::tree_contents(ws2.path()), before);
+    let reqs = env.mock_requests().await;
+    let last = reqs.last().unwrap();
+    assert_eq!(last["body"]["model"], json!("gpt-test-1"));
+    assert_eq!(last["authorized"], json!(true));
+    let input = last["body"]["input"].to_string();
+    assert!(
+        input.contains("-- a prompt that starts with dashes"),
+        "{input}"
+    );
     env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_show_reports_the_runner_image() {
+    let tag = crate::support::image::test_runner_image().await;
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .args(["image", "show", "--tag", &tag])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], json!(codex_orchestrator::model::VERSION));
+    assert_eq!(v["codex_version"], json!("0.147.0"));
+    assert_eq!(
+        v["entrypoint"],
+        json!(["/usr/local/bin/codex-orchestrator", "agent"])
+    );
+    let missing = bin()
+        .args([
+            "image",
+            "show",
+            "--tag",
+            "codex-orchestrator-runner:no-such-version",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("image build"), "{err}");
 }
 
 #[test]

@@ -216,7 +216,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),
-        Command::Image(a) => crate::image::run_cli(a)
+        Command::Image(a) => crate::image::run_cli(a.clone())
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),
@@ -272,16 +272,17 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         Some(w) => std::path::absolute(w).map_err(|e| CliError::new(2, e))?,
         None => std::env::current_dir().map_err(|e| CliError::new(2, e))?,
     };
-    let output_schema = match &a.output_schema {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| CliError::new(2, format!("cannot read {}: {e}", p.display())))?;
-            Some(serde_json::from_str(&text).map_err(|e| {
-                CliError::new(2, format!("{} is not valid JSON: {e}", p.display()))
-            })?)
-        }
-        None => None,
-    };
+    let output_schema =
+        match &a.output_schema {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| CliError::new(2, format!("cannot read {}: {e}", p.display())))?;
+                Some(serde_json::from_str(&text).map_err(|e| {
+                    CliError::new(2, format!("{} is not valid JSON: {e}", p.display()))
+                })?)
+            }
+            None => None,
+        };
     let provider = a.provider_base_url.as_ref().map(|url| ModelProvider {
         name: a.provider_name.clone(),
         base_url: url.clone(),
@@ -306,7 +307,10 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         println!("{id}");
         return Ok(0);
     }
-    eprintln!("run {id} queued (artifacts: {})", runner.store().run_dir(&id).display());
+    eprintln!(
+        "run {id} queued (artifacts: {})",
+        runner.store().run_dir(&id).display()
+    );
     let status = follow_with_progress(&runner, &id).await?;
     let art = runner.artifacts(&id).await?;
     if a.json {

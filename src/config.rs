@@ -358,10 +358,7 @@ mod tests {
             ("state_dir = \"relative\"", "state_dir"),
             ("[docker]\nnetwork = \"host\"", "docker.network"),
             ("default_provider = \"nope\"", "default_provider"),
-            (
-                "[providers.x]\nbase_url = \"ftp://a\"",
-                "providers.x",
-            ),
+            ("[providers.x]\nbase_url = \"ftp://a\"", "providers.x"),
         ];
         for (text, key) in cases {
             let e = Config::from_parts(Some(text), Path::new("/c.toml"), &env, &ov).unwrap_err();

@@ -5,7 +5,10 @@ use codex_orchestrator::cli::{Cli, dispatch};
 fn main() {
     let cli = Cli::parse();
     codex_orchestrator::telemetry::init(cli.log_format, &cli.log_level);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

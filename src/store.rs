@@ -211,6 +211,8 @@ mod tests {
             .collect();
         assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
         let missing = RunId::generate();
-        assert!(matches!(store.read_status(&missing), Err(StoreError::NotFound(m)) if m == missing));
+        assert!(
+            matches!(store.read_status(&missing), Err(StoreError::NotFound(m)) if m == missing)
+        );
     }
 }

@@ -80,7 +80,7 @@ impl LineDecoder {
             } else if self.buf.is_empty() {
                 self.emit(head, &mut f);
             } else if self.buf.len().saturating_add(head.len()) > self.max_line {
-                let len = (self.buf.len() + head.len()) as u64;
+                let len = self.buf.len().saturating_add(head.len()) as u64;
                 self.reset_buf();
                 f(Decoded::Oversized { len });
             } else {

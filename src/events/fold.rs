@@ -14,7 +14,7 @@
 //!   messages; a turn may complete with none).
 //! * `error` events and error items are not fatal; `turn.failed` is.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -133,7 +133,8 @@ pub struct RunFold {
     errors: Vec<String>,
     omitted_errors: u64,
     changed_files: Vec<FileChange>,
-    changed_paths: HashSet<String>,
+    /// Path → index in `changed_files`.
+    changed_paths: HashMap<String, usize>,
 }
 
 impl Default for RunFold {
@@ -167,7 +168,7 @@ impl RunFold {
             errors: Vec::new(),
             omitted_errors: 0,
             changed_files: Vec::new(),
-            changed_paths: HashSet::new(),
+            changed_paths: HashMap::new(),
         }
     }
 
@@ -463,10 +464,10 @@ impl RunFold {
                 self.progress.current_command = None;
             }
             OrchestratorEvent::Warning { message } => {
-                self.set_last_item(&format!("warning: {message}"));
+                self.set_last_item(&["warning: ", message]);
             }
             OrchestratorEvent::RunCancelled { reason } => {
-                self.set_last_item(&format!("cancelling: {reason}"));
+                self.set_last_item(&["cancelling: ", reason]);
             }
             OrchestratorEvent::RunCompleted {
                 phase,
@@ -541,7 +542,7 @@ impl RunFold {
             CodexEvent::Error { message } => {
                 self.progress.errors_seen += 1;
                 self.push_error(message);
-                self.set_last_item(&format!("error: {message}"));
+                self.set_last_item(&["error: ", message]);
             }
         }
     }
@@ -557,12 +558,12 @@ impl RunFold {
             ItemDetails::AgentMessage { text } => {
                 if stage == Stage::Completed {
                     self.cur.pending_answer = Some(text.clone());
-                    self.set_last_item("answered");
+                    self.set_last_item(&["answered"]);
                 }
             }
             ItemDetails::Reasoning { text } => {
                 let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                self.set_last_item(&format!("thinking: {first}"));
+                self.set_last_item(&["thinking: ", first]);
             }
             ItemDetails::CommandExecution {
                 command,
@@ -575,19 +576,19 @@ impl RunFold {
                 let list = describe_paths(&paths);
                 match stage {
                     Stage::Started | Stage::Updated => {
-                        self.set_last_item(&format!("editing {list}"));
+                        self.set_last_item(&["editing ", &list]);
                     }
                     Stage::Completed => match status {
                         ItemStatus::Completed => {
                             for (c, path) in changes.iter().zip(paths) {
                                 self.record_change(path, c.kind);
                             }
-                            self.set_last_item(&format!("edited {list}"));
+                            self.set_last_item(&["edited ", &list]);
                         }
                         ItemStatus::InProgress => {}
                         other => {
                             self.push_error(&format!("file change {}: {list}", other.as_str()));
-                            self.set_last_item(&format!("failed to edit {list}"));
+                            self.set_last_item(&["failed to edit ", &list]);
                         }
                     },
                 }
@@ -603,7 +604,7 @@ impl RunFold {
                     (Stage::Completed, _) => format!("called {server}.{tool}"),
                     _ => format!("calling {server}.{tool}"),
                 };
-                self.set_last_item(&what);
+                self.set_last_item(&[&what]);
             }
             ItemDetails::WebSearch { query, .. } => {
                 let verb = if stage == Stage::Completed {
@@ -611,20 +612,20 @@ impl RunFold {
                 } else {
                     "searching"
                 };
-                self.set_last_item(&format!("{verb} `{query}`"));
+                self.set_last_item(&[verb, " `", query, "`"]);
             }
             ItemDetails::TodoList { items } => {
                 let done = items.iter().filter(|t| t.completed).count();
-                self.set_last_item(&format!("todo {done}/{} done", items.len()));
+                self.set_last_item(&[&format!("todo {done}/{} done", items.len())]);
             }
             ItemDetails::Error { message } => {
                 if stage == Stage::Completed {
                     self.progress.errors_seen += 1;
                     self.push_error(message);
-                    self.set_last_item(&format!("warning: {message}"));
+                    self.set_last_item(&["warning: ", message]);
                 }
             }
-            ItemDetails::Other { item_type } => self.set_last_item(item_type),
+            ItemDetails::Other { item_type } => self.set_last_item(&[item_type]),
         }
     }
 
@@ -636,7 +637,7 @@ impl RunFold {
         status: &ItemStatus,
         stage: Stage,
     ) {
-        let display = one_line(&display_command(command), MAX_SUMMARY_CHARS);
+        let display = one_line(&[&display_command(command)], MAX_SUMMARY_CHARS);
         let attempt = self.attempt;
         let pos = self
             .running
@@ -678,7 +679,7 @@ impl RunFold {
                     display: display.clone(),
                 });
                 self.progress.current_command = Some(display.clone());
-                self.set_last_item(&format!("running `{display}`"));
+                self.set_last_item(&["running `", &display, "`"]);
             }
             Stage::Completed => {
                 let record = match pos.map(|p| self.running.remove(p)) {
@@ -703,7 +704,7 @@ impl RunFold {
                     Some(c) => format!("exit {c}"),
                     None => status_str.to_owned(),
                 };
-                self.set_last_item(&format!("ran `{display}` ({how})"));
+                self.set_last_item(&["ran `", &display, "` (", &how, ")"]);
             }
         }
     }
@@ -738,8 +739,8 @@ impl RunFold {
     fn record_change(&mut self, path: String, kind: Option<FileChangeKind>) {
         let kind = kind.unwrap_or(FileChangeKind::Update);
         let path = cap_text(&path).to_owned();
-        if self.changed_paths.contains(&path) {
-            if let Some(fc) = self.changed_files.iter_mut().find(|f| f.path == path) {
+        if let Some(&i) = self.changed_paths.get(&path) {
+            if let Some(fc) = self.changed_files.get_mut(i) {
                 fc.kind = merge_kind(fc.kind, kind);
             }
             return;
@@ -747,7 +748,8 @@ impl RunFold {
         // Beyond the cap paths are no longer remembered, so `files_changed` may over-count.
         self.progress.files_changed += 1;
         if self.changed_files.len() < MAX_CHANGED_FILES {
-            self.changed_paths.insert(path.clone());
+            self.changed_paths
+                .insert(path.clone(), self.changed_files.len());
             self.changed_files.push(FileChange { path, kind });
         }
     }
@@ -766,8 +768,9 @@ impl RunFold {
         path.to_owned()
     }
 
-    fn set_last_item(&mut self, s: &str) {
-        self.progress.last_item = Some(one_line(s, MAX_SUMMARY_CHARS));
+    /// `progress.last_item` = the concatenation of `parts`, as one capped line.
+    fn set_last_item(&mut self, parts: &[&str]) {
+        self.progress.last_item = Some(one_line(parts, MAX_SUMMARY_CHARS));
     }
 }
 
@@ -808,13 +811,25 @@ fn cap_text(s: &str) -> &str {
     &s[..end]
 }
 
-/// One line of at most `max` chars: control characters become spaces; cut with `…`.
-pub(crate) fn one_line(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max * 4));
-    for (n, ch) in s.chars().enumerate() {
-        if n + 1 > max {
-            out.pop();
-            out.push('…');
+/// The concatenation of `parts` as one line of at most `max` chars: control characters become
+/// spaces; a longer text is cut and ends with `…`.
+pub(crate) fn one_line(parts: &[&str], max: usize) -> String {
+    let bytes: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = String::with_capacity(bytes.min(max.saturating_mul(4)).saturating_add(3));
+    if bytes <= max
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| (0x20..0x7f).contains(&b)))
+    {
+        // Short printable ASCII (the common case): nothing to replace, nothing to cut.
+        parts.iter().for_each(|p| out.push_str(p));
+        return out;
+    }
+    for (n, ch) in parts.iter().flat_map(|p| p.chars()).enumerate() {
+        if n == max {
+            if out.pop().is_some() {
+                out.push('…');
+            }
             break;
         }
         out.push(if ch.is_control() { ' ' } else { ch });
@@ -918,10 +933,17 @@ mod tests {
 
     #[test]
     fn one_line_cuts_on_chars() {
-        assert_eq!(one_line("a\nb\tc", 10), "a b c");
-        assert_eq!(one_line("ééééé", 3), "éé…");
-        assert_eq!(one_line("abc", 3), "abc");
-        assert_eq!(one_line("", 3), "");
+        assert_eq!(one_line(&["a\nb", "\tc"], 10), "a b c");
+        assert_eq!(one_line(&["ééééé"], 3), "éé…");
+        assert_eq!(one_line(&["ab", "c"], 3), "abc");
+        assert_eq!(one_line(&["ab", "cd"], 3), "ab…");
+        assert_eq!(
+            one_line(&["a\u{85}"], 3),
+            "a ",
+            "non-ASCII control characters too"
+        );
+        assert_eq!(one_line(&[], 3), "");
+        assert_eq!(one_line(&["x"], 0), "");
     }
 
     #[test]

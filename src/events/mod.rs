@@ -20,6 +20,7 @@ pub mod orchestrator;
 pub mod types;
 
 use std::io::{ErrorKind, Read};
+use std::path::Path;
 
 pub use crate::model::RunResult;
 pub use decode::{DEFAULT_MAX_LINE, Decoded, LineDecoder};
@@ -59,7 +60,20 @@ pub fn fold_reader(mut reader: impl Read, fold: &mut RunFold) -> std::io::Result
 /// refines the message for a stream without a terminal event, e.g. 143 = SIGTERM).
 /// Backs `codex-orchestrator events summarize FILE|-`.
 pub fn summarize(reader: impl Read, exit_code: Option<i64>) -> std::io::Result<Summary> {
+    summarize_with_root(reader, exit_code, None)
+}
+
+/// [`summarize`], reporting `file_change` paths under `workspace_root` relative to it (an
+/// agent stream names its workdir itself; a plain codex log does not).
+pub fn summarize_with_root(
+    reader: impl Read,
+    exit_code: Option<i64>,
+    workspace_root: Option<&Path>,
+) -> std::io::Result<Summary> {
     let mut fold = RunFold::new();
+    if let Some(root) = workspace_root {
+        fold = fold.with_workspace_root(root);
+    }
     fold_reader(reader, &mut fold)?;
     Ok(fold.summary(exit_code))
 }

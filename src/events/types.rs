@@ -202,19 +202,23 @@ pub fn parse_line(line: &[u8]) -> Result<Event, ParseError> {
     let TopValue(Some(top)) = top else {
         return Err(ParseError::NotAnObject);
     };
-    let Some(event_type) = top.ty else {
+    let Some(tag) = top.ty else {
         return Err(ParseError::MissingType);
     };
-    let codex = match event_type.as_str() {
+    let event_type = tag.as_str();
+    let unknown = || Event::Unknown {
+        event_type: event_type.to_owned(),
+    };
+    let codex = match event_type {
         "thread.started" => CodexEvent::ThreadStarted {
             thread_id: top.thread_id.unwrap_or_default(),
         },
         "turn.started" => CodexEvent::TurnStarted,
         "item.started" | "item.updated" | "item.completed" => {
             let Some(item) = top.item.and_then(RawItem::into_item) else {
-                return Ok(Event::Unknown { event_type });
+                return Ok(unknown());
             };
-            match event_type.as_str() {
+            match event_type {
                 "item.started" => CodexEvent::ItemStarted { item },
                 "item.updated" => CodexEvent::ItemUpdated { item },
                 _ => CodexEvent::ItemCompleted { item },
@@ -234,11 +238,11 @@ pub fn parse_line(line: &[u8]) -> Result<Event, ParseError> {
                 Ok(ev) => Event::Orchestrator(ev),
                 Err(e) => {
                     tracing::debug!(event_type = t, error = %e, "unparsed orchestrator event");
-                    Event::Unknown { event_type }
+                    unknown()
                 }
             });
         }
-        _ => return Ok(Event::Unknown { event_type }),
+        _ => return Ok(unknown()),
     };
     Ok(Event::Codex(codex))
 }
@@ -406,6 +410,73 @@ fn next_string<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<String>, A:
     Ok(map.next_value::<Loose>()?.into_string())
 }
 
+/// A `type` value: the known names without allocating.
+#[derive(Debug)]
+enum Tag {
+    Known(&'static str),
+    Owned(String),
+}
+
+const KNOWN_TAGS: &[&str] = &[
+    "thread.started",
+    "turn.started",
+    "item.started",
+    "item.updated",
+    "item.completed",
+    "turn.completed",
+    "turn.failed",
+    "error",
+    "agent_message",
+    "reasoning",
+    "command_execution",
+    "file_change",
+    "mcp_tool_call",
+    "web_search",
+    "todo_list",
+];
+
+impl Tag {
+    fn as_str(&self) -> &str {
+        match self {
+            Tag::Known(s) => s,
+            Tag::Owned(s) => s,
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            Tag::Known(s) => s.to_owned(),
+            Tag::Owned(s) => s,
+        }
+    }
+}
+
+/// A `type` field: `None` unless it is a string.
+#[derive(Default)]
+struct TagValue(Option<Tag>);
+
+impl<'de> Deserialize<'de> for TagValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TagValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a type name")
+            }
+            default_scalars!();
+            default_seq!();
+            default_map!();
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TagValue, E> {
+                Ok(TagValue(Some(match KNOWN_TAGS.iter().find(|k| **k == v) {
+                    Some(k) => Tag::Known(k),
+                    None => Tag::Owned(v.to_owned()),
+                })))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 // --- top level --------------------------------------------------------------------------------
 
 keys!(TopKey {
@@ -419,7 +490,7 @@ keys!(TopKey {
 
 #[derive(Default)]
 struct RawTop {
-    ty: Option<String>,
+    ty: Option<Tag>,
     thread_id: Option<String>,
     item: Option<RawItem>,
     usage: Option<TokenUsage>,
@@ -447,7 +518,7 @@ impl<'de> Deserialize<'de> for TopValue {
                 let mut top = RawTop::default();
                 while let Some(key) = map.next_key::<TopKey>()? {
                     match key {
-                        TopKey::Type => top.ty = next_string(&mut map)?,
+                        TopKey::Type => top.ty = map.next_value::<TagValue>()?.0,
                         TopKey::ThreadId => top.thread_id = next_string(&mut map)?,
                         TopKey::Item => top.item = map.next_value::<Option<RawItem>>()?,
                         TopKey::Usage => top.usage = Some(map.next_value::<UsageValue>()?.0),
@@ -576,7 +647,7 @@ keys!(ItemKey {
 #[derive(Default)]
 struct RawItem {
     id: Option<String>,
-    ty: Option<String>,
+    ty: Option<Tag>,
     text: Option<String>,
     command: Option<String>,
     aggregated_output: Option<String>,
@@ -631,7 +702,9 @@ impl RawItem {
             "error" => ItemDetails::Error {
                 message: self.message.or(self.text).unwrap_or_default(),
             },
-            _ => ItemDetails::Other { item_type: ty },
+            _ => ItemDetails::Other {
+                item_type: ty.into_string(),
+            },
         };
         Some(ThreadItem {
             id: self.id.unwrap_or_default(),
@@ -662,7 +735,7 @@ impl<'de> Deserialize<'de> for RawItem {
                                 it.id = id;
                             }
                         }
-                        ItemKey::Type => it.ty = next_string(&mut map)?,
+                        ItemKey::Type => it.ty = map.next_value::<TagValue>()?.0,
                         ItemKey::Text => it.text = next_string(&mut map)?,
                         ItemKey::Command => it.command = next_string(&mut map)?,
                         ItemKey::AggregatedOutput => it.aggregated_output = next_string(&mut map)?,

@@ -34,8 +34,8 @@ use crate::config::{Config, FALLBACK_UID};
 use crate::error::{RunnerError, StoreError};
 use crate::events::{Completion, Decoded, LineDecoder, RunFold};
 use crate::model::{
-    BackendRef, ModelProvider, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode,
-    SecurityPolicy, TerminalReason,
+    BackendRef, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode, SecurityPolicy,
+    TerminalReason,
 };
 use crate::store::{self, RunStore};
 
@@ -98,12 +98,12 @@ pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
     let mut tmpfs = HashMap::new();
     tmpfs.insert(
         "/tmp".to_string(),
-        format!("rw,nosuid,nodev,size={}m,mode=1777", i.tmp_mb),
+        format!("rw,exec,nosuid,nodev,size={}m,mode=1777", i.tmp_mb),
     );
     tmpfs.insert(
         HOME_DIR.to_string(),
         format!(
-            "rw,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
+            "rw,exec,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
             i.home_mb, i.uid, i.gid
         ),
     );
@@ -111,7 +111,7 @@ pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
         tmpfs.insert(
             SCRATCH_MOUNT.to_string(),
             format!(
-                "rw,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
+                "rw,exec,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
                 i.scratch_mb, i.uid, i.gid
             ),
         );
@@ -165,7 +165,11 @@ pub fn sandbox_user(owner_uid: u32, owner_gid: u32) -> (u32, u32, bool) {
     if owner_uid == 0 {
         (FALLBACK_UID, FALLBACK_UID, true)
     } else {
-        (owner_uid, if owner_gid == 0 { owner_uid } else { owner_gid }, false)
+        (
+            owner_uid,
+            if owner_gid == 0 { owner_uid } else { owner_gid },
+            false,
+        )
     }
 }
 
@@ -210,9 +214,7 @@ pub fn decide_terminal(
         );
     }
     let code = exit_code.map_or("unknown".to_string(), |c| c.to_string());
-    let tail = last_stderr
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
+    let tail = last_stderr.map(|s| format!(": {s}")).unwrap_or_default();
     (
         RunPhase::Failed,
         TerminalReason::AgentError,
@@ -268,8 +270,8 @@ impl DockerRunner {
             .map_err(|e| RunnerError::Docker(format!("cannot reach the Docker engine: {e}")))?;
         let image = cfg.runner_image();
         if cfg.docker.image.is_none() {
-            crate::image::ensure_runner_image(&docker, &crate::image::ImageOptions::default())
-                .await?;
+            let opts = crate::image::ImageOptions::for_current_exe()?;
+            crate::image::ensure_runner_image(&docker, &opts).await?;
         } else {
             crate::image::check_runner_image(&docker, &image).await?;
         }
@@ -346,7 +348,7 @@ impl DockerRunner {
                 self.spawn_drive(st, Start::Reattach);
             } else if st.phase == RunPhase::Queued && st.backend.is_none() {
                 match self.secrets_for(&inner.store.read_request(&id)?) {
-                    Ok((_, secrets)) => {
+                    Ok(secrets) => {
                         info!(run_id = %id, "re-queueing run that never started");
                         inner.secrets_lock().insert(id.clone(), secrets);
                         self.spawn_drive(st, Start::Fresh);
@@ -416,10 +418,7 @@ impl DockerRunner {
     }
 
     /// Resolves the provider and the secrets a request needs from the server's environment.
-    fn secrets_for(
-        &self,
-        req: &RunRequest,
-    ) -> Result<(Option<ModelProvider>, Vec<(String, String)>), RunnerError> {
+    fn secrets_for(&self, req: &RunRequest) -> Result<Vec<(String, String)>, RunnerError> {
         let provider = req
             .provider
             .clone()
@@ -428,16 +427,16 @@ impl DockerRunner {
         match &provider {
             Some(p) => match &p.env_key {
                 Some(k) => match env(k) {
-                    Some(v) => Ok((provider.clone(), vec![(k.clone(), v)])),
+                    Some(v) => Ok(vec![(k.clone(), v)]),
                     None => Err(RunnerError::InvalidRequest(format!(
                         "model provider `{}` takes its API key from `{k}`, which is not set in the orchestrator's environment",
                         p.name
                     ))),
                 },
-                None => Ok((provider.clone(), vec![])),
+                None => Ok(vec![]),
             },
             None => match env("CODEX_API_KEY").or_else(|| env("OPENAI_API_KEY")) {
-                Some(v) => Ok((None, vec![("CODEX_API_KEY".into(), v)])),
+                Some(v) => Ok(vec![("CODEX_API_KEY".into(), v)]),
                 None => Err(RunnerError::InvalidRequest(
                     "no API key: set CODEX_API_KEY (or OPENAI_API_KEY) in the orchestrator's environment, or configure a model provider".into(),
                 )),
@@ -524,7 +523,10 @@ impl Inner {
     }
 
     async fn remove_container(&self, name: &str) {
-        let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let opts = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         if let Err(e) = self.docker.remove_container(name, Some(opts)).await
             && !is_not_found(&e)
         {
@@ -603,7 +605,8 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
     if let Start::Fresh = start {
         sink.update(true, |s| s.phase = RunPhase::Starting)?;
         let secrets = inner.secrets_lock().remove(&id).unwrap_or_default();
-        let (name_, body, fallback) = build_container(&inner, &id, &req, &policy, timeout, &secrets)?;
+        let (name_, body, fallback) =
+            build_container(&inner, &id, &req, &policy, timeout, &secrets)?;
         let created = inner
             .docker
             .create_container(
@@ -764,7 +767,9 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
             inner.store.write_file(&id, store::PATCH, p.as_bytes())?;
         }
         if let Some(m) = &c.last_message {
-            inner.store.write_file(&id, store::LAST_MESSAGE, m.as_bytes())?;
+            inner
+                .store
+                .write_file(&id, store::LAST_MESSAGE, m.as_bytes())?;
         }
     }
     inner.remove_container(&name).await;
@@ -821,7 +826,8 @@ impl<E: Write, S: Write> StreamSink<E, S> {
             }
             fold.feed(d);
         });
-        res
+        // Readers of the events log (status tools, `runs events`) see every complete line.
+        res.and_then(|_| self.events.flush())
     }
 
     pub fn stderr(&mut self, chunk: &[u8]) {
@@ -897,7 +903,10 @@ fn build_container(
         ))
     })?;
     let (uid, gid, fallback) = sandbox_user(meta.uid(), meta.gid());
-    let provider = req.provider.clone().or_else(|| inner.cfg.default_provider());
+    let provider = req
+        .provider
+        .clone()
+        .or_else(|| inner.cfg.default_provider());
     let spec = RunSpec {
         run_id: id.clone(),
         orchestrator_version: crate::model::VERSION.to_string(),
@@ -956,7 +965,7 @@ fn build_container(
 impl Runner for DockerRunner {
     async fn submit(&self, req: RunRequest) -> Result<RunId, RunnerError> {
         let req = self.validate(req)?;
-        let (_, secrets) = self.secrets_for(&req)?;
+        let secrets = self.secrets_for(&req)?;
         // The spec (prompt + schema) must fit in one environment variable.
         let approx = req.prompt.len()
             + req
@@ -1056,7 +1065,11 @@ impl Runner for DockerRunner {
             if filter.phase.is_some_and(|p| p != st.phase) {
                 continue;
             }
-            if filter.workspace.as_ref().is_some_and(|w| w != &st.workspace) {
+            if filter
+                .workspace
+                .as_ref()
+                .is_some_and(|w| w != &st.workspace)
+            {
                 continue;
             }
             out.push(st);
@@ -1092,8 +1105,9 @@ fn read_event_page(path: &Path, from: u64, limit: usize) -> Result<EventPage, St
             break;
         }
         events.push(
-            serde_json::from_slice(&line)
-                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&line).into())),
+            serde_json::from_slice(&line).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&line).into())
+            }),
         );
     }
     Ok(EventPage {
@@ -1135,18 +1149,24 @@ mod tests {
         assert_eq!(name, "codex-run-20261124040512-3fa9c2d1");
         let mut labels = HashMap::new();
         labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
-        labels.insert(LABEL_RUN_ID.to_string(), "20261124040512-3fa9c2d1".to_string());
+        labels.insert(
+            LABEL_RUN_ID.to_string(),
+            "20261124040512-3fa9c2d1".to_string(),
+        );
         labels.insert(LABEL_STORE.to_string(), "0123456789abcdef".to_string());
         labels.insert(LABEL_MODE.to_string(), "readonly".to_string());
         let mut tmpfs = HashMap::new();
-        tmpfs.insert("/tmp".to_string(), "rw,nosuid,nodev,size=1024m,mode=1777".to_string());
+        tmpfs.insert(
+            "/tmp".to_string(),
+            "rw,exec,nosuid,nodev,size=1024m,mode=1777".to_string(),
+        );
         tmpfs.insert(
             "/home/codex".to_string(),
-            "rw,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000".to_string(),
+            "rw,exec,nosuid,nodev,size=512m,mode=0700,uid=1000,gid=1000".to_string(),
         );
         tmpfs.insert(
             "/scratch".to_string(),
-            "rw,nosuid,nodev,size=2048m,mode=0700,uid=1000,gid=1000".to_string(),
+            "rw,exec,nosuid,nodev,size=2048m,mode=0700,uid=1000,gid=1000".to_string(),
         );
         let expected = ContainerCreateBody {
             image: Some("codex-orchestrator-runner:0.1.0".into()),
@@ -1196,10 +1216,7 @@ mod tests {
             let hc = rw.host_config.clone().unwrap();
             assert_eq!(hc.mounts.as_ref().unwrap()[0].read_only, Some(false));
             assert!(!hc.tmpfs.as_ref().unwrap().contains_key("/scratch"));
-            assert_eq!(
-                rw.labels.as_ref().unwrap()[LABEL_MODE],
-                mode.to_string()
-            );
+            assert_eq!(rw.labels.as_ref().unwrap()[LABEL_MODE], mode.to_string());
             // Everything else about the hardening is identical.
             let mut a = ro.host_config.clone().unwrap();
             let mut b = hc;
@@ -1265,7 +1282,9 @@ mod tests {
         stream.extend_from_slice(b"\nnot json at all\n");
         stream.extend_from_slice(br#"{"type":"thread.started","thread_id":"t-1"}"#);
         stream.extend_from_slice(b"\n");
-        stream.extend_from_slice(format!("{{\"type\":\"x\",\"pad\":\"{}\"}}\n", "a".repeat(5000)).as_bytes());
+        stream.extend_from_slice(
+            format!("{{\"type\":\"x\",\"pad\":\"{}\"}}\n", "a".repeat(5000)).as_bytes(),
+        );
         stream.extend_from_slice(br#"{"type":"turn.started"}"#);
         stream.extend_from_slice(b"\n");
         stream.extend_from_slice(completed.to_line().as_bytes()); // no trailing newline
@@ -1279,15 +1298,26 @@ mod tests {
             sink.stderr(b"warning: one\nlast words\n");
             sink.finish().unwrap();
             let p = sink.fold().progress().clone();
-            assert_eq!((p.malformed_lines, p.oversized_lines), (1, 1), "chunk {chunk_size}");
+            assert_eq!(
+                (p.malformed_lines, p.oversized_lines),
+                (1, 1),
+                "chunk {chunk_size}"
+            );
             let c = sink.fold().completed().expect("completion folded");
             assert_eq!(c.phase, RunPhase::Succeeded);
             assert_eq!(c.patch.as_deref(), Some("diff --git a/x b/x\n"));
             assert_eq!(sink.fold().thread_id(), Some("t-1"));
             assert_eq!(sink.last_stderr_line(), Some("last words"));
             drop(sink);
-            let lines: Vec<&[u8]> = events.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
-            assert_eq!(lines.len(), 5, "every line but the oversized one is kept verbatim");
+            let lines: Vec<&[u8]> = events
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .collect();
+            assert_eq!(
+                lines.len(),
+                5,
+                "every line but the oversized one is kept verbatim"
+            );
             assert_eq!(lines[1], b"not json at all");
             assert_eq!(stderr, b"warning: o", "stderr capped");
         }

@@ -72,8 +72,7 @@ pub trait Runner: Send + Sync {
     /// Waits until the run is terminal or `timeout` passes, then returns its status.
     async fn wait(&self, id: &RunId, timeout: Duration) -> Result<RunStatus, RunnerError>;
     async fn cancel(&self, id: &RunId) -> Result<CancelOutcome, RunnerError>;
-    async fn events(&self, id: &RunId, from: u64, limit: usize)
-    -> Result<EventPage, RunnerError>;
+    async fn events(&self, id: &RunId, from: u64, limit: usize) -> Result<EventPage, RunnerError>;
     async fn artifacts(&self, id: &RunId) -> Result<Artifacts, RunnerError>;
     async fn list(&self, filter: ListFilter) -> Result<Vec<RunStatus>, RunnerError>;
 }

@@ -1,16 +1,12 @@
-//! The in-sandbox agent, run as a real separate process with the real codex binary against
-//! the scripted mock model on 127.0.0.1.
-//!
-//! Until the CLI dispatches `codex-orchestrator agent`, the agent process is this test binary
-//! re-executed to run [`agent_child_process`], which calls `agent::main_with_output` — the
-//! same entry as the subcommand (spec loading, SIGTERM/SIGINT handlers) — with the stream
-//! written to a file instead of stdout (libtest writes its own lines to stdout).
+//! The in-sandbox agent, run as the real `codex-orchestrator agent` process with the real
+//! codex binary against the scripted mock model on 127.0.0.1. Its stdout (the stream) goes to
+//! a file the tests read.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use codex_orchestrator::agent::{self, AgentArgs};
+use codex_orchestrator::agent;
 use codex_orchestrator::events::OrchestratorEvent;
 use codex_orchestrator::mockmodel::{MockScript, ScriptItem, ScriptedResponse};
 use codex_orchestrator::model::{
@@ -22,45 +18,8 @@ use serde_json::{Value, json};
 use crate::support::mock::{MOCK_KEY, MOCK_KEY_ENV, Mock};
 use crate::support::{codex_bin, digest, sample_repo};
 
-const CHILD_TEST: &str = "suite::agent::agent_child_process";
-const OUT_ENV: &str = "CODEX_ORCHESTRATOR_TEST_AGENT_OUT";
-const SPEC_FILE_ENV: &str = "CODEX_ORCHESTRATOR_TEST_SPEC_FILE";
 /// Upper bound for any agent run in these tests.
 const RUN_BOUND: Duration = Duration::from_secs(120);
-
-/// The agent process: only does something when started by [`start_agent`].
-#[test]
-#[ignore = "runs only as the agent child process of the other agent tests"]
-fn agent_child_process() {
-    let Some(out) = std::env::var_os(OUT_ENV) else {
-        return;
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter("info")
-        .try_init();
-    let args = AgentArgs {
-        spec: std::env::var_os(SPEC_FILE_ENV).map(PathBuf::from),
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let code = rt.block_on(async {
-        let file = tokio::fs::File::create(&out).await.unwrap();
-        match agent::main_with_output(args, file).await {
-            Ok(exit) => {
-                eprintln!("agent exit: {exit:?}");
-                0
-            }
-            Err(e) => {
-                eprintln!("agent error: {e}");
-                1
-            }
-        }
-    });
-    std::process::exit(code);
-}
 
 /// Temp dirs of one test: the workspace, a pristine copy, CODEX_HOME and HOME under /var/tmp.
 struct Env {
@@ -128,29 +87,21 @@ fn start_agent(env: &Env, spec: &RunSpec, via_env: bool, extra_env: &[(&str, &st
     let home = env.var_tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let json = serde_json::to_string(spec).unwrap();
-    let mut cmd = tokio::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        CHILD_TEST,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(OUT_ENV, &out)
-    .env("HOME", &home)
-    .env(MOCK_KEY_ENV, MOCK_KEY)
-    .env_remove(agent::SPEC_ENV)
-    .env_remove(SPEC_FILE_ENV)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_codex-orchestrator"));
+    cmd.arg("agent")
+        .env("HOME", &home)
+        .env(MOCK_KEY_ENV, MOCK_KEY)
+        .env_remove(agent::SPEC_ENV)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     if via_env {
         cmd.env(agent::SPEC_ENV, json);
     } else {
         let spec_file = env.tmp.path().join(format!("spec-{}.json", spec.run_id));
         std::fs::write(&spec_file, json).unwrap();
-        cmd.env(SPEC_FILE_ENV, spec_file);
+        cmd.arg("--spec").arg(spec_file);
     }
     for (k, v) in extra_env {
         cmd.env(k, v);

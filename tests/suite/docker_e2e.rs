@@ -10,7 +10,7 @@ use codex_orchestrator::model::{
 use codex_orchestrator::runner::{CancelOutcome, Runner};
 use serde_json::{Value, json};
 
-use crate::support::docker::{DockerEnv, git, git_workspace, tree_contents};
+use crate::support::docker::{DockerEnv, git_workspace, tree_contents};
 
 const PATCH: &str = "*** Begin Patch\n*** Add File: NOTES.md\n+notes\n*** Update File: calc/ops.py\n@@\n def add(a, b):\n     return a + b\n+\n+\n+def sub(a, b):\n+    return a - b\n*** End Patch\n";
 
@@ -49,7 +49,9 @@ fn copy_of(src: &std::path::Path) -> tempfile::TempDir {
 
 /// `git apply` of `patch` onto `dir` (the real git CLI).
 fn git_apply(dir: &std::path::Path, patch: &str) {
-    let p = dir.join("..").join(format!("{}.patch", uuid::Uuid::new_v4()));
+    let p = dir
+        .join("..")
+        .join(format!("{}.patch", uuid::Uuid::new_v4()));
     std::fs::write(&p, patch).unwrap();
     let out = std::process::Command::new("git")
         .args(["apply", "--binary", "--whitespace=nowarn"])
@@ -77,7 +79,11 @@ async fn shell_and_patch_run_succeeds_with_full_result() {
     let original = copy_of(ws.path());
     let runner = env.runner().await;
     let id = runner
-        .submit(request(ws.path(), SecurityMode::WorkspaceWrite, "Add sub()"))
+        .submit(request(
+            ws.path(),
+            SecurityMode::WorkspaceWrite,
+            "Add sub()",
+        ))
         .await
         .unwrap();
     let st = runner.wait(&id, Duration::from_secs(180)).await.unwrap();
@@ -105,7 +111,7 @@ async fn shell_and_patch_run_succeeds_with_full_result() {
     assert_eq!(
         r.commands,
         vec![CommandRecord {
-            command: "/bin/bash -lc 'ls && cat calc/ops.py'".into(),
+            command: "/usr/bin/bash -lc 'ls && cat calc/ops.py'".into(),
             exit_code: Some(0),
             status: "completed".into(),
             attempt: 0,
@@ -123,7 +129,10 @@ async fn shell_and_patch_run_succeeds_with_full_result() {
     assert_eq!(r.attempts, 1);
     assert!(r.thread_id.is_some());
     assert_eq!(st.thread_id, r.thread_id);
-    assert_eq!(art.last_message.as_deref(), Some("Added sub() and NOTES.md."));
+    assert_eq!(
+        art.last_message.as_deref(),
+        Some("Added sub() and NOTES.md.")
+    );
     assert_eq!(st.progress.commands_run, 1);
     assert_eq!(st.progress.files_changed, 2);
     assert_eq!(st.progress.tokens, total);
@@ -131,13 +140,18 @@ async fn shell_and_patch_run_succeeds_with_full_result() {
     // Changes landed in place, and the patch reproduces them on a copy of the original.
     let after = tree_contents(ws.path());
     assert_eq!(
-        after.get(std::path::Path::new("NOTES.md")).map(Vec::as_slice),
+        after
+            .get(std::path::Path::new("NOTES.md"))
+            .map(Vec::as_slice),
         Some(&b"notes\n"[..])
     );
     let patch = art.patch.clone().expect("patch");
     let info = r.patch.clone().expect("patch info");
     assert!(!info.truncated);
-    assert_eq!(info.files, vec!["NOTES.md".to_string(), "calc/ops.py".to_string()]);
+    assert_eq!(
+        info.files,
+        vec!["NOTES.md".to_string(), "calc/ops.py".to_string()]
+    );
     git_apply(original.path(), &patch);
     assert_eq!(tree_contents(original.path()), after);
 
@@ -150,7 +164,15 @@ async fn shell_and_patch_run_succeeds_with_full_result() {
     }
     // Artifacts on disk; no container left.
     let dir = art.run_dir.clone().unwrap();
-    for f in ["request.json", "status.json", "events.jsonl", "result.json", "changes.patch", "last_message.txt", "stderr.log"] {
+    for f in [
+        "request.json",
+        "status.json",
+        "events.jsonl",
+        "result.json",
+        "changes.patch",
+        "last_message.txt",
+        "stderr.log",
+    ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     assert!(env.store_containers().await.is_empty());
@@ -176,7 +198,11 @@ async fn readonly_leaves_workspace_byte_for_byte_and_patch_holds_the_attempt() {
     let st = runner.wait(&id, Duration::from_secs(180)).await.unwrap();
     let art = runner.artifacts(&id).await.unwrap();
     assert_eq!(st.phase, RunPhase::Succeeded, "{art:#?}");
-    assert_eq!(tree_with_git(ws.path()), before, "the readonly workspace changed");
+    assert_eq!(
+        tree_with_git(ws.path()),
+        before,
+        "the readonly workspace changed"
+    );
     let patch = art.patch.expect("patch");
     let info = art.result.unwrap().patch.unwrap();
     assert_eq!(
@@ -186,8 +212,13 @@ async fn readonly_leaves_workspace_byte_for_byte_and_patch_holds_the_attempt() {
     git_apply(original.path(), &patch);
     let applied = tree_contents(original.path());
     assert_eq!(applied[std::path::Path::new("pwned.txt")], b"hacked\n");
-    assert_eq!(applied[std::path::Path::new("README.md")], b"# calc\nmore\n");
-    assert!(String::from_utf8_lossy(&applied[std::path::Path::new("calc/ops.py")]).contains("def sub"));
+    assert_eq!(
+        applied[std::path::Path::new("README.md")],
+        b"# calc\nmore\n"
+    );
+    assert!(
+        String::from_utf8_lossy(&applied[std::path::Path::new("calc/ops.py")]).contains("def sub")
+    );
     env.cleanup().await;
 }
 
@@ -206,7 +237,11 @@ fn tree_with_git(p: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
                 out.push((rel, meta.permissions().mode(), vec![]));
                 walk(root, &path, out);
             } else {
-                out.push((rel, meta.permissions().mode(), std::fs::read(&path).unwrap()));
+                out.push((
+                    rel,
+                    meta.permissions().mode(),
+                    std::fs::read(&path).unwrap(),
+                ));
             }
         }
     }
@@ -283,15 +318,27 @@ async fn cancel_mid_command_ends_cancelled_within_ten_seconds() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let st = runner.status(&id).await.unwrap();
-        if st.progress.current_command.as_deref().is_some_and(|c| c.contains("sleep 300")) {
+        if st
+            .progress
+            .current_command
+            .as_deref()
+            .is_some_and(|c| c.contains("sleep 300"))
+        {
             break;
         }
         assert!(!st.phase.is_terminal(), "{st:#?}");
-        assert!(Instant::now() < deadline, "the command never started: {st:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "the command never started: {st:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(runner.cancel(&id).await.unwrap(), CancelOutcome::Cancelling);
-    assert_eq!(runner.cancel(&id).await.unwrap(), CancelOutcome::Cancelling, "idempotent");
+    assert_eq!(
+        runner.cancel(&id).await.unwrap(),
+        CancelOutcome::Cancelling,
+        "idempotent"
+    );
     let st = runner.wait(&id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(
         (st.phase, st.reason),
@@ -307,7 +354,11 @@ async fn cancel_mid_command_ends_cancelled_within_ten_seconds() {
     let art = runner.artifacts(&id).await.unwrap();
     assert!(art.patch.expect("partial patch").contains("NOTES.md"));
     let events = runner.events(&id, 0, 10_000).await.unwrap();
-    let types: Vec<&str> = events.events.iter().filter_map(|e| e["type"].as_str()).collect();
+    let types: Vec<&str> = events
+        .events
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
     assert!(types.contains(&"orchestrator.run.cancelled"), "{types:?}");
     assert_eq!(types.last(), Some(&"orchestrator.run.completed"));
     assert!(env.store_containers().await.is_empty());
@@ -318,22 +369,67 @@ async fn cancel_mid_command_ends_cancelled_within_ten_seconds() {
 async fn bad_requests_are_refused_and_change_nothing() {
     let mut env = DockerEnv::start(json!([])).await;
     let ws = git_workspace();
+    let before = tree_contents(ws.path());
     let runner = env.runner().await;
     let cases = [
-        (request(std::path::Path::new("/definitely/not/here"), SecurityMode::WorkspaceWrite, "x"), "cannot be used"),
-        (request(std::path::Path::new("relative"), SecurityMode::WorkspaceWrite, "x"), "absolute"),
-        (request(ws.path(), SecurityMode::WorkspaceWrite, "  "), "prompt is empty"),
-        (request(ws.path(), SecurityMode::FullAccess, "x"), "full_access is not allowed"),
-        (RunRequest { timeout_secs: Some(0), ..request(ws.path(), SecurityMode::Readonly, "x") }, "timeout 0s is out of range"),
-        (RunRequest { model: Some("bad model;rm".into()), ..request(ws.path(), SecurityMode::Readonly, "x") }, "model name"),
-        (RunRequest { image: Some("alpine".into()), ..request(ws.path(), SecurityMode::Readonly, "x") }, "image `alpine` is not allowed"),
+        (
+            request(
+                std::path::Path::new("/definitely/not/here"),
+                SecurityMode::WorkspaceWrite,
+                "x",
+            ),
+            "cannot be used",
+        ),
+        (
+            request(
+                std::path::Path::new("relative"),
+                SecurityMode::WorkspaceWrite,
+                "x",
+            ),
+            "absolute",
+        ),
+        (
+            request(ws.path(), SecurityMode::WorkspaceWrite, "  "),
+            "prompt is empty",
+        ),
+        (
+            request(ws.path(), SecurityMode::FullAccess, "x"),
+            "full_access is not allowed",
+        ),
+        (
+            RunRequest {
+                timeout_secs: Some(0),
+                ..request(ws.path(), SecurityMode::Readonly, "x")
+            },
+            "timeout 0s is out of range",
+        ),
+        (
+            RunRequest {
+                model: Some("bad model;rm".into()),
+                ..request(ws.path(), SecurityMode::Readonly, "x")
+            },
+            "model name",
+        ),
+        (
+            RunRequest {
+                image: Some("alpine".into()),
+                ..request(ws.path(), SecurityMode::Readonly, "x")
+            },
+            "image `alpine` is not allowed",
+        ),
     ];
     for (req, needle) in cases {
         let e = runner.submit(req).await.unwrap_err().to_string();
-        assert!(e.starts_with("invalid request: ") && e.contains(needle), "{e}");
+        assert!(
+            e.starts_with("invalid request: ") && e.contains(needle),
+            "{e}"
+        );
     }
-    assert!(runner.store().list().unwrap().is_empty(), "a refused request left a run");
+    assert!(
+        runner.store().list().unwrap().is_empty(),
+        "a refused request left a run"
+    );
     assert!(env.store_containers().await.is_empty());
-    let _ = git(ws.path(), &["status", "--porcelain"]);
+    assert_eq!(tree_contents(ws.path()), before);
     env.cleanup().await;
 }

@@ -35,12 +35,22 @@ async fn exec(env: &DockerEnv, container: &str, cmd: &str) -> (i64, String) {
             out.push_str(&chunk.to_string());
         }
     }
-    let code = env.docker.inspect_exec(&created.id).await.unwrap().exit_code.unwrap_or(-1);
+    let code = env
+        .docker
+        .inspect_exec(&created.id)
+        .await
+        .unwrap()
+        .exit_code
+        .unwrap_or(-1);
     (code, out)
 }
 
 /// Submits a run whose model sleeps, and returns the container name once codex is busy.
-async fn busy_run(env: &DockerEnv, runner: &DockerRunner, ws: &std::path::Path, mode: SecurityMode) -> (codex_orchestrator::model::RunId, String) {
+async fn busy_run(
+    runner: &DockerRunner,
+    ws: &std::path::Path,
+    mode: SecurityMode,
+) -> (codex_orchestrator::model::RunId, String) {
     let id = runner
         .submit(RunRequest {
             prompt: "sleep".into(),
@@ -64,7 +74,10 @@ async fn busy_run(env: &DockerEnv, runner: &DockerRunner, ws: &std::path::Path, 
         {
             return (id, container_name.clone());
         }
-        assert!(!st.phase.is_terminal() && Instant::now() < deadline, "{st:#?}");
+        assert!(
+            !st.phase.is_terminal() && Instant::now() < deadline,
+            "{st:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -79,8 +92,8 @@ async fn run_container_is_hardened() {
     let runner = env.runner().await;
     let ws = git_workspace();
     let ws2 = git_workspace();
-    let (id, name) = busy_run(&env, &runner, ws.path(), SecurityMode::WorkspaceWrite).await;
-    let (id2, name2) = busy_run(&env, &runner, ws2.path(), SecurityMode::Readonly).await;
+    let (id, name) = busy_run(&runner, ws.path(), SecurityMode::WorkspaceWrite).await;
+    let (id2, name2) = busy_run(&runner, ws2.path(), SecurityMode::Readonly).await;
 
     let c = env.docker.inspect_container(&name, None).await.unwrap();
     let cfg = c.config.unwrap();
@@ -90,7 +103,10 @@ async fn run_container_is_hardened() {
     assert_eq!(hc.cap_add, None);
     assert_eq!(hc.privileged, Some(false));
     assert_eq!(hc.readonly_rootfs, Some(true));
-    assert_eq!(hc.security_opt, Some(vec!["no-new-privileges:true".to_string()]));
+    assert_eq!(
+        hc.security_opt,
+        Some(vec!["no-new-privileges:true".to_string()])
+    );
     assert_eq!(hc.init, Some(true));
     assert_eq!(hc.memory, Some(1024 * 1024 * 1024));
     assert_eq!(hc.memory_swap, hc.memory);
@@ -105,13 +121,28 @@ async fn run_container_is_hardened() {
     assert_eq!(mounts.len(), 1, "only the workspace is mounted: {mounts:?}");
     assert_eq!(mounts[0].destination.as_deref(), Some("/workspace"));
     assert_eq!(mounts[0].rw, Some(true));
-    let m2 = env.docker.inspect_container(&name2, None).await.unwrap().mounts.unwrap();
-    assert_eq!((m2.len(), m2[0].rw), (1, Some(false)), "readonly mode mounts the workspace ro");
+    let m2 = env
+        .docker
+        .inspect_container(&name2, None)
+        .await
+        .unwrap()
+        .mounts
+        .unwrap();
+    assert_eq!(
+        (m2.len(), m2[0].rw),
+        (1, Some(false)),
+        "readonly mode mounts the workspace ro"
+    );
 
     // Inside: who am I, what can I do.
     let (code, out) = exec(&env, &name, "id -u; id -g").await;
     assert_eq!((code, out.as_str()), (0, &*format!("{WS_UID}\n{WS_UID}\n")));
-    let (_, out) = exec(&env, &name, "grep -E '^Cap(Eff|Prm|Bnd):' /proc/self/status").await;
+    let (_, out) = exec(
+        &env,
+        &name,
+        "grep -E '^Cap(Eff|Prm|Bnd):' /proc/self/status",
+    )
+    .await;
     assert_eq!(
         out,
         "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
@@ -125,17 +156,26 @@ async fn run_container_is_hardened() {
         ("chown 0:0 /workspace/README.md", "CAP_CHOWN dropped"),
         ("python3 -c 'import os; os.setuid(0)'", "CAP_SETUID dropped"),
         ("mount -t tmpfs none /mnt", "CAP_SYS_ADMIN dropped"),
-        ("test -e /var/run/docker.sock || test -e /run/docker.sock", "no Docker socket"),
+        (
+            "test -e /var/run/docker.sock || test -e /run/docker.sock",
+            "no Docker socket",
+        ),
         ("touch /workspace/../evil", "outside the workspace"),
     ] {
         let (code, out) = exec(&env, &name, cmd).await;
         assert_ne!(code, 0, "`{cmd}` should fail ({why}) but printed: {out}");
     }
     // What must work: the workspace (rw mode), /tmp, HOME.
-    for cmd in ["touch /workspace/ok && rm /workspace/ok", "touch /tmp/ok", "touch /home/codex/ok"] {
+    for cmd in [
+        "touch /workspace/ok && rm /workspace/ok",
+        "touch /tmp/ok",
+        "touch /home/codex/ok",
+    ] {
         let (code, out) = exec(&env, &name, cmd).await;
         assert_eq!(code, 0, "`{cmd}`: {out}");
     }
+    let (code, out) = exec(&env, &name2, "cp /bin/true /scratch/t && /scratch/t").await;
+    assert_eq!(code, 0, "scratch copy must be executable: {out}");
     // Readonly mode: the mount itself refuses writes.
     let (code, out) = exec(&env, &name2, "touch /workspace/evil").await;
     assert_ne!(code, 0);

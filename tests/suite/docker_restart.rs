@@ -38,7 +38,11 @@ fn wait_for_command(store: &RunStore, needle: &str) -> RunId {
     loop {
         if let Some(id) = store.list().unwrap().into_iter().next()
             && let Ok(st) = store.read_status(&id)
-            && st.progress.current_command.as_deref().is_some_and(|c| c.contains(needle))
+            && st
+                .progress
+                .current_command
+                .as_deref()
+                .is_some_and(|c| c.contains(needle))
         {
             return id;
         }
@@ -50,8 +54,8 @@ fn wait_for_command(store: &RunStore, needle: &str) -> RunId {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_server_reattaches_and_the_run_completes() {
     let mut env = DockerEnv::start(json!([
-        {"output": [{"exec": "sleep 4 && echo slept"}], "usage": {"input_tokens": 100, "output_tokens": 5}},
-        {"output": [{"message": "all done"}], "usage": {"input_tokens": 200, "output_tokens": 7}}
+        {"output": [{"exec": "sleep 4 && echo slept"}], "usage": {"input_tokens": 100, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 105}},
+        {"output": [{"message": "all done"}], "usage": {"input_tokens": 200, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 207}}
     ]))
     .await;
     let ws = git_workspace();
@@ -67,12 +71,20 @@ async fn killed_server_reattaches_and_the_run_completes() {
     assert_eq!(st.phase, RunPhase::Succeeded, "{st:#?}");
     let r = runner.artifacts(&id).await.unwrap().result.unwrap();
     assert_eq!(r.summary.as_deref(), Some("all done"));
-    assert_eq!(r.commands.len(), 1, "events re-read once, not double counted");
+    assert_eq!(
+        r.commands.len(),
+        1,
+        "events re-read once, not double counted"
+    );
     assert_eq!(r.usage.total.input_tokens, 300);
     assert_eq!(st.progress.commands_run, 1);
     // The events log holds each line once.
     let page = runner.events(&id, 0, 10_000).await.unwrap();
-    let starts = page.events.iter().filter(|e| e["type"] == "orchestrator.run.started").count();
+    let starts = page
+        .events
+        .iter()
+        .filter(|e| e["type"] == "orchestrator.run.started")
+        .count();
     assert_eq!(starts, 1);
     assert!(env.store_containers().await.is_empty());
     env.cleanup().await;
@@ -90,7 +102,14 @@ async fn vanished_sandbox_is_reported_lost_and_orphans_are_removed() {
     // The sandbox disappears while nobody watches.
     for c in env.store_containers().await {
         env.docker
-            .remove_container(&c, Some(bollard::query_parameters::RemoveContainerOptionsBuilder::new().force(true).build()))
+            .remove_container(
+                &c,
+                Some(
+                    bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .build(),
+                ),
+            )
             .await
             .unwrap();
     }
@@ -99,10 +118,17 @@ async fn vanished_sandbox_is_reported_lost_and_orphans_are_removed() {
     let mut labels = HashMap::new();
     labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
     labels.insert(LABEL_RUN_ID.to_string(), orphan.to_string());
-    labels.insert(LABEL_STORE.to_string(), store_key_of(&env.state.path().join("runs")));
+    labels.insert(
+        LABEL_STORE.to_string(),
+        store_key_of(&env.state.path().join("runs")),
+    );
     env.docker
         .create_container(
-            Some(CreateContainerOptionsBuilder::new().name(&format!("codex-run-{orphan}")).build()),
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(&format!("codex-run-{orphan}"))
+                    .build(),
+            ),
             ContainerCreateBody {
                 image: Some(env.image.clone()),
                 labels: Some(labels),

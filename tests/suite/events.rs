@@ -1254,8 +1254,21 @@ fn summarize_reads_a_log() {
         sum.result.summary.as_deref(),
         Some("Added sub() in calc/ops.py and NOTES.md; tests pass.")
     );
-    // No root is known for a plain codex log: paths stay absolute.
+    // No root is known for a plain codex log: paths stay absolute, unless one is given.
     assert_eq!(sum.result.changed_files[0].path, "<WORKSPACE>/NOTES.md");
+    let rooted =
+        events::summarize_with_root(&s.events()[..], Some(0), Some(Path::new(ROOT))).unwrap();
+    assert_eq!(rooted.result.changed_files[0].path, "NOTES.md");
+    assert_eq!(
+        Summary {
+            result: RunResult {
+                changed_files: sum.result.changed_files.clone(),
+                ..rooted.result
+            },
+            ..rooted
+        },
+        sum
+    );
     let json = serde_json::to_value(&sum).unwrap();
     assert_eq!(json["status"]["phase"], "succeeded");
     assert_eq!(json["status"]["codex_outcome"]["kind"], "turn_completed");

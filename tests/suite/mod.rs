@@ -1,7 +1,9 @@
 mod agent;
+mod cli;
 mod docker_e2e;
 mod docker_hardening;
 mod docker_restart;
 mod events;
+mod image;
 mod mcp;
 mod workspace;

@@ -121,7 +121,11 @@ impl DockerEnv {
         };
         self.docker
             .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(&self.mock).build()),
+                Some(
+                    CreateContainerOptionsBuilder::new()
+                        .name(&self.mock)
+                        .build(),
+                ),
                 body,
             )
             .await
@@ -234,7 +238,10 @@ impl DockerEnv {
             return;
         }
         self.cleaned = true;
-        let rm = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let rm = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         for c in self.store_containers().await {
             let _ = self.docker.remove_container(&c, Some(rm.clone())).await;
         }
@@ -254,14 +261,22 @@ impl Drop for DockerEnv {
         let network = self.network.clone();
         let key = store_key_of(&self.state.path().join("runs"));
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Runtime::new() else { return };
+            let Ok(rt) = tokio::runtime::Runtime::new() else {
+                return;
+            };
             rt.block_on(async move {
-                let rm = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+                let rm = RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build();
                 let mut filters = HashMap::new();
                 filters.insert("label".to_string(), vec![format!("{LABEL_STORE}={key}")]);
                 if let Ok(list) = docker
                     .list_containers(Some(
-                        ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
+                        ListContainersOptionsBuilder::new()
+                            .all(true)
+                            .filters(&filters)
+                            .build(),
                     ))
                     .await
                 {
@@ -303,7 +318,16 @@ pub fn git_workspace() -> tempfile::TempDir {
     git(p, &["add", "-A"]);
     git(
         p,
-        &["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "-m", "init"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
     );
     chown_tree(p, WS_UID);
     dir

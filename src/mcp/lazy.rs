@@ -19,7 +19,8 @@ use crate::model::{RunId, RunRequest, RunStatus};
 use crate::runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
 
 /// Builds the backend. Called until it succeeds.
-pub type Connect = Box<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Runner>, RunnerError>> + Send + Sync>;
+pub type Connect =
+    Box<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Runner>, RunnerError>> + Send + Sync>;
 
 pub struct LazyRunner {
     connect: Connect,
@@ -75,12 +76,7 @@ impl Runner for LazyRunner {
     async fn cancel(&self, id: &RunId) -> Result<CancelOutcome, RunnerError> {
         self.get().await?.cancel(id).await
     }
-    async fn events(
-        &self,
-        id: &RunId,
-        from: u64,
-        limit: usize,
-    ) -> Result<EventPage, RunnerError> {
+    async fn events(&self, id: &RunId, from: u64, limit: usize) -> Result<EventPage, RunnerError> {
         self.get().await?.events(id, from, limit).await
     }
     async fn artifacts(&self, id: &RunId) -> Result<Artifacts, RunnerError> {

@@ -41,7 +41,9 @@ use rmcp::model::{
     ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData, Json, RoleServer, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use rmcp::{
+    ErrorData, Json, RoleServer, ServerHandler, ServiceExt, tool, tool_handler, tool_router,
+};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
@@ -201,7 +203,11 @@ where
         for e in validator.iter_errors(&value).take(5) {
             use jsonschema::error::ValidationErrorKind as K;
             vague |= matches!(e.kind(), K::AnyOf { .. } | K::OneOfNotValid { .. });
-            let path = e.instance_path().as_str().trim_start_matches('/').replace('/', ".");
+            let path = e
+                .instance_path()
+                .as_str()
+                .trim_start_matches('/')
+                .replace('/', ".");
             if path.is_empty() {
                 problems.push(e.to_string());
             } else {
@@ -219,7 +225,11 @@ where
             Err(ToolError(format!("invalid arguments for {tool}: {e}")))
         }
         Err(e) => {
-            let detail = if vague { format!(" ({e})") } else { String::new() };
+            let detail = if vague {
+                format!(" ({e})")
+            } else {
+                String::new()
+            };
             Err(ToolError(format!(
                 "invalid arguments for {tool}: {}{detail}",
                 problems.join("; ")
@@ -405,7 +415,9 @@ impl OrchestratorServer {
         let base = self.cfg.default_workspace.as_deref();
         let raw = match given.map(str::trim).filter(|s| !s.is_empty()) {
             None => base
-                .ok_or_else(|| ToolError::new("no workspace given and the server has no default workspace"))?
+                .ok_or_else(|| {
+                    ToolError::new("no workspace given and the server has no default workspace")
+                })?
                 .to_path_buf(),
             Some(s) => {
                 let p = PathBuf::from(s);
@@ -421,9 +433,8 @@ impl OrchestratorServer {
                 raw.display()
             )));
         }
-        let canon = std::fs::canonicalize(&raw).map_err(|e| {
-            ToolError(format!("workspace `{}` cannot be used: {e}", raw.display()))
-        })?;
+        let canon = std::fs::canonicalize(&raw)
+            .map_err(|e| ToolError(format!("workspace `{}` cannot be used: {e}", raw.display())))?;
         if !self.inside_roots(&canon) {
             return Err(ToolError(format!(
                 "workspace `{}` is outside the allowed roots ({}); the server only runs in directories under its --allowed-root flags",
@@ -499,7 +510,8 @@ impl OrchestratorServer {
             }
             let spent = started.elapsed();
             if spent < MIN_POLL {
-                let pause = (MIN_POLL - spent).min(deadline.saturating_duration_since(Instant::now()));
+                let pause =
+                    (MIN_POLL - spent).min(deadline.saturating_duration_since(Instant::now()));
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = ctx.ct.cancelled() => {}
@@ -544,7 +556,9 @@ impl OrchestratorServer {
     ) -> Result<Json<CodexRunOutput>, ToolError> {
         let p = args?;
         if p.prompt.trim().is_empty() {
-            return Err(ToolError::new("prompt is empty: describe the task for Codex"));
+            return Err(ToolError::new(
+                "prompt is empty: describe the task for Codex",
+            ));
         }
         let mode = resolve_mode(p.security_mode, p.mode)?;
         let workspace = self.resolve_workspace(p.workspace.as_deref())?;
@@ -552,7 +566,9 @@ impl OrchestratorServer {
         if let Some(m) = &p.model
             && m.trim().is_empty()
         {
-            return Err(ToolError::new("model is empty: omit it to use the server's default model"));
+            return Err(ToolError::new(
+                "model is empty: omit it to use the server's default model",
+            ));
         }
         let req = RunRequest {
             prompt: p.prompt,
@@ -905,8 +921,9 @@ mod tests {
             e.0,
             "invalid arguments for codex_run: \"prompt\" is a required property"
         );
-        let e = parse_args::<CodexRunParams>("codex_run", obj(json!({"prompt": "x", "timeout": -5})))
-            .unwrap_err();
+        let e =
+            parse_args::<CodexRunParams>("codex_run", obj(json!({"prompt": "x", "timeout": -5})))
+                .unwrap_err();
         assert_eq!(
             e.0,
             "invalid arguments for codex_run: `timeout`: -5 is less than the minimum of 1"
@@ -995,7 +1012,9 @@ mod tests {
         assert_eq!(check_output_schema(Some(good.clone())), Ok(Some(good)));
         assert_eq!(check_output_schema(None), Ok(None));
         assert_eq!(
-            check_output_schema(Some(json!("code_change"))).unwrap_err().0,
+            check_output_schema(Some(json!("code_change")))
+                .unwrap_err()
+                .0,
             "output_schema `code_change`: bundled schema names are not supported yet; pass the JSON Schema itself as an inline JSON object"
         );
         assert_eq!(

@@ -115,6 +115,7 @@ impl FakeRunner {
         run.status.send_modify(|st| {
             st.phase = result.phase;
             st.reason = result.reason;
+            st.progress.current_command = None;
             st.finished_at = Some(jiff::Timestamp::now());
         });
         run.result = Some(result);
@@ -205,10 +206,11 @@ impl Runner for FakeRunner {
 
     async fn list(&self, filter: ListFilter) -> Result<Vec<RunStatus>, RunnerError> {
         let runs = self.runs.lock().unwrap();
-        Ok(runs
-            .values()
-            .rev()
-            .map(|r| r.status.borrow().clone())
+        let mut all: Vec<RunStatus> = runs.values().map(|r| r.status.borrow().clone()).collect();
+        // Newest first (ids made within one second do not sort by creation).
+        all.sort_by_key(|s| std::cmp::Reverse(s.queued_at));
+        Ok(all
+            .into_iter()
             .filter(|s| filter.phase.is_none_or(|p| p == s.phase))
             .filter(|s| filter.workspace.as_ref().is_none_or(|w| w == &s.workspace))
             .take(if filter.limit == 0 {
@@ -464,7 +466,10 @@ async fn mcp_run_status_artifacts_diff_and_list_through_a_client() {
 
     // Submit with a relative workspace: it resolves against the default workspace (the root).
     let out = h
-        .ok("codex_run", json!({"prompt": "Make f return 2", "workspace": "proj"}))
+        .ok(
+            "codex_run",
+            json!({"prompt": "Make f return 2", "workspace": "proj"}),
+        )
         .await;
     let id = RunId::parse(out["run_id"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -600,16 +605,23 @@ async fn mcp_run_status_artifacts_diff_and_list_through_a_client() {
         )
     );
     assert_eq!(
-        h.ok("codex_git_diff", json!({"run_id": id, "format": "name-only"}))
-            .await,
+        h.ok(
+            "codex_git_diff",
+            json!({"run_id": id, "format": "name-only"})
+        )
+        .await,
         diff("name-only", "app.py\nnew.txt\nold.txt\n")
     );
 
     // The list, with its filters.
     let second = h
-        .ok("codex_run", json!({"prompt": "Another", "security_mode": "readonly"}))
+        .ok(
+            "codex_run",
+            json!({"prompt": "Another", "security_mode": "readonly"}),
+        )
         .await;
-    let second_st = to_json(&fake.status_of(&RunId::parse(second["run_id"].as_str().unwrap()).unwrap()));
+    let second_st =
+        to_json(&fake.status_of(&RunId::parse(second["run_id"].as_str().unwrap()).unwrap()));
     assert_eq!(
         h.ok("codex_run_list", json!({})).await,
         json!({"runs": [second_st, final_status]})
@@ -638,8 +650,10 @@ async fn mcp_wait_true_reports_progress_then_returns_the_result() {
 
     let call = {
         let peer = h.client.peer().clone();
-        let args = obj(json!({"prompt": "Make f return 2", "workspace": ws, "wait": true,
-                              "mode": "suggest", "timeout": 600, "model": "gpt-5.5"}));
+        let args = obj(
+            json!({"prompt": "Make f return 2", "workspace": ws, "wait": true,
+                              "mode": "suggest", "timeout": 600, "model": "gpt-5.5"}),
+        );
         tokio::spawn(async move {
             peer.call_tool(CallToolRequestParams::new("codex_run").with_arguments(args))
                 .await
@@ -648,7 +662,10 @@ async fn mcp_wait_true_reports_progress_then_returns_the_result() {
     };
     eventually("the run to be submitted", || fake.ids().len() == 1).await;
     let id = fake.ids()[0].clone();
-    assert_eq!(fake.submitted.lock().unwrap()[0].mode, SecurityMode::Readonly);
+    assert_eq!(
+        fake.submitted.lock().unwrap()[0].mode,
+        SecurityMode::Readonly
+    );
     assert_eq!(fake.submitted.lock().unwrap()[0].timeout_secs, Some(600));
 
     // Each state is reported once, as one human line, before the test moves on.
@@ -728,13 +745,12 @@ async fn mcp_client_cancellation_stops_the_wait_not_the_run() {
     ));
     let mut opts = PeerRequestOptions::no_options();
     opts.timeout = Some(Duration::from_millis(500));
-    let handle = h
-        .client
-        .send_cancellable_request(req, opts)
-        .await
-        .unwrap();
+    let handle = h.client.send_cancellable_request(req, opts).await.unwrap();
     let e = handle.await_response().await.unwrap_err();
-    assert!(matches!(e, rmcp::service::ServiceError::Timeout { .. }), "{e}");
+    assert!(
+        matches!(e, rmcp::service::ServiceError::Timeout { .. }),
+        "{e}"
+    );
     eventually("the server to stop waiting", || {
         fake.waiting.load(Ordering::SeqCst) == 0
     })
@@ -791,7 +807,7 @@ async fn mcp_bad_input_is_a_tool_error_and_the_server_keeps_serving() {
         ("codex_run", json!({"prompt": "x", "extra": 1}), "invalid arguments for codex_run: Additional properties are not allowed ('extra' was unexpected)".into()),
         ("codex_run", json!({"prompt": ["x"]}), "invalid arguments for codex_run: `prompt`: [\"x\"] is not of type \"string\"".into()),
         ("codex_run", json!({"prompt": "x", "timeout": -5}), "invalid arguments for codex_run: `timeout`: -5 is less than the minimum of 1".into()),
-        ("codex_run", json!({"prompt": "x", "timeout": "soon"}), "invalid arguments for codex_run: `timeout`: \"soon\" is not of type \"integer\"".into()),
+        ("codex_run", json!({"prompt": "x", "timeout": "soon"}), "invalid arguments for codex_run: `timeout`: \"soon\" is not of types \"null\", \"integer\"".into()),
         ("codex_run", json!({"prompt": "x", "wait": "yes"}), "invalid arguments for codex_run: `wait`: \"yes\" is not of type \"boolean\"".into()),
         ("codex_run", json!({"prompt": "  "}), "prompt is empty: describe the task for Codex".into()),
         ("codex_run", json!({"prompt": "x", "mode": "ask"}), "mode `ask` is not supported: runs execute `codex exec` in a sandbox and cannot stop to ask for approval. Use security_mode `readonly` instead: Codex works on a copy, and you review the resulting patch (codex_git_diff) before anything touches the workspace.".into()),
@@ -815,11 +831,7 @@ async fn mcp_bad_input_is_a_tool_error_and_the_server_keeps_serving() {
         ("codex_run_list", json!({"limit": 0}), "invalid arguments for codex_run_list: `limit`: 0 is less than the minimum of 1".into()),
     ];
     for (tool, args, expected) in &cases {
-        assert_eq!(
-            &h.err(tool, args.clone()).await,
-            expected,
-            "{tool} {args}"
-        );
+        assert_eq!(&h.err(tool, args.clone()).await, expected, "{tool} {args}");
     }
     // An invalid inline schema names the problem.
     let e = h
@@ -876,7 +888,10 @@ async fn mcp_workspaces_outside_the_roots_are_refused() {
         ),
         (
             json!("file.txt"),
-            format!("workspace `{}` is not a directory", root_c.join("file.txt").display()),
+            format!(
+                "workspace `{}` is not a directory",
+                root_c.join("file.txt").display()
+            ),
         ),
     ];
     for (ws, expected) in &cases {
@@ -888,13 +903,19 @@ async fn mcp_workspaces_outside_the_roots_are_refused() {
         );
     }
     assert_eq!(
-        h.err("codex_run_list", json!({"workspace": outside_c})).await,
+        h.err("codex_run_list", json!({"workspace": outside_c}))
+            .await,
         refused(&outside_c)
     );
     assert!(fake.submitted.lock().unwrap().is_empty());
     // Inside: by absolute path, relative path, and through `..` that stays inside.
-    for ws in [json!(root_c.join("inside")), json!("inside"), json!("inside/../inside")] {
-        h.ok("codex_run", json!({"prompt": "x", "workspace": ws})).await;
+    for ws in [
+        json!(root_c.join("inside")),
+        json!("inside"),
+        json!("inside/../inside"),
+    ] {
+        h.ok("codex_run", json!({"prompt": "x", "workspace": ws}))
+            .await;
     }
     let got: Vec<PathBuf> = fake
         .submitted
@@ -921,8 +942,17 @@ async fn mcp_runs_of_other_workspaces_are_not_shown() {
         canonical(other.path()).display(),
         canonical(root.path()).display()
     );
-    for tool in ["codex_run_status", "codex_run_artifacts", "codex_git_diff", "codex_run_cancel"] {
-        assert_eq!(h.err(tool, json!({"run_id": hidden})).await, expected, "{tool}");
+    for tool in [
+        "codex_run_status",
+        "codex_run_artifacts",
+        "codex_git_diff",
+        "codex_run_cancel",
+    ] {
+        assert_eq!(
+            h.err(tool, json!({"run_id": hidden})).await,
+            expected,
+            "{tool}"
+        );
     }
     assert_eq!(
         h.ok("codex_run_list", json!({})).await,
@@ -941,14 +971,15 @@ async fn mcp_large_artifacts_are_capped() {
     let id = RunId::parse(out["run_id"].as_str().unwrap()).unwrap();
     // A 200-file patch (~10 KiB), a 3 KiB final message, 50 events of ~100 bytes, one of 5 KiB.
     let patch: String = (0..200)
-        .map(|i| {
-            format!("diff --git a/f{i} b/f{i}\n--- a/f{i}\n+++ b/f{i}\n@@ -1 +1 @@\n-a\n+b\n")
-        })
+        .map(|i| format!("diff --git a/f{i} b/f{i}\n--- a/f{i}\n+++ b/f{i}\n@@ -1 +1 @@\n-a\n+b\n"))
         .collect();
     let mut events: Vec<Value> = (0..50)
         .map(|i| json!({"type": "item.completed", "n": i, "pad": "x".repeat(60)}))
         .collect();
-    events.insert(3, json!({"type": "item.completed", "text": "y".repeat(5000)}));
+    events.insert(
+        3,
+        json!({"type": "item.completed", "text": "y".repeat(5000)}),
+    );
     fake.finish(
         &id,
         result_for(RunPhase::Succeeded, TerminalReason::Completed, &patch),
@@ -957,7 +988,10 @@ async fn mcp_large_artifacts_are_capped() {
         events.clone(),
     );
     let art = h
-        .ok("codex_run_artifacts", json!({"run_id": id, "max_bytes": 1024}))
+        .ok(
+            "codex_run_artifacts",
+            json!({"run_id": id, "max_bytes": 1024}),
+        )
         .await;
     let cut_patch = art["patch"].as_str().unwrap();
     assert!(art["patch_truncated"].as_bool().unwrap());
@@ -1072,24 +1106,40 @@ async fn mcp_binary_lists_every_tool_as_in_the_snapshot() {
     let transport = TokioChildProcess::new(binary_command(root.path(), state.path())).unwrap();
     let client = ().serve(transport).await.unwrap();
     let info = client.peer_info().unwrap();
-    assert_eq!(info.server_info.name, "codex-orchestrator");
-    assert_eq!(info.server_info.version, env!("CARGO_PKG_VERSION"));
+    let server = info.server_info.clone().unwrap();
+    assert_eq!(server.name, "codex-orchestrator");
+    assert_eq!(server.version, env!("CARGO_PKG_VERSION"));
     assert!(info.capabilities.tools.is_some());
 
     let mut tools = client.list_all_tools().await.unwrap();
     tools.sort_by(|a, b| a.name.cmp(&b.name));
     for t in &tools {
-        assert!(t.description.as_ref().is_some_and(|d| d.len() > 40), "{}", t.name);
-        assert_eq!(t.input_schema.get("type"), Some(&json!("object")), "{}", t.name);
+        assert!(
+            t.description.as_ref().is_some_and(|d| d.len() > 40),
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            t.input_schema.get("type"),
+            Some(&json!("object")),
+            "{}",
+            t.name
+        );
         assert_eq!(
             t.input_schema.get("additionalProperties"),
             Some(&json!(false)),
             "{}",
             t.name
         );
-        let out = t.output_schema.as_ref().unwrap_or_else(|| panic!("{}", t.name));
+        let out = t
+            .output_schema
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}", t.name));
         assert_eq!(out.get("type"), Some(&json!("object")), "{}", t.name);
-        let a = t.annotations.as_ref().unwrap_or_else(|| panic!("{}", t.name));
+        let a = t
+            .annotations
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}", t.name));
         let read_only = !matches!(t.name.as_ref(), "codex_run" | "codex_run_cancel");
         assert_eq!(a.read_only_hint, Some(read_only), "{}", t.name);
         assert_eq!(a.destructive_hint, Some(!read_only), "{}", t.name);

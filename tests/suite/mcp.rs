@@ -242,7 +242,8 @@ impl ClientHandler for ProgressClient {
 struct Harness {
     client: RunningService<RoleClient, ProgressClient>,
     progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
-    server: tokio::task::JoinHandle<()>,
+    /// The in-process server task (none when the server is the real binary).
+    server: Option<tokio::task::JoinHandle<()>>,
     tools: BTreeMap<String, Tool>,
 }
 
@@ -298,8 +299,19 @@ impl Harness {
             let running = server.serve(server_io).await.unwrap();
             let _ = running.waiting().await;
         });
+        let mut h = Harness::connect(client_io).await;
+        h.server = Some(server);
+        h
+    }
+
+    /// A client over `transport` (the server side is already running).
+    async fn connect<T, E, A>(transport: T) -> Harness
+    where
+        T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
         let (tx, progress) = mpsc::unbounded_channel();
-        let client = ProgressClient(tx).serve(client_io).await.unwrap();
+        let client = ProgressClient(tx).serve(transport).await.unwrap();
         let tools = client
             .list_all_tools()
             .await
@@ -310,7 +322,7 @@ impl Harness {
         Harness {
             client,
             progress,
-            server,
+            server: None,
             tools,
         }
     }
@@ -348,10 +360,26 @@ impl Harness {
 
     async fn close(self) {
         self.client.cancel().await.unwrap();
-        tokio::time::timeout(BOUND, self.server)
-            .await
-            .expect("the server ends when the client goes away")
-            .unwrap();
+        if let Some(server) = self.server {
+            tokio::time::timeout(BOUND, server)
+                .await
+                .expect("the server ends when the client goes away")
+                .unwrap();
+        }
+    }
+
+    /// Polls codex_run_status until the run has ended (bounded by `limit`).
+    async fn poll_to_end(&self, id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let st = self.ok("codex_run_status", json!({"run_id": id})).await;
+            let phase: RunPhase = serde_json::from_value(st["phase"].clone()).unwrap();
+            if phase.is_terminal() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "run {id} did not end: {st:#}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
 }
 
@@ -1209,4 +1237,165 @@ async fn mcp_binary_exits_cleanly_when_the_client_closes_stdin() {
     assert!(status.success(), "{status}");
     // Nothing touched the backend: the state directory is still empty.
     assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary, the real Docker backend and the real codex; only the model is mocked.
+
+const E2E_PATCH: &str = "*** Begin Patch\n*** Add File: NOTES.md\n+notes\n*** Update File: calc/ops.py\n@@\n def add(a, b):\n     return a + b\n+\n+\n+def sub(a, b):\n+    return a - b\n*** End Patch\n";
+const README_PATCH: &str = "*** Begin Patch\n*** Update File: README.md\n@@\n # calc\n+\n+A tiny calculator.\n*** End Patch\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_binary_drives_real_docker_runs_end_to_end() {
+    use crate::support::docker::{DockerEnv, git_workspace, tree_contents};
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"exec": "cat calc/ops.py"}]},
+        {"output": [{"apply_patch": E2E_PATCH}]},
+        {"output": [{"message": "Added sub() and NOTES.md."}]},
+        {"output": [{"apply_patch": README_PATCH}]},
+        {"output": [{"message": "Proposed a README intro."}]},
+        {"hang": true}
+    ]))
+    .await;
+    let ws = git_workspace();
+    let ws_c = canonical(ws.path());
+    let cfg = env.state.path().join("config.toml");
+    std::fs::write(&cfg, toml::to_string(&env.config()).unwrap()).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_codex-orchestrator"));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["mcp", "--allowed-root"])
+        .arg(ws.path())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    let mut h = Harness::connect(rmcp::transport::TokioChildProcess::new(cmd).unwrap()).await;
+
+    // 1. workspace_write, wait=false, polled to the end.
+    let out = h.ok("codex_run", json!({"prompt": "Add sub()"})).await;
+    assert_eq!(out["finished"], false);
+    let id = out["run_id"].as_str().unwrap().to_owned();
+    let st = h.poll_to_end(&id, Duration::from_secs(180)).await;
+    let art = h.ok("codex_run_artifacts", json!({"run_id": id})).await;
+    assert_eq!(
+        (&st["phase"], &st["reason"]),
+        (&json!("succeeded"), &json!("completed")),
+        "{art:#}"
+    );
+    assert_eq!(st["workspace"], json!(ws_c));
+    assert_eq!(art["result"]["summary"], "Added sub() and NOTES.md.");
+    assert_eq!(art["final_message"], "Added sub() and NOTES.md.");
+    let events = &art["events"];
+    assert_eq!(events["end"], true);
+    assert_eq!(events["events"][0]["type"], "orchestrator.run.started");
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "orchestrator.run.completed"),
+        "{events:#}"
+    );
+    let patch = art["patch"].as_str().unwrap().to_owned();
+    assert_eq!(
+        tree_contents(ws.path())
+            .get(Path::new("NOTES.md"))
+            .map(Vec::as_slice),
+        Some(&b"notes\n"[..])
+    );
+    let files = json!([
+        {"path": "NOTES.md", "change_kind": "added", "binary": false, "insertions": 1, "deletions": 0, "new_mode": "100644"},
+        {"path": "calc/ops.py", "change_kind": "modified", "binary": false, "insertions": 4, "deletions": 0},
+    ]);
+    let totals = json!({"files_changed": 2, "insertions": 5, "deletions": 0});
+    for (format, text) in [
+        ("unified", patch.as_str()),
+        (
+            "stat",
+            " NOTES.md    | 1 +\n calc/ops.py | 4 ++++\n 2 files changed, 5 insertions(+)\n",
+        ),
+        ("name-only", "NOTES.md\ncalc/ops.py\n"),
+    ] {
+        let d = h
+            .ok("codex_git_diff", json!({"run_id": id, "format": format}))
+            .await;
+        assert_eq!(d["text"], text, "{format}");
+        assert_eq!(d["files_changed"], files, "{format}");
+        assert_eq!(d["totals"], totals, "{format}");
+        assert_eq!(d["hunks"].as_array().unwrap().len(), 2, "{format}");
+    }
+
+    // 2. readonly with wait=true: progress notifications, the workspace untouched, the change
+    //    only in the patch.
+    let before = tree_contents(ws.path());
+    let out = h
+        .ok(
+            "codex_run",
+            json!({"prompt": "Propose a README intro", "security_mode": "readonly", "wait": true}),
+        )
+        .await;
+    assert_eq!(out["finished"], true, "{out:#}");
+    assert_eq!(out["status"]["phase"], "succeeded", "{out:#}");
+    assert_eq!(out["result"]["summary"], "Proposed a README intro.");
+    let id2 = out["run_id"].as_str().unwrap().to_owned();
+    let mut messages = Vec::new();
+    while let Ok(p) = h.progress.try_recv() {
+        messages.extend(p.message);
+    }
+    assert!(
+        messages
+            .first()
+            .is_some_and(|m| m.starts_with(&format!("[{id2}] ")))
+            && messages.last().is_some_and(|m| m.contains("] succeeded")),
+        "{messages:#?}"
+    );
+    assert_eq!(tree_contents(ws.path()), before);
+    let d = h
+        .ok("codex_git_diff", json!({"run_id": id2, "format": "stat"}))
+        .await;
+    assert_eq!(
+        d["text"],
+        " README.md | 2 ++\n 1 file changed, 2 insertions(+)\n"
+    );
+
+    // 3. A run stuck on the model is cancelled.
+    let out = h.ok("codex_run", json!({"prompt": "Wait forever"})).await;
+    let id3 = out["run_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = h.ok("codex_run_status", json!({"run_id": id3})).await;
+        if st["phase"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        h.ok("codex_run_cancel", json!({"run_id": id3})).await["outcome"],
+        "cancelling"
+    );
+    let st = h.poll_to_end(&id3, Duration::from_secs(60)).await;
+    assert_eq!(
+        (&st["phase"], &st["reason"]),
+        (&json!("cancelled"), &json!("cancelled"))
+    );
+
+    // 4. All runs are listed; cancelling a finished run changes nothing.
+    let list = h.ok("codex_run_list", json!({})).await;
+    let mut ids: Vec<&str> = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut expected = vec![id.as_str(), id2.as_str(), id3.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        h.ok("codex_run_cancel", json!({"run_id": id})).await["outcome"],
+        "already_finished"
+    );
+    h.close().await;
+    assert!(env.store_containers().await.is_empty());
+    env.cleanup().await;
 }

@@ -53,6 +53,22 @@ pub enum Command {
     /// A scripted mock of the model API, for tests and offline demos.
     #[command(hide = true)]
     MockModel(crate::mockmodel::MockModelArgs),
+    /// Serve the MCP tools (codex_run, codex_run_status, …) over stdio for an MCP client.
+    Mcp(McpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// A directory clients may use as a workspace (repeatable; subdirectories included).
+    /// The first one is the default workspace. Default: the current directory.
+    #[arg(long = "allowed-root", value_name = "DIR")]
+    pub allowed_roots: Vec<PathBuf>,
+    /// Allow runs in `full_access` mode (open network).
+    #[arg(long)]
+    pub allow_full_access: bool,
+    /// Longest time, in seconds, a `codex_run` call with `wait: true` blocks.
+    #[arg(long, value_name = "SECS", default_value_t = crate::mcp::DEFAULT_MAX_WAIT.as_secs())]
+    pub max_wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +224,31 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),
+        Command::Mcp(a) => {
+            let cfg = load_config(
+                &cli,
+                Overrides {
+                    allow_full_access: a.allow_full_access.then_some(true),
+                    ..Default::default()
+                },
+            )?;
+            let roots = if a.allowed_roots.is_empty() {
+                vec![std::env::current_dir().map_err(|e| CliError::new(2, e))?]
+            } else {
+                a.allowed_roots.clone()
+            };
+            let mcp = crate::mcp::McpConfig {
+                allowed_roots: roots,
+                default_workspace: None,
+                max_wait: Duration::from_secs(a.max_wait),
+            }
+            .resolve()
+            .map_err(|e| CliError::new(2, e))?;
+            crate::mcp::main(cfg, mcp)
+                .await
+                .map(|_| 0)
+                .map_err(|e| CliError::new(1, e))
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! * [`runner`] — the `Runner` trait and the Docker backend
 //! * [`store`] — run directories on disk
 //! * [`image`] — building the runner image offline
+//! * [`mcp`] — the MCP server (`codex-orchestrator mcp`)
 
 pub mod agent;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod image;
+pub mod mcp;
 pub mod mockmodel;
 pub mod model;
 pub mod runner;

@@ -5,4 +5,5 @@ mod docker_hardening;
 mod docker_restart;
 mod events;
 mod image;
+mod mcp;
 mod workspace;

@@ -1,0 +1,1056 @@
+//! The MCP server: one rmcp handler ([`OrchestratorServer`]) over the [`Runner`] trait, served
+//! over stdio by `codex-orchestrator mcp`.
+//!
+//! Tools (names are fixed; clients and docs depend on them): `codex_run`, `codex_run_status`,
+//! `codex_run_cancel`, `codex_run_artifacts`, `codex_git_diff`, `codex_run_list`. Each declares
+//! an input schema, an output schema (results are structured content) and tool annotations.
+//!
+//! Decisions:
+//! * **Tool errors vs protocol errors.** Anything wrong with a call — malformed arguments
+//!   (missing, unknown or mistyped fields; checked against the published input schema, so the
+//!   message names the field), a bad run id, an unknown run, a workspace outside the roots, a
+//!   backend failure — is a tool result with `isError: true` and a specific message, so the
+//!   model can read it and correct itself. Only malformed protocol traffic is a JSON-RPC error.
+//! * **Allowed roots.** A workspace must lie inside one of the allowed roots after
+//!   canonicalisation (symlinks and `..` resolved). A relative workspace is taken relative to
+//!   the default workspace (the first root unless configured). The read tools apply the same
+//!   rule to the runs they show: a run whose workspace is outside the roots (started by another
+//!   server or the CLI for another project) is not listed and not readable here.
+//! * **wait=true** waits up to the server's `max_wait`; when the client sent a progress token,
+//!   a progress notification with a one-line human message is sent whenever the run's
+//!   progress changes. If the client cancels the request, the wait stops but the run goes on
+//!   (request cancellation is often a client-side timeout; a finished or cancelled run is one
+//!   `codex_run_cancel` away, and `codex_run_list` finds it again).
+//! * **Lazy backend.** `codex-orchestrator mcp` connects the Docker backend on the first tool
+//!   call that needs it ([`LazyRunner`]), so `initialize` and `tools/list` work without Docker.
+
+pub mod diff;
+pub mod lazy;
+pub mod tools;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::handler::server::common::{FromContextPart, schema_for_input};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    ContentBlock, Implementation, IntoContents, JsonObject, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{
+    ErrorData, Json, RoleServer, ServerHandler, ServiceExt, tool, tool_handler, tool_router,
+};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+pub use lazy::LazyRunner;
+use tools::*;
+
+use crate::error::RunnerError;
+use crate::model::{RunId, RunRequest, RunStatus, SecurityMode};
+use crate::runner::{CancelOutcome, ListFilter, Runner};
+
+/// Default of [`McpConfig::max_wait`].
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(900);
+
+/// How often a waiting `codex_run` looks for progress to report.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest time between two status reads of a waiting `codex_run` (guards against a backend
+/// whose `wait` returns at once).
+const MIN_POLL: Duration = Duration::from_millis(250);
+
+/// Server settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpConfig {
+    /// Directories a workspace must lie in. Canonicalised by [`OrchestratorServer::new`].
+    pub allowed_roots: Vec<PathBuf>,
+    /// Workspace of a `codex_run` that names none, and base of relative workspaces. Default:
+    /// the first allowed root.
+    pub default_workspace: Option<PathBuf>,
+    /// Longest time a `codex_run` with `wait: true` blocks.
+    pub max_wait: Duration,
+}
+
+/// Errors starting or serving the MCP server.
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    #[error("no allowed workspace root was given")]
+    NoRoots,
+    #[error("allowed root {}: {source}", path.display())]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("allowed root {} is not a directory", .0.display())]
+    RootNotDir(PathBuf),
+    #[error("the filesystem root cannot be an allowed root")]
+    RootIsSlash,
+    #[error("default workspace {}: {message}", path.display())]
+    DefaultWorkspace { path: PathBuf, message: String },
+    #[error("MCP session: {0}")]
+    Session(String),
+}
+
+impl McpConfig {
+    /// Canonicalises the roots and the default workspace and checks them.
+    pub fn resolve(self) -> Result<McpConfig, McpError> {
+        if self.allowed_roots.is_empty() {
+            return Err(McpError::NoRoots);
+        }
+        let mut roots = Vec::new();
+        for r in &self.allowed_roots {
+            let c = std::fs::canonicalize(r).map_err(|source| McpError::Root {
+                path: r.clone(),
+                source,
+            })?;
+            if !c.is_dir() {
+                return Err(McpError::RootNotDir(c));
+            }
+            if c == Path::new("/") {
+                return Err(McpError::RootIsSlash);
+            }
+            if !roots.contains(&c) {
+                roots.push(c);
+            }
+        }
+        let default_workspace = match &self.default_workspace {
+            None => roots.first().cloned(),
+            Some(d) => {
+                let c = std::fs::canonicalize(d).map_err(|e| McpError::DefaultWorkspace {
+                    path: d.clone(),
+                    message: e.to_string(),
+                })?;
+                if !roots.iter().any(|r| c.starts_with(r)) {
+                    return Err(McpError::DefaultWorkspace {
+                        path: c,
+                        message: "it is outside the allowed roots".into(),
+                    });
+                }
+                Some(c)
+            }
+        };
+        Ok(McpConfig {
+            allowed_roots: roots,
+            default_workspace,
+            max_wait: self.max_wait,
+        })
+    }
+}
+
+/// A tool failure: returned to the client as a tool result with `isError: true` and this
+/// message as its text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ToolError(pub String);
+
+impl ToolError {
+    fn new(m: impl Into<String>) -> Self {
+        ToolError(m.into())
+    }
+}
+
+impl IntoContents for ToolError {
+    fn into_contents(self) -> Vec<ContentBlock> {
+        vec![ContentBlock::text(self.0)]
+    }
+}
+
+impl From<RunnerError> for ToolError {
+    fn from(e: RunnerError) -> Self {
+        ToolError(e.to_string())
+    }
+}
+
+/// Tool arguments, checked against the tool's input schema and deserialised. A failure is
+/// kept (not turned into a protocol error) so the tool can return it as a tool error.
+pub struct Args<T>(pub Result<T, ToolError>);
+
+impl<S, T> FromContextPart<ToolCallContext<'_, S>> for Args<T>
+where
+    T: DeserializeOwned + schemars::JsonSchema + 'static,
+{
+    fn from_context_part(context: &mut ToolCallContext<'_, S>) -> Result<Self, ErrorData> {
+        let args = context.arguments.take().unwrap_or_default();
+        Ok(Args(parse_args::<T>(context.name(), args)))
+    }
+}
+
+/// The input schema of a tool whose arguments are `T`.
+pub fn input_schema<T: schemars::JsonSchema + 'static>() -> Arc<JsonObject> {
+    schema_for_input::<T>().unwrap_or_else(|e| {
+        // Unreachable for our parameter structs (a unit test checks every one).
+        warn!("input schema of {}: {e}", std::any::type_name::<T>());
+        rmcp::handler::server::common::schema_for_empty_input()
+    })
+}
+
+/// Checks `args` against `T`'s input schema (errors name the field) and deserialises it.
+pub fn parse_args<T>(tool: &str, args: JsonObject) -> Result<T, ToolError>
+where
+    T: DeserializeOwned + schemars::JsonSchema + 'static,
+{
+    let value = serde_json::Value::Object(args);
+    let parsed = serde_json::from_value::<T>(value.clone());
+    let schema = serde_json::Value::Object(input_schema::<T>().as_ref().clone());
+    let mut problems = Vec::new();
+    let mut vague = false;
+    if let Ok(validator) = jsonschema::validator_for(&schema) {
+        for e in validator.iter_errors(&value).take(5) {
+            use jsonschema::error::ValidationErrorKind as K;
+            vague |= matches!(e.kind(), K::AnyOf { .. } | K::OneOfNotValid { .. });
+            let path = e
+                .instance_path()
+                .as_str()
+                .trim_start_matches('/')
+                .replace('/', ".");
+            if path.is_empty() {
+                problems.push(e.to_string());
+            } else {
+                problems.push(format!("`{path}`: {e}"));
+            }
+        }
+    }
+    match parsed {
+        Ok(v) if problems.is_empty() => Ok(v),
+        Ok(_) => Err(ToolError(format!(
+            "invalid arguments for {tool}: {}",
+            problems.join("; ")
+        ))),
+        Err(e) if problems.is_empty() => {
+            Err(ToolError(format!("invalid arguments for {tool}: {e}")))
+        }
+        Err(e) => {
+            let detail = if vague {
+                format!(" ({e})")
+            } else {
+                String::new()
+            };
+            Err(ToolError(format!(
+                "invalid arguments for {tool}: {}{detail}",
+                problems.join("; ")
+            )))
+        }
+    }
+}
+
+/// `mode`/`security_mode` → the security mode of the run.
+pub fn resolve_mode(
+    security_mode: Option<SecurityMode>,
+    legacy: Option<LegacyMode>,
+) -> Result<SecurityMode, ToolError> {
+    let from_legacy = match legacy {
+        None => None,
+        Some(LegacyMode::FullAuto) => Some(SecurityMode::WorkspaceWrite),
+        Some(LegacyMode::Suggest) => Some(SecurityMode::Readonly),
+        Some(LegacyMode::Ask) => {
+            return Err(ToolError::new(
+                "mode `ask` is not supported: runs execute `codex exec` in a sandbox and cannot stop to ask for approval. Use security_mode `readonly` instead: Codex works on a copy, and you review the resulting patch (codex_git_diff) before anything touches the workspace.",
+            ));
+        }
+    };
+    match (security_mode, from_legacy) {
+        (Some(a), Some(b)) if a != b => Err(ToolError(format!(
+            "security_mode `{a}` contradicts the legacy mode (which means `{b}`); give only security_mode"
+        ))),
+        (Some(a), _) => Ok(a),
+        (None, Some(b)) => Ok(b),
+        (None, None) => Ok(SecurityMode::WorkspaceWrite),
+    }
+}
+
+/// Checks an inline output schema: a JSON object that is a valid JSON Schema.
+pub fn check_output_schema(
+    v: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Value>, ToolError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(name)) => Err(ToolError(format!(
+            "output_schema `{name}`: bundled schema names are not supported yet; pass the JSON Schema itself as an inline JSON object"
+        ))),
+        Some(s @ serde_json::Value::Object(_)) => match jsonschema::meta::validate(&s) {
+            Ok(()) => Ok(Some(s)),
+            Err(e) => {
+                let path = e.instance_path().as_str().to_owned();
+                let at = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at `{path}`")
+                };
+                Err(ToolError(format!(
+                    "output_schema is not a valid JSON Schema{at}: {e}"
+                )))
+            }
+        },
+        Some(other) => Err(ToolError(format!(
+            "output_schema must be a JSON Schema object, not {}",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn parse_run_id(s: &str) -> Result<RunId, ToolError> {
+    RunId::parse(s.trim()).map_err(|e| ToolError(e.to_string()))
+}
+
+/// `s` cut to at most `max` bytes, at a line end when one is in the second half, else at a
+/// character boundary. Returns whether it was cut.
+pub fn cut_text(s: &str, max: usize) -> (String, bool) {
+    if s.len() <= max {
+        return (s.to_owned(), false);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Some(nl) = s[..end].rfind('\n')
+        && nl + 1 >= max / 2
+    {
+        end = nl + 1;
+    }
+    (s[..end].to_owned(), true)
+}
+
+/// Keeps events, in order, while their JSON text fits in `max` bytes together. An event that
+/// alone exceeds `max` is replaced by a small placeholder (so paging always advances).
+/// Returns the kept events and whether anything was cut or replaced.
+pub fn cap_events(events: Vec<serde_json::Value>, max: usize) -> (Vec<serde_json::Value>, bool) {
+    let mut out = Vec::new();
+    let mut used = 0usize;
+    let mut cut = false;
+    for ev in events {
+        let len = serde_json::to_string(&ev).map_or(0, |s| s.len());
+        if len > max {
+            let mut m = serde_json::Map::new();
+            m.insert("omitted".into(), "event larger than max_bytes".into());
+            m.insert("bytes".into(), len.into());
+            if let Some(t) = ev.get("type").and_then(|t| t.as_str()) {
+                m.insert("type".into(), t.into());
+            }
+            let ph = serde_json::Value::Object(m);
+            let ph_len = serde_json::to_string(&ph).map_or(0, |s| s.len());
+            if used + ph_len > max && !out.is_empty() {
+                return (out, true);
+            }
+            used += ph_len;
+            out.push(ph);
+            cut = true;
+            continue;
+        }
+        if used + len > max {
+            return (out, true);
+        }
+        used += len;
+        out.push(ev);
+    }
+    (out, cut)
+}
+
+/// The MCP handler: the six tools over a [`Runner`].
+#[derive(Clone)]
+pub struct OrchestratorServer {
+    runner: Arc<dyn Runner>,
+    cfg: Arc<McpConfig>,
+    tool_router: ToolRouter<Self>,
+}
+
+impl std::fmt::Debug for OrchestratorServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorServer")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrchestratorServer {
+    /// A server over `runner`; canonicalises and checks `cfg` (see [`McpConfig::resolve`]).
+    pub fn new(runner: Arc<dyn Runner>, cfg: McpConfig) -> Result<Self, McpError> {
+        Ok(OrchestratorServer {
+            runner,
+            cfg: Arc::new(cfg.resolve()?),
+            tool_router: Self::tool_router(),
+        })
+    }
+
+    pub fn config(&self) -> &McpConfig {
+        &self.cfg
+    }
+
+    /// Every tool this server offers, as `tools/list` returns them.
+    pub fn tools(&self) -> Vec<rmcp::model::Tool> {
+        self.tool_router.list_all()
+    }
+
+    fn roots_text(&self) -> String {
+        self.cfg
+            .allowed_roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn inside_roots(&self, p: &Path) -> bool {
+        self.cfg.allowed_roots.iter().any(|r| p.starts_with(r))
+    }
+
+    /// The canonical directory `given` names (relative paths are taken from the default
+    /// workspace), refused unless it lies inside an allowed root.
+    fn resolve_workspace(&self, given: Option<&str>) -> Result<PathBuf, ToolError> {
+        let base = self.cfg.default_workspace.as_deref();
+        let raw = match given.map(str::trim).filter(|s| !s.is_empty()) {
+            None => base
+                .ok_or_else(|| {
+                    ToolError::new("no workspace given and the server has no default workspace")
+                })?
+                .to_path_buf(),
+            Some(s) => {
+                let p = PathBuf::from(s);
+                match base {
+                    Some(b) if p.is_relative() => b.join(p),
+                    _ => p,
+                }
+            }
+        };
+        if !raw.is_absolute() {
+            return Err(ToolError(format!(
+                "workspace `{}` must be an absolute path",
+                raw.display()
+            )));
+        }
+        let canon = std::fs::canonicalize(&raw)
+            .map_err(|e| ToolError(format!("workspace `{}` cannot be used: {e}", raw.display())))?;
+        if !self.inside_roots(&canon) {
+            return Err(ToolError(format!(
+                "workspace `{}` is outside the allowed roots ({}); the server only runs in directories under its --allowed-root flags",
+                canon.display(),
+                self.roots_text()
+            )));
+        }
+        if !canon.is_dir() {
+            return Err(ToolError(format!(
+                "workspace `{}` is not a directory",
+                canon.display()
+            )));
+        }
+        Ok(canon)
+    }
+
+    /// Refuses runs whose workspace lies outside the allowed roots.
+    fn check_visible(&self, st: &RunStatus) -> Result<(), ToolError> {
+        if self.inside_roots(&st.workspace) {
+            Ok(())
+        } else {
+            Err(ToolError(format!(
+                "run `{}` belongs to workspace `{}`, which is outside this server's allowed roots ({})",
+                st.run_id,
+                st.workspace.display(),
+                self.roots_text()
+            )))
+        }
+    }
+
+    /// Blocks until the run ends, `max_wait` passes or the client cancels the request,
+    /// sending progress notifications when the client asked for them.
+    async fn wait_for_end(
+        &self,
+        id: &RunId,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<RunStatus, ToolError> {
+        let deadline = Instant::now() + self.cfg.max_wait;
+        let token = ctx.meta.get_progress_token();
+        let mut last = String::new();
+        let mut sent = 0u32;
+        loop {
+            let started = Instant::now();
+            let remaining = deadline.saturating_duration_since(started);
+            let step = if token.is_some() {
+                remaining.min(PROGRESS_INTERVAL)
+            } else {
+                remaining
+            };
+            let st = tokio::select! {
+                st = self.runner.wait(id, step) => st?,
+                _ = ctx.ct.cancelled() => {
+                    info!(run_id = %id, "codex_run: the client cancelled the request; the run continues");
+                    return Err(ToolError(format!(
+                        "the request was cancelled; run `{id}` continues (codex_run_cancel stops it)"
+                    )));
+                }
+            };
+            if let Some(t) = &token {
+                let line = crate::cli::progress_line(&st);
+                if line != last {
+                    sent += 1;
+                    let p = ProgressNotificationParam::new(t.clone(), f64::from(sent))
+                        .with_message(line.clone());
+                    if let Err(e) = ctx.peer.notify_progress(p).await {
+                        warn!(run_id = %id, "cannot send a progress notification: {e}");
+                    }
+                    last = line;
+                }
+            }
+            if st.phase.is_terminal() || Instant::now() >= deadline {
+                return Ok(st);
+            }
+            let spent = started.elapsed();
+            if spent < MIN_POLL {
+                let pause =
+                    (MIN_POLL - spent).min(deadline.saturating_duration_since(Instant::now()));
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = ctx.ct.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+fn next_step(st: &RunStatus) -> String {
+    if st.phase.is_terminal() {
+        format!(
+            "The run has ended ({}). The final answer is in result.summary; review the changes with codex_git_diff and the details with codex_run_artifacts.",
+            st.phase
+        )
+    } else {
+        format!(
+            "The run is {}. Poll codex_run_status with this run_id every few seconds until its phase is succeeded, failed, cancelled, timed_out or lost; then read codex_run_artifacts and codex_git_diff. codex_run_cancel stops it.",
+            st.phase
+        )
+    }
+}
+
+#[tool_router]
+impl OrchestratorServer {
+    #[tool(
+        name = "codex_run",
+        description = "Delegate a coding task to OpenAI Codex (`codex exec`), which runs in an isolated, hardened Docker sandbox with the workspace mounted. By default (wait=false) it returns a run_id at once: poll codex_run_status until the run has ended, then read the answer and outcome with codex_run_artifacts and review the changes with codex_git_diff. security_mode workspace_write (default) lets Codex edit the workspace in place; readonly leaves the workspace untouched and yields a patch only.",
+        input_schema = input_schema::<CodexRunParams>(),
+        annotations(
+            title = "Run a Codex task",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn codex_run(
+        &self,
+        Args(args): Args<CodexRunParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<CodexRunOutput>, ToolError> {
+        let p = args?;
+        if p.prompt.trim().is_empty() {
+            return Err(ToolError::new(
+                "prompt is empty: describe the task for Codex",
+            ));
+        }
+        let mode = resolve_mode(p.security_mode, p.mode)?;
+        let workspace = self.resolve_workspace(p.workspace.as_deref())?;
+        let output_schema = check_output_schema(p.output_schema)?;
+        if let Some(m) = &p.model
+            && m.trim().is_empty()
+        {
+            return Err(ToolError::new(
+                "model is empty: omit it to use the server's default model",
+            ));
+        }
+        let req = RunRequest {
+            prompt: p.prompt,
+            workspace,
+            mode,
+            model: p.model,
+            provider: None,
+            timeout_secs: p.timeout,
+            output_schema,
+            image: None,
+            labels: BTreeMap::new(),
+        };
+        let id = self.runner.submit(req).await?;
+        info!(run_id = %id, %mode, wait = p.wait, "codex_run: run submitted");
+        let status = if p.wait {
+            self.wait_for_end(&id, &ctx).await?
+        } else {
+            self.runner.status(&id).await.map_err(|e| {
+                ToolError(format!(
+                    "run `{id}` was submitted, but its status cannot be read: {e}"
+                ))
+            })?
+        };
+        let result = if status.phase.is_terminal() {
+            self.runner.artifacts(&id).await?.result
+        } else {
+            None
+        };
+        Ok(Json(CodexRunOutput {
+            run_id: id,
+            finished: status.phase.is_terminal(),
+            next: next_step(&status),
+            status,
+            result,
+        }))
+    }
+
+    #[tool(
+        name = "codex_run_status",
+        description = "Current status of a run: phase (queued, starting, running, verifying, fixing; at the end succeeded, failed, cancelled, timed_out or lost), the terminal reason and message, timestamps, the attempt number, and live progress (current command, last item, commands run and failed, files changed, tokens). Cheap: poll it every few seconds while a run is going.",
+        input_schema = input_schema::<RunIdParams>(),
+        annotations(
+            title = "Run status",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn codex_run_status(
+        &self,
+        Args(args): Args<RunIdParams>,
+    ) -> Result<Json<RunStatus>, ToolError> {
+        let id = parse_run_id(&args?.run_id)?;
+        let st = self.runner.status(&id).await?;
+        self.check_visible(&st)?;
+        Ok(Json(st))
+    }
+
+    #[tool(
+        name = "codex_run_cancel",
+        description = "Stop a run. Idempotent: for a run that has already ended nothing changes (outcome already_finished), an unknown id gives outcome not_found. A cancelled run ends in phase `cancelled` shortly after; changes Codex already wrote to the workspace stay.",
+        input_schema = input_schema::<RunIdParams>(),
+        annotations(
+            title = "Cancel a run",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn codex_run_cancel(
+        &self,
+        Args(args): Args<RunIdParams>,
+    ) -> Result<Json<CancelOutput>, ToolError> {
+        let id = parse_run_id(&args?.run_id)?;
+        let not_found = || {
+            Json(CancelOutput {
+                run_id: id.to_string(),
+                outcome: CancelResult::NotFound,
+                phase: None,
+                message: format!("no run `{id}` exists; nothing to cancel"),
+            })
+        };
+        let st = match self.runner.status(&id).await {
+            Ok(st) => st,
+            Err(RunnerError::NotFound(_)) => return Ok(not_found()),
+            Err(e) => return Err(e.into()),
+        };
+        self.check_visible(&st)?;
+        let out = match self.runner.cancel(&id).await {
+            Ok(CancelOutcome::Cancelling) => {
+                info!(run_id = %id, "codex_run_cancel: stop requested");
+                CancelOutput {
+                    run_id: id.to_string(),
+                    outcome: CancelResult::Cancelling,
+                    phase: None,
+                    message: format!(
+                        "run `{id}` is being stopped; it ends `cancelled` shortly (poll codex_run_status)"
+                    ),
+                }
+            }
+            Ok(CancelOutcome::AlreadyFinished { phase }) => CancelOutput {
+                run_id: id.to_string(),
+                outcome: CancelResult::AlreadyFinished,
+                phase: Some(phase),
+                message: format!("run `{id}` had already ended ({phase}); nothing changed"),
+            },
+            Err(RunnerError::NotFound(_)) => return Ok(not_found()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Json(out))
+    }
+
+    #[tool(
+        name = "codex_run_artifacts",
+        description = "Everything a run produced so far: its status; the result (final answer in result.summary, changed files, commands with exit codes, errors, token usage, patch stats); Codex's final message; the patch of all changes (git format); and a page of the JSONL event log (page with events_offset and events_limit). Each large part is capped at max_bytes and flagged when truncated.",
+        input_schema = input_schema::<ArtifactsParams>(),
+        annotations(
+            title = "Run artifacts",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn codex_run_artifacts(
+        &self,
+        Args(args): Args<ArtifactsParams>,
+    ) -> Result<Json<ArtifactsOutput>, ToolError> {
+        let p = args?;
+        let id = parse_run_id(&p.run_id)?;
+        let art = self.runner.artifacts(&id).await?;
+        self.check_visible(&art.status)?;
+        let max = usize::try_from(p.max_bytes).unwrap_or(usize::MAX);
+        let patch_bytes = art.patch.as_ref().map_or(0, |s| s.len() as u64);
+        let (patch, patch_truncated) = match (&art.patch, p.include_diff) {
+            (Some(s), true) if !s.is_empty() => {
+                let (t, cut) = cut_text(s, max);
+                (Some(t), cut)
+            }
+            _ => (None, false),
+        };
+        let (final_message, final_message_truncated) = match &art.last_message {
+            Some(s) => {
+                let (t, cut) = cut_text(s, max);
+                (Some(t), cut)
+            }
+            None => (None, false),
+        };
+        let events = if p.include_jsonl {
+            let limit = usize::try_from(p.events_limit.clamp(1, MAX_EVENTS_LIMIT)).unwrap_or(1);
+            let page = self.runner.events(&id, p.events_offset, limit).await?;
+            let total = page.events.len();
+            let (events, truncated) = cap_events(page.events, max);
+            let kept = events.len();
+            let (next_offset, end) = if kept < total {
+                (page.offset + kept as u64, false)
+            } else {
+                (page.next_offset, page.end)
+            };
+            Some(EventsOutput {
+                offset: page.offset,
+                next_offset,
+                end,
+                truncated,
+                events,
+            })
+        } else {
+            None
+        };
+        Ok(Json(ArtifactsOutput {
+            run_id: id,
+            status: art.status,
+            result: art.result,
+            final_message,
+            final_message_truncated,
+            patch,
+            patch_bytes,
+            patch_truncated,
+            events,
+            run_dir: art.run_dir.map(|d| d.display().to_string()),
+        }))
+    }
+
+    #[tool(
+        name = "codex_git_diff",
+        description = "The changes a run made, from its stored patch, once the run has ended: the diff as text in the requested format (unified, stat or name-only) plus structured files_changed (path, change_kind, insertions, deletions), totals and hunks. For a readonly run this patch is the only place the changes exist.",
+        input_schema = input_schema::<DiffParams>(),
+        annotations(
+            title = "Run diff",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn codex_git_diff(
+        &self,
+        Args(args): Args<DiffParams>,
+    ) -> Result<Json<DiffOutput>, ToolError> {
+        let p = args?;
+        let id = parse_run_id(&p.run_id)?;
+        let art = self.runner.artifacts(&id).await?;
+        self.check_visible(&art.status)?;
+        if !art.status.phase.is_terminal() {
+            return Err(ToolError(format!(
+                "run `{id}` is still {}; its diff is computed when it ends (poll codex_run_status)",
+                art.status.phase
+            )));
+        }
+        let patch = art.patch.unwrap_or_default();
+        let parsed = diff::parse_patch(&patch);
+        let text = match p.format {
+            DiffFormat::Unified => patch.clone(),
+            DiffFormat::Stat => diff::format_stat(&parsed),
+            DiffFormat::NameOnly => diff::format_name_only(&parsed),
+        };
+        let (text, truncated) = cut_text(&text, usize::try_from(p.max_bytes).unwrap_or(usize::MAX));
+        let totals = parsed.totals();
+        let mut hunks = parsed.hunks;
+        let hunks_omitted = hunks.len().saturating_sub(MAX_HUNKS) as u64;
+        hunks.truncate(MAX_HUNKS);
+        Ok(Json(DiffOutput {
+            run_id: id,
+            format: p.format,
+            text,
+            truncated,
+            patch_incomplete: art
+                .result
+                .as_ref()
+                .and_then(|r| r.patch.as_ref())
+                .is_some_and(|pi| pi.truncated),
+            files_changed: parsed.files,
+            totals,
+            hunks,
+            hunks_omitted,
+        }))
+    }
+
+    #[tool(
+        name = "codex_run_list",
+        description = "Recent runs, newest first, with their status; optionally only those in one phase or of one workspace. Use it to find a run again (for example after losing its run_id).",
+        input_schema = input_schema::<ListParams>(),
+        annotations(
+            title = "List runs",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn codex_run_list(
+        &self,
+        Args(args): Args<ListParams>,
+    ) -> Result<Json<ListOutput>, ToolError> {
+        let p = args?;
+        let limit = usize::try_from(p.limit.clamp(1, MAX_LIST_LIMIT)).unwrap_or(1);
+        let workspace = match &p.workspace {
+            Some(w) => Some(self.resolve_workspace(Some(w))?),
+            None => None,
+        };
+        // With a workspace filter every match is inside the roots; without one, the runner's
+        // limit would count runs this server does not show, so filter first.
+        let fetch = if workspace.is_some() { limit } else { 0 };
+        let runs = self
+            .runner
+            .list(ListFilter {
+                phase: p.phase,
+                workspace,
+                limit: fetch,
+            })
+            .await?;
+        let runs = runs
+            .into_iter()
+            .filter(|r| self.inside_roots(&r.workspace))
+            .take(limit)
+            .collect();
+        Ok(Json(ListOutput { runs }))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for OrchestratorServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new("codex-orchestrator", crate::model::VERSION)
+                    .with_title("Codex Orchestrator"),
+            )
+            .with_instructions(format!(
+                "Delegate coding tasks to OpenAI Codex running in an isolated sandbox. Start a run with codex_run (it returns a run_id at once), poll codex_run_status until the run has ended, then read the outcome with codex_run_artifacts and the changes with codex_git_diff. codex_run_cancel stops a run; codex_run_list finds runs again. Workspaces must lie inside: {}.",
+                self.roots_text()
+            ))
+    }
+}
+
+/// Serves `server` over stdin/stdout until the client closes the connection.
+pub async fn serve_stdio(server: OrchestratorServer) -> Result<(), McpError> {
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| McpError::Session(e.to_string()))?;
+    let reason = running
+        .waiting()
+        .await
+        .map_err(|e| McpError::Session(e.to_string()))?;
+    info!(?reason, "MCP session ended");
+    Ok(())
+}
+
+/// `codex-orchestrator mcp`: the Docker backend (connected on first use) behind a stdio
+/// server.
+pub async fn main(cfg: crate::config::Config, mcp: McpConfig) -> Result<(), McpError> {
+    let server = OrchestratorServer::new(Arc::new(LazyRunner::docker(cfg)), mcp)?;
+    info!(
+        roots = %server.roots_text(),
+        "codex-orchestrator MCP server on stdio (the Docker backend connects on first use)"
+    );
+    serve_stdio(server).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: serde_json::Value) -> JsonObject {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn every_input_schema_is_an_object_schema() {
+        fn check<T: schemars::JsonSchema + 'static>() {
+            let s = schema_for_input::<T>().unwrap();
+            assert_eq!(s.get("type"), Some(&json!("object")));
+            assert_eq!(s.get("additionalProperties"), Some(&json!(false)));
+        }
+        check::<CodexRunParams>();
+        check::<RunIdParams>();
+        check::<ArtifactsParams>();
+        check::<DiffParams>();
+        check::<ListParams>();
+    }
+
+    #[test]
+    fn argument_errors_name_the_field() {
+        let e = parse_args::<CodexRunParams>("codex_run", obj(json!({}))).unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid arguments for codex_run: \"prompt\" is a required property"
+        );
+        let e =
+            parse_args::<CodexRunParams>("codex_run", obj(json!({"prompt": "x", "timeout": -5})))
+                .unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid arguments for codex_run: `timeout`: -5 is less than the minimum of 1"
+        );
+        let e = parse_args::<CodexRunParams>("codex_run", obj(json!({"prompt": "x", "promt": 1})))
+            .unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid arguments for codex_run: Additional properties are not allowed ('promt' was unexpected)"
+        );
+        let e = parse_args::<CodexRunParams>("codex_run", obj(json!({"prompt": 3}))).unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid arguments for codex_run: `prompt`: 3 is not of type \"string\""
+        );
+        let e = parse_args::<CodexRunParams>(
+            "codex_run",
+            obj(json!({"prompt": "x", "security_mode": "yolo"})),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("invalid arguments for codex_run: `security_mode`: ")
+                && e.0.ends_with("(unknown variant `yolo`, expected one of `readonly`, `workspace_write`, `full_access`)"),
+            "{}",
+            e.0
+        );
+        let ok = parse_args::<CodexRunParams>(
+            "codex_run",
+            obj(json!({"prompt": "x", "mode": "full-auto", "wait": true, "timeout": 60, "output_schema": null})),
+        )
+        .unwrap();
+        assert_eq!(
+            ok,
+            CodexRunParams {
+                prompt: "x".into(),
+                workspace: None,
+                security_mode: None,
+                mode: Some(LegacyMode::FullAuto),
+                output_schema: None,
+                timeout: Some(60),
+                model: None,
+                wait: true,
+            }
+        );
+        let d = parse_args::<ArtifactsParams>("codex_run_artifacts", obj(json!({"run_id": "x"})))
+            .unwrap();
+        assert_eq!(
+            d,
+            ArtifactsParams {
+                run_id: "x".into(),
+                include_diff: true,
+                include_jsonl: true,
+                events_offset: 0,
+                events_limit: DEFAULT_EVENTS_LIMIT,
+                max_bytes: DEFAULT_MAX_BYTES,
+            }
+        );
+    }
+
+    #[test]
+    fn modes() {
+        use SecurityMode::*;
+        assert_eq!(resolve_mode(None, None), Ok(WorkspaceWrite));
+        assert_eq!(resolve_mode(Some(Readonly), None), Ok(Readonly));
+        assert_eq!(resolve_mode(None, Some(LegacyMode::Suggest)), Ok(Readonly));
+        assert_eq!(
+            resolve_mode(None, Some(LegacyMode::FullAuto)),
+            Ok(WorkspaceWrite)
+        );
+        assert_eq!(
+            resolve_mode(Some(WorkspaceWrite), Some(LegacyMode::FullAuto)),
+            Ok(WorkspaceWrite)
+        );
+        let e = resolve_mode(None, Some(LegacyMode::Ask)).unwrap_err();
+        assert!(e.0.starts_with("mode `ask` is not supported"), "{}", e.0);
+        let e = resolve_mode(Some(FullAccess), Some(LegacyMode::Suggest)).unwrap_err();
+        assert_eq!(
+            e.0,
+            "security_mode `full_access` contradicts the legacy mode (which means `readonly`); give only security_mode"
+        );
+    }
+
+    #[test]
+    fn output_schemas() {
+        let good = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        assert_eq!(check_output_schema(Some(good.clone())), Ok(Some(good)));
+        assert_eq!(check_output_schema(None), Ok(None));
+        assert_eq!(
+            check_output_schema(Some(json!("code_change")))
+                .unwrap_err()
+                .0,
+            "output_schema `code_change`: bundled schema names are not supported yet; pass the JSON Schema itself as an inline JSON object"
+        );
+        assert_eq!(
+            check_output_schema(Some(json!([1]))).unwrap_err().0,
+            "output_schema must be a JSON Schema object, not an array"
+        );
+        let e = check_output_schema(Some(json!({"type": "strnig"}))).unwrap_err();
+        assert!(
+            e.0.starts_with("output_schema is not a valid JSON Schema at `/type`: "),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
+    fn cutting_text_and_events() {
+        assert_eq!(cut_text("abc", 3), ("abc".into(), false));
+        assert_eq!(cut_text("ab\ncd\nef", 7), ("ab\ncd\n".into(), true));
+        // No line end in the second half: cut at a character boundary.
+        assert_eq!(cut_text("a\nbcdéfgh", 6), ("a\nbcd".into(), true));
+        let evs: Vec<serde_json::Value> = (0..5).map(|i| json!({"type": "x", "i": i})).collect();
+        let one = serde_json::to_string(&evs[0]).unwrap().len();
+        let (kept, cut) = cap_events(evs.clone(), one * 2);
+        assert_eq!((kept, cut), (evs[..2].to_vec(), true));
+        let (kept, cut) = cap_events(evs.clone(), 10_000);
+        assert_eq!((kept, cut), (evs.clone(), false));
+        let big = json!({"type": "item.completed", "text": "x".repeat(200)});
+        let big_len = serde_json::to_string(&big).unwrap().len();
+        let (kept, cut) = cap_events(vec![big, evs[0].clone()], 120);
+        assert_eq!(
+            kept,
+            vec![
+                json!({"omitted": "event larger than max_bytes", "bytes": big_len, "type": "item.completed"}),
+                evs[0].clone()
+            ]
+        );
+        assert!(cut);
+    }
+}

@@ -16,8 +16,9 @@ pub enum LogFormat {
 /// Installs the global subscriber. `RUST_LOG` overrides `default_level`.
 /// Calling it twice is harmless (the second call is ignored).
 pub fn init(format: LogFormat, default_level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},bollard=warn,hyper=warn")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default_level},bollard=warn,hyper=warn,rmcp=warn"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)

@@ -52,6 +52,20 @@ impl LazyRunner {
         }))
     }
 
+    /// Starts connecting in the background (building the runner image if it is missing, and
+    /// re-attaching to runs a previous server left), so the first tool call does not pay for
+    /// it. A failure is logged; the next call tries again.
+    pub fn warm_up(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.get().await {
+                tracing::warn!(error = %e, "backend not ready yet; the next tool call retries");
+            } else {
+                tracing::info!("backend ready");
+            }
+        });
+    }
+
     /// True once the backend is connected.
     pub fn is_connected(&self) -> bool {
         self.cell.initialized()

@@ -883,11 +883,13 @@ pub async fn serve_stdio(server: OrchestratorServer) -> Result<(), McpError> {
 /// `codex-orchestrator mcp`: the Docker backend (connected on first use) behind a stdio
 /// server.
 pub async fn main(cfg: crate::config::Config, mcp: McpConfig) -> Result<(), McpError> {
-    let server = OrchestratorServer::new(Arc::new(LazyRunner::docker(cfg)), mcp)?;
+    let runner = Arc::new(LazyRunner::docker(cfg));
+    let server = OrchestratorServer::new(runner.clone(), mcp)?;
     info!(
         roots = %server.roots_text(),
-        "codex-orchestrator MCP server on stdio (the Docker backend connects on first use)"
+        "codex-orchestrator MCP server on stdio (the Docker backend connects in the background)"
     );
+    runner.warm_up();
     serve_stdio(server).await
 }
 

@@ -1058,7 +1058,7 @@ impl Runner for DockerRunner {
 
     async fn list(&self, filter: ListFilter) -> Result<Vec<RunStatus>, RunnerError> {
         let mut out = Vec::new();
-        for id in self.inner.store.list()?.into_iter().rev() {
+        for id in self.inner.store.list()? {
             let Ok(st) = self.status(&id).await else {
                 continue;
             };
@@ -1073,9 +1073,11 @@ impl Runner for DockerRunner {
                 continue;
             }
             out.push(st);
-            if filter.limit > 0 && out.len() >= filter.limit {
-                break;
-            }
+        }
+        // Newest first (ids only carry whole seconds; the queue time orders within a second).
+        out.sort_by(|a, b| (b.queued_at, &b.run_id).cmp(&(a.queued_at, &a.run_id)));
+        if filter.limit > 0 {
+            out.truncate(filter.limit);
         }
         Ok(out)
     }

@@ -56,6 +56,8 @@ pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";
 pub const MAX_SPEC_BYTES: usize = 120 * 1024;
 /// Cap of the stderr.log artifact.
 const MAX_STDERR_BYTES: u64 = 16 * 1024 * 1024;
+/// How often a broken log stream of a running sandbox is re-followed before giving up.
+const MAX_REFOLLOWS: u32 = 3;
 /// Minimum interval between status file writes while a run streams (phase changes are
 /// always written at once).
 const STATUS_WRITE_INTERVAL: Duration = Duration::from_millis(250);
@@ -655,27 +657,32 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
     } else {
         WORKSPACE_MOUNT
     };
-    let events_file = std::io::BufWriter::new(inner.store.open_append(&id, store::EVENTS, true)?);
-    let stderr_file = inner.store.open_append(&id, store::STDERR, true)?;
-    let mut out = StreamSink::new(
-        RunFold::new().with_workspace_root(workdir),
-        crate::events::DEFAULT_MAX_LINE,
-        events_file,
-        stderr_file,
-        MAX_STDERR_BYTES,
-    );
-
-    let logs = inner.docker.logs(
-        &name,
-        Some(
-            LogsOptionsBuilder::new()
-                .follow(true)
-                .stdout(true)
-                .stderr(true)
-                .build(),
-        ),
-    );
-    tokio::pin!(logs);
+    // The container's log is the complete record: (re)reading it from the start into fresh
+    // artifacts is how both a re-attach and a broken log stream recover without double counting.
+    let open_sink = || -> Result<_, StoreError> {
+        Ok(StreamSink::new(
+            RunFold::new().with_workspace_root(workdir),
+            crate::events::DEFAULT_MAX_LINE,
+            std::io::BufWriter::new(inner.store.open_append(&id, store::EVENTS, true)?),
+            inner.store.open_append(&id, store::STDERR, true)?,
+            MAX_STDERR_BYTES,
+        ))
+    };
+    let follow = || {
+        inner.docker.logs(
+            &name,
+            Some(
+                LogsOptionsBuilder::new()
+                    .follow(true)
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        )
+    };
+    let mut out = open_sink()?;
+    let mut logs = Box::pin(follow());
+    let mut refollows = 0u32;
     let deadline = tokio::time::sleep(hard_deadline);
     tokio::pin!(deadline);
     let mut cancel_requested = false;
@@ -695,8 +702,19 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
                     Some(Ok(LogOutput::StdErr { message })) => out.stderr(&message),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        warn!(error = %e, "log stream error; the run is re-read on restart");
-                        break;
+                        let running = matches!(
+                            inner.docker.inspect_container(&name, None).await,
+                            Ok(c) if c.state.as_ref().and_then(|s| s.running) == Some(true)
+                        );
+                        if !running || refollows >= MAX_REFOLLOWS {
+                            warn!(error = %e, "log stream error");
+                            break;
+                        }
+                        refollows += 1;
+                        warn!(error = %e, attempt = refollows, "log stream broke; re-reading the log from the start");
+                        tokio::time::sleep(Duration::from_millis(500 * u64::from(refollows))).await;
+                        out = open_sink()?;
+                        logs = Box::pin(follow());
                     }
                     None => break,
                 }
@@ -738,11 +756,12 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
         Ok(c) => {
             let state = c.state.unwrap_or_default();
             if state.running == Some(true) {
-                // The log stream broke while the container still runs: leave it for a restart
-                // to re-attach rather than guessing an outcome.
-                return Err(RunnerError::Docker(
-                    "lost the log stream of a running sandbox".into(),
-                ));
+                // The log stream kept breaking while the container still runs: stop it rather
+                // than leave a sandbox nobody watches.
+                inner.remove_container(&name).await;
+                return Err(RunnerError::Docker(format!(
+                    "lost the sandbox's log stream {MAX_REFOLLOWS} times; the sandbox was removed"
+                )));
             }
             (state.exit_code, state.oom_killed.unwrap_or(false))
         }

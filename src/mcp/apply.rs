@@ -251,12 +251,11 @@ impl OrchestratorServer {
         let _guard = APPLY_LOCK.lock().await;
         let ws = workspace.clone();
         let check_only = p.check_only;
-        let report = tokio::task::spawn_blocking(move || {
-            apply_patch(&ws, patch.as_bytes(), check_only)
-        })
-        .await
-        .map_err(|e| ToolError(format!("the apply task failed: {e}")))?
-        .map_err(|e| ToolError(format!("cannot apply the patch of run `{id}`: {e}")))?;
+        let report =
+            tokio::task::spawn_blocking(move || apply_patch(&ws, patch.as_bytes(), check_only))
+                .await
+                .map_err(|e| ToolError(format!("the apply task failed: {e}")))?
+                .map_err(|e| ToolError(format!("cannot apply the patch of run `{id}`: {e}")))?;
 
         let conflicts: Vec<Conflict> = report
             .conflicts
@@ -268,7 +267,10 @@ impl OrchestratorServer {
             .collect();
         let record = ApplyRecord {
             at: jiff::Timestamp::now(),
-            client: ctx.peer.peer_info().map(|i| ClientRef::from(&i.client_info)),
+            client: ctx
+                .peer
+                .peer_info()
+                .map(|i| ClientRef::from(&i.client_info)),
             workspace: workspace.clone(),
             check_only,
             ok: report.ok,
@@ -349,7 +351,10 @@ mod tests {
         let p = append_record(tmp.path(), &rec(true)).unwrap();
         append_record(tmp.path(), &rec(false)).unwrap();
         assert_eq!(p, tmp.path().join(APPLY_LOG));
-        assert_eq!(read_records(tmp.path()).unwrap(), vec![rec(true), rec(false)]);
+        assert_eq!(
+            read_records(tmp.path()).unwrap(),
+            vec![rec(true), rec(false)]
+        );
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert_eq!(

@@ -886,10 +886,7 @@ impl ServerHandler for OrchestratorServer {
         self.client_roots.ensure(&context.peer).await;
     }
 
-    async fn on_roots_list_changed(
-        &self,
-        context: rmcp::service::NotificationContext<RoleServer>,
-    ) {
+    async fn on_roots_list_changed(&self, context: rmcp::service::NotificationContext<RoleServer>) {
         self.client_roots.refresh(&context.peer).await;
     }
 

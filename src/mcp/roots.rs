@@ -73,8 +73,12 @@ pub fn resolve_uris<'a>(uris: impl IntoIterator<Item = &'a str>) -> Vec<PathBuf>
                     out.push(c);
                 }
             }
-            Ok(c) => warn!(root = %c.display(), "ignoring a client root that is not a usable directory"),
-            Err(e) => warn!(root = %p.display(), error = %e, "ignoring a client root that cannot be resolved"),
+            Ok(c) => {
+                warn!(root = %c.display(), "ignoring a client root that is not a usable directory")
+            }
+            Err(e) => {
+                warn!(root = %p.display(), error = %e, "ignoring a client root that cannot be resolved")
+            }
         }
     }
     out
@@ -155,7 +159,10 @@ mod tests {
 
     #[test]
     fn uris() {
-        assert_eq!(uri_to_path("file:///home/me/src"), Some("/home/me/src".into()));
+        assert_eq!(
+            uri_to_path("file:///home/me/src"),
+            Some("/home/me/src".into())
+        );
         assert_eq!(
             uri_to_path("file://localhost/home/me/my%20project"),
             Some("/home/me/my project".into())
@@ -174,7 +181,11 @@ mod tests {
         let client = vec![PathBuf::from("/home/me/b")];
         assert!(is_allowed(&configured, &client, Path::new("/srv/a/x")));
         assert!(is_allowed(&configured, &client, Path::new("/home/me/b")));
-        assert!(is_allowed(&configured, &client, Path::new("/home/me/b/c/d")));
+        assert!(is_allowed(
+            &configured,
+            &client,
+            Path::new("/home/me/b/c/d")
+        ));
         assert!(!is_allowed(&configured, &client, Path::new("/home/me/bc")));
         assert!(!is_allowed(&configured, &client, Path::new("/home/me")));
         assert!(!is_allowed(&configured, &[], Path::new("/home/me/b")));

@@ -366,6 +366,44 @@ mod tests {
     }
 
     #[test]
+    fn arguments() {
+        let s = rmcp::handler::server::common::schema_for_input::<ApplyParams>().unwrap();
+        assert_eq!(
+            s.get("additionalProperties"),
+            Some(&serde_json::json!(false))
+        );
+        let p = super::super::parse_args::<ApplyParams>(
+            "codex_patch_apply",
+            serde_json::json!({"run_id": "x"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            ApplyParams {
+                run_id: "x".into(),
+                approve: false,
+                check_only: false,
+                workspace: None,
+            }
+        );
+        let e = super::super::parse_args::<ApplyParams>(
+            "codex_patch_apply",
+            serde_json::json!({"run_id": "x", "approve": "yes"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            "invalid arguments for codex_patch_apply: `approve`: \"yes\" is not of type \"boolean\""
+        );
+    }
+
+    #[test]
     fn messages() {
         let id = RunId::parse("20261124040512-3fa9c2d1").unwrap();
         let mut r = ApplyReport {

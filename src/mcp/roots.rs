@@ -84,6 +84,9 @@ pub fn resolve_uris<'a>(uris: impl IntoIterator<Item = &'a str>) -> Vec<PathBuf>
     out
 }
 
+/// Longest wait for a `roots/list` answer (a tool call waits for the first one).
+pub const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The roots one client declared (see the module docs).
 #[derive(Debug, Default)]
 pub struct ClientRoots {
@@ -139,7 +142,16 @@ fn declares_roots(peer: &Peer<RoleServer>) -> bool {
 // Roots are deprecated by a future protocol revision (SEP-2577); clients still send them.
 #[allow(deprecated)]
 async fn fetch(peer: &Peer<RoleServer>) -> Vec<PathBuf> {
-    let res = peer.list_roots().await;
+    let res = match tokio::time::timeout(FETCH_TIMEOUT, peer.list_roots()).await {
+        Ok(r) => r,
+        Err(_) => {
+            warn!(
+                "the client did not answer roots/list within {}s; using the configured roots only",
+                FETCH_TIMEOUT.as_secs()
+            );
+            return Vec::new();
+        }
+    };
     match res {
         Ok(r) => {
             let roots = resolve_uris(r.roots.iter().map(|r| r.uri.as_str()));

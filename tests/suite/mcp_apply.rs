@@ -117,6 +117,8 @@ fn finished_run(workspace: &Path, patch: Option<&str>, run_dir: &Path) -> Artifa
 struct RootsClient {
     roots: Arc<Mutex<Vec<PathBuf>>>,
     declare: bool,
+    /// Answer `roots/list` with an error.
+    fail: bool,
 }
 
 impl ClientHandler for RootsClient {
@@ -136,6 +138,9 @@ impl ClientHandler for RootsClient {
         &self,
         _context: RequestContext<RoleClient>,
     ) -> Result<ListRootsResult, ErrorData> {
+        if self.fail {
+            return Err(ErrorData::internal_error("roots are unavailable", None));
+        }
         let roots = self.roots.lock().unwrap().clone();
         Ok(ListRootsResult::new(
             roots
@@ -150,6 +155,9 @@ impl ClientHandler for RootsClient {
         ))
     }
 }
+
+/// As the only client root: the client declares roots but answers `roots/list` with an error.
+const FAIL: &str = "/roots-list-fails";
 
 struct Client {
     client: RunningService<RoleClient, RootsClient>,
@@ -180,12 +188,19 @@ impl Client {
             let running = server.serve(server_io).await.unwrap();
             let _ = running.waiting().await;
         });
-        let mut c = Client::connect(client_io, client_roots).await;
+        let fail = client_roots
+            .as_ref()
+            .is_some_and(|r| r == &[PathBuf::from(FAIL)]);
+        let mut c = Client::connect(client_io, client_roots, fail).await;
         c.server = Some(server);
         c
     }
 
-    async fn connect<T, E, A>(transport: T, client_roots: Option<Vec<PathBuf>>) -> Client
+    async fn connect<T, E, A>(
+        transport: T,
+        client_roots: Option<Vec<PathBuf>>,
+        fail: bool,
+    ) -> Client
     where
         T: rmcp::transport::IntoTransport<RoleClient, E, A>,
         E: std::error::Error + Send + Sync + 'static,
@@ -195,6 +210,7 @@ impl Client {
         let client = RootsClient {
             roots: roots.clone(),
             declare,
+            fail,
         }
         .serve(transport)
         .await
@@ -579,6 +595,17 @@ async fn mcp_client_roots_widen_the_allowed_roots() {
     assert_eq!(st["run_id"], json!(id));
     c.close().await;
 
+    // A client whose roots/list fails: the configured roots only, and the server keeps serving.
+    let c = Client::start(
+        runs.clone(),
+        configured.path(),
+        Some(vec![PathBuf::from(FAIL)]),
+    )
+    .await;
+    assert_eq!(c.err("codex_patch_apply", check.clone()).await, outside);
+    assert_eq!(c.err("codex_patch_apply", check.clone()).await, outside);
+    c.close().await;
+
     // A client declaring no roots at first, then announcing one.
     let c = Client::start(runs.clone(), configured.path(), Some(vec![])).await;
     assert_eq!(c.err("codex_patch_apply", check.clone()).await, outside);
@@ -634,7 +661,12 @@ async fn mcp_binary_applies_a_readonly_runs_patch_end_to_end() {
         .arg(ws.path())
         .env("RUST_LOG", "warn")
         .kill_on_drop(true);
-    let c = Client::connect(rmcp::transport::TokioChildProcess::new(cmd).unwrap(), None).await;
+    let c = Client::connect(
+        rmcp::transport::TokioChildProcess::new(cmd).unwrap(),
+        None,
+        false,
+    )
+    .await;
 
     let before = tree_contents(ws.path());
     let out = c

@@ -2,7 +2,8 @@
 //! over stdio by `codex-orchestrator mcp`.
 //!
 //! Tools (names are fixed; clients and docs depend on them): `codex_run`, `codex_run_status`,
-//! `codex_run_cancel`, `codex_run_artifacts`, `codex_git_diff`, `codex_run_list`. Each declares
+//! `codex_run_cancel`, `codex_run_artifacts`, `codex_git_diff`, `codex_run_list`,
+//! `codex_patch_apply` (in [`apply`]). Each declares
 //! an input schema, an output schema (results are structured content) and tool annotations.
 //!
 //! Decisions:
@@ -24,8 +25,10 @@
 //! * **Lazy backend.** `codex-orchestrator mcp` connects the Docker backend on the first tool
 //!   call that needs it ([`LazyRunner`]), so `initialize` and `tools/list` work without Docker.
 
+pub mod apply;
 pub mod diff;
 pub mod lazy;
+pub mod roots;
 pub mod tools;
 
 use std::collections::BTreeMap;
@@ -361,12 +364,26 @@ pub fn cap_events(events: Vec<serde_json::Value>, max: usize) -> (Vec<serde_json
     (out, cut)
 }
 
-/// The MCP handler: the six tools over a [`Runner`].
-#[derive(Clone)]
+/// The MCP handler: the tools over a [`Runner`].
+///
+/// One value serves one client session. `clone()` gives a server for another session: it
+/// shares the runner and the configuration, not the client's roots ([`roots::ClientRoots`]).
 pub struct OrchestratorServer {
     runner: Arc<dyn Runner>,
     cfg: Arc<McpConfig>,
     tool_router: ToolRouter<Self>,
+    client_roots: Arc<roots::ClientRoots>,
+}
+
+impl Clone for OrchestratorServer {
+    fn clone(&self) -> Self {
+        OrchestratorServer {
+            runner: self.runner.clone(),
+            cfg: self.cfg.clone(),
+            tool_router: self.tool_router.clone(),
+            client_roots: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for OrchestratorServer {
@@ -383,7 +400,8 @@ impl OrchestratorServer {
         Ok(OrchestratorServer {
             runner,
             cfg: Arc::new(cfg.resolve()?),
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::apply_tool_router(),
+            client_roots: Arc::default(),
         })
     }
 
@@ -400,13 +418,14 @@ impl OrchestratorServer {
         self.cfg
             .allowed_roots
             .iter()
+            .chain(self.client_roots.current().iter())
             .map(|r| r.display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
     }
 
     fn inside_roots(&self, p: &Path) -> bool {
-        self.cfg.allowed_roots.iter().any(|r| p.starts_with(r))
+        roots::is_allowed(&self.cfg.allowed_roots, &self.client_roots.current(), p)
     }
 
     /// The canonical directory `given` names (relative paths are taken from the default
@@ -853,6 +872,24 @@ impl OrchestratorServer {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for OrchestratorServer {
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        self.client_roots.ensure(&context.peer).await;
+        let tcc = ToolCallContext::new(self, request, context);
+        self.tool_router.call(tcc).await
+    }
+
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        self.client_roots.ensure(&context.peer).await;
+    }
+
+    async fn on_roots_list_changed(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        self.client_roots.refresh(&context.peer).await;
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(
@@ -860,7 +897,7 @@ impl ServerHandler for OrchestratorServer {
                     .with_title("Codex Orchestrator"),
             )
             .with_instructions(format!(
-                "Delegate coding tasks to OpenAI Codex running in an isolated sandbox. Start a run with codex_run (it returns a run_id at once), poll codex_run_status until the run has ended, then read the outcome with codex_run_artifacts and the changes with codex_git_diff. codex_run_cancel stops a run; codex_run_list finds runs again. Workspaces must lie inside: {}.",
+                "Delegate coding tasks to OpenAI Codex running in an isolated sandbox. Start a run with codex_run (it returns a run_id at once), poll codex_run_status until the run has ended, then read the outcome with codex_run_artifacts and the changes with codex_git_diff. For a readonly run, codex_patch_apply applies the reviewed patch to the workspace (only with approve: true). codex_run_cancel stops a run; codex_run_list finds runs again. Workspaces must lie inside: {}.",
                 self.roots_text()
             ))
     }

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::support::{git, write};
 
-const BOUND: Duration = Duration::from_secs(20);
+pub(crate) const BOUND: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------------
 // A scripted Runner: runs live in memory; the test moves them through their phases.
@@ -247,14 +247,14 @@ struct Harness {
     tools: BTreeMap<String, Tool>,
 }
 
-fn obj(v: Value) -> serde_json::Map<String, Value> {
+pub(crate) fn obj(v: Value) -> serde_json::Map<String, Value> {
     match v {
         Value::Object(m) => m,
         other => panic!("not an object: {other}"),
     }
 }
 
-fn text_of(r: &CallToolResult) -> String {
+pub(crate) fn text_of(r: &CallToolResult) -> String {
     r.content
         .iter()
         .filter_map(|c| c.as_text().map(|t| t.text.clone()))
@@ -263,7 +263,7 @@ fn text_of(r: &CallToolResult) -> String {
 }
 
 /// Checks `value` against a tool's output schema.
-fn assert_matches_schema(tool: &Tool, value: &Value) {
+pub(crate) fn assert_matches_schema(tool: &Tool, value: &Value) {
     let schema = Value::Object(
         tool.output_schema
             .as_ref()
@@ -392,7 +392,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn canonical(p: &Path) -> PathBuf {
+pub(crate) fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap()
 }
 
@@ -402,7 +402,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 
 /// A git repository `proj` under `root` and the real `git diff --binary` patch of a change
 /// set: app.py modified (+2 -1), new.txt added, old.txt deleted.
-fn project_with_patch(root: &Path) -> (PathBuf, String) {
+pub(crate) fn project_with_patch(root: &Path) -> (PathBuf, String) {
     let ws = root.join("proj");
     std::fs::create_dir_all(&ws).unwrap();
     write(&ws, "app.py", "def f():\n    return 1\n\n\nprint(f())\n");
@@ -423,7 +423,7 @@ fn project_with_patch(root: &Path) -> (PathBuf, String) {
     (ws, patch)
 }
 
-fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -> RunResult {
+pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -> RunResult {
     RunResult {
         phase,
         reason: Some(reason),
@@ -479,11 +479,12 @@ async fn mcp_run_status_artifacts_diff_and_list_through_a_client() {
     let fake = Arc::new(FakeRunner::default());
     let h = Harness::start(fake.clone(), root.path(), Duration::from_secs(60)).await;
 
-    // Six tools, each with an output schema and annotations.
+    // Seven tools, each with an output schema and annotations.
     assert_eq!(
         h.tools.keys().map(String::as_str).collect::<Vec<_>>(),
         [
             "codex_git_diff",
+            "codex_patch_apply",
             "codex_run",
             "codex_run_artifacts",
             "codex_run_cancel",
@@ -1088,7 +1089,7 @@ async fn mcp_lazy_backend_connects_on_first_use_and_retries() {
     };
     let lazy = Arc::new(lazy);
     let h = Harness::start(lazy.clone(), root.path(), Duration::from_secs(60)).await;
-    assert_eq!(h.tools.len(), 6);
+    assert_eq!(h.tools.len(), 7);
     // Argument errors need no backend either.
     h.err("codex_run_status", json!({"run_id": "nope"})).await;
     assert_eq!(attempts.load(Ordering::SeqCst), 0);
@@ -1108,7 +1109,7 @@ async fn mcp_lazy_backend_connects_on_first_use_and_retries() {
 // ---------------------------------------------------------------------------------------------
 // The real binary over stdio.
 
-fn binary_command(root: &Path, state: &Path) -> tokio::process::Command {
+pub(crate) fn binary_command(root: &Path, state: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_codex-orchestrator"));
     cmd.arg("--state-dir")
         .arg(state)
@@ -1168,7 +1169,10 @@ async fn mcp_binary_lists_every_tool_as_in_the_snapshot() {
             .annotations
             .as_ref()
             .unwrap_or_else(|| panic!("{}", t.name));
-        let read_only = !matches!(t.name.as_ref(), "codex_run" | "codex_run_cancel");
+        let read_only = !matches!(
+            t.name.as_ref(),
+            "codex_run" | "codex_run_cancel" | "codex_patch_apply"
+        );
         assert_eq!(a.read_only_hint, Some(read_only), "{}", t.name);
         assert_eq!(a.destructive_hint, Some(!read_only), "{}", t.name);
     }
@@ -1228,7 +1232,7 @@ async fn mcp_binary_exits_cleanly_when_the_client_closes_stdin() {
     let stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let client = ().serve((stdout, stdin)).await.unwrap();
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 7);
     client.cancel().await.unwrap();
     let status = tokio::time::timeout(BOUND, child.wait())
         .await

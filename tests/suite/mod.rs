@@ -6,4 +6,5 @@ mod docker_restart;
 mod events;
 mod image;
 mod mcp;
+mod mcp_apply;
 mod workspace;

@@ -68,15 +68,29 @@ pub fn apply_patch(
         workdir.display()
     )))?;
 
-    let pre = precheck(&workdir, &diff);
-    if !pre.is_empty() {
+    let (unsafe_paths, existing) = precheck(&workdir, &diff);
+    if !unsafe_paths.is_empty() {
+        // Never let libgit2 near a patch that points outside the work tree.
         report.ok = false;
-        report.conflicts = pre;
+        report.conflicts = unsafe_paths;
         return Ok(report);
     }
+    let mut conflicts = existing;
     if let Err(whole) = check(&repo, &diff, None) {
+        // libgit2 names files by absolute path; report them relative to the work tree.
+        let prefix = format!("{}/", workdir.display());
+        for mut c in find_conflicts(&repo, &diff, &report.files, &whole) {
+            c.message = c.message.replace(&prefix, "");
+            if !conflicts.iter().any(|e| e.path == c.path) {
+                conflicts.push(c);
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        // Report every file that fails, in patch order.
+        conflicts.sort_by_key(|c| report.files.iter().position(|f| f == &c.path));
         report.ok = false;
-        report.conflicts = find_conflicts(&repo, &diff, &report.files, &whole);
+        report.conflicts = conflicts;
         return Ok(report);
     }
     if check_only {
@@ -97,19 +111,20 @@ fn delta_paths(diff: &Diff<'_>) -> Vec<String> {
 
 /// Checks libgit2 leaves to the caller: every path stays inside `workdir` (no `..`, no absolute
 /// path, nothing in `.git`, no path through a symbolic link that exists or that the patch adds)
-/// and an added file does not exist yet.
-fn precheck(workdir: &Path, diff: &Diff<'_>) -> Vec<ApplyConflict> {
+/// — the first list — and an added file does not exist yet — the second list.
+fn precheck(workdir: &Path, diff: &Diff<'_>) -> (Vec<ApplyConflict>, Vec<ApplyConflict>) {
     let added_links: Vec<PathBuf> = diff
         .deltas()
         .filter(|d| d.new_file().mode() == git2::FileMode::Link)
         .filter_map(|d| d.new_file().path().map(Path::to_path_buf))
         .collect();
-    let mut out = Vec::new();
+    let mut unsafe_paths = Vec::new();
+    let mut existing = Vec::new();
     for d in diff.deltas() {
         let paths = [d.old_file().path(), d.new_file().path()];
         for rel in paths.into_iter().flatten() {
             if let Some(why) = unsafe_path(workdir, rel, &added_links) {
-                out.push(ApplyConflict {
+                unsafe_paths.push(ApplyConflict {
                     path: rel.to_string_lossy().into_owned(),
                     message: why,
                 });
@@ -119,14 +134,15 @@ fn precheck(workdir: &Path, diff: &Diff<'_>) -> Vec<ApplyConflict> {
             && let Some(rel) = d.new_file().path()
             && std::fs::symlink_metadata(workdir.join(rel)).is_ok()
         {
-            out.push(ApplyConflict {
+            existing.push(ApplyConflict {
                 path: rel.to_string_lossy().into_owned(),
                 message: "already exists in the working directory".into(),
             });
         }
     }
-    out.dedup();
-    out
+    unsafe_paths.dedup();
+    existing.dedup();
+    (unsafe_paths, existing)
 }
 
 fn unsafe_path(workdir: &Path, rel: &Path, added_links: &[PathBuf]) -> Option<String> {

@@ -370,7 +370,8 @@ async fn mcp_apply_needs_approval_checks_applies_and_logs() {
         "new\n"
     );
 
-    // Again: refused as a conflict (the added file exists now); nothing changes.
+    // Again: refused as a conflict naming every file (all three changes are there already);
+    // nothing changes.
     let again = c
         .ok("codex_patch_apply", json!({"run_id": id, "approve": true}))
         .await;
@@ -379,14 +380,18 @@ async fn mcp_apply_needs_approval_checks_applies_and_logs() {
         (
             &json!(false),
             &json!(false),
-            &json!([{"path": "new.txt", "message": "already exists in the working directory"}])
+            &json!([
+                {"path": "app.py", "message": "hunk at line 1 did not apply"},
+                {"path": "new.txt", "message": "already exists in the working directory"},
+                {"path": "old.txt", "message": "could not stat 'old.txt': No such file or directory"}
+            ])
         ),
         "{again:#}"
     );
     assert_eq!(
         again["message"],
         format!(
-            "The patch of run `{id}` does not apply cleanly (1 of 3 files in conflict: the workspace has changed since the run, or the patch was applied already); nothing was changed. See conflicts."
+            "The patch of run `{id}` does not apply cleanly (3 of 3 files in conflict: the workspace has changed since the run, or the patch was applied already); nothing was changed. See conflicts."
         )
     );
     assert_eq!(digest(&ws, false), after);

@@ -26,6 +26,7 @@
 
 pub mod diff;
 pub mod lazy;
+pub mod paths;
 pub mod tools;
 
 use std::collections::BTreeMap;
@@ -420,7 +421,7 @@ impl OrchestratorServer {
                 })?
                 .to_path_buf(),
             Some(s) => {
-                let p = PathBuf::from(s);
+                let p = paths::local_path(s).map_err(|e| ToolError(e.to_string()))?;
                 match base {
                     Some(b) if p.is_relative() => b.join(p),
                     _ => p,

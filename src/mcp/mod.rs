@@ -25,6 +25,7 @@
 //!   call that needs it ([`LazyRunner`]), so `initialize` and `tools/list` work without Docker.
 
 pub mod diff;
+pub mod http;
 pub mod lazy;
 pub mod paths;
 pub mod tools;
@@ -95,6 +96,8 @@ pub enum McpError {
     DefaultWorkspace { path: PathBuf, message: String },
     #[error("MCP session: {0}")]
     Session(String),
+    #[error("{0}")]
+    Http(String),
 }
 
 impl McpConfig {

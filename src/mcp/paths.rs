@@ -290,7 +290,12 @@ mod tests {
 
     #[test]
     fn not_under_wsl_windows_paths_are_refused_with_an_explanation() {
-        for p in [r"C:\Users\me\proj", "C:/x", r"\\wsl$\Ubuntu\home", r"\\srv\s"] {
+        for p in [
+            r"C:\Users\me\proj",
+            "C:/x",
+            r"\\wsl$\Ubuntu\home",
+            r"\\srv\s",
+        ] {
             assert_eq!(
                 translate(&Host::Native, p),
                 Err(PathError::NotWsl(p.to_string()))
@@ -311,7 +316,10 @@ mod tests {
         let cases = [
             ("", None),
             ("[automount]\nroot = /\n", Some("/")),
-            ("[boot]\nroot=/nope\n[automount]\nenabled=true\nroot=/windir # c\n", Some("/windir/")),
+            (
+                "[boot]\nroot=/nope\n[automount]\nenabled=true\nroot=/windir # c\n",
+                Some("/windir/"),
+            ),
             ("[automount]\nroot=\"/w/\"\n", Some("/w/")),
             ("[automount]\n# root=/x\n", None),
             ("[network]\nroot=/x\n", None),

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
-use codex_orchestrator::model::{RunId, RunPhase, RunRequest, RunStatus, SecurityMode, TerminalReason};
+use codex_orchestrator::model::{
+    RunId, RunPhase, RunRequest, RunStatus, SecurityMode, TerminalReason,
+};
 use codex_orchestrator::runner::docker::{
     LABEL_MANAGED, LABEL_MODE, LABEL_RUN_ID, LABEL_STORE, container_name, store_key,
 };
@@ -286,6 +288,37 @@ async fn bench() -> Result<(), BoxError> {
         all.push(d);
     }
     let wall = t.elapsed();
+
+    // The in-flight runs are driven by the server (re-attached), not just read from disk:
+    // cancelling one stops its container and ends it in `cancelled`.
+    let t_cancel = Instant::now();
+    let params = CallToolRequestParams::new("codex_run_cancel").with_arguments(
+        json!({"run_id": in_flight[0]})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let r = client.call_tool(params).await?;
+    let outcome = r
+        .structured_content
+        .as_ref()
+        .map(|v| v["outcome"].clone())
+        .unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reattached = loop {
+        let r = status(&in_flight[0]).await?;
+        let phase = r
+            .structured_content
+            .as_ref()
+            .and_then(|v| v["phase"].as_str().map(str::to_string));
+        if phase.as_deref() == Some("cancelled") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     client.cancel().await?;
 
     println!(
@@ -297,8 +330,15 @@ async fn bench() -> Result<(), BoxError> {
     println!("| runs                   |     n | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) |");
     println!("|------------------------|-------|----------|----------|----------|----------|");
     println!("{}", row("in flight (20)", flight));
-    println!("{}", row(&format!("finished, {} MB log", bytes >> 20), big_lat));
+    println!(
+        "{}",
+        row(&format!("finished, {} MB log", bytes >> 20), big_lat)
+    );
     println!("{}", row("all", all));
+    println!(
+        "re-attach check: codex_run_cancel on an in-flight run -> {outcome}; phase cancelled: {reattached} ({:.1}s)",
+        t_cancel.elapsed().as_secs_f64()
+    );
     drop(guard);
     Ok(())
 }

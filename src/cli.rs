@@ -53,7 +53,8 @@ pub enum Command {
     /// A scripted mock of the model API, for tests and offline demos.
     #[command(hide = true)]
     MockModel(crate::mockmodel::MockModelArgs),
-    /// Serve the MCP tools (codex_run, codex_run_status, …) over stdio for an MCP client.
+    /// Serve the MCP tools (codex_run, codex_run_status, …) over stdio for an MCP client
+    /// (or over streamable HTTP with --http; no authentication, loopback only by default).
     Mcp(McpArgs),
 }
 

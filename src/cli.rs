@@ -53,7 +53,8 @@ pub enum Command {
     /// A scripted mock of the model API, for tests and offline demos.
     #[command(hide = true)]
     MockModel(crate::mockmodel::MockModelArgs),
-    /// Serve the MCP tools (codex_run, codex_run_status, …) over stdio for an MCP client.
+    /// Serve the MCP tools (codex_run, codex_run_status, …) over stdio for an MCP client
+    /// (or over streamable HTTP with --http; no authentication, loopback only by default).
     Mcp(McpArgs),
 }
 
@@ -69,6 +70,14 @@ pub struct McpArgs {
     /// Longest time, in seconds, a `codex_run` call with `wait: true` blocks.
     #[arg(long, value_name = "SECS", default_value_t = crate::mcp::DEFAULT_MAX_WAIT.as_secs())]
     pub max_wait: u64,
+    /// Serve streamable HTTP on this address (endpoint /mcp, health check /healthz) instead
+    /// of stdio. There is NO authentication: keep it on loopback (e.g. 127.0.0.1:8765); put an
+    /// authenticating gateway in front for anything else.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<std::net::SocketAddr>,
+    /// With --http: allow a non-loopback address (only behind an authenticating gateway).
+    #[arg(long, requires = "http")]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Args)]
@@ -244,10 +253,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             }
             .resolve()
             .map_err(|e| CliError::new(2, e))?;
-            crate::mcp::main(cfg, mcp)
-                .await
-                .map(|_| 0)
-                .map_err(|e| CliError::new(1, e))
+            match a.http {
+                Some(addr) => crate::mcp::http::main(cfg, mcp, addr, a.allow_remote).await,
+                None => crate::mcp::main(cfg, mcp).await,
+            }
+            .map(|_| 0)
+            .map_err(|e| CliError::new(1, e))
         }
     }
 }

@@ -27,7 +27,9 @@
 
 pub mod apply;
 pub mod diff;
+pub mod http;
 pub mod lazy;
+pub mod paths;
 pub mod roots;
 pub mod tools;
 
@@ -97,6 +99,8 @@ pub enum McpError {
     DefaultWorkspace { path: PathBuf, message: String },
     #[error("MCP session: {0}")]
     Session(String),
+    #[error("{0}")]
+    Http(String),
 }
 
 impl McpConfig {
@@ -439,7 +443,7 @@ impl OrchestratorServer {
                 })?
                 .to_path_buf(),
             Some(s) => {
-                let p = PathBuf::from(s);
+                let p = paths::local_path(s).map_err(|e| ToolError(e.to_string()))?;
                 match base {
                     Some(b) if p.is_relative() => b.join(p),
                     _ => p,

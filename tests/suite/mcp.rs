@@ -1403,3 +1403,146 @@ async fn mcp_binary_drives_real_docker_runs_end_to_end() {
     assert!(env.store_containers().await.is_empty());
     env.cleanup().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Streamable HTTP: the same handler, in process on 127.0.0.1:0.
+
+#[tokio::test]
+async fn mcp_over_streamable_http_serves_the_same_tools_and_shuts_down() {
+    use codex_orchestrator::mcp::http::HttpListener;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use tokio_util::sync::CancellationToken;
+
+    let root = tempfile::tempdir().unwrap();
+    let root_c = canonical(root.path());
+    let (ws, _patch) = project_with_patch(&root_c);
+    let fake = Arc::new(FakeRunner::default());
+    let server = OrchestratorServer::new(
+        fake.clone(),
+        McpConfig {
+            allowed_roots: vec![root.path().to_path_buf()],
+            default_workspace: None,
+            max_wait: Duration::from_secs(60),
+        },
+    )
+    .unwrap();
+    let listener = HttpListener::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(listener.serve(move || Ok(server.clone()), shutdown.clone()));
+
+    // Health check and an unknown path, over a plain HTTP/1.1 exchange.
+    assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(
+        http_get(addr, "/nope").await,
+        (
+            404,
+            "not found: the MCP endpoint is /mcp, the health check /healthz\n".to_string()
+        )
+    );
+
+    // initialize + tools/list: the tool names of the stdio snapshot.
+    let h = Harness::connect(StreamableHttpClientTransport::from_uri(format!(
+        "http://{addr}/mcp"
+    )))
+    .await;
+    let snapshot: Value =
+        serde_json::from_str(&std::fs::read_to_string(snapshot_path()).unwrap()).unwrap();
+    let mut want: Vec<String> = snapshot
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(h.tools.keys().cloned().collect::<Vec<_>>(), want);
+    let info = h.client.peer_info().unwrap();
+    assert_eq!(info.server_info.clone().unwrap().name, "codex-orchestrator");
+
+    // codex_run and codex_run_status go through to the runner.
+    let out = h
+        .ok(
+            "codex_run",
+            json!({"prompt": "Make f return 2", "workspace": "proj"}),
+        )
+        .await;
+    let id = RunId::parse(out["run_id"].as_str().unwrap()).unwrap();
+    assert_eq!(fake.submitted.lock().unwrap()[0].workspace, ws);
+    fake.update(&id, |st| {
+        st.phase = RunPhase::Running;
+        st.progress.commands_run = 3;
+    });
+    let st = h.ok("codex_run_status", json!({"run_id": id})).await;
+    assert_eq!(st, to_json(&fake.status_of(&id)));
+    assert_eq!(st["phase"], json!("running"));
+
+    // A Windows path is a tool error here (this test host is not WSL).
+    if codex_orchestrator::mcp::paths::host() == &codex_orchestrator::mcp::paths::Host::Native {
+        assert_eq!(
+            h.err(
+                "codex_run",
+                json!({"prompt": "x", "workspace": "C:\\Users\\me\\proj"})
+            )
+            .await,
+            "workspace `C:\\Users\\me\\proj` is a Windows path, but this server runs on Linux/macOS (not under WSL); give a path on this machine"
+        );
+    }
+
+    // Graceful shutdown ends the server (with the client session still open).
+    shutdown.cancel();
+    tokio::time::timeout(BOUND, serving)
+        .await
+        .expect("the HTTP server stops on shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let _ = h.client.cancel().await;
+}
+
+/// A minimal HTTP/1.1 GET: status code and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = String::new();
+    tokio::time::timeout(BOUND, s.read_to_string(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}
+
+#[test]
+fn mcp_cli_http_flags() {
+    use clap::Parser;
+    use codex_orchestrator::cli::{Cli, Command};
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from(args).map(|c| match c.command {
+            Command::Mcp(a) => (a.http, a.allow_remote),
+            other => panic!("{other:?}"),
+        })
+    };
+    assert_eq!(
+        parse(&["co", "mcp", "--allowed-root", "/x"]).unwrap(),
+        (None, false)
+    );
+    assert_eq!(
+        parse(&["co", "mcp", "--http", "127.0.0.1:8765"]).unwrap(),
+        (Some("127.0.0.1:8765".parse().unwrap()), false)
+    );
+    assert_eq!(
+        parse(&["co", "mcp", "--http", "0.0.0.0:80", "--allow-remote"]).unwrap(),
+        (Some("0.0.0.0:80".parse().unwrap()), true)
+    );
+    // --allow-remote needs --http; the address must be ADDR:PORT.
+    assert!(parse(&["co", "mcp", "--allow-remote"]).is_err());
+    assert!(parse(&["co", "mcp", "--http", "localhost"]).is_err());
+}

@@ -697,7 +697,7 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
                 match chunk {
                     Some(Ok(LogOutput::StdOut { message })) => {
                         out.stdout(&message).map_err(io_err)?;
-                        publish(&mut sink, out.fold(), false)?;
+                        publish(&mut sink, out.fold())?;
                     }
                     Some(Ok(LogOutput::StdErr { message })) => out.stderr(&message),
                     Some(Ok(_)) => {}
@@ -891,9 +891,10 @@ impl<E: Write, S: Write> StreamSink<E, S> {
     }
 }
 
-fn publish(sink: &mut StatusSink<'_>, fold: &RunFold, force: bool) -> Result<(), StoreError> {
+/// Copies the fold's live view into the status (throttled writes; phase changes at once).
+fn publish(sink: &mut StatusSink<'_>, fold: &RunFold) -> Result<(), StoreError> {
     let phase = fold.phase();
-    sink.update(force, |s| {
+    sink.update(false, |s| {
         if !phase.is_terminal() && s.phase != phase {
             s.phase = phase;
         }

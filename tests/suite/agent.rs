@@ -376,6 +376,8 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
             truncated: false,
         }),
         codex_exit_code: Some(0),
+        output: None,
+        output_errors: Vec::new(),
     };
     let mut got = result;
     got.changed_files = sorted(got.changed_files);

@@ -465,6 +465,8 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
             truncated: false,
         }),
         codex_exit_code: Some(0),
+        output: None,
+        output_errors: Vec::new(),
     }
 }
 

@@ -519,3 +519,31 @@ async fn runs_cmd(cli: &Cli, c: &RunsCmd) -> Result<i32, CliError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_schema_argument_is_a_bundled_name_or_a_file() {
+        assert_eq!(
+            load_output_schema("code_change").ok(),
+            crate::schemas::bundled("code_change")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.json");
+        std::fs::write(&file, r#"{"type": "object"}"#).unwrap();
+        assert_eq!(
+            load_output_schema(file.to_str().unwrap()).ok(),
+            Some(serde_json::json!({"type": "object"}))
+        );
+        let e = load_output_schema("code_changes").unwrap_err();
+        assert!(
+            e.to_string().starts_with("--output-schema `code_changes` is neither a bundled schema name (default_output, code_change, analysis_report, test_results) nor a readable file: "),
+            "{e}"
+        );
+        std::fs::write(&file, "{").unwrap();
+        let e = load_output_schema(file.to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("is not valid JSON"), "{e}");
+    }
+}

@@ -56,18 +56,16 @@ pub fn bundled(name: &str) -> Option<Value> {
 pub enum SchemaError {
     #[error("`{name}` is not a bundled output schema (bundled: {})", NAMES.join(", "))]
     UnknownName { name: String },
-    #[error(
-        "an output schema must be a bundled schema name or a JSON Schema object, not {kind}"
-    )]
+    #[error("an output schema must be a bundled schema name or a JSON Schema object, not {kind}")]
     WrongKind { kind: &'static str },
 }
 
 /// A schema given by a client: a string names a bundled schema, an object is the schema.
 pub fn resolve(v: &Value) -> Result<Value, SchemaError> {
     match v {
-        Value::String(name) => bundled(name).ok_or_else(|| SchemaError::UnknownName {
-            name: name.clone(),
-        }),
+        Value::String(name) => {
+            bundled(name).ok_or_else(|| SchemaError::UnknownName { name: name.clone() })
+        }
         Value::Object(_) => Ok(v.clone()),
         other => Err(SchemaError::WrongKind {
             kind: json_kind(other),
@@ -124,7 +122,15 @@ const SUPPORTED: &[&str] = &[
 
 /// `format` values strict mode accepts.
 const FORMATS: &[&str] = &[
-    "date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid",
+    "date-time",
+    "time",
+    "date",
+    "duration",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "uuid",
 ];
 
 const TYPES: &[&str] = &[
@@ -148,10 +154,7 @@ pub fn check_strict(schema: &Value) -> Result<(), Vec<StrictViolation>> {
         }
         other => out.push(violation(
             "",
-            format!(
-                "the schema must be a JSON object, not {}",
-                json_kind(other)
-            ),
+            format!("the schema must be a JSON object, not {}", json_kind(other)),
         )),
     }
     if out.is_empty() { Ok(()) } else { Err(out) }
@@ -215,7 +218,10 @@ fn walk(node: &Value, ptr: &str, out: &mut Vec<StrictViolation>) {
         Some(Value::String(t)) => vec![t.as_str()],
         Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
         Some(_) => {
-            out.push(violation(ptr, "`type` must be a string or an array of strings"));
+            out.push(violation(
+                ptr,
+                "`type` must be a string or an array of strings",
+            ));
             Vec::new()
         }
     };
@@ -241,7 +247,10 @@ fn walk(node: &Value, ptr: &str, out: &mut Vec<StrictViolation>) {
     let is_object = types.contains(&"object") || m.contains_key("properties");
     if is_object {
         if m.get("additionalProperties") != Some(&Value::Bool(false)) {
-            out.push(violation(ptr, "object has no `additionalProperties: false`"));
+            out.push(violation(
+                ptr,
+                "object has no `additionalProperties: false`",
+            ));
         }
         let required: Vec<&str> = match m.get("required") {
             None => Vec::new(),
@@ -365,7 +374,8 @@ mod tests {
     /// `last_message.txt` of fixture d.
     const ANSWER_D: &str = r#"{"summary": "Added sub() to calc/ops.py and ran the tests.", "changed_files": ["calc/ops.py"], "commands_run": ["python3 -m unittest -q"], "tests_run": {"passed": 2, "failed": 0, "skipped": 0}, "next_steps": ["Add tests for sub()"]}"#;
     /// `last_message.txt` of fixture e1.
-    const ANSWER_E1: &str = r#"{"summary": 42, "changed": "calc/ops.py", "tests_run": {"passed": "two"}}"#;
+    const ANSWER_E1: &str =
+        r#"{"summary": 42, "changed": "calc/ops.py", "tests_run": {"passed": "two"}}"#;
     /// `last_message.txt` of fixture e2.
     const ANSWER_E2: &str = "I added sub() and the tests pass. (not JSON)";
 
@@ -508,7 +518,9 @@ mod tests {
         let schema = fixture_schema();
         assert_eq!(
             validate(&schema, ANSWER_D),
-            Ok(json!({"summary": "Added sub() to calc/ops.py and ran the tests.", "changed_files": ["calc/ops.py"], "commands_run": ["python3 -m unittest -q"], "tests_run": {"passed": 2, "failed": 0, "skipped": 0}, "next_steps": ["Add tests for sub()"]}))
+            Ok(
+                json!({"summary": "Added sub() to calc/ops.py and ran the tests.", "changed_files": ["calc/ops.py"], "commands_run": ["python3 -m unittest -q"], "tests_run": {"passed": 2, "failed": 0, "skipped": 0}, "next_steps": ["Add tests for sub()"]})
+            )
         );
         let mut got = validate(&schema, ANSWER_E1).unwrap_err();
         got.sort_by(|a, b| (&a.pointer, &a.message).cmp(&(&b.pointer, &b.message)));

@@ -338,7 +338,10 @@ mod tests {
 
         let (mut d, mut r) = (ok(), RunResult::empty(RunPhase::Succeeded));
         apply_output_contract(&schema, Some("{\"a\": 1}"), &mut d, &mut r);
-        assert_eq!((d, r.output, r.output_errors), (ok(), Some(json!({"a": 1})), vec![]));
+        assert_eq!(
+            (d, r.output, r.output_errors),
+            (ok(), Some(json!({"a": 1})), vec![])
+        );
 
         let (mut d, mut r) = (ok(), RunResult::empty(RunPhase::Succeeded));
         apply_output_contract(&schema, Some("{\"a\": \"x\", \"b\": 2}"), &mut d, &mut r);
@@ -354,7 +357,10 @@ mod tests {
             r.output_errors,
             vec![
                 err("/a", "\"x\" is not of type \"integer\""),
-                err("", "Additional properties are not allowed ('b' was unexpected)")
+                err(
+                    "",
+                    "Additional properties are not allowed ('b' was unexpected)"
+                )
             ]
         );
 

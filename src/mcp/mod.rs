@@ -572,7 +572,7 @@ fn next_step(st: &RunStatus) -> String {
 impl OrchestratorServer {
     #[tool(
         name = "codex_run",
-        description = "Delegate a coding task to OpenAI Codex (`codex exec`), which runs in an isolated, hardened Docker sandbox with the workspace mounted. By default (wait=false) it returns a run_id at once: poll codex_run_status until the run has ended, then read the answer and outcome with codex_run_artifacts and review the changes with codex_git_diff. security_mode workspace_write (default) lets Codex edit the workspace in place; readonly leaves the workspace untouched and yields a patch only.",
+        description = "Delegate a coding task to OpenAI Codex (`codex exec`), which runs in an isolated, hardened Docker sandbox with the workspace mounted. By default (wait=false) it returns a run_id at once: poll codex_run_status until the run has ended, then read the answer and outcome with codex_run_artifacts and review the changes with codex_git_diff. security_mode workspace_write (default) lets Codex edit the workspace in place; readonly leaves the workspace untouched and yields a patch only. For a machine-readable answer pass output_schema: a bundled schema name (default_output, code_change, analysis_report, test_results) or an inline strict JSON Schema; the validated answer is then in result.output.",
         input_schema = input_schema::<CodexRunParams>(),
         annotations(
             title = "Run a Codex task",
@@ -1069,7 +1069,9 @@ mod tests {
             Ok(crate::schemas::bundled("code_change"))
         );
         assert_eq!(
-            check_output_schema(Some(json!("code_changes"))).unwrap_err().0,
+            check_output_schema(Some(json!("code_changes")))
+                .unwrap_err()
+                .0,
             "output_schema `code_changes` is not a bundled schema name (bundled: default_output, code_change, analysis_report, test_results); pass one of those or a JSON Schema as an inline JSON object"
         );
         assert_eq!(

@@ -103,9 +103,11 @@ pub struct RunArgs {
     /// Run deadline in seconds.
     #[arg(long)]
     pub timeout: Option<u64>,
-    /// JSON schema file the final answer must match.
-    #[arg(long)]
-    pub output_schema: Option<PathBuf>,
+    /// Output contract for the final answer: a bundled schema name (default_output,
+    /// code_change, analysis_report, test_results) or a JSON Schema file (strict-mode
+    /// compatible). The parsed answer is in result.output.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub output_schema: Option<String>,
     /// Docker network the sandbox joins (default from config: bridge).
     #[arg(long)]
     pub network: Option<String>,
@@ -269,6 +271,28 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `--output-schema NAME|FILE`: an existing file is read as a JSON Schema; otherwise the
+/// argument names a bundled schema.
+fn load_output_schema(arg: &str) -> Result<serde_json::Value, CliError> {
+    let path = std::path::Path::new(arg);
+    if !path.exists()
+        && let Some(s) = crate::schemas::bundled(arg)
+    {
+        return Ok(s);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::new(
+            2,
+            format!(
+                "--output-schema `{arg}` is neither a bundled schema name ({}) nor a readable file: {e}",
+                crate::schemas::names().join(", ")
+            ),
+        )
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::new(2, format!("{arg} is not valid JSON: {e}")))
+}
+
 async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
     let cfg = load_config(
         cli,
@@ -283,17 +307,11 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         Some(w) => std::path::absolute(w).map_err(|e| CliError::new(2, e))?,
         None => std::env::current_dir().map_err(|e| CliError::new(2, e))?,
     };
-    let output_schema =
-        match &a.output_schema {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| CliError::new(2, format!("cannot read {}: {e}", p.display())))?;
-                Some(serde_json::from_str(&text).map_err(|e| {
-                    CliError::new(2, format!("{} is not valid JSON: {e}", p.display()))
-                })?)
-            }
-            None => None,
-        };
+    let output_schema = a
+        .output_schema
+        .as_deref()
+        .map(load_output_schema)
+        .transpose()?;
     let provider = a.provider_base_url.as_ref().map(|url| ModelProvider {
         name: a.provider_name.clone(),
         base_url: url.clone(),
@@ -499,5 +517,33 @@ async fn runs_cmd(cli: &Cli, c: &RunsCmd) -> Result<i32, CliError> {
             }
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_schema_argument_is_a_bundled_name_or_a_file() {
+        assert_eq!(
+            load_output_schema("code_change").ok(),
+            crate::schemas::bundled("code_change")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.json");
+        std::fs::write(&file, r#"{"type": "object"}"#).unwrap();
+        assert_eq!(
+            load_output_schema(file.to_str().unwrap()).ok(),
+            Some(serde_json::json!({"type": "object"}))
+        );
+        let e = load_output_schema("code_changes").unwrap_err();
+        assert!(
+            e.to_string().starts_with("--output-schema `code_changes` is neither a bundled schema name (default_output, code_change, analysis_report, test_results) nor a readable file: "),
+            "{e}"
+        );
+        std::fs::write(&file, "{").unwrap();
+        let e = load_output_schema(file.to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("is not valid JSON"), "{e}");
     }
 }

@@ -7,6 +7,7 @@
 //! * [`agent`] — the in-sandbox supervisor (`codex-orchestrator agent`)
 //! * [`workspace`] — git2 snapshot, diff and patch apply
 //! * [`runner`] — the `Runner` trait and the Docker backend
+//! * [`schemas`] — bundled output schemas, strict-mode check, answer validation
 //! * [`store`] — run directories on disk
 //! * [`image`] — building the runner image offline
 //! * [`mcp`] — the MCP server (`codex-orchestrator mcp`)
@@ -21,6 +22,7 @@ pub mod mcp;
 pub mod mockmodel;
 pub mod model;
 pub mod runner;
+pub mod schemas;
 pub mod store;
 pub mod telemetry;
 pub mod workspace;

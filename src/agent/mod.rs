@@ -19,7 +19,8 @@
 //!
 //! Flow: run.started → version check → (readonly) copy the workspace to `scratch_dir` →
 //! snapshot (a private object store under `$TMPDIR`, see [`crate::workspace`]) → attempt 0 →
-//! diff → run.completed. Phases: `turn.completed` → succeeded/completed; `turn.failed` →
+//! diff → output contract (with `output_schema`: the final answer is validated, see
+//! [`outcome::apply_output_contract`]) → run.completed. Phases: `turn.completed` → succeeded/completed; `turn.failed` →
 //! failed/codex_failed (codex's message); no terminal event → failed/codex_exited (exit status
 //! and the last stderr lines). SIGTERM/SIGINT (or [`StopHandle::stop`]) and the deadline
 //! (`deadline_secs` from agent start) stop codex's process group (SIGTERM, SIGKILL 3 s later),
@@ -519,15 +520,19 @@ async fn complete<W: AsyncWrite + Unpin>(
     stream: &mut Stream<W>,
 ) -> Result<AgentExit, AgentError> {
     let Finish {
-        decision,
+        mut decision,
         exit,
         patch,
         last_message,
     } = finish;
+    let mut result = stream.fold.result();
+    if let Some(schema) = &spec.output_schema {
+        let answer = stream.fold.final_answer().map(str::to_owned);
+        outcome::apply_output_contract(schema, answer.as_deref(), &mut decision, &mut result);
+    }
     let message = decision
         .message
         .map(|m| stream.redactor.redact(&m).into_owned());
-    let mut result = stream.fold.result();
     result.phase = decision.phase;
     result.reason = Some(decision.reason);
     result.message = message.clone();

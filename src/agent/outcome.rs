@@ -3,7 +3,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::events::CodexOutcome;
-use crate::model::{PatchInfo, RunPhase, TerminalReason};
+use crate::model::{OutputError, PatchInfo, RunPhase, RunResult, TerminalReason};
 use crate::workspace::PatchOutput;
 
 /// Why the agent stopped codex itself.
@@ -148,6 +148,55 @@ pub fn decide(
     }
 }
 
+/// Applies the output contract to a finished run with an output schema: validates the final
+/// answer and fills `result.output` (the parsed answer) or `result.output_errors`. A run that
+/// would succeed but whose answer breaks the contract (or has no answer) ends
+/// `failed`/`schema_invalid`, naming the first error. A run that already failed keeps its
+/// outcome (its answer, if any, is still checked and reported).
+pub fn apply_output_contract(
+    schema: &serde_json::Value,
+    answer: Option<&str>,
+    decision: &mut Decision,
+    result: &mut RunResult,
+) {
+    let succeeded = decision.phase == RunPhase::Succeeded;
+    let errors = match answer {
+        None if !succeeded => return,
+        None => vec![OutputError {
+            pointer: String::new(),
+            message: "no final answer".into(),
+        }],
+        Some(text) => match crate::schemas::validate(schema, text) {
+            Ok(v) => {
+                result.output = Some(v);
+                result.output_errors.clear();
+                return;
+            }
+            Err(errors) => errors,
+        },
+    };
+    if succeeded && let Some(first) = errors.first() {
+        let at = if first.pointer.is_empty() {
+            String::new()
+        } else {
+            format!(" at `{}`", first.pointer)
+        };
+        let more = match errors.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        *decision = Decision::failed(
+            TerminalReason::SchemaInvalid,
+            format!(
+                "the final answer does not satisfy the output schema{at}: {}{more}",
+                first.message
+            ),
+        );
+    }
+    result.output = None;
+    result.output_errors = errors;
+}
+
 /// Cuts `patch` to at most `max` bytes, at the last line end that fits (or a character
 /// boundary when no line fits). Returns the inline text and whether it was cut.
 pub fn cap_text(text: &str, max: usize) -> (String, bool) {
@@ -270,6 +319,75 @@ mod tests {
             }
             .shell_code(),
             Some(143)
+        );
+    }
+
+    #[test]
+    fn output_contract() {
+        use serde_json::json;
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": false});
+        let ok = || Decision {
+            phase: RunPhase::Succeeded,
+            reason: TerminalReason::Completed,
+            message: None,
+        };
+        let err = |p: &str, m: &str| OutputError {
+            pointer: p.into(),
+            message: m.into(),
+        };
+
+        let (mut d, mut r) = (ok(), RunResult::empty(RunPhase::Succeeded));
+        apply_output_contract(&schema, Some("{\"a\": 1}"), &mut d, &mut r);
+        assert_eq!(
+            (d, r.output, r.output_errors),
+            (ok(), Some(json!({"a": 1})), vec![])
+        );
+
+        let (mut d, mut r) = (ok(), RunResult::empty(RunPhase::Succeeded));
+        apply_output_contract(&schema, Some("{\"a\": \"x\", \"b\": 2}"), &mut d, &mut r);
+        assert_eq!(
+            d,
+            Decision::failed(
+                TerminalReason::SchemaInvalid,
+                "the final answer does not satisfy the output schema at `/a`: \"x\" is not of type \"integer\" (and 1 more)"
+            )
+        );
+        assert_eq!(r.output, None);
+        assert_eq!(
+            r.output_errors,
+            vec![
+                err("/a", "\"x\" is not of type \"integer\""),
+                err(
+                    "",
+                    "Additional properties are not allowed ('b' was unexpected)"
+                )
+            ]
+        );
+
+        let (mut d, mut r) = (ok(), RunResult::empty(RunPhase::Succeeded));
+        apply_output_contract(&schema, None, &mut d, &mut r);
+        assert_eq!(
+            d,
+            Decision::failed(
+                TerminalReason::SchemaInvalid,
+                "the final answer does not satisfy the output schema: no final answer"
+            )
+        );
+        assert_eq!(r.output_errors, vec![err("", "no final answer")]);
+
+        // A run that failed for another reason keeps its outcome.
+        let failed = Decision::failed(TerminalReason::CodexFailed, "boom");
+        let (mut d, mut r) = (failed.clone(), RunResult::empty(RunPhase::Failed));
+        apply_output_contract(&schema, None, &mut d, &mut r);
+        assert_eq!((&d, &r.output_errors), (&failed, &vec![]));
+        apply_output_contract(&schema, Some("prose"), &mut d, &mut r);
+        assert_eq!(d, failed);
+        assert_eq!(
+            r.output_errors,
+            vec![err(
+                "",
+                "the answer is not JSON: expected value at line 1 column 1"
+            )]
         );
     }
 

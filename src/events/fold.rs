@@ -384,6 +384,8 @@ impl RunFold {
             attempts: self.attempts,
             patch: None,
             codex_exit_code: self.codex_exit_code,
+            output: None,
+            output_errors: Vec::new(),
         }
     }
 

@@ -270,17 +270,27 @@ pub fn resolve_mode(
     }
 }
 
-/// Checks an inline output schema: a JSON object that is a valid JSON Schema.
+/// Checks a client's output schema: a bundled schema name (resolved to the schema), or an
+/// inline JSON object that is a valid JSON Schema and strict-mode compatible.
 pub fn check_output_schema(
     v: Option<serde_json::Value>,
 ) -> Result<Option<serde_json::Value>, ToolError> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(name)) => Err(ToolError(format!(
-            "output_schema `{name}`: bundled schema names are not supported yet; pass the JSON Schema itself as an inline JSON object"
-        ))),
+        Some(serde_json::Value::String(name)) => match crate::schemas::bundled(&name) {
+            Some(s) => Ok(Some(s)),
+            None => Err(ToolError(format!(
+                "output_schema `{name}` is not a bundled schema name (bundled: {}); pass one of those or a JSON Schema as an inline JSON object",
+                crate::schemas::names().join(", ")
+            ))),
+        },
         Some(s @ serde_json::Value::Object(_)) => match jsonschema::meta::validate(&s) {
-            Ok(()) => Ok(Some(s)),
+            Ok(()) => match crate::schemas::strict_problem(&s) {
+                None => Ok(Some(s)),
+                Some(problem) => Err(ToolError(format!(
+                    "output_schema: {problem}. Strict mode needs `additionalProperties: false` on every object, every property listed in `required` (optional ones as a nullable type such as [\"string\", \"null\"]), and no keywords like oneOf, allOf or patternProperties"
+                ))),
+            },
             Err(e) => {
                 let path = e.instance_path().as_str().to_owned();
                 let at = if path.is_empty() {
@@ -294,7 +304,7 @@ pub fn check_output_schema(
             }
         },
         Some(other) => Err(ToolError(format!(
-            "output_schema must be a JSON Schema object, not {}",
+            "output_schema must be a bundled schema name or a JSON Schema object, not {}",
             json_kind(&other)
         ))),
     }
@@ -562,7 +572,7 @@ fn next_step(st: &RunStatus) -> String {
 impl OrchestratorServer {
     #[tool(
         name = "codex_run",
-        description = "Delegate a coding task to OpenAI Codex (`codex exec`), which runs in an isolated, hardened Docker sandbox with the workspace mounted. By default (wait=false) it returns a run_id at once: poll codex_run_status until the run has ended, then read the answer and outcome with codex_run_artifacts and review the changes with codex_git_diff. security_mode workspace_write (default) lets Codex edit the workspace in place; readonly leaves the workspace untouched and yields a patch only.",
+        description = "Delegate a coding task to OpenAI Codex (`codex exec`), which runs in an isolated, hardened Docker sandbox with the workspace mounted. By default (wait=false) it returns a run_id at once: poll codex_run_status until the run has ended, then read the answer and outcome with codex_run_artifacts and review the changes with codex_git_diff. security_mode workspace_write (default) lets Codex edit the workspace in place; readonly leaves the workspace untouched and yields a patch only. For a machine-readable answer pass output_schema: a bundled schema name (default_output, code_change, analysis_report, test_results) or an inline strict JSON Schema; the validated answer is then in result.output.",
         input_schema = input_schema::<CodexRunParams>(),
         annotations(
             title = "Run a Codex task",
@@ -1051,24 +1061,36 @@ mod tests {
 
     #[test]
     fn output_schemas() {
-        let good = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        let good = json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": false});
         assert_eq!(check_output_schema(Some(good.clone())), Ok(Some(good)));
         assert_eq!(check_output_schema(None), Ok(None));
         assert_eq!(
-            check_output_schema(Some(json!("code_change")))
+            check_output_schema(Some(json!("code_change"))),
+            Ok(crate::schemas::bundled("code_change"))
+        );
+        assert_eq!(
+            check_output_schema(Some(json!("code_changes")))
                 .unwrap_err()
                 .0,
-            "output_schema `code_change`: bundled schema names are not supported yet; pass the JSON Schema itself as an inline JSON object"
+            "output_schema `code_changes` is not a bundled schema name (bundled: default_output, code_change, analysis_report, test_results); pass one of those or a JSON Schema as an inline JSON object"
         );
         assert_eq!(
             check_output_schema(Some(json!([1]))).unwrap_err().0,
-            "output_schema must be a JSON Schema object, not an array"
+            "output_schema must be a bundled schema name or a JSON Schema object, not an array"
         );
         let e = check_output_schema(Some(json!({"type": "strnig"}))).unwrap_err();
         assert!(
             e.0.starts_with("output_schema is not a valid JSON Schema at `/type`: "),
             "{}",
             e.0
+        );
+        let e = check_output_schema(Some(
+            json!({"type": "object", "properties": {"a": {"type": "string"}}}),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            "output_schema: output schema is not strict-mode compatible: the root: object has no `additionalProperties: false`; `/properties/a`: property `a` is not listed in `required` (make it required with a nullable type instead). Strict mode needs `additionalProperties: false` on every object, every property listed in `required` (optional ones as a nullable type such as [\"string\", \"null\"]), and no keywords like oneOf, allOf or patternProperties"
         );
     }
 

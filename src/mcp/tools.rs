@@ -75,8 +75,16 @@ pub struct CodexRunParams {
     /// approval; use readonly and review the patch instead). Prefer security_mode.
     #[serde(default)]
     pub mode: Option<LegacyMode>,
-    /// A JSON Schema, as an inline JSON object, that Codex's final answer must match (the
-    /// answer is then JSON). Omit for a free-text answer.
+    /// The contract for Codex's final answer, which is then JSON: a bundled schema name
+    /// (`default_output`: summary, status, changed files, commands, test counts, next steps;
+    /// `code_change`: summary, files_changed with path/change/reason, tests_run,
+    /// breaking_changes, follow_ups; `analysis_report`: summary, findings with severity and
+    /// location, recommendations, open_questions; `test_results`: command, counts, failures),
+    /// or an inline JSON Schema object that is strict-mode compatible (every object has
+    /// `additionalProperties: false` and lists all its properties in `required`; optional
+    /// values use a nullable type). The answer is validated: the parsed JSON is in
+    /// result.output, and a run whose answer does not match ends failed/schema_invalid with
+    /// result.output_errors (JSON pointer + message). Omit for a free-text answer.
     #[serde(default)]
     pub output_schema: Option<serde_json::Value>,
     /// Deadline of the run in seconds (default: the server's default, 300 unless

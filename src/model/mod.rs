@@ -9,7 +9,8 @@ pub mod status;
 
 pub use request::{ModelProvider, RunId, RunIdError, RunRequest, RunSpec, WireApi};
 pub use result::{
-    CommandRecord, FileChange, FileChangeKind, PatchInfo, RunResult, TokenUsage, UsageReport,
+    CommandRecord, FileChange, FileChangeKind, OutputError, PatchInfo, RunResult, TokenUsage,
+    UsageReport,
 };
 pub use security::{NetworkAccess, SecurityMode, SecurityPolicy};
 pub use status::{BackendRef, Progress, RunPhase, RunStatus, TerminalReason};

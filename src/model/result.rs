@@ -110,6 +110,14 @@ pub struct PatchInfo {
     pub truncated: bool,
 }
 
+/// One way the final answer breaks the output schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OutputError {
+    /// JSON pointer into the answer (`""` = the whole answer).
+    pub pointer: String,
+    pub message: String,
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunResult {
@@ -143,6 +151,14 @@ pub struct RunResult {
     /// Exit code of the last codex invocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codex_exit_code: Option<i64>,
+    /// The final answer parsed as JSON, when the run had an output schema and the answer
+    /// satisfied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// How the final answer breaks the output schema (empty when it satisfies it, or when
+    /// the run had no schema).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_errors: Vec<OutputError>,
 }
 
 impl RunResult {
@@ -162,6 +178,8 @@ impl RunResult {
             attempts: 0,
             patch: None,
             codex_exit_code: None,
+            output: None,
+            output_errors: Vec::new(),
         }
     }
 }

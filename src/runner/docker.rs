@@ -498,6 +498,13 @@ impl DockerRunner {
         if let Some(p) = &req.provider {
             p.validate().map_err(RunnerError::InvalidRequest)?;
         }
+        if let Some(problem) = req
+            .output_schema
+            .as_ref()
+            .and_then(crate::schemas::strict_problem)
+        {
+            return bad(problem);
+        }
         if let Some(img) = &req.image
             && img != &self.inner.image
         {

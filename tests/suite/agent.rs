@@ -376,6 +376,8 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
             truncated: false,
         }),
         codex_exit_code: Some(0),
+        output: None,
+        output_errors: Vec::new(),
     };
     let mut got = result;
     got.changed_files = sorted(got.changed_files);
@@ -789,4 +791,140 @@ async fn codex_exit_without_terminal_event_redacts_secrets_and_caps_the_patch() 
     );
     assert_eq!(result.summary, None);
     assert_eq!(result.codex_exit_code, Some(3));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The output contract: codex passes the schema to the model and validates nothing (fixtures
+// d, e1, e2); the agent validates the final answer itself.
+
+/// The schema of fixtures d/e1/e2 (`scenario.json` → `output_schema`).
+fn fixture_output_schema() -> Value {
+    json!({"type": "object", "properties": {"summary": {"type": "string"}, "changed_files": {"type": "array", "items": {"type": "string"}}, "commands_run": {"type": "array", "items": {"type": "string"}}, "tests_run": {"type": "object", "properties": {"passed": {"type": "integer"}, "failed": {"type": "integer"}, "skipped": {"type": "integer"}}, "required": ["passed", "failed", "skipped"], "additionalProperties": false}, "next_steps": {"type": "array", "items": {"type": "string"}}}, "required": ["summary", "changed_files", "commands_run", "tests_run", "next_steps"], "additionalProperties": false})
+}
+
+/// Runs the agent with the fixture schema; the model answers `answer` at once.
+async fn run_with_schema(answer: &str) -> (Finished, Vec<Value>) {
+    let env = Env::new();
+    let mock = Mock::start(MockScript::new(vec![respond(
+        vec![ScriptItem::Message {
+            message: answer.into(),
+        }],
+        usage(100, 0, 20, 0),
+    )]))
+    .await;
+    let mut spec = env.spec(Some(&mock), "Report in the required JSON format.");
+    spec.output_schema = Some(fixture_output_schema());
+    let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    let reqs = mock.requests();
+    mock.shutdown().await;
+    (done, reqs)
+}
+
+fn output_error(pointer: &str, message: &str) -> model::OutputError {
+    model::OutputError {
+        pointer: pointer.into(),
+        message: message.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_valid_answer_is_parsed_into_the_result() {
+    // last_message.txt of fixture d.
+    let answer = r#"{"summary": "Added sub() to calc/ops.py and ran the tests.", "changed_files": ["calc/ops.py"], "commands_run": ["python3 -m unittest -q"], "tests_run": {"passed": 2, "failed": 0, "skipped": 0}, "next_steps": ["Add tests for sub()"]}"#;
+    let (done, reqs) = run_with_schema(answer).await;
+    // Codex sent the schema as a strict JSON schema.
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0]["body"]["text"]["format"],
+        json!({"type": "json_schema", "strict": true, "schema": fixture_output_schema(), "name": "codex_output_schema"})
+    );
+    let (phase, reason, message, result, _, last_message) = done.completed();
+    assert_eq!(
+        (phase, reason, message),
+        (RunPhase::Succeeded, Some(TerminalReason::Completed), None)
+    );
+    assert_eq!(
+        result.output,
+        Some(
+            json!({"summary": "Added sub() to calc/ops.py and ran the tests.", "changed_files": ["calc/ops.py"], "commands_run": ["python3 -m unittest -q"], "tests_run": {"passed": 2, "failed": 0, "skipped": 0}, "next_steps": ["Add tests for sub()"]})
+        )
+    );
+    assert_eq!(result.output_errors, vec![]);
+    assert_eq!(result.summary.as_deref(), Some(answer));
+    assert_eq!(last_message.as_deref(), Some(answer));
+    // The stream's run.completed line carries the parsed output as an object.
+    let completed = done.orchestrator("orchestrator.run.completed");
+    assert_eq!(
+        completed[0]["result"]["output"]["tests_run"],
+        json!({"passed": 2, "failed": 0, "skipped": 0})
+    );
+    assert!(completed[0]["result"].get("output_errors").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_mismatching_answer_fails_with_errors() {
+    // last_message.txt of fixture e1: codex itself accepted it (exit 0, turn.completed).
+    let answer = r#"{"summary": 42, "changed": "calc/ops.py", "tests_run": {"passed": "two"}}"#;
+    let (done, _) = run_with_schema(answer).await;
+    assert!(done.types().contains(&"turn.completed"));
+    let (phase, reason, message, result, _, _) = done.completed();
+    assert_eq!(
+        (phase, reason),
+        (RunPhase::Failed, Some(TerminalReason::SchemaInvalid))
+    );
+    let mut errors = result.output_errors.clone();
+    errors.sort_by(|a, b| (&a.pointer, &a.message).cmp(&(&b.pointer, &b.message)));
+    assert_eq!(
+        errors,
+        vec![
+            output_error("", "\"changed_files\" is a required property"),
+            output_error("", "\"commands_run\" is a required property"),
+            output_error("", "\"next_steps\" is a required property"),
+            output_error(
+                "",
+                "Additional properties are not allowed ('changed' was unexpected)"
+            ),
+            output_error("/summary", "42 is not of type \"string\""),
+            output_error("/tests_run", "\"failed\" is a required property"),
+            output_error("/tests_run", "\"skipped\" is a required property"),
+            output_error("/tests_run/passed", "\"two\" is not of type \"integer\""),
+        ]
+    );
+    assert_eq!(
+        message.as_deref(),
+        Some(
+            "the final answer does not satisfy the output schema: \"changed_files\" is a required property (and 7 more)"
+        )
+    );
+    assert_eq!(result.output, None);
+    // The raw answer stays available.
+    assert_eq!(result.summary.as_deref(), Some(answer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_prose_answer_fails_as_not_json() {
+    // last_message.txt of fixture e2.
+    let answer = "I added sub() and the tests pass. (not JSON)";
+    let (done, _) = run_with_schema(answer).await;
+    let (phase, reason, message, result, _, _) = done.completed();
+    assert_eq!(
+        (phase, reason, message.as_deref()),
+        (
+            RunPhase::Failed,
+            Some(TerminalReason::SchemaInvalid),
+            Some(
+                "the final answer does not satisfy the output schema: the answer is not JSON: expected value at line 1 column 1"
+            )
+        )
+    );
+    assert_eq!(
+        result.output_errors,
+        vec![output_error(
+            "",
+            "the answer is not JSON: expected value at line 1 column 1"
+        )]
+    );
+    assert_eq!(result.output, None);
+    assert_eq!(result.summary.as_deref(), Some(answer));
 }

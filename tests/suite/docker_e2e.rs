@@ -417,6 +417,15 @@ async fn bad_requests_are_refused_and_change_nothing() {
             },
             "image `alpine` is not allowed",
         ),
+        (
+            RunRequest {
+                output_schema: Some(
+                    json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}),
+                ),
+                ..request(ws.path(), SecurityMode::Readonly, "x")
+            },
+            "output schema is not strict-mode compatible: the root: object has no `additionalProperties: false`",
+        ),
     ];
     for (req, needle) in cases {
         let e = runner.submit(req).await.unwrap_err().to_string();

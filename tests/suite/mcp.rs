@@ -465,6 +465,8 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
             truncated: false,
         }),
         codex_exit_code: Some(0),
+        output: None,
+        output_errors: Vec::new(),
     }
 }
 
@@ -841,8 +843,8 @@ async fn mcp_bad_input_is_a_tool_error_and_the_server_keeps_serving() {
         ("codex_run", json!({"prompt": "  "}), "prompt is empty: describe the task for Codex".into()),
         ("codex_run", json!({"prompt": "x", "mode": "ask"}), "mode `ask` is not supported: runs execute `codex exec` in a sandbox and cannot stop to ask for approval. Use security_mode `readonly` instead: Codex works on a copy, and you review the resulting patch (codex_git_diff) before anything touches the workspace.".into()),
         ("codex_run", json!({"prompt": "x", "mode": "suggest", "security_mode": "full_access"}), "security_mode `full_access` contradicts the legacy mode (which means `readonly`); give only security_mode".into()),
-        ("codex_run", json!({"prompt": "x", "output_schema": "code_change"}), "output_schema `code_change`: bundled schema names are not supported yet; pass the JSON Schema itself as an inline JSON object".into()),
-        ("codex_run", json!({"prompt": "x", "output_schema": 7}), "output_schema must be a JSON Schema object, not a number".into()),
+        ("codex_run", json!({"prompt": "x", "output_schema": "code_changes"}), "output_schema `code_changes` is not a bundled schema name (bundled: default_output, code_change, analysis_report, test_results); pass one of those or a JSON Schema as an inline JSON object".into()),
+        ("codex_run", json!({"prompt": "x", "output_schema": 7}), "output_schema must be a bundled schema name or a JSON Schema object, not a number".into()),
         ("codex_run", json!({"prompt": "x", "timeout": 99999}), "invalid request: timeout 99999s is out of range (1..=3600s)".into()),
         ("codex_run_status", json!({}), "invalid arguments for codex_run_status: \"run_id\" is a required property".into()),
         ("codex_run_status", json!({"run_id": 5}), "invalid arguments for codex_run_status: `run_id`: 5 is not of type \"string\"".into()),
@@ -876,6 +878,38 @@ async fn mcp_bad_input_is_a_tool_error_and_the_server_keeps_serving() {
     // Nothing was submitted, and the server still works.
     assert!(fake.submitted.lock().unwrap().is_empty());
     h.ok("codex_run", json!({"prompt": "x"})).await;
+    assert_eq!(fake.submitted.lock().unwrap().len(), 1);
+    h.close().await;
+}
+
+#[tokio::test]
+async fn mcp_output_schema_bundled_names_and_strict_check() {
+    let root = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeRunner::default());
+    let h = Harness::start(fake.clone(), root.path(), Duration::from_secs(60)).await;
+    // A bundled name reaches the runner as the schema object itself.
+    h.ok(
+        "codex_run",
+        json!({"prompt": "x", "output_schema": "code_change"}),
+    )
+    .await;
+    let code_change: Value =
+        serde_json::from_str(include_str!("../../schemas/code_change.json")).unwrap();
+    assert_eq!(
+        fake.submitted.lock().unwrap()[0].output_schema,
+        Some(code_change)
+    );
+    // A non-strict inline schema is refused with the place and the rule it breaks.
+    let e = h
+        .err(
+            "codex_run",
+            json!({"prompt": "x", "output_schema": {"type": "object", "properties": {"files": {"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}, "note": {"type": "string"}}, "required": ["files"], "additionalProperties": false}}),
+        )
+        .await;
+    assert_eq!(
+        e,
+        "output_schema: output schema is not strict-mode compatible: `/properties/files/items`: object has no `additionalProperties: false`; `/properties/note`: property `note` is not listed in `required` (make it required with a nullable type instead). Strict mode needs `additionalProperties: false` on every object, every property listed in `required` (optional ones as a nullable type such as [\"string\", \"null\"]), and no keywords like oneOf, allOf or patternProperties"
+    );
     assert_eq!(fake.submitted.lock().unwrap().len(), 1);
     h.close().await;
 }

@@ -29,6 +29,8 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 pub const STDERR_TAIL_LINES: usize = 5;
 /// Cap on one kept stderr line (characters).
 const STDERR_LINE_CAP: usize = 1000;
+/// stderr lines codex prints on every run; relayed, but kept out of error messages.
+const STDERR_NOISE: &[&str] = &["Reading additional input from stdin..."];
 /// Prefix of relayed stderr lines (keeps them from ever looking like stream JSON).
 pub const STDERR_PREFIX: &str = "[codex] ";
 
@@ -128,8 +130,8 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
     let far = || Instant::now() + Duration::from_secs(86_400 * 365);
 
     while stdout_open || status.is_none() {
+        // Not `biased`: a flood of output must not starve the stop and exit branches.
         tokio::select! {
-            biased;
             r = stdout.read(&mut buf), if stdout_open => {
                 match r {
                     Ok(0) | Err(_) => {
@@ -215,7 +217,7 @@ async fn relay_stderr(mut r: impl AsyncRead + Unpin, redactor: Redactor) -> Vec<
         let text = redactor.redact(text.trim_end_matches('\r'));
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{STDERR_PREFIX}{text}");
-        if !text.trim().is_empty() {
+        if !text.trim().is_empty() && !STDERR_NOISE.contains(&text.trim()) {
             if tail.len() == STDERR_TAIL_LINES {
                 tail.pop_front();
             }

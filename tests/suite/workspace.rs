@@ -563,6 +563,11 @@ fn copy_tree_keeps_modes_and_links_and_skips_sockets() {
         Err(WorkspaceError::CopyIntoItself { .. })
     ));
     let _: CopyStats = stats;
+    // A non-empty destination is refused (its extra files would end up in the patch).
+    assert!(matches!(
+        copy_tree(&src, &dst),
+        Err(WorkspaceError::DestinationNotEmpty(_))
+    ));
     std::fs::set_permissions(src.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dst.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
 }

@@ -114,8 +114,9 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
     })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     tracing::info!(pid = ?child.id(), "codex started");
+    // If we leave early (our stdout failed), codex's whole group goes down with us.
+    let mut guard = GroupGuard(pgid);
     let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        signal_group(pgid, Signal::SIGKILL);
         return Err(AgentError::Internal("codex pipes missing".into()));
     };
     let stderr_task = tokio::spawn(relay_stderr(stderr, stream.redactor.clone()));
@@ -148,6 +149,7 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
                 status = Some(st);
                 // Leftover members of codex's group (background commands) go with it.
                 signal_group(pgid, Signal::SIGKILL);
+                guard.0 = None;
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
             }
             s = limits.wait(), if stop.is_none() && status.is_none() => {
@@ -194,6 +196,15 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
         stop,
         stderr_tail,
     })
+}
+
+/// Kills codex's process group on drop unless disarmed (set to `None` once codex was reaped).
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.0, Signal::SIGKILL);
+    }
 }
 
 fn signal_group(pgid: Option<Pid>, sig: Signal) {

@@ -29,6 +29,8 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 pub const STDERR_TAIL_LINES: usize = 5;
 /// Cap on one kept stderr line (characters).
 const STDERR_LINE_CAP: usize = 1000;
+/// stderr lines codex prints on every run; relayed, but kept out of error messages.
+const STDERR_NOISE: &[&str] = &["Reading additional input from stdin..."];
 /// Prefix of relayed stderr lines (keeps them from ever looking like stream JSON).
 pub const STDERR_PREFIX: &str = "[codex] ";
 
@@ -112,8 +114,9 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
     })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     tracing::info!(pid = ?child.id(), "codex started");
+    // If we leave early (our stdout failed), codex's whole group goes down with us.
+    let mut guard = GroupGuard(pgid);
     let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        signal_group(pgid, Signal::SIGKILL);
         return Err(AgentError::Internal("codex pipes missing".into()));
     };
     let stderr_task = tokio::spawn(relay_stderr(stderr, stream.redactor.clone()));
@@ -128,8 +131,8 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
     let far = || Instant::now() + Duration::from_secs(86_400 * 365);
 
     while stdout_open || status.is_none() {
+        // Not `biased`: a flood of output must not starve the stop and exit branches.
         tokio::select! {
-            biased;
             r = stdout.read(&mut buf), if stdout_open => {
                 match r {
                     Ok(0) | Err(_) => {
@@ -146,6 +149,7 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
                 status = Some(st);
                 // Leftover members of codex's group (background commands) go with it.
                 signal_group(pgid, Signal::SIGKILL);
+                guard.0 = None;
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
             }
             s = limits.wait(), if stop.is_none() && status.is_none() => {
@@ -194,6 +198,15 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
     })
 }
 
+/// Kills codex's process group on drop unless disarmed (set to `None` once codex was reaped).
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.0, Signal::SIGKILL);
+    }
+}
+
 fn signal_group(pgid: Option<Pid>, sig: Signal) {
     if let Some(pgid) = pgid {
         match killpg(pgid, sig) {
@@ -215,7 +228,7 @@ async fn relay_stderr(mut r: impl AsyncRead + Unpin, redactor: Redactor) -> Vec<
         let text = redactor.redact(text.trim_end_matches('\r'));
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{STDERR_PREFIX}{text}");
-        if !text.trim().is_empty() {
+        if !text.trim().is_empty() && !STDERR_NOISE.contains(&text.trim()) {
             if tail.len() == STDERR_TAIL_LINES {
                 tail.pop_front();
             }

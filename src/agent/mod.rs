@@ -265,12 +265,18 @@ async fn run_spec<W: AsyncWrite + Unpin>(
     Ok(exit)
 }
 
-fn secret_names(spec: &RunSpec) -> Vec<String> {
+/// Variables whose values are always redacted when set: the built-in provider's keys.
+pub const ALWAYS_SECRET: &[&str] = &["CODEX_API_KEY", "OPENAI_API_KEY"];
+
+/// `spec.secret_env`, the provider's `env_key` and [`ALWAYS_SECRET`].
+pub fn secret_names(spec: &RunSpec) -> Vec<String> {
     let mut names = spec.secret_env.clone();
-    if let Some(k) = spec.provider.as_ref().and_then(|p| p.env_key.clone())
-        && !names.contains(&k)
-    {
-        names.push(k);
+    let provider_key = spec.provider.as_ref().and_then(|p| p.env_key.clone());
+    let always = ALWAYS_SECRET.iter().map(|s| s.to_string());
+    for k in provider_key.into_iter().chain(always) {
+        if !names.contains(&k) {
+            names.push(k);
+        }
     }
     names
 }

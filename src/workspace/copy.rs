@@ -16,8 +16,8 @@ pub struct CopyStats {
     pub bytes: u64,
 }
 
-/// Copies the directory `src` to `dst` (created if missing; may already exist, e.g. a mounted
-/// empty volume), including `.git`. File and directory permission bits are kept, symlinks are
+/// Copies the directory `src` to `dst` (created if missing; may already exist if empty, e.g. a
+/// mounted empty volume), including `.git`. File and directory permission bits are kept, symlinks are
 /// recreated as symlinks (never followed), sockets/FIFOs/devices are skipped. `dst` must not
 /// lie inside `src`.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats, WorkspaceError> {
@@ -31,6 +31,13 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<CopyStats, WorkspaceError> {
     }
     std::fs::create_dir_all(dst).map_err(io_err("create", dst))?;
     let dst = dst.canonicalize().map_err(io_err("resolve", dst))?;
+    if std::fs::read_dir(&dst)
+        .map_err(io_err("read", &dst))?
+        .next()
+        .is_some()
+    {
+        return Err(WorkspaceError::DestinationNotEmpty(dst));
+    }
     if dst.starts_with(&src) {
         return Err(WorkspaceError::CopyIntoItself { src, dst });
     }

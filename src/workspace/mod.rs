@@ -61,6 +61,8 @@ pub enum WorkspaceError {
     StoreInsideWorkspace { store: PathBuf, workspace: PathBuf },
     #[error("not a directory: {}", .0.display())]
     NotADirectory(PathBuf),
+    #[error("the copy destination {} exists and is not empty", .0.display())]
+    DestinationNotEmpty(PathBuf),
     #[error("the copy destination {} is inside the source {}", dst.display(), src.display())]
     CopyIntoItself { src: PathBuf, dst: PathBuf },
     #[error("the patch cannot be parsed: {0}")]

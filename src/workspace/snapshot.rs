@@ -57,7 +57,7 @@ impl Snapshot {
             }
             std::fs::write(&path, exclude).map_err(io_err("write", &path))?;
         }
-        let rec = write_worktree_tree(&repo, &workdir, &user.tracked)?;
+        let rec = write_worktree_tree(&repo, &workdir, &user.tracked, false)?;
         let (baseline, files) = (rec.tree, rec.count);
         tracing::debug!(
             workdir = %workdir.display(),
@@ -107,7 +107,8 @@ impl Snapshot {
             .find_tree(self.baseline)
             .map_err(git_err("find the baseline tree"))?;
         let baseline_paths = tree_paths(&baseline_tree)?;
-        let rec = write_worktree_tree(&repo, &current_workdir, &baseline_paths)?;
+        let same_tree = current_workdir == self.workdir;
+        let rec = write_worktree_tree(&repo, &current_workdir, &baseline_paths, same_tree)?;
         let current = rec.tree;
         let current_tree = repo
             .find_tree(current)
@@ -240,13 +241,16 @@ fn write_worktree_tree(
     repo: &Repository,
     workdir: &Path,
     extra: &[PathBuf],
+    reuse_index: bool,
 ) -> Result<Recorded, WorkspaceError> {
     repo.set_workdir(workdir, false).map_err(git_err(format!(
         "use {} as the work tree",
         workdir.display()
     )))?;
     let mut index = repo.index().map_err(git_err("open the store index"))?;
-    index.clear().map_err(git_err("clear the store index"))?;
+    if !reuse_index {
+        index.clear().map_err(git_err("clear the store index"))?;
+    }
     let mut nested = Vec::new();
     // libgit2 offers a nested repository as one directory path (`dir/`), which it then refuses
     // to add; skip it (its content is not part of the snapshot, as with git's gitlinks).
@@ -261,6 +265,12 @@ fn write_worktree_tree(
     index
         .add_all(["*"], IndexAddOption::DEFAULT, Some(&mut skip_nested))
         .map_err(git_err(format!("record {}", workdir.display())))?;
+    if reuse_index {
+        // Drops entries of deleted files and refreshes changed ones (add_all only adds).
+        index
+            .update_all(["*"], None)
+            .map_err(git_err(format!("record {}", workdir.display())))?;
+    }
     if !nested.is_empty() {
         tracing::warn!(
             ?nested,
@@ -285,6 +295,9 @@ fn write_worktree_tree(
     let tree = index
         .write_tree()
         .map_err(git_err("write the snapshot tree"))?;
+    // Keep the index (in the store) so that a later diff of the same work tree only re-reads
+    // files whose stat data changed (libgit2 forces a re-read of racily clean entries).
+    index.write().map_err(git_err("write the store index"))?;
     Ok(Recorded {
         tree,
         count,

@@ -774,7 +774,7 @@ async fn codex_exit_without_terminal_event_redacts_secrets_and_caps_the_patch() 
             RunPhase::Failed,
             Some(TerminalReason::CodexExited),
             Some(
-                "codex exited with code 3 without a terminal event: Reading additional input from stdin...\nfatal: something broke (key <redacted:MOCK_API_KEY>)"
+                "codex exited with code 3 without a terminal event: fatal: something broke (key <redacted:MOCK_API_KEY>)"
             )
         )
     );
@@ -927,4 +927,45 @@ async fn schema_prose_answer_fails_as_not_json() {
     );
     assert_eq!(result.output, None);
     assert_eq!(result.summary.as_deref(), Some(answer));
+}
+
+/// A stand-in for codex that ignores SIGTERM (so does its `sleep`, which inherits the ignored
+/// disposition): the agent must escalate to SIGKILL.
+const STUBBORN_CODEX: &str = r#"#!/bin/sh
+trap '' TERM
+echo '{"type":"thread.started","thread_id":"0190fake-0000-7000-8000-000000000001"}'
+echo '{"type":"turn.started"}'
+echo partial > partial.txt
+exec sleep 63.25
+"#;
+
+#[tokio::test]
+async fn codex_ignoring_sigterm_is_killed() {
+    let env = Env::new();
+    let fake = env.tmp.path().join("stubborn-codex");
+    std::fs::write(&fake, STUBBORN_CODEX).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = env.spec(None, "Never mind.");
+    spec.codex_bin = fake;
+    spec.deadline_secs = 1;
+    let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(
+        done.orchestrator("orchestrator.attempt.completed"),
+        vec![
+            &json!({"type":"orchestrator.attempt.completed","attempt":0,"signal":9,"usage":TokenUsage::default()})
+        ]
+    );
+    let (phase, reason, _, result, _, _) = done.completed();
+    assert_eq!(
+        (phase, reason),
+        (RunPhase::TimedOut, Some(TerminalReason::Timeout))
+    );
+    assert_eq!(result.codex_exit_code, Some(137));
+    assert_eq!(
+        result.patch.map(|p| p.files),
+        Some(vec!["partial.txt".to_string()])
+    );
+    assert_no_process("sleep 63.25").await;
 }

@@ -563,6 +563,11 @@ fn copy_tree_keeps_modes_and_links_and_skips_sockets() {
         Err(WorkspaceError::CopyIntoItself { .. })
     ));
     let _: CopyStats = stats;
+    // A non-empty destination is refused (its extra files would end up in the patch).
+    assert!(matches!(
+        copy_tree(&src, &dst),
+        Err(WorkspaceError::DestinationNotEmpty(_))
+    ));
     std::fs::set_permissions(src.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dst.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
@@ -603,4 +608,37 @@ fn non_utf8_text_becomes_a_binary_patch_and_the_patch_is_utf8() {
     assert!(text.contains("+# utf-8 stays text: \u{e9}"), "{text}");
     assert_eq!(c.patch.files, vec!["calc/ops.py", "latin1.txt"]);
     assert_git_apply_reproduces(&c, &[]);
+}
+
+#[test]
+fn same_size_edits_right_after_the_snapshot_are_seen() {
+    // Racy-git check: the diff reuses the snapshot's index (stat cache); an edit in the same
+    // instant that keeps the size must still show up. Repeated to catch timing luck.
+    for round in 0..20 {
+        let c = run_case(
+            |ws| write(ws, "a.txt", "aaaa\n"),
+            |ws| {
+                write(ws, "a.txt", "bbbb\n");
+                write(ws, "b.txt", "new\n");
+            },
+        );
+        assert_eq!(
+            stats(&c.patch),
+            (vec!["a.txt", "b.txt"], 2, 1),
+            "round {round}"
+        );
+    }
+    // A second diff of the same snapshot sees later edits and deletions too.
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    sample_repo(&{
+        std::fs::create_dir(&ws).unwrap();
+        ws.clone()
+    });
+    let snap = Snapshot::take(&ws, &tmp.path().join("store")).unwrap();
+    write(&ws, "x.txt", "x\n");
+    assert_eq!(snap.diff_to(&ws).unwrap().files, vec!["x.txt"]);
+    std::fs::remove_file(ws.join("x.txt")).unwrap();
+    std::fs::remove_file(ws.join("README.md")).unwrap();
+    assert_eq!(snap.diff_to(&ws).unwrap().files, vec!["README.md"]);
 }

@@ -23,7 +23,7 @@ use codex_orchestrator::model::{
 };
 use codex_orchestrator::runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam, Tool};
-use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
+use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RunningService};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -283,6 +283,42 @@ pub(crate) fn assert_matches_schema(tool: &Tool, value: &Value) {
     );
 }
 
+/// One tool call; a protocol error fails the test.
+pub(crate) async fn call_tool(peer: &Peer<RoleClient>, name: &str, args: Value) -> CallToolResult {
+    peer.call_tool(CallToolRequestParams::new(name.to_string()).with_arguments(obj(args)))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: protocol error {e}"))
+}
+
+/// A successful call: returns its structured content, checked against the tool's output schema
+/// and against the text copy.
+pub(crate) async fn call_ok(
+    peer: &Peer<RoleClient>,
+    tools: &BTreeMap<String, Tool>,
+    name: &str,
+    args: Value,
+) -> Value {
+    let r = call_tool(peer, name, args).await;
+    assert_eq!(r.is_error, Some(false), "{name} failed: {}", text_of(&r));
+    let v = r.structured_content.clone().expect("structured content");
+    assert_matches_schema(&tools[name], &v);
+    assert_eq!(serde_json::from_str::<Value>(&text_of(&r)).unwrap(), v);
+    v
+}
+
+/// A failing call (a tool error, never structured content): returns the error text.
+pub(crate) async fn call_err(peer: &Peer<RoleClient>, name: &str, args: Value) -> String {
+    let r = call_tool(peer, name, args).await;
+    assert_eq!(
+        r.is_error,
+        Some(true),
+        "{name} should have failed: {}",
+        text_of(&r)
+    );
+    assert!(r.structured_content.is_none());
+    text_of(&r)
+}
+
 impl Harness {
     async fn start(runner: Arc<dyn Runner>, root: &Path, max_wait: Duration) -> Harness {
         let server = OrchestratorServer::new(
@@ -327,35 +363,12 @@ impl Harness {
         }
     }
 
-    async fn call(&self, name: &str, args: Value) -> CallToolResult {
-        self.client
-            .call_tool(CallToolRequestParams::new(name.to_string()).with_arguments(obj(args)))
-            .await
-            .unwrap_or_else(|e| panic!("{name}: protocol error {e}"))
-    }
-
-    /// A successful call: returns its structured content, checked against the output schema
-    /// and against the text copy.
     async fn ok(&self, name: &str, args: Value) -> Value {
-        let r = self.call(name, args).await;
-        assert_eq!(r.is_error, Some(false), "{name} failed: {}", text_of(&r));
-        let v = r.structured_content.clone().expect("structured content");
-        assert_matches_schema(&self.tools[name], &v);
-        assert_eq!(serde_json::from_str::<Value>(&text_of(&r)).unwrap(), v);
-        v
+        call_ok(self.client.peer(), &self.tools, name, args).await
     }
 
-    /// A failing call: returns the error text.
     async fn err(&self, name: &str, args: Value) -> String {
-        let r = self.call(name, args).await;
-        assert_eq!(
-            r.is_error,
-            Some(true),
-            "{name} should have failed: {}",
-            text_of(&r)
-        );
-        assert!(r.structured_content.is_none());
-        text_of(&r)
+        call_err(self.client.peer(), name, args).await
     }
 
     async fn close(self) {

@@ -22,15 +22,14 @@ use codex_orchestrator::model::{
 };
 use codex_orchestrator::runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
-    ListRootsResult, Root, Tool,
+    CallToolResult, ClientCapabilities, ClientConfig, Implementation, ListRootsResult, Root, Tool,
 };
 use rmcp::service::{RequestContext, RunningService};
 use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
 use super::mcp::{
-    BOUND, assert_matches_schema, canonical, obj, project_with_patch, result_for, text_of,
+    BOUND, call_err, call_ok, call_tool, canonical, project_with_patch, result_for, text_of,
 };
 use crate::support::{digest, write};
 
@@ -231,30 +230,15 @@ impl Client {
     }
 
     async fn call(&self, name: &str, args: Value) -> CallToolResult {
-        self.client
-            .call_tool(CallToolRequestParams::new(name.to_string()).with_arguments(obj(args)))
-            .await
-            .unwrap_or_else(|e| panic!("{name}: protocol error {e}"))
+        call_tool(self.client.peer(), name, args).await
     }
 
     async fn ok(&self, name: &str, args: Value) -> Value {
-        let r = self.call(name, args).await;
-        assert_eq!(r.is_error, Some(false), "{name} failed: {}", text_of(&r));
-        let v = r.structured_content.clone().expect("structured content");
-        assert_matches_schema(&self.tools[name], &v);
-        assert_eq!(serde_json::from_str::<Value>(&text_of(&r)).unwrap(), v);
-        v
+        call_ok(self.client.peer(), &self.tools, name, args).await
     }
 
     async fn err(&self, name: &str, args: Value) -> String {
-        let r = self.call(name, args).await;
-        assert_eq!(
-            r.is_error,
-            Some(true),
-            "{name} should have failed: {}",
-            text_of(&r)
-        );
-        text_of(&r)
+        call_err(self.client.peer(), name, args).await
     }
 
     async fn close(self) {

@@ -102,6 +102,8 @@ async fn main() {
                 provider: None,
                 timeout_secs: Some(120),
                 output_schema: None,
+                schema_retry: false,
+                verify: None,
                 image: None,
                 labels: Default::default(),
             })

@@ -81,6 +81,8 @@ fn request(ws: &Path) -> RunRequest {
         provider: None,
         timeout_secs: Some(3600),
         output_schema: None,
+        schema_retry: false,
+        verify: None,
         image: None,
         labels: Default::default(),
     }

@@ -327,6 +327,8 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         provider,
         timeout_secs: a.timeout,
         output_schema,
+        schema_retry: false,
+        verify: None,
         image: None,
         labels: Default::default(),
     };

@@ -183,6 +183,8 @@ mod tests {
             provider: None,
             timeout_secs: None,
             output_schema: None,
+            schema_retry: false,
+            verify: None,
             image: None,
             labels: Default::default(),
         }

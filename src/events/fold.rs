@@ -386,6 +386,7 @@ impl RunFold {
             codex_exit_code: self.codex_exit_code,
             output: None,
             output_errors: Vec::new(),
+            verify: None,
         }
     }
 

@@ -611,6 +611,8 @@ impl OrchestratorServer {
             provider: None,
             timeout_secs: p.timeout,
             output_schema,
+            schema_retry: false,
+            verify: None,
             image: None,
             labels: BTreeMap::new(),
         };

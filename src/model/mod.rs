@@ -6,6 +6,7 @@ pub mod request;
 pub mod result;
 pub mod security;
 pub mod status;
+pub mod verify;
 
 pub use request::{ModelProvider, RunId, RunIdError, RunRequest, RunSpec, WireApi};
 pub use result::{
@@ -14,6 +15,10 @@ pub use result::{
 };
 pub use security::{NetworkAccess, SecurityMode, SecurityPolicy};
 pub use status::{BackendRef, Progress, RunPhase, RunStatus, TerminalReason};
+pub use verify::{
+    StepHistory, StepKind, StepOutcome, StepRecord, TestCounts, VerifyCommand, VerifyDefaults,
+    VerifyOptions, VerifyResult, VerifyRound, VerifySpec, VerifyStatus, VerifySummary,
+};
 
 /// Version of the orchestrator (and of the agent inside the runner image). A server and an
 /// image whose versions differ refuse to work together with a clear error.

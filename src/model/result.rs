@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::status::{RunPhase, TerminalReason};
+use super::verify::VerifyResult;
 
 /// Token counts, with the five fields of codex's `turn.completed.usage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -159,6 +160,9 @@ pub struct RunResult {
     /// the run had no schema).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_errors: Vec<OutputError>,
+    /// The verify loop's outcome (absent when the loop was off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyResult>,
 }
 
 impl RunResult {
@@ -180,6 +184,7 @@ impl RunResult {
             codex_exit_code: None,
             output: None,
             output_errors: Vec::new(),
+            verify: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::request::RunId;
 use super::result::TokenUsage;
 use super::security::SecurityMode;
+use super::verify::VerifySummary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -167,6 +168,9 @@ pub struct RunStatus {
     pub thread_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendRef>,
+    /// The verify loop so far (absent until it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySummary>,
 }
 
 impl RunStatus {
@@ -186,6 +190,7 @@ impl RunStatus {
             exit_code: None,
             thread_id: None,
             backend: None,
+            verify: None,
         }
     }
 }

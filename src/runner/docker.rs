@@ -944,6 +944,8 @@ fn build_container(
         model: req.model.clone(),
         provider,
         output_schema: req.output_schema.clone(),
+        schema_retry: false,
+        verify: None,
         deadline_secs: timeout,
         codex_bin: PathBuf::from("/usr/local/bin/codex"),
         codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),

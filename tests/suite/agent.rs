@@ -66,6 +66,8 @@ impl Env {
             model: Some("gpt-5.5".into()),
             provider: mock.map(Mock::provider),
             output_schema: None,
+            schema_retry: false,
+            verify: None,
             deadline_secs: 90,
             codex_bin: codex_bin(),
             codex_home: self.var_tmp.path().join("codex-home"),
@@ -378,6 +380,7 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
         codex_exit_code: Some(0),
         output: None,
         output_errors: Vec::new(),
+        verify: None,
     };
     let mut got = result;
     got.changed_files = sorted(got.changed_files);

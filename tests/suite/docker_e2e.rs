@@ -29,6 +29,8 @@ fn request(ws: &std::path::Path, mode: SecurityMode, prompt: &str) -> RunRequest
         provider: None,
         timeout_secs: Some(120),
         output_schema: None,
+        schema_retry: false,
+        verify: None,
         image: None,
         labels: Default::default(),
     }
@@ -412,6 +414,8 @@ async fn bad_requests_are_refused_and_change_nothing() {
         ),
         (
             RunRequest {
+                schema_retry: false,
+                verify: None,
                 image: Some("alpine".into()),
                 ..request(ws.path(), SecurityMode::Readonly, "x")
             },

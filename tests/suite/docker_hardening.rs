@@ -60,6 +60,8 @@ async fn busy_run(
             provider: None,
             timeout_secs: Some(300),
             output_schema: None,
+            schema_retry: false,
+            verify: None,
             image: None,
             labels: Default::default(),
         })

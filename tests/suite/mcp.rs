@@ -480,6 +480,7 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
         codex_exit_code: Some(0),
         output: None,
         output_errors: Vec::new(),
+        verify: None,
     }
 }
 
@@ -535,6 +536,8 @@ async fn mcp_run_status_artifacts_diff_and_list_through_a_client() {
             provider: None,
             timeout_secs: None,
             output_schema: None,
+            schema_retry: false,
+            verify: None,
             image: None,
             labels: Default::default(),
         }]

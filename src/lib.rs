@@ -25,4 +25,5 @@ pub mod runner;
 pub mod schemas;
 pub mod store;
 pub mod telemetry;
+pub mod verify;
 pub mod workspace;

@@ -24,7 +24,7 @@ use super::orchestrator::{AttemptKind, OrchestratorEvent};
 use super::types::{CodexEvent, Event, ItemDetails, ItemStatus, ThreadItem, parse_line};
 use crate::model::{
     CommandRecord, FileChange, FileChangeKind, Progress, RunPhase, RunResult, TerminalReason,
-    TokenUsage, UsageReport,
+    TokenUsage, UsageReport, VerifySummary,
 };
 
 /// Commands listed in the result; later ones are only counted (`omitted_commands`).
@@ -135,6 +135,7 @@ pub struct RunFold {
     changed_files: Vec<FileChange>,
     /// Path → index in `changed_files`.
     changed_paths: HashMap<String, usize>,
+    verify: Option<VerifySummary>,
 }
 
 impl Default for RunFold {
@@ -169,6 +170,7 @@ impl RunFold {
             omitted_errors: 0,
             changed_files: Vec::new(),
             changed_paths: HashMap::new(),
+            verify: None,
         }
     }
 
@@ -231,6 +233,11 @@ impl RunFold {
     /// Current attempt: 0 = the first codex run, n = the n-th fix.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// The verify loop so far (`None` until a round starts).
+    pub fn verify_summary(&self) -> Option<&VerifySummary> {
+        self.verify.as_ref()
     }
 
     /// Number of attempts begun so far.
@@ -445,6 +452,11 @@ impl RunFold {
             }
             OrchestratorEvent::AttemptStarted { attempt, kind } => {
                 self.begin_attempt(*attempt);
+                if *kind == AttemptKind::Fix
+                    && let Some(v) = &mut self.verify
+                {
+                    v.fix_attempts = v.fix_attempts.saturating_add(1);
+                }
                 if self.completion.is_none() {
                     self.phase = match kind {
                         AttemptKind::Initial => RunPhase::Running,
@@ -465,6 +477,32 @@ impl RunFold {
                 self.codex_exit_code = *exit_code;
                 self.running.clear();
                 self.progress.current_command = None;
+            }
+            OrchestratorEvent::VerifyStarted { commands, .. } => {
+                let v = self.verify.get_or_insert_with(VerifySummary::default);
+                v.rounds = v.rounds.saturating_add(1);
+                if self.completion.is_none() {
+                    self.phase = RunPhase::Verifying;
+                }
+                let n = commands.len().to_string();
+                self.set_last_item(&["verify: ", &n, " command(s)"]);
+            }
+            OrchestratorEvent::VerifyStepStarted { command, .. } => {
+                let shown = format!("verify: {command}");
+                self.progress.current_command = Some(one_line(&[&shown], MAX_SUMMARY_CHARS));
+                self.set_last_item(&[&shown]);
+            }
+            OrchestratorEvent::VerifyStepCompleted { step, .. } => {
+                self.progress.current_command = None;
+                let how = if step.passed { " passed" } else { " failed" };
+                self.set_last_item(&["verify: ", &step.command, how]);
+            }
+            OrchestratorEvent::VerifyCompleted {
+                passed, failing, ..
+            } => {
+                let v = self.verify.get_or_insert_with(VerifySummary::default);
+                v.passed = Some(*passed);
+                v.failing = failing.iter().take(20).cloned().collect();
             }
             OrchestratorEvent::Warning { message } => {
                 self.set_last_item(&["warning: ", message]);

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{RunId, RunPhase, RunResult, SecurityMode, TerminalReason, TokenUsage};
+use crate::model::{
+    RunId, RunPhase, RunResult, SecurityMode, StepKind, StepRecord, TerminalReason, TokenUsage,
+    VerifyCommand,
+};
 
 /// Why an attempt was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -56,6 +59,39 @@ pub enum OrchestratorEvent {
         signal: Option<i32>,
         /// Token usage of this attempt alone.
         usage: TokenUsage,
+    },
+    /// A verify round begins: the commands it will run after attempt `attempt`.
+    #[serde(rename = "orchestrator.verify.started")]
+    VerifyStarted {
+        attempt: u32,
+        commands: Vec<VerifyCommand>,
+        /// What detection noticed but could not use (e.g. a tool missing in the sandbox).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notes: Vec<String>,
+    },
+    /// One verify command starts.
+    #[serde(rename = "orchestrator.verify.step.started")]
+    VerifyStepStarted {
+        attempt: u32,
+        index: u32,
+        kind: StepKind,
+        command: String,
+    },
+    /// One verify command ended (or was skipped).
+    #[serde(rename = "orchestrator.verify.step.completed")]
+    VerifyStepCompleted {
+        attempt: u32,
+        index: u32,
+        step: Box<StepRecord>,
+    },
+    /// A verify round ended.
+    #[serde(rename = "orchestrator.verify.completed")]
+    VerifyCompleted {
+        attempt: u32,
+        passed: bool,
+        /// Commands that failed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failing: Vec<String>,
     },
     /// Something the user should know that is not an error of the run.
     #[serde(rename = "orchestrator.warning")]

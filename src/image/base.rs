@@ -297,7 +297,7 @@ mod tests {
             debootstrap_args(&BASE_RECIPE, Path::new("/tmp/r"), DEFAULT_MIRROR),
             vec![
                 "--variant=minbase",
-                "--include=ca-certificates,git,python3,procps",
+                "--include=ca-certificates,git,python3,python3-pytest,make,procps",
                 "bookworm",
                 "/tmp/r",
                 "http://deb.debian.org/debian",

@@ -67,7 +67,14 @@ pub const BASE_RECIPE: BaseRecipe = BaseRecipe {
     recipe_version: 1,
     suite: "bookworm",
     variant: "minbase",
-    packages: &["ca-certificates", "git", "python3", "procps"],
+    packages: &[
+        "ca-certificates",
+        "git",
+        "python3",
+        "python3-pytest",
+        "make",
+        "procps",
+    ],
     codex_version: CODEX_VERSION,
     // The container user is the workspace owner's uid, which may not own every directory the
     // model's `git` touches (scratch copies, CI workspaces owned by root): trust them all. The

@@ -505,6 +505,11 @@ impl DockerRunner {
         {
             return bad(problem);
         }
+        crate::model::VerifySpec::resolve(req.mode, req.verify.as_ref(), &cfg.verify)
+            .map_err(RunnerError::InvalidRequest)?;
+        if req.schema_retry && req.output_schema.is_none() {
+            return bad("schema_retry needs an output_schema".into());
+        }
         if let Some(img) = &req.image
             && img != &self.inner.image
         {
@@ -910,6 +915,9 @@ fn publish(sink: &mut StatusSink<'_>, fold: &RunFold) -> Result<(), StoreError> 
         if s.thread_id.is_none() {
             s.thread_id = fold.thread_id().map(str::to_owned);
         }
+        if let Some(v) = fold.verify_summary() {
+            s.verify = Some(v.clone());
+        }
     })
 }
 
@@ -944,8 +952,9 @@ fn build_container(
         model: req.model.clone(),
         provider,
         output_schema: req.output_schema.clone(),
-        schema_retry: false,
-        verify: None,
+        schema_retry: req.schema_retry,
+        verify: crate::model::VerifySpec::resolve(req.mode, req.verify.as_ref(), &inner.cfg.verify)
+            .map_err(RunnerError::InvalidRequest)?,
         deadline_secs: timeout,
         codex_bin: PathBuf::from("/usr/local/bin/codex"),
         codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),

@@ -7,4 +7,5 @@ mod events;
 mod image;
 mod mcp;
 mod mcp_apply;
+mod verify;
 mod workspace;

@@ -39,7 +39,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one task in a sandbox with a live progress line, then print a summary.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Inspect and manage stored runs.
     #[command(subcommand)]
     Runs(RunsCmd),
@@ -108,6 +108,33 @@ pub struct RunArgs {
     /// compatible). The parsed answer is in result.output.
     #[arg(long, value_name = "NAME|FILE")]
     pub output_schema: Option<String>,
+    /// When the final answer breaks --output-schema, resume codex once with the errors.
+    #[arg(long, requires = "output_schema")]
+    pub schema_retry: bool,
+    /// Run the verify loop (default: on in workspace_write and full_access, off in readonly).
+    #[arg(long, conflicts_with = "no_verify")]
+    pub verify: bool,
+    /// Skip the verify loop.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Verify lint command (replaces the detected ones); implies --verify.
+    #[arg(long, value_name = "CMD")]
+    pub verify_lint: Option<String>,
+    /// Verify build command (replaces the detected ones); implies --verify.
+    #[arg(long, value_name = "CMD")]
+    pub verify_build: Option<String>,
+    /// Verify test command (replaces the detected ones); implies --verify.
+    #[arg(long, value_name = "CMD")]
+    pub verify_test: Option<String>,
+    /// Only run the verify commands given with --verify-lint/--verify-build/--verify-test.
+    #[arg(long)]
+    pub no_auto_detect: bool,
+    /// Fix attempts after failing checks (default 2).
+    #[arg(long, value_name = "N")]
+    pub max_fix_attempts: Option<u32>,
+    /// Seconds each verify command may run (default 300).
+    #[arg(long, value_name = "SECS")]
+    pub verify_timeout: Option<u64>,
     /// Docker network the sandbox joins (default from config: bridge).
     #[arg(long)]
     pub network: Option<String>,
@@ -319,6 +346,23 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         wire_api: WireApi::Responses,
         extra: Default::default(),
     });
+    let explicit = a.verify_lint.is_some() || a.verify_build.is_some() || a.verify_test.is_some();
+    let verify = crate::model::VerifyOptions {
+        enabled: if a.no_verify {
+            Some(false)
+        } else if a.verify || explicit {
+            Some(true)
+        } else {
+            None
+        },
+        lint: a.verify_lint.clone(),
+        test: a.verify_test.clone(),
+        build: a.verify_build.clone(),
+        auto_detect: a.no_auto_detect.then_some(false),
+        max_fix_attempts: a.max_fix_attempts,
+        command_timeout_secs: a.verify_timeout,
+        output_cap_bytes: None,
+    };
     let req = RunRequest {
         prompt: a.prompt.clone(),
         workspace,
@@ -327,8 +371,8 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         provider,
         timeout_secs: a.timeout,
         output_schema,
-        schema_retry: false,
-        verify: None,
+        schema_retry: a.schema_retry,
+        verify: (verify != Default::default()).then_some(verify),
         image: None,
         labels: Default::default(),
     };
@@ -414,6 +458,13 @@ pub fn progress_line(st: &RunStatus) -> String {
         p.files_changed,
         p.tokens.total()
     ));
+    if let Some(v) = &st.verify {
+        match v.passed {
+            Some(true) => s.push_str(" · checks pass"),
+            Some(false) => s.push_str(&format!(" · {} check(s) failing", v.failing.len())),
+            None => s.push_str(" · checking"),
+        }
+    }
     if let Some(c) = &p.current_command {
         s.push_str(&format!(" · running {}", truncate(c, 60)));
     } else if let Some(i) = &p.last_item {

@@ -603,6 +603,25 @@ impl OrchestratorServer {
                 "model is empty: omit it to use the server's default model",
             ));
         }
+        let verify = match (p.verify, p.verify_config) {
+            (None, None) => None,
+            (enabled, Some(mut o)) => {
+                if enabled.is_some() {
+                    o.enabled = enabled;
+                }
+                o.enabled = o.enabled.or(Some(true));
+                Some(o)
+            }
+            (Some(enabled), None) => Some(crate::model::VerifyOptions {
+                enabled: Some(enabled),
+                ..Default::default()
+            }),
+        };
+        if p.schema_retry && output_schema.is_none() {
+            return Err(ToolError::new(
+                "schema_retry needs output_schema: give the schema the answer must match",
+            ));
+        }
         let req = RunRequest {
             prompt: p.prompt,
             workspace,
@@ -611,8 +630,8 @@ impl OrchestratorServer {
             provider: None,
             timeout_secs: p.timeout,
             output_schema,
-            schema_retry: false,
-            verify: None,
+            schema_retry: p.schema_retry,
+            verify,
             image: None,
             labels: BTreeMap::new(),
         };
@@ -1018,6 +1037,9 @@ mod tests {
                 security_mode: None,
                 mode: Some(LegacyMode::FullAuto),
                 output_schema: None,
+                schema_retry: false,
+                verify: None,
+                verify_config: None,
                 timeout: Some(60),
                 model: None,
                 wait: true,

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::diff::{DiffTotals, FileDiff, Hunk};
-use crate::model::{RunId, RunPhase, RunResult, RunStatus, SecurityMode};
+use crate::model::{RunId, RunPhase, RunResult, RunStatus, SecurityMode, VerifyOptions};
 
 /// Default byte cap of the patch, the final message and the events page in
 /// `codex_run_artifacts`, and of the text in `codex_git_diff`.
@@ -87,6 +87,25 @@ pub struct CodexRunParams {
     /// result.output_errors (JSON pointer + message). Omit for a free-text answer.
     #[serde(default)]
     pub output_schema: Option<serde_json::Value>,
+    /// With output_schema: when the final answer does not match it, resume Codex once with
+    /// the validation errors and ask for a corrected answer (default false).
+    #[serde(default)]
+    pub schema_retry: bool,
+    /// Check Codex's work the way the project's CI would (build, lint, test commands run in
+    /// the sandbox; detected from Cargo.toml, pyproject/pytest, package.json, go.mod or a
+    /// Makefile unless given in verify_config) and, when a check fails, resume Codex with
+    /// the failing output to fix it (up to max_fix_attempts, default 2). The result says
+    /// what ran and why in result.verify. Default: on in workspace_write and full_access,
+    /// off in readonly (where the checks run on the sandbox's copy).
+    #[serde(default)]
+    pub verify: Option<bool>,
+    /// Details of the verify loop (giving it turns the loop on unless verify is false):
+    /// `lint`, `test`, `build` (shell command lines; each replaces the detected commands of
+    /// its kind), `auto_detect` (default true), `max_fix_attempts` (0-10, default 2),
+    /// `command_timeout_secs` (default 300), `output_cap_bytes` (output kept per command,
+    /// default 32768).
+    #[serde(default)]
+    pub verify_config: Option<VerifyOptions>,
     /// Deadline of the run in seconds (default: the server's default, 300 unless
     /// configured; the server also enforces a maximum). The run ends `timed_out` when it
     /// passes.

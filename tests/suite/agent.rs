@@ -972,3 +972,171 @@ async fn codex_ignoring_sigterm_is_killed() {
     );
     assert_no_process("sleep 63.25").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_retry_turns_a_prose_answer_into_a_valid_one() {
+    let env = Env::new();
+    let valid = r#"{"summary": "Nothing to change.", "changed_files": [], "commands_run": [], "tests_run": {"passed": 0, "failed": 0, "skipped": 0}, "next_steps": []}"#;
+    let mock = Mock::start(MockScript::new(vec![
+        respond(
+            vec![ScriptItem::Message {
+                message: "All good, nothing to do.".into(),
+            }],
+            usage(100, 0, 10, 0),
+        ),
+        respond(
+            vec![ScriptItem::Message {
+                message: valid.into(),
+            }],
+            usage(250, 0, 30, 0),
+        ),
+    ]))
+    .await;
+    let mut spec = env.spec(Some(&mock), "Report in the required JSON format.");
+    spec.output_schema = Some(fixture_output_schema());
+    spec.schema_retry = true;
+    let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    let kinds: Vec<&Value> = done
+        .orchestrator("orchestrator.attempt.started")
+        .into_iter()
+        .map(|l| &l["kind"])
+        .collect();
+    assert_eq!(kinds, vec![&json!("initial"), &json!("schema_fix")]);
+    let (phase, reason, message, result, _, last_message) = done.completed();
+    assert_eq!(
+        (phase, reason, message),
+        (RunPhase::Succeeded, Some(TerminalReason::Completed), None)
+    );
+    assert_eq!(result.attempts, 2);
+    assert_eq!(
+        result.output,
+        Some(serde_json::from_str::<Value>(valid).unwrap())
+    );
+    assert_eq!(result.output_errors, vec![]);
+    assert_eq!(last_message.as_deref(), Some(valid));
+    assert_eq!(
+        result.usage.per_attempt,
+        vec![
+            TokenUsage {
+                input_tokens: 100,
+                output_tokens: 10,
+                ..Default::default()
+            },
+            TokenUsage {
+                input_tokens: 250,
+                output_tokens: 30,
+                ..Default::default()
+            }
+        ]
+    );
+    // The second request resumed the thread, kept the strict schema and quoted the error.
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 2);
+    let text = reqs[1]["body"]["input"].to_string();
+    assert!(
+        text.contains("All good, nothing to do."),
+        "not a resume: {text}"
+    );
+    assert!(
+        text.contains("Your final answer does not match the required JSON output schema:\\n- at the answer: the answer is not JSON: expected value at line 1 column 1"),
+        "{text}"
+    );
+    assert_eq!(reqs[1]["body"]["text"]["format"]["strict"], json!(true));
+    mock.shutdown().await;
+}
+
+/// Runs the agent as a plain child and reaps it with wait4 to read its peak memory (the
+/// largest of the agent and every descendant it reaped: codex, the verify shell and its
+/// pipeline), in KiB.
+fn run_agent_measuring_rss(env: &Env, spec: &RunSpec, name: &str) -> (i32, i64) {
+    let out = env.tmp.path().join(format!("stream-{name}.jsonl"));
+    let spec_file = env.tmp.path().join(format!("spec-{name}.json"));
+    std::fs::write(&spec_file, serde_json::to_string(spec).unwrap()).unwrap();
+    let home = env.var_tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_codex-orchestrator"))
+        .arg("agent")
+        .arg("--spec")
+        .arg(&spec_file)
+        .env("HOME", &home)
+        .env(MOCK_KEY_ENV, MOCK_KEY)
+        .env_remove(agent::SPEC_ENV)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value; wait4 writes both out-parameters.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    (status, usage.ru_maxrss)
+}
+
+/// A stand-in for codex that finishes its turn at once. The memory test uses it because the
+/// real codex peaks at about 100 MB by itself, which would hide the agent's own peak; the real
+/// codex with real checks runs in tests/suite/verify.rs.
+const QUICK_CODEX: &str = r#"#!/bin/sh
+echo '{"type":"thread.started","thread_id":"0190fake-0000-7000-8000-000000000002"}'
+echo '{"type":"turn.started"}'
+echo '{"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"done"}}'
+echo '{"type":"turn.completed","usage":{"input_tokens":10,"cached_input_tokens":0,"output_tokens":1}}'
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_command_printing_100_mb_does_not_grow_the_agents_memory() {
+    let env = Env::new();
+    let fake = env.tmp.path().join("quick-codex");
+    std::fs::write(&fake, QUICK_CODEX).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let with_check = |test: &str| {
+        let mut spec = env.spec(None, "Nothing to do.");
+        spec.codex_bin = fake.clone();
+        spec.verify = Some(model::VerifySpec {
+            lint: None,
+            test: Some(test.into()),
+            build: None,
+            auto_detect: false,
+            max_fix_attempts: 0,
+            command_timeout_secs: 120,
+            output_cap_bytes: 32 * 1024,
+        });
+        spec
+    };
+    // The same run twice, one after the other: a check printing two bytes, then one printing
+    // 100 MB. Their peaks differ by what the agent kept of the output.
+    let quiet = with_check("echo x");
+    let flood = with_check("head -c 100000000 /dev/zero | tr '\\0' x; echo; echo flood-end");
+    let env = std::sync::Arc::new(env);
+    let e = env.clone();
+    let ((s1, quiet_kib), (s2, flood_kib)) = tokio::task::spawn_blocking(move || {
+        (
+            run_agent_measuring_rss(&e, &quiet, "quiet"),
+            run_agent_measuring_rss(&e, &flood, "flood"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!((s1, s2), (0, 0));
+    let stream = std::fs::read_to_string(env.tmp.path().join("stream-flood.jsonl")).unwrap();
+    let last: OrchestratorEvent = serde_json::from_str(stream.lines().last().unwrap()).unwrap();
+    let OrchestratorEvent::RunCompleted { phase, result, .. } = last else {
+        panic!("no run.completed: {stream}");
+    };
+    assert_eq!(phase, RunPhase::Succeeded);
+    let step = &result.verify.unwrap().rounds[0].steps[0];
+    assert_eq!(step.output_bytes, 100_000_000 + 1 + 10);
+    assert_eq!(step.output_tail.len(), 32 * 1024);
+    assert!(step.output_tail.ends_with("x\nflood-end\n"));
+    eprintln!("peak RSS: quiet check {quiet_kib} KiB, 100 MB check {flood_kib} KiB");
+    // Keeping the output would add 100 MB; the bound leaves room for allocator noise only.
+    assert!(
+        flood_kib < quiet_kib + 16 * 1024,
+        "peak RSS grew from {quiet_kib} KiB to {flood_kib} KiB with a 100 MB check output"
+    );
+}

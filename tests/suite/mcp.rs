@@ -931,6 +931,88 @@ async fn mcp_output_schema_bundled_names_and_strict_check() {
 }
 
 #[tokio::test]
+async fn mcp_verify_and_schema_retry_reach_the_runner() {
+    use codex_orchestrator::model::VerifyOptions;
+    let root = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeRunner::default());
+    let h = Harness::start(fake.clone(), root.path(), Duration::from_secs(60)).await;
+    // Absent: the server's per-mode default. verify=false: off. verify_config alone: on.
+    h.ok("codex_run", json!({"prompt": "x"})).await;
+    h.ok("codex_run", json!({"prompt": "x", "verify": false}))
+        .await;
+    h.ok(
+        "codex_run",
+        json!({"prompt": "x", "security_mode": "readonly", "verify_config": {"test": "make check", "max_fix_attempts": 1}}),
+    )
+    .await;
+    h.ok(
+        "codex_run",
+        json!({"prompt": "x", "verify": false, "verify_config": {"test": "make check"}}),
+    )
+    .await;
+    h.ok(
+        "codex_run",
+        json!({"prompt": "x", "output_schema": "test_results", "schema_retry": true}),
+    )
+    .await;
+    let got: Vec<(Option<VerifyOptions>, bool)> = fake
+        .submitted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.verify.clone(), r.schema_retry))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (None, false),
+            (
+                Some(VerifyOptions {
+                    enabled: Some(false),
+                    ..Default::default()
+                }),
+                false
+            ),
+            (
+                Some(VerifyOptions {
+                    enabled: Some(true),
+                    test: Some("make check".into()),
+                    max_fix_attempts: Some(1),
+                    ..Default::default()
+                }),
+                false
+            ),
+            (
+                Some(VerifyOptions {
+                    enabled: Some(false),
+                    test: Some("make check".into()),
+                    ..Default::default()
+                }),
+                false
+            ),
+            (None, true),
+        ]
+    );
+    // Unknown verify keys and schema_retry without a schema are tool errors; nothing submitted.
+    let e = h
+        .err(
+            "codex_run",
+            json!({"prompt": "x", "verify_config": {"tests": "pytest"}}),
+        )
+        .await;
+    assert!(e.contains("unknown field `tests`"), "{e}");
+    let e = h
+        .err("codex_run", json!({"prompt": "x", "schema_retry": true}))
+        .await;
+    assert_eq!(
+        e,
+        "schema_retry needs output_schema: give the schema the answer must match"
+    );
+    assert_eq!(fake.submitted.lock().unwrap().len(), 5);
+    h.close().await;
+}
+
+#[tokio::test]
 async fn mcp_workspaces_outside_the_roots_are_refused() {
     let root = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();

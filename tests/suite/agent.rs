@@ -1140,3 +1140,33 @@ async fn a_verify_command_printing_100_mb_does_not_grow_the_agents_memory() {
         "peak RSS grew from {quiet_kib} KiB to {flood_kib} KiB with a 100 MB check output"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_commands_cannot_see_the_api_key() {
+    let env = Env::new();
+    let fake = env.tmp.path().join("quick-codex");
+    std::fs::write(&fake, QUICK_CODEX).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = env.spec(None, "Nothing to do.");
+    spec.codex_bin = fake;
+    spec.secret_env = vec![MOCK_KEY_ENV.into()];
+    spec.verify = Some(model::VerifySpec {
+        lint: None,
+        test: Some(format!(
+            "echo key=${{{MOCK_KEY_ENV}:-unset}}; grep -c {MOCK_KEY} /proc/self/environ; true"
+        )),
+        build: None,
+        auto_detect: false,
+        max_fix_attempts: 0,
+        command_timeout_secs: 30,
+        output_cap_bytes: 4096,
+    });
+    let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    let (phase, _, _, result, _, _) = done.completed();
+    assert_eq!(phase, RunPhase::Succeeded);
+    let step = &result.verify.unwrap().rounds[0].steps[0];
+    assert_eq!(step.output_tail, "key=unset\n0\n");
+    assert!(!done.raw.contains(MOCK_KEY));
+}

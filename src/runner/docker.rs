@@ -814,6 +814,9 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
         s.progress = progress;
         s.attempt = fold.attempt();
         s.thread_id = fold.thread_id().map(str::to_owned);
+        if let Some(v) = fold.verify_summary() {
+            s.verify = Some(v.clone());
+        }
     })?;
     info!(phase = %phase, "run finished");
     Ok(())

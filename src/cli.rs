@@ -48,6 +48,10 @@ pub enum Command {
     Events(EventsCmd),
     /// The in-sandbox agent (the runner image's entrypoint). Reads a RunSpec, prints JSONL.
     Agent(crate::agent::AgentArgs),
+    /// The per-run egress proxy (runs in its own container next to a sandbox): forwards only
+    /// the model API, checks the run's token and injects the real API key.
+    #[command(hide = true)]
+    Proxy(crate::proxy::ProxyArgs),
     /// Build or inspect the runner image.
     Image(crate::image::ImageArgs),
     /// A scripted mock of the model API, for tests and offline demos.
@@ -251,6 +255,10 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Agent(a) => crate::agent::main(a.clone())
+            .await
+            .map(|_| 0)
+            .map_err(|e| CliError::new(1, e)),
+        Command::Proxy(a) => crate::proxy::main(a.clone())
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),

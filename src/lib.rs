@@ -21,6 +21,7 @@ pub mod image;
 pub mod mcp;
 pub mod mockmodel;
 pub mod model;
+pub mod proxy;
 pub mod runner;
 pub mod schemas;
 pub mod store;

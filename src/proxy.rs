@@ -1,0 +1,725 @@
+//! The egress proxy (`codex-orchestrator proxy`): the only way out of a sandbox's network.
+//!
+//! Each run gets its own proxy container, on the run's internal Docker network (which has no
+//! route anywhere else) and on the outside network. The run's codex talks to
+//! `http://<proxy>:8080<base path>` with a **per-run token** as its API key; the proxy
+//!
+//! * accepts only `GET`/`POST` to the allowed endpoints under the upstream's base path
+//!   (default `responses` and `models`, and what lies below them) — anything else is `403`;
+//! * checks the token (constant-time; `401` without saying more);
+//! * forwards to the model provider's real base URL with the **real API key**, which only the
+//!   proxy holds, and streams the answer back (server-sent events pass through unbuffered);
+//! * logs one line per request (method, path, status, bytes, milliseconds) on stderr.
+//!
+//! Configuration comes from the environment (see [`ProxySettings::from_env`]); the routing
+//! decision is a pure function ([`route`]) so that it can be tested whole.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// Port the proxy listens on inside its container.
+pub const PROXY_PORT: u16 = 8080;
+/// Upstream base URL, e.g. `https://api.openai.com/v1`.
+pub const ENV_UPSTREAM: &str = "CODEX_ORCHESTRATOR_PROXY_UPSTREAM";
+/// The per-run token the sandbox must present.
+pub const ENV_TOKEN: &str = "CODEX_ORCHESTRATOR_PROXY_TOKEN";
+/// The real API key, injected upstream (optional: some gateways need none).
+pub const ENV_API_KEY: &str = "CODEX_ORCHESTRATOR_PROXY_API_KEY";
+/// Comma-separated endpoints allowed under the base path (default [`DEFAULT_ALLOWED`]).
+pub const ENV_ALLOW: &str = "CODEX_ORCHESTRATOR_PROXY_ALLOW";
+/// Endpoints codex uses.
+pub const DEFAULT_ALLOWED: &[&str] = &["responses", "models"];
+/// Largest request body forwarded (codex sends the whole conversation every turn).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Time to connect to the upstream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Shortest token accepted (the runner generates 64 hex digits).
+const MIN_TOKEN_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("proxy setting {name}: {message}")]
+    Setting { name: &'static str, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(String),
+}
+
+/// What the proxy forwards, and for whom.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Scheme, host and port of the upstream (`https://api.openai.com`).
+    pub origin: String,
+    /// Base path of the upstream without a trailing slash (`/v1`, or empty).
+    pub base_path: String,
+    pub token: String,
+    pub api_key: Option<String>,
+    /// Endpoints allowed under the base path.
+    pub allowed: Vec<String>,
+}
+
+impl std::fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxySettings")
+            .field("origin", &self.origin)
+            .field("base_path", &self.base_path)
+            .field("token", &"<redacted>")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("allowed", &self.allowed)
+            .finish()
+    }
+}
+
+impl ProxySettings {
+    /// Settings for `upstream` (a base URL like `https://api.openai.com/v1`).
+    pub fn new(
+        upstream: &str,
+        token: &str,
+        api_key: Option<String>,
+        allowed: Vec<String>,
+    ) -> Result<ProxySettings, ProxyError> {
+        let bad = |name, message: String| Err(ProxyError::Setting { name, message });
+        let (scheme, rest) = match upstream.split_once("://") {
+            Some((s @ ("http" | "https"), rest)) => (s, rest),
+            _ => return bad(ENV_UPSTREAM, format!("`{upstream}` is not an http(s) URL")),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty()
+            || authority.contains('@')
+            || path.contains('?')
+            || path.contains('#')
+            || upstream
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return bad(
+                ENV_UPSTREAM,
+                format!(
+                    "`{upstream}` must be scheme://host[:port][/path] without credentials, query or fragment"
+                ),
+            );
+        }
+        if token.len() < MIN_TOKEN_LEN {
+            return bad(
+                ENV_TOKEN,
+                format!("the token must be at least {MIN_TOKEN_LEN} characters"),
+            );
+        }
+        if allowed.is_empty()
+            || allowed.iter().any(|a| {
+                a.is_empty()
+                    || !a
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
+            })
+        {
+            return bad(
+                ENV_ALLOW,
+                "a non-empty comma-separated list of endpoint names (letters, digits, `-`, `_`, `/`)"
+                    .into(),
+            );
+        }
+        Ok(ProxySettings {
+            origin: format!("{scheme}://{authority}"),
+            base_path: path.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            api_key: api_key.filter(|k| !k.is_empty()),
+            allowed,
+        })
+    }
+
+    /// From [`ENV_UPSTREAM`], [`ENV_TOKEN`], [`ENV_API_KEY`] and [`ENV_ALLOW`].
+    pub fn from_env() -> Result<ProxySettings, ProxyError> {
+        let get = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let upstream = get(ENV_UPSTREAM).ok_or(ProxyError::Setting {
+            name: ENV_UPSTREAM,
+            message: "not set".into(),
+        })?;
+        let token = get(ENV_TOKEN).ok_or(ProxyError::Setting {
+            name: ENV_TOKEN,
+            message: "not set".into(),
+        })?;
+        let allowed = match get(ENV_ALLOW) {
+            Some(list) => list
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => DEFAULT_ALLOWED.iter().map(|s| s.to_string()).collect(),
+        };
+        ProxySettings::new(&upstream, &token, get(ENV_API_KEY), allowed)
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Forward to this upstream URL.
+    Forward(String),
+    /// Answer with this status and message.
+    Reject(StatusCode, String),
+}
+
+/// The routing decision for one request. Pure.
+pub fn route(
+    s: &ProxySettings,
+    method: &Method,
+    path_and_query: &str,
+    authorization: Option<&[u8]>,
+) -> Route {
+    let reject = |code, m: &str| Route::Reject(code, m.to_owned());
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    // Checked before the token so that a probe learns nothing about valid tokens from paths.
+    let endpoint = path
+        .strip_prefix(s.base_path.as_str())
+        .and_then(|r| r.strip_prefix('/'));
+    let allowed = endpoint.is_some_and(|e| {
+        !e.split('/')
+            .any(|seg| seg == ".." || seg == "." || seg.is_empty())
+            && s.allowed
+                .iter()
+                .any(|a| e == a || e.starts_with(&format!("{a}/")))
+    });
+    if !allowed || path.contains('%') || path.contains('\\') {
+        return reject(
+            StatusCode::FORBIDDEN,
+            "egress proxy: this destination is not allowed from the sandbox",
+        );
+    }
+    if *method != Method::GET && *method != Method::POST {
+        return reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "egress proxy: only GET and POST are forwarded",
+        );
+    }
+    let presented = authorization.and_then(|h| h.strip_prefix(b"Bearer "));
+    if !presented.is_some_and(|t| constant_time_eq(t, s.token.as_bytes())) {
+        return reject(StatusCode::UNAUTHORIZED, "egress proxy: unauthorized");
+    }
+    let mut url = format!("{}{}", s.origin, path);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    Route::Forward(url)
+}
+
+/// Compares without an early exit on the first difference.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for (i, x) in a.iter().enumerate() {
+        let y = b.get(i % b.len().max(1)).copied().unwrap_or(0);
+        diff |= u64::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// Request headers never forwarded: hop-by-hop ones, and the sandbox's credentials.
+fn skip_request_header(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "authorization"
+            | "api-key"
+            | "proxy-authorization"
+            | "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+            | "cookie"
+    )
+}
+
+fn skip_response_header(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+            | "set-cookie"
+    )
+}
+
+type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+fn json_error(code: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"message": message, "type": "egress_proxy"}});
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|e: Infallible| match e {})
+            .boxed(),
+    );
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The upstream HTTP client: rustls with the system's roots (the runner image has
+/// ca-certificates), HTTP/1.1, no redirects, no system proxy.
+pub fn upstream_client() -> Result<reqwest::Client, ProxyError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProxyError::Client(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .map_err(|e| ProxyError::Client(e.to_string()))
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    settings: ProxySettings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let client = upstream_client()?;
+    let settings = Arc::new(settings);
+    let addr = listener.local_addr().ok();
+    info!(
+        ?addr,
+        upstream = %format!("{}{}", settings.origin, settings.base_path),
+        allowed = ?settings.allowed,
+        "egress proxy listening"
+    );
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (settings, client) = (settings.clone(), client.clone());
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (settings, client) = (settings.clone(), client.clone());
+            async move { Ok::<_, Infallible>(handle(&settings, &client, req).await) }
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "proxy connection: {e}");
+            }
+        });
+    }
+    info!("egress proxy stopped");
+    Ok(())
+}
+
+async fn handle(
+    s: &ProxySettings,
+    client: &reqwest::Client,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    if method == Method::GET && pq == "/healthz" {
+        return json_error(StatusCode::OK, "ok");
+    }
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let url = match route(s, &method, &pq, auth.as_deref()) {
+        Route::Forward(u) => u,
+        Route::Reject(code, m) => {
+            info!(%method, path = %pq, status = code.as_u16(), "proxy: refused");
+            return json_error(code, &m);
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let too_big = e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            let (code, m) = if too_big {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("egress proxy: request body over {MAX_BODY} bytes"),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("egress proxy: cannot read the request body: {e}"),
+                )
+            };
+            return json_error(code, &m);
+        }
+    };
+    let bytes_in = body.len();
+    let mut headers = HeaderMap::new();
+    for (k, v) in &parts.headers {
+        if !skip_request_header(k) {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    if let Some(key) = &s.api_key
+        && let Ok(v) = HeaderValue::from_str(&format!("Bearer {key}"))
+    {
+        let mut v = v;
+        v.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, v);
+    }
+    let upstream = client
+        .request(method.clone(), &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let resp = match upstream {
+        Ok(r) => r,
+        Err(e) => {
+            // reqwest's error text carries the URL, never the headers.
+            warn!(%method, path = %pq, "proxy: upstream unreachable: {e}");
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                &format!("egress proxy: the model API is unreachable: {e}"),
+            );
+        }
+    };
+    let status = resp.status();
+    info!(
+        %method,
+        path = %pq,
+        status = status.as_u16(),
+        bytes_in,
+        ms = started.elapsed().as_millis() as u64,
+        "proxy: forwarded"
+    );
+    let mut out = Response::builder().status(status);
+    for (k, v) in resp.headers() {
+        if !skip_response_header(k) {
+            out = out.header(k, v);
+        }
+    }
+    let stream = resp.bytes_stream().map(|r| {
+        r.map(Frame::data)
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    });
+    out.body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap_or_else(|e| json_error(StatusCode::BAD_GATEWAY, &format!("egress proxy: {e}")))
+}
+
+/// `codex-orchestrator proxy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+}
+
+/// Runs the proxy until SIGTERM/SIGINT.
+pub async fn main(args: ProxyArgs) -> Result<(), ProxyError> {
+    let settings = ProxySettings::from_env()?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ProxyError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let shutdown = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {},
+                    _ = i.recv() => {},
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    serve(settings, listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    fn settings(upstream: &str) -> ProxySettings {
+        ProxySettings::new(
+            upstream,
+            TOKEN,
+            Some("sk-real".into()),
+            DEFAULT_ALLOWED.iter().map(|s| s.to_string()).collect(),
+        )
+        .unwrap()
+    }
+
+    fn bearer() -> Vec<u8> {
+        format!("Bearer {TOKEN}").into_bytes()
+    }
+
+    #[test]
+    fn settings_parse_and_refuse() {
+        assert_eq!(
+            settings("https://api.openai.com/v1/"),
+            ProxySettings {
+                origin: "https://api.openai.com".into(),
+                base_path: "/v1".into(),
+                token: TOKEN.into(),
+                api_key: Some("sk-real".into()),
+                allowed: vec!["responses".into(), "models".into()],
+            }
+        );
+        assert_eq!(settings("http://mock:8080").base_path, "");
+        for bad in [
+            "ftp://x/v1",
+            "api.openai.com/v1",
+            "https://user:pw@x/v1",
+            "https:///v1",
+            "https://x/v1?a=b",
+        ] {
+            let e = ProxySettings::new(bad, TOKEN, None, vec!["responses".into()]).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("proxy setting {ENV_UPSTREAM}: ")),
+                "{bad}: {e}"
+            );
+        }
+        let e = ProxySettings::new("https://x/v1", "short", None, vec!["responses".into()])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "proxy setting CODEX_ORCHESTRATOR_PROXY_TOKEN: the token must be at least 16 characters"
+        );
+        assert!(ProxySettings::new("https://x", TOKEN, None, vec!["../x".into()]).is_err());
+        // The debug form never shows the secrets.
+        let shown = format!("{:?}", settings("https://x/v1"));
+        assert!(
+            !shown.contains(TOKEN) && !shown.contains("sk-real"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn routes() {
+        let s = settings("https://api.openai.com/v1");
+        let auth = bearer();
+        let post = |pq: &str, a: Option<&[u8]>| route(&s, &Method::POST, pq, a);
+        assert_eq!(
+            post("/v1/responses", Some(&auth)),
+            Route::Forward("https://api.openai.com/v1/responses".into())
+        );
+        assert_eq!(
+            route(
+                &s,
+                &Method::GET,
+                "/v1/models?client_version=0.147.0",
+                Some(&auth)
+            ),
+            Route::Forward("https://api.openai.com/v1/models?client_version=0.147.0".into())
+        );
+        assert_eq!(
+            post("/v1/responses/compact", Some(&auth)),
+            Route::Forward("https://api.openai.com/v1/responses/compact".into())
+        );
+        let forbidden = Route::Reject(
+            StatusCode::FORBIDDEN,
+            "egress proxy: this destination is not allowed from the sandbox".into(),
+        );
+        for pq in [
+            "/v1/files",
+            "/v1/responsesx",
+            "/v2/responses",
+            "/responses",
+            "/v1/responses/../files",
+            "/v1/responses/%2e%2e/files",
+            "/v1//responses",
+            "/",
+            "http://evil.example/v1/responses",
+        ] {
+            assert_eq!(post(pq, Some(&auth)), forbidden, "{pq}");
+        }
+        let unauthorized = Route::Reject(
+            StatusCode::UNAUTHORIZED,
+            "egress proxy: unauthorized".into(),
+        );
+        assert_eq!(post("/v1/responses", None), unauthorized);
+        assert_eq!(post("/v1/responses", Some(b"Bearer sk-real")), unauthorized);
+        assert_eq!(
+            post("/v1/responses", Some(format!("Bearer {TOKEN}x").as_bytes())),
+            unauthorized
+        );
+        assert_eq!(post("/v1/responses", Some(TOKEN.as_bytes())), unauthorized);
+        assert_eq!(
+            route(&s, &Method::DELETE, "/v1/responses", Some(&auth)),
+            Route::Reject(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "egress proxy: only GET and POST are forwarded".into()
+            )
+        );
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[tokio::test]
+    async fn forwards_with_the_real_key_and_streams_back() {
+        use crate::mockmodel::MockScript;
+        // The scripted mock model as the upstream, expecting the real key.
+        let script: MockScript = serde_json::from_value(serde_json::json!({
+            "responses": [{"output": [{"message": "hi"}]}],
+            "expected_api_key": "sk-real"
+        }))
+        .unwrap();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let mock_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock = crate::mockmodel::spawn(mock_listener, script, move |e| {
+            sink.lock().unwrap().push(e.clone());
+        })
+        .unwrap();
+        let upstream = format!("http://{}/v1", mock.addr());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(settings(&upstream), listener, async {
+            let _ = stop_rx.await;
+        }));
+        let client = upstream_client().unwrap();
+        let base = format!("http://{addr}");
+        let ok = client
+            .post(format!("{base}/v1/responses"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"model": "gpt-5.5", "input": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        let text = ok.text().await.unwrap();
+        assert!(text.contains("event: response.completed"), "{text}");
+        assert!(text.contains("\"hi\""), "{text}");
+        let refused = client
+            .post(format!("{base}/v1/files"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403);
+        let wrong = client
+            .post(format!("{base}/v1/responses"))
+            .bearer_auth("sk-real")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401);
+        // The upstream saw exactly one request, authorised with the real key, and never the
+        // sandbox's token.
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.len(), 1, "{log:#?}");
+        assert_eq!(log[0]["authorized"], serde_json::json!(true));
+        assert!(!serde_json::to_string(&log).unwrap().contains(TOKEN));
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+        mock.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_a_502_with_a_message() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A port nothing listens on.
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            settings(&format!("http://{dead_addr}/v1")),
+            listener,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let resp = upstream_client()
+            .unwrap()
+            .post(format!("http://{addr}/v1/responses"))
+            .bearer_auth(TOKEN)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502);
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "egress_proxy");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("egress proxy: the model API is unreachable"),
+            "{v}"
+        );
+        let _ = stop_tx.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_tls_client_builds_with_system_roots() {
+        upstream_client().unwrap();
+    }
+}

@@ -5,6 +5,7 @@ mod docker_hardening;
 mod docker_restart;
 mod events;
 mod image;
+mod kube_crd;
 mod mcp;
 mod mcp_apply;
 mod workspace;

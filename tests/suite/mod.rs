@@ -6,6 +6,8 @@ mod docker_restart;
 mod events;
 mod image;
 mod kube_crd;
+mod kube_fetch;
+mod kube_pod;
 mod mcp;
 mod mcp_apply;
 mod workspace;

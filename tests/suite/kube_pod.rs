@@ -338,6 +338,8 @@ fn every_container_passes_the_restricted_profile_in_every_mode() {
     assert_eq!(checked, 9);
 }
 
+type Mutation = Box<dyn Fn(&mut Pod)>;
+
 #[test]
 fn the_checker_catches_each_violation() {
     let good = build_pod(
@@ -350,7 +352,7 @@ fn the_checker_catches_each_violation() {
         f(&mut p);
         restricted_violations(&p)
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut Pod)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "fetch: allowPrivilegeEscalation is not false",
             Box::new(|p: &mut Pod| {

@@ -5,6 +5,7 @@ mod docker_hardening;
 mod docker_restart;
 mod events;
 mod image;
+mod kube_controller;
 mod kube_crd;
 mod kube_fetch;
 mod kube_pod;

@@ -495,7 +495,9 @@ async fn read_log(
 /// Starts following the agent's log unless a tailer already exists.
 fn ensure_tail(ctx: &Arc<Context>, cr: &Arc<CodexRun>, entry: &Arc<RunEntry>, pod: &str) {
     let mut g = entry.tail_lock();
-    if g.is_some() {
+    // A tail that ended while the agent still runs (the API server closed the stream) is
+    // replaced: the new one reads the log from its start again.
+    if g.as_ref().is_some_and(|t| !*t.done.borrow()) {
         return;
     }
     let outcome: Arc<Mutex<Option<PodLogSink>>> = Arc::default();
@@ -852,7 +854,8 @@ async fn finish_from_pod(
     if let Some(rx) = rx {
         wait_done(rx, ctx.settings.tail_wait).await;
     }
-    let mut sink = take_outcome(entry);
+    // Only a fold that saw the agent's last event is complete; otherwise re-read the log.
+    let mut sink = take_outcome(entry).filter(|s| s.fold().completed().is_some());
     if sink.is_none() {
         let mut s = new_sink(ctx, cr);
         match read_log(ctx, cr, entry, &name, false, &mut s).await {

@@ -60,6 +60,13 @@ pub enum Command {
     /// Serve the MCP tools (codex_run, codex_run_status, …) over stdio for an MCP client
     /// (or over streamable HTTP with --http; no authentication, loopback only by default).
     Mcp(McpArgs),
+    /// Print the CodexRun CustomResourceDefinition (YAML) for `kubectl apply -f -`.
+    Crd,
+    /// Run the Kubernetes controller that reconciles CodexRun objects into Pods.
+    Controller(crate::kube::controller::ControllerArgs),
+    /// Clone a git source into a directory (the Pod's init step; HTTP credentials from
+    /// $CODEX_ORCHESTRATOR_GIT_USERNAME / $CODEX_ORCHESTRATOR_GIT_PASSWORD).
+    Fetch(crate::kube::fetch::FetchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +304,19 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e))
         }
+        Command::Crd => {
+            let yaml = crate::kube::crd::crd_yaml().map_err(|e| CliError::new(1, e))?;
+            print!("{yaml}");
+            Ok(0)
+        }
+        Command::Controller(a) => crate::kube::controller::main(a.clone())
+            .await
+            .map(|_| 0)
+            .map_err(|e| CliError::new(1, e)),
+        Command::Fetch(a) => crate::kube::fetch::main(a.clone())
+            .await
+            .map(|_| 0)
+            .map_err(|e| CliError::new(1, e)),
     }
 }
 

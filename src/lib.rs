@@ -11,6 +11,7 @@
 //! * [`store`] — run directories on disk
 //! * [`image`] — building the runner image offline
 //! * [`mcp`] — the MCP server (`codex-orchestrator mcp`)
+//! * [`kube`] — the `CodexRun` custom resource and its controller
 
 pub mod agent;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod image;
+pub mod kube;
 pub mod mcp;
 pub mod mockmodel;
 pub mod model;

@@ -1,0 +1,21 @@
+//! Kubernetes: the `CodexRun` custom resource and its controller (docs/KUBERNETES.md).
+//!
+//! * [`crd`] — the `CodexRun` types (spec, status) and the generated CRD.
+//! * [`pod`] — the **pure** Pod builder: a `CodexRun` plus the controller's settings become a
+//!   Pod that passes the Pod Security Standards *restricted* profile, derived from the same
+//!   [`SecurityPolicy`](crate::model::SecurityPolicy) as the Docker backend.
+//! * [`fetch`] — `codex-orchestrator fetch`: the init step that clones the source (git2).
+//! * [`logs`] — the pod log sink: the shared decoder and fold plus a capped gzip event log.
+//! * [`artifacts`] — the ConfigMap/Secret holding a finished run's artifacts (pure).
+//! * [`controller`] — reconcile, log tailing, status, events (`codex-orchestrator controller`).
+//! * [`metrics`] — Prometheus metrics and health endpoints.
+
+pub mod artifacts;
+pub mod controller;
+pub mod crd;
+pub mod fetch;
+pub mod logs;
+pub mod metrics;
+pub mod pod;
+
+pub use crd::{CodexRun, CodexRunSpec, CodexRunStatus};

@@ -1,0 +1,692 @@
+//! The Pod of one `CodexRun`, built by a **pure** function ([`build_pod`]) from the resource
+//! and the controller's [`PodSettings`]. The sandbox rules come from the same
+//! [`SecurityPolicy`] as the Docker container:
+//!
+//! | policy | Pod |
+//! |---|---|
+//! | `run_as_non_root` | `runAsNonRoot: true`, `runAsUser`/`runAsGroup`/`fsGroup` = a fixed non-zero uid |
+//! | `drop_all_capabilities` | `capabilities.drop: [ALL]` on every container |
+//! | `no_new_privileges` | `allowPrivilegeEscalation: false`, `privileged: false` |
+//! | `read_only_root_fs` | `readOnlyRootFilesystem: true`; emptyDirs for HOME/CODEX_HOME, /tmp (and /scratch) |
+//! | `workspace_read_only` | the workspace mount is `readOnly: true` (and the PVC volume too) |
+//! | `scratch_copy` | an emptyDir at /scratch; the agent copies the workspace to /scratch/ws |
+//! | `network` | label `codex-orchestrator.dev/network: model-api-only \| open` for a NetworkPolicy |
+//! | always | seccomp `RuntimeDefault`, no service account token, no service links, `restartPolicy: Never` |
+//!
+//! A git source is cloned by an init container running our own binary
+//! (`codex-orchestrator fetch`, see [`super::fetch`]) into an emptyDir; a PVC source is
+//! mounted directly (with `subPath`). The agent (`codex-orchestrator agent`) is the entrypoint;
+//! its [`RunSpec`] is passed in `CODEX_ORCHESTRATOR_SPEC` and the API key from the Secret.
+//!
+//! [`restricted_violations`] checks a Pod against the Pod Security Standards *restricted*
+//! profile (plus our own read-only root filesystem rule); the tests apply it to every Pod.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use super::crd::{CodexRun, ModelProviderSpec};
+use crate::config::FALLBACK_UID;
+use crate::model::{
+    ModelProvider, NetworkAccess, RunId, RunSpec, SecurityMode, SecurityPolicy, VerifyDefaults,
+    VerifySpec, WireApi,
+};
+use crate::runner::docker::{
+    HOME_DIR, MAX_SPEC_BYTES, SCRATCH_MOUNT, SCRATCH_WORKDIR, SPEC_ENV, WORKSPACE_MOUNT,
+};
+
+/// Name of the agent container.
+pub const AGENT_CONTAINER: &str = "agent";
+/// Name of the init container that fetches a git source.
+pub const FETCH_CONTAINER: &str = "fetch";
+/// Path of our binary in the runner image.
+pub const BINARY: &str = "/usr/local/bin/codex-orchestrator";
+/// Label keys.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const LABEL_RUN_ID: &str = "codex-orchestrator.dev/run-id";
+pub const LABEL_RUN: &str = "codex-orchestrator.dev/codexrun";
+pub const LABEL_MODE: &str = "codex-orchestrator.dev/mode";
+pub const LABEL_NETWORK: &str = "codex-orchestrator.dev/network";
+/// Value of `app.kubernetes.io/managed-by` (and `name`) on everything the controller creates.
+pub const MANAGER: &str = "codex-orchestrator";
+/// Environment variable the built-in provider reads the API key from.
+pub const DEFAULT_KEY_ENV: &str = "CODEX_API_KEY";
+
+/// The controller's settings the Pod depends on. Plain data, so [`build_pod`] is pure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSettings {
+    /// The runner image (agent + codex + our binary).
+    pub image: String,
+    /// Allow `spec.image` to differ from `image`.
+    pub allow_image_override: bool,
+    pub allow_full_access: bool,
+    /// uid = gid of the sandbox (never 0).
+    pub uid: i64,
+    pub default_timeout_secs: u64,
+    pub max_timeout_secs: u64,
+    /// Added to the run timeout for `activeDeadlineSeconds` (image pull, fetch, wind-down):
+    /// the controller enforces the run deadline itself from the agent's start.
+    pub deadline_slack_secs: u64,
+    pub stop_grace_secs: i64,
+    pub default_model: Option<String>,
+    pub verify_defaults: VerifyDefaults,
+    /// Agent container resources when the spec gives none.
+    pub default_resources: ResourceRequirements,
+    pub workspace_size: String,
+    pub home_size: String,
+    pub tmp_size: String,
+    pub scratch_size: String,
+    /// Patch bytes the agent carries inline in its stream.
+    pub max_patch_bytes: usize,
+}
+
+impl Default for PodSettings {
+    fn default() -> Self {
+        let q = |s: &str| Quantity(s.to_string());
+        PodSettings {
+            image: format!("codex-orchestrator-runner:{}", crate::model::VERSION),
+            allow_image_override: false,
+            allow_full_access: false,
+            uid: i64::from(FALLBACK_UID),
+            default_timeout_secs: 1800,
+            max_timeout_secs: 4 * 3600,
+            deadline_slack_secs: 900,
+            stop_grace_secs: 15,
+            default_model: Some(crate::config::DEFAULT_MODEL.to_string()),
+            verify_defaults: VerifyDefaults::default(),
+            default_resources: ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_string(), q("500m")),
+                    ("memory".to_string(), q("1Gi")),
+                ])),
+                limits: Some(BTreeMap::from([
+                    ("cpu".to_string(), q("2")),
+                    ("memory".to_string(), q("4Gi")),
+                ])),
+                ..Default::default()
+            },
+            workspace_size: "4Gi".into(),
+            home_size: "512Mi".into(),
+            tmp_size: "1Gi".into(),
+            scratch_size: "4Gi".into(),
+            max_patch_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a `CodexRun` cannot become a Pod. Shown in the run's status message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PodError {
+    #[error("the CodexRun has no {0} (it must come from the API server)")]
+    Metadata(&'static str),
+    #[error(
+        "securityMode full_access is not allowed: the controller was not started with --allow-full-access"
+    )]
+    FullAccessNotAllowed,
+    #[error("image `{0}` is not allowed; this controller runs `{1}`")]
+    ImageNotAllowed(String, String),
+    #[error("timeoutSeconds {0} is out of range (1..={1})")]
+    Timeout(u64, u64),
+    #[error("model name `{0}` is not valid")]
+    Model(String),
+    #[error("modelProvider: {0}")]
+    Provider(String),
+    #[error("outputSchema: {0}")]
+    OutputSchema(String),
+    #[error("{0}")]
+    Verify(String),
+    #[error(
+        "authSecretRef is required: the API key must come from a Secret (only a custom provider without envKey needs none)"
+    )]
+    NoAuth,
+    #[error(
+        "the run spec is {0} bytes, more than the {MAX_SPEC_BYTES} that fit in the environment"
+    )]
+    SpecTooLarge(usize),
+    #[error("exactly one of source.git and source.pvc must be set")]
+    Source,
+    #[error("cannot encode the run spec: {0}")]
+    Encode(String),
+}
+
+/// The run id of a `CodexRun`: its creation time (UTC) and the first 8 hex digits of its uid,
+/// so it is stable across controller restarts.
+pub fn run_id_for(cr: &CodexRun) -> Result<RunId, PodError> {
+    let created = cr
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .ok_or(PodError::Metadata("creationTimestamp"))?;
+    let uid = cr
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(PodError::Metadata("uid"))?;
+    let hex: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let stamp = created
+        .0
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%Y%m%d%H%M%S")
+        .to_string();
+    RunId::parse(&format!("{stamp}-{hex:0>8}")).map_err(|_| PodError::Metadata("usable uid"))
+}
+
+/// Name of the Pod of a `CodexRun`.
+pub fn pod_name(cr: &CodexRun) -> String {
+    let name = cr.name_any();
+    let base: String = name.chars().take(240).collect();
+    format!("{}-run", base.trim_end_matches(['-', '.']))
+}
+
+fn provider_of(p: &ModelProviderSpec) -> Result<ModelProvider, PodError> {
+    let provider = ModelProvider {
+        name: p.name.clone(),
+        base_url: p.base_url.clone(),
+        env_key: p.env_key.clone(),
+        wire_api: WireApi::Responses,
+        extra: p
+            .extra
+            .clone()
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default(),
+    };
+    provider.validate().map_err(PodError::Provider)?;
+    Ok(provider)
+}
+
+/// Which env var carries the API key, if any.
+fn key_env(cr: &CodexRun, provider: Option<&ModelProvider>) -> Result<Option<String>, PodError> {
+    let wanted = match provider {
+        None => Some(DEFAULT_KEY_ENV.to_string()),
+        Some(p) => p.env_key.clone(),
+    };
+    match (&cr.spec.auth_secret_ref, wanted) {
+        (Some(_), Some(env)) => Ok(Some(env)),
+        (Some(_), None) => Ok(Some(DEFAULT_KEY_ENV.to_string())),
+        (None, Some(_)) => Err(PodError::NoAuth),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The [`RunSpec`] the agent in the Pod gets. Pure; checks everything the schema cannot.
+pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
+    let spec = &cr.spec;
+    let mode = spec.security_mode;
+    if mode == SecurityMode::FullAccess && !s.allow_full_access {
+        return Err(PodError::FullAccessNotAllowed);
+    }
+    if let Some(img) = &spec.image
+        && img != &s.image
+        && !s.allow_image_override
+    {
+        return Err(PodError::ImageNotAllowed(img.clone(), s.image.clone()));
+    }
+    let timeout = spec.timeout_seconds.unwrap_or(s.default_timeout_secs);
+    if timeout == 0 || timeout > s.max_timeout_secs {
+        return Err(PodError::Timeout(timeout, s.max_timeout_secs));
+    }
+    let model = spec.model.clone().or_else(|| s.default_model.clone());
+    if let Some(m) = &model
+        && (m.is_empty()
+            || m.len() > 128
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:/-".contains(c)))
+    {
+        return Err(PodError::Model(m.clone()));
+    }
+    let provider = spec.model_provider.as_ref().map(provider_of).transpose()?;
+    let output_schema = match &spec.output_schema {
+        None => None,
+        Some(o) => {
+            let schema = match (&o.name, &o.inline) {
+                (Some(n), None) => crate::schemas::bundled(n).ok_or_else(|| {
+                    PodError::OutputSchema(format!(
+                        "`{n}` is not a bundled schema ({})",
+                        crate::schemas::names().join(", ")
+                    ))
+                })?,
+                (None, Some(v)) => serde_json::Value::Object(v.clone()),
+                _ => {
+                    return Err(PodError::OutputSchema(
+                        "exactly one of name and inline must be set".into(),
+                    ));
+                }
+            };
+            if let Some(problem) = crate::schemas::strict_problem(&schema) {
+                return Err(PodError::OutputSchema(problem));
+            }
+            Some(schema)
+        }
+    };
+    let verify_opts = spec.verify.as_ref().map(|v| v.to_options());
+    let verify = VerifySpec::resolve(mode, verify_opts.as_ref(), &s.verify_defaults)
+        .map_err(PodError::Verify)?;
+    let policy = SecurityPolicy::for_mode(mode);
+    let secret_env = key_env(cr, provider.as_ref())?.into_iter().collect();
+    Ok(RunSpec {
+        run_id: run_id_for(cr)?,
+        orchestrator_version: crate::model::VERSION.to_string(),
+        prompt: spec.prompt.clone(),
+        mode,
+        workspace: PathBuf::from(WORKSPACE_MOUNT),
+        scratch_dir: policy.scratch_copy.then(|| PathBuf::from(SCRATCH_WORKDIR)),
+        model,
+        provider,
+        output_schema,
+        schema_retry: spec.schema_retry,
+        verify,
+        deadline_secs: timeout,
+        codex_bin: PathBuf::from("/usr/local/bin/codex"),
+        codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
+        max_patch_bytes: s.max_patch_bytes,
+        secret_env,
+    })
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: optional.then_some(true),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool, sub_path: Option<&str>) -> VolumeMount {
+    VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: read_only.then_some(true),
+        sub_path: sub_path.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+fn empty_dir(name: &str, size: &str) -> Volume {
+    Volume {
+        name: name.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(size.to_string())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The container-level security context every container gets.
+pub fn container_security(policy: &SecurityPolicy, uid: i64) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(!policy.no_new_privileges),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            add: None,
+            drop: policy
+                .drop_all_capabilities
+                .then(|| vec!["ALL".to_string()]),
+        }),
+        read_only_root_filesystem: Some(policy.read_only_root_fs),
+        run_as_non_root: Some(policy.run_as_non_root),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Labels of the Pod (and of the artifacts object) of a run.
+pub fn run_labels(cr: &CodexRun, run_id: &RunId) -> BTreeMap<String, String> {
+    let policy = SecurityPolicy::for_mode(cr.spec.security_mode);
+    let mut l = BTreeMap::from([
+        (LABEL_NAME.to_string(), MANAGER.to_string()),
+        (LABEL_COMPONENT.to_string(), "run".to_string()),
+        (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+        (LABEL_RUN_ID.to_string(), run_id.to_string()),
+        (LABEL_MODE.to_string(), policy.mode.to_string()),
+        (
+            LABEL_NETWORK.to_string(),
+            match policy.network {
+                NetworkAccess::ModelApiOnly => "model-api-only",
+                NetworkAccess::Open => "open",
+            }
+            .to_string(),
+        ),
+    ]);
+    let name = cr.name_any();
+    if name.len() <= 63 {
+        l.insert(LABEL_RUN.to_string(), name);
+    }
+    l
+}
+
+/// The Pod of a `CodexRun`. Pure: same inputs, same Pod.
+pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
+    let spec = run_spec(cr, s)?;
+    let policy = SecurityPolicy::for_mode(spec.mode);
+    let spec_json = serde_json::to_string(&spec).map_err(|e| PodError::Encode(e.to_string()))?;
+    if spec_json.len() > MAX_SPEC_BYTES {
+        return Err(PodError::SpecTooLarge(spec_json.len()));
+    }
+    let namespace = cr
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(PodError::Metadata("namespace"))?;
+    let owner = cr
+        .controller_owner_ref(&())
+        .ok_or(PodError::Metadata("name or uid"))?;
+    let uid = if s.uid == 0 {
+        i64::from(FALLBACK_UID)
+    } else {
+        s.uid
+    };
+    let sec = container_security(&policy, uid);
+    let ro = policy.workspace_read_only;
+
+    let mut volumes = Vec::new();
+    let mut init_containers = Vec::new();
+    let mut ws_sub_path = None;
+    match (&cr.spec.source.git, &cr.spec.source.pvc) {
+        (Some(_), Some(_)) => return Err(PodError::Source),
+        (Some(git), None) => {
+            volumes.push(empty_dir("workspace", &s.workspace_size));
+            let mut args = vec![
+                "fetch".to_string(),
+                "--url".to_string(),
+                git.url.clone(),
+                "--dest".to_string(),
+                WORKSPACE_MOUNT.to_string(),
+            ];
+            if let Some(rev) = &git.revision {
+                args.push("--revision".to_string());
+                args.push(rev.clone());
+            }
+            let mut env = vec![env("HOME", "/tmp"), env("TMPDIR", "/tmp")];
+            if let Some(c) = &git.credentials_secret {
+                env.push(secret_env(
+                    super::fetch::USERNAME_ENV,
+                    &c.name,
+                    "username",
+                    true,
+                ));
+                env.push(secret_env(
+                    super::fetch::PASSWORD_ENV,
+                    &c.name,
+                    "password",
+                    false,
+                ));
+            }
+            init_containers.push(Container {
+                name: FETCH_CONTAINER.to_string(),
+                image: Some(s.image.clone()),
+                image_pull_policy: Some("IfNotPresent".to_string()),
+                command: Some(vec![BINARY.to_string()]),
+                args: Some(args),
+                env: Some(env),
+                working_dir: Some("/tmp".to_string()),
+                volume_mounts: Some(vec![
+                    mount("workspace", WORKSPACE_MOUNT, false, None),
+                    mount("tmp", "/tmp", false, None),
+                ]),
+                resources: Some(ResourceRequirements {
+                    requests: Some(BTreeMap::from([
+                        ("cpu".to_string(), Quantity("100m".into())),
+                        ("memory".to_string(), Quantity("128Mi".into())),
+                    ])),
+                    limits: Some(BTreeMap::from([
+                        ("cpu".to_string(), Quantity("1".into())),
+                        ("memory".to_string(), Quantity("1Gi".into())),
+                    ])),
+                    ..Default::default()
+                }),
+                security_context: Some(sec.clone()),
+                termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+                ..Default::default()
+            });
+        }
+        (None, Some(pvc)) => {
+            volumes.push(Volume {
+                name: "workspace".to_string(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: pvc.claim_name.clone(),
+                    read_only: ro.then_some(true),
+                }),
+                ..Default::default()
+            });
+            ws_sub_path = pvc.sub_path.as_deref();
+        }
+        (None, None) => return Err(PodError::Source),
+    }
+    volumes.push(empty_dir("home", &s.home_size));
+    volumes.push(empty_dir("tmp", &s.tmp_size));
+    let mut mounts = vec![
+        mount("workspace", WORKSPACE_MOUNT, ro, ws_sub_path),
+        mount("home", HOME_DIR, false, None),
+        mount("tmp", "/tmp", false, None),
+    ];
+    if policy.scratch_copy {
+        volumes.push(empty_dir("scratch", &s.scratch_size));
+        mounts.push(mount("scratch", SCRATCH_MOUNT, false, None));
+    }
+
+    let mut env = vec![
+        env(SPEC_ENV, spec_json),
+        env("HOME", HOME_DIR),
+        env("TMPDIR", "/tmp"),
+        env("LANG", "C.UTF-8"),
+        env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+        env("USER", "codex"),
+        env("LOGNAME", "codex"),
+        env("GIT_AUTHOR_NAME", "Codex"),
+        env("GIT_AUTHOR_EMAIL", "codex@sandbox.invalid"),
+        env("GIT_COMMITTER_NAME", "Codex"),
+        env("GIT_COMMITTER_EMAIL", "codex@sandbox.invalid"),
+        // Human log lines on stderr: in the merged pod log they can never pass for events.
+        env("CODEX_ORCHESTRATOR_LOG_FORMAT", "human"),
+    ];
+    if let (Some(auth), Some(var)) = (&cr.spec.auth_secret_ref, spec.secret_env.first()) {
+        env.push(secret_env(var, &auth.name, &auth.key, false));
+    }
+    let agent = Container {
+        name: AGENT_CONTAINER.to_string(),
+        image: Some(s.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        command: Some(vec![BINARY.to_string()]),
+        args: Some(vec!["agent".to_string()]),
+        env: Some(env),
+        working_dir: Some(WORKSPACE_MOUNT.to_string()),
+        volume_mounts: Some(mounts),
+        resources: Some(
+            cr.spec
+                .resources
+                .clone()
+                .unwrap_or_else(|| s.default_resources.clone()),
+        ),
+        security_context: Some(sec),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Default::default()
+    };
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(cr)),
+            namespace: Some(namespace),
+            labels: Some(run_labels(cr, &spec.run_id)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".to_string()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            active_deadline_seconds: Some(
+                (spec.deadline_secs.saturating_add(s.deadline_slack_secs)).min(i64::MAX as u64)
+                    as i64,
+            ),
+            termination_grace_period_seconds: Some(s.stop_grace_secs),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(uid),
+                run_as_group: Some(uid),
+                fs_group: Some(uid),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_string(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+            init_containers: (!init_containers.is_empty()).then_some(init_containers),
+            containers: vec![agent],
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// Violations of the Pod Security Standards **restricted** profile (which includes
+/// baseline), plus our own rules (read-only root filesystem, no service account token).
+/// Empty = the Pod passes. Pure; used by the tests on every Pod the builder makes.
+pub fn restricted_violations(pod: &Pod) -> Vec<String> {
+    let mut v = Vec::new();
+    let Some(spec) = &pod.spec else {
+        return vec!["pod has no spec".into()];
+    };
+    if spec.host_network == Some(true) {
+        v.push("hostNetwork".into());
+    }
+    if spec.host_pid == Some(true) {
+        v.push("hostPID".into());
+    }
+    if spec.host_ipc == Some(true) {
+        v.push("hostIPC".into());
+    }
+    if spec.automount_service_account_token != Some(false) {
+        v.push("automountServiceAccountToken is not false".into());
+    }
+    for vol in spec.volumes.iter().flatten() {
+        let allowed = vol.config_map.is_some()
+            || vol.csi.is_some()
+            || vol.downward_api.is_some()
+            || vol.empty_dir.is_some()
+            || vol.ephemeral.is_some()
+            || vol.persistent_volume_claim.is_some()
+            || vol.projected.is_some()
+            || vol.secret.is_some();
+        if !allowed {
+            v.push(format!(
+                "volume {} has a type the profile forbids",
+                vol.name
+            ));
+        }
+    }
+    let psc = spec.security_context.clone().unwrap_or_default();
+    let pod_seccomp_ok = psc
+        .seccomp_profile
+        .as_ref()
+        .is_some_and(|p| p.type_ == "RuntimeDefault" || p.type_ == "Localhost");
+    if psc.run_as_user == Some(0) {
+        v.push("pod runAsUser is 0".into());
+    }
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        v.push("ephemeral containers are not checked: none expected".into());
+    }
+    for c in all {
+        let n = &c.name;
+        let sc = c.security_context.clone().unwrap_or_default();
+        if sc.privileged == Some(true) {
+            v.push(format!("{n}: privileged"));
+        }
+        if sc.allow_privilege_escalation != Some(false) {
+            v.push(format!("{n}: allowPrivilegeEscalation is not false"));
+        }
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        if !caps.drop.iter().flatten().any(|d| d == "ALL") {
+            v.push(format!("{n}: capabilities do not drop ALL"));
+        }
+        if caps.add.iter().flatten().any(|a| a != "NET_BIND_SERVICE") {
+            v.push(format!(
+                "{n}: adds capabilities other than NET_BIND_SERVICE"
+            ));
+        }
+        let non_root = sc.run_as_non_root.or(psc.run_as_non_root);
+        if non_root != Some(true) {
+            v.push(format!("{n}: runAsNonRoot is not true"));
+        }
+        if sc.run_as_user.or(psc.run_as_user) == Some(0) {
+            v.push(format!("{n}: runAsUser is 0"));
+        }
+        let seccomp_ok = match &sc.seccomp_profile {
+            Some(p) => p.type_ == "RuntimeDefault" || p.type_ == "Localhost",
+            None => pod_seccomp_ok,
+        };
+        if !seccomp_ok {
+            v.push(format!(
+                "{n}: seccompProfile is not RuntimeDefault/Localhost"
+            ));
+        }
+        if sc.read_only_root_filesystem != Some(true) {
+            v.push(format!("{n}: readOnlyRootFilesystem is not true"));
+        }
+        if c.ports.iter().flatten().any(|p| p.host_port.is_some()) {
+            v.push(format!("{n}: hostPort"));
+        }
+    }
+    v
+}
+
+/// The workspace mount of the agent container.
+pub fn workspace_mount(pod: &Pod) -> Option<&VolumeMount> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == AGENT_CONTAINER)?
+        .volume_mounts
+        .as_ref()?
+        .iter()
+        .find(|m| m.mount_path == WORKSPACE_MOUNT)
+}

@@ -19,10 +19,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
 use tokio::sync::{Semaphore, watch};
@@ -34,15 +38,32 @@ use crate::config::{Config, FALLBACK_UID};
 use crate::error::{RunnerError, StoreError};
 use crate::events::{Completion, Decoded, LineDecoder, RunFold};
 use crate::model::{
-    BackendRef, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode, SecurityPolicy,
-    TerminalReason,
+    BackendRef, ModelProvider, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode,
+    SecurityPolicy, TerminalReason,
 };
+use crate::proxy::{self, PROXY_PORT, ProxySettings};
 use crate::store::{self, RunStore};
 
 pub const LABEL_MANAGED: &str = "dev.codex-orchestrator.managed";
 pub const LABEL_RUN_ID: &str = "dev.codex-orchestrator.run-id";
 pub const LABEL_STORE: &str = "dev.codex-orchestrator.store";
 pub const LABEL_MODE: &str = "dev.codex-orchestrator.mode";
+/// `sandbox` or `proxy`: which container of a run this is.
+pub const LABEL_ROLE: &str = "dev.codex-orchestrator.role";
+pub const ROLE_SANDBOX: &str = "sandbox";
+pub const ROLE_PROXY: &str = "proxy";
+
+/// Name of the egress proxy on a run's network.
+pub const PROXY_ALIAS: &str = "model-proxy";
+/// The sandbox's variable holding its per-run proxy token (its "API key").
+pub const TOKEN_ENV: &str = "CODEX_ORCHESTRATOR_MODEL_TOKEN";
+/// Upstream of runs without a configured provider.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// Limits of a proxy container.
+const PROXY_MEMORY_MB: u64 = 256;
+const PROXY_PIDS: i64 = 128;
+/// How long a new proxy may take to listen.
+const PROXY_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Paths inside the sandbox.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
@@ -64,6 +85,150 @@ const STATUS_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
 pub fn container_name(id: &RunId) -> String {
     format!("codex-run-{id}")
+}
+
+/// The run's egress proxy container.
+pub fn proxy_name(id: &RunId) -> String {
+    format!("codex-proxy-{id}")
+}
+
+/// The run's own internal network: the sandbox and its proxy, nothing else.
+pub fn network_name(id: &RunId) -> String {
+    format!("codex-net-{id}")
+}
+
+fn run_labels(
+    id: &RunId,
+    store_key: &str,
+    mode: SecurityMode,
+    role: &str,
+) -> HashMap<String, String> {
+    let mut labels = HashMap::new();
+    labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
+    labels.insert(LABEL_RUN_ID.to_string(), id.to_string());
+    labels.insert(LABEL_STORE.to_string(), store_key.to_string());
+    labels.insert(LABEL_MODE.to_string(), mode.to_string());
+    labels.insert(LABEL_ROLE.to_string(), role.to_string());
+    labels
+}
+
+/// How a run reaches its model: through its egress proxy, which alone holds the API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressPlan {
+    /// The provider the sandbox's codex is given (the proxy, the token as its key).
+    pub sandbox_provider: ModelProvider,
+    /// `KEY=value` entries for the sandbox (the token).
+    pub sandbox_env: Vec<String>,
+    /// `KEY=value` entries for the proxy (upstream, token, real key).
+    pub proxy_env: Vec<String>,
+}
+
+/// The egress plan of a run. Pure: `provider` is the run's provider (`None` = OpenAI),
+/// `secrets` the values read from the server's environment, `token` a fresh random token.
+pub fn egress_plan(
+    provider: Option<&ModelProvider>,
+    secrets: &[(String, String)],
+    token: &str,
+) -> Result<EgressPlan, RunnerError> {
+    let upstream = provider.map_or(OPENAI_BASE_URL, |p| p.base_url.as_str());
+    let key_name = match provider {
+        Some(p) => p.env_key.clone(),
+        None => Some("CODEX_API_KEY".to_string()),
+    };
+    let key = key_name.and_then(|k| {
+        secrets
+            .iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.clone())
+    });
+    let allowed: Vec<String> = proxy::DEFAULT_ALLOWED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let settings = ProxySettings::new(upstream, token, key.clone(), allowed)
+        .map_err(|e| RunnerError::InvalidRequest(format!("model provider: {e}")))?;
+    let sandbox_provider = ModelProvider {
+        name: provider.map_or_else(|| "openai-via-proxy".to_string(), |p| p.name.clone()),
+        base_url: format!("http://{PROXY_ALIAS}:{PROXY_PORT}{}", settings.base_path),
+        env_key: Some(TOKEN_ENV.to_string()),
+        wire_api: provider.map(|p| p.wire_api).unwrap_or_default(),
+        extra: provider.map(|p| p.extra.clone()).unwrap_or_default(),
+    };
+    let mut proxy_env = vec![
+        format!("{}={upstream}", proxy::ENV_UPSTREAM),
+        format!("{}={token}", proxy::ENV_TOKEN),
+    ];
+    if let Some(k) = key {
+        proxy_env.push(format!("{}={k}", proxy::ENV_API_KEY));
+    }
+    Ok(EgressPlan {
+        sandbox_provider,
+        sandbox_env: vec![format!("{TOKEN_ENV}={token}")],
+        proxy_env,
+    })
+}
+
+/// A fresh per-run token (256 random bits, hex).
+pub fn new_token() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("{a}{b}")
+}
+
+/// Everything the proxy container depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyInputs {
+    pub run_id: RunId,
+    pub image: String,
+    pub mode: SecurityMode,
+    pub store_key: String,
+    pub env: Vec<String>,
+}
+
+/// The egress proxy container of a run: our binary from the runner image, unprivileged,
+/// read-only, small, on the run's network under the name [`PROXY_ALIAS`] (the runner connects
+/// it to the outside network before starting it). Pure.
+pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
+    let net = network_name(&p.run_id);
+    let mut endpoints = HashMap::new();
+    endpoints.insert(
+        net.clone(),
+        EndpointSettings {
+            aliases: Some(vec![PROXY_ALIAS.to_string()]),
+            ..Default::default()
+        },
+    );
+    let memory = (PROXY_MEMORY_MB * 1024 * 1024) as i64;
+    let body = ContainerCreateBody {
+        image: Some(p.image.clone()),
+        entrypoint: Some(vec!["/usr/local/bin/codex-orchestrator".to_string()]),
+        cmd: Some(vec![
+            "proxy".to_string(),
+            "--listen".to_string(),
+            format!("0.0.0.0:{PROXY_PORT}"),
+        ]),
+        user: Some(format!("{FALLBACK_UID}:{FALLBACK_UID}")),
+        env: Some(p.env.clone()),
+        labels: Some(run_labels(&p.run_id, &p.store_key, p.mode, ROLE_PROXY)),
+        host_config: Some(HostConfig {
+            network_mode: Some(net),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            privileged: Some(false),
+            init: Some(true),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            pids_limit: Some(PROXY_PIDS),
+            ipc_mode: Some("private".to_string()),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(endpoints),
+        }),
+        ..Default::default()
+    };
+    (proxy_name(&p.run_id), body)
 }
 
 /// Everything the container spec depends on. Plain data, so [`container_spec`] is pure.
@@ -91,11 +256,7 @@ pub struct ContainerInputs {
 
 /// The container for one run, derived from the security policy. Pure.
 pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
-    let mut labels = HashMap::new();
-    labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
-    labels.insert(LABEL_RUN_ID.to_string(), i.run_id.to_string());
-    labels.insert(LABEL_STORE.to_string(), i.store_key.clone());
-    labels.insert(LABEL_MODE.to_string(), i.policy.mode.to_string());
+    let labels = run_labels(&i.run_id, &i.store_key, i.policy.mode, ROLE_SANDBOX);
 
     let mut tmpfs = HashMap::new();
     tmpfs.insert(
@@ -324,12 +485,29 @@ impl DockerRunner {
             .all(true)
             .filters(&filters)
             .build();
+        // Proxies and networks of runs (run id -> container id / network name).
+        let mut proxies: HashMap<String, String> = HashMap::new();
         for c in inner.docker.list_containers(Some(opts)).await? {
+            let labels = c.labels.as_ref();
             if let (Some(id), Some(run)) = (
                 c.id.clone(),
-                c.labels.as_ref().and_then(|l| l.get(LABEL_RUN_ID)).cloned(),
+                labels.and_then(|l| l.get(LABEL_RUN_ID)).cloned(),
             ) {
-                live.insert(run, id);
+                if labels.and_then(|l| l.get(LABEL_ROLE)).map(String::as_str) == Some(ROLE_PROXY) {
+                    proxies.insert(run, id);
+                } else {
+                    live.insert(run, id);
+                }
+            }
+        }
+        let net_opts = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let mut networks: HashMap<String, String> = HashMap::new();
+        for n in inner.docker.list_networks(Some(net_opts)).await? {
+            if let (Some(name), Some(run)) = (
+                n.name.clone(),
+                n.labels.as_ref().and_then(|l| l.get(LABEL_RUN_ID)).cloned(),
+            ) {
+                networks.insert(run, name);
             }
         }
         let mut keep = std::collections::HashSet::new();
@@ -352,6 +530,7 @@ impl DockerRunner {
                 match self.secrets_for(&inner.store.read_request(&id)?) {
                     Ok(secrets) => {
                         info!(run_id = %id, "re-queueing run that never started");
+                        keep.insert(id.to_string());
                         inner.secrets_lock().insert(id.clone(), secrets);
                         self.spawn_drive(st, Start::Fresh);
                     }
@@ -364,7 +543,7 @@ impl DockerRunner {
                 )?;
             }
         }
-        for (run, container) in live {
+        for (run, container) in live.into_iter().chain(proxies) {
             if !keep.contains(&run) {
                 info!(run_id = %run, "removing orphaned container");
                 let _ = inner
@@ -374,6 +553,16 @@ impl DockerRunner {
                         Some(RemoveContainerOptionsBuilder::new().force(true).build()),
                     )
                     .await;
+            }
+        }
+        for (run, network) in networks {
+            if !keep.contains(&run) {
+                info!(run_id = %run, "removing orphaned network");
+                if let Err(e) = inner.docker.remove_network(&network).await
+                    && !is_not_found(&e)
+                {
+                    warn!(%network, error = %e, "could not remove an orphaned network");
+                }
             }
         }
         Ok(())
@@ -549,6 +738,125 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Removes everything of a run: the sandbox, its proxy, its network. Idempotent.
+    async fn remove_run(&self, id: &RunId) {
+        self.remove_container(&container_name(id)).await;
+        self.remove_container(&proxy_name(id)).await;
+        if let Err(e) = self.docker.remove_network(&network_name(id)).await
+            && !is_not_found(&e)
+        {
+            warn!(network = %network_name(id), error = %e, "could not remove the run's network");
+        }
+    }
+}
+
+/// Connects container `name` to `network` (optionally under `alias`).
+async fn connect(
+    inner: &Inner,
+    network: &str,
+    name: &str,
+    alias: Option<&str>,
+) -> Result<(), RunnerError> {
+    let req = NetworkConnectRequest {
+        container: name.to_string(),
+        endpoint_config: Some(EndpointSettings {
+            aliases: alias.map(|a| vec![a.to_string()]),
+            ..Default::default()
+        }),
+    };
+    inner
+        .docker
+        .connect_network(network, req)
+        .await
+        .map_err(|e| {
+            RunnerError::Docker(format!("cannot connect {name} to network `{network}`: {e}"))
+        })
+}
+
+/// Creates the run's internal network and starts its egress proxy (on that network and on the
+/// outside one), waiting until it listens.
+async fn start_egress(
+    inner: &Inner,
+    id: &RunId,
+    mode: SecurityMode,
+    egress: &EgressPlan,
+) -> Result<(), RunnerError> {
+    let net = network_name(id);
+    let created = inner
+        .docker
+        .create_network(NetworkCreateRequest {
+            name: net.clone(),
+            driver: Some("bridge".to_string()),
+            internal: Some(true),
+            labels: Some(run_labels(id, &inner.store_key, mode, "network")),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(_) => {}
+        // Left over from an interrupted start of this very run: reuse it.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {}
+        Err(e) => {
+            return Err(RunnerError::Docker(format!(
+                "cannot create the run's network: {e}"
+            )));
+        }
+    }
+    let (pname, body) = proxy_spec(&ProxyInputs {
+        run_id: id.clone(),
+        image: inner.image.clone(),
+        mode,
+        store_key: inner.store_key.clone(),
+        env: egress.proxy_env.clone(),
+    });
+    inner.remove_container(&pname).await;
+    inner
+        .docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&pname).build()),
+            body,
+        )
+        .await?;
+    connect(inner, &inner.cfg.docker.network, &pname, None).await?;
+    inner.docker.start_container(&pname, None).await?;
+    wait_proxy_ready(inner, &pname).await
+}
+
+/// Waits (bounded) until the proxy logs that it listens; fails with its log if it exits.
+async fn wait_proxy_ready(inner: &Inner, name: &str) -> Result<(), RunnerError> {
+    let deadline = Instant::now() + PROXY_READY_TIMEOUT;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let mut logs = inner.docker.logs(
+            name,
+            Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
+        );
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        if text.contains("egress proxy listening") {
+            return Ok(());
+        }
+        let running = matches!(
+            inner.docker.inspect_container(name, None).await,
+            Ok(c) if c.state.as_ref().and_then(|s| s.running) == Some(true)
+        );
+        if !running || Instant::now() >= deadline {
+            let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            return Err(RunnerError::Docker(format!(
+                "the egress proxy did not start{}: {tail}",
+                if running { " in time" } else { "" }
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
@@ -619,15 +927,37 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
     if let Start::Fresh = start {
         sink.update(true, |s| s.phase = RunPhase::Starting)?;
         let secrets = inner.secrets_lock().remove(&id).unwrap_or_default();
+        let provider = req
+            .provider
+            .clone()
+            .or_else(|| inner.cfg.default_provider());
+        let egress = egress_plan(provider.as_ref(), &secrets, &new_token())?;
         let (name_, body, fallback) =
-            build_container(&inner, &id, &req, &policy, timeout, &secrets)?;
-        let created = inner
+            build_container(&inner, &id, &req, &policy, timeout, &egress)?;
+        if let Err(e) = start_egress(&inner, &id, req.mode, &egress).await {
+            inner.remove_run(&id).await;
+            return Err(e);
+        }
+        let created = match inner
             .docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::new().name(&name_).build()),
                 body,
             )
-            .await?;
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                inner.remove_run(&id).await;
+                return Err(e.into());
+            }
+        };
+        if policy.network == crate::model::NetworkAccess::Open
+            && let Err(e) = connect(&inner, &inner.cfg.docker.network, &name_, None).await
+        {
+            inner.remove_run(&id).await;
+            return Err(e);
+        }
         let backend = BackendRef::Docker {
             container_id: created.id.clone(),
             container_name: name_.clone(),
@@ -641,7 +971,7 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
             }
         })?;
         if let Err(e) = inner.docker.start_container(&name_, None).await {
-            inner.remove_container(&name_).await;
+            inner.remove_run(&id).await;
             return Err(e.into());
         }
         sink.update(true, |s| {
@@ -770,7 +1100,7 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
             if state.running == Some(true) {
                 // The log stream kept breaking while the container still runs: stop it rather
                 // than leave a sandbox nobody watches.
-                inner.remove_container(&name).await;
+                inner.remove_run(&id).await;
                 return Err(RunnerError::Docker(format!(
                     "lost the sandbox's log stream {MAX_REFOLLOWS} times; the sandbox was removed"
                 )));
@@ -803,7 +1133,7 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
                 .write_file(&id, store::LAST_MESSAGE, m.as_bytes())?;
         }
     }
-    inner.remove_container(&name).await;
+    inner.remove_run(&id).await;
     let progress = fold.progress().clone();
     sink.update(true, |s| {
         s.phase = phase;
@@ -932,7 +1262,7 @@ fn build_container(
     req: &RunRequest,
     policy: &SecurityPolicy,
     timeout: u64,
-    secrets: &[(String, String)],
+    egress: &EgressPlan,
 ) -> Result<BuiltContainer, RunnerError> {
     let meta = std::fs::metadata(&req.workspace).map_err(|e| {
         RunnerError::InvalidRequest(format!(
@@ -941,10 +1271,7 @@ fn build_container(
         ))
     })?;
     let (uid, gid, fallback) = sandbox_user(meta.uid(), meta.gid());
-    let provider = req
-        .provider
-        .clone()
-        .or_else(|| inner.cfg.default_provider());
+    let provider = Some(egress.sandbox_provider.clone());
     let spec = RunSpec {
         run_id: id.clone(),
         orchestrator_version: crate::model::VERSION.to_string(),
@@ -962,7 +1289,7 @@ fn build_container(
         codex_bin: PathBuf::from("/usr/local/bin/codex"),
         codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
         max_patch_bytes: 8 * 1024 * 1024,
-        secret_env: secrets.iter().map(|(k, _)| k.clone()).collect(),
+        secret_env: vec![TOKEN_ENV.to_string()],
     };
     let spec_json = serde_json::to_string(&spec).map_err(|e| RunnerError::Other(e.to_string()))?;
     let mut env = vec![
@@ -979,7 +1306,7 @@ fn build_container(
         "GIT_COMMITTER_NAME=Codex".to_string(),
         "GIT_COMMITTER_EMAIL=codex@sandbox.invalid".to_string(),
     ];
-    env.extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));
+    env.extend(egress.sandbox_env.iter().cloned());
     let d = &inner.cfg.docker;
     let (name, body) = container_spec(&ContainerInputs {
         run_id: id.clone(),
@@ -988,7 +1315,7 @@ fn build_container(
         workspace: req.workspace.clone(),
         uid,
         gid,
-        network: d.network.clone(),
+        network: network_name(id),
         memory_mb: d.memory_mb,
         cpus: d.cpus,
         pids_limit: d.pids_limit,
@@ -1165,6 +1492,128 @@ fn read_event_page(path: &Path, from: u64, limit: usize) -> Result<EventPage, St
 mod tests {
     use super::*;
 
+    #[test]
+    fn egress_plans_keep_the_key_in_the_proxy() {
+        let token = "f".repeat(64);
+        let mock = ModelProvider {
+            name: "mock".into(),
+            base_url: "http://mock:8080/v1".into(),
+            env_key: Some("MOCK_API_KEY".into()),
+            wire_api: Default::default(),
+            extra: [("request_max_retries".to_string(), serde_json::json!(0))].into(),
+        };
+        let secrets = vec![("MOCK_API_KEY".to_string(), "sk-mock-secret".to_string())];
+        assert_eq!(
+            egress_plan(Some(&mock), &secrets, &token).unwrap(),
+            EgressPlan {
+                sandbox_provider: ModelProvider {
+                    name: "mock".into(),
+                    base_url: "http://model-proxy:8080/v1".into(),
+                    env_key: Some(TOKEN_ENV.into()),
+                    wire_api: Default::default(),
+                    extra: mock.extra.clone(),
+                },
+                sandbox_env: vec![format!("{TOKEN_ENV}={token}")],
+                proxy_env: vec![
+                    "CODEX_ORCHESTRATOR_PROXY_UPSTREAM=http://mock:8080/v1".into(),
+                    format!("CODEX_ORCHESTRATOR_PROXY_TOKEN={token}"),
+                    "CODEX_ORCHESTRATOR_PROXY_API_KEY=sk-mock-secret".into(),
+                ],
+            }
+        );
+        // No provider: OpenAI, with CODEX_API_KEY.
+        let openai = egress_plan(
+            None,
+            &[("CODEX_API_KEY".to_string(), "sk-openai".to_string())],
+            &token,
+        )
+        .unwrap();
+        assert_eq!(openai.sandbox_provider.name, "openai-via-proxy");
+        assert_eq!(
+            openai.sandbox_provider.base_url,
+            "http://model-proxy:8080/v1"
+        );
+        assert_eq!(
+            openai.proxy_env[0],
+            "CODEX_ORCHESTRATOR_PROXY_UPSTREAM=https://api.openai.com/v1"
+        );
+        assert!(
+            openai
+                .proxy_env
+                .contains(&"CODEX_ORCHESTRATOR_PROXY_API_KEY=sk-openai".to_string())
+        );
+        assert!(!openai.sandbox_env.iter().any(|e| e.contains("sk-")));
+        let bad = ModelProvider {
+            base_url: "http://user:pw@x/v1".into(),
+            ..mock
+        };
+        let e = egress_plan(Some(&bad), &secrets, &token)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without credentials"), "{e}");
+    }
+
+    #[test]
+    fn proxy_container_is_hardened_and_on_the_run_network() {
+        let id = RunId::parse("20261124040512-3fa9c2d1").unwrap();
+        let (name, body) = proxy_spec(&ProxyInputs {
+            run_id: id.clone(),
+            image: "runner:1".into(),
+            mode: SecurityMode::WorkspaceWrite,
+            store_key: "0123456789abcdef".into(),
+            env: vec!["A=b".into()],
+        });
+        assert_eq!(name, "codex-proxy-20261124040512-3fa9c2d1");
+        let mut endpoints = HashMap::new();
+        endpoints.insert(
+            "codex-net-20261124040512-3fa9c2d1".to_string(),
+            EndpointSettings {
+                aliases: Some(vec!["model-proxy".into()]),
+                ..Default::default()
+            },
+        );
+        let memory = 256 * 1024 * 1024;
+        assert_eq!(
+            body,
+            ContainerCreateBody {
+                image: Some("runner:1".into()),
+                entrypoint: Some(vec!["/usr/local/bin/codex-orchestrator".into()]),
+                cmd: Some(vec![
+                    "proxy".into(),
+                    "--listen".into(),
+                    "0.0.0.0:8080".into()
+                ]),
+                user: Some("10001:10001".into()),
+                env: Some(vec!["A=b".into()]),
+                labels: Some(run_labels(
+                    &id,
+                    "0123456789abcdef",
+                    SecurityMode::WorkspaceWrite,
+                    "proxy"
+                )),
+                host_config: Some(HostConfig {
+                    network_mode: Some("codex-net-20261124040512-3fa9c2d1".into()),
+                    readonly_rootfs: Some(true),
+                    cap_drop: Some(vec!["ALL".into()]),
+                    security_opt: Some(vec!["no-new-privileges:true".into()]),
+                    privileged: Some(false),
+                    init: Some(true),
+                    memory: Some(memory),
+                    memory_swap: Some(memory),
+                    pids_limit: Some(128),
+                    ipc_mode: Some("private".into()),
+                    ..Default::default()
+                }),
+                networking_config: Some(NetworkingConfig {
+                    endpoints_config: Some(endpoints),
+                }),
+                ..Default::default()
+            }
+        );
+        assert_eq!(new_token().len(), 64);
+        assert_ne!(new_token(), new_token());
+    }
+
     fn inputs(mode: SecurityMode) -> ContainerInputs {
         ContainerInputs {
             run_id: RunId::parse("20261124040512-3fa9c2d1").unwrap(),
@@ -1198,6 +1647,7 @@ mod tests {
         );
         labels.insert(LABEL_STORE.to_string(), "0123456789abcdef".to_string());
         labels.insert(LABEL_MODE.to_string(), "readonly".to_string());
+        labels.insert(LABEL_ROLE.to_string(), "sandbox".to_string());
         let mut tmpfs = HashMap::new();
         tmpfs.insert(
             "/tmp".to_string(),

@@ -3,6 +3,7 @@ mod cli;
 mod docker_e2e;
 mod docker_hardening;
 mod docker_restart;
+mod egress;
 mod events;
 mod image;
 mod kube_controller;

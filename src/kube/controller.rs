@@ -428,6 +428,9 @@ fn apply_fold(st: &mut CodexRunStatus, fold: &RunFold) {
     }
     st.attempt = fold.attempt();
     st.progress = Some(fold.progress().clone());
+    if let Some(v) = fold.verify_summary() {
+        st.verify = Some(v.clone());
+    }
     if st.thread_id.is_none() {
         st.thread_id = fold.thread_id().map(str::to_owned);
     }
@@ -938,6 +941,7 @@ async fn finish(
             s.fold().progress().clone(),
             s.fold().attempt(),
             s.fold().thread_id().map(str::to_owned),
+            s.fold().verify_summary().cloned(),
         )
     });
     let st = ctx
@@ -947,9 +951,12 @@ async fn finish(
             st.message = Some(message);
             st.exit_code = exit_code;
             st.finished_at = Some(Time(jiff::Timestamp::now()));
-            if let Some((progress, attempt, thread)) = fold_view {
+            if let Some((progress, attempt, thread, verify)) = fold_view {
                 st.progress = Some(progress);
                 st.attempt = attempt;
+                if verify.is_some() {
+                    st.verify = verify;
+                }
                 if thread.is_some() {
                     st.thread_id = thread;
                 }

@@ -114,7 +114,24 @@ async fn run_container_is_hardened() {
     assert_eq!(hc.memory_swap, hc.memory);
     assert_eq!(hc.pids_limit, Some(1024));
     assert_eq!(hc.nano_cpus, Some(2_000_000_000));
-    assert_eq!(hc.network_mode.as_deref(), Some(env.network.as_str()));
+    // Only the run's own internal network (the proxy alone joins the outside one).
+    let run_net = name.replacen("codex-run-", "codex-net-", 1);
+    assert_eq!(hc.network_mode.as_deref(), Some(run_net.as_str()));
+    let nets: Vec<String> = c
+        .network_settings
+        .clone()
+        .unwrap()
+        .networks
+        .unwrap()
+        .into_keys()
+        .collect();
+    assert_eq!(nets, vec![run_net.clone()]);
+    let net = env
+        .docker
+        .inspect_network(&run_net, None::<bollard::query_parameters::InspectNetworkOptions>)
+        .await
+        .unwrap();
+    assert_eq!(net.internal, Some(true));
     let tmpfs = hc.tmpfs.unwrap();
     let mut keys: Vec<&String> = tmpfs.keys().collect();
     keys.sort();

@@ -697,3 +697,32 @@ async fn full_access_is_refused_unless_allowed() {
     assert!(st.message.unwrap().contains("--allow-full-access"));
     assert!(f.state.lock().unwrap().pods.is_empty());
 }
+
+#[tokio::test]
+async fn a_verify_round_in_the_pod_log_shows_in_the_status() {
+    let (clean, _) = agent_stream();
+    // The run is still going: no run.completed yet, a verify round has begun and failed once.
+    let mut lines: Vec<&str> = clean.lines().collect();
+    lines.pop();
+    let mut log = lines.join("\n") + "\n";
+    log.push_str(r#"{"type":"orchestrator.verify.started","attempt":0,"commands":[{"kind":"test","command":"make test","source":"Makefile target test"}]}"#);
+    log.push('\n');
+    log.push_str(r#"{"type":"orchestrator.verify.completed","attempt":0,"passed":false,"failing":["make test"]}"#);
+    log.push('\n');
+    log.push_str(r#"{"type":"orchestrator.attempt.started","attempt":1,"kind":"fix"}"#);
+    log.push('\n');
+    let cr = the_run();
+    let f = running_run(&cr, pod_log(&log)).await;
+    let st = f.status();
+    assert_eq!(st.phase, Some(RunPhase::Fixing));
+    assert_eq!(st.attempt, 1);
+    assert_eq!(
+        st.verify,
+        Some(codex_orchestrator::model::VerifySummary {
+            rounds: 1,
+            passed: Some(false),
+            failing: vec!["make test".into()],
+            fix_attempts: 1,
+        })
+    );
+}

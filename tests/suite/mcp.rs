@@ -1576,6 +1576,7 @@ async fn mcp_over_streamable_http_serves_the_same_tools_and_shuts_down() {
     );
 
     // initialize + tools/list: the tool names of the stdio snapshot.
+    crate::support::init_tls();
     let h = Harness::connect(StreamableHttpClientTransport::from_uri(format!(
         "http://{addr}/mcp"
     )))

@@ -9,6 +9,13 @@ pub mod mock;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Installs rustls' ring provider as the process default (once). The crate enables reqwest's
+/// `rustls-no-provider`, so an HTTP client built without an explicit TLS config (rmcp's
+/// streamable HTTP client) needs a default provider.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// `tests/fixtures/` of this crate.
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

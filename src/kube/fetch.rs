@@ -7,9 +7,8 @@
 //! * Credentials (HTTP): `CODEX_ORCHESTRATOR_GIT_USERNAME` (optional, default
 //!   `x-access-token`) and `CODEX_ORCHESTRATOR_GIT_PASSWORD` (a password or token), which the Pod
 //!   takes from the `credentialsSecret`. They are never logged.
-//! * Transports: `file://`, `git://` and plain `http://` are built in. `https://` needs libgit2
-//!   built with TLS (the `https` feature of git2), which this build does not enable yet: such
-//!   a URL fails with libgit2's "unsupported URL protocol" error.
+//! * Transports: `file://`, `git://`, `http://` and `https://` (libgit2 with OpenSSL and the
+//!   system's CA certificates; the runner image has ca-certificates).
 //! * The destination must be empty or absent (an emptyDir is empty).
 
 use std::path::{Path, PathBuf};
@@ -227,6 +226,23 @@ pub async fn main(a: FetchArgs) -> Result<(), FetchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn https_is_a_supported_transport() {
+        // Nothing listens on the discard port: the error must be the connection, not an
+        // unsupported protocol.
+        let dest = tempfile::tempdir().unwrap();
+        let e = fetch(
+            "https://127.0.0.1:9/repo.git",
+            None,
+            &dest.path().join("ws"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains("unsupported URL protocol"), "{e}");
+        assert!(e.to_lowercase().contains("connect"), "{e}");
+    }
 
     #[test]
     fn urls_lose_their_credentials_in_messages() {

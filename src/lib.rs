@@ -11,8 +11,10 @@
 //! * [`store`] — run directories on disk
 //! * [`image`] — building the runner image offline
 //! * [`mcp`] — the MCP server (`codex-orchestrator mcp`)
+//! * [`audit`] — the server's and the full_access runs' audit logs
 
 pub mod agent;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;

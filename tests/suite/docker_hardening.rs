@@ -64,6 +64,7 @@ async fn busy_run(
             verify: None,
             image: None,
             labels: Default::default(),
+            confirm_full_access: false,
         })
         .await
         .unwrap();

@@ -540,6 +540,7 @@ async fn mcp_run_status_artifacts_diff_and_list_through_a_client() {
             verify: None,
             image: None,
             labels: Default::default(),
+            confirm_full_access: false,
         }]
     );
 

@@ -7,5 +7,6 @@ mod events;
 mod image;
 mod mcp;
 mod mcp_apply;
+mod security;
 mod verify;
 mod workspace;

@@ -456,6 +456,7 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
         omitted_commands: 0,
         errors: vec![],
         omitted_errors: 0,
+        limits_hit: None,
         usage: UsageReport {
             per_attempt: vec![TokenUsage {
                 input_tokens: 100,

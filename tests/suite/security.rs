@@ -390,3 +390,200 @@ async fn mcp_runs_leave_no_key_anywhere_and_are_audited() {
     }
     env.cleanup().await;
 }
+
+/// One run of `script` in its own environment (its own mock), with `tweak` applied to the
+/// config. Returns the final status, the result and the events log.
+async fn run_alone(
+    script: Value,
+    mode: SecurityMode,
+    tweak: impl FnOnce(&mut codex_orchestrator::config::Config),
+) -> (
+    codex_orchestrator::model::RunStatus,
+    codex_orchestrator::model::RunResult,
+    String,
+) {
+    let mut env = DockerEnv::start(script).await;
+    let ws = git_workspace();
+    let mut cfg = env.config();
+    tweak(&mut cfg);
+    let runner = env.runner_with(cfg).await;
+    let id = runner
+        .submit(RunRequest {
+            timeout_secs: Some(150),
+            ..request(ws.path(), mode, "attack")
+        })
+        .await
+        .unwrap();
+    let st = runner.wait(&id, Duration::from_secs(200)).await.unwrap();
+    let art = runner.artifacts(&id).await.unwrap();
+    let events =
+        std::fs::read_to_string(runner.store().path(&id, "events.jsonl")).unwrap_or_default();
+    assert!(
+        env.store_containers().await.is_empty(),
+        "sandbox left behind"
+    );
+    env.cleanup().await;
+    (st, art.result.expect("result"), events)
+}
+
+fn exec(cmd: &str) -> Value {
+    json!({"output": [{"exec": cmd, "yield_time_ms": 120000}]})
+}
+
+fn warnings(events: &str) -> Vec<String> {
+    events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "orchestrator.warning")
+        .filter_map(|v| v["message"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn peak_rss_mb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_abuse_is_contained_reported_and_spares_a_concurrent_run() {
+    use codex_orchestrator::model::TerminalReason;
+    let msg = |t: &str| json!({"output": [{"message": t}]});
+    let fork_bomb = run_alone(
+        json!([
+            exec("timeout 10 bash -c 'b(){ b | b & }; b; wait' >/dev/null 2>&1; echo survived"),
+            msg("fork bomb over")
+        ]),
+        SecurityMode::WorkspaceWrite,
+        |c| c.docker.pids_limit = 192,
+    );
+    let memory_bomb = run_alone(
+        json!([
+            exec("timeout 60 sh -c 'head -c 3000m /dev/zero | tail > /dev/null'; echo \"exit=$?\""),
+            msg("memory bomb over")
+        ]),
+        SecurityMode::WorkspaceWrite,
+        |c| c.docker.memory_mb = 384,
+    );
+    let disk_fill = run_alone(
+        json!([
+            exec("timeout 60 dd if=/dev/zero of=/tmp/fill bs=1M count=100000; df -m /tmp"),
+            msg("disk fill over")
+        ]),
+        SecurityMode::WorkspaceWrite,
+        |c| c.docker.tmp_mb = 64,
+    );
+    let flood = run_alone(
+        json!([
+            exec("timeout 90 yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 2000000000"),
+            msg("flood over")
+        ]),
+        SecurityMode::WorkspaceWrite,
+        |_| {},
+    );
+    let good = run_alone(
+        json!([exec("echo fine"), msg("all good")]),
+        SecurityMode::WorkspaceWrite,
+        |_| {},
+    );
+    let (fork_bomb, memory_bomb, disk_fill, flood, good) =
+        tokio::join!(fork_bomb, memory_bomb, disk_fill, flood, good);
+
+    for (name, (st, r, events)) in [
+        ("fork bomb", &fork_bomb),
+        ("memory bomb", &memory_bomb),
+        ("disk fill", &disk_fill),
+        ("flood", &flood),
+        ("good", &good),
+    ] {
+        eprintln!(
+            "{name}: phase={} reason={:?} message={:?} limits_hit={:?} warnings={:?} oversized={} events_bytes={}",
+            st.phase,
+            st.reason,
+            st.message,
+            r.limits_hit,
+            warnings(events),
+            st.progress.oversized_lines,
+            events.len()
+        );
+    }
+    // Fork bomb: contained by the pids limit; codex survives and the run completes, saying
+    // which limit was hit.
+    let (st, r, events) = &fork_bomb;
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Succeeded, Some(TerminalReason::Completed))
+    );
+    let hit = r.limits_hit.clone().unwrap();
+    assert!(hit.pids > 0 && hit.oom_kills == 0, "{hit:?}");
+    let m = st.message.clone().unwrap();
+    assert!(
+        m.starts_with("sandbox limits were hit: the process limit refused "),
+        "{m}"
+    );
+    assert_eq!(warnings(events), vec![m]);
+    assert_eq!(r.commands[0].exit_code, Some(0), "{:?}", r.commands);
+
+    // Memory bomb: the kernel kills the allocating process at the memory limit, not the
+    // sandbox; the run completes and says so.
+    let (st, r, events) = &memory_bomb;
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Succeeded, Some(TerminalReason::Completed))
+    );
+    let hit = r.limits_hit.clone().unwrap();
+    assert!(hit.oom_kills >= 1 && hit.pids == 0, "{hit:?}");
+    let m = st.message.clone().unwrap();
+    assert!(
+        m.starts_with("sandbox limits were hit: the memory limit killed "),
+        "{m}"
+    );
+    assert!(warnings(events).contains(&m));
+
+    // Disk fill: /tmp stops at its cap; the agent then cannot compute the patch, and the run
+    // fails naming the full filesystem first.
+    let (st, r, _) = &disk_fill;
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Failed, Some(TerminalReason::ResourceLimit)),
+        "{st:#?}"
+    );
+    assert_eq!(
+        r.limits_hit.clone().unwrap().full_filesystems,
+        vec!["/tmp (64 MB)".to_string()]
+    );
+    let m = st.message.clone().unwrap();
+    assert!(
+        m.starts_with("sandbox limits were hit: the disk limit was reached: /tmp (64 MB) full"),
+        "{m}"
+    );
+
+    // Output flood: 2 GB printed; codex keeps a bounded share of it, the stream and the
+    // orchestrator stay small, the run completes.
+    let (st, r, events) = &flood;
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Succeeded, Some(TerminalReason::Completed))
+    );
+    assert_eq!(r.commands[0].exit_code, Some(0), "{:?}", r.commands);
+    assert!(events.len() < 16 * 1024 * 1024, "{} bytes", events.len());
+
+    let (st, r, _) = &good;
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Succeeded, Some(TerminalReason::Completed)),
+        "{st:#?}"
+    );
+    assert_eq!(r.summary.as_deref(), Some("all good"));
+    assert_eq!(r.limits_hit, None);
+    assert!(
+        peak_rss_mb() < 512,
+        "orchestrator peak RSS {} MB",
+        peak_rss_mb()
+    );
+}

@@ -106,6 +106,7 @@ async fn main() {
                 verify: None,
                 image: None,
                 labels: Default::default(),
+                confirm_full_access: false,
             })
             .await
             .expect("submit");

@@ -85,6 +85,7 @@ fn request(ws: &Path) -> RunRequest {
         verify: None,
         image: None,
         labels: Default::default(),
+        confirm_full_access: false,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line interface: `codex-orchestrator <command>`. Each command is a thin shell over
 //! the library; logs go to stderr, machine-readable output to stdout.
 
+use crate::audit::{Action, Actor, ServerEntry};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -155,6 +156,10 @@ pub struct RunArgs {
     /// Allow `--mode full_access`.
     #[arg(long)]
     pub allow_full_access: bool,
+    /// Confirm that this run should get `full_access` (needed in addition to
+    /// --allow-full-access; every command of the run is written to its audit log).
+    #[arg(long)]
+    pub confirm_full_access: bool,
     /// Print the final status and result as JSON instead of a human summary.
     #[arg(long)]
     pub json: bool,
@@ -403,9 +408,25 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         verify: (verify != Default::default()).then_some(verify),
         image: None,
         labels: Default::default(),
+        confirm_full_access: a.confirm_full_access,
     };
     let runner = DockerRunner::connect(cfg).await?;
-    let id = runner.submit(req).await?;
+    let submitted = runner.submit(req.clone()).await;
+    let mut entry = match &submitted {
+        Ok(id) => {
+            let mut e = ServerEntry::new(Actor::cli(), Action::Submit, "accepted");
+            e.run_id = Some(id.clone());
+            e
+        }
+        Err(err) => {
+            let mut e = ServerEntry::new(Actor::cli(), Action::Submit, "refused");
+            e.detail = Some(err.to_string());
+            e
+        }
+    };
+    entry.request = Some(Box::new(req));
+    runner.server_audit().record(&entry);
+    let id = submitted?;
     if a.detach {
         println!("{id}");
         return Ok(0);
@@ -422,6 +443,23 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         print_summary(&art);
     }
     Ok(exit_code_for(status.phase))
+}
+
+/// Cancels a run and records who asked in the server's audit log.
+async fn audited_cancel(
+    runner: &DockerRunner,
+    id: &RunId,
+) -> Result<crate::runner::CancelOutcome, CliError> {
+    let res = runner.cancel(id).await;
+    let outcome = match &res {
+        Ok(crate::runner::CancelOutcome::Cancelling) => "cancelling".to_string(),
+        Ok(crate::runner::CancelOutcome::AlreadyFinished { .. }) => "already_finished".into(),
+        Err(e) => format!("error: {e}"),
+    };
+    let mut e = ServerEntry::new(Actor::cli(), Action::Cancel, outcome);
+    e.run_id = Some(id.clone());
+    runner.server_audit().record(&e);
+    Ok(res?)
 }
 
 fn exit_code_for(phase: RunPhase) -> i32 {
@@ -449,7 +487,7 @@ async fn follow_with_progress(runner: &DockerRunner, id: &RunId) -> Result<RunSt
                     return runner.status(id).await.map_err(Into::into);
                 }
                 eprintln!("\ncancelling run {id} (Ctrl-C again to stop waiting)");
-                runner.cancel(id).await?;
+                audited_cancel(runner, id).await?;
                 continue;
             }
         };
@@ -588,7 +626,7 @@ async fn runs_cmd(cli: &Cli, c: &RunsCmd) -> Result<i32, CliError> {
             Ok(exit_code_for(st.phase))
         }
         RunsCmd::Cancel { id } => {
-            print_json(&runner.cancel(id).await?)?;
+            print_json(&audited_cancel(&runner, id).await?)?;
             Ok(0)
         }
         RunsCmd::Events { id, from, limit } => {

@@ -15,6 +15,7 @@
 //! memory_mb = 4096
 //! cpus = 2.0
 //! pids_limit = 512
+//! allowed_images = ["corp/codex-runner:0.1.0"]   # besides the runner image (always allowed)
 //!
 //! [verify]                            # the verify loop's defaults (docs/VERIFY_LOOP.md)
 //! modes = ["workspace_write", "full_access"]
@@ -65,6 +66,9 @@ pub struct DockerConfig {
     pub stop_grace_secs: u64,
     /// Seconds after the agent's deadline before the container is killed outright.
     pub hard_kill_grace_secs: u64,
+    /// Images a request may name besides the runner image (which is always allowed). Each
+    /// must be a runner image of this orchestrator version.
+    pub allowed_images: Vec<String>,
 }
 
 impl Default for DockerConfig {
@@ -80,6 +84,7 @@ impl Default for DockerConfig {
             scratch_mb: 2048,
             stop_grace_secs: 10,
             hard_kill_grace_secs: 20,
+            allowed_images: Vec::new(),
         }
     }
 }
@@ -280,6 +285,12 @@ impl Config {
             return Err(bad(
                 "docker.network",
                 "the host network is never allowed for run containers".into(),
+            ));
+        }
+        if d.allowed_images.iter().any(|i| i.trim().is_empty()) {
+            return Err(bad(
+                "docker.allowed_images",
+                "an image name is empty".into(),
             ));
         }
         if let Some(p) = &self.default_provider

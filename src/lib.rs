@@ -12,8 +12,10 @@
 //! * [`image`] — building the runner image offline
 //! * [`mcp`] — the MCP server (`codex-orchestrator mcp`)
 //! * [`kube`] — the `CodexRun` custom resource and its controller
+//! * [`audit`] — the server's and the full_access runs' audit logs
 
 pub mod agent;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -187,6 +187,7 @@ mod tests {
             verify: None,
             image: None,
             labels: Default::default(),
+            confirm_full_access: false,
         }
     }
 

@@ -19,8 +19,11 @@ pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!("{default_level},bollard=warn,hyper=warn,rmcp=warn"))
     });
+    let writer = RedactingStderr(std::sync::Arc::new(
+        crate::agent::redact::Redactor::from_secret_looking_env(),
+    ));
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(filter)
         .with_span_events(FmtSpan::NONE)
         .with_target(false);
@@ -32,4 +35,31 @@ pub fn init(format: LogFormat, default_level: &str) {
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// Stderr with secrets removed: the values of this process's secret-looking environment
+/// variables (API keys, tokens) and common key shapes never reach a log line, whatever a
+/// dependency logs at debug level (bollard logs whole container specs, env included). The fmt
+/// layer writes each event with one `write_all`, so every event is redacted whole.
+#[derive(Clone)]
+struct RedactingStderr(std::sync::Arc<crate::agent::redact::Redactor>);
+
+struct RedactingWriter(std::sync::Arc<crate::agent::redact::Redactor>);
+
+impl std::io::Write for RedactingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let out = self.0.redact_bytes(buf);
+        std::io::stderr().write_all(&out)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
+    type Writer = RedactingWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter(self.0.clone())
+    }
 }

@@ -35,6 +35,7 @@
 pub mod argv;
 pub mod codex;
 pub mod fix;
+pub mod limits;
 pub mod outcome;
 pub mod redact;
 pub mod stream;
@@ -257,6 +258,8 @@ async fn run_spec<W: AsyncWrite + Unpin>(
         })
         .await?;
 
+    let limit_mounts = limits::mounts(&spec);
+    let limits_before = limits::observe(&limit_mounts);
     let tmp = RunTmp::create(&spec);
     let finish = match &tmp {
         Ok(tmp) => drive(&spec, &workdir, tmp, &mut stream, &limits).await?,
@@ -265,7 +268,8 @@ async fn run_spec<W: AsyncWrite + Unpin>(
             format!("cannot create the agent's temp dir: {e}"),
         )),
     };
-    let exit = complete(&spec, finish, &mut stream).await?;
+    let hit = limits::since(&limits::observe(&limit_mounts), &limits_before);
+    let exit = complete(&spec, finish, hit, &mut stream).await?;
     if let Ok(tmp) = tmp {
         tmp.remove().await;
     }
@@ -929,6 +933,7 @@ async fn final_diff<W: AsyncWrite + Unpin>(
 async fn complete<W: AsyncWrite + Unpin>(
     spec: &RunSpec,
     finish: Finish,
+    hit: model::LimitsHit,
     stream: &mut Stream<W>,
 ) -> Result<AgentExit, AgentError> {
     let Finish {
@@ -943,6 +948,15 @@ async fn complete<W: AsyncWrite + Unpin>(
     if let Some(schema) = &spec.output_schema {
         let answer = stream.fold.final_answer().map(str::to_owned);
         outcome::apply_output_contract(schema, answer.as_deref(), &mut decision, &mut result);
+    }
+    if let Some(what) = hit.describe() {
+        stream
+            .emit(&OrchestratorEvent::Warning {
+                message: what.clone(),
+            })
+            .await?;
+        decision = outcome::with_limits_hit(decision, &what);
+        result.limits_hit = Some(hit);
     }
     let message = decision
         .message

@@ -71,6 +71,32 @@ pub struct Decision {
     pub message: Option<String>,
 }
 
+/// The decision once sandbox limits were hit (`what` names them): a run that failed because
+/// codex failed or exited, or the agent broke, ends `resource_limit` with the limits first in
+/// its message; any other decision keeps its phase and reason and mentions the limits. Pure.
+pub fn with_limits_hit(d: Decision, what: &str) -> Decision {
+    let blamed = d.phase == RunPhase::Failed
+        && matches!(
+            d.reason,
+            TerminalReason::CodexFailed | TerminalReason::CodexExited | TerminalReason::AgentError
+        );
+    if blamed {
+        let message = match d.message {
+            Some(m) => format!("{what}; then: {m}"),
+            None => what.to_string(),
+        };
+        return Decision::failed(TerminalReason::ResourceLimit, message);
+    }
+    let message = match d.message {
+        Some(m) => format!("{m} ({what})"),
+        None => what.to_string(),
+    };
+    Decision {
+        message: Some(message),
+        ..d
+    }
+}
+
 impl Decision {
     pub fn failed(reason: TerminalReason, message: impl Into<String>) -> Self {
         Decision {
@@ -423,6 +449,50 @@ mod tests {
                 deletions: 2,
                 truncated: true,
             }
+        );
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn limits_turn_codex_failures_into_resource_limit() {
+        let what = "sandbox limits were hit: the memory limit killed 1 process (out of memory)";
+        let failed = Decision::failed(TerminalReason::CodexFailed, "stream error");
+        assert_eq!(
+            with_limits_hit(failed, what),
+            Decision {
+                phase: RunPhase::Failed,
+                reason: TerminalReason::ResourceLimit,
+                message: Some(format!("{what}; then: stream error")),
+            }
+        );
+        let exited = Decision {
+            phase: RunPhase::Failed,
+            reason: TerminalReason::CodexExited,
+            message: None,
+        };
+        assert_eq!(with_limits_hit(exited, what).message.as_deref(), Some(what));
+        // Success, timeouts and verify failures keep their reason and mention the limits.
+        let ok = Decision {
+            phase: RunPhase::Succeeded,
+            reason: TerminalReason::Completed,
+            message: Some("done".into()),
+        };
+        assert_eq!(
+            with_limits_hit(ok, what),
+            Decision {
+                phase: RunPhase::Succeeded,
+                reason: TerminalReason::Completed,
+                message: Some(format!("done ({what})")),
+            }
+        );
+        let timeout = Decision::failed(TerminalReason::Timeout, "deadline");
+        assert_eq!(
+            with_limits_hit(timeout, what).reason,
+            TerminalReason::Timeout
         );
     }
 }

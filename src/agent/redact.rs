@@ -1,4 +1,7 @@
-//! Redaction of secret values (API keys) from everything the agent writes.
+//! Redaction of secrets from everything the agent relays and the orchestrator logs: the known
+//! secret values (API keys named in the spec or found in the environment), and common key
+//! shapes whatever their value — `sk-…` tokens of 20 characters or more and
+//! `Bearer <token>` credentials.
 
 use std::borrow::Cow;
 
@@ -56,12 +59,25 @@ impl Redactor {
         self.patterns.is_empty()
     }
 
+    /// The secrets among this process's environment variables: those whose name says key,
+    /// token, secret, password or credential.
+    pub fn from_secret_looking_env() -> Self {
+        let values: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| secret_looking_name(k))
+            .collect();
+        Redactor::new(values.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    }
+
     pub fn redact_bytes<'a>(&self, input: &'a [u8]) -> Cow<'a, [u8]> {
         let mut cur: Cow<'a, [u8]> = Cow::Borrowed(input);
         for (pat, rep) in &self.patterns {
             if find(&cur, pat).is_some() {
                 cur = Cow::Owned(replace_all(&cur, pat, rep));
             }
+        }
+        if let Some(out) = redact_key_shapes(&cur) {
+            cur = Cow::Owned(out);
         }
         cur
     }
@@ -73,6 +89,78 @@ impl Redactor {
             Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
         }
     }
+}
+
+/// Whether an environment variable's name marks it as a secret.
+pub fn secret_looking_name(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// Shortest `sk-…` token (prefix included) that is redacted.
+pub const MIN_SK_LEN: usize = 20;
+/// Shortest bearer token that is redacted.
+pub const MIN_BEARER_LEN: usize = 8;
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+fn is_bearer_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)
+}
+
+/// Replaces `sk-` tokens (at a word start, at least [`MIN_SK_LEN`] bytes of letters, digits,
+/// `-`, `_`) with `<redacted:sk-token>` and the token after `Bearer ` / `bearer ` (at least
+/// [`MIN_BEARER_LEN`] bytes) with `<redacted:bearer>`. `None` when there is nothing to replace.
+pub fn redact_key_shapes(input: &[u8]) -> Option<Vec<u8>> {
+    // Cheap exit for the common case.
+    if memchr::memmem::find(input, b"sk-").is_none()
+        && memchr::memmem::find(input, b"earer ").is_none()
+    {
+        return None;
+    }
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0; // input[..copied] is in `out` (when it exists)
+    let mut i = 0;
+    while i < input.len() {
+        let word_start = i == 0 || !is_token_byte(input[i - 1]);
+        let mut hit: Option<(usize, usize, &[u8])> = None; // (start, end, replacement)
+        if word_start && input[i..].starts_with(b"sk-") {
+            let end = i + input[i..].iter().take_while(|b| is_token_byte(**b)).count();
+            if end - i >= MIN_SK_LEN {
+                hit = Some((i, end, b"<redacted:sk-token>"));
+            }
+        } else if word_start
+            && (input[i..].starts_with(b"Bearer ") || input[i..].starts_with(b"bearer "))
+        {
+            let from = i + 7;
+            let end = from
+                + input[from..]
+                    .iter()
+                    .take_while(|b| is_bearer_byte(**b))
+                    .count();
+            if end - from >= MIN_BEARER_LEN && !input[from..end].starts_with(b"<redacted") {
+                hit = Some((from, end, b"<redacted:bearer>"));
+            }
+        }
+        match hit {
+            Some((start, end, rep)) => {
+                let o = out.get_or_insert_with(|| Vec::with_capacity(input.len()));
+                o.extend_from_slice(&input[copied..start]);
+                o.extend_from_slice(rep);
+                copied = end;
+                i = end;
+            }
+            None => i += 1,
+        }
+    }
+    out.map(|mut o| {
+        o.extend_from_slice(&input[copied..]);
+        o
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -131,6 +219,75 @@ mod tests {
         // Short values are left alone; untouched input is borrowed.
         assert!(matches!(r.redact("abc sk-mock-01234"), Cow::Borrowed(_)));
         assert!(Redactor::new([("E", "")]).is_empty());
+    }
+
+    #[test]
+    fn key_shapes_are_redacted_whatever_their_value() {
+        let r = Redactor::new([("MOCK_API_KEY", "sk-mock-0123456789")]);
+        // A known value keeps its name; an unknown `sk-` key of 20+ characters is caught.
+        assert_eq!(
+            r.redact("a sk-mock-0123456789 b sk-proj-AbCdEf0123456789_xyz c"),
+            "a <redacted:MOCK_API_KEY> b <redacted:sk-token> c"
+        );
+        // Inside JSON, at the start, at the end.
+        assert_eq!(
+            r.redact(r#"{"k":"sk-0123456789abcdefghij"}"#),
+            r#"{"k":"<redacted:sk-token>"}"#
+        );
+        assert_eq!(r.redact("sk-0123456789abcdefghij"), "<redacted:sk-token>");
+        // Too short, or not at a word start: left alone (and borrowed).
+        for keep in [
+            "sk-0123456789abcdef",
+            "task-0123456789abcdefghijkl",
+            "disk-0123456789abcdefghijkl",
+            "mask-sk-",
+            "no keys here",
+        ] {
+            assert!(matches!(r.redact(keep), Cow::Borrowed(_)), "{keep}");
+        }
+        assert_eq!(
+            r.redact("Authorization: Bearer eyJhbGciOi.J9.abc-_~+/= rest"),
+            "Authorization: Bearer <redacted:bearer> rest"
+        );
+        assert_eq!(
+            r.redact(r#"{"authorization":"bearer abcdefgh12"}"#),
+            r#"{"authorization":"bearer <redacted:bearer>"}"#
+        );
+        for keep in [
+            "Bearer short",
+            "Bearer <redacted:MOCK_API_KEY>",
+            "Bearer",
+            "unbearer abcdefghijkl",
+        ] {
+            assert!(matches!(r.redact(keep), Cow::Borrowed(_)), "{keep}");
+        }
+        // Bytes that are not UTF-8 around a key.
+        assert_eq!(
+            &*r.redact_bytes(b"\xff sk-0123456789abcdefghij\xfe"),
+            b"\xff <redacted:sk-token>\xfe"
+        );
+        // An empty redactor still redacts shapes.
+        assert_eq!(
+            Redactor::default().redact("Bearer abcdefghijklmnop"),
+            "Bearer <redacted:bearer>"
+        );
+    }
+
+    #[test]
+    fn secret_looking_names() {
+        for n in [
+            "CODEX_API_KEY",
+            "MOCK_API_KEY",
+            "gh_token",
+            "DB_PASSWORD",
+            "AWS_SECRET_ACCESS_KEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ] {
+            assert!(secret_looking_name(n), "{n}");
+        }
+        for n in ["HOME", "PATH", "RUST_LOG", "DOCKER_HOST"] {
+            assert!(!secret_looking_name(n), "{n}");
+        }
     }
 
     #[test]

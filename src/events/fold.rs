@@ -394,6 +394,7 @@ impl RunFold {
             output: None,
             output_errors: Vec::new(),
             verify: None,
+            limits_hit: None,
         }
     }
 

@@ -295,6 +295,24 @@ impl OrchestratorServer {
         if let Some(e) = &log_error {
             warn!(run_id = %id, "{e}");
         }
+        self.audit(&ctx.peer, |actor| {
+            use crate::audit::{Action, ServerEntry};
+            let action = if check_only {
+                Action::PatchCheck
+            } else {
+                Action::PatchApply
+            };
+            let outcome = match (report.ok, report.applied) {
+                (true, true) => "applied",
+                (true, false) => "applies_cleanly",
+                (false, _) => "conflicts",
+            };
+            let mut e = ServerEntry::new(actor, action, outcome);
+            e.run_id = Some(id.clone());
+            e.workspace = Some(workspace.clone());
+            e
+        })
+        .await;
         info!(
             run_id = %id,
             workspace = %workspace.display(),

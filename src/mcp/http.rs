@@ -187,8 +187,9 @@ pub async fn main(
     allow_remote: bool,
 ) -> Result<(), McpError> {
     check_bind(addr, allow_remote)?;
+    let audit = crate::audit::ServerAudit::new(&cfg.state_dir);
     let runner = Arc::new(LazyRunner::docker(cfg));
-    let server = OrchestratorServer::new(runner.clone(), mcp)?;
+    let server = OrchestratorServer::new(runner.clone(), mcp)?.with_audit(audit);
     let listener = HttpListener::bind(addr).await?;
     info!(
         "codex-orchestrator MCP server on http://{}{MCP_PATH} (no authentication)",

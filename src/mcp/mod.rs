@@ -387,6 +387,8 @@ pub struct OrchestratorServer {
     cfg: Arc<McpConfig>,
     tool_router: ToolRouter<Self>,
     client_roots: Arc<roots::ClientRoots>,
+    /// The server-wide audit log (who asked for what, when).
+    audit: Option<crate::audit::ServerAudit>,
 }
 
 impl Clone for OrchestratorServer {
@@ -396,6 +398,7 @@ impl Clone for OrchestratorServer {
             cfg: self.cfg.clone(),
             tool_router: self.tool_router.clone(),
             client_roots: Arc::default(),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -416,7 +419,32 @@ impl OrchestratorServer {
             cfg: Arc::new(cfg.resolve()?),
             tool_router: Self::tool_router() + Self::apply_tool_router(),
             client_roots: Arc::default(),
+            audit: None,
         })
+    }
+
+    /// Records every submit, cancel and patch apply in `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::ServerAudit) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Appends to the audit log (off the async threads: it fsyncs).
+    pub(crate) async fn audit(
+        &self,
+        peer: &rmcp::service::Peer<RoleServer>,
+        f: impl FnOnce(crate::audit::Actor) -> crate::audit::ServerEntry,
+    ) {
+        let Some(audit) = self.audit.clone() else {
+            return;
+        };
+        let client = peer
+            .peer_info()
+            .map(|i| (i.client_info.name.clone(), i.client_info.version.clone()));
+        let entry = f(crate::audit::Actor::mcp(client));
+        if let Err(e) = tokio::task::spawn_blocking(move || audit.record(&entry)).await {
+            warn!(error = %e, "the audit task failed");
+        }
     }
 
     pub fn config(&self) -> &McpConfig {
@@ -634,8 +662,31 @@ impl OrchestratorServer {
             verify,
             image: None,
             labels: BTreeMap::new(),
+            confirm_full_access: p.confirm_full_access,
         };
-        let id = self.runner.submit(req).await?;
+        let audited = self.audit.is_some().then(|| req.clone());
+        let submitted = self.runner.submit(req).await;
+        if let Some(req) = audited {
+            self.audit(&ctx.peer, |actor| {
+                use crate::audit::{Action, ServerEntry};
+                let mut e = match &submitted {
+                    Ok(id) => {
+                        let mut e = ServerEntry::new(actor, Action::Submit, "accepted");
+                        e.run_id = Some(id.clone());
+                        e
+                    }
+                    Err(err) => {
+                        let mut e = ServerEntry::new(actor, Action::Submit, "refused");
+                        e.detail = Some(err.to_string());
+                        e
+                    }
+                };
+                e.request = Some(Box::new(req));
+                e
+            })
+            .await;
+        }
+        let id = submitted?;
         info!(run_id = %id, %mode, wait = p.wait, "codex_run: run submitted");
         let status = if p.wait {
             self.wait_for_end(&id, &ctx).await?
@@ -697,6 +748,7 @@ impl OrchestratorServer {
     async fn codex_run_cancel(
         &self,
         Args(args): Args<RunIdParams>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<Json<CancelOutput>, ToolError> {
         let id = parse_run_id(&args?.run_id)?;
         let not_found = || {
@@ -734,6 +786,18 @@ impl OrchestratorServer {
             Err(RunnerError::NotFound(_)) => return Ok(not_found()),
             Err(e) => return Err(e.into()),
         };
+        self.audit(&ctx.peer, |actor| {
+            let outcome = match out.outcome {
+                CancelResult::Cancelling => "cancelling",
+                CancelResult::AlreadyFinished => "already_finished",
+                CancelResult::NotFound => "not_found",
+            };
+            let mut e =
+                crate::audit::ServerEntry::new(actor, crate::audit::Action::Cancel, outcome);
+            e.run_id = Some(id.clone());
+            e
+        })
+        .await;
         Ok(Json(out))
     }
 
@@ -955,8 +1019,9 @@ pub async fn serve_stdio(server: OrchestratorServer) -> Result<(), McpError> {
 /// `codex-orchestrator mcp`: the Docker backend (connected on first use) behind a stdio
 /// server.
 pub async fn main(cfg: crate::config::Config, mcp: McpConfig) -> Result<(), McpError> {
+    let audit = crate::audit::ServerAudit::new(&cfg.state_dir);
     let runner = Arc::new(LazyRunner::docker(cfg));
-    let server = OrchestratorServer::new(runner.clone(), mcp)?;
+    let server = OrchestratorServer::new(runner.clone(), mcp)?.with_audit(audit);
     info!(
         roots = %server.roots_text(),
         "codex-orchestrator MCP server on stdio (the Docker backend connects in the background)"
@@ -1035,6 +1100,7 @@ mod tests {
                 prompt: "x".into(),
                 workspace: None,
                 security_mode: None,
+                confirm_full_access: false,
                 mode: Some(LegacyMode::FullAuto),
                 output_schema: None,
                 schema_retry: false,

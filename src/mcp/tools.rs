@@ -67,9 +67,15 @@ pub struct CodexRunParams {
     /// works on a copy and the result is a patch you can inspect with codex_git_diff.
     /// `workspace_write` (default): Codex edits the workspace in place. `full_access`: like
     /// workspace_write with an open network; only if the server was started with
-    /// --allow-full-access.
+    /// --allow-full-access AND confirm_full_access is true.
     #[serde(default)]
     pub security_mode: Option<SecurityMode>,
+    /// Must be true for security_mode `full_access`, as your explicit confirmation that
+    /// this task needs an open network and unrestricted commands (every command of such a
+    /// run is written to an audit log). Set it only when the user asked for full access;
+    /// otherwise use workspace_write. Ignored in the other modes.
+    #[serde(default)]
+    pub confirm_full_access: bool,
     /// Deprecated alias of security_mode from the older Codex tools: `full-auto` =
     /// workspace_write, `suggest` = readonly. `ask` is refused (runs cannot stop for
     /// approval; use readonly and review the patch instead). Prefer security_mode.

@@ -234,6 +234,10 @@ pub struct RunRequest {
     /// Free-form labels recorded with the run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The caller's explicit confirmation that it wants `full_access` (open network,
+    /// audited). `full_access` needs both this and the server's opt-in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm_full_access: bool,
 }
 
 /// What the in-sandbox agent gets (as JSON in `CODEX_ORCHESTRATOR_SPEC` or a file). Paths are

@@ -119,6 +119,51 @@ pub struct OutputError {
     pub message: String,
 }
 
+/// Sandbox limits that were hit during a run (read from the sandbox's cgroup and its tmpfs
+/// mounts when the run ends).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LimitsHit {
+    /// Process creations refused at the process (pids) limit, e.g. by a fork bomb.
+    pub pids: u64,
+    /// Processes killed by the kernel at the memory limit.
+    pub oom_kills: u64,
+    /// Size-capped filesystems (tmpfs: /tmp, HOME, the scratch copy) that were full.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub full_filesystems: Vec<String>,
+}
+
+impl LimitsHit {
+    pub fn any(&self) -> bool {
+        self.pids > 0 || self.oom_kills > 0 || !self.full_filesystems.is_empty()
+    }
+
+    /// A sentence naming every limit that was hit, or `None`.
+    pub fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.pids > 0 {
+            parts.push(format!(
+                "the process limit refused {} new process{} (fork bomb or runaway parallelism)",
+                self.pids,
+                if self.pids == 1 { "" } else { "es" }
+            ));
+        }
+        if self.oom_kills > 0 {
+            parts.push(format!(
+                "the memory limit killed {} process{} (out of memory)",
+                self.oom_kills,
+                if self.oom_kills == 1 { "" } else { "es" }
+            ));
+        }
+        if !self.full_filesystems.is_empty() {
+            parts.push(format!(
+                "the disk limit was reached: {} full",
+                self.full_filesystems.join(", ")
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("sandbox limits were hit: {}", parts.join("; ")))
+    }
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunResult {
@@ -163,6 +208,9 @@ pub struct RunResult {
     /// The verify loop's outcome (absent when the loop was off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyResult>,
+    /// Sandbox limits that were hit (absent when none was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_hit: Option<LimitsHit>,
 }
 
 impl RunResult {
@@ -185,6 +233,7 @@ impl RunResult {
             output: None,
             output_errors: Vec::new(),
             verify: None,
+            limits_hit: None,
         }
     }
 }

@@ -88,6 +88,9 @@ pub enum TerminalReason {
     SchemaInvalid,
     /// The sandbox was killed for exceeding its memory limit.
     OutOfMemory,
+    /// Codex failed after a sandbox limit was hit (processes, memory of a command, a full
+    /// tmpfs); the message names the limit.
+    ResourceLimit,
     /// The sandbox could not be created or started (image missing, daemon error…).
     SandboxError,
     /// The runner image was built for another orchestrator version.

@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
-use super::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
+use super::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner, admission};
 use crate::config::{Config, FALLBACK_UID};
 use crate::error::{RunnerError, StoreError};
 use crate::events::{Completion, Decoded, LineDecoder, RunFold};
@@ -472,6 +472,11 @@ impl DockerRunner {
         &self.inner.image
     }
 
+    /// The server-wide audit log of this runner's state directory.
+    pub fn server_audit(&self) -> crate::audit::ServerAudit {
+        crate::audit::ServerAudit::new(&self.inner.cfg.state_dir)
+    }
+
     /// Re-attach, re-queue or mark lost every non-terminal run; remove orphaned containers.
     async fn recover(&self) -> Result<(), RunnerError> {
         let inner = &self.inner;
@@ -648,8 +653,8 @@ impl DockerRunner {
                 req.workspace.display()
             ));
         }
-        let ws = match std::fs::canonicalize(&req.workspace) {
-            Ok(p) => p,
+        let facts = match admission::inspect_workspace(&req.workspace) {
+            Ok(f) => f,
             Err(e) => {
                 return bad(format!(
                     "workspace `{}` cannot be used: {e}",
@@ -657,12 +662,16 @@ impl DockerRunner {
                 ));
             }
         };
-        if !ws.is_dir() {
-            return bad(format!("workspace `{}` is not a directory", ws.display()));
+        let sockets = admission::docker_sockets(std::env::var("DOCKER_HOST").ok().as_deref());
+        if let Some(m) = admission::workspace_refusal(&facts.canonical, facts.kind, &sockets) {
+            return bad(m);
         }
-        if ws == Path::new("/") {
-            return bad("the filesystem root cannot be a workspace".into());
+        if req.mode == SecurityMode::WorkspaceWrite
+            && let Some(m) = admission::git_dir_refusal(&facts.canonical, facts.dot_git.as_ref())
+        {
+            return bad(m);
         }
+        let ws = facts.canonical;
         req.workspace = ws;
         let timeout = req.timeout_secs.unwrap_or(cfg.default_timeout_secs);
         if timeout == 0 || timeout > cfg.max_timeout_secs {
@@ -672,8 +681,10 @@ impl DockerRunner {
             ));
         }
         req.timeout_secs = Some(timeout);
-        if req.mode == SecurityMode::FullAccess && !cfg.allow_full_access {
-            return bad("full_access is not allowed: the orchestrator was not started with full access allowed (--allow-full-access)".into());
+        if let Some(m) =
+            admission::full_access_refusal(req.mode, cfg.allow_full_access, req.confirm_full_access)
+        {
+            return bad(m);
         }
         if let Some(m) = &req.model
             && (m.is_empty()
@@ -699,13 +710,10 @@ impl DockerRunner {
         if req.schema_retry && req.output_schema.is_none() {
             return bad("schema_retry needs an output_schema".into());
         }
-        if let Some(img) = &req.image
-            && img != &self.inner.image
-        {
-            return bad(format!(
-                "image `{img}` is not allowed; this orchestrator runs `{}`",
-                self.inner.image
-            ));
+        if let Some(m) = req.image.as_deref().and_then(|img| {
+            admission::image_refusal(img, &self.inner.image, &cfg.docker.allowed_images)
+        }) {
+            return bad(m);
         }
         if req.model.is_none() {
             req.model = cfg.default_model.clone();
@@ -1002,13 +1010,19 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
     // The container's log is the complete record: (re)reading it from the start into fresh
     // artifacts is how both a re-attach and a broken log stream recover without double counting.
     let open_sink = || -> Result<_, StoreError> {
+        let run_dir = inner.store.run_dir(&id);
+        let audit = (req.mode == SecurityMode::FullAccess)
+            .then(|| crate::audit::CommandAudit::open(&run_dir))
+            .transpose()
+            .map_err(|e| StoreError::io("read", run_dir.join(crate::audit::AUDIT_LOG), e))?;
         Ok(StreamSink::new(
             RunFold::new().with_workspace_root(workdir),
             crate::events::DEFAULT_MAX_LINE,
             std::io::BufWriter::new(inner.store.open_append(&id, store::EVENTS, true)?),
             inner.store.open_append(&id, store::STDERR, true)?,
             MAX_STDERR_BYTES,
-        ))
+        )
+        .with_audit(audit))
     };
     let follow = || {
         inner.docker.logs(
@@ -1164,6 +1178,8 @@ pub struct StreamSink<E: Write, S: Write> {
     stderr_bytes: u64,
     stderr_cap: u64,
     last_stderr_line: Option<String>,
+    /// The command audit of a full_access run.
+    audit: Option<crate::audit::CommandAudit>,
 }
 
 impl<E: Write, S: Write> StreamSink<E, S> {
@@ -1176,17 +1192,33 @@ impl<E: Write, S: Write> StreamSink<E, S> {
             stderr_bytes: 0,
             stderr_cap,
             last_stderr_line: None,
+            audit: None,
         }
     }
 
+    /// Records every command line of the stream in `audit` as it passes.
+    pub fn with_audit(mut self, audit: Option<crate::audit::CommandAudit>) -> Self {
+        self.audit = audit;
+        self
+    }
+
     pub fn stdout(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        let (events, fold) = (&mut self.events, &mut self.fold);
+        let (events, fold, audit) = (&mut self.events, &mut self.fold, &mut self.audit);
         let mut res = Ok(());
         self.decoder.push(chunk, |d| {
             if let Decoded::Line(l) = &d
                 && res.is_ok()
             {
                 res = events.write_all(l).and_then(|_| events.write_all(b"\n"));
+            }
+            if let Some(a) = audit.as_mut()
+                && res.is_ok()
+            {
+                let line = match &d {
+                    Decoded::Line(l) => Some(*l),
+                    Decoded::Oversized { .. } => None,
+                };
+                res = a.line(line, fold.attempt());
             }
             fold.feed(d);
         });
@@ -1212,13 +1244,22 @@ impl<E: Write, S: Write> StreamSink<E, S> {
 
     /// Flushes a partial last line and the writers.
     pub fn finish(&mut self) -> std::io::Result<()> {
-        let (events, fold) = (&mut self.events, &mut self.fold);
+        let (events, fold, audit) = (&mut self.events, &mut self.fold, &mut self.audit);
         let mut res = Ok(());
         self.decoder.finish(|d| {
             if let Decoded::Line(l) = &d
                 && res.is_ok()
             {
                 res = events.write_all(l).and_then(|_| events.write_all(b"\n"));
+            }
+            if let Some(a) = audit.as_mut()
+                && res.is_ok()
+            {
+                let line = match &d {
+                    Decoded::Line(l) => Some(*l),
+                    Decoded::Oversized { .. } => None,
+                };
+                res = a.line(line, fold.attempt());
             }
             fold.feed(d);
         });
@@ -1310,7 +1351,7 @@ fn build_container(
     let d = &inner.cfg.docker;
     let (name, body) = container_spec(&ContainerInputs {
         run_id: id.clone(),
-        image: inner.image.clone(),
+        image: req.image.clone().unwrap_or_else(|| inner.image.clone()),
         policy: policy.clone(),
         workspace: req.workspace.clone(),
         uid,
@@ -1348,7 +1389,11 @@ impl Runner for DockerRunner {
         }
         let id = RunId::generate();
         let status = RunStatus::new_queued(id.clone(), req.mode, req.workspace.clone());
-        self.inner.store.create(&req, &status)?;
+        let run_dir = self.inner.store.create(&req, &status)?;
+        if req.mode == SecurityMode::FullAccess {
+            crate::audit::record_request(&run_dir, &id, &req)
+                .map_err(|e| StoreError::io("write", run_dir.join(crate::audit::AUDIT_LOG), e))?;
+        }
         self.inner.secrets_lock().insert(id.clone(), secrets);
         info!(run_id = %id, mode = %req.mode, workspace = %req.workspace.display(), "run queued");
         self.spawn_drive(status, Start::Fresh);

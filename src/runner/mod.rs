@@ -1,6 +1,7 @@
 //! The [`Runner`] trait: one interface over the Docker and (later) Kubernetes backends, used by
 //! the MCP layer and the CLI.
 
+pub mod admission;
 pub mod docker;
 
 use std::path::PathBuf;

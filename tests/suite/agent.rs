@@ -364,6 +364,7 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
         omitted_commands: 0,
         errors: vec![],
         omitted_errors: 0,
+        limits_hit: None,
         usage: UsageReport {
             per_attempt: vec![total],
             total,

@@ -33,6 +33,7 @@ fn request(ws: &std::path::Path, mode: SecurityMode, prompt: &str) -> RunRequest
         verify: None,
         image: None,
         labels: Default::default(),
+        confirm_full_access: false,
     }
 }
 

@@ -64,6 +64,7 @@ async fn busy_run(
             verify: None,
             image: None,
             labels: Default::default(),
+            confirm_full_access: false,
         })
         .await
         .unwrap();
@@ -128,7 +129,10 @@ async fn run_container_is_hardened() {
     assert_eq!(nets, vec![run_net.clone()]);
     let net = env
         .docker
-        .inspect_network(&run_net, None::<bollard::query_parameters::InspectNetworkOptions>)
+        .inspect_network(
+            &run_net,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
         .await
         .unwrap();
     assert_eq!(net.internal, Some(true));

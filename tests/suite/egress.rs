@@ -70,6 +70,7 @@ fn request(ws: &Path, mode: SecurityMode) -> RunRequest {
         timeout_secs: Some(120),
         output_schema: None,
         schema_retry: false,
+        confirm_full_access: mode == SecurityMode::FullAccess,
         verify: Some(codex_orchestrator::model::VerifyOptions {
             enabled: Some(false),
             ..Default::default()

@@ -456,6 +456,7 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
         omitted_commands: 0,
         errors: vec![],
         omitted_errors: 0,
+        limits_hit: None,
         usage: UsageReport {
             per_attempt: vec![TokenUsage {
                 input_tokens: 100,
@@ -540,6 +541,7 @@ async fn mcp_run_status_artifacts_diff_and_list_through_a_client() {
             verify: None,
             image: None,
             labels: Default::default(),
+            confirm_full_access: false,
         }]
     );
 

@@ -12,5 +12,6 @@ mod kube_fetch;
 mod kube_pod;
 mod mcp;
 mod mcp_apply;
+mod security;
 mod verify;
 mod workspace;

@@ -69,6 +69,7 @@ fn request(ws: &Path, mode: SecurityMode, verify: Option<VerifyOptions>) -> RunR
         verify,
         image: None,
         labels: Default::default(),
+        confirm_full_access: false,
     }
 }
 

@@ -1494,6 +1494,21 @@ async fn mcp_binary_drives_real_docker_runs_end_to_end() {
         d["text"],
         " README.md | 2 ++\n 1 file changed, 2 insertions(+)\n"
     );
+    // The patch workflow's last step: applied with approval, it reproduces the change.
+    let applied = h
+        .ok("codex_patch_apply", json!({"run_id": id2, "approve": true}))
+        .await;
+    assert_eq!(
+        (&applied["ok"], &applied["applied"], &applied["files"]),
+        (&json!(true), &json!(true), &json!(["README.md"])),
+        "{applied:#}"
+    );
+    let mut expected = before.clone();
+    expected.insert(
+        std::path::PathBuf::from("README.md"),
+        b"# calc\n\nA tiny calculator.\n\nA tiny calculator.\n".to_vec(),
+    );
+    assert_eq!(tree_contents(ws.path()), expected);
 
     // 3. A run stuck on the model is cancelled.
     let out = h.ok("codex_run", json!({"prompt": "Wait forever"})).await;

@@ -179,4 +179,40 @@ mod tests {
             ]
         );
     }
+
+    #[tokio::test]
+    async fn endpoints_over_http() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let m = Arc::new(Metrics::default());
+        m.reconciled();
+        let phases: PhaseCounter = Arc::new(|| BTreeMap::from([("succeeded".to_string(), 2u64)]));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, m.clone(), phases, stop.clone()));
+        let client = crate::proxy::upstream_client().unwrap();
+        let get = |path: &str| {
+            let (client, url) = (client.clone(), format!("http://{addr}{path}"));
+            async move {
+                let r = client.get(url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        assert_eq!(get("/healthz").await, (200, "ok\n".to_string()));
+        assert_eq!(get("/readyz").await, (503, "not ready\n".to_string()));
+        m.set_ready(true);
+        assert_eq!(get("/readyz").await, (200, "ready\n".to_string()));
+        let (code, text) = get("/metrics").await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            text,
+            m.render(&BTreeMap::from([("succeeded".to_string(), 2u64)]))
+        );
+        assert!(
+            text.contains("codex_orchestrator_runs{phase=\"succeeded\"} 2\n"),
+            "{text}"
+        );
+        assert_eq!(get("/nope").await.0, 404);
+        stop.cancel();
+        server.await.unwrap();
+    }
 }

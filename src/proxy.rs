@@ -336,6 +336,9 @@ pub async fn serve(
                 }
             },
         };
+        // Streamed answers are many small writes: without this, Nagle's algorithm and the
+        // client's delayed ACKs add tens of milliseconds per request.
+        let _ = stream.set_nodelay(true);
         let (settings, client) = (settings.clone(), client.clone());
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let (settings, client) = (settings.clone(), client.clone());

@@ -104,6 +104,8 @@ impl HttpListener {
                     continue;
                 }
             };
+            // Small streamed writes (SSE): no Nagle delay.
+            let _ = stream.set_nodelay(true);
             let mcp = mcp.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let mcp = mcp.clone();

@@ -26,7 +26,7 @@ fn bench(c: &mut Criterion) {
         );
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let mock = mockmodel::spawn(l, script, |_| {}).expect("mock");
-        let upstream = format!("{}", mock.base_url());
+        let upstream = mock.base_url();
         let settings = ProxySettings::new(
             &upstream,
             TOKEN,

@@ -1028,7 +1028,8 @@ struct RunTmp {
 
 impl RunTmp {
     fn create(spec: &RunSpec) -> std::io::Result<RunTmp> {
-        let dir = std::env::temp_dir().join(format!(
+        let base = spec.agent_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!(
             "codex-orchestrator-{}-{:08x}",
             spec.run_id,
             uuid::Uuid::new_v4().as_u128() as u32

@@ -296,6 +296,7 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
         codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
         max_patch_bytes: s.max_patch_bytes,
         secret_env,
+        agent_dir: None,
     })
 }
 

@@ -277,6 +277,10 @@ pub struct RunSpec {
     /// Patch bytes carried inline in `orchestrator.run.completed` before it is truncated.
     #[serde(default = "default_patch_cap")]
     pub max_patch_bytes: usize,
+    /// Where the agent keeps its private state (the snapshot store, the `-o` file): a mount of
+    /// its own, so that a model filling `/tmp` cannot cost the run its patch. Absent = `$TMPDIR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_dir: Option<PathBuf>,
     /// Names of environment variables whose values must never appear in the stream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_env: Vec<String>,

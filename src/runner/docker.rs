@@ -70,6 +70,8 @@ pub const WORKSPACE_MOUNT: &str = "/workspace";
 pub const SCRATCH_MOUNT: &str = "/scratch";
 pub const SCRATCH_WORKDIR: &str = "/scratch/ws";
 pub const HOME_DIR: &str = "/home/codex";
+/// The agent's own tmpfs (snapshot store), apart from `/tmp` which the model may fill.
+pub const AGENT_DIR: &str = "/agent";
 pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";
 
 /// Env var strings longer than this cannot be passed to a process (Linux MAX_ARG_STRLEN is
@@ -268,6 +270,13 @@ pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
         format!(
             "rw,exec,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
             i.home_mb, i.uid, i.gid
+        ),
+    );
+    tmpfs.insert(
+        AGENT_DIR.to_string(),
+        format!(
+            "rw,noexec,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
+            i.scratch_mb, i.uid, i.gid
         ),
     );
     if i.policy.scratch_copy {
@@ -1331,6 +1340,7 @@ fn build_container(
         codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
         max_patch_bytes: 8 * 1024 * 1024,
         secret_env: vec![TOKEN_ENV.to_string()],
+        agent_dir: Some(PathBuf::from(AGENT_DIR)),
     };
     let spec_json = serde_json::to_string(&spec).map_err(|e| RunnerError::Other(e.to_string()))?;
     let mut env = vec![
@@ -1705,6 +1715,10 @@ mod tests {
         tmpfs.insert(
             "/scratch".to_string(),
             "rw,exec,nosuid,nodev,size=2048m,mode=0700,uid=1000,gid=1000".to_string(),
+        );
+        tmpfs.insert(
+            "/agent".to_string(),
+            "rw,noexec,nosuid,nodev,size=2048m,mode=0700,uid=1000,gid=1000".to_string(),
         );
         let expected = ContainerCreateBody {
             image: Some("codex-orchestrator-runner:0.1.0".into()),

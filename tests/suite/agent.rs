@@ -73,6 +73,7 @@ impl Env {
             codex_home: self.var_tmp.path().join("codex-home"),
             max_patch_bytes: 1 << 20,
             secret_env: vec![],
+            agent_dir: None,
         }
     }
 }

@@ -139,7 +139,7 @@ async fn run_container_is_hardened() {
     let tmpfs = hc.tmpfs.unwrap();
     let mut keys: Vec<&String> = tmpfs.keys().collect();
     keys.sort();
-    assert_eq!(keys, ["/home/codex", "/tmp"]);
+    assert_eq!(keys, ["/agent", "/home/codex", "/tmp"]);
     let mounts = c.mounts.unwrap();
     assert_eq!(mounts.len(), 1, "only the workspace is mounted: {mounts:?}");
     assert_eq!(mounts[0].destination.as_deref(), Some("/workspace"));

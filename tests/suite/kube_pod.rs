@@ -86,6 +86,7 @@ fn expected_spec(mode: SecurityMode) -> RunSpec {
         codex_home: "/home/codex/.codex".into(),
         max_patch_bytes: 8 * 1024 * 1024,
         secret_env: vec!["CODEX_API_KEY".into()],
+        agent_dir: None,
     }
 }
 

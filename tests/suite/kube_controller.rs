@@ -726,3 +726,63 @@ async fn a_verify_round_in_the_pod_log_shows_in_the_status() {
         })
     );
 }
+
+#[test]
+fn artifacts_as_a_secret_hold_the_same_data_with_the_patch_capped() {
+    use codex_orchestrator::kube::artifacts::{ArtifactsObject, RunArtifacts, build_artifacts};
+    use codex_orchestrator::kube::crd::ArtifactsRef;
+    let cr = the_run();
+    let run_id = codex_orchestrator::kube::pod::run_id_for(&cr).unwrap();
+    let a = RunArtifacts {
+        result: codex_orchestrator::model::RunResult::empty(RunPhase::Succeeded),
+        patch: Some("diff --git a/x b/x\n".repeat(10)),
+        last_message: Some("done".into()),
+        events_gz: vec![31, 139, 8, 0],
+        events_truncated: true,
+    };
+    let (cm, cm_ref) = build_artifacts(&cr, &run_id, &a, 40, false).unwrap();
+    let (secret, secret_ref) = build_artifacts(&cr, &run_id, &a, 40, true).unwrap();
+    let keys: Vec<String> = [
+        "events.jsonl.gz",
+        "last_message.txt",
+        "patch.diff",
+        "result.json",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(
+        cm_ref,
+        ArtifactsRef {
+            kind: "ConfigMap".into(),
+            name: "fix-bug-artifacts".into(),
+            keys: keys.clone(),
+            patch_truncated: true,
+            events_truncated: true,
+        }
+    );
+    assert_eq!(
+        secret_ref,
+        ArtifactsRef {
+            kind: "Secret".into(),
+            ..cm_ref.clone()
+        }
+    );
+    let (ArtifactsObject::ConfigMap(cm), ArtifactsObject::Secret(secret)) = (cm, secret) else {
+        panic!("wrong kinds");
+    };
+    assert_eq!(cm.metadata, secret.metadata);
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    let text = cm.data.unwrap();
+    // The patch was cut at the cap, at a line end.
+    assert_eq!(
+        text["patch.diff"],
+        "diff --git a/x b/x\ndiff --git a/x b/x\n"
+    );
+    let data = secret.data.unwrap();
+    assert_eq!(data.len(), 4);
+    for (k, v) in &text {
+        assert_eq!(&data[k].0, v.as_bytes(), "{k}");
+    }
+    assert_eq!(data["events.jsonl.gz"].0, a.events_gz);
+    assert_eq!(cm.binary_data.unwrap()["events.jsonl.gz"].0, a.events_gz);
+}

@@ -786,3 +786,24 @@ fn artifacts_as_a_secret_hold_the_same_data_with_the_patch_capped() {
     assert_eq!(data["events.jsonl.gz"].0, a.events_gz);
     assert_eq!(cm.binary_data.unwrap()["events.jsonl.gz"].0, a.events_gz);
 }
+
+#[tokio::test]
+async fn finished_runs_are_deleted_after_their_ttl_only() {
+    for (ttl, deleted) in [(3600u64, false), (0, true)] {
+        let (clean, _) = agent_stream();
+        let mut cr = the_run();
+        cr.spec.ttl_seconds_after_finished = Some(ttl);
+        let f = running_run(&cr, pod_log(&clean)).await;
+        f.set_pod_status("fix-bug-run", terminated("Succeeded", 0, "Completed"));
+        f.reconcile().await;
+        assert_eq!(f.status().phase, Some(RunPhase::Succeeded));
+        f.reconcile().await;
+        let gone = f
+            .state
+            .lock()
+            .unwrap()
+            .deleted
+            .contains(&"codexrun/fix-bug".to_string());
+        assert_eq!(gone, deleted, "ttl {ttl}");
+    }
+}

@@ -2,6 +2,7 @@
 //! the MCP layer and the CLI.
 
 pub mod docker;
+pub mod kube;
 
 use std::path::PathBuf;
 use std::time::Duration;

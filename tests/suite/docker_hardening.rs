@@ -128,7 +128,10 @@ async fn run_container_is_hardened() {
     assert_eq!(nets, vec![run_net.clone()]);
     let net = env
         .docker
-        .inspect_network(&run_net, None::<bollard::query_parameters::InspectNetworkOptions>)
+        .inspect_network(
+            &run_net,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
         .await
         .unwrap();
     assert_eq!(net.internal, Some(true));

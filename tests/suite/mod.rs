@@ -5,6 +5,7 @@ mod docker_hardening;
 mod docker_restart;
 mod egress;
 mod events;
+mod gateway;
 mod image;
 mod kube_controller;
 mod kube_crd;

@@ -1,4 +1,5 @@
 mod agent;
+mod chart;
 mod cli;
 mod docker_e2e;
 mod docker_hardening;

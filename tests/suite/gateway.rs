@@ -1051,3 +1051,80 @@ async fn gateway_binary_drives_real_docker_runs_per_tenant() {
     assert!(status.success(), "{status}");
     env.cleanup().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Load: 50 concurrent MCP sessions (two tenants) polling codex_run_status back to back for
+// GATEWAY_LOAD_SECS (default 60) seconds against the gateway on the Kubernetes backend (the
+// in-memory API server behind it). Prints p50/p99/max latency and the error count; asserts
+// only that there were no errors (no timing asserts).
+//   cargo test --test all -- --ignored gateway_load --nocapture
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load measurement: run explicitly"]
+async fn gateway_load_50_sessions_polling_status() {
+    let secs: u64 = std::env::var("GATEWAY_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let api = FakeApi::start();
+    let g = kube_gateway(&api).await;
+    let mut ids = BTreeMap::new();
+    for (tenant, token) in [("alpha", ALPHA), ("beta", BETA)] {
+        let r = KubeRunner::for_tenant(api.client.clone(), NS, tenant, settings());
+        let id = r.submit(request(REPO)).await.unwrap();
+        api.controller_running(&id, LOG);
+        ids.insert(token, id);
+    }
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let token = if i % 2 == 0 { ALPHA } else { BETA };
+        let id = ids[token].clone();
+        let addr = g.addr;
+        tasks.push(tokio::spawn(async move {
+            let (client, _) = connect(addr, token).await;
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < until {
+                let t = Instant::now();
+                let r = client
+                    .peer()
+                    .call_tool(
+                        rmcp::model::CallToolRequestParams::new("codex_run_status")
+                            .with_arguments(super::mcp::obj(json!({"run_id": id}))),
+                    )
+                    .await;
+                lat.push(t.elapsed());
+                match r {
+                    Ok(r)
+                        if r.is_error == Some(false)
+                            && r.structured_content
+                                .as_ref()
+                                .is_some_and(|s| s["phase"] == "running") => {}
+                    _ => errors += 1,
+                }
+            }
+            let _ = client.cancel().await;
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    println!(
+        "gateway load: 50 sessions, {secs} s: {} status calls ({:.0}/s), errors {errors}, p50 {:?}, p99 {:?}, max {:?}",
+        all.len(),
+        all.len() as f64 / secs as f64,
+        pct(0.50),
+        pct(0.99),
+        all[all.len() - 1]
+    );
+    assert_eq!(errors, 0);
+    g.stop().await;
+}

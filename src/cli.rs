@@ -61,6 +61,9 @@ pub enum Command {
     /// Serve the MCP tools (codex_run, codex_run_status, …) over stdio for an MCP client
     /// (or over streamable HTTP with --http; no authentication, loopback only by default).
     Mcp(McpArgs),
+    /// Serve the MCP tools over streamable HTTP for many users: bearer tokens, one tenant per
+    /// token, health and metrics endpoints; runs on Kubernetes (CodexRuns) or Docker.
+    Gateway(Box<crate::gateway::GatewayArgs>),
     /// Print the CodexRun CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     Crd,
     /// Run the Kubernetes controller that reconciles CodexRun objects into Pods.
@@ -308,6 +311,19 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             }
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e))
+        }
+        Command::Gateway(a) => {
+            let cfg = load_config(
+                &cli,
+                Overrides {
+                    allow_full_access: a.allow_full_access.then_some(true),
+                    ..Default::default()
+                },
+            )?;
+            crate::gateway::main(cfg, (**a).clone())
+                .await
+                .map(|_| 0)
+                .map_err(|e| CliError::new(1, e))
         }
         Command::Crd => {
             let yaml = crate::kube::crd::crd_yaml().map_err(|e| CliError::new(1, e))?;

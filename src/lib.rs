@@ -11,6 +11,7 @@
 //! * [`store`] — run directories on disk
 //! * [`image`] — building the runner image offline
 //! * [`mcp`] — the MCP server (`codex-orchestrator mcp`)
+//! * [`gateway`] — the authenticated multi-tenant MCP gateway (`codex-orchestrator gateway`)
 //! * [`kube`] — the `CodexRun` custom resource and its controller
 //! * [`audit`] — the server's and the full_access runs' audit logs
 
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod gateway;
 pub mod image;
 pub mod kube;
 pub mod mcp;

@@ -204,6 +204,11 @@ impl OrchestratorServer {
     ) -> Result<Json<ApplyOutput>, ToolError> {
         let p = args?;
         let id = parse_run_id(&p.run_id)?;
+        if self.is_remote() {
+            return Err(ToolError(format!(
+                "codex_patch_apply is not available on this server: the run's workspace is in the cluster, not on this machine. Take the patch of run `{id}` from codex_git_diff (format unified) and apply it in your checkout with `git apply`."
+            )));
+        }
         if !p.approve && !p.check_only {
             return Err(ToolError(format!(
                 "approval required: codex_patch_apply changes files in the workspace only with approve: true. Review the change first (codex_git_diff with run_id `{id}`) and get the user's consent; check_only: true tells whether the patch applies cleanly without writing anything."

@@ -208,7 +208,7 @@ pub async fn main(
     listener.serve(move || Ok(server.clone()), shutdown).await
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -389,6 +389,9 @@ pub struct OrchestratorServer {
     client_roots: Arc<roots::ClientRoots>,
     /// The server-wide audit log (who asked for what, when).
     audit: Option<crate::audit::ServerAudit>,
+    /// Workspaces are not paths on this machine (the Kubernetes backend): see
+    /// [`OrchestratorServer::remote`].
+    remote: bool,
 }
 
 impl Clone for OrchestratorServer {
@@ -399,6 +402,7 @@ impl Clone for OrchestratorServer {
             tool_router: self.tool_router.clone(),
             client_roots: Arc::default(),
             audit: self.audit.clone(),
+            remote: self.remote,
         }
     }
 }
@@ -420,6 +424,7 @@ impl OrchestratorServer {
             tool_router: Self::tool_router() + Self::apply_tool_router(),
             client_roots: Arc::default(),
             audit: None,
+            remote: false,
         })
     }
 
@@ -447,6 +452,31 @@ impl OrchestratorServer {
         }
     }
 
+    /// A server whose runner does not run on this machine (the Kubernetes backend behind the
+    /// gateway): the `workspace` of a request is passed to the runner as given (there a source
+    /// such as a git URL; the runner validates it and says what it accepts), there are no
+    /// allowed roots (which runs a client sees is the runner's business: the gateway gives
+    /// every tenant its own runner), and `codex_patch_apply` is refused.
+    pub fn remote(runner: Arc<dyn Runner>, max_wait: Duration) -> Self {
+        OrchestratorServer {
+            runner,
+            cfg: Arc::new(McpConfig {
+                allowed_roots: Vec::new(),
+                default_workspace: None,
+                max_wait,
+            }),
+            tool_router: Self::tool_router() + Self::apply_tool_router(),
+            client_roots: Arc::default(),
+            audit: None,
+            remote: true,
+        }
+    }
+
+    /// True for a [`remote`](Self::remote) server.
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
     pub fn config(&self) -> &McpConfig {
         &self.cfg
     }
@@ -467,12 +497,23 @@ impl OrchestratorServer {
     }
 
     fn inside_roots(&self, p: &Path) -> bool {
+        if self.remote {
+            return true;
+        }
         roots::is_allowed(&self.cfg.allowed_roots, &self.client_roots.current(), p)
     }
 
     /// The canonical directory `given` names (relative paths are taken from the default
     /// workspace), refused unless it lies inside an allowed root.
     fn resolve_workspace(&self, given: Option<&str>) -> Result<PathBuf, ToolError> {
+        if self.remote {
+            return match given.map(str::trim).filter(|s| !s.is_empty()) {
+                Some(s) => Ok(PathBuf::from(s)),
+                None => Err(ToolError::new(
+                    "workspace is required on this server: runs execute in the cluster, so give the source as a git URL (https://host/repo.git[#revision]) or a PersistentVolumeClaim (pvc:CLAIM[/subpath])",
+                )),
+            };
+        }
         let base = self.cfg.default_workspace.as_deref();
         let raw = match given.map(str::trim).filter(|s| !s.is_empty()) {
             None => base
@@ -995,10 +1036,14 @@ impl ServerHandler for OrchestratorServer {
                 Implementation::new("codex-orchestrator", crate::model::VERSION)
                     .with_title("Codex Orchestrator"),
             )
-            .with_instructions(format!(
-                "Delegate coding tasks to OpenAI Codex running in an isolated sandbox. Start a run with codex_run (it returns a run_id at once), poll codex_run_status until the run has ended, then read the outcome with codex_run_artifacts and the changes with codex_git_diff. For a readonly run, codex_patch_apply applies the reviewed patch to the workspace (only with approve: true). codex_run_cancel stops a run; codex_run_list finds runs again. Workspaces must lie inside: {}.",
-                self.roots_text()
-            ))
+            .with_instructions(if self.remote {
+                "Delegate coding tasks to OpenAI Codex running in an isolated sandbox in a Kubernetes cluster. Start a run with codex_run, giving the workspace as a git URL (https://host/repo.git[#revision]) or a PersistentVolumeClaim (pvc:CLAIM[/subpath]); it returns a run_id at once. Poll codex_run_status until the run has ended, then read the outcome with codex_run_artifacts and the changes with codex_git_diff (apply the patch yourself: codex_patch_apply is not available here). codex_run_cancel stops a run; codex_run_list finds runs again.".to_string()
+            } else {
+                format!(
+                    "Delegate coding tasks to OpenAI Codex running in an isolated sandbox. Start a run with codex_run (it returns a run_id at once), poll codex_run_status until the run has ended, then read the outcome with codex_run_artifacts and the changes with codex_git_diff. For a readonly run, codex_patch_apply applies the reviewed patch to the workspace (only with approve: true). codex_run_cancel stops a run; codex_run_list finds runs again. Workspaces must lie inside: {}.",
+                    self.roots_text()
+                )
+            })
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod docker;
+pub mod kube;
 
 use std::path::PathBuf;
 use std::time::Duration;

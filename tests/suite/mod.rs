@@ -1,10 +1,12 @@
 mod agent;
+mod chart;
 mod cli;
 mod docker_e2e;
 mod docker_hardening;
 mod docker_restart;
 mod egress;
 mod events;
+mod gateway;
 mod image;
 mod kube_controller;
 mod kube_crd;

@@ -1,0 +1,877 @@
+//! `codex-orchestrator gateway`: the MCP tools over streamable HTTP for many users, with
+//! bearer-token authentication and one tenant per token (docs/KUBERNETES.md).
+//!
+//! Endpoints: `POST/GET/DELETE /mcp` (MCP, authenticated), `GET /healthz` (the process
+//! answers), `GET /readyz` (the backend is reachable), `GET /metrics` (Prometheus text; no
+//! tenant names in it). Health and metrics need no token.
+//!
+//! Decisions:
+//! * **Tokens** come from a file or a mounted Secret directory ([`Tokens::load`]): lines of
+//!   `<token> <tenant>` (`#` comments, blank lines ignored). A token is at least 16 characters;
+//!   a tenant is a DNS label (it may become a namespace, and it is a label value). The
+//!   presented token is hashed (SHA-256) and compared with every known token's hash in
+//!   constant time, without stopping at a match. Every failure — no header, another scheme, an
+//!   unknown token — is the same `401` with the same body, so a client learns nothing about
+//!   which part was wrong.
+//! * **Tenants.** Each tenant gets its own MCP service (own session table) over its own
+//!   runner from a [`RunnerFactory`]: on Docker its own run store (so its own runs only), on
+//!   Kubernetes a [`KubeRunner`](crate::runner::kube::KubeRunner) that labels and filters by
+//!   tenant, optionally in a namespace per tenant. A session id of one tenant is unknown to
+//!   every other tenant's service, so a stolen session id is useless without its token.
+//! * **Limits.** Request bodies are capped (rmcp answers `413`), request headers are capped
+//!   and must arrive within a few seconds (slow-loris), and `Host` must be one of the allowed
+//!   hosts (DNS-rebinding protection; in a cluster: the Service's names).
+//! * **Shutdown.** On SIGTERM/SIGINT the gateway stops accepting, ends the MCP sessions and
+//!   waits a few seconds for open connections. Runs are not affected: they live in the backend.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use sha2::Digest;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::mcp::{LazyRunner, McpConfig, OrchestratorServer};
+use crate::runner::Runner;
+
+/// Path of the MCP endpoint.
+pub const MCP_PATH: &str = "/mcp";
+/// Shortest accepted token.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// Default cap on a request body.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Cap on the request head (request line + headers).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Time a client has to send the request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful shutdown waits for open connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The body of every 401.
+const UNAUTHORIZED: &str =
+    "unauthorized: send `Authorization: Bearer <token>` with a token this gateway knows\n";
+
+/// Errors starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("tokens {}: {message}", path.display())]
+    Tokens { path: PathBuf, message: String },
+    #[error("tokens, line {line}: {message}")]
+    TokenLine { line: usize, message: String },
+    #[error("no tokens configured: nobody could use the gateway")]
+    NoTokens,
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Mcp(#[from] crate::mcp::McpError),
+}
+
+/// A tenant name: a DNS label (1-63 lowercase letters, digits and `-`, not at either end).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tenant(String);
+
+impl Tenant {
+    pub fn parse(s: &str) -> Result<Tenant, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.starts_with('-')
+            && !s.ends_with('-');
+        if ok {
+            Ok(Tenant(s.to_string()))
+        } else {
+            Err(format!(
+                "tenant `{}` must be a DNS label (1-63 lowercase letters, digits and `-`, not at either end)",
+                s.escape_debug()
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The known tokens (as SHA-256 digests) and their tenants.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tokens {
+    entries: Vec<([u8; 32], Tenant)>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("count", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn digest(b: &[u8]) -> [u8; 32] {
+    sha2::Sha256::digest(b).into()
+}
+
+/// Constant-time equality of two digests.
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut d = 0u8;
+    for (x, y) in a.iter().zip(b.iter()) {
+        d |= x ^ y;
+    }
+    std::hint::black_box(d) == 0
+}
+
+impl Tokens {
+    /// Parses `<token> <tenant>` lines. Pure.
+    pub fn parse(text: &str) -> Result<Tokens, GatewayError> {
+        let mut entries: Vec<([u8; 32], Tenant)> = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |message: String| GatewayError::TokenLine {
+                line: i + 1,
+                message,
+            };
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [token, tenant] = fields.as_slice() else {
+                return Err(err(
+                    "expected `<token> <tenant>` (two fields separated by spaces)".into(),
+                ));
+            };
+            if token.len() < MIN_TOKEN_LEN {
+                return Err(err(format!(
+                    "the token is shorter than {MIN_TOKEN_LEN} characters"
+                )));
+            }
+            if !token.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(err("the token must be printable ASCII".into()));
+            }
+            let tenant = Tenant::parse(tenant).map_err(err)?;
+            let d = digest(token.as_bytes());
+            if entries.iter().any(|(e, _)| *e == d) {
+                return Err(err("the same token appears twice".into()));
+            }
+            entries.push((d, tenant));
+        }
+        if entries.is_empty() {
+            return Err(GatewayError::NoTokens);
+        }
+        Ok(Tokens { entries })
+    }
+
+    /// Reads a tokens file, or every file of a directory (a mounted Secret: each key holds
+    /// lines in the same format; names starting with `.` — Kubernetes' `..data` links — are
+    /// skipped).
+    pub fn load(path: &Path) -> Result<Tokens, GatewayError> {
+        let err = |message: String| GatewayError::Tokens {
+            path: path.to_path_buf(),
+            message,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        let text = if meta.is_dir() {
+            let mut names: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| err(e.to_string()))?
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            names.sort();
+            let mut all = String::new();
+            for p in names {
+                let t = std::fs::read_to_string(&p)
+                    .map_err(|e| err(format!("{}: {e}", p.display())))?;
+                all.push_str(&t);
+                all.push('\n');
+            }
+            all
+        } else {
+            std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?
+        };
+        Tokens::parse(&text).map_err(|e| match e {
+            GatewayError::NoTokens => err("no tokens in it".into()),
+            other => err(other.to_string()),
+        })
+    }
+
+    /// The tenant of an `Authorization` header value, or `None` (missing, not `Bearer`,
+    /// unknown token: all alike). Compares against every token in constant time.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Option<&Tenant> {
+        let presented = authorization
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| {
+                let (scheme, rest) = h.trim().split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| rest.trim().as_bytes())
+            })
+            .unwrap_or(b"");
+        let d = digest(presented);
+        let mut found = None;
+        for (known, tenant) in &self.entries {
+            if ct_eq(&d, known) && !presented.is_empty() {
+                found = Some(tenant);
+            }
+        }
+        found
+    }
+
+    /// The tenants, sorted, without duplicates.
+    pub fn tenants(&self) -> Vec<Tenant> {
+        let mut t: Vec<Tenant> = self.entries.iter().map(|(_, t)| t.clone()).collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+}
+
+/// Makes the runner of each tenant (and says whether the backend is reachable).
+pub trait RunnerFactory: Send + Sync {
+    /// The runner that creates and sees `tenant`'s runs only.
+    fn runner_for(&self, tenant: &Tenant) -> Arc<dyn Runner>;
+    /// True when workspaces are not paths on this machine (see [`OrchestratorServer::remote`]).
+    fn remote(&self) -> bool;
+    /// `Ok` when the backend answers; else what is wrong.
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// The Docker backend: one run store (and one lazily connected Docker runner) per tenant,
+/// under `<state_dir>/tenants/<tenant>`.
+pub struct DockerRunners {
+    cfg: crate::config::Config,
+    runners: Mutex<HashMap<Tenant, Arc<LazyRunner>>>,
+}
+
+impl DockerRunners {
+    pub fn new(cfg: crate::config::Config) -> Self {
+        DockerRunners {
+            cfg,
+            runners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The state directory of a tenant's runs.
+    pub fn tenant_state_dir(state_dir: &Path, tenant: &Tenant) -> PathBuf {
+        state_dir.join("tenants").join(tenant.as_str())
+    }
+}
+
+impl RunnerFactory for DockerRunners {
+    fn runner_for(&self, tenant: &Tenant) -> Arc<dyn Runner> {
+        let mut map = self.runners.lock().unwrap_or_else(|p| p.into_inner());
+        let r = map.entry(tenant.clone()).or_insert_with(|| {
+            let mut cfg = self.cfg.clone();
+            cfg.state_dir = Self::tenant_state_dir(&self.cfg.state_dir, tenant);
+            let r = Arc::new(LazyRunner::docker(cfg));
+            r.warm_up();
+            r
+        });
+        r.clone()
+    }
+
+    fn remote(&self) -> bool {
+        false
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async {
+            let d = crate::image::connect_docker()
+                .await
+                .map_err(|e| format!("docker: {e}"))?;
+            d.ping()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("docker: {e}"))
+        })
+    }
+}
+
+/// The Kubernetes backend: a [`KubeRunner`](crate::runner::kube::KubeRunner) per tenant, in
+/// one namespace (runs told apart by the tenant label) or in a namespace named after each
+/// tenant.
+pub struct KubeRunners {
+    pub client: ::kube::Client,
+    pub namespace: String,
+    pub namespace_per_tenant: bool,
+    pub settings: crate::runner::kube::KubeRunnerSettings,
+}
+
+impl KubeRunners {
+    pub fn namespace_of(&self, tenant: &Tenant) -> String {
+        if self.namespace_per_tenant {
+            tenant.as_str().to_string()
+        } else {
+            self.namespace.clone()
+        }
+    }
+}
+
+impl RunnerFactory for KubeRunners {
+    fn runner_for(&self, tenant: &Tenant) -> Arc<dyn Runner> {
+        Arc::new(crate::runner::kube::KubeRunner::for_tenant(
+            self.client.clone(),
+            &self.namespace_of(tenant),
+            tenant.as_str(),
+            self.settings.clone(),
+        ))
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async {
+            let api: ::kube::Api<crate::kube::CodexRun> =
+                ::kube::Api::namespaced(self.client.clone(), &self.namespace);
+            api.list(&::kube::api::ListParams::default().limit(1))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("kubernetes: {e}"))
+        })
+    }
+}
+
+/// Settings of the HTTP side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Accepted `Host` values (names, or `name:port`); empty = any (not recommended).
+    pub allowed_hosts: Vec<String>,
+    pub max_request_bytes: usize,
+    /// MCP settings for a local backend (allowed roots); `max_wait` for all backends.
+    pub mcp: McpConfig,
+}
+
+/// Counters of the gateway.
+#[derive(Debug, Default)]
+pub struct GatewayMetrics {
+    mcp_requests: AtomicU64,
+    unauthorized: AtomicU64,
+    not_found: AtomicU64,
+    tenants_active: AtomicU64,
+}
+
+impl GatewayMetrics {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let line = |name: &str, help: &str, kind: &str, v: u64| {
+            format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n")
+        };
+        [
+            line(
+                "codex_orchestrator_gateway_mcp_requests_total",
+                "Authenticated MCP HTTP requests.",
+                "counter",
+                self.mcp_requests.load(Ordering::Relaxed),
+            ),
+            line(
+                "codex_orchestrator_gateway_unauthorized_total",
+                "Requests refused with 401.",
+                "counter",
+                self.unauthorized.load(Ordering::Relaxed),
+            ),
+            line(
+                "codex_orchestrator_gateway_not_found_total",
+                "Requests for unknown paths.",
+                "counter",
+                self.not_found.load(Ordering::Relaxed),
+            ),
+            line(
+                "codex_orchestrator_gateway_tenants_active",
+                "Tenants that have used the gateway since it started.",
+                "gauge",
+                self.tenants_active.load(Ordering::Relaxed),
+            ),
+        ]
+        .concat()
+    }
+
+    pub fn unauthorized(&self) -> u64 {
+        self.unauthorized.load(Ordering::Relaxed)
+    }
+}
+
+type Service = StreamableHttpService<OrchestratorServer, LocalSessionManager>;
+type Resp = Response<BoxBody<Bytes, Infallible>>;
+
+/// The gateway: tokens, the runner factory and one MCP service per tenant.
+pub struct Gateway {
+    tokens: Tokens,
+    factory: Arc<dyn RunnerFactory>,
+    cfg: GatewayConfig,
+    services: Mutex<HashMap<Tenant, Arc<Service>>>,
+    sessions: CancellationToken,
+    metrics: GatewayMetrics,
+}
+
+impl Gateway {
+    /// Checks the MCP settings (for a local backend: the allowed roots).
+    pub fn new(
+        tokens: Tokens,
+        factory: Arc<dyn RunnerFactory>,
+        mut cfg: GatewayConfig,
+    ) -> Result<Gateway, GatewayError> {
+        if !factory.remote() {
+            cfg.mcp = cfg.mcp.resolve()?;
+        }
+        Ok(Gateway {
+            tokens,
+            factory,
+            cfg,
+            services: Mutex::new(HashMap::new()),
+            sessions: CancellationToken::new(),
+            metrics: GatewayMetrics::default(),
+        })
+    }
+
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
+    }
+
+    fn service_for(&self, tenant: &Tenant) -> Result<Arc<Service>, GatewayError> {
+        let mut map = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(tenant) {
+            return Ok(s.clone());
+        }
+        let runner = self.factory.runner_for(tenant);
+        let server = if self.factory.remote() {
+            OrchestratorServer::remote(runner, self.cfg.mcp.max_wait)
+        } else {
+            OrchestratorServer::new(runner, self.cfg.mcp.clone())?
+        };
+        let config = StreamableHttpServerConfig::default()
+            .with_cancellation_token(self.sessions.child_token())
+            .with_allowed_hosts(self.cfg.allowed_hosts.clone())
+            .with_max_request_body_bytes(self.cfg.max_request_bytes);
+        let svc = Arc::new(StreamableHttpService::new(
+            move || Ok(server.clone()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        ));
+        map.insert(tenant.clone(), svc.clone());
+        self.metrics
+            .tenants_active
+            .store(map.len() as u64, Ordering::Relaxed);
+        info!(%tenant, "first request of a tenant: its MCP service is ready");
+        Ok(svc)
+    }
+
+    /// Answers one HTTP request.
+    pub async fn route(&self, req: Request<Incoming>) -> Resp {
+        let path = req.uri().path();
+        let get = req.method() == Method::GET || req.method() == Method::HEAD;
+        if path == MCP_PATH || path.starts_with("/mcp/") {
+            let auth = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            let Some(tenant) = self.tokens.authenticate(auth).cloned() else {
+                self.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+                let mut r = text(StatusCode::UNAUTHORIZED, UNAUTHORIZED.to_string());
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"codex-orchestrator\""),
+                );
+                return r;
+            };
+            self.metrics.mcp_requests.fetch_add(1, Ordering::Relaxed);
+            return match self.service_for(&tenant) {
+                Ok(svc) => svc.handle(req).await,
+                Err(e) => {
+                    warn!(%tenant, "cannot start the tenant's MCP service: {e}");
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the gateway cannot serve this tenant; see its log\n".into(),
+                    )
+                }
+            };
+        }
+        match (path, get) {
+            ("/healthz", true) => text(StatusCode::OK, "ok\n".into()),
+            ("/readyz", true) => match self.factory.ready().await {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+            },
+            ("/metrics", true) => {
+                let mut r = text(StatusCode::OK, self.metrics.render());
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            ("/healthz" | "/readyz" | "/metrics", false) => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into())
+            }
+            _ => {
+                self.metrics.not_found.fetch_add(1, Ordering::Relaxed);
+                text(
+                    StatusCode::NOT_FOUND,
+                    "not found: the MCP endpoint is /mcp; /healthz, /readyz, /metrics\n".into(),
+                )
+            }
+        }
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled; then stops accepting, ends the MCP
+    /// sessions and waits up to a few seconds for open connections.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), GatewayError> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "gateway serving MCP at {MCP_PATH}");
+        }
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let this = self.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let this = this.clone();
+                async move { Ok::<_, Infallible>(this.route(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    debug!(%peer, "HTTP connection: {e}");
+                }
+            });
+        }
+        self.sessions.cancel();
+        tokio::select! {
+            _ = graceful.shutdown() => info!("gateway stopped"),
+            _ = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("gateway stopped with connections still open"),
+        }
+        Ok(())
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Which backend the gateway drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    Docker,
+    Kube,
+}
+
+/// `codex-orchestrator gateway` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Where runs execute: `kube` (CodexRun objects; the controller runs them) or `docker`
+    /// (containers on this machine).
+    #[arg(long, value_enum)]
+    pub backend: BackendKind,
+    /// Address to listen on.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8080",
+        env = "CODEX_ORCHESTRATOR_LISTEN"
+    )]
+    pub listen: SocketAddr,
+    /// Tokens: a file of `<token> <tenant>` lines, or a directory (a mounted Secret) whose
+    /// files hold such lines.
+    #[arg(long, value_name = "PATH", env = "CODEX_ORCHESTRATOR_TOKENS")]
+    pub tokens: PathBuf,
+    /// A `Host` header value clients use (repeatable; `name` or `name:port`). Default:
+    /// localhost, 127.0.0.1, ::1. In a cluster: the Service's names.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
+    /// Accept any `Host` header (only behind a proxy that checks it).
+    #[arg(long, conflicts_with = "allowed_hosts")]
+    pub any_host: bool,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    /// Longest time, in seconds, a `codex_run` call with `wait: true` blocks.
+    #[arg(long, value_name = "SECS", default_value_t = crate::mcp::DEFAULT_MAX_WAIT.as_secs())]
+    pub max_wait: u64,
+    /// docker: a directory clients may use as a workspace (repeatable).
+    #[arg(long = "allowed-root", value_name = "DIR")]
+    pub allowed_roots: Vec<PathBuf>,
+    /// docker: allow `full_access` runs (kube: the controller decides).
+    #[arg(long)]
+    pub allow_full_access: bool,
+    /// kube: namespace of the CodexRuns (default: the client's namespace).
+    #[arg(long, env = "CODEX_ORCHESTRATOR_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// kube: put each tenant's runs in the namespace named after the tenant.
+    #[arg(long)]
+    pub namespace_per_tenant: bool,
+    /// kube: `SECRET/KEY` holding the model API key, given to every run (spec.authSecretRef).
+    #[arg(
+        long,
+        value_name = "SECRET/KEY",
+        env = "CODEX_ORCHESTRATOR_AUTH_SECRET"
+    )]
+    pub auth_secret: Option<String>,
+    /// kube: delete a CodexRun this many seconds after it finished.
+    #[arg(long)]
+    pub ttl_seconds_after_finished: Option<u64>,
+}
+
+/// `SECRET/KEY` → a secret key reference.
+pub fn parse_secret_key(s: &str) -> Result<crate::kube::crd::SecretKeyRef, String> {
+    match s.split_once('/') {
+        Some((n, k)) if !n.is_empty() && !k.is_empty() && !k.contains('/') => {
+            Ok(crate::kube::crd::SecretKeyRef {
+                name: n.to_string(),
+                key: k.to_string(),
+            })
+        }
+        _ => Err(format!("`{s}` is not SECRET/KEY")),
+    }
+}
+
+/// `codex-orchestrator gateway`: serves until SIGTERM/SIGINT.
+pub async fn main(cfg: crate::config::Config, a: GatewayArgs) -> Result<(), GatewayError> {
+    let tokens = Tokens::load(&a.tokens)?;
+    let factory: Arc<dyn RunnerFactory> = match a.backend {
+        BackendKind::Docker => Arc::new(DockerRunners::new(cfg)),
+        BackendKind::Kube => {
+            let client = ::kube::Client::try_default().await.map_err(|e| {
+                GatewayError::Setup(format!("cannot connect to the Kubernetes API: {e}"))
+            })?;
+            let namespace = a
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let auth_secret = a
+                .auth_secret
+                .as_deref()
+                .map(parse_secret_key)
+                .transpose()
+                .map_err(GatewayError::Setup)?;
+            Arc::new(KubeRunners {
+                client,
+                namespace,
+                namespace_per_tenant: a.namespace_per_tenant,
+                settings: crate::runner::kube::KubeRunnerSettings {
+                    auth_secret,
+                    ttl_seconds_after_finished: a.ttl_seconds_after_finished,
+                },
+            })
+        }
+    };
+    let roots = if a.allowed_roots.is_empty() && a.backend == BackendKind::Docker {
+        vec![std::env::current_dir().map_err(|e| GatewayError::Setup(e.to_string()))?]
+    } else {
+        a.allowed_roots.clone()
+    };
+    let allowed_hosts = if a.any_host {
+        Vec::new()
+    } else if a.allowed_hosts.is_empty() {
+        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+    } else {
+        a.allowed_hosts.clone()
+    };
+    let gw = Arc::new(Gateway::new(
+        tokens,
+        factory,
+        GatewayConfig {
+            allowed_hosts,
+            max_request_bytes: a.max_request_bytes,
+            mcp: McpConfig {
+                allowed_roots: roots,
+                default_workspace: None,
+                max_wait: Duration::from_secs(a.max_wait),
+            },
+        },
+    )?);
+    let listener = TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| GatewayError::Setup(format!("cannot listen on {}: {e}", a.listen)))?;
+    info!(
+        backend = ?a.backend,
+        tenants = gw.tokens.tenants().len(),
+        "codex-orchestrator gateway on http://{}{MCP_PATH}",
+        listener.local_addr().map_or(a.listen, |x| x)
+    );
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        crate::mcp::http::wait_for_signal().await;
+        info!("signal received; shutting down");
+        on_signal.cancel();
+    });
+    gw.serve(listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "tok-alpha-0123456789";
+    const B: &str = "tok-beta-0123456789x";
+
+    fn tokens() -> Tokens {
+        Tokens::parse(&format!("# comment\n\n{A} alpha\n  {B}   beta  \n")).unwrap()
+    }
+
+    #[test]
+    fn bearer_tokens_map_to_their_tenant_and_everything_else_is_refused() {
+        let t = tokens();
+        let auth = |h: Option<&str>| {
+            t.authenticate(h.map(str::as_bytes))
+                .map(|t| t.as_str().to_string())
+        };
+        assert_eq!(auth(Some(&format!("Bearer {A}"))), Some("alpha".into()));
+        assert_eq!(auth(Some(&format!("bearer {B}"))), Some("beta".into()));
+        assert_eq!(
+            auth(Some(&format!("  Bearer   {B}  "))),
+            Some("beta".into())
+        );
+        for bad in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer "),
+            Some(A),
+            Some(&format!("Basic {A}")),
+            Some(&format!("Bearer {A}x")),
+            Some(&format!("Bearer {}", &A[..A.len() - 1])),
+            Some(&format!("Bearer {A} {B}")),
+        ] {
+            assert_eq!(auth(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            t.authenticate(Some(&[0xff, 0xfe][..])).map(Tenant::as_str),
+            None
+        );
+        assert_eq!(
+            t.tenants(),
+            vec![Tenant("alpha".into()), Tenant("beta".into())]
+        );
+    }
+
+    #[test]
+    fn token_files_are_checked_line_by_line() {
+        let e = |s: &str| Tokens::parse(s).unwrap_err().to_string();
+        assert_eq!(e(""), "no tokens configured: nobody could use the gateway");
+        assert_eq!(
+            e("short alpha"),
+            "tokens, line 1: the token is shorter than 16 characters"
+        );
+        assert_eq!(
+            e(&format!("{A}\n")),
+            "tokens, line 1: expected `<token> <tenant>` (two fields separated by spaces)"
+        );
+        assert_eq!(
+            e(&format!("{A} Alpha")),
+            "tokens, line 1: tenant `Alpha` must be a DNS label (1-63 lowercase letters, digits and `-`, not at either end)"
+        );
+        assert_eq!(
+            e(&format!("{A} a\n#x\n{A} b")),
+            "tokens, line 3: the same token appears twice"
+        );
+        // Two tokens may share a tenant.
+        assert_eq!(
+            Tokens::parse(&format!("{A} a\n{B} a")).unwrap().tenants(),
+            vec![Tenant("a".into())]
+        );
+    }
+
+    #[test]
+    fn tokens_load_from_a_file_or_a_secret_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("tokens");
+        std::fs::write(&f, format!("{A} alpha\n")).unwrap();
+        assert_eq!(
+            Tokens::load(&f).unwrap(),
+            Tokens::parse(&format!("{A} alpha")).unwrap()
+        );
+        // A Secret mount: keys are files; `..data` and friends are skipped.
+        let s = d.path().join("secret");
+        std::fs::create_dir_all(s.join("..2026_01_01")).unwrap();
+        std::fs::write(s.join("..2026_01_01/ignored"), "garbage").unwrap();
+        std::fs::write(s.join(".hidden"), "garbage").unwrap();
+        std::fs::write(s.join("team-a"), format!("{A} alpha")).unwrap();
+        std::fs::write(s.join("team-b"), format!("{B} beta\n")).unwrap();
+        let t = Tokens::load(&s).unwrap();
+        assert_eq!(
+            t.tenants(),
+            vec![Tenant("alpha".into()), Tenant("beta".into())]
+        );
+        let missing = Tokens::load(&d.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.starts_with("tokens "), "{missing}");
+        let empty = d.path().join("empty");
+        std::fs::write(&empty, "# nothing\n").unwrap();
+        assert_eq!(
+            Tokens::load(&empty).unwrap_err().to_string(),
+            format!("tokens {}: no tokens in it", empty.display())
+        );
+    }
+
+    #[test]
+    fn secret_key_references() {
+        assert_eq!(
+            parse_secret_key("openai/api-key"),
+            Ok(crate::kube::crd::SecretKeyRef {
+                name: "openai".into(),
+                key: "api-key".into()
+            })
+        );
+        for bad in ["openai", "/k", "s/", "a/b/c"] {
+            assert!(parse_secret_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metrics_render_as_prometheus_text() {
+        let m = GatewayMetrics::default();
+        m.unauthorized.fetch_add(2, Ordering::Relaxed);
+        let text = m.render();
+        assert!(
+            text.contains("\ncodex_orchestrator_gateway_unauthorized_total 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE codex_orchestrator_gateway_tenants_active gauge\n"));
+    }
+}

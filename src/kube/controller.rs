@@ -1039,6 +1039,17 @@ pub struct ControllerArgs {
     /// Address of the metrics (/metrics) and health (/healthz, /readyz) endpoints.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Send every run's model traffic through the in-cluster egress proxy at this base URL
+    /// (e.g. http://co-model-proxy.ns.svc:8080/v1): run Pods get the proxy's token, never the
+    /// API key.
+    #[arg(long, requires = "model_proxy_token_secret")]
+    pub model_proxy_url: Option<String>,
+    /// The Secret holding the proxy token (with --model-proxy-url).
+    #[arg(long)]
+    pub model_proxy_token_secret: Option<String>,
+    /// The key of the proxy token in that Secret.
+    #[arg(long, default_value = "token")]
+    pub model_proxy_token_key: String,
 }
 
 impl ControllerArgs {
@@ -1055,6 +1066,13 @@ impl ControllerArgs {
         s.pod.uid = self.run_as_uid;
         s.scheduling_timeout = Duration::from_secs(self.scheduling_timeout);
         s.artifacts_in_secret = self.artifacts_in_secret;
+        if let (Some(url), Some(secret)) = (&self.model_proxy_url, &self.model_proxy_token_secret) {
+            s.pod.model_proxy = Some(crate::kube::pod::ModelProxy {
+                base_url: url.clone(),
+                token_secret: secret.clone(),
+                token_key: self.model_proxy_token_key.clone(),
+            });
+        }
         s
     }
 }

@@ -88,7 +88,25 @@ pub struct PodSettings {
     pub scratch_size: String,
     /// Patch bytes the agent carries inline in its stream.
     pub max_patch_bytes: usize,
+    /// Route every run's model traffic through the in-cluster egress proxy: the Pod gets the
+    /// proxy's token, never the API key (which only the proxy holds).
+    pub model_proxy: Option<ModelProxy>,
 }
+
+/// The in-cluster egress proxy (`codex-orchestrator proxy` behind a Service; the Helm chart
+/// installs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelProxy {
+    /// Base URL of the proxy as run Pods reach it, with the upstream's base path
+    /// (e.g. `http://co-model-proxy.ns.svc:8080/v1`).
+    pub base_url: String,
+    /// Secret name and key holding the proxy token.
+    pub token_secret: String,
+    pub token_key: String,
+}
+
+/// The Pod's variable holding the proxy token (its codex's "API key").
+pub const PROXY_TOKEN_ENV: &str = "CODEX_ORCHESTRATOR_MODEL_TOKEN";
 
 impl Default for PodSettings {
     fn default() -> Self {
@@ -120,6 +138,7 @@ impl Default for PodSettings {
             tmp_size: "1Gi".into(),
             scratch_size: "4Gi".into(),
             max_patch_bytes: 8 * 1024 * 1024,
+            model_proxy: None,
         }
     }
 }
@@ -155,6 +174,10 @@ pub enum PodError {
     SpecTooLarge(usize),
     #[error("exactly one of source.git and source.pvc must be set")]
     Source,
+    #[error(
+        "modelProvider cannot be set: this controller sends all model traffic through its egress proxy ({0})"
+    )]
+    ProviderWithProxy(String),
     #[error("cannot encode the run spec: {0}")]
     Encode(String),
 }
@@ -250,7 +273,21 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
     {
         return Err(PodError::Model(m.clone()));
     }
-    let provider = spec.model_provider.as_ref().map(provider_of).transpose()?;
+    let provider = match (&s.model_proxy, &spec.model_provider) {
+        (Some(p), Some(_)) => return Err(PodError::ProviderWithProxy(p.base_url.clone())),
+        (Some(p), None) => {
+            let proxy = ModelProvider {
+                name: "model-proxy".to_string(),
+                base_url: p.base_url.clone(),
+                env_key: Some(PROXY_TOKEN_ENV.to_string()),
+                wire_api: WireApi::Responses,
+                extra: Default::default(),
+            };
+            proxy.validate().map_err(PodError::Provider)?;
+            Some(proxy)
+        }
+        (None, p) => p.as_ref().map(provider_of).transpose()?,
+    };
     let output_schema = match &spec.output_schema {
         None => None,
         Some(o) => {
@@ -278,7 +315,10 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
     let verify = VerifySpec::resolve(mode, verify_opts.as_ref(), &s.verify_defaults)
         .map_err(PodError::Verify)?;
     let policy = SecurityPolicy::for_mode(mode);
-    let secret_env = key_env(cr, provider.as_ref())?.into_iter().collect();
+    let secret_env = match &s.model_proxy {
+        Some(_) => vec![PROXY_TOKEN_ENV.to_string()],
+        None => key_env(cr, provider.as_ref())?.into_iter().collect(),
+    };
     Ok(RunSpec {
         run_id: run_id_for(cr)?,
         orchestrator_version: crate::model::VERSION.to_string(),
@@ -520,8 +560,19 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
         // Human log lines on stderr: in the merged pod log they can never pass for events.
         env("CODEX_ORCHESTRATOR_LOG_FORMAT", "human"),
     ];
-    if let (Some(auth), Some(var)) = (&cr.spec.auth_secret_ref, spec.secret_env.first()) {
-        env.push(secret_env(var, &auth.name, &auth.key, false));
+    match &s.model_proxy {
+        // The proxy's token, never the API key.
+        Some(p) => env.push(secret_env(
+            PROXY_TOKEN_ENV,
+            &p.token_secret,
+            &p.token_key,
+            false,
+        )),
+        None => {
+            if let (Some(auth), Some(var)) = (&cr.spec.auth_secret_ref, spec.secret_env.first()) {
+                env.push(secret_env(var, &auth.name, &auth.key, false));
+            }
+        }
     }
     let agent = Container {
         name: AGENT_CONTAINER.to_string(),

@@ -485,3 +485,57 @@ fn invalid_runs_are_refused_with_a_reason() {
         codex_orchestrator::schemas::bundled("code_change")
     );
 }
+
+#[test]
+fn with_the_egress_proxy_the_pod_gets_the_proxy_token_never_the_api_key() {
+    use codex_orchestrator::kube::pod::{ModelProxy, PROXY_TOKEN_ENV};
+    use codex_orchestrator::model::ModelProvider;
+    let settings = PodSettings {
+        model_proxy: Some(ModelProxy {
+            base_url: "http://co-model-proxy.team-a.svc:8080/v1".into(),
+            token_secret: "co-model-proxy-token".into(),
+            token_key: "token".into(),
+        }),
+        ..PodSettings::default()
+    };
+    let mut cr = test_run("fix", SecurityMode::WorkspaceWrite, pvc_source());
+    // The API key Secret is not needed (and not used) with the proxy.
+    cr.spec.auth_secret_ref = None;
+    let pod = build_pod(&cr, &settings).unwrap();
+
+    let mut spec = expected_spec(SecurityMode::WorkspaceWrite);
+    spec.provider = Some(ModelProvider {
+        name: "model-proxy".into(),
+        base_url: "http://co-model-proxy.team-a.svc:8080/v1".into(),
+        env_key: Some(PROXY_TOKEN_ENV.into()),
+        wire_api: Default::default(),
+        extra: Default::default(),
+    });
+    spec.secret_env = vec![PROXY_TOKEN_ENV.into()];
+    let mut want = serde_json::to_value(write_mode_pod_expected(
+        "fix",
+        SecurityMode::WorkspaceWrite,
+        "model-api-only",
+    ))
+    .unwrap();
+    let env = want["spec"]["containers"][0]["env"].as_array_mut().unwrap();
+    env[0]["value"] = json!(serde_json::to_string(&spec).unwrap());
+    *env.last_mut().unwrap() = json!({"name": PROXY_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": "co-model-proxy-token", "key": "token"}}});
+    assert_eq!(serde_json::to_value(&pod).unwrap(), want);
+    assert!(!serde_json::to_string(&pod).unwrap().contains("api-key"));
+
+    // A run that names its own provider cannot bypass the proxy.
+    let mut custom = test_run("fix", SecurityMode::WorkspaceWrite, pvc_source());
+    custom.spec.model_provider = Some(codex_orchestrator::kube::crd::ModelProviderSpec {
+        name: "azure".into(),
+        base_url: "https://example.openai.azure.com/openai/v1".into(),
+        env_key: Some("AZURE_KEY".into()),
+        extra: None,
+    });
+    assert_eq!(
+        build_pod(&custom, &settings),
+        Err(PodError::ProviderWithProxy(
+            "http://co-model-proxy.team-a.svc:8080/v1".into()
+        ))
+    );
+}

@@ -327,9 +327,62 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
 
         // Our own Pods pass the restricted profile (the run Pods' checker, unchanged).
         let deployments = of_kind(r, "Deployment");
-        assert_eq!(deployments.len(), 2, "{values}");
+        // The egress proxy is on by default (off in the non-default values).
+        let proxied = values != NONDEFAULT;
+        assert_eq!(deployments.len(), if proxied { 3 } else { 2 }, "{values}");
         for d in deployments {
             let d: Deployment = typed(d);
+            if d.metadata.name.as_deref() == Some("co-codex-orchestrator-model-proxy") {
+                let pod = Pod {
+                    metadata: d.spec.template.metadata.clone().unwrap_or_default(),
+                    spec: d.spec.template.spec.clone(),
+                    status: None,
+                };
+                let v = restricted_violations(&pod);
+                assert!(v.is_empty(), "{values} model-proxy: {v:?}");
+                // No Kubernetes API access at all; the key and the token from Secrets.
+                let spec = pod.spec.unwrap();
+                assert_eq!(spec.automount_service_account_token, Some(false));
+                assert!(spec.volumes.is_none(), "{values}: {:?}", spec.volumes);
+                let c = &spec.containers[0];
+                assert_eq!(c.args.clone().unwrap(), ["proxy", "--listen=0.0.0.0:8080"]);
+                let env: BTreeMap<String, String> = c
+                    .env
+                    .clone()
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| {
+                        let v = match (e.value, e.value_from) {
+                            (Some(v), _) => v,
+                            (None, Some(f)) => {
+                                let k = f.secret_key_ref.unwrap();
+                                format!("secret:{}/{}", k.name, k.key)
+                            }
+                            _ => String::new(),
+                        };
+                        (e.name, v)
+                    })
+                    .collect();
+                assert_eq!(
+                    env,
+                    BTreeMap::from([
+                        ("RUST_LOG".to_string(), "info".to_string()),
+                        (
+                            "CODEX_ORCHESTRATOR_PROXY_UPSTREAM".to_string(),
+                            "https://api.openai.com/v1".to_string()
+                        ),
+                        (
+                            "CODEX_ORCHESTRATOR_PROXY_TOKEN".to_string(),
+                            "secret:co-codex-orchestrator-model-proxy-token/token".to_string()
+                        ),
+                        (
+                            "CODEX_ORCHESTRATOR_PROXY_API_KEY".to_string(),
+                            "secret:openai-api-key/api-key".to_string()
+                        ),
+                    ])
+                );
+                continue;
+            }
             let t = d.spec.template;
             let pod = Pod {
                 metadata: t.metadata.unwrap_or_default(),
@@ -400,7 +453,24 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
             dns.ports.as_ref().unwrap().iter().all(|p| p.port
                 == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53)))
         );
-        let rest: Vec<(String, Vec<String>, Vec<i32>)> = egress[1..]
+        let mut egress_rest = &egress[1..];
+        if proxied {
+            // First the egress proxy's Pods on 8080, and no address block for the model API.
+            let to_proxy = &egress_rest[0];
+            let sel = to_proxy.to.as_ref().unwrap()[0]
+                .pod_selector
+                .clone()
+                .unwrap()
+                .match_labels
+                .unwrap();
+            assert_eq!(sel["app.kubernetes.io/component"], "model-proxy");
+            assert_eq!(
+                to_proxy.ports.as_ref().unwrap()[0].port,
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
+            );
+            egress_rest = &egress_rest[1..];
+        }
+        let rest: Vec<(String, Vec<String>, Vec<i32>)> = egress_rest
             .iter()
             .map(|e| {
                 let to = e.to.as_ref().unwrap();
@@ -438,21 +508,56 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
             );
             assert_eq!(o.ingress.unwrap_or_default().len(), 0);
         } else {
+            // Run Pods reach only DNS and the proxy; the proxy reaches only DNS and the model
+            // API, and is reached only by run Pods.
+            assert_eq!(rest, vec![]);
+            let p = policies["co-codex-orchestrator-model-proxy"]
+                .spec
+                .clone()
+                .unwrap();
+            let from = p.ingress.unwrap();
+            assert_eq!(from.len(), 1);
             assert_eq!(
-                rest,
-                vec![(
-                    "0.0.0.0/0".to_string(),
-                    [
-                        "10.0.0.0/8",
-                        "172.16.0.0/12",
-                        "192.168.0.0/16",
-                        "169.254.0.0/16"
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                    vec![443]
-                )]
+                from[0].from.as_ref().unwrap()[0]
+                    .pod_selector
+                    .clone()
+                    .unwrap()
+                    .match_labels
+                    .unwrap()["app.kubernetes.io/component"],
+                "run"
             );
+            let proxy_rest: Vec<(String, Vec<String>, Vec<i32>)> = p.egress.unwrap()[1..]
+                .iter()
+                .map(|e| {
+                    let b = e.to.as_ref().unwrap()[0].ip_block.clone().unwrap();
+                    let ports = e
+                        .ports
+                        .as_ref()
+                        .unwrap()
+                        .iter()
+                        .map(|p| match p.port {
+                            Some(
+                                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n),
+                            ) => n,
+                            ref other => panic!("{other:?}"),
+                        })
+                        .collect();
+                    (b.cidr, b.except.unwrap_or_default(), ports)
+                })
+                .collect();
+            let public_https = vec![(
+                "0.0.0.0/0".to_string(),
+                [
+                    "10.0.0.0/8",
+                    "172.16.0.0/12",
+                    "192.168.0.0/16",
+                    "169.254.0.0/16",
+                ]
+                .map(String::from)
+                .to_vec(),
+                vec![443],
+            )];
+            assert_eq!(proxy_rest, public_https);
             assert!(open.is_none(), "no open egress without allowFullAccess");
         }
 
@@ -482,6 +587,15 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
                 && gw.contains(&"--namespace=tools".to_string())
         );
         let ctl = args("co-codex-orchestrator-controller");
+        let proxy_args = [
+            "--model-proxy-url=http://co-codex-orchestrator-model-proxy.tools.svc.cluster.local:8080/v1".to_string(),
+            "--model-proxy-token-secret=co-codex-orchestrator-model-proxy-token".to_string(),
+        ];
+        assert_eq!(
+            proxy_args.iter().all(|a| ctl.contains(a)),
+            proxied,
+            "{ctl:?}"
+        );
         assert_eq!(
             ctl.contains(&"--allow-full-access".to_string()),
             values == NONDEFAULT,
@@ -496,7 +610,14 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
             );
             assert!(gw.contains(&"--auth-secret=azure-key/token".to_string()));
         } else {
-            assert!(secrets.is_empty(), "the default install creates no Secret");
+            // The only Secret of the default install: the proxy's token.
+            let names: Vec<&str> = secrets
+                .iter()
+                .map(|s| s["metadata"]["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, ["co-codex-orchestrator-model-proxy-token"]);
+            let t: Secret = typed(secrets[0]);
+            assert_eq!(t.data.unwrap()["token"].0.len(), 48);
             assert!(gw.contains(&"--auth-secret=openai-api-key/api-key".to_string()));
         }
         assert!(

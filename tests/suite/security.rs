@@ -515,12 +515,17 @@ async fn resource_abuse_is_contained_reported_and_spares_a_concurrent_run() {
             events.len()
         );
     }
-    // Fork bomb: contained by the pids limit; codex survives and the run completes, saying
-    // which limit was hit.
+    // Fork bomb: contained by the pids limit, and the run says which limit was hit. Whether
+    // codex itself still gets a process or thread while the bomb holds the limit is a race:
+    // either it completes its turn, or it fails and the run ends `resource_limit`.
     let (st, r, events) = &fork_bomb;
-    assert_eq!(
-        (st.phase, st.reason),
-        (RunPhase::Succeeded, Some(TerminalReason::Completed))
+    assert!(
+        matches!(
+            (st.phase, st.reason),
+            (RunPhase::Succeeded, Some(TerminalReason::Completed))
+                | (RunPhase::Failed, Some(TerminalReason::ResourceLimit))
+        ),
+        "{st:#?}"
     );
     let hit = r.limits_hit.clone().unwrap();
     assert!(hit.pids > 0 && hit.oom_kills == 0, "{hit:?}");
@@ -529,8 +534,12 @@ async fn resource_abuse_is_contained_reported_and_spares_a_concurrent_run() {
         m.starts_with("sandbox limits were hit: the process limit refused "),
         "{m}"
     );
-    assert_eq!(warnings(events), vec![m]);
-    assert_eq!(r.commands[0].exit_code, Some(0), "{:?}", r.commands);
+    // The warning is the limit part of the message ("; then: …" adds codex's failure).
+    let limit_part = m.split("; then: ").next().unwrap().to_string();
+    assert_eq!(warnings(events), vec![limit_part]);
+    if st.phase == RunPhase::Succeeded {
+        assert_eq!(r.commands[0].exit_code, Some(0), "{:?}", r.commands);
+    }
 
     // Memory bomb: the kernel kills the allocating process at the memory limit, not the
     // sandbox; the run completes and says so.

@@ -82,6 +82,10 @@ pub struct McpArgs {
     /// Allow runs in `full_access` mode (open network).
     #[arg(long)]
     pub allow_full_access: bool,
+    /// Security mode of a `codex_run` that names none (readonly | workspace_write |
+    /// full_access).
+    #[arg(long, default_value = "workspace_write")]
+    pub default_mode: SecurityMode,
     /// Longest time, in seconds, a `codex_run` call with `wait: true` blocks.
     #[arg(long, value_name = "SECS", default_value_t = crate::mcp::DEFAULT_MAX_WAIT.as_secs())]
     pub max_wait: u64,
@@ -302,6 +306,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 allowed_roots: roots,
                 default_workspace: None,
                 max_wait: Duration::from_secs(a.max_wait),
+                default_mode: a.default_mode,
             }
             .resolve()
             .map_err(|e| CliError::new(2, e))?;

@@ -455,7 +455,7 @@ impl Gateway {
         }
         let runner = self.factory.runner_for(tenant);
         let server = if self.factory.remote() {
-            OrchestratorServer::remote(runner, self.cfg.mcp.max_wait)
+            OrchestratorServer::remote(runner, self.cfg.mcp.max_wait, self.cfg.mcp.default_mode)
         } else {
             OrchestratorServer::new(runner, self.cfg.mcp.clone())?
         };
@@ -637,6 +637,9 @@ pub struct GatewayArgs {
     /// docker: allow `full_access` runs (kube: the controller decides).
     #[arg(long)]
     pub allow_full_access: bool,
+    /// Security mode of a run that names none.
+    #[arg(long, default_value = "workspace_write")]
+    pub default_mode: crate::model::SecurityMode,
     /// kube: namespace of the CodexRuns (default: the client's namespace).
     #[arg(long, env = "CODEX_ORCHESTRATOR_NAMESPACE")]
     pub namespace: Option<String>,
@@ -720,6 +723,7 @@ pub async fn main(cfg: crate::config::Config, a: GatewayArgs) -> Result<(), Gate
                 allowed_roots: roots,
                 default_workspace: None,
                 max_wait: Duration::from_secs(a.max_wait),
+                default_mode: a.default_mode,
             },
         },
     )?);

@@ -78,6 +78,8 @@ pub struct McpConfig {
     pub default_workspace: Option<PathBuf>,
     /// Longest time a `codex_run` with `wait: true` blocks.
     pub max_wait: Duration,
+    /// Security mode of a `codex_run` that names none.
+    pub default_mode: SecurityMode,
 }
 
 /// Errors starting or serving the MCP server.
@@ -145,6 +147,7 @@ impl McpConfig {
             allowed_roots: roots,
             default_workspace,
             max_wait: self.max_wait,
+            default_mode: self.default_mode,
         })
     }
 }
@@ -249,6 +252,7 @@ where
 pub fn resolve_mode(
     security_mode: Option<SecurityMode>,
     legacy: Option<LegacyMode>,
+    default: SecurityMode,
 ) -> Result<SecurityMode, ToolError> {
     let from_legacy = match legacy {
         None => None,
@@ -266,7 +270,7 @@ pub fn resolve_mode(
         ))),
         (Some(a), _) => Ok(a),
         (None, Some(b)) => Ok(b),
-        (None, None) => Ok(SecurityMode::WorkspaceWrite),
+        (None, None) => Ok(default),
     }
 }
 
@@ -457,13 +461,14 @@ impl OrchestratorServer {
     /// such as a git URL; the runner validates it and says what it accepts), there are no
     /// allowed roots (which runs a client sees is the runner's business: the gateway gives
     /// every tenant its own runner), and `codex_patch_apply` is refused.
-    pub fn remote(runner: Arc<dyn Runner>, max_wait: Duration) -> Self {
+    pub fn remote(runner: Arc<dyn Runner>, max_wait: Duration, default_mode: SecurityMode) -> Self {
         OrchestratorServer {
             runner,
             cfg: Arc::new(McpConfig {
                 allowed_roots: Vec::new(),
                 default_workspace: None,
                 max_wait,
+                default_mode,
             }),
             tool_router: Self::tool_router() + Self::apply_tool_router(),
             client_roots: Arc::default(),
@@ -662,7 +667,7 @@ impl OrchestratorServer {
                 "prompt is empty: describe the task for Codex",
             ));
         }
-        let mode = resolve_mode(p.security_mode, p.mode)?;
+        let mode = resolve_mode(p.security_mode, p.mode, self.cfg.default_mode)?;
         let workspace = self.resolve_workspace(p.workspace.as_deref())?;
         let output_schema = check_output_schema(p.output_schema)?;
         if let Some(m) = &p.model
@@ -1174,20 +1179,37 @@ mod tests {
     #[test]
     fn modes() {
         use SecurityMode::*;
-        assert_eq!(resolve_mode(None, None), Ok(WorkspaceWrite));
-        assert_eq!(resolve_mode(Some(Readonly), None), Ok(Readonly));
-        assert_eq!(resolve_mode(None, Some(LegacyMode::Suggest)), Ok(Readonly));
+        assert_eq!(resolve_mode(None, None, WorkspaceWrite), Ok(WorkspaceWrite));
+        // The server's default applies only when the request names no mode.
+        assert_eq!(resolve_mode(None, None, Readonly), Ok(Readonly));
         assert_eq!(
-            resolve_mode(None, Some(LegacyMode::FullAuto)),
+            resolve_mode(Some(WorkspaceWrite), None, Readonly),
             Ok(WorkspaceWrite)
         );
         assert_eq!(
-            resolve_mode(Some(WorkspaceWrite), Some(LegacyMode::FullAuto)),
+            resolve_mode(Some(Readonly), None, WorkspaceWrite),
+            Ok(Readonly)
+        );
+        assert_eq!(
+            resolve_mode(None, Some(LegacyMode::Suggest), WorkspaceWrite),
+            Ok(Readonly)
+        );
+        assert_eq!(
+            resolve_mode(None, Some(LegacyMode::FullAuto), WorkspaceWrite),
             Ok(WorkspaceWrite)
         );
-        let e = resolve_mode(None, Some(LegacyMode::Ask)).unwrap_err();
+        assert_eq!(
+            resolve_mode(
+                Some(WorkspaceWrite),
+                Some(LegacyMode::FullAuto),
+                WorkspaceWrite
+            ),
+            Ok(WorkspaceWrite)
+        );
+        let e = resolve_mode(None, Some(LegacyMode::Ask), WorkspaceWrite).unwrap_err();
         assert!(e.0.starts_with("mode `ask` is not supported"), "{}", e.0);
-        let e = resolve_mode(Some(FullAccess), Some(LegacyMode::Suggest)).unwrap_err();
+        let e =
+            resolve_mode(Some(FullAccess), Some(LegacyMode::Suggest), WorkspaceWrite).unwrap_err();
         assert_eq!(
             e.0,
             "security_mode `full_access` contradicts the legacy mode (which means `readonly`); give only security_mode"

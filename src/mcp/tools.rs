@@ -65,7 +65,7 @@ pub struct CodexRunParams {
     pub workspace: Option<String>,
     /// How much the run may touch. `readonly`: the workspace is mounted read-only, Codex
     /// works on a copy and the result is a patch you can inspect with codex_git_diff.
-    /// `workspace_write` (default): Codex edits the workspace in place. `full_access`: like
+    /// `workspace_write` (the usual server default): Codex edits the workspace in place. `full_access`: like
     /// workspace_write with an open network; only if the server was started with
     /// --allow-full-access AND confirm_full_access is true.
     #[serde(default)]

@@ -586,6 +586,12 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
             gw.contains(&"--backend=kube".to_string())
                 && gw.contains(&"--namespace=tools".to_string())
         );
+        let want_mode = if values == NONDEFAULT {
+            "--default-mode=readonly"
+        } else {
+            "--default-mode=workspace_write"
+        };
+        assert!(gw.contains(&want_mode.to_string()), "{gw:?}");
         let ctl = args("co-codex-orchestrator-controller");
         let proxy_args = [
             "--model-proxy-url=http://co-codex-orchestrator-model-proxy.tools.svc.cluster.local:8080/v1".to_string(),

@@ -562,6 +562,7 @@ async fn kube_gateway(api: &FakeApi) -> TestGateway {
                     allowed_roots: vec![],
                     default_workspace: None,
                     max_wait: Duration::from_secs(5),
+                    default_mode: codex_orchestrator::model::SecurityMode::WorkspaceWrite,
                 },
             },
         )

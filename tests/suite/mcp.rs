@@ -321,15 +321,20 @@ pub(crate) async fn call_err(peer: &Peer<RoleClient>, name: &str, args: Value) -
 
 impl Harness {
     async fn start(runner: Arc<dyn Runner>, root: &Path, max_wait: Duration) -> Harness {
-        let server = OrchestratorServer::new(
+        Harness::start_with(
             runner,
             McpConfig {
                 allowed_roots: vec![root.to_path_buf()],
                 default_workspace: None,
                 max_wait,
+                default_mode: SecurityMode::WorkspaceWrite,
             },
         )
-        .unwrap();
+        .await
+    }
+
+    async fn start_with(runner: Arc<dyn Runner>, cfg: McpConfig) -> Harness {
+        let server = OrchestratorServer::new(runner, cfg).unwrap();
         let (server_io, client_io) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(async move {
             let running = server.serve(server_io).await.unwrap();
@@ -1015,6 +1020,46 @@ async fn mcp_verify_and_schema_retry_reach_the_runner() {
 }
 
 #[tokio::test]
+async fn mcp_the_servers_default_mode_applies_when_a_request_names_none() {
+    let root = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeRunner::default());
+    let h = Harness::start_with(
+        fake.clone(),
+        McpConfig {
+            allowed_roots: vec![root.path().to_path_buf()],
+            default_workspace: None,
+            max_wait: Duration::from_secs(60),
+            default_mode: SecurityMode::Readonly,
+        },
+    )
+    .await;
+    h.ok("codex_run", json!({"prompt": "x"})).await;
+    h.ok(
+        "codex_run",
+        json!({"prompt": "x", "security_mode": "workspace_write"}),
+    )
+    .await;
+    h.ok("codex_run", json!({"prompt": "x", "mode": "full-auto"}))
+        .await;
+    let modes: Vec<SecurityMode> = fake
+        .submitted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.mode)
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            SecurityMode::Readonly,
+            SecurityMode::WorkspaceWrite,
+            SecurityMode::WorkspaceWrite
+        ]
+    );
+    h.close().await;
+}
+
+#[tokio::test]
 async fn mcp_workspaces_outside_the_roots_are_refused() {
     let root = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
@@ -1572,6 +1617,7 @@ async fn mcp_over_streamable_http_serves_the_same_tools_and_shuts_down() {
             allowed_roots: vec![root.path().to_path_buf()],
             default_workspace: None,
             max_wait: Duration::from_secs(60),
+            default_mode: codex_orchestrator::model::SecurityMode::WorkspaceWrite,
         },
     )
     .unwrap();

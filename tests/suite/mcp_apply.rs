@@ -179,6 +179,7 @@ impl Client {
                 allowed_roots: vec![root.to_path_buf()],
                 default_workspace: None,
                 max_wait: Duration::from_secs(60),
+                default_mode: codex_orchestrator::model::SecurityMode::WorkspaceWrite,
             },
         )
         .unwrap();

@@ -21,7 +21,7 @@ use codex_orchestrator::mcp::McpConfig;
 use codex_orchestrator::model::{RunId, RunPhase, RunRequest, SecurityMode, TerminalReason};
 use codex_orchestrator::runner::kube::{KubeRunner, KubeRunnerSettings, LABEL_TENANT};
 use codex_orchestrator::runner::{CancelOutcome, ListFilter, Runner};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
 use kube::{Client, ResourceExt};
@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::mcp::{call_err, call_ok, result_for};
+use crate::support::kubeapi::{self, merge, ok, status_resp};
 
 const BOUND: Duration = Duration::from_secs(20);
 const NS: &str = "runs";
@@ -57,37 +58,6 @@ struct ApiState {
 }
 
 type Shared = Arc<Mutex<ApiState>>;
-
-fn status_resp(code: u16, reason: &str) -> Response<Body> {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "message": reason, "reason": reason, "code": code});
-    Response::builder()
-        .status(code)
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-        .unwrap()
-}
-
-fn ok(v: &Value) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .body(Body::from(serde_json::to_vec(v).unwrap()))
-        .unwrap()
-}
-
-fn merge(a: &mut Value, b: &Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                if v.is_null() {
-                    a.remove(k);
-                } else {
-                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (a, b) => *a = b.clone(),
-    }
-}
 
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -247,22 +217,21 @@ struct FakeApi {
 
 impl FakeApi {
     fn start() -> FakeApi {
-        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let state: Shared = Arc::default();
         let s2 = state.clone();
-        let server = tokio::spawn(async move {
-            tokio::pin!(handle);
-            while let Some((req, send)) = handle.next_request().await {
+        let (client, server) = kubeapi::client(move |req: Request<Body>| {
+            let s2 = s2.clone();
+            async move {
                 let method = req.method().to_string();
                 let uri = req.uri().clone();
                 let bytes: Bytes = req.into_body().collect().await.unwrap().to_bytes();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                send.send_response(answer(&s2, &method, &uri, body));
+                answer(&s2, &method, &uri, body)
             }
         });
         FakeApi {
             state,
-            client: Client::new(svc, "default"),
+            client,
             _server: server,
         }
     }

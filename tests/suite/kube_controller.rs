@@ -14,7 +14,7 @@ use codex_orchestrator::kube::crd::{CodexRun, CodexRunStatus};
 use codex_orchestrator::kube::metrics::Metrics;
 use codex_orchestrator::kube::pod::build_pod;
 use codex_orchestrator::model::{RunId, RunPhase, SecurityMode, TerminalReason, TokenUsage};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::client::Body;
@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use super::kube_pod::test_run;
 use crate::support::codex_fixtures;
+use crate::support::kubeapi::{self, merge, ok, status_resp};
 
 #[derive(Default)]
 struct ApiState {
@@ -39,33 +40,6 @@ struct ApiState {
 }
 
 type Shared = Arc<Mutex<ApiState>>;
-
-fn status_resp(code: u16, reason: &str) -> Response<Body> {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "message": reason, "reason": reason, "code": code});
-    Response::builder()
-        .status(code)
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-        .unwrap()
-}
-
-fn ok(v: &Value) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .body(Body::from(serde_json::to_vec(v).unwrap()))
-        .unwrap()
-}
-
-fn merge(a: &mut Value, b: &Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b.clone(),
-    }
-}
 
 /// Answers requests like a tiny API server holding one CodexRun, its Pod and ConfigMap.
 async fn handle(s: &Shared, req: Request<Body>) -> Response<Body> {
@@ -169,18 +143,19 @@ fn settings() -> Settings {
     }
 }
 
+/// A client over the in-memory API server holding `state`.
+fn serve(state: &Shared) -> (Client, tokio::task::JoinHandle<()>) {
+    let s = state.clone();
+    kubeapi::client(move |req| {
+        let s = s.clone();
+        async move { handle_req(&s, req).await }
+    })
+}
+
 fn fake(run: &CodexRun, settings: Settings) -> Fake {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let state: Shared = Arc::default();
     state.lock().unwrap().run = serde_json::to_value(run).unwrap();
-    let s2 = state.clone();
-    let server = tokio::spawn(async move {
-        tokio::pin!(handle);
-        while let Some((req, send)) = handle.next_request().await {
-            send.send_response(handle_req(&s2, req).await);
-        }
-    });
-    let client = Client::new(svc, "default");
+    let (client, server) = serve(&state);
     let ctx = Arc::new(Context::new(client, settings, Arc::new(Metrics::default())));
     Fake {
         state,
@@ -627,16 +602,9 @@ async fn a_controller_restart_retails_without_double_counting() {
     let before = f.status();
     // A new controller (empty memory) sees the same running pod and the stored status.
     let state = f.state.clone();
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let s2 = state.clone();
-    let _server = tokio::spawn(async move {
-        tokio::pin!(handle);
-        while let Some((req, send)) = handle.next_request().await {
-            send.send_response(handle_req(&s2, req).await);
-        }
-    });
+    let (client2, _server) = serve(&state);
     let ctx2 = Arc::new(Context::new(
-        Client::new(svc, "default"),
+        client2,
         settings(),
         Arc::new(Metrics::default()),
     ));

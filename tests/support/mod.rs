@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod image;
+pub mod kubeapi;
 pub mod mock;
 
 use std::path::{Path, PathBuf};

@@ -130,15 +130,6 @@ fn digest(b: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(b).into()
 }
 
-/// Constant-time equality of two digests.
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let mut d = 0u8;
-    for (x, y) in a.iter().zip(b.iter()) {
-        d |= x ^ y;
-    }
-    std::hint::black_box(d) == 0
-}
-
 impl Tokens {
     /// Parses `<token> <tenant>` lines. Pure.
     pub fn parse(text: &str) -> Result<Tokens, GatewayError> {
@@ -229,7 +220,7 @@ impl Tokens {
         let d = digest(presented);
         let mut found = None;
         for (known, tenant) in &self.entries {
-            if ct_eq(&d, known) && !presented.is_empty() {
+            if crate::proxy::constant_time_eq(&d, known) && !presented.is_empty() {
                 found = Some(tenant);
             }
         }

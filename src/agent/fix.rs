@@ -71,7 +71,7 @@ pub fn schema_fix_prompt(errors: &[OutputError]) -> String {
 }
 
 /// The last `n` bytes of `s`, starting at a character boundary.
-fn last_bytes(s: &str, n: usize) -> &str {
+pub fn last_bytes(s: &str, n: usize) -> &str {
     if s.len() <= n {
         return s;
     }

@@ -666,15 +666,10 @@ fn verify_failed_message(steps: &[StepRecord], fixes: u32) -> String {
         .rev()
         .find(|s| !s.output_tail.trim().is_empty())
     {
-        let t = s.output_tail.trim_end();
-        let mut start = t.len().saturating_sub(1000);
-        while !t.is_char_boundary(start) {
-            start += 1;
-        }
         m.push_str(&format!(
             "\n--- last output of `{}` ---\n{}",
             s.command,
-            &t[start..]
+            fix::last_bytes(s.output_tail.trim_end(), 1000)
         ));
     }
     m
@@ -682,11 +677,7 @@ fn verify_failed_message(steps: &[StepRecord], fixes: u32) -> String {
 
 fn shorten_tail(s: &mut StepRecord, keep: usize) {
     if s.output_tail.len() > keep {
-        let mut start = s.output_tail.len() - keep;
-        while !s.output_tail.is_char_boundary(start) {
-            start += 1;
-        }
-        s.output_tail = s.output_tail[start..].to_owned();
+        s.output_tail = fix::last_bytes(&s.output_tail, keep).to_owned();
         s.output_truncated = true;
     }
 }

@@ -71,14 +71,10 @@ pub fn build_artifacts(
     text.insert(RESULT_KEY.into(), serde_json::to_string_pretty(&a.result)?);
     let mut patch_truncated = false;
     if let Some(p) = &a.patch {
-        // Cut like the agent does: at the last whole line, so every kept line is intact.
-        let (p, cut) = cap_str(p, max_patch_bytes);
-        let p = match (cut, p.rfind('\n')) {
-            (true, Some(nl)) => &p[..=nl],
-            _ => p,
-        };
+        // Cut like the agent cuts its inline patch: at the last whole line that fits.
+        let (p, cut) = crate::agent::outcome::cap_text(p, max_patch_bytes);
         patch_truncated = cut;
-        text.insert(PATCH_KEY.into(), p.to_string());
+        text.insert(PATCH_KEY.into(), p);
     }
     if let Some(m) = &a.last_message {
         text.insert(

@@ -1048,17 +1048,19 @@ async fn schema_retry_turns_a_prose_answer_into_a_valid_one() {
     mock.shutdown().await;
 }
 
-/// Runs the agent as a plain child and reaps it with wait4 to read its peak memory (the
-/// largest of the agent and every descendant it reaped: codex, the verify shell and its
-/// pipeline), in KiB.
+/// Runs the agent as a plain child and samples its own peak resident memory (`VmHWM` of
+/// `/proc/<pid>/status`, in KiB) every 10 ms until it exits. `VmHWM` belongs to the agent's
+/// address space alone: its children (codex, the verify shell and its pipeline) are not in it,
+/// and neither is the test process it was forked from (which `wait4`'s `ru_maxrss` would
+/// count, since the child's pre-exec copy of a large parent raises it). The checks end with a
+/// `sleep`, so samples are taken after the flood, while the high-water mark is final.
 fn run_agent_measuring_rss(env: &Env, spec: &RunSpec, name: &str) -> (i32, i64) {
     let out = env.tmp.path().join(format!("stream-{name}.jsonl"));
     let spec_file = env.tmp.path().join(format!("spec-{name}.json"));
     std::fs::write(&spec_file, serde_json::to_string(spec).unwrap()).unwrap();
     let home = env.var_tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_codex-orchestrator"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_codex-orchestrator"))
         .arg("agent")
         .arg("--spec")
         .arg(&spec_file)
@@ -1070,13 +1072,29 @@ fn run_agent_measuring_rss(env: &Env, spec: &RunSpec, name: &str) -> (i32, i64) 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid value; wait4 writes both out-parameters.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid);
-    (status, usage.ru_maxrss)
+    let status_file = format!("/proc/{}/status", child.id());
+    let hwm = || -> Option<i64> {
+        let text = std::fs::read_to_string(&status_file).ok()?;
+        let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    let deadline = std::time::Instant::now() + RUN_BOUND;
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = hwm() {
+            peak = peak.max(kib);
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent did not finish in time"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(peak > 0, "no VmHWM sample of the agent");
+    (status.code().unwrap_or(-1), peak)
 }
 
 /// A stand-in for codex that finishes its turn at once. The memory test uses it because the
@@ -1112,8 +1130,9 @@ async fn a_verify_command_printing_100_mb_does_not_grow_the_agents_memory() {
     };
     // The same run twice, one after the other: a check printing two bytes, then one printing
     // 100 MB. Their peaks differ by what the agent kept of the output.
-    let quiet = with_check("echo x");
-    let flood = with_check("head -c 100000000 /dev/zero | tr '\\0' x; echo; echo flood-end");
+    let quiet = with_check("echo x; sleep 1");
+    let flood =
+        with_check("head -c 100000000 /dev/zero | tr '\\0' x; echo; echo flood-end; sleep 1");
     let env = std::sync::Arc::new(env);
     let e = env.clone();
     let ((s1, quiet_kib), (s2, flood_kib)) = tokio::task::spawn_blocking(move || {

@@ -10,7 +10,7 @@ use codex_orchestrator::model::{
 use codex_orchestrator::runner::{CancelOutcome, Runner};
 use serde_json::{Value, json};
 
-use crate::support::docker::{DockerEnv, git_workspace, tree_contents};
+use crate::support::docker::{DockerEnv, git_workspace, request, tree_contents};
 
 const PATCH: &str = "*** Begin Patch\n*** Add File: NOTES.md\n+notes\n*** Update File: calc/ops.py\n@@\n def add(a, b):\n     return a + b\n+\n+\n+def sub(a, b):\n+    return a - b\n*** End Patch\n";
 
@@ -18,23 +18,6 @@ fn usage(input: u64, cached: u64, output: u64, reasoning: u64) -> Value {
     json!({"input_tokens": input, "input_tokens_details": {"cached_tokens": cached},
            "output_tokens": output, "output_tokens_details": {"reasoning_tokens": reasoning},
            "total_tokens": input + output})
-}
-
-fn request(ws: &std::path::Path, mode: SecurityMode, prompt: &str) -> RunRequest {
-    RunRequest {
-        prompt: prompt.into(),
-        workspace: ws.to_path_buf(),
-        mode,
-        model: None,
-        provider: None,
-        timeout_secs: Some(120),
-        output_schema: None,
-        schema_retry: false,
-        verify: None,
-        image: None,
-        labels: Default::default(),
-        confirm_full_access: false,
-    }
 }
 
 /// Copies a tree with `cp -a` (the test's own independent copy of the original).

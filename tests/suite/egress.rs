@@ -62,21 +62,12 @@ print("probed")
 
 fn request(ws: &Path, mode: SecurityMode) -> RunRequest {
     RunRequest {
-        prompt: "Probe the network.".into(),
-        workspace: ws.to_path_buf(),
-        mode,
-        model: None,
-        provider: None,
-        timeout_secs: Some(120),
-        output_schema: None,
-        schema_retry: false,
         confirm_full_access: mode == SecurityMode::FullAccess,
         verify: Some(codex_orchestrator::model::VerifyOptions {
             enabled: Some(false),
             ..Default::default()
         }),
-        image: None,
-        labels: Default::default(),
+        ..crate::support::docker::request(ws, mode, "Probe the network.")
     }
 }
 

@@ -10,24 +10,7 @@ use codex_orchestrator::model::{RunPhase, RunRequest, SecurityMode};
 use codex_orchestrator::runner::Runner;
 use serde_json::{Value, json};
 
-use crate::support::docker::{DockerEnv, MOCK_KEY, git_workspace};
-
-fn request(ws: &Path, mode: SecurityMode, prompt: &str) -> RunRequest {
-    RunRequest {
-        prompt: prompt.into(),
-        workspace: ws.to_path_buf(),
-        mode,
-        model: None,
-        provider: None,
-        timeout_secs: Some(120),
-        output_schema: None,
-        schema_retry: false,
-        verify: None,
-        image: None,
-        labels: Default::default(),
-        confirm_full_access: false,
-    }
-}
+use crate::support::docker::{DockerEnv, MOCK_KEY, git_workspace, request};
 
 fn audit_lines(path: &Path) -> Vec<Value> {
     codex_orchestrator::audit::read(path).unwrap()

@@ -58,18 +58,9 @@ fn python_workspace() -> tempfile::TempDir {
 
 fn request(ws: &Path, mode: SecurityMode, verify: Option<VerifyOptions>) -> RunRequest {
     RunRequest {
-        prompt: "Make add() add its arguments.".into(),
-        workspace: ws.to_path_buf(),
-        mode,
-        model: None,
-        provider: None,
         timeout_secs: Some(240),
-        output_schema: None,
-        schema_retry: false,
         verify,
-        image: None,
-        labels: Default::default(),
-        confirm_full_access: false,
+        ..crate::support::docker::request(ws, mode, "Make add() add its arguments.")
     }
 }
 

@@ -280,6 +280,29 @@ async fn remove_all(docker: &Docker, key: &str, mock: &str, network: &str) {
     let _ = docker.remove_network(network).await;
 }
 
+/// A request for a Docker test run: `prompt` in `ws` under `mode`, a 120 s deadline, the
+/// server's defaults for everything else.
+pub fn request(
+    ws: &Path,
+    mode: codex_orchestrator::model::SecurityMode,
+    prompt: &str,
+) -> codex_orchestrator::model::RunRequest {
+    codex_orchestrator::model::RunRequest {
+        prompt: prompt.into(),
+        workspace: ws.to_path_buf(),
+        mode,
+        model: None,
+        provider: None,
+        timeout_secs: Some(120),
+        output_schema: None,
+        schema_retry: false,
+        verify: None,
+        image: None,
+        labels: Default::default(),
+        confirm_full_access: false,
+    }
+}
+
 /// The fixtures' sample repository ([`super::sample_repo`]), owned by [`WS_UID`] so the sandbox
 /// runs unprivileged and can write to it.
 pub fn git_workspace() -> tempfile::TempDir {

@@ -37,7 +37,7 @@ pub mod codex;
 pub mod fix;
 pub mod limits;
 pub mod outcome;
-pub mod redact;
+pub use codex_orchestrator_core::redact;
 pub mod stream;
 
 use std::ffi::OsString;

@@ -1,7 +1,7 @@
 //! The [`Runner`] trait: one interface over the Docker and (later) Kubernetes backends, used by
 //! the MCP layer and the CLI.
 
-pub mod admission;
+pub use codex_orchestrator_core::policy::workspace as admission;
 pub mod docker;
 pub mod kube;
 

@@ -1,0 +1,17 @@
+//! The core of Codex Orchestrator: everything both backends and every front end share, as plain
+//! data and pure functions (no async runtime, no Docker, Kubernetes, MCP or HTTP).
+//!
+//! * [`model`] — wire and domain types (requests, specs, status, results, verify).
+//! * [`events`] — the tolerant JSONL decoder and the fold into status and result.
+//! * [`schemas`] — bundled output schemas, the strict-mode check, answer validation.
+//! * [`policy`] — the security policy and every admission rule, as pure functions.
+//! * [`contract`] — the sandbox contract: mount points, environment names, labels.
+//! * [`terminal`] — how a run ended, decided from what a backend observed.
+//! * [`redact`] — secret redaction for everything relayed out of a sandbox.
+//! * [`text`] — UTF-8-safe cutting.
+
+pub mod events;
+pub mod model;
+pub mod policy;
+pub mod redact;
+pub mod schemas;

@@ -30,6 +30,6 @@ pub mod runner;
 pub mod store;
 pub mod telemetry;
 pub mod verify;
-pub mod workspace;
 
 pub use codex_orchestrator_core::{events, model, schemas};
+pub use codex_orchestrator_workspace as workspace;

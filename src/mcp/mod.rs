@@ -26,7 +26,7 @@
 //!   call that needs it ([`LazyRunner`]), so `initialize` and `tools/list` work without Docker.
 
 pub mod apply;
-pub mod diff;
+pub use codex_orchestrator_workspace::patch as diff;
 pub mod http;
 pub mod lazy;
 pub mod paths;

@@ -819,7 +819,7 @@ mod tests {
         write(ws.path(), "a.txt", b"one\ntwo\n");
         write(ws.path(), "old.txt", b"moved\n");
         write(ws.path(), "img.bin", b"\x00\x01");
-        let snap = crate::workspace::Snapshot::take(ws.path(), &store.path().join("git")).unwrap();
+        let snap = crate::Snapshot::take(ws.path(), &store.path().join("git")).unwrap();
         write(ws.path(), "a.txt", b"one\n2\nthree\n");
         std::fs::rename(ws.path().join("old.txt"), ws.path().join("new.txt")).unwrap();
         write(ws.path(), "img.bin", b"\x00\x02\x03");

@@ -31,6 +31,8 @@
 
 mod apply;
 mod copy;
+pub mod fetch;
+pub mod patch;
 mod snapshot;
 
 use std::path::{Path, PathBuf};

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use codex_orchestrator::mockmodel::{self, MockScript, ScriptedResponse};
 use codex_orchestrator::proxy::{self, ProxySettings};
+use codex_orchestrator_testkit::mockmodel::{self, MockScript, ScriptedResponse};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokio::net::TcpListener;
 

@@ -55,9 +55,6 @@ pub enum Command {
     Proxy(crate::proxy::ProxyArgs),
     /// Build or inspect the runner image.
     Image(crate::image::ImageArgs),
-    /// A scripted mock of the model API, for tests and offline demos.
-    #[command(hide = true)]
-    MockModel(crate::mockmodel::MockModelArgs),
     /// Serve the MCP tools (codex_run, codex_run_status, …) over stdio for an MCP client
     /// (or over streamable HTTP with --http; no authentication, loopback only by default).
     Mcp(McpArgs),
@@ -282,10 +279,6 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),
         Command::Image(a) => crate::image::run_cli(a.clone())
-            .await
-            .map(|_| 0)
-            .map_err(|e| CliError::new(1, e)),
-        Command::MockModel(a) => crate::mockmodel::main(a.clone())
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),

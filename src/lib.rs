@@ -24,7 +24,6 @@ pub mod gateway;
 pub mod image;
 pub mod kube;
 pub mod mcp;
-pub mod mockmodel;
 pub mod proxy;
 pub mod runner;
 pub mod store;

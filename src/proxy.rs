@@ -624,7 +624,7 @@ mod tests {
 
     #[tokio::test]
     async fn forwards_with_the_real_key_and_streams_back() {
-        use crate::mockmodel::MockScript;
+        use codex_orchestrator_testkit::mockmodel::MockScript;
         // The scripted mock model as the upstream, expecting the real key.
         let script: MockScript = serde_json::from_value(serde_json::json!({
             "responses": [{"output": [{"message": "hi"}]}],
@@ -634,7 +634,7 @@ mod tests {
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = log.clone();
         let mock_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mock = crate::mockmodel::spawn(mock_listener, script, move |e| {
+        let mock = codex_orchestrator_testkit::mockmodel::spawn(mock_listener, script, move |e| {
             sink.lock().unwrap().push(e.clone());
         })
         .unwrap();

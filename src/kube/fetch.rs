@@ -32,4 +32,3 @@ pub async fn main(a: FetchArgs) -> Result<(), FetchError> {
     tracing::info!(commit = %res.commit, "source checked out");
     Ok(())
 }
-

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use codex_orchestrator::agent;
 use codex_orchestrator::events::OrchestratorEvent;
-use codex_orchestrator::mockmodel::{MockScript, ScriptItem, ScriptedResponse};
 use codex_orchestrator::model::{
     self, CommandRecord, FileChange, FileChangeKind, PatchInfo, RunId, RunPhase, RunResult,
     RunSpec, SecurityMode, TerminalReason, TokenUsage, UsageReport,
 };
+use codex_orchestrator_testkit::mockmodel::{MockScript, ScriptItem, ScriptedResponse};
 use serde_json::{Value, json};
 
 use crate::support::mock::{MOCK_KEY, MOCK_KEY_ENV, Mock};

@@ -247,3 +247,23 @@ fn events_summarize_folds_a_codex_log() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// Test code does not ship: the product binary has no mock-model subcommand (the scripted mock
+/// is the testkit's own binary).
+#[test]
+fn the_product_binary_has_no_mock_model() {
+    let out = bin()
+        .args(["mock-model", "--listen", "127.0.0.1:0", "--script", "[]"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unrecognized subcommand 'mock-model'"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let help = bin().arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("mock"));
+}

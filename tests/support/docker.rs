@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkCreateRequest,
+    NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -20,6 +21,8 @@ use futures::StreamExt;
 use serde_json::Value;
 
 pub const TEST_LABEL: &str = "dev.codex-orchestrator.test";
+/// Where the mock model's binary is mounted in its container.
+const MOCK_BIN_IN_CONTAINER: &str = "/usr/local/bin/codex-orchestrator-mockmodel";
 pub const MOCK_KEY_ENV: &str = "MOCK_API_KEY";
 pub const MOCK_KEY: &str = "sk-mock-0123456789abcdef";
 /// The unprivileged uid test workspaces are owned by (the sandbox runs as the owner).
@@ -93,9 +96,8 @@ impl DockerEnv {
         );
         let body = ContainerCreateBody {
             image: Some(self.image.clone()),
-            entrypoint: Some(vec!["/usr/local/bin/codex-orchestrator".into()]),
+            entrypoint: Some(vec![MOCK_BIN_IN_CONTAINER.into()]),
             cmd: Some(vec![
-                "mock-model".into(),
                 "--listen".into(),
                 "0.0.0.0:8080".into(),
                 "--script".into(),
@@ -108,6 +110,19 @@ impl DockerEnv {
             labels: Some(labels),
             host_config: Some(HostConfig {
                 network_mode: Some(self.network.clone()),
+                // The testkit's mock binary, read-only, into the runner image (which has the
+                // libraries it links against).
+                mounts: Some(vec![Mount {
+                    target: Some(MOCK_BIN_IN_CONTAINER.into()),
+                    source: Some(
+                        codex_orchestrator_testkit::bins::mock_model()
+                            .to_string_lossy()
+                            .into_owned(),
+                    ),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(true),
+                    ..Default::default()
+                }]),
                 readonly_rootfs: Some(true),
                 cap_drop: Some(vec!["ALL".into()]),
                 init: Some(true),

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use codex_orchestrator::mockmodel::{self, MockHandle, MockScript};
 use codex_orchestrator::model::{ModelProvider, WireApi};
+use codex_orchestrator_testkit::mockmodel::{self, MockHandle, MockScript};
 use serde_json::Value;
 
 /// The API key the tests give codex (through `MOCK_API_KEY`).

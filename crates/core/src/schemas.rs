@@ -19,12 +19,18 @@ const BUNDLED: &[(&str, &str)] = &[
         "default_output",
         include_str!("../../../schemas/default_output.json"),
     ),
-    ("code_change", include_str!("../../../schemas/code_change.json")),
+    (
+        "code_change",
+        include_str!("../../../schemas/code_change.json"),
+    ),
     (
         "analysis_report",
         include_str!("../../../schemas/analysis_report.json"),
     ),
-    ("test_results", include_str!("../../../schemas/test_results.json")),
+    (
+        "test_results",
+        include_str!("../../../schemas/test_results.json"),
+    ),
 ];
 
 const NAMES: &[&str] = &[

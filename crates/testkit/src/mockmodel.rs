@@ -1,5 +1,6 @@
-//! A scripted mock of the OpenAI Responses API, for tests (hidden subcommand
-//! `codex-orchestrator mock-model --listen 0.0.0.0:8080 --script FILE`).
+//! A scripted mock of the OpenAI Responses API, for tests (in-process with [`spawn`], or as
+//! the binary `codex-orchestrator-mockmodel --listen 0.0.0.0:8080 --script FILE` in a
+//! container on a test's internal Docker network).
 //!
 //! It speaks just enough HTTP/1.1 (request line, headers, `Content-Length` or chunked body)
 //! and answers the way the mock behind the fixtures did (fixtures README §5): HTTP/1.0, the
@@ -738,8 +739,12 @@ fn shorten_body(mut v: Value) -> Value {
     v
 }
 
-/// `codex-orchestrator mock-model` (hidden; used by tests).
-#[derive(Debug, Clone, clap::Args)]
+/// `codex-orchestrator-mockmodel` (the testkit's binary).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "codex-orchestrator-mockmodel",
+    about = "A scripted mock of the model API (tests only)"
+)]
 pub struct MockModelArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -773,7 +778,7 @@ pub async fn run_cli(listen: SocketAddr, script_path_or_json: &str) -> Result<()
     run_with(listen, script).await
 }
 
-/// The `mock-model` subcommand.
+/// `codex-orchestrator-mockmodel`.
 pub async fn main(args: MockModelArgs) -> Result<(), MockError> {
     let mut script = load_script(&args.script)?;
     if let Some(var) = &args.expect_api_key_env {

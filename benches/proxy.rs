@@ -40,7 +40,11 @@ fn bench(c: &mut Criterion) {
         let base_path = settings.base_path.clone();
         let pl = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let paddr = pl.local_addr().expect("addr");
-        tokio::spawn(proxy::serve(settings, pl, std::future::pending()));
+        tokio::spawn(proxy::serve(
+            settings,
+            pl,
+            tokio_util::sync::CancellationToken::new(),
+        ));
         std::mem::forget(mock);
         (upstream, format!("http://{paddr}{base_path}"))
     });

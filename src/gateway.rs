@@ -25,25 +25,24 @@
 //!   waits a few seconds for open connections. Runs are not affected: they live in the backend.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use codex_orchestrator_http::{OPENMETRICS, ServeOptions, TextBody, text, with_type};
 use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use sha2::Digest;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::mcp::{LazyRunner, McpConfig, OrchestratorServer};
 use crate::runner::Runner;
@@ -58,8 +57,6 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Time a client has to send the request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a graceful shutdown waits for open connections.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The body of every 401.
 const UNAUTHORIZED: &str =
     "unauthorized: send `Authorization: Bearer <token>` with a token this gateway knows\n";
@@ -353,57 +350,66 @@ pub struct GatewayConfig {
     pub mcp: McpConfig,
 }
 
-/// Counters of the gateway.
-#[derive(Debug, Default)]
+/// Counters of the gateway (`prometheus-client`; no tenant names in them).
+#[derive(Debug)]
 pub struct GatewayMetrics {
-    mcp_requests: AtomicU64,
-    unauthorized: AtomicU64,
-    not_found: AtomicU64,
-    tenants_active: AtomicU64,
+    registry: Registry,
+    mcp_requests: Counter,
+    unauthorized: Counter,
+    not_found: Counter,
+    tenants_active: Gauge,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = GatewayMetrics {
+            mcp_requests: Counter::default(),
+            unauthorized: Counter::default(),
+            not_found: Counter::default(),
+            tenants_active: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "codex_orchestrator_gateway_mcp_requests",
+            "Authenticated MCP HTTP requests",
+            m.mcp_requests.clone(),
+        );
+        registry.register(
+            "codex_orchestrator_gateway_unauthorized",
+            "Requests refused with 401",
+            m.unauthorized.clone(),
+        );
+        registry.register(
+            "codex_orchestrator_gateway_not_found",
+            "Requests for unknown paths",
+            m.not_found.clone(),
+        );
+        registry.register(
+            "codex_orchestrator_gateway_tenants_active",
+            "Tenants that have used the gateway since it started",
+            m.tenants_active.clone(),
+        );
+        GatewayMetrics { registry, ..m }
+    }
 }
 
 impl GatewayMetrics {
-    /// Prometheus text exposition.
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
-        let line = |name: &str, help: &str, kind: &str, v: u64| {
-            format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n")
-        };
-        [
-            line(
-                "codex_orchestrator_gateway_mcp_requests_total",
-                "Authenticated MCP HTTP requests.",
-                "counter",
-                self.mcp_requests.load(Ordering::Relaxed),
-            ),
-            line(
-                "codex_orchestrator_gateway_unauthorized_total",
-                "Requests refused with 401.",
-                "counter",
-                self.unauthorized.load(Ordering::Relaxed),
-            ),
-            line(
-                "codex_orchestrator_gateway_not_found_total",
-                "Requests for unknown paths.",
-                "counter",
-                self.not_found.load(Ordering::Relaxed),
-            ),
-            line(
-                "codex_orchestrator_gateway_tenants_active",
-                "Tenants that have used the gateway since it started.",
-                "gauge",
-                self.tenants_active.load(Ordering::Relaxed),
-            ),
-        ]
-        .concat()
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
     }
 
     pub fn unauthorized(&self) -> u64 {
-        self.unauthorized.load(Ordering::Relaxed)
+        self.unauthorized.get()
     }
 }
 
 type Service = StreamableHttpService<OrchestratorServer, LocalSessionManager>;
-type Resp = Response<BoxBody<Bytes, Infallible>>;
+type Resp = Response<TextBody>;
 
 /// The gateway: tokens, the runner factory and one MCP service per tenant.
 pub struct Gateway {
@@ -462,7 +468,7 @@ impl Gateway {
         map.insert(tenant.clone(), svc.clone());
         self.metrics
             .tenants_active
-            .store(map.len() as u64, Ordering::Relaxed);
+            .set(i64::try_from(map.len()).unwrap_or(i64::MAX));
         info!(%tenant, "first request of a tenant: its MCP service is ready");
         Ok(svc)
     }
@@ -477,48 +483,41 @@ impl Gateway {
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes());
             let Some(tenant) = self.tokens.authenticate(auth).cloned() else {
-                self.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-                let mut r = text(StatusCode::UNAUTHORIZED, UNAUTHORIZED.to_string());
+                self.metrics.unauthorized.inc();
+                let mut r = text(StatusCode::UNAUTHORIZED, UNAUTHORIZED);
                 r.headers_mut().insert(
                     http::header::WWW_AUTHENTICATE,
                     http::HeaderValue::from_static("Bearer realm=\"codex-orchestrator\""),
                 );
                 return r;
             };
-            self.metrics.mcp_requests.fetch_add(1, Ordering::Relaxed);
+            self.metrics.mcp_requests.inc();
             return match self.service_for(&tenant) {
                 Ok(svc) => svc.handle(req).await,
                 Err(e) => {
                     warn!(%tenant, "cannot start the tenant's MCP service: {e}");
                     text(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        "the gateway cannot serve this tenant; see its log\n".into(),
+                        "the gateway cannot serve this tenant; see its log\n",
                     )
                 }
             };
         }
         match (path, get) {
-            ("/healthz", true) => text(StatusCode::OK, "ok\n".into()),
+            ("/healthz", true) => text(StatusCode::OK, "ok\n"),
             ("/readyz", true) => match self.factory.ready().await {
-                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Ok(()) => text(StatusCode::OK, "ready\n"),
                 Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
             },
-            ("/metrics", true) => {
-                let mut r = text(StatusCode::OK, self.metrics.render());
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                r
-            }
+            ("/metrics", true) => with_type(StatusCode::OK, self.metrics.render(), OPENMETRICS),
             ("/healthz" | "/readyz" | "/metrics", false) => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into())
+                text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
             }
             _ => {
-                self.metrics.not_found.fetch_add(1, Ordering::Relaxed);
+                self.metrics.not_found.inc();
                 text(
                     StatusCode::NOT_FOUND,
-                    "not found: the MCP endpoint is /mcp; /healthz, /readyz, /metrics\n".into(),
+                    "not found: the MCP endpoint is /mcp; /healthz, /readyz, /metrics\n",
                 )
             }
         }
@@ -531,57 +530,26 @@ impl Gateway {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), GatewayError> {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "gateway serving MCP at {MCP_PATH}");
         }
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            let (stream, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let this = self.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let this = this.clone();
-                async move { Ok::<_, Infallible>(this.route(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    debug!(%peer, "HTTP connection: {e}");
-                }
-            });
-        }
-        self.sessions.cancel();
-        tokio::select! {
-            _ = graceful.shutdown() => info!("gateway stopped"),
-            _ = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("gateway stopped with connections still open"),
-        }
+        // Open MCP streams end with the shutdown, so that connections can drain.
+        let sessions = self.sessions.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            sessions.cancel();
+        });
+        let this = self.clone();
+        let handler = move |req: Request<Incoming>| {
+            let this = this.clone();
+            async move { this.route(req).await }
+        };
+        let opts =
+            ServeOptions::new("gateway").with_head_limits(HEADER_READ_TIMEOUT, MAX_HEAD_BYTES);
+        codex_orchestrator_http::serve(listener, handler, opts, shutdown).await;
         Ok(())
     }
-}
-
-fn text(status: StatusCode, body: String) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }
 
 /// Which backend the gateway drives.
@@ -727,14 +695,8 @@ pub async fn main(cfg: crate::config::Config, a: GatewayArgs) -> Result<(), Gate
         "codex-orchestrator gateway on http://{}{MCP_PATH}",
         listener.local_addr().map_or(a.listen, |x| x)
     );
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        crate::mcp::http::wait_for_signal().await;
-        info!("signal received; shutting down");
-        on_signal.cancel();
-    });
-    gw.serve(listener, shutdown).await
+    gw.serve(listener, codex_orchestrator_http::cancel_on_signal())
+        .await
 }
 
 #[cfg(test)]
@@ -861,7 +823,7 @@ mod tests {
     #[test]
     fn metrics_render_as_prometheus_text() {
         let m = GatewayMetrics::default();
-        m.unauthorized.fetch_add(2, Ordering::Relaxed);
+        m.unauthorized.inc_by(2);
         let text = m.render();
         assert!(
             text.contains("\ncodex_orchestrator_gateway_unauthorized_total 2\n"),

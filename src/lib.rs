@@ -24,11 +24,11 @@ pub mod gateway;
 pub mod image;
 pub mod kube;
 pub mod mcp;
-pub mod proxy;
 pub mod runner;
 pub mod store;
 pub mod telemetry;
 pub mod verify;
 
 pub use codex_orchestrator_core::{events, model, schemas};
+pub use codex_orchestrator_egress as proxy;
 pub use codex_orchestrator_workspace as workspace;

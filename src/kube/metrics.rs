@@ -1,50 +1,88 @@
-//! Prometheus metrics (text format) and health endpoints of the controller:
-//! `GET /metrics`, `GET /healthz` (the process answers), `GET /readyz` (the controller's
-//! watch has synced). Small on purpose: counters in atomics, rendered by hand.
+//! The controller's metrics (Prometheus, through `prometheus-client`) and health endpoints:
+//! `GET /metrics` (OpenMetrics text), `GET /healthz` (the process answers), `GET /readyz` (the
+//! controller's watch has synced). Served by the shared HTTP layer.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use codex_orchestrator_http::{OPENMETRICS, ServeOptions, TextBody, text, with_type};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Counters of the controller.
-#[derive(Debug, Default)]
+type Labels = Vec<(String, String)>;
+
+/// The controller's counters, and the registry that renders them.
+#[derive(Debug)]
 pub struct Metrics {
-    reconciles: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
-    transitions: Mutex<BTreeMap<String, u64>>,
+    registry: Registry,
+    reconciles: Counter,
+    errors: Family<Labels, Counter>,
+    transitions: Family<Labels, Counter>,
+    runs: Family<Labels, Gauge>,
     ready: AtomicBool,
 }
 
-fn bump(m: &Mutex<BTreeMap<String, u64>>, key: &str) {
-    let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
-    *g.entry(key.to_string()).or_default() += 1;
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Counter::default();
+        let errors = Family::<Labels, Counter>::default();
+        let transitions = Family::<Labels, Counter>::default();
+        let runs = Family::<Labels, Gauge>::default();
+        registry.register(
+            "codex_orchestrator_reconciles",
+            "Reconcile calls",
+            reconciles.clone(),
+        );
+        registry.register(
+            "codex_orchestrator_reconcile_errors",
+            "Failed reconcile calls by error",
+            errors.clone(),
+        );
+        registry.register(
+            "codex_orchestrator_run_transitions",
+            "Runs that entered a phase",
+            transitions.clone(),
+        );
+        registry.register(
+            "codex_orchestrator_runs",
+            "CodexRun objects by phase",
+            runs.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            transitions,
+            runs,
+            ready: AtomicBool::new(false),
+        }
+    }
 }
 
-fn snapshot(m: &Mutex<BTreeMap<String, u64>>) -> BTreeMap<String, u64> {
-    m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+fn label(key: &str, value: &str) -> Labels {
+    vec![(key.to_string(), value.to_string())]
 }
 
 impl Metrics {
     pub fn reconciled(&self) {
-        self.reconciles.fetch_add(1, Ordering::Relaxed);
+        self.reconciles.inc();
     }
     pub fn reconcile_error(&self, kind: &str) {
-        bump(&self.errors, kind);
+        self.errors.get_or_create(&label("error", kind)).inc();
     }
     /// A run entered `phase`.
     pub fn transition(&self, phase: &str) {
-        bump(&self.transitions, phase);
+        self.transitions.get_or_create(&label("phase", phase)).inc();
     }
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
@@ -53,46 +91,33 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
     pub fn reconciles(&self) -> u64 {
-        self.reconciles.load(Ordering::Relaxed)
+        self.reconciles.get()
     }
-    pub fn errors(&self) -> BTreeMap<String, u64> {
-        snapshot(&self.errors)
+    /// Reconcile errors of `kind` so far.
+    pub fn error_count(&self, kind: &str) -> u64 {
+        self.errors
+            .get(&label("error", kind))
+            .map_or(0, |c| c.get())
     }
-    pub fn transitions(&self) -> BTreeMap<String, u64> {
-        snapshot(&self.transitions)
+    /// Phase entries so far.
+    pub fn transition_count(&self, phase: &str) -> u64 {
+        self.transitions
+            .get(&label("phase", phase))
+            .map_or(0, |c| c.get())
     }
 
-    /// The Prometheus text exposition. `runs_by_phase` = current CodexRuns per phase.
+    /// The OpenMetrics text exposition. `runs_by_phase` = current CodexRuns per phase.
     pub fn render(&self, runs_by_phase: &BTreeMap<String, u64>) -> String {
-        let mut s = String::new();
-        s.push_str("# HELP codex_orchestrator_reconciles_total Reconcile calls.\n");
-        s.push_str("# TYPE codex_orchestrator_reconciles_total counter\n");
-        s.push_str(&format!(
-            "codex_orchestrator_reconciles_total {}\n",
-            self.reconciles()
-        ));
-        s.push_str(
-            "# HELP codex_orchestrator_reconcile_errors_total Failed reconcile calls by error.\n",
-        );
-        s.push_str("# TYPE codex_orchestrator_reconcile_errors_total counter\n");
-        for (k, v) in self.errors() {
-            s.push_str(&format!(
-                "codex_orchestrator_reconcile_errors_total{{error=\"{k}\"}} {v}\n"
-            ));
+        self.runs.clear();
+        for (phase, n) in runs_by_phase {
+            self.runs
+                .get_or_create(&label("phase", phase))
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
-        s.push_str("# HELP codex_orchestrator_run_transitions_total Runs that entered a phase.\n");
-        s.push_str("# TYPE codex_orchestrator_run_transitions_total counter\n");
-        for (k, v) in self.transitions() {
-            s.push_str(&format!(
-                "codex_orchestrator_run_transitions_total{{phase=\"{k}\"}} {v}\n"
-            ));
-        }
-        s.push_str("# HELP codex_orchestrator_runs CodexRun objects by phase.\n");
-        s.push_str("# TYPE codex_orchestrator_runs gauge\n");
-        for (k, v) in runs_by_phase {
-            s.push_str(&format!("codex_orchestrator_runs{{phase=\"{k}\"}} {v}\n"));
-        }
-        s
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
     }
 }
 
@@ -104,17 +129,16 @@ fn respond(
     phases: &PhaseCounter,
     method: &Method,
     path: &str,
-) -> Response<Full<Bytes>> {
-    let (status, body) = match (method, path) {
-        (&Method::GET, "/metrics") => (StatusCode::OK, metrics.render(&phases())),
-        (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_string()),
-        (&Method::GET, "/readyz") if metrics.is_ready() => (StatusCode::OK, "ready\n".into()),
-        (&Method::GET, "/readyz") => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
-        _ => (StatusCode::NOT_FOUND, "not found\n".into()),
-    };
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r
+) -> Response<TextBody> {
+    match (method, path) {
+        (&Method::GET, "/metrics") => {
+            with_type(StatusCode::OK, metrics.render(&phases()), OPENMETRICS)
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if metrics.is_ready() => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
 }
 
 /// Serves the endpoints on `listener` until `shutdown`.
@@ -124,36 +148,16 @@ pub async fn serve(
     phases: PhaseCounter,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let (m, p) = (metrics.clone(), phases.clone());
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let r = respond(&m, &p, req.method(), req.uri().path());
-                async move { Ok::<_, Infallible>(r) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "metrics connection ended");
-            }
-        });
-    }
+    let handler = move |req: Request<Incoming>| {
+        let r = respond(&metrics, &phases, req.method(), req.uri().path());
+        async move { r }
+    };
+    codex_orchestrator_http::serve(listener, handler, ServeOptions::new("metrics"), shutdown).await;
 }
 
 /// Binds `addr` for [`serve`].
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    codex_orchestrator_http::bind(addr).await
 }
 
 #[cfg(test)]
@@ -177,6 +181,19 @@ mod tests {
                 "codex_orchestrator_run_transitions_total{phase=\"running\"} 1",
                 "codex_orchestrator_runs{phase=\"running\"} 3",
             ]
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!((m.error_count("kube"), m.error_count("encode")), (1, 0));
+        assert_eq!(
+            (m.transition_count("running"), m.transition_count("failed")),
+            (1, 0)
+        );
+        // The gauge shows the phases of now, not of earlier scrapes.
+        let text = m.render(&BTreeMap::from([("succeeded".to_string(), 1)]));
+        assert!(!text.contains("phase=\"running\"} 3"), "{text}");
+        assert!(
+            text.contains("codex_orchestrator_runs{phase=\"succeeded\"} 1\n"),
+            "{text}"
         );
     }
 

@@ -6,22 +6,18 @@
 //! asked for explicitly. On loopback, rmcp's Host-header check (DNS-rebinding protection) stays
 //! on; with remote access it is off (the gateway is expected to do that job).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
+use codex_orchestrator_http::{ServeOptions, TextBody, text};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use rmcp::ServerHandler;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use super::{LazyRunner, McpConfig, McpError, OrchestratorServer};
 
@@ -29,8 +25,6 @@ use super::{LazyRunner, McpConfig, McpError, OrchestratorServer};
 pub const MCP_PATH: &str = "/mcp";
 /// Path of the health check.
 pub const HEALTH_PATH: &str = "/healthz";
-/// How long a graceful shutdown waits for open connections before dropping them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Refuses a non-loopback `addr` unless `allow_remote`.
 pub fn check_bind(addr: SocketAddr, allow_remote: bool) -> Result<(), McpError> {
@@ -88,44 +82,18 @@ impl HttpListener {
             Arc::new(LocalSessionManager::default()),
             config,
         ));
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         info!(addr = %self.addr, "MCP server on streamable HTTP at {MCP_PATH}");
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                a = self.listener.accept() => a,
-            };
-            let (stream, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            // Small streamed writes (SSE): no Nagle delay.
-            let _ = stream.set_nodelay(true);
+        let handler = move |req: Request<Incoming>| {
             let mcp = mcp.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let mcp = mcp.clone();
-                async move { Ok::<_, Infallible>(route(&mcp, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    debug!(%peer, "HTTP connection: {e}");
-                }
-            });
-        }
-        tokio::select! {
-            _ = graceful.shutdown() => info!("MCP HTTP server stopped"),
-            _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
-                warn!("MCP HTTP server stopped with connections still open");
-            }
-        }
+            async move { route(&mcp, req).await }
+        };
+        codex_orchestrator_http::serve(
+            self.listener,
+            handler,
+            ServeOptions::new("MCP HTTP"),
+            shutdown,
+        )
+        .await;
         Ok(())
     }
 }
@@ -146,7 +114,7 @@ where
         .await
 }
 
-type Resp = Response<BoxBody<Bytes, Infallible>>;
+type Resp = Response<TextBody>;
 
 async fn route<S, M>(mcp: &StreamableHttpService<S, M>, req: Request<Incoming>) -> Resp
 where
@@ -170,16 +138,6 @@ where
     )
 }
 
-fn text(status: StatusCode, body: &'static str) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
 /// `codex-orchestrator mcp --http ADDR`: the Docker backend (connected on first use) behind
 /// the streamable-HTTP server, until SIGINT/SIGTERM.
 pub async fn main(
@@ -198,30 +156,12 @@ pub async fn main(
         listener.local_addr()
     );
     runner.warm_up();
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        info!("signal received; shutting down");
-        on_signal.cancel();
-    });
-    listener.serve(move || Ok(server.clone()), shutdown).await
-}
-
-pub(crate) async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(e) => {
-            warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    listener
+        .serve(
+            move || Ok(server.clone()),
+            codex_orchestrator_http::cancel_on_signal(),
+        )
+        .await
 }
 
 #[cfg(test)]

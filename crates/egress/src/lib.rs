@@ -20,13 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use codex_orchestrator_http::ServeOptions;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// Port the proxy listens on inside its container.
@@ -308,11 +309,12 @@ pub fn upstream_client() -> Result<reqwest::Client, ProxyError> {
         .map_err(|e| ProxyError::Client(e.to_string()))
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves on `listener` until `shutdown` is cancelled (the shared HTTP layer,
+/// `codex_orchestrator_http::serve`).
 pub async fn serve(
     settings: ProxySettings,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
     let client = upstream_client()?;
     let settings = Arc::new(settings);
@@ -323,35 +325,17 @@ pub async fn serve(
         allowed = ?settings.allowed,
         "egress proxy listening"
     );
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            a = listener.accept() => match a {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        // Streamed answers are many small writes: without this, Nagle's algorithm and the
-        // client's delayed ACKs add tens of milliseconds per request.
-        let _ = stream.set_nodelay(true);
+    let handler = move |req: Request<Incoming>| {
         let (settings, client) = (settings.clone(), client.clone());
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (settings, client) = (settings.clone(), client.clone());
-            async move { Ok::<_, Infallible>(handle(&settings, &client, req).await) }
-        });
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "proxy connection: {e}");
-            }
-        });
-    }
+        async move { handle(&settings, &client, req).await }
+    };
+    codex_orchestrator_http::serve(
+        listener,
+        handler,
+        ServeOptions::new("egress proxy"),
+        shutdown,
+    )
+    .await;
     info!("egress proxy stopped");
     Ok(())
 }
@@ -474,22 +458,12 @@ pub async fn main(args: ProxyArgs) -> Result<(), ProxyError> {
             addr: args.listen,
             source,
         })?;
-    let shutdown = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut t), Ok(mut i)) => {
-                tokio::select! {
-                    _ = t.recv() => {},
-                    _ = i.recv() => {},
-                }
-            }
-            _ => std::future::pending::<()>().await,
-        }
-    };
-    serve(settings, listener, shutdown).await
+    serve(
+        settings,
+        listener,
+        codex_orchestrator_http::cancel_on_signal(),
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -641,10 +615,8 @@ mod tests {
         let upstream = format!("http://{}/v1", mock.addr());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(settings(&upstream), listener, async {
-            let _ = stop_rx.await;
-        }));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(settings(&upstream), listener, stop.clone()));
         let client = upstream_client().unwrap();
         let base = format!("http://{addr}");
         let ok = client
@@ -678,7 +650,7 @@ mod tests {
         assert_eq!(log.len(), 1, "{log:#?}");
         assert_eq!(log[0]["authorized"], serde_json::json!(true));
         assert!(!serde_json::to_string(&log).unwrap().contains(TOKEN));
-        let _ = stop_tx.send(());
+        stop.cancel();
         server.await.unwrap().unwrap();
         mock.shutdown().await.unwrap();
     }
@@ -691,13 +663,11 @@ mod tests {
         let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dead_addr = dead.local_addr().unwrap();
         drop(dead);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = CancellationToken::new();
         let server = tokio::spawn(serve(
             settings(&format!("http://{dead_addr}/v1")),
             listener,
-            async {
-                let _ = stop_rx.await;
-            },
+            stop.clone(),
         ));
         let resp = upstream_client()
             .unwrap()
@@ -717,7 +687,7 @@ mod tests {
                 .starts_with("egress proxy: the model API is unreachable"),
             "{v}"
         );
-        let _ = stop_tx.send(());
+        stop.cancel();
         server.await.unwrap().unwrap();
     }
 

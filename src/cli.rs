@@ -12,7 +12,25 @@ use crate::config::{Config, Overrides};
 use crate::model::{ModelProvider, RunId, RunPhase, RunRequest, RunStatus, SecurityMode, WireApi};
 use crate::runner::docker::DockerRunner;
 use crate::runner::{ListFilter, Runner};
-use crate::telemetry::LogFormat;
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum LogFormat {
+    /// Compact human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line, with the current span's fields (e.g. `run_id`).
+    Json,
+}
+
+impl From<LogFormat> for crate::telemetry::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Human => crate::telemetry::LogFormat::Human,
+            LogFormat::Json => crate::telemetry::LogFormat::Json,
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(

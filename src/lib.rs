@@ -15,7 +15,6 @@
 //! * [`kube`] — the `CodexRun` custom resource and its controller
 //! * [`audit`] — the server's and the full_access runs' audit logs
 
-pub mod agent;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -26,9 +25,10 @@ pub mod kube;
 pub mod mcp;
 pub mod runner;
 pub mod store;
-pub mod telemetry;
-pub mod verify;
 
+pub use codex_orchestrator_agent as agent;
+pub use codex_orchestrator_agent::verify;
+pub use codex_orchestrator_core::telemetry;
 pub use codex_orchestrator_core::{events, model, schemas};
 pub use codex_orchestrator_egress as proxy;
 pub use codex_orchestrator_workspace as workspace;

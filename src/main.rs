@@ -4,7 +4,7 @@ use codex_orchestrator::cli::{Cli, dispatch};
 
 fn main() {
     let cli = Cli::parse();
-    codex_orchestrator::telemetry::init(cli.log_format, &cli.log_level);
+    codex_orchestrator::telemetry::init(cli.log_format.into(), &cli.log_level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

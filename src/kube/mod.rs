@@ -13,7 +13,7 @@
 pub mod artifacts;
 pub mod controller;
 pub mod crd;
-pub mod fetch;
+pub use codex_orchestrator_agent::fetch;
 pub mod logs;
 pub mod metrics;
 pub mod pod;

@@ -8,10 +8,11 @@
 //! * [`contract`] — the sandbox contract: mount points, environment names, labels.
 //! * [`terminal`] — how a run ended, decided from what a backend observed.
 //! * [`redact`] — secret redaction for everything relayed out of a sandbox.
-//! * [`text`] — UTF-8-safe cutting.
+//! * [`telemetry`] — logging to stderr (redacted), the same in every binary.
 
 pub mod events;
 pub mod model;
 pub mod policy;
 pub mod redact;
 pub mod schemas;
+pub mod telemetry;

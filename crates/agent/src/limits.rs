@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::LimitsHit;
+use codex_orchestrator_core::model::LimitsHit;
 
 /// The counter `key` of a cgroup key-value file (`max 3\n`, `oom_kill 1\n`…). Pure.
 pub fn counter(text: &str, key: &str) -> Option<u64> {
@@ -56,7 +56,7 @@ pub fn full_filesystems(mounts: &[PathBuf]) -> Vec<String> {
 
 /// The size-capped places a run writes to: the temp dir, HOME, CODEX_HOME and the scratch
 /// copy's mount.
-pub fn mounts(spec: &crate::model::RunSpec) -> Vec<PathBuf> {
+pub fn mounts(spec: &codex_orchestrator_core::model::RunSpec) -> Vec<PathBuf> {
     let mut out = vec![std::env::temp_dir()];
     out.extend(std::env::var_os("HOME").map(PathBuf::from));
     out.push(spec.codex_home.clone());

@@ -1,4 +1,4 @@
-//! `codex-orchestrator fetch`: the command-line wrapper of the workspace crate's clone.
+//! `fetch`: the command-line wrapper of the workspace crate's clone (the Pod's init step).
 
 use std::path::PathBuf;
 

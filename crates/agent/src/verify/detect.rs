@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::model::{StepKind, VerifyCommand, VerifySpec};
+use codex_orchestrator_core::model::{StepKind, VerifyCommand, VerifySpec};
 
 /// Biggest manifest read (Cargo.toml, package.json, pyproject.toml, Makefile…).
 const MAX_MANIFEST: u64 = 1024 * 1024;

@@ -2,9 +2,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::events::CodexOutcome;
-use crate::model::{OutputError, PatchInfo, RunPhase, RunResult, TerminalReason};
-use crate::workspace::PatchOutput;
+use codex_orchestrator_core::events::CodexOutcome;
+use codex_orchestrator_core::model::{OutputError, PatchInfo, RunPhase, RunResult, TerminalReason};
+use codex_orchestrator_workspace::PatchOutput;
 
 /// Why the agent stopped codex itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +192,7 @@ pub fn apply_output_contract(
             pointer: String::new(),
             message: "no final answer".into(),
         }],
-        Some(text) => match crate::schemas::validate(schema, text) {
+        Some(text) => match codex_orchestrator_core::schemas::validate(schema, text) {
             Ok(v) => {
                 result.output = Some(v);
                 result.output_errors.clear();

@@ -18,7 +18,7 @@
 //! `[codex] ` (so that, when a log merges both streams, no relayed line can pass for an event).
 //!
 //! Flow: run.started → version check → (readonly) copy the workspace to `scratch_dir` →
-//! snapshot (a private object store under `$TMPDIR`, see [`crate::workspace`]) → attempt 0 →
+//! snapshot (a private object store under `$TMPDIR`, see [`codex_orchestrator_workspace`]) → attempt 0 →
 //! diff → output contract (with `output_schema`: the final answer is validated, see
 //! [`outcome::apply_output_contract`]) → run.completed. Phases: `turn.completed` → succeeded/completed; `turn.failed` →
 //! failed/codex_failed (codex's message); no terminal event → failed/codex_exited (exit status
@@ -34,11 +34,14 @@
 
 pub mod argv;
 pub mod codex;
+pub mod fetch;
 pub mod fix;
 pub mod limits;
 pub mod outcome;
-pub use codex_orchestrator_core::redact;
 pub mod stream;
+pub mod verify;
+
+pub use codex_orchestrator_core::redact;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -50,15 +53,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::events::{AttemptKind, OrchestratorEvent, RunFold};
-use crate::model::{
+use crate::verify::{StepCommand, run_step};
+use argv::{CodexInvocation, codex_args};
+use codex::{CodexCommand, Limits, run_attempt};
+use codex_orchestrator_core::events::{AttemptKind, OrchestratorEvent, RunFold};
+use codex_orchestrator_core::model::{
     self, RunPhase, RunSpec, StepKind, StepRecord, TerminalReason, VerifyCommand, VerifyResult,
     VerifyRound, VerifySpec, VerifyStatus,
 };
-use crate::verify::{StepCommand, run_step};
-use crate::workspace::{PatchOutput, Snapshot, copy_tree};
-use argv::{CodexInvocation, codex_args};
-use codex::{CodexCommand, Limits, run_attempt};
+use codex_orchestrator_workspace::{PatchOutput, Snapshot, copy_tree};
 use outcome::{Decision, ExitInfo, Stop, cap_text, decide, patch_info};
 use redact::Redactor;
 use stream::Stream;
@@ -209,7 +212,7 @@ impl Finish {
     fn stopped(stop: &Stop) -> Self {
         Finish::early(decide(
             Some(stop),
-            &crate::events::CodexOutcome::NoTerminal,
+            &codex_orchestrator_core::events::CodexOutcome::NoTerminal,
             ExitInfo::default(),
             &[],
         ))
@@ -582,7 +585,7 @@ async fn verify_loop<W: AsyncWrite + Unpin>(
         if let Some(stop) = stop {
             state.decision = decide(
                 Some(&stop),
-                &crate::events::CodexOutcome::NoTerminal,
+                &codex_orchestrator_core::events::CodexOutcome::NoTerminal,
                 ExitInfo::default(),
                 &[],
             );
@@ -801,7 +804,7 @@ async fn schema_retry<W: AsyncWrite + Unpin>(
             pointer: String::new(),
             message: "no final answer".into(),
         }],
-        Some(a) => match crate::schemas::validate(schema, a) {
+        Some(a) => match codex_orchestrator_core::schemas::validate(schema, a) {
             Ok(_) => return Ok(()),
             Err(errors) => errors,
         },

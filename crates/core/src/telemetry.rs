@@ -1,10 +1,10 @@
-//! Logging setup: always to stderr (stdout belongs to protocols), human or JSON.
+//! Logging setup shared by every binary (the CLI, the in-sandbox agent, the egress proxy):
+//! always to stderr (stdout belongs to protocols), human or JSON, with secrets redacted.
 
-use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     /// Compact human-readable lines.
     #[default]
@@ -20,7 +20,7 @@ pub fn init(format: LogFormat, default_level: &str) {
         EnvFilter::new(format!("{default_level},bollard=warn,hyper=warn,rmcp=warn"))
     });
     let writer = RedactingStderr(std::sync::Arc::new(
-        crate::agent::redact::Redactor::from_secret_looking_env(),
+        crate::redact::Redactor::from_secret_looking_env(),
     ));
     let builder = tracing_subscriber::fmt()
         .with_writer(writer)
@@ -42,9 +42,9 @@ pub fn init(format: LogFormat, default_level: &str) {
 /// dependency logs at debug level (bollard logs whole container specs, env included). The fmt
 /// layer writes each event with one `write_all`, so every event is redacted whole.
 #[derive(Clone)]
-struct RedactingStderr(std::sync::Arc<crate::agent::redact::Redactor>);
+struct RedactingStderr(std::sync::Arc<crate::redact::Redactor>);
 
-struct RedactingWriter(std::sync::Arc<crate::agent::redact::Redactor>);
+struct RedactingWriter(std::sync::Arc<crate::redact::Redactor>);
 
 impl std::io::Write for RedactingWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -61,5 +61,18 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
     type Writer = RedactingWriter;
     fn make_writer(&'a self) -> Self::Writer {
         RedactingWriter(self.0.clone())
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format `{other}`: expected human or json"
+            )),
+        }
     }
 }

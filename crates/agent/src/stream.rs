@@ -5,7 +5,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::AgentError;
 use super::redact::Redactor;
-use crate::events::{Decoded, OrchestratorEvent, RunFold};
+use codex_orchestrator_core::events::{Decoded, OrchestratorEvent, RunFold};
 
 /// Writes whole lines only, so the output is always at a line boundary between writes.
 pub struct Stream<W> {

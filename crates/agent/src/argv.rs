@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::model::ModelProvider;
+use codex_orchestrator_core::model::ModelProvider;
 
 /// Everything that varies between codex invocations.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +78,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::model::WireApi;
+    use codex_orchestrator_core::model::WireApi;
 
     fn strs(v: Vec<OsString>) -> Vec<String> {
         v.into_iter()

@@ -13,7 +13,7 @@ pub use detect::{PathProbe, Plan, Probe, detect, plan};
 pub use exec::{StepCommand, StepOutput, run_step, tail_text};
 pub use parse::{Parsed, parse_output};
 
-use crate::model::{StepRecord, VerifyCommand};
+use codex_orchestrator_core::model::{StepRecord, VerifyCommand};
 
 /// Variables set for every verify command: non-interactive, no colours, and no caches written
 /// into the workspace (they would end up in the run's patch).

@@ -1,7 +1,7 @@
 //! Test counts and failing test names from test runners' output (pytest, cargo test, go test).
 //! Pure; works on the kept tail of the output, where every runner prints its summary.
 
-use crate::model::TestCounts;
+use codex_orchestrator_core::model::TestCounts;
 
 /// Failing test names kept per step.
 pub const MAX_FAILED_TESTS: usize = 50;

@@ -18,7 +18,7 @@ use super::outcome::{ExitInfo, Stop};
 use super::redact::Redactor;
 use super::stream::Stream;
 use super::{AgentError, StopHandle};
-use crate::events::{DEFAULT_MAX_LINE, LineDecoder, OrchestratorEvent};
+use codex_orchestrator_core::events::{DEFAULT_MAX_LINE, LineDecoder, OrchestratorEvent};
 
 /// After SIGTERM to codex's process group, SIGKILL follows this much later.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);

@@ -1,7 +1,7 @@
 //! The prompts of fix attempts (sent with `codex exec … resume <thread_id>`). Pure.
 
-use crate::model::{OutputError, StepRecord, VerifyRound};
 use crate::verify::describe_failure;
+use codex_orchestrator_core::model::{OutputError, StepRecord, VerifyRound};
 
 /// Output bytes quoted per failing step.
 pub const OUTPUT_PER_STEP: usize = 6 * 1024;
@@ -96,7 +96,7 @@ fn truncate_to(s: &mut String, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{StepKind, TestCounts};
+    use codex_orchestrator_core::model::{StepKind, TestCounts};
 
     fn step(kind: StepKind, command: &str, passed: bool, tail: &str) -> StepRecord {
         StepRecord {

@@ -43,9 +43,6 @@ use crate::model::{ModelProvider, VerifyDefaults, WireApi};
 /// `codex-code-mode-host`), so we pick the newest model with the ordinary tools.
 pub const DEFAULT_MODEL: &str = "gpt-5.5";
 
-/// uid:gid the sandbox uses when the workspace is owned by root (never run as uid 0).
-pub const FALLBACK_UID: u32 = 10001;
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DockerConfig {

@@ -53,7 +53,8 @@ use super::metrics::{Metrics, PhaseCounter};
 use super::pod::{AGENT_CONTAINER, PodSettings, build_pod, pod_name, run_id_for};
 use crate::events::{DEFAULT_MAX_LINE, RunFold};
 use crate::model::{RunPhase, RunResult, SecurityPolicy, TerminalReason, VerifyStatus};
-use crate::runner::docker::{SCRATCH_WORKDIR, WORKSPACE_MOUNT, decide_terminal};
+use codex_orchestrator_core::contract;
+use codex_orchestrator_core::terminal::{self, Observed, Terminal};
 
 /// Server-side apply field manager of the controller.
 pub const FIELD_MANAGER: &str = "codex-orchestrator";
@@ -437,11 +438,7 @@ fn apply_fold(st: &mut CodexRunStatus, fold: &RunFold) {
 }
 
 fn workdir(cr: &CodexRun) -> &'static str {
-    if SecurityPolicy::for_mode(cr.spec.security_mode).scratch_copy {
-        SCRATCH_WORKDIR
-    } else {
-        WORKSPACE_MOUNT
-    }
+    contract::workdir(SecurityPolicy::for_mode(cr.spec.security_mode).scratch_copy)
 }
 
 fn new_sink(ctx: &Context, cr: &CodexRun) -> PodLogSink {
@@ -643,31 +640,31 @@ pub async fn reconcile(cr: Arc<CodexRun>, ctx: Arc<Context>) -> Result<Action, E
     let name = pod_name(&cr);
     let Some(pod) = pods.get_opt(&name).await? else {
         if current.pod_name.is_some() {
-            let (phase, reason, msg) = if cr.spec.cancel {
-                (
+            let ended = if cr.spec.cancel {
+                Terminal::new(
                     RunPhase::Cancelled,
                     TerminalReason::Cancelled,
                     "cancelled; the pod was stopped".to_string(),
                 )
             } else {
-                (
+                Terminal::new(
                     RunPhase::Lost,
                     TerminalReason::Lost,
                     format!("the pod {name} disappeared while the run was live"),
                 )
             };
             let sink = take_outcome(&entry);
-            return finish(&ctx, &cr, &entry, (phase, reason, msg), None, sink).await;
+            return finish(&ctx, &cr, &entry, ended, None, sink).await;
         }
         if cr.spec.cancel {
             return finish(
                 &ctx,
                 &cr,
                 &entry,
-                (
+                Terminal::new(
                     RunPhase::Cancelled,
                     TerminalReason::Cancelled,
-                    "cancelled before the pod was created".into(),
+                    "cancelled before the pod was created",
                 ),
                 None,
                 None,
@@ -681,7 +678,7 @@ pub async fn reconcile(cr: Arc<CodexRun>, ctx: Arc<Context>) -> Result<Action, E
                     &ctx,
                     &cr,
                     &entry,
-                    (
+                    Terminal::new(
                         RunPhase::Failed,
                         TerminalReason::SandboxError,
                         format!("invalid CodexRun: {e}"),
@@ -771,7 +768,7 @@ pub async fn reconcile(cr: Arc<CodexRun>, ctx: Arc<Context>) -> Result<Action, E
                     &ctx,
                     &cr,
                     &entry,
-                    (
+                    Terminal::new(
                         RunPhase::TimedOut,
                         TerminalReason::Timeout,
                         format!(
@@ -803,7 +800,7 @@ pub async fn reconcile(cr: Arc<CodexRun>, ctx: Arc<Context>) -> Result<Action, E
                         &ctx,
                         &cr,
                         &entry,
-                        (
+                        Terminal::new(
                             RunPhase::Failed,
                             TerminalReason::SandboxError,
                             format!("{problem} (gave up after {}s)", waited.as_secs()),
@@ -845,7 +842,7 @@ async fn finish_from_pod(
             ctx,
             cr,
             entry,
-            (RunPhase::Failed, TerminalReason::SandboxError, msg),
+            Terminal::new(RunPhase::Failed, TerminalReason::SandboxError, msg),
             None,
             None,
         )
@@ -873,14 +870,14 @@ async fn finish_from_pod(
         .is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"));
     let hard_killed =
         pod.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("DeadlineExceeded");
-    let decided = decide_terminal(
-        sink.as_ref().and_then(|s| s.fold().completed()),
-        oom,
+    let decided = terminal::decide(&Observed {
+        completion: sink.as_ref().and_then(|s| s.fold().completed()),
+        oom_killed: oom,
         hard_killed,
-        cr.spec.cancel,
+        cancel_requested: cr.spec.cancel,
         exit_code,
-        sink.as_ref().and_then(|s| s.last_stderr_line()),
-    );
+        last_stderr: sink.as_ref().and_then(|s| s.last_stderr_line()),
+    });
     finish(ctx, cr, entry, decided, exit_code, sink).await
 }
 
@@ -889,7 +886,11 @@ async fn finish(
     ctx: &Context,
     cr: &CodexRun,
     entry: &RunEntry,
-    (phase, reason, message): (RunPhase, TerminalReason, String),
+    Terminal {
+        phase,
+        reason,
+        message,
+    }: Terminal,
     exit_code: Option<i64>,
     mut sink: Option<PodLogSink>,
 ) -> Result<Action, Error> {

@@ -34,13 +34,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::crd::{CodexRun, ModelProviderSpec};
-use crate::config::FALLBACK_UID;
 use crate::model::{
     ModelProvider, NetworkAccess, RunId, RunSpec, SecurityMode, SecurityPolicy, VerifyDefaults,
     VerifySpec, WireApi,
 };
-use crate::runner::docker::{
-    HOME_DIR, MAX_SPEC_BYTES, SCRATCH_MOUNT, SCRATCH_WORKDIR, SPEC_ENV, WORKSPACE_MOUNT,
+use codex_orchestrator_core::contract::{
+    FALLBACK_UID, HOME_DIR, MAX_SPEC_BYTES, SCRATCH_MOUNT, SCRATCH_WORKDIR, SPEC_ENV,
+    WORKSPACE_MOUNT,
 };
 
 /// Name of the agent container.
@@ -60,7 +60,7 @@ pub const LABEL_NETWORK: &str = "codex-orchestrator.dev/network";
 /// Value of `app.kubernetes.io/managed-by` (and `name`) on everything the controller creates.
 pub const MANAGER: &str = "codex-orchestrator";
 /// Environment variable the built-in provider reads the API key from.
-pub const DEFAULT_KEY_ENV: &str = "CODEX_API_KEY";
+pub use codex_orchestrator_core::contract::DEFAULT_KEY_ENV;
 
 /// The controller's settings the Pod depends on. Plain data, so [`build_pod`] is pure.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +106,7 @@ pub struct ModelProxy {
 }
 
 /// The Pod's variable holding the proxy token (its codex's "API key").
-pub const PROXY_TOKEN_ENV: &str = "CODEX_ORCHESTRATOR_MODEL_TOKEN";
+pub use codex_orchestrator_core::contract::TOKEN_ENV as PROXY_TOKEN_ENV;
 
 impl Default for PodSettings {
     fn default() -> Self {
@@ -542,24 +542,14 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
         mounts.push(mount("scratch", SCRATCH_MOUNT, false, None));
     }
 
-    let mut env = vec![
-        env(SPEC_ENV, spec_json),
-        env("HOME", HOME_DIR),
-        env("TMPDIR", "/tmp"),
-        env("LANG", "C.UTF-8"),
-        env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        ),
-        env("USER", "codex"),
-        env("LOGNAME", "codex"),
-        env("GIT_AUTHOR_NAME", "Codex"),
-        env("GIT_AUTHOR_EMAIL", "codex@sandbox.invalid"),
-        env("GIT_COMMITTER_NAME", "Codex"),
-        env("GIT_COMMITTER_EMAIL", "codex@sandbox.invalid"),
-        // Human log lines on stderr: in the merged pod log they can never pass for events.
-        env("CODEX_ORCHESTRATOR_LOG_FORMAT", "human"),
-    ];
+    let mut env = vec![env(SPEC_ENV, spec_json)];
+    env.extend(
+        codex_orchestrator_core::contract::base_env()
+            .into_iter()
+            .map(|(k, v)| self::env(k, v)),
+    );
+    // Human log lines on stderr: in the merged pod log they can never pass for events.
+    env.push(self::env("CODEX_ORCHESTRATOR_LOG_FORMAT", "human"));
     match &s.model_proxy {
         // The proxy's token, never the API key.
         Some(p) => env.push(secret_env(

@@ -34,15 +34,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 use super::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner, admission};
-use crate::config::{Config, FALLBACK_UID};
+use crate::config::Config;
 use crate::error::{RunnerError, StoreError};
-use crate::events::{Completion, Decoded, LineDecoder, RunFold};
+use crate::events::{Decoded, LineDecoder, RunFold};
 use crate::model::{
     BackendRef, ModelProvider, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode,
     SecurityPolicy, TerminalReason,
 };
 use crate::proxy::{self, PROXY_PORT, ProxySettings};
 use crate::store::{self, RunStore};
+use codex_orchestrator_core::contract::{
+    AGENT_DIR, FALLBACK_UID, HOME_DIR, MAX_PATCH_BYTES, MAX_SPEC_BYTES, SCRATCH_MOUNT,
+    SCRATCH_WORKDIR, SPEC_ENV, TOKEN_ENV, WORKSPACE_MOUNT, sandbox_user,
+};
+use codex_orchestrator_core::terminal::{self, Observed, Terminal};
 
 pub const LABEL_MANAGED: &str = "dev.codex-orchestrator.managed";
 pub const LABEL_RUN_ID: &str = "dev.codex-orchestrator.run-id";
@@ -55,8 +60,6 @@ pub const ROLE_PROXY: &str = "proxy";
 
 /// Name of the egress proxy on a run's network.
 pub const PROXY_ALIAS: &str = "model-proxy";
-/// The sandbox's variable holding its per-run proxy token (its "API key").
-pub const TOKEN_ENV: &str = "CODEX_ORCHESTRATOR_MODEL_TOKEN";
 /// Upstream of runs without a configured provider.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// Limits of a proxy container.
@@ -65,18 +68,6 @@ const PROXY_PIDS: i64 = 128;
 /// How long a new proxy may take to listen.
 const PROXY_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Paths inside the sandbox.
-pub const WORKSPACE_MOUNT: &str = "/workspace";
-pub const SCRATCH_MOUNT: &str = "/scratch";
-pub const SCRATCH_WORKDIR: &str = "/scratch/ws";
-pub const HOME_DIR: &str = "/home/codex";
-/// The agent's own tmpfs (snapshot store), apart from `/tmp` which the model may fill.
-pub const AGENT_DIR: &str = "/agent";
-pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";
-
-/// Env var strings longer than this cannot be passed to a process (Linux MAX_ARG_STRLEN is
-/// 128 KiB); the spec must fit.
-pub const MAX_SPEC_BYTES: usize = 120 * 1024;
 /// Cap of the stderr.log artifact.
 const MAX_STDERR_BYTES: u64 = 16 * 1024 * 1024;
 /// How often a broken log stream of a running sandbox is re-followed before giving up.
@@ -329,69 +320,6 @@ pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
         ..Default::default()
     };
     (container_name(&i.run_id), body)
-}
-
-/// The uid:gid the sandbox runs as: the workspace owner's, or [`FALLBACK_UID`] when the owner
-/// is root (the sandbox never runs as uid 0). The bool says whether the fallback was used.
-pub fn sandbox_user(owner_uid: u32, owner_gid: u32) -> (u32, u32, bool) {
-    if owner_uid == 0 {
-        (FALLBACK_UID, FALLBACK_UID, true)
-    } else {
-        (
-            owner_uid,
-            if owner_gid == 0 { owner_uid } else { owner_gid },
-            false,
-        )
-    }
-}
-
-/// How a run ended, decided from what the backend observed. Pure.
-pub fn decide_terminal(
-    completion: Option<&Completion>,
-    oom_killed: bool,
-    hard_killed: bool,
-    cancel_requested: bool,
-    exit_code: Option<i64>,
-    last_stderr: Option<&str>,
-) -> (RunPhase, TerminalReason, String) {
-    if let Some(c) = completion {
-        let reason = c.reason.unwrap_or(match c.phase {
-            RunPhase::Succeeded => TerminalReason::Completed,
-            RunPhase::Cancelled => TerminalReason::Cancelled,
-            RunPhase::TimedOut => TerminalReason::Timeout,
-            _ => TerminalReason::AgentError,
-        });
-        let message = c.message.clone().unwrap_or_else(|| c.phase.to_string());
-        return (c.phase, reason, message);
-    }
-    if oom_killed {
-        return (
-            RunPhase::Failed,
-            TerminalReason::OutOfMemory,
-            "the sandbox ran out of memory and was killed".into(),
-        );
-    }
-    if hard_killed {
-        return (
-            RunPhase::TimedOut,
-            TerminalReason::Timeout,
-            "the run passed its deadline and the sandbox was killed".into(),
-        );
-    }
-    if cancel_requested {
-        return (
-            RunPhase::Cancelled,
-            TerminalReason::Cancelled,
-            "cancelled; the sandbox stopped before reporting a result".into(),
-        );
-    }
-    let code = exit_code.map_or("unknown".to_string(), |c| c.to_string());
-    let tail = last_stderr.map(|s| format!(": {s}")).unwrap_or_default();
-    (
-        RunPhase::Failed,
-        TerminalReason::AgentError,
-        format!("the sandbox exited (code {code}) without reporting a result{tail}"),
-    )
 }
 
 /// A short stable key for a store root (the value of the [`LABEL_STORE`] label), so that a
@@ -1011,11 +939,7 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
         (timeout + inner.cfg.docker.hard_kill_grace_secs).saturating_sub(elapsed),
     );
 
-    let workdir = if policy.scratch_copy {
-        SCRATCH_WORKDIR
-    } else {
-        WORKSPACE_MOUNT
-    };
+    let workdir = codex_orchestrator_core::contract::workdir(policy.scratch_copy);
     // The container's log is the complete record: (re)reading it from the start into fresh
     // artifacts is how both a re-attach and a broken log stream recover without double counting.
     let open_sink = || -> Result<_, StoreError> {
@@ -1133,14 +1057,18 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
         Err(e) => return Err(e.into()),
     };
 
-    let (phase, reason, message) = decide_terminal(
-        fold.completed(),
-        oom,
+    let Terminal {
+        phase,
+        reason,
+        message,
+    } = terminal::decide(&Observed {
+        completion: fold.completed(),
+        oom_killed: oom,
         hard_killed,
         cancel_requested,
         exit_code,
-        last_stderr_line.as_deref(),
-    );
+        last_stderr: last_stderr_line.as_deref(),
+    });
     let mut result = fold.result();
     result.phase = phase;
     result.reason = Some(reason);
@@ -1336,27 +1264,19 @@ fn build_container(
         verify: crate::model::VerifySpec::resolve(req.mode, req.verify.as_ref(), &inner.cfg.verify)
             .map_err(RunnerError::InvalidRequest)?,
         deadline_secs: timeout,
-        codex_bin: PathBuf::from("/usr/local/bin/codex"),
+        codex_bin: PathBuf::from(codex_orchestrator_core::contract::CODEX_BIN),
         codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
-        max_patch_bytes: 8 * 1024 * 1024,
+        max_patch_bytes: MAX_PATCH_BYTES,
         secret_env: vec![TOKEN_ENV.to_string()],
         agent_dir: Some(PathBuf::from(AGENT_DIR)),
     };
     let spec_json = serde_json::to_string(&spec).map_err(|e| RunnerError::Other(e.to_string()))?;
-    let mut env = vec![
-        format!("{SPEC_ENV}={spec_json}"),
-        format!("HOME={HOME_DIR}"),
-        "TMPDIR=/tmp".to_string(),
-        "LANG=C.UTF-8".to_string(),
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        // The sandbox uid usually has no passwd entry: give tools a name and a git identity.
-        "USER=codex".to_string(),
-        "LOGNAME=codex".to_string(),
-        "GIT_AUTHOR_NAME=Codex".to_string(),
-        "GIT_AUTHOR_EMAIL=codex@sandbox.invalid".to_string(),
-        "GIT_COMMITTER_NAME=Codex".to_string(),
-        "GIT_COMMITTER_EMAIL=codex@sandbox.invalid".to_string(),
-    ];
+    let mut env = vec![format!("{SPEC_ENV}={spec_json}")];
+    env.extend(
+        codex_orchestrator_core::contract::base_env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
     env.extend(egress.sandbox_env.iter().cloned());
     let d = &inner.cfg.docker;
     let (name, body) = container_spec(&ContainerInputs {
@@ -1778,30 +1698,6 @@ mod tests {
             b.tmpfs = None;
             assert_eq!(a, b);
         }
-    }
-
-    #[test]
-    fn never_root() {
-        assert_eq!(sandbox_user(0, 0), (FALLBACK_UID, FALLBACK_UID, true));
-        assert_eq!(sandbox_user(1000, 1000), (1000, 1000, false));
-        assert_eq!(sandbox_user(1000, 0), (1000, 1000, false));
-    }
-
-    #[test]
-    fn terminal_decisions() {
-        let (p, r, m) = decide_terminal(None, true, false, false, Some(137), None);
-        assert_eq!((p, r), (RunPhase::Failed, TerminalReason::OutOfMemory));
-        assert!(m.contains("out of memory"));
-        let (p, r, _) = decide_terminal(None, false, true, true, Some(137), None);
-        assert_eq!((p, r), (RunPhase::TimedOut, TerminalReason::Timeout));
-        let (p, r, _) = decide_terminal(None, false, false, true, Some(143), None);
-        assert_eq!((p, r), (RunPhase::Cancelled, TerminalReason::Cancelled));
-        let (p, r, m) = decide_terminal(None, false, false, false, Some(2), Some("boom"));
-        assert_eq!((p, r), (RunPhase::Failed, TerminalReason::AgentError));
-        assert_eq!(
-            m,
-            "the sandbox exited (code 2) without reporting a result: boom"
-        );
     }
 
     #[test]

@@ -67,7 +67,7 @@ use redact::Redactor;
 use stream::Stream;
 
 /// Environment variable holding the RunSpec JSON when `--spec` is not given.
-pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";
+pub use codex_orchestrator_core::contract::SPEC_ENV;
 /// How long the diff may take once the run is winding down (cancel/timeout).
 pub const WIND_DOWN_DIFF_BUDGET: Duration = Duration::from_secs(5);
 

@@ -10,9 +10,11 @@
 //! * [`redact`] — secret redaction for everything relayed out of a sandbox.
 //! * [`telemetry`] — logging to stderr (redacted), the same in every binary.
 
+pub mod contract;
 pub mod events;
 pub mod model;
 pub mod policy;
 pub mod redact;
 pub mod schemas;
 pub mod telemetry;
+pub mod terminal;

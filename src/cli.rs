@@ -72,7 +72,7 @@ pub enum Command {
     #[command(hide = true)]
     Proxy(crate::proxy::ProxyArgs),
     /// Build or inspect the runner image.
-    Image(crate::image::ImageArgs),
+    Image(crate::image_cli::ImageArgs),
     /// Serve the MCP tools (codex_run, codex_run_status, …) over stdio for an MCP client
     /// (or over streamable HTTP with --http; no authentication, loopback only by default).
     Mcp(McpArgs),
@@ -296,7 +296,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),
-        Command::Image(a) => crate::image::run_cli(a.clone())
+        Command::Image(a) => crate::image_cli::run_cli(a.clone())
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),

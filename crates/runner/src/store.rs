@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
-use crate::model::{RunId, RunRequest, RunResult, RunStatus};
+use codex_orchestrator_core::model::{RunId, RunRequest, RunResult, RunStatus};
 
 pub const REQUEST: &str = "request.json";
 pub const STATUS: &str = "status.json";
@@ -172,7 +172,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{RunPhase, SecurityMode};
+    use codex_orchestrator_core::model::{RunPhase, SecurityMode};
 
     fn req(ws: &Path) -> RunRequest {
         RunRequest {

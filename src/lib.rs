@@ -18,9 +18,7 @@
 pub mod cli;
 pub mod gateway;
 pub mod image_cli;
-pub mod kube;
 pub mod mcp;
-pub mod runner;
 
 pub use codex_orchestrator_agent as agent;
 pub use codex_orchestrator_agent::verify;
@@ -29,3 +27,13 @@ pub use codex_orchestrator_core::{events, model, schemas};
 pub use codex_orchestrator_egress as proxy;
 pub use codex_orchestrator_runner::{audit, config, error, image, store};
 pub use codex_orchestrator_workspace as workspace;
+pub mod kube {
+    //! The kube crate, and the fetch command.
+    pub use codex_orchestrator_agent::fetch;
+    pub use codex_orchestrator_kube::*;
+}
+pub mod runner {
+    //! The runner crate, and the Kubernetes runner.
+    pub use codex_orchestrator_kube::runner as kube;
+    pub use codex_orchestrator_runner::*;
+}

@@ -329,22 +329,11 @@ fn parse_run_id(s: &str) -> Result<RunId, ToolError> {
     RunId::parse(s.trim()).map_err(|e| ToolError(e.to_string()))
 }
 
-/// `s` cut to at most `max` bytes, at a line end when one is in the second half, else at a
-/// character boundary. Returns whether it was cut.
+/// `s` cut to at most `max` bytes (see `codex_orchestrator_core::text::cut`); whether it was
+/// cut.
 pub fn cut_text(s: &str, max: usize) -> (String, bool) {
-    if s.len() <= max {
-        return (s.to_owned(), false);
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    if let Some(nl) = s[..end].rfind('\n')
-        && nl + 1 >= max / 2
-    {
-        end = nl + 1;
-    }
-    (s[..end].to_owned(), true)
+    let (kept, cut) = codex_orchestrator_core::text::cut(s, max);
+    (kept.to_owned(), cut)
 }
 
 /// Keeps events, in order, while their JSON text fits in `max` bytes together. An event that

@@ -72,23 +72,11 @@ pub fn schema_fix_prompt(errors: &[OutputError]) -> String {
 
 /// The last `n` bytes of `s`, starting at a character boundary.
 pub fn last_bytes(s: &str, n: usize) -> &str {
-    if s.len() <= n {
-        return s;
-    }
-    let mut start = s.len() - n;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
+    codex_orchestrator_core::text::suffix(s, n)
 }
 
 fn truncate_to(s: &mut String, n: usize) {
-    if s.len() > n {
-        let mut end = n;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
+    if codex_orchestrator_core::text::truncate(s, n) {
         s.push_str("\n[…]\n");
     }
 }

@@ -223,22 +223,11 @@ pub fn apply_output_contract(
     result.output_errors = errors;
 }
 
-/// Cuts `patch` to at most `max` bytes, at the last line end that fits (or a character
-/// boundary when no line fits). Returns the inline text and whether it was cut.
+/// `text` cut to at most `max` bytes (see `codex_orchestrator_core::text::cut`): the inline
+/// text and whether it was cut.
 pub fn cap_text(text: &str, max: usize) -> (String, bool) {
-    if text.len() <= max {
-        return (text.to_owned(), false);
-    }
-    let mut end = max;
-    while end > 0 && !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = &text[..end];
-    let cut = match cut.rfind('\n') {
-        Some(nl) => &cut[..=nl],
-        None => cut,
-    };
-    (cut.to_owned(), true)
+    let (kept, cut) = codex_orchestrator_core::text::cut(text, max);
+    (kept.to_owned(), cut)
 }
 
 /// [`PatchInfo`] for a whole patch.

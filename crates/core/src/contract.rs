@@ -22,6 +22,9 @@ pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";
 pub const TOKEN_ENV: &str = "CODEX_ORCHESTRATOR_MODEL_TOKEN";
 /// The variable the built-in OpenAI provider of codex reads the API key from.
 pub const DEFAULT_KEY_ENV: &str = "CODEX_API_KEY";
+/// The fetch step's HTTP user name (optional) and password or token for a git source.
+pub const GIT_USERNAME_ENV: &str = "CODEX_ORCHESTRATOR_GIT_USERNAME";
+pub const GIT_PASSWORD_ENV: &str = "CODEX_ORCHESTRATOR_GIT_PASSWORD";
 /// Env var strings longer than this cannot be passed to a process (Linux MAX_ARG_STRLEN is
 /// 128 KiB); the spec must fit.
 pub const MAX_SPEC_BYTES: usize = 120 * 1024;

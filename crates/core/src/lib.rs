@@ -9,6 +9,7 @@
 //! * [`terminal`] — how a run ended, decided from what a backend observed.
 //! * [`redact`] — secret redaction for everything relayed out of a sandbox.
 //! * [`telemetry`] — logging to stderr (redacted), the same in every binary.
+//! * [`text`] — UTF-8-safe cutting.
 
 pub mod contract;
 pub mod events;
@@ -18,3 +19,4 @@ pub mod redact;
 pub mod schemas;
 pub mod telemetry;
 pub mod terminal;
+pub mod text;

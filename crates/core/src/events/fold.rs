@@ -843,14 +843,7 @@ fn describe_paths(paths: &[String]) -> String {
 
 /// `s` cut to at most [`MAX_TEXT`] bytes at a char boundary.
 fn cap_text(s: &str) -> &str {
-    if s.len() <= MAX_TEXT {
-        return s;
-    }
-    let mut end = MAX_TEXT;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    crate::text::prefix(s, MAX_TEXT)
 }
 
 /// The concatenation of `parts` as one line of at most `max` chars: control characters become

@@ -165,14 +165,12 @@ impl ImageError {
 }
 
 fn tail(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+    let kept = codex_orchestrator_core::text::suffix(s, max);
+    if kept.len() == s.len() {
+        kept.to_string()
+    } else {
+        format!("…{kept}")
     }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("…{}", &s[start..])
 }
 
 /// What to build the runner image from.

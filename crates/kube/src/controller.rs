@@ -51,9 +51,11 @@ use super::crd::{CodexRun, CodexRunStatus, ResultSummary};
 use super::logs::PodLogSink;
 use super::metrics::{Metrics, PhaseCounter};
 use super::pod::{AGENT_CONTAINER, PodSettings, build_pod, pod_name, run_id_for};
-use crate::events::{DEFAULT_MAX_LINE, RunFold};
-use crate::model::{RunPhase, RunResult, SecurityPolicy, TerminalReason, VerifyStatus};
 use codex_orchestrator_core::contract;
+use codex_orchestrator_core::events::{DEFAULT_MAX_LINE, RunFold};
+use codex_orchestrator_core::model::{
+    RunPhase, RunResult, SecurityPolicy, TerminalReason, VerifyStatus,
+};
 use codex_orchestrator_core::terminal::{self, Observed, Terminal};
 
 /// Server-side apply field manager of the controller.
@@ -1068,7 +1070,7 @@ impl ControllerArgs {
         s.scheduling_timeout = Duration::from_secs(self.scheduling_timeout);
         s.artifacts_in_secret = self.artifacts_in_secret;
         if let (Some(url), Some(secret)) = (&self.model_proxy_url, &self.model_proxy_token_secret) {
-            s.pod.model_proxy = Some(crate::kube::pod::ModelProxy {
+            s.pod.model_proxy = Some(crate::pod::ModelProxy {
                 base_url: url.clone(),
                 token_secret: secret.clone(),
                 token_key: self.model_proxy_token_key.clone(),

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::crd::{ArtifactsRef, CodexRun};
-use crate::model::{RunId, RunResult};
+use codex_orchestrator_core::model::{RunId, RunResult};
 
 pub const RESULT_KEY: &str = "result.json";
 pub const PATCH_KEY: &str = "patch.diff";
@@ -47,18 +47,6 @@ pub fn artifacts_name(cr: &CodexRun) -> String {
     format!("{}-artifacts", base.trim_end_matches(['-', '.']))
 }
 
-/// `s` cut to at most `max` bytes at a char boundary; true when cut.
-pub fn cap_str(s: &str, max: usize) -> (&str, bool) {
-    if s.len() <= max {
-        return (s, false);
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    (&s[..end], true)
-}
-
 /// Builds the artifacts object and the status reference to it. Pure.
 pub fn build_artifacts(
     cr: &CodexRun,
@@ -72,14 +60,14 @@ pub fn build_artifacts(
     let mut patch_truncated = false;
     if let Some(p) = &a.patch {
         // Cut like the agent cuts its inline patch: at the last whole line that fits.
-        let (p, cut) = crate::agent::outcome::cap_text(p, max_patch_bytes);
+        let (p, cut) = codex_orchestrator_core::text::cut(p, max_patch_bytes);
         patch_truncated = cut;
-        text.insert(PATCH_KEY.into(), p);
+        text.insert(PATCH_KEY.into(), p.to_owned());
     }
     if let Some(m) = &a.last_message {
         text.insert(
             LAST_MESSAGE_KEY.into(),
-            cap_str(m, MAX_LAST_MESSAGE).0.to_string(),
+            codex_orchestrator_core::text::prefix(m, MAX_LAST_MESSAGE).to_string(),
         );
     }
     let mut keys: Vec<String> = text.keys().cloned().collect();

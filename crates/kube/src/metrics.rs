@@ -206,7 +206,7 @@ mod tests {
         let phases: PhaseCounter = Arc::new(|| BTreeMap::from([("succeeded".to_string(), 2u64)]));
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(listener, m.clone(), phases, stop.clone()));
-        let client = crate::proxy::upstream_client().unwrap();
+        let client = codex_orchestrator_egress::upstream_client().unwrap();
         let get = |path: &str| {
             let (client, url) = (client.clone(), format!("http://{addr}{path}"));
             async move {

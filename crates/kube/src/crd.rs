@@ -21,7 +21,7 @@ use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
+use codex_orchestrator_core::model::{
     PatchInfo, Progress, RunPhase, SecurityMode, TerminalReason, TokenUsage, VerifyOptions,
     VerifySummary,
 };

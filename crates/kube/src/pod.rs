@@ -34,13 +34,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::crd::{CodexRun, ModelProviderSpec};
-use crate::model::{
-    ModelProvider, NetworkAccess, RunId, RunSpec, SecurityMode, SecurityPolicy, VerifyDefaults,
-    VerifySpec, WireApi,
-};
 use codex_orchestrator_core::contract::{
     FALLBACK_UID, HOME_DIR, MAX_SPEC_BYTES, SCRATCH_MOUNT, SCRATCH_WORKDIR, SPEC_ENV,
     WORKSPACE_MOUNT,
+};
+use codex_orchestrator_core::model::{
+    ModelProvider, NetworkAccess, RunId, RunSpec, SecurityMode, SecurityPolicy, VerifyDefaults,
+    VerifySpec, WireApi,
 };
 
 /// Name of the agent container.
@@ -112,7 +112,10 @@ impl Default for PodSettings {
     fn default() -> Self {
         let q = |s: &str| Quantity(s.to_string());
         PodSettings {
-            image: format!("codex-orchestrator-runner:{}", crate::model::VERSION),
+            image: format!(
+                "codex-orchestrator-runner:{}",
+                codex_orchestrator_core::model::VERSION
+            ),
             allow_image_override: false,
             allow_full_access: false,
             uid: i64::from(FALLBACK_UID),
@@ -120,7 +123,7 @@ impl Default for PodSettings {
             max_timeout_secs: 4 * 3600,
             deadline_slack_secs: 900,
             stop_grace_secs: 15,
-            default_model: Some(crate::config::DEFAULT_MODEL.to_string()),
+            default_model: Some(codex_orchestrator_core::policy::DEFAULT_MODEL.to_string()),
             verify_defaults: VerifyDefaults::default(),
             default_resources: ResourceRequirements {
                 requests: Some(BTreeMap::from([
@@ -292,12 +295,14 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
         None => None,
         Some(o) => {
             let schema = match (&o.name, &o.inline) {
-                (Some(n), None) => crate::schemas::bundled(n).ok_or_else(|| {
-                    PodError::OutputSchema(format!(
-                        "`{n}` is not a bundled schema ({})",
-                        crate::schemas::names().join(", ")
-                    ))
-                })?,
+                (Some(n), None) => {
+                    codex_orchestrator_core::schemas::bundled(n).ok_or_else(|| {
+                        PodError::OutputSchema(format!(
+                            "`{n}` is not a bundled schema ({})",
+                            codex_orchestrator_core::schemas::names().join(", ")
+                        ))
+                    })?
+                }
                 (None, Some(v)) => serde_json::Value::Object(v.clone()),
                 _ => {
                     return Err(PodError::OutputSchema(
@@ -305,7 +310,7 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
                     ));
                 }
             };
-            if let Some(problem) = crate::schemas::strict_problem(&schema) {
+            if let Some(problem) = codex_orchestrator_core::schemas::strict_problem(&schema) {
                 return Err(PodError::OutputSchema(problem));
             }
             Some(schema)
@@ -321,7 +326,7 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
     };
     Ok(RunSpec {
         run_id: run_id_for(cr)?,
-        orchestrator_version: crate::model::VERSION.to_string(),
+        orchestrator_version: codex_orchestrator_core::model::VERSION.to_string(),
         prompt: spec.prompt.clone(),
         mode,
         workspace: PathBuf::from(WORKSPACE_MOUNT),
@@ -477,13 +482,13 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
             let mut env = vec![env("HOME", "/tmp"), env("TMPDIR", "/tmp")];
             if let Some(c) = &git.credentials_secret {
                 env.push(secret_env(
-                    super::fetch::USERNAME_ENV,
+                    codex_orchestrator_core::contract::GIT_USERNAME_ENV,
                     &c.name,
                     "username",
                     true,
                 ));
                 env.push(secret_env(
-                    super::fetch::PASSWORD_ENV,
+                    codex_orchestrator_core::contract::GIT_PASSWORD_ENV,
                     &c.name,
                     "password",
                     false,

@@ -16,7 +16,7 @@ use std::io::Write;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use crate::events::{Decoded, LineDecoder, RunFold};
+use codex_orchestrator_core::events::{Decoded, LineDecoder, RunFold};
 
 /// Room kept below the cap for what the compressor still buffers.
 const GZ_SLACK: usize = 32 * 1024;

@@ -35,15 +35,17 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use sha2::Digest;
 
-use super::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
-use crate::error::RunnerError;
-use crate::kube::artifacts::{LAST_MESSAGE_KEY, PATCH_KEY, RESULT_KEY};
-use crate::kube::crd::{
+use crate::artifacts::{LAST_MESSAGE_KEY, PATCH_KEY, RESULT_KEY};
+use crate::crd::{
     CodexRun, CodexRunSpec, GitSource, LocalObjectRef, ModelProviderSpec, OutputSchemaSpec,
     PvcSource, SecretKeyRef, SourceSpec, VerifyConfig,
 };
-use crate::kube::pod::{AGENT_CONTAINER, LABEL_MANAGED_BY, LABEL_RUN_ID, MANAGER, run_id_for};
-use crate::model::{BackendRef, RunId, RunPhase, RunRequest, RunResult, RunStatus, VerifyOptions};
+use crate::pod::{AGENT_CONTAINER, LABEL_MANAGED_BY, LABEL_RUN_ID, MANAGER, run_id_for};
+use codex_orchestrator_core::model::{
+    BackendRef, RunId, RunPhase, RunRequest, RunResult, RunStatus, VerifyOptions,
+};
+use codex_orchestrator_runner::error::RunnerError;
+use codex_orchestrator_runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
 
 /// Label: the tenant that created the run.
 pub const LABEL_TENANT: &str = "codex-orchestrator.dev/tenant";
@@ -307,7 +309,7 @@ pub fn status_of(cr: &CodexRun) -> Result<RunStatus, RunnerError> {
         thread_id: s.thread_id,
         backend: Some(BackendRef::Kubernetes {
             namespace: ns,
-            pod: s.pod_name.unwrap_or_else(|| crate::kube::pod::pod_name(cr)),
+            pod: s.pod_name.unwrap_or_else(|| crate::pod::pod_name(cr)),
         }),
         verify: s.verify,
     })
@@ -424,7 +426,7 @@ impl KubeRunner {
         let Some(r) = cr.status.as_ref().and_then(|s| s.artifacts.as_ref()) else {
             return Ok(None);
         };
-        let key = crate::kube::artifacts::EVENTS_KEY;
+        let key = crate::artifacts::EVENTS_KEY;
         if r.kind == "Secret" {
             let Some(s) = self
                 .secrets
@@ -544,7 +546,7 @@ impl Runner for KubeRunner {
         let st = status_of(&cr)?;
         let pod = match &st.backend {
             Some(BackendRef::Kubernetes { pod, .. }) => pod.clone(),
-            _ => crate::kube::pod::pod_name(&cr),
+            _ => crate::pod::pod_name(&cr),
         };
         let lp = LogParams {
             container: Some(AGENT_CONTAINER.to_string()),
@@ -629,7 +631,7 @@ impl Runner for KubeRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SecurityMode;
+    use codex_orchestrator_core::model::SecurityMode;
 
     #[test]
     fn workspace_texts_become_sources_and_back() {
@@ -844,7 +846,10 @@ mod tests {
             (st.phase, st.attempt, st.exit_code),
             (RunPhase::Failed, 2, Some(0))
         );
-        assert_eq!(st.reason, Some(crate::model::TerminalReason::VerifyFailed));
+        assert_eq!(
+            st.reason,
+            Some(codex_orchestrator_core::model::TerminalReason::VerifyFailed)
+        );
         assert_eq!(st.message.as_deref(), Some("tests fail"));
         assert_eq!(st.progress.commands_failed, 1);
         assert_eq!(st.started_at, Some(started));

@@ -78,7 +78,7 @@ pub enum Command {
     Mcp(McpArgs),
     /// Serve the MCP tools over streamable HTTP for many users: bearer tokens, one tenant per
     /// token, health and metrics endpoints; runs on Kubernetes (CodexRuns) or Docker.
-    Gateway(Box<crate::gateway::GatewayArgs>),
+    Gateway(Box<crate::gateway_cli::GatewayArgs>),
     /// Print the CodexRun CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     Crd,
     /// Run the Kubernetes controller that reconciles CodexRun objects into Pods.
@@ -322,8 +322,8 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .resolve()
             .map_err(|e| CliError::new(2, e))?;
             match a.http {
-                Some(addr) => crate::mcp::http::main(cfg, mcp, addr, a.allow_remote).await,
-                None => crate::mcp::main(cfg, mcp).await,
+                Some(addr) => crate::mcp_cli::http(cfg, mcp, addr, a.allow_remote).await,
+                None => crate::mcp_cli::stdio(cfg, mcp).await,
             }
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e))
@@ -336,7 +336,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                     ..Default::default()
                 },
             )?;
-            crate::gateway::main(cfg, (**a).clone())
+            crate::gateway_cli::main(cfg, (**a).clone())
                 .await
                 .map(|_| 0)
                 .map_err(|e| CliError::new(1, e))
@@ -542,42 +542,7 @@ async fn follow_with_progress(runner: &DockerRunner, id: &RunId) -> Result<RunSt
 
 /// One line: phase, attempt, commands, files, tokens, current activity.
 pub fn progress_line(st: &RunStatus) -> String {
-    let p = &st.progress;
-    let mut s = format!("[{}] {}", st.run_id, st.phase);
-    if st.attempt > 0 {
-        s.push_str(&format!(" · fix attempt {}", st.attempt));
-    }
-    s.push_str(&format!(" · {} cmds", p.commands_run));
-    if p.commands_failed > 0 {
-        s.push_str(&format!(" ({} failed)", p.commands_failed));
-    }
-    s.push_str(&format!(
-        " · {} files · {} tokens",
-        p.files_changed,
-        p.tokens.total()
-    ));
-    if let Some(v) = &st.verify {
-        match v.passed {
-            Some(true) => s.push_str(" · checks pass"),
-            Some(false) => s.push_str(&format!(" · {} check(s) failing", v.failing.len())),
-            None => s.push_str(" · checking"),
-        }
-    }
-    if let Some(c) = &p.current_command {
-        s.push_str(&format!(" · running {}", truncate(c, 60)));
-    } else if let Some(i) = &p.last_item {
-        s.push_str(&format!(" · {}", truncate(i, 60)));
-    }
-    s
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    let one_line = s.replace('\n', " ");
-    if one_line.chars().count() <= n {
-        one_line
-    } else {
-        format!("{}…", one_line.chars().take(n).collect::<String>())
-    }
+    st.progress_line()
 }
 
 fn print_summary(a: &crate::runner::Artifacts) {

@@ -16,9 +16,9 @@
 //! * [`audit`] — the server's and the full_access runs' audit logs
 
 pub mod cli;
-pub mod gateway;
+pub mod gateway_cli;
 pub mod image_cli;
-pub mod mcp;
+pub mod mcp_cli;
 
 pub use codex_orchestrator_agent as agent;
 pub use codex_orchestrator_agent::verify;
@@ -37,3 +37,4 @@ pub mod runner {
     pub use codex_orchestrator_kube::runner as kube;
     pub use codex_orchestrator_runner::*;
 }
+pub use codex_orchestrator_server::{gateway, mcp};

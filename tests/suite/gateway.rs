@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use codex_orchestrator::error::RunnerError;
-use codex_orchestrator::gateway::{Gateway, GatewayConfig, KubeRunners, Tokens};
+use codex_orchestrator::gateway::{Gateway, GatewayConfig, Tokens};
 use codex_orchestrator::kube::artifacts::{ArtifactsObject, RunArtifacts, build_artifacts};
 use codex_orchestrator::kube::crd::{CodexRun, SecretKeyRef};
 use codex_orchestrator::kube::pod::run_id_for;
+use codex_orchestrator::kube::runner::KubeRunners;
 use codex_orchestrator::mcp::McpConfig;
 use codex_orchestrator::model::{RunId, RunPhase, RunRequest, SecurityMode, TerminalReason};
 use codex_orchestrator::runner::kube::{KubeRunner, KubeRunnerSettings, LABEL_TENANT};

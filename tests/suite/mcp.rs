@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use codex_orchestrator::error::RunnerError;
-use codex_orchestrator::mcp::{LazyRunner, McpConfig, OrchestratorServer};
+use codex_orchestrator::mcp::{McpConfig, OrchestratorServer};
 use codex_orchestrator::model::{
     CommandRecord, FileChange, FileChangeKind, PatchInfo, RunId, RunPhase, RunRequest, RunResult,
     RunStatus, SecurityMode, TerminalReason, TokenUsage, UsageReport,
 };
+use codex_orchestrator::runner::lazy::LazyRunner;
 use codex_orchestrator::runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam, Tool};
 use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RunningService};

@@ -228,15 +228,7 @@ pub fn route(
     Route::Forward(url)
 }
 
-/// Compares without an early exit on the first difference.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u64;
-    for (i, x) in a.iter().enumerate() {
-        let y = b.get(i % b.len().max(1)).copied().unwrap_or(0);
-        diff |= u64::from(x ^ y);
-    }
-    diff == 0
-}
+pub use codex_orchestrator_core::redact::constant_time_eq;
 
 /// Request headers never forwarded: hop-by-hop ones, and the sandbox's credentials.
 fn skip_request_header(name: &header::HeaderName) -> bool {

@@ -44,8 +44,12 @@ use crate::pod::{AGENT_CONTAINER, LABEL_MANAGED_BY, LABEL_RUN_ID, MANAGER, run_i
 use codex_orchestrator_core::model::{
     BackendRef, RunId, RunPhase, RunRequest, RunResult, RunStatus, VerifyOptions,
 };
+use codex_orchestrator_core::policy::tenant::Tenant;
 use codex_orchestrator_runner::error::RunnerError;
+use codex_orchestrator_runner::tenants::RunnerFactory;
 use codex_orchestrator_runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
+use futures::future::BoxFuture;
+use std::sync::Arc;
 
 /// Label: the tenant that created the run.
 pub const LABEL_TENANT: &str = "codex-orchestrator.dev/tenant";
@@ -625,6 +629,52 @@ impl Runner for KubeRunner {
             out.truncate(filter.limit);
         }
         Ok(out)
+    }
+}
+
+/// The Kubernetes backend: a [`KubeRunner`](KubeRunner) per tenant, in
+/// one namespace (runs told apart by the tenant label) or in a namespace named after each
+/// tenant.
+pub struct KubeRunners {
+    pub client: ::kube::Client,
+    pub namespace: String,
+    pub namespace_per_tenant: bool,
+    pub settings: KubeRunnerSettings,
+}
+
+impl KubeRunners {
+    pub fn namespace_of(&self, tenant: &Tenant) -> String {
+        if self.namespace_per_tenant {
+            tenant.as_str().to_string()
+        } else {
+            self.namespace.clone()
+        }
+    }
+}
+
+impl RunnerFactory for KubeRunners {
+    fn runner_for(&self, tenant: &Tenant) -> Arc<dyn Runner> {
+        Arc::new(KubeRunner::for_tenant(
+            self.client.clone(),
+            &self.namespace_of(tenant),
+            tenant.as_str(),
+            self.settings.clone(),
+        ))
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async {
+            let api: ::kube::Api<CodexRun> =
+                ::kube::Api::namespaced(self.client.clone(), &self.namespace);
+            api.list(&::kube::api::ListParams::default().limit(1))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("kubernetes: {e}"))
+        })
     }
 }
 

@@ -36,6 +36,7 @@ use tracing::{Instrument, info, warn};
 use crate::config::Config;
 use crate::error::{RunnerError, StoreError};
 use crate::store::{self, RunStore};
+use crate::tenants::RunnerFactory;
 use crate::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
 use codex_orchestrator_core::contract::{
     AGENT_DIR, FALLBACK_UID, HOME_DIR, MAX_PATCH_BYTES, MAX_SPEC_BYTES, SCRATCH_MOUNT,
@@ -46,9 +47,11 @@ use codex_orchestrator_core::model::{
     BackendRef, ModelProvider, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode,
     SecurityPolicy, TerminalReason,
 };
+use codex_orchestrator_core::policy::tenant::Tenant;
 use codex_orchestrator_core::policy::workspace as admission;
 use codex_orchestrator_core::terminal::{self, Observed, Terminal};
 use codex_orchestrator_egress::{self as proxy, PROXY_PORT, ProxySettings};
+use futures::future::BoxFuture;
 
 pub const LABEL_MANAGED: &str = "dev.codex-orchestrator.managed";
 pub const LABEL_RUN_ID: &str = "dev.codex-orchestrator.run-id";
@@ -1470,6 +1473,57 @@ fn read_event_page(path: &Path, from: u64, limit: usize) -> Result<EventPage, St
         events,
         end,
     })
+}
+
+/// The Docker backend: one run store (and one lazily connected Docker runner) per tenant,
+/// under `<state_dir>/tenants/<tenant>`.
+pub struct DockerRunners {
+    cfg: crate::config::Config,
+    runners: Mutex<HashMap<Tenant, Arc<crate::lazy::LazyRunner>>>,
+}
+
+impl DockerRunners {
+    pub fn new(cfg: crate::config::Config) -> Self {
+        DockerRunners {
+            cfg,
+            runners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The state directory of a tenant's runs.
+    pub fn tenant_state_dir(state_dir: &Path, tenant: &Tenant) -> PathBuf {
+        state_dir.join("tenants").join(tenant.as_str())
+    }
+}
+
+impl RunnerFactory for DockerRunners {
+    fn runner_for(&self, tenant: &Tenant) -> Arc<dyn Runner> {
+        let mut map = self.runners.lock().unwrap_or_else(|p| p.into_inner());
+        let r = map.entry(tenant.clone()).or_insert_with(|| {
+            let mut cfg = self.cfg.clone();
+            cfg.state_dir = Self::tenant_state_dir(&self.cfg.state_dir, tenant);
+            let r = Arc::new(crate::lazy::LazyRunner::docker(cfg));
+            r.warm_up();
+            r
+        });
+        r.clone()
+    }
+
+    fn remote(&self) -> bool {
+        false
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async {
+            let d = crate::image::connect_docker()
+                .await
+                .map_err(|e| format!("docker: {e}"))?;
+            d.ping()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("docker: {e}"))
+        })
+    }
 }
 
 #[cfg(test)]

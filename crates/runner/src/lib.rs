@@ -12,6 +12,7 @@ pub mod error;
 pub mod image;
 pub mod lazy;
 pub mod store;
+pub mod tenants;
 
 use std::path::PathBuf;
 use std::time::Duration;

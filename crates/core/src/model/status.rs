@@ -197,3 +197,46 @@ impl RunStatus {
         }
     }
 }
+impl RunStatus {
+    /// One human line: phase, attempt, commands, files, tokens, current activity (the CLI's
+    /// progress line and the MCP progress notifications).
+    pub fn progress_line(&self) -> String {
+        let p = &self.progress;
+        let mut s = format!("[{}] {}", self.run_id, self.phase);
+        if self.attempt > 0 {
+            s.push_str(&format!(" · fix attempt {}", self.attempt));
+        }
+        s.push_str(&format!(" · {} cmds", p.commands_run));
+        if p.commands_failed > 0 {
+            s.push_str(&format!(" ({} failed)", p.commands_failed));
+        }
+        s.push_str(&format!(
+            " · {} files · {} tokens",
+            p.files_changed,
+            p.tokens.total()
+        ));
+        if let Some(v) = &self.verify {
+            match v.passed {
+                Some(true) => s.push_str(" · checks pass"),
+                Some(false) => s.push_str(&format!(" · {} check(s) failing", v.failing.len())),
+                None => s.push_str(" · checking"),
+            }
+        }
+        if let Some(c) = &p.current_command {
+            s.push_str(&format!(" · running {}", one_line(c, 60)));
+        } else if let Some(i) = &p.last_item {
+            s.push_str(&format!(" · {}", one_line(i, 60)));
+        }
+        s
+    }
+}
+
+/// `s` on one line, cut to `n` characters with `…`.
+fn one_line(s: &str, n: usize) -> String {
+    let one_line = s.replace('\n', " ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        format!("{}…", crate::text::chars(&one_line, n))
+    }
+}

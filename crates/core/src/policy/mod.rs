@@ -4,6 +4,7 @@
 //! * [`workspace`] — local workspaces (Docker): system directories, sockets, devices, `.git`
 //!   outside the workspace; [`workspace::inspect_workspace`] gathers the facts.
 
+pub mod tenant;
 pub mod workspace;
 
 /// The model used when neither the request nor the server's settings name one. Codex 0.147's

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::{LazyRunner, McpConfig, McpError, OrchestratorServer};
+use super::McpError;
 
 /// Path the MCP endpoint is mounted at.
 pub const MCP_PATH: &str = "/mcp";
@@ -136,32 +136,6 @@ where
         StatusCode::NOT_FOUND,
         "not found: the MCP endpoint is /mcp, the health check /healthz\n",
     )
-}
-
-/// `codex-orchestrator mcp --http ADDR`: the Docker backend (connected on first use) behind
-/// the streamable-HTTP server, until SIGINT/SIGTERM.
-pub async fn main(
-    cfg: crate::config::Config,
-    mcp: McpConfig,
-    addr: SocketAddr,
-    allow_remote: bool,
-) -> Result<(), McpError> {
-    check_bind(addr, allow_remote)?;
-    let audit = crate::audit::ServerAudit::new(&cfg.state_dir);
-    let runner = Arc::new(LazyRunner::docker(cfg));
-    let server = OrchestratorServer::new(runner.clone(), mcp)?.with_audit(audit);
-    let listener = HttpListener::bind(addr).await?;
-    info!(
-        "codex-orchestrator MCP server on http://{}{MCP_PATH} (no authentication)",
-        listener.local_addr()
-    );
-    runner.warm_up();
-    listener
-        .serve(
-            move || Ok(server.clone()),
-            codex_orchestrator_http::cancel_on_signal(),
-        )
-        .await
 }
 
 #[cfg(test)]

@@ -52,12 +52,11 @@ use rmcp::{
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-pub use lazy::LazyRunner;
 use tools::*;
 
-use crate::error::RunnerError;
-use crate::model::{RunId, RunRequest, RunStatus, SecurityMode};
-use crate::runner::{CancelOutcome, ListFilter, Runner};
+use codex_orchestrator_core::model::{RunId, RunRequest, RunStatus, SecurityMode};
+use codex_orchestrator_runner::error::RunnerError;
+use codex_orchestrator_runner::{CancelOutcome, ListFilter, Runner};
 
 /// Default of [`McpConfig::max_wait`].
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(900);
@@ -281,15 +280,17 @@ pub fn check_output_schema(
 ) -> Result<Option<serde_json::Value>, ToolError> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(name)) => match crate::schemas::bundled(&name) {
-            Some(s) => Ok(Some(s)),
-            None => Err(ToolError(format!(
-                "output_schema `{name}` is not a bundled schema name (bundled: {}); pass one of those or a JSON Schema as an inline JSON object",
-                crate::schemas::names().join(", ")
-            ))),
-        },
+        Some(serde_json::Value::String(name)) => {
+            match codex_orchestrator_core::schemas::bundled(&name) {
+                Some(s) => Ok(Some(s)),
+                None => Err(ToolError(format!(
+                    "output_schema `{name}` is not a bundled schema name (bundled: {}); pass one of those or a JSON Schema as an inline JSON object",
+                    codex_orchestrator_core::schemas::names().join(", ")
+                ))),
+            }
+        }
         Some(s @ serde_json::Value::Object(_)) => match jsonschema::meta::validate(&s) {
-            Ok(()) => match crate::schemas::strict_problem(&s) {
+            Ok(()) => match codex_orchestrator_core::schemas::strict_problem(&s) {
                 None => Ok(Some(s)),
                 Some(problem) => Err(ToolError(format!(
                     "output_schema: {problem}. Strict mode needs `additionalProperties: false` on every object, every property listed in `required` (optional ones as a nullable type such as [\"string\", \"null\"]), and no keywords like oneOf, allOf or patternProperties"
@@ -381,7 +382,7 @@ pub struct OrchestratorServer {
     tool_router: ToolRouter<Self>,
     client_roots: Arc<roots::ClientRoots>,
     /// The server-wide audit log (who asked for what, when).
-    audit: Option<crate::audit::ServerAudit>,
+    audit: Option<codex_orchestrator_runner::audit::ServerAudit>,
     /// Workspaces are not paths on this machine (the Kubernetes backend): see
     /// [`OrchestratorServer::remote`].
     remote: bool,
@@ -422,7 +423,7 @@ impl OrchestratorServer {
     }
 
     /// Records every submit, cancel and patch apply in `audit`.
-    pub fn with_audit(mut self, audit: crate::audit::ServerAudit) -> Self {
+    pub fn with_audit(mut self, audit: codex_orchestrator_runner::audit::ServerAudit) -> Self {
         self.audit = Some(audit);
         self
     }
@@ -431,7 +432,9 @@ impl OrchestratorServer {
     pub(crate) async fn audit(
         &self,
         peer: &rmcp::service::Peer<RoleServer>,
-        f: impl FnOnce(crate::audit::Actor) -> crate::audit::ServerEntry,
+        f: impl FnOnce(
+            codex_orchestrator_runner::audit::Actor,
+        ) -> codex_orchestrator_runner::audit::ServerEntry,
     ) {
         let Some(audit) = self.audit.clone() else {
             return;
@@ -439,7 +442,7 @@ impl OrchestratorServer {
         let client = peer
             .peer_info()
             .map(|i| (i.client_info.name.clone(), i.client_info.version.clone()));
-        let entry = f(crate::audit::Actor::mcp(client));
+        let entry = f(codex_orchestrator_runner::audit::Actor::mcp(client));
         if let Err(e) = tokio::task::spawn_blocking(move || audit.record(&entry)).await {
             warn!(error = %e, "the audit task failed");
         }
@@ -480,7 +483,8 @@ impl OrchestratorServer {
         self.tool_router.list_all()
     }
 
-    fn roots_text(&self) -> String {
+    /// The allowed roots (configured and the client's), for messages.
+    pub fn roots_text(&self) -> String {
         self.cfg
             .allowed_roots
             .iter()
@@ -590,7 +594,7 @@ impl OrchestratorServer {
                 }
             };
             if let Some(t) = &token {
-                let line = crate::cli::progress_line(&st);
+                let line = st.progress_line();
                 if line != last {
                     sent += 1;
                     let p = ProgressNotificationParam::new(t.clone(), f64::from(sent))
@@ -675,7 +679,7 @@ impl OrchestratorServer {
                 o.enabled = o.enabled.or(Some(true));
                 Some(o)
             }
-            (Some(enabled), None) => Some(crate::model::VerifyOptions {
+            (Some(enabled), None) => Some(codex_orchestrator_core::model::VerifyOptions {
                 enabled: Some(enabled),
                 ..Default::default()
             }),
@@ -703,7 +707,7 @@ impl OrchestratorServer {
         let submitted = self.runner.submit(req).await;
         if let Some(req) = audited {
             self.audit(&ctx.peer, |actor| {
-                use crate::audit::{Action, ServerEntry};
+                use codex_orchestrator_runner::audit::{Action, ServerEntry};
                 let mut e = match &submitted {
                     Ok(id) => {
                         let mut e = ServerEntry::new(actor, Action::Submit, "accepted");
@@ -827,8 +831,11 @@ impl OrchestratorServer {
                 CancelResult::AlreadyFinished => "already_finished",
                 CancelResult::NotFound => "not_found",
             };
-            let mut e =
-                crate::audit::ServerEntry::new(actor, crate::audit::Action::Cancel, outcome);
+            let mut e = codex_orchestrator_runner::audit::ServerEntry::new(
+                actor,
+                codex_orchestrator_runner::audit::Action::Cancel,
+                outcome,
+            );
             e.run_id = Some(id.clone());
             e
         })
@@ -1027,7 +1034,7 @@ impl ServerHandler for OrchestratorServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(
-                Implementation::new("codex-orchestrator", crate::model::VERSION)
+                Implementation::new("codex-orchestrator", codex_orchestrator_core::model::VERSION)
                     .with_title("Codex Orchestrator"),
             )
             .with_instructions(if self.remote {
@@ -1053,20 +1060,6 @@ pub async fn serve_stdio(server: OrchestratorServer) -> Result<(), McpError> {
         .map_err(|e| McpError::Session(e.to_string()))?;
     info!(?reason, "MCP session ended");
     Ok(())
-}
-
-/// `codex-orchestrator mcp`: the Docker backend (connected on first use) behind a stdio
-/// server.
-pub async fn main(cfg: crate::config::Config, mcp: McpConfig) -> Result<(), McpError> {
-    let audit = crate::audit::ServerAudit::new(&cfg.state_dir);
-    let runner = Arc::new(LazyRunner::docker(cfg));
-    let server = OrchestratorServer::new(runner.clone(), mcp)?.with_audit(audit);
-    info!(
-        roots = %server.roots_text(),
-        "codex-orchestrator MCP server on stdio (the Docker backend connects in the background)"
-    );
-    runner.warm_up();
-    serve_stdio(server).await
 }
 
 #[cfg(test)]
@@ -1212,7 +1205,7 @@ mod tests {
         assert_eq!(check_output_schema(None), Ok(None));
         assert_eq!(
             check_output_schema(Some(json!("code_change"))),
-            Ok(crate::schemas::bundled("code_change"))
+            Ok(codex_orchestrator_core::schemas::bundled("code_change"))
         );
         assert_eq!(
             check_output_schema(Some(json!("code_changes")))

@@ -8,7 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::diff::{DiffTotals, FileDiff, Hunk};
-use crate::model::{RunId, RunPhase, RunResult, RunStatus, SecurityMode, VerifyOptions};
+use codex_orchestrator_core::model::{
+    RunId, RunPhase, RunResult, RunStatus, SecurityMode, VerifyOptions,
+};
 
 /// Default byte cap of the patch, the final message and the events page in
 /// `codex_run_artifacts`, and of the text in `codex_git_diff`.

@@ -15,7 +15,7 @@
 //!   which part was wrong.
 //! * **Tenants.** Each tenant gets its own MCP service (own session table) over its own
 //!   runner from a [`RunnerFactory`]: on Docker its own run store (so its own runs only), on
-//!   Kubernetes a [`KubeRunner`](crate::runner::kube::KubeRunner) that labels and filters by
+//!   Kubernetes a [`KubeRunner`](codex_orchestrator_runner::kube::KubeRunner) that labels and filters by
 //!   tenant, optionally in a namespace per tenant. A session id of one tenant is unknown to
 //!   every other tenant's service, so a stolen session id is useless without its token.
 //! * **Limits.** Request bodies are capped (rmcp answers `413`), request headers are capped
@@ -25,13 +25,11 @@
 //!   waits a few seconds for open connections. Runs are not affected: they live in the backend.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use codex_orchestrator_http::{OPENMETRICS, ServeOptions, TextBody, text, with_type};
-use futures::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
@@ -44,8 +42,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::mcp::{LazyRunner, McpConfig, OrchestratorServer};
-use crate::runner::Runner;
+use crate::mcp::{McpConfig, OrchestratorServer};
+pub use codex_orchestrator_core::policy::tenant::Tenant;
+pub use codex_orchestrator_runner::tenants::RunnerFactory;
 
 /// Path of the MCP endpoint.
 pub const MCP_PATH: &str = "/mcp";
@@ -74,39 +73,6 @@ pub enum GatewayError {
     Setup(String),
     #[error(transparent)]
     Mcp(#[from] crate::mcp::McpError),
-}
-
-/// A tenant name: a DNS label (1-63 lowercase letters, digits and `-`, not at either end).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tenant(String);
-
-impl Tenant {
-    pub fn parse(s: &str) -> Result<Tenant, String> {
-        let ok = !s.is_empty()
-            && s.len() <= 63
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !s.starts_with('-')
-            && !s.ends_with('-');
-        if ok {
-            Ok(Tenant(s.to_string()))
-        } else {
-            Err(format!(
-                "tenant `{}` must be a DNS label (1-63 lowercase letters, digits and `-`, not at either end)",
-                s.escape_debug()
-            ))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for Tenant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// The known tokens (as SHA-256 digests) and their tenants.
@@ -217,7 +183,8 @@ impl Tokens {
         let d = digest(presented);
         let mut found = None;
         for (known, tenant) in &self.entries {
-            if crate::proxy::constant_time_eq(&d, known) && !presented.is_empty() {
+            if codex_orchestrator_core::redact::constant_time_eq(&d, known) && !presented.is_empty()
+            {
                 found = Some(tenant);
             }
         }
@@ -230,113 +197,6 @@ impl Tokens {
         t.sort();
         t.dedup();
         t
-    }
-}
-
-/// Makes the runner of each tenant (and says whether the backend is reachable).
-pub trait RunnerFactory: Send + Sync {
-    /// The runner that creates and sees `tenant`'s runs only.
-    fn runner_for(&self, tenant: &Tenant) -> Arc<dyn Runner>;
-    /// True when workspaces are not paths on this machine (see [`OrchestratorServer::remote`]).
-    fn remote(&self) -> bool;
-    /// `Ok` when the backend answers; else what is wrong.
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
-}
-
-/// The Docker backend: one run store (and one lazily connected Docker runner) per tenant,
-/// under `<state_dir>/tenants/<tenant>`.
-pub struct DockerRunners {
-    cfg: crate::config::Config,
-    runners: Mutex<HashMap<Tenant, Arc<LazyRunner>>>,
-}
-
-impl DockerRunners {
-    pub fn new(cfg: crate::config::Config) -> Self {
-        DockerRunners {
-            cfg,
-            runners: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The state directory of a tenant's runs.
-    pub fn tenant_state_dir(state_dir: &Path, tenant: &Tenant) -> PathBuf {
-        state_dir.join("tenants").join(tenant.as_str())
-    }
-}
-
-impl RunnerFactory for DockerRunners {
-    fn runner_for(&self, tenant: &Tenant) -> Arc<dyn Runner> {
-        let mut map = self.runners.lock().unwrap_or_else(|p| p.into_inner());
-        let r = map.entry(tenant.clone()).or_insert_with(|| {
-            let mut cfg = self.cfg.clone();
-            cfg.state_dir = Self::tenant_state_dir(&self.cfg.state_dir, tenant);
-            let r = Arc::new(LazyRunner::docker(cfg));
-            r.warm_up();
-            r
-        });
-        r.clone()
-    }
-
-    fn remote(&self) -> bool {
-        false
-    }
-
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async {
-            let d = crate::image::connect_docker()
-                .await
-                .map_err(|e| format!("docker: {e}"))?;
-            d.ping()
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("docker: {e}"))
-        })
-    }
-}
-
-/// The Kubernetes backend: a [`KubeRunner`](crate::runner::kube::KubeRunner) per tenant, in
-/// one namespace (runs told apart by the tenant label) or in a namespace named after each
-/// tenant.
-pub struct KubeRunners {
-    pub client: ::kube::Client,
-    pub namespace: String,
-    pub namespace_per_tenant: bool,
-    pub settings: crate::runner::kube::KubeRunnerSettings,
-}
-
-impl KubeRunners {
-    pub fn namespace_of(&self, tenant: &Tenant) -> String {
-        if self.namespace_per_tenant {
-            tenant.as_str().to_string()
-        } else {
-            self.namespace.clone()
-        }
-    }
-}
-
-impl RunnerFactory for KubeRunners {
-    fn runner_for(&self, tenant: &Tenant) -> Arc<dyn Runner> {
-        Arc::new(crate::runner::kube::KubeRunner::for_tenant(
-            self.client.clone(),
-            &self.namespace_of(tenant),
-            tenant.as_str(),
-            self.settings.clone(),
-        ))
-    }
-
-    fn remote(&self) -> bool {
-        true
-    }
-
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async {
-            let api: ::kube::Api<crate::kube::CodexRun> =
-                ::kube::Api::namespaced(self.client.clone(), &self.namespace);
-            api.list(&::kube::api::ListParams::default().limit(1))
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("kubernetes: {e}"))
-        })
     }
 }
 
@@ -439,6 +299,11 @@ impl Gateway {
             sessions: CancellationToken::new(),
             metrics: GatewayMetrics::default(),
         })
+    }
+
+    /// How many tenants the tokens name.
+    pub fn tenant_count(&self) -> usize {
+        self.tokens.tenants().len()
     }
 
     pub fn metrics(&self) -> &GatewayMetrics {
@@ -552,153 +417,6 @@ impl Gateway {
     }
 }
 
-/// Which backend the gateway drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendKind {
-    Docker,
-    Kube,
-}
-
-/// `codex-orchestrator gateway` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct GatewayArgs {
-    /// Where runs execute: `kube` (CodexRun objects; the controller runs them) or `docker`
-    /// (containers on this machine).
-    #[arg(long, value_enum)]
-    pub backend: BackendKind,
-    /// Address to listen on.
-    #[arg(
-        long,
-        default_value = "127.0.0.1:8080",
-        env = "CODEX_ORCHESTRATOR_LISTEN"
-    )]
-    pub listen: SocketAddr,
-    /// Tokens: a file of `<token> <tenant>` lines, or a directory (a mounted Secret) whose
-    /// files hold such lines.
-    #[arg(long, value_name = "PATH", env = "CODEX_ORCHESTRATOR_TOKENS")]
-    pub tokens: PathBuf,
-    /// A `Host` header value clients use (repeatable; `name` or `name:port`). Default:
-    /// localhost, 127.0.0.1, ::1. In a cluster: the Service's names.
-    #[arg(long = "allowed-host", value_name = "HOST")]
-    pub allowed_hosts: Vec<String>,
-    /// Accept any `Host` header (only behind a proxy that checks it).
-    #[arg(long, conflicts_with = "allowed_hosts")]
-    pub any_host: bool,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
-    pub max_request_bytes: usize,
-    /// Longest time, in seconds, a `codex_run` call with `wait: true` blocks.
-    #[arg(long, value_name = "SECS", default_value_t = crate::mcp::DEFAULT_MAX_WAIT.as_secs())]
-    pub max_wait: u64,
-    /// docker: a directory clients may use as a workspace (repeatable).
-    #[arg(long = "allowed-root", value_name = "DIR")]
-    pub allowed_roots: Vec<PathBuf>,
-    /// docker: allow `full_access` runs (kube: the controller decides).
-    #[arg(long)]
-    pub allow_full_access: bool,
-    /// Security mode of a run that names none.
-    #[arg(long, default_value = "workspace_write")]
-    pub default_mode: crate::model::SecurityMode,
-    /// kube: namespace of the CodexRuns (default: the client's namespace).
-    #[arg(long, env = "CODEX_ORCHESTRATOR_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// kube: put each tenant's runs in the namespace named after the tenant.
-    #[arg(long)]
-    pub namespace_per_tenant: bool,
-    /// kube: `SECRET/KEY` holding the model API key, given to every run (spec.authSecretRef).
-    #[arg(
-        long,
-        value_name = "SECRET/KEY",
-        env = "CODEX_ORCHESTRATOR_AUTH_SECRET"
-    )]
-    pub auth_secret: Option<String>,
-    /// kube: delete a CodexRun this many seconds after it finished.
-    #[arg(long)]
-    pub ttl_seconds_after_finished: Option<u64>,
-}
-
-/// `SECRET/KEY` → a secret key reference.
-pub fn parse_secret_key(s: &str) -> Result<crate::kube::crd::SecretKeyRef, String> {
-    match s.split_once('/') {
-        Some((n, k)) if !n.is_empty() && !k.is_empty() && !k.contains('/') => {
-            Ok(crate::kube::crd::SecretKeyRef {
-                name: n.to_string(),
-                key: k.to_string(),
-            })
-        }
-        _ => Err(format!("`{s}` is not SECRET/KEY")),
-    }
-}
-
-/// `codex-orchestrator gateway`: serves until SIGTERM/SIGINT.
-pub async fn main(cfg: crate::config::Config, a: GatewayArgs) -> Result<(), GatewayError> {
-    let tokens = Tokens::load(&a.tokens)?;
-    let factory: Arc<dyn RunnerFactory> = match a.backend {
-        BackendKind::Docker => Arc::new(DockerRunners::new(cfg)),
-        BackendKind::Kube => {
-            let client = ::kube::Client::try_default().await.map_err(|e| {
-                GatewayError::Setup(format!("cannot connect to the Kubernetes API: {e}"))
-            })?;
-            let namespace = a
-                .namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_string());
-            let auth_secret = a
-                .auth_secret
-                .as_deref()
-                .map(parse_secret_key)
-                .transpose()
-                .map_err(GatewayError::Setup)?;
-            Arc::new(KubeRunners {
-                client,
-                namespace,
-                namespace_per_tenant: a.namespace_per_tenant,
-                settings: crate::runner::kube::KubeRunnerSettings {
-                    auth_secret,
-                    ttl_seconds_after_finished: a.ttl_seconds_after_finished,
-                },
-            })
-        }
-    };
-    let roots = if a.allowed_roots.is_empty() && a.backend == BackendKind::Docker {
-        vec![std::env::current_dir().map_err(|e| GatewayError::Setup(e.to_string()))?]
-    } else {
-        a.allowed_roots.clone()
-    };
-    let allowed_hosts = if a.any_host {
-        Vec::new()
-    } else if a.allowed_hosts.is_empty() {
-        vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
-    } else {
-        a.allowed_hosts.clone()
-    };
-    let gw = Arc::new(Gateway::new(
-        tokens,
-        factory,
-        GatewayConfig {
-            allowed_hosts,
-            max_request_bytes: a.max_request_bytes,
-            mcp: McpConfig {
-                allowed_roots: roots,
-                default_workspace: None,
-                max_wait: Duration::from_secs(a.max_wait),
-                default_mode: a.default_mode,
-            },
-        },
-    )?);
-    let listener = TcpListener::bind(a.listen)
-        .await
-        .map_err(|e| GatewayError::Setup(format!("cannot listen on {}: {e}", a.listen)))?;
-    info!(
-        backend = ?a.backend,
-        tenants = gw.tokens.tenants().len(),
-        "codex-orchestrator gateway on http://{}{MCP_PATH}",
-        listener.local_addr().map_or(a.listen, |x| x)
-    );
-    gw.serve(listener, codex_orchestrator_http::cancel_on_signal())
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -742,7 +460,10 @@ mod tests {
         );
         assert_eq!(
             t.tenants(),
-            vec![Tenant("alpha".into()), Tenant("beta".into())]
+            vec![
+                Tenant::parse("alpha").unwrap(),
+                Tenant::parse("beta").unwrap()
+            ]
         );
     }
 
@@ -769,7 +490,7 @@ mod tests {
         // Two tokens may share a tenant.
         assert_eq!(
             Tokens::parse(&format!("{A} a\n{B} a")).unwrap().tenants(),
-            vec![Tenant("a".into())]
+            vec![Tenant::parse("a").unwrap()]
         );
     }
 
@@ -792,7 +513,10 @@ mod tests {
         let t = Tokens::load(&s).unwrap();
         assert_eq!(
             t.tenants(),
-            vec![Tenant("alpha".into()), Tenant("beta".into())]
+            vec![
+                Tenant::parse("alpha").unwrap(),
+                Tenant::parse("beta").unwrap()
+            ]
         );
         let missing = Tokens::load(&d.path().join("nope"))
             .unwrap_err()
@@ -804,20 +528,6 @@ mod tests {
             Tokens::load(&empty).unwrap_err().to_string(),
             format!("tokens {}: no tokens in it", empty.display())
         );
-    }
-
-    #[test]
-    fn secret_key_references() {
-        assert_eq!(
-            parse_secret_key("openai/api-key"),
-            Ok(crate::kube::crd::SecretKeyRef {
-                name: "openai".into(),
-                key: "api-key".into()
-            })
-        );
-        for bad in ["openai", "/k", "s/", "a/b/c"] {
-            assert!(parse_secret_key(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{Args, OrchestratorServer, ToolError, input_schema, parse_run_id};
-use crate::model::{RunId, SecurityMode};
-use crate::workspace::{ApplyReport, apply_patch};
+use codex_orchestrator_core::model::{RunId, SecurityMode};
+use codex_orchestrator_workspace::{ApplyReport, apply_patch};
 
 /// The apply log in a run's directory: one JSON [`ApplyRecord`] per line.
 pub const APPLY_LOG: &str = "applies.jsonl";
@@ -301,7 +301,7 @@ impl OrchestratorServer {
             warn!(run_id = %id, "{e}");
         }
         self.audit(&ctx.peer, |actor| {
-            use crate::audit::{Action, ServerEntry};
+            use codex_orchestrator_runner::audit::{Action, ServerEntry};
             let action = if check_only {
                 Action::PatchCheck
             } else {
@@ -448,7 +448,7 @@ mod tests {
         );
         r.ok = false;
         r.applied = false;
-        r.conflicts = vec![crate::workspace::ApplyConflict {
+        r.conflicts = vec![codex_orchestrator_workspace::ApplyConflict {
             path: "a".into(),
             message: "x".into(),
         }];

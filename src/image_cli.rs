@@ -48,18 +48,26 @@ pub struct BuildArgs {
     /// Tag for the runner image (default: codex-orchestrator-runner:<version>).
     #[arg(long)]
     pub tag: Option<String>,
-    /// Agent binary to put in the image (default: this executable).
+    /// Agent binary to put in the image (default: `codex-orchestrator-agent` next to this
+    /// executable, else this executable).
     #[arg(long, value_name = "PATH")]
     pub agent_bin: Option<PathBuf>,
+    /// Egress proxy binary to put in the image (default: `codex-orchestrator-egress` next to
+    /// this executable, else this executable).
+    #[arg(long, value_name = "PATH")]
+    pub egress_bin: Option<PathBuf>,
 }
 
 impl BuildArgs {
     /// The build options these flags ask for (pure apart from locating the running exe).
     pub fn to_options(&self) -> Result<ImageOptions, ImageError> {
-        let mut opts = match &self.agent_bin {
-            Some(p) => ImageOptions::new(p.clone()),
-            None => ImageOptions::for_current_exe()?,
-        };
+        let mut opts = ImageOptions::for_current_exe()?;
+        if let Some(p) = &self.agent_bin {
+            opts.agent_binary = p.clone();
+        }
+        if let Some(p) = &self.egress_bin {
+            opts.egress_binary = p.clone();
+        }
         if self.codex_bin.is_some() {
             opts.codex_binary = self.codex_bin.clone();
         }
@@ -132,6 +140,8 @@ mod tests {
             "t:1",
             "--agent-bin",
             "/a",
+            "--egress-bin",
+            "/e",
         ])
         .unwrap() else {
             panic!("not build")
@@ -141,6 +151,7 @@ mod tests {
             opts,
             ImageOptions {
                 agent_binary: PathBuf::from("/a"),
+                egress_binary: PathBuf::from("/e"),
                 codex_binary: Some(PathBuf::from("/c")),
                 base_image: Some("b:1".to_string()),
                 tag: Some("t:1".to_string()),

@@ -187,7 +187,7 @@ async fn image_show_reports_the_runner_image() {
     assert_eq!(v["codex_version"], json!("0.147.0"));
     assert_eq!(
         v["entrypoint"],
-        json!(["/usr/local/bin/codex-orchestrator", "agent"])
+        json!(["/usr/local/bin/codex-orchestrator-agent", "agent"])
     );
     let missing = bin()
         .args([

@@ -13,11 +13,11 @@ use codex_orchestrator::model::VERSION;
 use futures::StreamExt;
 
 use crate::support::image::{
-    ImageGuard, TEST_LABEL, agent_bin, docker, run_once, test_image_options, test_labels,
-    test_runner_image, unique_name,
+    ImageGuard, TEST_LABEL, agent_bin, docker, egress_bin, run_once, test_image_options,
+    test_labels, test_runner_image, unique_name,
 };
 
-const ENTRYPOINT: [&str; 2] = ["/usr/local/bin/codex-orchestrator", "agent"];
+const ENTRYPOINT: [&str; 2] = ["/usr/local/bin/codex-orchestrator-agent", "agent"];
 
 /// The content hash the runner image must carry, recomputed from its inputs.
 async fn expected_content_hash(docker: &bollard::Docker, agent: &std::path::Path) -> String {
@@ -33,6 +33,7 @@ async fn expected_content_hash(docker: &bollard::Docker, agent: &std::path::Path
         .expect("base has a codex sha256 label");
     recipe::ContentInputs {
         agent_sha256: &image::sha256_file(agent).expect("hash agent"),
+        egress_sha256: &image::sha256_file(&egress_bin()).expect("hash egress"),
         codex_sha256: Some(&codex_sha),
         dockerfile: image::RUNNER_DOCKERFILE,
         base_id: base.id.as_deref().expect("base id"),
@@ -91,7 +92,8 @@ async fn runner_image_has_labels_entrypoint_and_a_working_codex() {
     let script = "codex --version; \
                   for d in /workspace /scratch /home/codex; do test -d $d && echo dir $d; done; \
                   git --version | cut -d' ' -f1-2; python3 -c 'print(\"python ok\")'; \
-                  ps -o comm= -p $$; test -x /usr/local/bin/codex-orchestrator && echo agent ok; \
+                  ps -o comm= -p $$; test -x /usr/local/bin/codex-orchestrator-agent && echo agent ok; \
+                  test -x /usr/local/bin/codex-orchestrator-egress && echo egress ok; \
                   git config --system safe.directory; echo \"$PATH\"; pwd; \
                   touch \"$HOME/f\" && echo home writable; stat -c '%a %n' /scratch /workspace";
     let done = run_once(&docker, &tag, &["/bin/sh", "-c", script]).await;
@@ -101,7 +103,7 @@ async fn runner_image_has_labels_entrypoint_and_a_working_codex() {
             0,
             "codex-cli 0.147.0\n\
              dir /workspace\ndir /scratch\ndir /home/codex\n\
-             git version\npython ok\nsh\nagent ok\n*\n\
+             git version\npython ok\nsh\nagent ok\negress ok\n*\n\
              /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/workspace\n\
              home writable\n1777 /scratch\n755 /workspace\n",
             ""
@@ -118,7 +120,7 @@ async fn a_changed_agent_binary_gives_a_rebuilt_image_and_force_rebuilds() {
         .expect("check");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let changed = dir.path().join("codex-orchestrator");
+    let changed = dir.path().join("codex-orchestrator-agent");
     std::fs::copy(agent_bin(), &changed).expect("copy binary");
     std::fs::OpenOptions::new()
         .append(true)
@@ -298,6 +300,7 @@ async fn a_user_base_is_used_as_is() {
         .expect("build");
     let expected_hash = recipe::ContentInputs {
         agent_sha256: &image::sha256_file(&agent_bin()).expect("hash"),
+        egress_sha256: &image::sha256_file(&egress_bin()).expect("hash"),
         codex_sha256: None,
         dockerfile: image::RUNNER_DOCKERFILE,
         base_id: &base_id,

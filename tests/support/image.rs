@@ -19,25 +19,34 @@ use tokio::sync::OnceCell;
 /// removes leftovers carrying it.
 pub const TEST_LABEL: &str = "dev.codex-orchestrator.test";
 
-/// The agent binary under test: a snapshot of `CARGO_BIN_EXE_codex-orchestrator` taken on
-/// first use, so every test of this process sees the same bytes even if the binary in the
-/// target dir is relinked meanwhile. Stored under `CARGO_TARGET_TMPDIR`, named by content;
-/// snapshots older than an hour are pruned.
+/// The agent binary under test (`codex-orchestrator-agent`), as a snapshot taken on first
+/// use, so every test of this process sees the same bytes even if the binary in the target dir
+/// is relinked meanwhile. Stored under `CARGO_TARGET_TMPDIR`, named by content; snapshots older
+/// than an hour are pruned.
 pub fn agent_bin() -> PathBuf {
     static SNAPSHOT: OnceLock<PathBuf> = OnceLock::new();
-    SNAPSHOT.get_or_init(snapshot_agent_bin).clone()
+    SNAPSHOT
+        .get_or_init(|| snapshot(&codex_orchestrator_testkit::bins::agent(), "agent"))
+        .clone()
 }
 
-fn snapshot_agent_bin() -> PathBuf {
+/// The egress proxy binary under test (`codex-orchestrator-egress`), snapshotted likewise.
+pub fn egress_bin() -> PathBuf {
+    static SNAPSHOT: OnceLock<PathBuf> = OnceLock::new();
+    SNAPSHOT
+        .get_or_init(|| snapshot(&codex_orchestrator_testkit::bins::egress(), "egress"))
+        .clone()
+}
+
+fn snapshot(src: &std::path::Path, kind: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let src = PathBuf::from(env!("CARGO_BIN_EXE_codex-orchestrator"));
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let bytes = std::fs::read(&src).expect("read the agent binary");
+    let bytes = std::fs::read(src).expect("read the binary");
     let sha = image::recipe::hex_sha256(&bytes);
-    let dest = dir.join(format!("codex-orchestrator-agent-{}", &sha[..16]));
+    let dest = dir.join(format!("codex-orchestrator-{kind}-{}", &sha[..16]));
     if !dest.is_file() {
         let tmp = dir.join(format!(
-            "codex-orchestrator-agent-tmp-{}",
+            "codex-orchestrator-{kind}-tmp-{}",
             std::process::id()
         ));
         std::fs::write(&tmp, &bytes).expect("write the snapshot");
@@ -57,10 +66,10 @@ fn prune_old_snapshots(dir: &std::path::Path, keep: &std::path::Path) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let ours = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("codex-orchestrator-agent-"));
+        let ours = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            n.starts_with("codex-orchestrator-agent-")
+                || n.starts_with("codex-orchestrator-egress-")
+        });
         let old = entry
             .metadata()
             .and_then(|m| m.modified())
@@ -89,7 +98,7 @@ pub fn unique_name(prefix: &str) -> String {
 /// Build options for the binary under test (codex from `CODEX_ORCHESTRATOR_CODEX_BIN` or the
 /// cache, downloaded if missing).
 pub fn test_image_options() -> ImageOptions {
-    let mut opts = ImageOptions::new(agent_bin());
+    let mut opts = ImageOptions::new(agent_bin(), egress_bin());
     opts.codex_binary = std::env::var_os("CODEX_ORCHESTRATOR_CODEX_BIN")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);

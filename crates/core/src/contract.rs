@@ -14,6 +14,11 @@ pub const HOME_DIR: &str = "/home/codex";
 pub const AGENT_DIR: &str = "/agent";
 /// The codex binary in the runner image.
 pub const CODEX_BIN: &str = "/usr/local/bin/codex";
+/// The in-sandbox agent in the runner image (`agent`, `fetch`); the image's entrypoint is
+/// [`AGENT_BIN`] `agent`.
+pub const AGENT_BIN: &str = "/usr/local/bin/codex-orchestrator-agent";
+/// The egress proxy in the runner image (`proxy`).
+pub const EGRESS_BIN: &str = "/usr/local/bin/codex-orchestrator-egress";
 
 /// Environment variable holding the RunSpec JSON.
 pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";

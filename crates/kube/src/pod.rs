@@ -47,8 +47,8 @@ use codex_orchestrator_core::model::{
 pub const AGENT_CONTAINER: &str = "agent";
 /// Name of the init container that fetches a git source.
 pub const FETCH_CONTAINER: &str = "fetch";
-/// Path of our binary in the runner image.
-pub const BINARY: &str = "/usr/local/bin/codex-orchestrator";
+/// Path of our agent binary in the runner image (its `agent` and `fetch` commands).
+pub use codex_orchestrator_core::contract::AGENT_BIN as BINARY;
 /// Label keys.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";

@@ -39,7 +39,7 @@ use crate::store::{self, RunStore};
 use crate::tenants::RunnerFactory;
 use crate::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
 use codex_orchestrator_core::contract::{
-    AGENT_DIR, FALLBACK_UID, HOME_DIR, MAX_PATCH_BYTES, MAX_SPEC_BYTES, SCRATCH_MOUNT,
+    AGENT_DIR, EGRESS_BIN, FALLBACK_UID, HOME_DIR, MAX_PATCH_BYTES, MAX_SPEC_BYTES, SCRATCH_MOUNT,
     SCRATCH_WORKDIR, SPEC_ENV, TOKEN_ENV, WORKSPACE_MOUNT, sandbox_user,
 };
 use codex_orchestrator_core::events::{Decoded, LineDecoder, RunFold};
@@ -198,7 +198,7 @@ pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
     let memory = (PROXY_MEMORY_MB * 1024 * 1024) as i64;
     let body = ContainerCreateBody {
         image: Some(p.image.clone()),
-        entrypoint: Some(vec!["/usr/local/bin/codex-orchestrator".to_string()]),
+        entrypoint: Some(vec![EGRESS_BIN.to_string()]),
         cmd: Some(vec![
             "proxy".to_string(),
             "--listen".to_string(),
@@ -1615,7 +1615,7 @@ mod tests {
             body,
             ContainerCreateBody {
                 image: Some("runner:1".into()),
-                entrypoint: Some(vec!["/usr/local/bin/codex-orchestrator".into()]),
+                entrypoint: Some(vec!["/usr/local/bin/codex-orchestrator-egress".into()]),
                 cmd: Some(vec![
                     "proxy".into(),
                     "--listen".into(),

@@ -38,3 +38,24 @@ binary!(
     "codex-orchestrator-testkit",
     "codex-orchestrator-mockmodel"
 );
+
+binary!(
+    /// The in-sandbox agent (`codex-orchestrator-agent`: `agent`, `fetch`).
+    agent,
+    "codex-orchestrator-agent",
+    "codex-orchestrator-agent"
+);
+
+binary!(
+    /// The egress proxy (`codex-orchestrator-egress proxy`).
+    egress,
+    "codex-orchestrator-egress",
+    "codex-orchestrator-egress"
+);
+
+binary!(
+    /// The product CLI (`codex-orchestrator`).
+    cli,
+    "codex-orchestrator",
+    "codex-orchestrator"
+);

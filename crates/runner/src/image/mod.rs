@@ -7,10 +7,11 @@
 //!   hash of the recipe ([`recipe::BASE_RECIPE`]), so the tag *is* the cache key: a base with the
 //!   right tag is reused, never rebuilt (unless asked with `rebuild_base`).
 //! * **runner** `codex-orchestrator-runner:<version>` — `docker/runner.Dockerfile` on top of the
-//!   base: our own binary as `/usr/local/bin/codex-orchestrator`, entrypoint
-//!   `codex-orchestrator agent`, labels `dev.codex-orchestrator.version`, `.codex-version` and
-//!   `.content-hash` (sha256 over our binary, the codex binary, the Dockerfile text and the base
-//!   image id). [`ensure_runner_image`] reuses the tag exactly when its content hash matches, so
+//!   base: our two small binaries, the in-sandbox agent
+//!   `/usr/local/bin/codex-orchestrator-agent` (the entrypoint, `… agent`) and the egress proxy
+//!   `/usr/local/bin/codex-orchestrator-egress`; labels `dev.codex-orchestrator.version`,
+//!   `.codex-version` and `.content-hash` (sha256 over both binaries, the codex binary, the
+//!   Dockerfile text and the base image id). [`ensure_runner_image`] reuses the tag exactly when its content hash matches, so
 //!   a changed agent binary always gives a rebuilt image; the image it replaces is removed when
 //!   nothing else references it.
 //!
@@ -20,7 +21,7 @@
 //!
 //! Builds are serialised across processes with a lock file in the cache dir. The base build
 //! needs root (debootstrap) and the `debootstrap` and `tar` tools; the codex download needs
-//! `python3 -m pip`. The agent binary must run on Debian bookworm's glibc (build it on bookworm
+//! `python3 -m pip`. Our binaries must run on Debian bookworm's glibc (build them on bookworm
 //! or an older glibc, or statically).
 
 pub mod base;
@@ -42,6 +43,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use serde::Serialize;
 
+use codex_orchestrator_core::contract::AGENT_BIN;
 use codex_orchestrator_core::model::VERSION;
 
 pub use base::BaseImage;
@@ -69,6 +71,11 @@ pub enum ImageError {
         image_version: String,
         server_version: String,
     },
+    #[error(
+        "runner image {image} has the entrypoint `{entrypoint}`, not `{AGENT_BIN} agent`: it was \
+         built for another layout; {BUILD_HINT} to rebuild it"
+    )]
+    Layout { image: String, entrypoint: String },
     #[error(
         "base image {image} does not exist (give --base-image an image that holds \
          /usr/local/bin/codex, e.g. one built from docker/base.Dockerfile)"
@@ -176,8 +183,12 @@ fn tail(s: &str, max: usize) -> String {
 /// What to build the runner image from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageOptions {
-    /// Our binary to put in the image (default: the running executable).
+    /// The in-sandbox agent to put in the image (`codex-orchestrator-agent`, or a full
+    /// `codex-orchestrator`, which has the same `agent` and `fetch` commands).
     pub agent_binary: PathBuf,
+    /// The egress proxy to put in the image (`codex-orchestrator-egress`, or a full
+    /// `codex-orchestrator`, which has the same `proxy` command).
+    pub egress_binary: PathBuf,
     /// The codex binary for the offline base (default: the cached one, fetched if missing).
     pub codex_binary: Option<PathBuf>,
     /// Use this existing image (which must hold `/usr/local/bin/codex`) as the base instead of
@@ -195,9 +206,10 @@ pub struct ImageOptions {
 
 impl ImageOptions {
     /// Defaults for a given agent binary.
-    pub fn new(agent_binary: impl Into<PathBuf>) -> Self {
+    pub fn new(agent_binary: impl Into<PathBuf>, egress_binary: impl Into<PathBuf>) -> Self {
         Self {
             agent_binary: agent_binary.into(),
+            egress_binary: egress_binary.into(),
             codex_binary: None,
             base_image: None,
             tag: None,
@@ -207,12 +219,23 @@ impl ImageOptions {
         }
     }
 
-    /// Defaults for the running executable; `CODEX_ORCHESTRATOR_CODEX_BIN`, when set, names the
-    /// codex binary.
+    /// Defaults for the running executable: the small `codex-orchestrator-agent` and
+    /// `codex-orchestrator-egress` binaries installed next to it, or the running executable
+    /// itself where one is missing (it has the same commands, only bigger).
+    /// `CODEX_ORCHESTRATOR_CODEX_BIN`, when set, names the codex binary.
     pub fn for_current_exe() -> Result<Self, ImageError> {
         let exe = std::env::current_exe()
             .map_err(|e| ImageError::io("locate the running executable", Path::new("."), e))?;
-        let mut opts = Self::new(exe);
+        let sibling = |name: &str| {
+            exe.parent()
+                .map(|d| d.join(name))
+                .filter(|p| p.is_file())
+                .unwrap_or_else(|| exe.clone())
+        };
+        let mut opts = Self::new(
+            sibling(recipe::AGENT_FILE_NAME),
+            sibling(recipe::EGRESS_FILE_NAME),
+        );
         opts.codex_binary = std::env::var_os("CODEX_ORCHESTRATOR_CODEX_BIN")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
@@ -266,16 +289,27 @@ impl ImageInfo {
         }
     }
 
-    /// The version check every user of a runner image does (pure).
+    /// The checks every user of a runner image does (pure): our version, and the layout of
+    /// this version (the agent binary as the entrypoint; an image of the older one-binary
+    /// layout has the same version label but not the binaries the sandboxes start).
     pub fn check_version(&self) -> Result<(), ImageError> {
         match self.version.as_deref() {
-            Some(v) if v == VERSION => Ok(()),
-            other => Err(ImageError::VersionMismatch {
-                image: self.tag.clone(),
-                image_version: other.unwrap_or("(no version label)").to_string(),
-                server_version: VERSION.to_string(),
-            }),
+            Some(v) if v == VERSION => {}
+            other => {
+                return Err(ImageError::VersionMismatch {
+                    image: self.tag.clone(),
+                    image_version: other.unwrap_or("(no version label)").to_string(),
+                    server_version: VERSION.to_string(),
+                });
+            }
         }
+        if self.entrypoint != [AGENT_BIN, "agent"] {
+            return Err(ImageError::Layout {
+                image: self.tag.clone(),
+                entrypoint: self.entrypoint.join(" "),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -308,8 +342,10 @@ pub async fn ensure_runner_image(
     opts: &ImageOptions,
 ) -> Result<ImageInfo, ImageError> {
     let tag = opts.runner_tag();
-    let agent = opts.agent_binary.clone();
-    let agent_sha256 = blocking(move || sha256_file(&agent)).await??;
+    let (agent, egress) = (opts.agent_binary.clone(), opts.egress_binary.clone());
+    let (agent_sha256, egress_sha256) =
+        blocking(move || Ok::<_, ImageError>((sha256_file(&agent)?, sha256_file(&egress)?)))
+            .await??;
     let _lock = BuildLock::acquire().await?;
 
     let base = match &opts.base_image {
@@ -329,6 +365,7 @@ pub async fn ensure_runner_image(
     };
     let content_hash = recipe::ContentInputs {
         agent_sha256: &agent_sha256,
+        egress_sha256: &egress_sha256,
         codex_sha256: base.codex_sha256.as_deref(),
         dockerfile: RUNNER_DOCKERFILE,
         base_id: &base.id,
@@ -375,10 +412,11 @@ async fn build_runner(
 ) -> Result<(), ImageError> {
     let started = std::time::Instant::now();
     tracing::info!(image = %tag, base = %base.reference, "building the runner image");
-    let agent = opts.agent_binary.clone();
+    let (agent, egress) = (opts.agent_binary.clone(), opts.egress_binary.clone());
     let context = blocking(move || -> Result<Vec<u8>, ImageError> {
-        let bytes = read_agent_binary(&agent)?;
-        recipe::build_context(RUNNER_DOCKERFILE, &bytes)
+        let agent_bytes = read_binary(&agent)?;
+        let egress_bytes = read_binary(&egress)?;
+        recipe::build_context(RUNNER_DOCKERFILE, &agent_bytes, &egress_bytes)
             .map_err(|e| ImageError::io("pack the build context", &agent, e))
     })
     .await??;
@@ -527,7 +565,8 @@ async fn run_and_collect(docker: &Docker, name: &str) -> Result<(i64, String, St
 /// Our binary for the image: a copy with debug info stripped (`objcopy --strip-debug`) when
 /// objcopy is available, else the file as is. Only the image copy is stripped; the content
 /// hash is over the original.
-fn read_agent_binary(path: &Path) -> Result<Vec<u8>, ImageError> {
+/// One of our binaries, with debug info stripped when `objcopy` is there.
+fn read_binary(path: &Path) -> Result<Vec<u8>, ImageError> {
     let tmp = TempDir::new_in(&std::env::temp_dir(), "codex-orchestrator-strip")?;
     let out = tmp.path().join("agent");
     let stripped = std::process::Command::new("objcopy")
@@ -547,7 +586,7 @@ fn read_agent_binary(path: &Path) -> Result<Vec<u8>, ImageError> {
             path.to_path_buf()
         }
     };
-    std::fs::read(&source).map_err(|e| ImageError::io("read the agent binary", &source, e))
+    std::fs::read(&source).map_err(|e| ImageError::io("read a binary for the image", &source, e))
 }
 
 /// Remove dangling images (no tag left) that carry our kind label — what earlier builds of a
@@ -726,7 +765,7 @@ mod tests {
         ImageInspect {
             id: Some("sha256:abc".to_string()),
             config: Some(ImageConfig {
-                entrypoint: Some(vec!["/e".to_string(), "agent".to_string()]),
+                entrypoint: Some(vec![AGENT_BIN.to_string(), "agent".to_string()]),
                 labels: Some(
                     labels
                         .iter()
@@ -758,7 +797,7 @@ mod tests {
                 version: Some(VERSION.to_string()),
                 content_hash: Some("h".to_string()),
                 codex_version: Some("0.147.0".to_string()),
-                entrypoint: vec!["/e".to_string(), "agent".to_string()],
+                entrypoint: vec![AGENT_BIN.to_string(), "agent".to_string()],
                 labels: BTreeMap::from([
                     (LABEL_VERSION.to_string(), VERSION.to_string()),
                     (LABEL_CONTENT_HASH.to_string(), "h".to_string()),
@@ -787,6 +826,26 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn an_image_of_another_layout_is_refused_with_the_fix() {
+        let mut inspect = inspect_with(&[(LABEL_VERSION, VERSION)]);
+        if let Some(c) = inspect.config.as_mut() {
+            c.entrypoint = Some(vec![
+                "/usr/local/bin/codex-orchestrator".to_string(),
+                "agent".to_string(),
+            ]);
+        }
+        let err = ImageInfo::from_inspect("img:old", &inspect, false)
+            .check_version()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "runner image img:old has the entrypoint `/usr/local/bin/codex-orchestrator agent`, \
+             not `/usr/local/bin/codex-orchestrator-agent agent`: it was built for another layout; \
+             run `codex-orchestrator image build` to rebuild it"
+        );
     }
 
     #[test]

@@ -29,8 +29,10 @@ pub const LABEL_KIND: &str = "dev.codex-orchestrator.kind";
 /// `image build`.
 pub const RUNNER_DOCKERFILE: &str = include_str!("../../../../docker/runner.Dockerfile");
 
-/// Name of our binary inside the build context and in the image.
-pub const AGENT_FILE_NAME: &str = "codex-orchestrator";
+/// Names of our binaries inside the build context (the Dockerfile copies them to
+/// `codex_orchestrator_core::contract::{AGENT_BIN, EGRESS_BIN}`).
+pub const AGENT_FILE_NAME: &str = "codex-orchestrator-agent";
+pub const EGRESS_FILE_NAME: &str = "codex-orchestrator-egress";
 /// Where the codex binary lives inside the image.
 pub const CODEX_PATH_IN_IMAGE: &str = "/usr/local/bin/codex";
 /// Mount points the runner uses, with their modes. The mode matters: Docker gives a tmpfs
@@ -167,6 +169,8 @@ pub fn base_labels(recipe: &BaseRecipe, codex_sha256: &str) -> BTreeMap<String, 
 pub struct ContentInputs<'a> {
     /// sha256 of our agent binary as given (before any stripping).
     pub agent_sha256: &'a str,
+    /// sha256 of our egress proxy binary as given.
+    pub egress_sha256: &'a str,
     /// sha256 of the codex binary in the base, or `None` for a user-provided base (then the
     /// base id stands for it).
     pub codex_sha256: Option<&'a str>,
@@ -181,9 +185,10 @@ impl ContentInputs<'_> {
     pub fn hash(&self) -> String {
         let mut h = Sha256::new();
         for part in [
-            "codex-orchestrator-runner/1",
+            "codex-orchestrator-runner/2",
             VERSION,
             self.agent_sha256,
+            self.egress_sha256,
             self.codex_sha256.unwrap_or("-"),
             self.dockerfile,
             self.base_id,
@@ -215,11 +220,18 @@ pub fn runner_labels(content_hash: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// An in-memory tar build context: `Dockerfile` plus our binary (mode 0755).
-pub fn build_context(dockerfile: &str, agent_binary: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::with_capacity(agent_binary.len() + 4096));
+/// An in-memory tar build context: `Dockerfile` plus our two binaries (mode 0755).
+pub fn build_context(
+    dockerfile: &str,
+    agent_binary: &[u8],
+    egress_binary: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::with_capacity(
+        agent_binary.len() + egress_binary.len() + 4096,
+    ));
     append_file(&mut builder, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
     append_file(&mut builder, AGENT_FILE_NAME, agent_binary, 0o755)?;
+    append_file(&mut builder, EGRESS_FILE_NAME, egress_binary, 0o755)?;
     builder.into_inner()
 }
 
@@ -305,6 +317,7 @@ mod tests {
     fn content_hash_changes_with_each_input() {
         let base = ContentInputs {
             agent_sha256: "a",
+            egress_sha256: "e",
             codex_sha256: Some("c"),
             dockerfile: RUNNER_DOCKERFILE,
             base_id: "sha256:b",
@@ -315,6 +328,10 @@ mod tests {
         let others = [
             ContentInputs {
                 agent_sha256: "a2",
+                ..base.clone()
+            },
+            ContentInputs {
+                egress_sha256: "e2",
                 ..base.clone()
             },
             ContentInputs {
@@ -371,15 +388,15 @@ mod tests {
         for label in runner_labels("h").keys() {
             assert!(RUNNER_DOCKERFILE.contains(label.as_str()), "{label}");
         }
-        assert!(
-            RUNNER_DOCKERFILE
-                .contains(r#"ENTRYPOINT ["/usr/local/bin/codex-orchestrator", "agent"]"#)
-        );
+        use codex_orchestrator_core::contract::{AGENT_BIN, EGRESS_BIN};
+        assert!(RUNNER_DOCKERFILE.contains(&format!(r#"ENTRYPOINT ["{AGENT_BIN}", "agent"]"#)));
+        assert!(RUNNER_DOCKERFILE.contains(&format!("COPY {AGENT_FILE_NAME} {AGENT_BIN}\n")));
+        assert!(RUNNER_DOCKERFILE.contains(&format!("COPY {EGRESS_FILE_NAME} {EGRESS_BIN}\n")));
     }
 
     #[test]
-    fn build_context_holds_dockerfile_and_executable_binary() {
-        let bytes = build_context("FROM scratch\n", b"\x7fELF-ish").unwrap();
+    fn build_context_holds_dockerfile_and_executable_binaries() {
+        let bytes = build_context("FROM scratch\n", b"\x7fELF-ish", b"\x7fELF-egress").unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let entries: Vec<(String, u32, Vec<u8>)> = archive
             .entries()
@@ -398,15 +415,20 @@ mod tests {
             vec![
                 ("Dockerfile".to_string(), 0o644, b"FROM scratch\n".to_vec()),
                 (
-                    "codex-orchestrator".to_string(),
+                    "codex-orchestrator-agent".to_string(),
                     0o755,
                     b"\x7fELF-ish".to_vec()
+                ),
+                (
+                    "codex-orchestrator-egress".to_string(),
+                    0o755,
+                    b"\x7fELF-egress".to_vec()
                 ),
             ]
         );
         assert_eq!(
             bytes,
-            build_context("FROM scratch\n", b"\x7fELF-ish").unwrap()
+            build_context("FROM scratch\n", b"\x7fELF-ish", b"\x7fELF-egress").unwrap()
         );
     }
 }

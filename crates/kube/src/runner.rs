@@ -643,6 +643,25 @@ pub struct KubeRunners {
 }
 
 impl KubeRunners {
+    /// Connects to the cluster of the environment (in-cluster config or kubeconfig); runs live
+    /// in `namespace` (default: the client's namespace).
+    pub async fn connect(
+        namespace: Option<String>,
+        namespace_per_tenant: bool,
+        settings: KubeRunnerSettings,
+    ) -> Result<Self, RunnerError> {
+        let client = Client::try_default()
+            .await
+            .map_err(|e| kube_err("connecting to the API server", e))?;
+        let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+        Ok(KubeRunners {
+            client,
+            namespace,
+            namespace_per_tenant,
+            settings,
+        })
+    }
+
     pub fn namespace_of(&self, tenant: &Tenant) -> String {
         if self.namespace_per_tenant {
             tenant.as_str().to_string()

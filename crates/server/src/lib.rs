@@ -9,3 +9,5 @@
 
 pub mod gateway;
 pub mod mcp;
+
+pub use codex_orchestrator_http::cancel_on_signal;

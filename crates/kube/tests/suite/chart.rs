@@ -1,0 +1,636 @@
+//! The Helm chart (`charts/codex-orchestrator`): rendered and linted by real Helm (the PyPI
+//! package `helm-python-sdk`, driven by `.ci/helm_chart.py`) for the default and a
+//! non-default values file; the rendered manifests are parsed into k8s-openapi types and
+//! checked: the restricted profile on our own Pods (the same checker as the run Pods), the
+//! RBAC scope (every verb granted, with its reason), the NetworkPolicies, and that the chart's
+//! CRD equals `crds/codexrun.yaml`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use codex_orchestrator_kube::pod::restricted_violations;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use serde_json::Value;
+
+const DEFAULT: &str = "charts/codex-orchestrator/ci/default-values.yaml";
+const NONDEFAULT: &str = "charts/codex-orchestrator/ci/nondefault-values.yaml";
+
+/// The Python with helm-python-sdk that `.ci/run` installs.
+fn helm_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CODEX_ORCHESTRATOR_HELM_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+    let p = cache.join("codex-orchestrator/helm-venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run .ci/run once (it installs helm-python-sdk into that venv), or set CODEX_ORCHESTRATOR_HELM_PYTHON",
+        p.display()
+    );
+    p
+}
+
+struct Rendered {
+    lint: Value,
+    crds: Vec<Value>,
+    notes: String,
+    /// Every object, in template order.
+    objects: Vec<Value>,
+}
+
+fn render() -> BTreeMap<String, Rendered> {
+    let root = codex_orchestrator_testkit::repo_root();
+    let out = std::process::Command::new(helm_python())
+        .current_dir(root)
+        .args([
+            ".ci/helm_chart.py",
+            "charts/codex-orchestrator",
+            DEFAULT,
+            NONDEFAULT,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm_chart.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: BTreeMap<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+    all.into_iter()
+        .map(|(k, v)| {
+            let mut objects = Vec::new();
+            let mut notes = String::new();
+            for (name, text) in v["manifests"].as_object().unwrap() {
+                let text = text.as_str().unwrap();
+                if name.ends_with("NOTES.txt") {
+                    notes = text.to_string();
+                    continue;
+                }
+                for doc in text.split("\n---") {
+                    let body: String = doc
+                        .lines()
+                        .filter(|l| !l.trim_start().starts_with('#'))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    if body.trim().is_empty() {
+                        continue;
+                    }
+                    let v: Value = serde_saphyr::from_str(&body)
+                        .unwrap_or_else(|e| panic!("{k} {name}: {e}\n{body}"));
+                    objects.push(v);
+                }
+            }
+            let crds = v["crds"].as_array().unwrap().clone();
+            (
+                k,
+                Rendered {
+                    lint: v["lint"].clone(),
+                    crds,
+                    notes,
+                    objects,
+                },
+            )
+        })
+        .collect()
+}
+
+fn of_kind<'a>(r: &'a Rendered, kind: &str) -> Vec<&'a Value> {
+    r.objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> T {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v:#}"))
+}
+
+/// Every permission the chart grants: (role, apiGroup, resource, verb) and why it is needed.
+const GRANTS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "controller",
+        "codex-orchestrator.dev",
+        "codexruns",
+        "get",
+        "reconcile reads the run",
+    ),
+    (
+        "controller",
+        "codex-orchestrator.dev",
+        "codexruns",
+        "list",
+        "the controller's watch (initial list)",
+    ),
+    (
+        "controller",
+        "codex-orchestrator.dev",
+        "codexruns",
+        "watch",
+        "the controller's watch",
+    ),
+    (
+        "controller",
+        "codex-orchestrator.dev",
+        "codexruns",
+        "delete",
+        "ttlSecondsAfterFinished deletes finished runs",
+    ),
+    (
+        "controller",
+        "codex-orchestrator.dev",
+        "codexruns/status",
+        "patch",
+        "status is written by server-side apply",
+    ),
+    (
+        "controller",
+        "",
+        "pods",
+        "get",
+        "reconcile reads the run's Pod",
+    ),
+    (
+        "controller",
+        "",
+        "pods",
+        "list",
+        "the owned-Pod watch (initial list)",
+    ),
+    ("controller", "", "pods", "watch", "the owned-Pod watch"),
+    ("controller", "", "pods", "create", "a run becomes a Pod"),
+    (
+        "controller",
+        "",
+        "pods",
+        "delete",
+        "cancel, timeout and unschedulable Pods are deleted",
+    ),
+    (
+        "controller",
+        "",
+        "pods/log",
+        "get",
+        "the agent's JSONL stream is the Pod log",
+    ),
+    (
+        "controller",
+        "",
+        "ARTIFACTS",
+        "get",
+        "reads the artifacts object back",
+    ),
+    (
+        "controller",
+        "",
+        "ARTIFACTS",
+        "create",
+        "stores a finished run's artifacts",
+    ),
+    (
+        "controller",
+        "",
+        "ARTIFACTS",
+        "patch",
+        "artifacts are written by server-side apply",
+    ),
+    (
+        "controller",
+        "events.k8s.io",
+        "events",
+        "create",
+        "a Kubernetes Event per phase change",
+    ),
+    (
+        "controller",
+        "events.k8s.io",
+        "events",
+        "patch",
+        "repeated Events are aggregated",
+    ),
+    (
+        "gateway",
+        "codex-orchestrator.dev",
+        "codexruns",
+        "create",
+        "codex_run creates a CodexRun",
+    ),
+    (
+        "gateway",
+        "codex-orchestrator.dev",
+        "codexruns",
+        "list",
+        "status/list find runs by run-id and tenant labels; /readyz",
+    ),
+    (
+        "gateway",
+        "codex-orchestrator.dev",
+        "codexruns",
+        "patch",
+        "the run-id label after create; spec.cancel",
+    ),
+    (
+        "gateway",
+        "codex-orchestrator.dev",
+        "codexruns",
+        "delete",
+        "takes back a CodexRun it could not label",
+    ),
+    (
+        "gateway",
+        "",
+        "pods/log",
+        "get",
+        "live events of a running run",
+    ),
+    (
+        "gateway",
+        "",
+        "ARTIFACTS",
+        "get",
+        "result, patch, final message, event log of a finished run",
+    ),
+];
+
+fn granted(r: &Rendered) -> BTreeSet<(String, String, String, String)> {
+    assert!(of_kind(r, "ClusterRole").is_empty() && of_kind(r, "ClusterRoleBinding").is_empty());
+    let mut out = BTreeSet::new();
+    for v in of_kind(r, "Role") {
+        let role: Role = typed(v);
+        let name = role.metadata.name.clone().unwrap();
+        let who = name.rsplit('-').next().unwrap().to_string();
+        for rule in role.rules.unwrap_or_default() {
+            assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
+            for g in rule.api_groups.unwrap_or_default() {
+                for res in rule.resources.clone().unwrap_or_default() {
+                    for verb in &rule.verbs {
+                        assert!(
+                            !g.contains('*') && !res.contains('*') && verb != "*",
+                            "wildcard in {name}"
+                        );
+                        out.insert((who.clone(), g.clone(), res.clone(), verb.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn chart_renders_lints_and_passes_the_manifest_checks() {
+    let rendered = render();
+    let crd_file =
+        std::fs::read_to_string(codex_orchestrator_testkit::repo_root().join("crds/codexrun.yaml"))
+            .unwrap();
+    for (values, r) in &rendered {
+        // Lint, strict: no errors, nothing above "info".
+        assert_eq!(
+            r.lint["errors"],
+            serde_json::json!([]),
+            "{values}: {:#}",
+            r.lint
+        );
+        let loud: Vec<&Value> = r.lint["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["severity"].as_u64().unwrap() > 1)
+            .collect();
+        assert!(loud.is_empty(), "{values}: {loud:#?}");
+
+        // The CRD is the generated one, byte for byte.
+        assert_eq!(r.crds.len(), 1, "{values}");
+        assert_eq!(
+            r.crds[0]["data"].as_str().unwrap(),
+            crd_file,
+            "{values}: the chart's CRD drifted from crds/codexrun.yaml"
+        );
+
+        // Every object parses as its k8s-openapi type.
+        for o in &r.objects {
+            match o["kind"].as_str().unwrap() {
+                "ServiceAccount" => {
+                    let sa: ServiceAccount = typed(o);
+                    assert_eq!(sa.automount_service_account_token, Some(false));
+                }
+                "Role" => drop(typed::<Role>(o)),
+                "RoleBinding" => drop(typed::<RoleBinding>(o)),
+                "Service" => drop(typed::<Service>(o)),
+                "Secret" => drop(typed::<Secret>(o)),
+                "NetworkPolicy" => drop(typed::<NetworkPolicy>(o)),
+                "Deployment" => drop(typed::<Deployment>(o)),
+                other => panic!("{values}: unexpected kind {other}"),
+            }
+        }
+
+        // Our own Pods pass the restricted profile (the run Pods' checker, unchanged).
+        let deployments = of_kind(r, "Deployment");
+        // The egress proxy is on by default (off in the non-default values).
+        let proxied = values != NONDEFAULT;
+        assert_eq!(deployments.len(), if proxied { 3 } else { 2 }, "{values}");
+        for d in deployments {
+            let d: Deployment = typed(d);
+            if d.metadata.name.as_deref() == Some("co-codex-orchestrator-model-proxy") {
+                let pod = Pod {
+                    metadata: d.spec.template.metadata.clone().unwrap_or_default(),
+                    spec: d.spec.template.spec.clone(),
+                    status: None,
+                };
+                let v = restricted_violations(&pod);
+                assert!(v.is_empty(), "{values} model-proxy: {v:?}");
+                // No Kubernetes API access at all; the key and the token from Secrets.
+                let spec = pod.spec.unwrap();
+                assert_eq!(spec.automount_service_account_token, Some(false));
+                assert!(spec.volumes.is_none(), "{values}: {:?}", spec.volumes);
+                let c = &spec.containers[0];
+                assert_eq!(c.args.clone().unwrap(), ["proxy", "--listen=0.0.0.0:8080"]);
+                let env: BTreeMap<String, String> = c
+                    .env
+                    .clone()
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| {
+                        let v = match (e.value, e.value_from) {
+                            (Some(v), _) => v,
+                            (None, Some(f)) => {
+                                let k = f.secret_key_ref.unwrap();
+                                format!("secret:{}/{}", k.name, k.key)
+                            }
+                            _ => String::new(),
+                        };
+                        (e.name, v)
+                    })
+                    .collect();
+                assert_eq!(
+                    env,
+                    BTreeMap::from([
+                        ("RUST_LOG".to_string(), "info".to_string()),
+                        (
+                            "CODEX_ORCHESTRATOR_PROXY_UPSTREAM".to_string(),
+                            "https://api.openai.com/v1".to_string()
+                        ),
+                        (
+                            "CODEX_ORCHESTRATOR_PROXY_TOKEN".to_string(),
+                            "secret:co-codex-orchestrator-model-proxy-token/token".to_string()
+                        ),
+                        (
+                            "CODEX_ORCHESTRATOR_PROXY_API_KEY".to_string(),
+                            "secret:openai-api-key/api-key".to_string()
+                        ),
+                    ])
+                );
+                continue;
+            }
+            let t = d.spec.template;
+            let pod = Pod {
+                metadata: t.metadata.unwrap_or_default(),
+                spec: t.spec,
+                status: None,
+            };
+            let v = restricted_violations(&pod);
+            assert!(v.is_empty(), "{values} {:?}: {v:?}", d.metadata.name);
+            // The API token is mounted explicitly, read-only, instead of automounted.
+            let spec = pod.spec.unwrap();
+            assert!(spec.volumes.unwrap().iter().any(|v| v.projected.is_some()));
+            let c = &spec.containers[0];
+            assert!(
+                c.volume_mounts
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .all(|m| m.read_only == Some(true) || m.mount_path == "/tmp")
+            );
+            assert!(c.resources.as_ref().unwrap().limits.is_some());
+        }
+
+        // RBAC: exactly the listed grants, each with its reason.
+        let artifacts = if values == NONDEFAULT {
+            "secrets"
+        } else {
+            "configmaps"
+        };
+        let want: BTreeSet<(String, String, String, String)> = GRANTS
+            .iter()
+            .map(|(who, g, res, verb, why)| {
+                assert!(!why.is_empty());
+                let res = if *res == "ARTIFACTS" { artifacts } else { res };
+                (
+                    who.to_string(),
+                    g.to_string(),
+                    res.to_string(),
+                    verb.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(granted(r), want, "{values}");
+        for b in of_kind(r, "RoleBinding") {
+            let b: RoleBinding = typed(b);
+            assert_eq!(b.role_ref.kind, "Role");
+            assert_eq!(b.subjects.unwrap()[0].name, b.metadata.name.unwrap());
+        }
+
+        // NetworkPolicy for run Pods: no ingress; egress to DNS first, then only the listed
+        // model-API / proxy / extra destinations.
+        let policies: BTreeMap<String, NetworkPolicy> = of_kind(r, "NetworkPolicy")
+            .into_iter()
+            .map(|v| {
+                let p: NetworkPolicy = typed(v);
+                (p.metadata.name.clone().unwrap(), p)
+            })
+            .collect();
+        let runs = policies["co-codex-orchestrator-runs"].spec.clone().unwrap();
+        assert_eq!(
+            runs.pod_selector.unwrap().match_labels.unwrap()["codex-orchestrator.dev/network"],
+            "model-api-only"
+        );
+        assert_eq!(runs.policy_types.unwrap(), vec!["Ingress", "Egress"]);
+        assert_eq!(runs.ingress.unwrap_or_default().len(), 0);
+        let egress = runs.egress.unwrap();
+        let dns = &egress[0];
+        assert!(
+            dns.ports.as_ref().unwrap().iter().all(|p| p.port
+                == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53)))
+        );
+        let mut egress_rest = &egress[1..];
+        if proxied {
+            // First the egress proxy's Pods on 8080, and no address block for the model API.
+            let to_proxy = &egress_rest[0];
+            let sel = to_proxy.to.as_ref().unwrap()[0]
+                .pod_selector
+                .clone()
+                .unwrap()
+                .match_labels
+                .unwrap();
+            assert_eq!(sel["app.kubernetes.io/component"], "model-proxy");
+            assert_eq!(
+                to_proxy.ports.as_ref().unwrap()[0].port,
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
+            );
+            egress_rest = &egress_rest[1..];
+        }
+        let rest: Vec<(String, Vec<String>, Vec<i32>)> = egress_rest
+            .iter()
+            .map(|e| {
+                let to = e.to.as_ref().unwrap();
+                assert_eq!(to.len(), 1);
+                let b = to[0].ip_block.clone().expect("only ipBlocks besides DNS");
+                let ports = e
+                    .ports
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|p| match p.port {
+                        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                            n
+                        }
+                        ref other => panic!("{other:?}"),
+                    })
+                    .collect();
+                (b.cidr, b.except.unwrap_or_default(), ports)
+            })
+            .collect();
+        let open = policies.get("co-codex-orchestrator-runs-open");
+        if values == NONDEFAULT {
+            assert_eq!(
+                rest,
+                vec![
+                    ("10.20.0.5/32".to_string(), vec![], vec![3128]),
+                    ("10.30.0.0/24".to_string(), vec![], vec![80, 9418]),
+                ]
+            );
+            // allowFullAccess: open egress only for Pods labelled `open`.
+            let o = open.expect("runs-open policy").spec.clone().unwrap();
+            assert_eq!(
+                o.pod_selector.unwrap().match_labels.unwrap()["codex-orchestrator.dev/network"],
+                "open"
+            );
+            assert_eq!(o.ingress.unwrap_or_default().len(), 0);
+        } else {
+            // Run Pods reach only DNS and the proxy; the proxy reaches only DNS and the model
+            // API, and is reached only by run Pods.
+            assert_eq!(rest, vec![]);
+            let p = policies["co-codex-orchestrator-model-proxy"]
+                .spec
+                .clone()
+                .unwrap();
+            let from = p.ingress.unwrap();
+            assert_eq!(from.len(), 1);
+            assert_eq!(
+                from[0].from.as_ref().unwrap()[0]
+                    .pod_selector
+                    .clone()
+                    .unwrap()
+                    .match_labels
+                    .unwrap()["app.kubernetes.io/component"],
+                "run"
+            );
+            let proxy_rest: Vec<(String, Vec<String>, Vec<i32>)> = p.egress.unwrap()[1..]
+                .iter()
+                .map(|e| {
+                    let b = e.to.as_ref().unwrap()[0].ip_block.clone().unwrap();
+                    let ports = e
+                        .ports
+                        .as_ref()
+                        .unwrap()
+                        .iter()
+                        .map(|p| match p.port {
+                            Some(
+                                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n),
+                            ) => n,
+                            ref other => panic!("{other:?}"),
+                        })
+                        .collect();
+                    (b.cidr, b.except.unwrap_or_default(), ports)
+                })
+                .collect();
+            let public_https = vec![(
+                "0.0.0.0/0".to_string(),
+                [
+                    "10.0.0.0/8",
+                    "172.16.0.0/12",
+                    "192.168.0.0/16",
+                    "169.254.0.0/16",
+                ]
+                .map(String::from)
+                .to_vec(),
+                vec![443],
+            )];
+            assert_eq!(proxy_rest, public_https);
+            assert!(open.is_none(), "no open egress without allowFullAccess");
+        }
+
+        // The gateway: the Service's names are allowed hosts; tokens from the Secret; the
+        // controller gets --allow-full-access only when asked.
+        let args = |name: &str| -> Vec<String> {
+            let d: Deployment = typed(
+                of_kind(r, "Deployment")
+                    .into_iter()
+                    .find(|d| d["metadata"]["name"] == name)
+                    .unwrap(),
+            );
+            d.spec.template.spec.unwrap().containers[0]
+                .args
+                .clone()
+                .unwrap()
+        };
+        let gw = args("co-codex-orchestrator-gateway");
+        for h in [
+            "co-codex-orchestrator-gateway",
+            "co-codex-orchestrator-gateway.tools.svc.cluster.local",
+        ] {
+            assert!(gw.contains(&format!("--allowed-host={h}")), "{gw:?}");
+        }
+        assert!(
+            gw.contains(&"--backend=kube".to_string())
+                && gw.contains(&"--namespace=tools".to_string())
+        );
+        let want_mode = if values == NONDEFAULT {
+            "--default-mode=readonly"
+        } else {
+            "--default-mode=workspace_write"
+        };
+        assert!(gw.contains(&want_mode.to_string()), "{gw:?}");
+        let ctl = args("co-codex-orchestrator-controller");
+        let proxy_args = [
+            "--model-proxy-url=http://co-codex-orchestrator-model-proxy.tools.svc.cluster.local:8080/v1".to_string(),
+            "--model-proxy-token-secret=co-codex-orchestrator-model-proxy-token".to_string(),
+        ];
+        assert_eq!(
+            proxy_args.iter().all(|a| ctl.contains(a)),
+            proxied,
+            "{ctl:?}"
+        );
+        assert_eq!(
+            ctl.contains(&"--allow-full-access".to_string()),
+            values == NONDEFAULT,
+            "{ctl:?}"
+        );
+        let secrets = of_kind(r, "Secret");
+        if values == NONDEFAULT {
+            let s: Secret = typed(secrets[0]);
+            assert_eq!(
+                s.string_data.unwrap()["tokens"].trim(),
+                "ci-token-aaaaaaaaaaaaaaaa team-a\nci-token-bbbbbbbbbbbbbbbb team-b"
+            );
+            assert!(gw.contains(&"--auth-secret=azure-key/token".to_string()));
+        } else {
+            // The only Secret of the default install: the proxy's token.
+            let names: Vec<&str> = secrets
+                .iter()
+                .map(|s| s["metadata"]["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, ["co-codex-orchestrator-model-proxy-token"]);
+            let t: Secret = typed(secrets[0]);
+            assert_eq!(t.data.unwrap()["token"].0.len(), 48);
+            assert!(gw.contains(&"--auth-secret=openai-api-key/api-key".to_string()));
+        }
+        assert!(
+            r.notes
+                .contains("http://co-codex-orchestrator-gateway.tools.svc.cluster.local:80/mcp"),
+            "{}",
+            r.notes
+        );
+    }
+}

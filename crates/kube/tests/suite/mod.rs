@@ -1,0 +1,4 @@
+mod chart;
+mod controller;
+mod crd;
+mod pod;

@@ -1,0 +1,541 @@
+//! The pure Pod builder: whole-Pod assertions per security mode, the restricted profile on
+//! every container (init included), the read-only workspace mount exactly in readonly mode.
+
+use codex_orchestrator_core::model::{RunId, RunSpec, SecurityMode, VerifySpec};
+use codex_orchestrator_kube::crd::{
+    CodexRun, CodexRunSpec, GitSource, LocalObjectRef, PvcSource, SecretKeyRef, SourceSpec,
+};
+use codex_orchestrator_kube::pod::{
+    PodError, PodSettings, build_pod, restricted_violations, run_spec, workspace_mount,
+};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::json;
+
+const UID: &str = "0a1b2c3d-0000-4000-8000-000000000000";
+const RUN_ID: &str = "20260501100000-0a1b2c3d";
+
+fn git_source() -> SourceSpec {
+    SourceSpec {
+        git: Some(GitSource {
+            url: "https://git.example.com/team/app.git".into(),
+            revision: Some("main".into()),
+            credentials_secret: Some(LocalObjectRef {
+                name: "git-token".into(),
+            }),
+        }),
+        pvc: None,
+    }
+}
+
+fn pvc_source() -> SourceSpec {
+    SourceSpec {
+        git: None,
+        pvc: Some(PvcSource {
+            claim_name: "workspaces".into(),
+            sub_path: Some("app".into()),
+        }),
+    }
+}
+
+pub fn test_run(name: &str, mode: SecurityMode, source: SourceSpec) -> CodexRun {
+    let mut cr = CodexRun::new(
+        name,
+        CodexRunSpec {
+            prompt: "Fix the bug".into(),
+            security_mode: mode,
+            source,
+            image: None,
+            model: None,
+            model_provider: None,
+            auth_secret_ref: Some(SecretKeyRef {
+                name: "openai".into(),
+                key: "api-key".into(),
+            }),
+            output_schema: None,
+            schema_retry: false,
+            verify: None,
+            timeout_seconds: Some(600),
+            resources: None,
+            cancel: false,
+            ttl_seconds_after_finished: None,
+        },
+    );
+    cr.metadata.namespace = Some("team-a".into());
+    cr.metadata.uid = Some(UID.into());
+    cr.metadata.creation_timestamp = Some(Time("2026-05-01T10:00:00Z".parse().unwrap()));
+    cr
+}
+
+fn expected_spec(mode: SecurityMode) -> RunSpec {
+    let s = PodSettings::default();
+    RunSpec {
+        run_id: RunId::parse(RUN_ID).unwrap(),
+        orchestrator_version: codex_orchestrator_core::model::VERSION.into(),
+        prompt: "Fix the bug".into(),
+        mode,
+        workspace: "/workspace".into(),
+        scratch_dir: (mode == SecurityMode::Readonly).then(|| "/scratch/ws".into()),
+        model: Some("gpt-5.5".into()),
+        provider: None,
+        output_schema: None,
+        schema_retry: false,
+        verify: VerifySpec::resolve(mode, None, &s.verify_defaults).unwrap(),
+        deadline_secs: 600,
+        codex_bin: "/usr/local/bin/codex".into(),
+        codex_home: "/home/codex/.codex".into(),
+        max_patch_bytes: 8 * 1024 * 1024,
+        secret_env: vec!["CODEX_API_KEY".into()],
+        agent_dir: None,
+    }
+}
+
+fn security() -> serde_json::Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "privileged": false,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": true,
+        "runAsNonRoot": true,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"}
+    })
+}
+
+fn agent_env(mode: SecurityMode) -> serde_json::Value {
+    json!([
+        {"name": "CODEX_ORCHESTRATOR_SPEC", "value": serde_json::to_string(&expected_spec(mode)).unwrap()},
+        {"name": "HOME", "value": "/home/codex"},
+        {"name": "TMPDIR", "value": "/tmp"},
+        {"name": "LANG", "value": "C.UTF-8"},
+        {"name": "PATH", "value": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+        {"name": "USER", "value": "codex"},
+        {"name": "LOGNAME", "value": "codex"},
+        {"name": "GIT_AUTHOR_NAME", "value": "Codex"},
+        {"name": "GIT_AUTHOR_EMAIL", "value": "codex@sandbox.invalid"},
+        {"name": "GIT_COMMITTER_NAME", "value": "Codex"},
+        {"name": "GIT_COMMITTER_EMAIL", "value": "codex@sandbox.invalid"},
+        {"name": "CODEX_ORCHESTRATOR_LOG_FORMAT", "value": "human"},
+        {"name": "CODEX_API_KEY", "valueFrom": {"secretKeyRef": {"name": "openai", "key": "api-key"}}}
+    ])
+}
+
+fn metadata(name: &str, mode: &str, network: &str) -> serde_json::Value {
+    json!({
+        "name": format!("{name}-run"),
+        "namespace": "team-a",
+        "labels": {
+            "app.kubernetes.io/component": "run",
+            "app.kubernetes.io/managed-by": "codex-orchestrator",
+            "app.kubernetes.io/name": "codex-orchestrator",
+            "codex-orchestrator.dev/codexrun": name,
+            "codex-orchestrator.dev/mode": mode,
+            "codex-orchestrator.dev/network": network,
+            "codex-orchestrator.dev/run-id": RUN_ID
+        },
+        "ownerReferences": [{
+            "apiVersion": "codex-orchestrator.dev/v1alpha1",
+            "kind": "CodexRun",
+            "name": name,
+            "uid": UID,
+            "controller": true
+        }]
+    })
+}
+
+fn pod_spec_common() -> serde_json::Value {
+    json!({
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": false,
+        "enableServiceLinks": false,
+        "activeDeadlineSeconds": 600 + 900,
+        "terminationGracePeriodSeconds": 15,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"}
+        }
+    })
+}
+
+fn agent_resources() -> serde_json::Value {
+    json!({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}})
+}
+
+fn merge(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    for (k, v) in b.as_object().unwrap() {
+        a[k] = v.clone();
+    }
+    a
+}
+
+#[test]
+fn readonly_git_pod_whole() {
+    let cr = test_run("review", SecurityMode::Readonly, git_source());
+    let pod = build_pod(&cr, &PodSettings::default()).unwrap();
+    let image = PodSettings::default().image;
+    let spec = merge(
+        pod_spec_common(),
+        json!({
+            "initContainers": [{
+                "name": "fetch",
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/usr/local/bin/codex-orchestrator-agent"],
+                "args": ["fetch", "--url", "https://git.example.com/team/app.git", "--dest", "/workspace", "--revision", "main"],
+                "env": [
+                    {"name": "HOME", "value": "/tmp"},
+                    {"name": "TMPDIR", "value": "/tmp"},
+                    {"name": "CODEX_ORCHESTRATOR_GIT_USERNAME", "valueFrom": {"secretKeyRef": {"name": "git-token", "key": "username", "optional": true}}},
+                    {"name": "CODEX_ORCHESTRATOR_GIT_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "git-token", "key": "password"}}}
+                ],
+                "workingDir": "/tmp",
+                "volumeMounts": [
+                    {"name": "workspace", "mountPath": "/workspace"},
+                    {"name": "tmp", "mountPath": "/tmp"}
+                ],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                "securityContext": security(),
+                "terminationMessagePolicy": "FallbackToLogsOnError"
+            }],
+            "containers": [{
+                "name": "agent",
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/usr/local/bin/codex-orchestrator-agent"],
+                "args": ["agent"],
+                "env": agent_env(SecurityMode::Readonly),
+                "workingDir": "/workspace",
+                "volumeMounts": [
+                    {"name": "workspace", "mountPath": "/workspace", "readOnly": true},
+                    {"name": "home", "mountPath": "/home/codex"},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "scratch", "mountPath": "/scratch"}
+                ],
+                "resources": agent_resources(),
+                "securityContext": security(),
+                "terminationMessagePolicy": "FallbackToLogsOnError"
+            }],
+            "volumes": [
+                {"name": "workspace", "emptyDir": {"sizeLimit": "4Gi"}},
+                {"name": "home", "emptyDir": {"sizeLimit": "512Mi"}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "scratch", "emptyDir": {"sizeLimit": "4Gi"}}
+            ]
+        }),
+    );
+    let expected: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata("review", "readonly", "model-api-only"),
+        "spec": spec
+    }))
+    .unwrap();
+    assert_eq!(pod, expected);
+}
+
+fn write_mode_pod_expected(name: &str, mode: SecurityMode, network: &str) -> Pod {
+    let spec = merge(
+        pod_spec_common(),
+        json!({
+            "containers": [{
+                "name": "agent",
+                "image": PodSettings::default().image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["/usr/local/bin/codex-orchestrator-agent"],
+                "args": ["agent"],
+                "env": agent_env(mode),
+                "workingDir": "/workspace",
+                "volumeMounts": [
+                    {"name": "workspace", "mountPath": "/workspace", "subPath": "app"},
+                    {"name": "home", "mountPath": "/home/codex"},
+                    {"name": "tmp", "mountPath": "/tmp"}
+                ],
+                "resources": agent_resources(),
+                "securityContext": security(),
+                "terminationMessagePolicy": "FallbackToLogsOnError"
+            }],
+            "volumes": [
+                {"name": "workspace", "persistentVolumeClaim": {"claimName": "workspaces"}},
+                {"name": "home", "emptyDir": {"sizeLimit": "512Mi"}},
+                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+            ]
+        }),
+    );
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata(name, mode.as_str(), network),
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+#[test]
+fn workspace_write_pvc_pod_whole() {
+    let cr = test_run("fix", SecurityMode::WorkspaceWrite, pvc_source());
+    let pod = build_pod(&cr, &PodSettings::default()).unwrap();
+    assert_eq!(
+        pod,
+        write_mode_pod_expected("fix", SecurityMode::WorkspaceWrite, "model-api-only")
+    );
+}
+
+#[test]
+fn full_access_pod_whole_and_only_when_allowed() {
+    let cr = test_run("open", SecurityMode::FullAccess, pvc_source());
+    assert_eq!(
+        build_pod(&cr, &PodSettings::default()),
+        Err(PodError::FullAccessNotAllowed)
+    );
+    let allowed = PodSettings {
+        allow_full_access: true,
+        ..PodSettings::default()
+    };
+    let pod = build_pod(&cr, &allowed).unwrap();
+    assert_eq!(
+        pod,
+        write_mode_pod_expected("open", SecurityMode::FullAccess, "open")
+    );
+}
+
+#[test]
+fn every_container_passes_the_restricted_profile_in_every_mode() {
+    let allowed = PodSettings {
+        allow_full_access: true,
+        ..PodSettings::default()
+    };
+    let mut checked = 0;
+    for mode in [
+        SecurityMode::Readonly,
+        SecurityMode::WorkspaceWrite,
+        SecurityMode::FullAccess,
+    ] {
+        for source in [git_source(), pvc_source()] {
+            let pod = build_pod(&test_run("r", mode, source), &allowed).unwrap();
+            let spec = pod.spec.as_ref().unwrap();
+            checked += spec.containers.len() + spec.init_containers.iter().flatten().count();
+            assert_eq!(restricted_violations(&pod), Vec::<String>::new(), "{mode}");
+            // Read-only workspace mount exactly in readonly mode (and a read-only PVC).
+            let ro = workspace_mount(&pod).unwrap().read_only == Some(true);
+            assert_eq!(ro, mode == SecurityMode::Readonly, "{mode}");
+            if let Some(pvc) = spec
+                .volumes
+                .iter()
+                .flatten()
+                .find_map(|v| v.persistent_volume_claim.as_ref())
+            {
+                assert_eq!(
+                    pvc.read_only == Some(true),
+                    mode == SecurityMode::Readonly,
+                    "{mode}"
+                );
+            }
+        }
+    }
+    assert_eq!(checked, 9);
+}
+
+type Mutation = Box<dyn Fn(&mut Pod)>;
+
+#[test]
+fn the_checker_catches_each_violation() {
+    let good = build_pod(
+        &test_run("r", SecurityMode::Readonly, git_source()),
+        &PodSettings::default(),
+    )
+    .unwrap();
+    let bad = |f: &dyn Fn(&mut Pod)| {
+        let mut p = good.clone();
+        f(&mut p);
+        restricted_violations(&p)
+    };
+    let cases: Vec<(&str, Mutation)> = vec![
+        (
+            "fetch: allowPrivilegeEscalation is not false",
+            Box::new(|p: &mut Pod| {
+                p.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0]
+                    .security_context
+                    .as_mut()
+                    .unwrap()
+                    .allow_privilege_escalation = None;
+            }),
+        ),
+        (
+            "agent: capabilities do not drop ALL",
+            Box::new(|p: &mut Pod| {
+                p.spec.as_mut().unwrap().containers[0]
+                    .security_context
+                    .as_mut()
+                    .unwrap()
+                    .capabilities = None;
+            }),
+        ),
+        (
+            "agent: runAsUser is 0",
+            Box::new(|p: &mut Pod| {
+                p.spec.as_mut().unwrap().containers[0]
+                    .security_context
+                    .as_mut()
+                    .unwrap()
+                    .run_as_user = Some(0);
+            }),
+        ),
+        (
+            "fetch: readOnlyRootFilesystem is not true",
+            Box::new(|p: &mut Pod| {
+                p.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0]
+                    .security_context
+                    .as_mut()
+                    .unwrap()
+                    .read_only_root_filesystem = Some(false);
+            }),
+        ),
+        (
+            "agent: privileged",
+            Box::new(|p: &mut Pod| {
+                p.spec.as_mut().unwrap().containers[0]
+                    .security_context
+                    .as_mut()
+                    .unwrap()
+                    .privileged = Some(true);
+            }),
+        ),
+        (
+            "hostNetwork",
+            Box::new(|p: &mut Pod| {
+                p.spec.as_mut().unwrap().host_network = Some(true);
+            }),
+        ),
+        (
+            "automountServiceAccountToken is not false",
+            Box::new(|p: &mut Pod| {
+                p.spec.as_mut().unwrap().automount_service_account_token = None;
+            }),
+        ),
+    ];
+    for (want, f) in cases {
+        assert_eq!(bad(&*f), vec![want.to_string()]);
+    }
+    // Seccomp is satisfied at pod level when a container does not set it, and fails when
+    // neither does.
+    let v = bad(&|p: &mut Pod| {
+        p.spec.as_mut().unwrap().containers[0]
+            .security_context
+            .as_mut()
+            .unwrap()
+            .seccomp_profile = None;
+    });
+    assert_eq!(v, Vec::<String>::new());
+    let v = bad(&|p: &mut Pod| {
+        p.spec.as_mut().unwrap().containers[0]
+            .security_context
+            .as_mut()
+            .unwrap()
+            .seccomp_profile = None;
+        p.spec
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .seccomp_profile = None;
+    });
+    assert_eq!(
+        v,
+        vec!["agent: seccompProfile is not RuntimeDefault/Localhost".to_string()]
+    );
+}
+
+#[test]
+fn invalid_runs_are_refused_with_a_reason() {
+    let s = PodSettings::default();
+    let mut cr = test_run("r", SecurityMode::Readonly, git_source());
+    cr.spec.source.pvc = pvc_source().pvc;
+    assert_eq!(build_pod(&cr, &s), Err(PodError::Source));
+    let mut cr = test_run("r", SecurityMode::Readonly, git_source());
+    cr.spec.auth_secret_ref = None;
+    assert_eq!(build_pod(&cr, &s), Err(PodError::NoAuth));
+    let mut cr = test_run("r", SecurityMode::Readonly, git_source());
+    cr.spec.timeout_seconds = Some(s.max_timeout_secs + 1);
+    assert!(matches!(build_pod(&cr, &s), Err(PodError::Timeout(..))));
+    let mut cr = test_run("r", SecurityMode::Readonly, git_source());
+    cr.spec.image = Some("evil:latest".into());
+    assert!(matches!(
+        build_pod(&cr, &s),
+        Err(PodError::ImageNotAllowed(..))
+    ));
+    let mut cr = test_run("r", SecurityMode::Readonly, git_source());
+    cr.spec.output_schema = Some(codex_orchestrator_kube::crd::OutputSchemaSpec {
+        name: Some("nope".into()),
+        inline: None,
+    });
+    let e = build_pod(&cr, &s).unwrap_err().to_string();
+    assert!(
+        e.starts_with("outputSchema: `nope` is not a bundled schema"),
+        "{e}"
+    );
+    // A bundled schema name resolves into the spec.
+    cr.spec.output_schema.as_mut().unwrap().name = Some("code_change".into());
+    assert_eq!(
+        run_spec(&cr, &s).unwrap().output_schema,
+        codex_orchestrator_core::schemas::bundled("code_change")
+    );
+}
+
+#[test]
+fn with_the_egress_proxy_the_pod_gets_the_proxy_token_never_the_api_key() {
+    use codex_orchestrator_core::model::ModelProvider;
+    use codex_orchestrator_kube::pod::{ModelProxy, PROXY_TOKEN_ENV};
+    let settings = PodSettings {
+        model_proxy: Some(ModelProxy {
+            base_url: "http://co-model-proxy.team-a.svc:8080/v1".into(),
+            token_secret: "co-model-proxy-token".into(),
+            token_key: "token".into(),
+        }),
+        ..PodSettings::default()
+    };
+    let mut cr = test_run("fix", SecurityMode::WorkspaceWrite, pvc_source());
+    // The API key Secret is not needed (and not used) with the proxy.
+    cr.spec.auth_secret_ref = None;
+    let pod = build_pod(&cr, &settings).unwrap();
+
+    let mut spec = expected_spec(SecurityMode::WorkspaceWrite);
+    spec.provider = Some(ModelProvider {
+        name: "model-proxy".into(),
+        base_url: "http://co-model-proxy.team-a.svc:8080/v1".into(),
+        env_key: Some(PROXY_TOKEN_ENV.into()),
+        wire_api: Default::default(),
+        extra: Default::default(),
+    });
+    spec.secret_env = vec![PROXY_TOKEN_ENV.into()];
+    let mut want = serde_json::to_value(write_mode_pod_expected(
+        "fix",
+        SecurityMode::WorkspaceWrite,
+        "model-api-only",
+    ))
+    .unwrap();
+    let env = want["spec"]["containers"][0]["env"].as_array_mut().unwrap();
+    env[0]["value"] = json!(serde_json::to_string(&spec).unwrap());
+    *env.last_mut().unwrap() = json!({"name": PROXY_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": "co-model-proxy-token", "key": "token"}}});
+    assert_eq!(serde_json::to_value(&pod).unwrap(), want);
+    assert!(!serde_json::to_string(&pod).unwrap().contains("api-key"));
+
+    // A run that names its own provider cannot bypass the proxy.
+    let mut custom = test_run("fix", SecurityMode::WorkspaceWrite, pvc_source());
+    custom.spec.model_provider = Some(codex_orchestrator_kube::crd::ModelProviderSpec {
+        name: "azure".into(),
+        base_url: "https://example.openai.azure.com/openai/v1".into(),
+        env_key: Some("AZURE_KEY".into()),
+        extra: None,
+    });
+    assert_eq!(
+        build_pod(&custom, &settings),
+        Err(PodError::ProviderWithProxy(
+            "http://co-model-proxy.team-a.svc:8080/v1".into()
+        ))
+    );
+}

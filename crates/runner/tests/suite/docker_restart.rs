@@ -1,0 +1,149 @@
+//! The orchestrator process dies mid-run: the next one re-attaches (the run completes with
+//! nothing lost) or, if the sandbox vanished meanwhile, reports the run `lost`. Orphans go.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use codex_orchestrator_core::model::{RunId, RunPhase, TerminalReason};
+use codex_orchestrator_runner::Runner;
+use codex_orchestrator_runner::docker::{LABEL_MANAGED, LABEL_RUN_ID, LABEL_STORE};
+use codex_orchestrator_runner::store::RunStore;
+use serde_json::json;
+
+use codex_orchestrator_testkit::docker::{DockerEnv, git_workspace};
+
+/// Starts `codex-orchestrator run` as a separate process with this env's config.
+fn spawn_cli_run(env: &DockerEnv, ws: &std::path::Path) -> Child {
+    let cfg_path = env.state.path().join("config.toml");
+    std::fs::write(&cfg_path, toml::to_string(&env.config()).unwrap()).unwrap();
+    Command::new(codex_orchestrator_testkit::bins::cli())
+        .args(["--config"])
+        .arg(&cfg_path)
+        .args(["run", "--workspace"])
+        .arg(ws)
+        .arg("make the change")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) until the store holds one run whose codex is running `needle`.
+fn wait_for_command(store: &RunStore, needle: &str) -> RunId {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(id) = store.list().unwrap().into_iter().next()
+            && let Ok(st) = store.read_status(&id)
+            && st
+                .progress
+                .current_command
+                .as_deref()
+                .is_some_and(|c| c.contains(needle))
+        {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "the run never got to `{needle}`");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_server_reattaches_and_the_run_completes() {
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"exec": "sleep 4 && echo slept"}], "usage": {"input_tokens": 100, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 105}},
+        {"output": [{"message": "all done"}], "usage": {"input_tokens": 200, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 207}}
+    ]))
+    .await;
+    let ws = git_workspace();
+    let mut child = spawn_cli_run(&env, ws.path());
+    let store = RunStore::open(env.state.path()).unwrap();
+    let id = wait_for_command(&store, "sleep 4");
+    child.kill().unwrap(); // SIGKILL: no clean-up of any kind
+    child.wait().unwrap();
+    assert_eq!(store.read_status(&id).unwrap().phase, RunPhase::Running);
+
+    let runner = env.runner().await; // recovers
+    let st = runner.wait(&id, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(st.phase, RunPhase::Succeeded, "{st:#?}");
+    let r = runner.artifacts(&id).await.unwrap().result.unwrap();
+    assert_eq!(r.summary.as_deref(), Some("all done"));
+    assert_eq!(
+        r.commands.len(),
+        1,
+        "events re-read once, not double counted"
+    );
+    assert_eq!(r.usage.total.input_tokens, 300);
+    assert_eq!(st.progress.commands_run, 1);
+    // The events log holds each line once.
+    let page = runner.events(&id, 0, 10_000).await.unwrap();
+    let starts = page
+        .events
+        .iter()
+        .filter(|e| e["type"] == "orchestrator.run.started")
+        .count();
+    assert_eq!(starts, 1);
+    assert!(env.store_containers().await.is_empty());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_sandbox_is_reported_lost_and_orphans_are_removed() {
+    let mut env = DockerEnv::start(json!([{"output": [{"exec": "sleep 300"}]}])).await;
+    let ws = git_workspace();
+    let mut child = spawn_cli_run(&env, ws.path());
+    let store = RunStore::open(env.state.path()).unwrap();
+    let id = wait_for_command(&store, "sleep 300");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The sandbox disappears while nobody watches.
+    for c in env.store_containers().await {
+        env.docker
+            .remove_container(
+                &c,
+                Some(
+                    bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    // And an orphan of this store appears (a run id the store does not know).
+    let orphan = RunId::generate();
+    let mut labels = HashMap::new();
+    labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
+    labels.insert(LABEL_RUN_ID.to_string(), orphan.to_string());
+    labels.insert(LABEL_STORE.to_string(), env.store_key());
+    env.docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(&format!("codex-run-{orphan}"))
+                    .build(),
+            ),
+            ContainerCreateBody {
+                image: Some(env.image.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(env.store_containers().await.len(), 1);
+
+    let runner = env.runner().await;
+    let st = runner.status(&id).await.unwrap();
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Lost, Some(TerminalReason::Lost)),
+        "{st:#?}"
+    );
+    assert!(st.message.unwrap().contains("no longer exists"));
+    assert!(env.store_containers().await.is_empty(), "orphan removed");
+    env.cleanup().await;
+}

@@ -1,0 +1,421 @@
+//! The runner image against the real Docker engine: offline base, content-hash caching,
+//! labels, entrypoint, the real codex inside, and clear version errors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use codex_orchestrator_core::model::VERSION;
+use codex_orchestrator_runner::image::{
+    self, ImageError, ImageInfo, ImageOptions, LABEL_CODEX_VERSION, LABEL_CONTENT_HASH, LABEL_KIND,
+    LABEL_VERSION, recipe,
+};
+use futures::StreamExt;
+
+use codex_orchestrator_testkit::image::{
+    ImageGuard, TEST_LABEL, agent_bin, docker, egress_bin, run_once, test_image_options,
+    test_labels, test_runner_image, unique_name,
+};
+
+const ENTRYPOINT: [&str; 2] = ["/usr/local/bin/codex-orchestrator-agent", "agent"];
+
+/// The content hash the runner image must carry, recomputed from its inputs.
+async fn expected_content_hash(docker: &bollard::Docker, agent: &std::path::Path) -> String {
+    let base_tag = recipe::base_tag(&recipe::BASE_RECIPE);
+    let base = docker
+        .inspect_image(&base_tag)
+        .await
+        .expect("base image exists");
+    let codex_sha = base
+        .config
+        .and_then(|c| c.labels)
+        .and_then(|l| l.get(recipe::LABEL_CODEX_SHA256).cloned())
+        .expect("base has a codex sha256 label");
+    recipe::ContentInputs {
+        agent_sha256: &image::sha256_file(agent).expect("hash agent"),
+        egress_sha256: &image::sha256_file(&egress_bin()).expect("hash egress"),
+        codex_sha256: Some(&codex_sha),
+        dockerfile: image::RUNNER_DOCKERFILE,
+        base_id: base.id.as_deref().expect("base id"),
+    }
+    .hash()
+}
+
+#[tokio::test]
+async fn runner_image_is_reused_when_nothing_changed() {
+    let tag = test_runner_image().await;
+    let docker = docker().await;
+    let first = image::check_runner_image(&docker, &tag)
+        .await
+        .expect("check");
+    let again = image::ensure_runner_image(&docker, &test_image_options())
+        .await
+        .expect("ensure");
+    // Not rebuilt: the very same image, reported as reused.
+    assert_eq!(
+        again,
+        ImageInfo {
+            built: false,
+            ..first
+        }
+    );
+}
+
+#[tokio::test]
+async fn runner_image_has_labels_entrypoint_and_a_working_codex() {
+    let tag = test_runner_image().await;
+    let docker = docker().await;
+    let info = image::check_runner_image(&docker, &tag)
+        .await
+        .expect("check");
+    let hash = expected_content_hash(&docker, &agent_bin()).await;
+    assert_eq!(tag, format!("codex-orchestrator-runner:{VERSION}"));
+    assert_eq!(
+        (
+            info.entrypoint.clone(),
+            info.version.clone(),
+            info.codex_version.clone(),
+            info.content_hash.clone(),
+            info.labels.get(LABEL_KIND).cloned(),
+        ),
+        (
+            ENTRYPOINT.iter().map(|s| s.to_string()).collect(),
+            Some(VERSION.to_string()),
+            Some("0.147.0".to_string()),
+            Some(hash),
+            Some("runner".to_string()),
+        )
+    );
+
+    // The real codex, the tools the model needs and the mount points, as an unprivileged user
+    // on a read-only root filesystem.
+    let script = "codex --version; \
+                  for d in /workspace /scratch /home/codex; do test -d $d && echo dir $d; done; \
+                  git --version | cut -d' ' -f1-2; python3 -c 'print(\"python ok\")'; \
+                  ps -o comm= -p $$; test -x /usr/local/bin/codex-orchestrator-agent && echo agent ok; \
+                  test -x /usr/local/bin/codex-orchestrator-egress && echo egress ok; \
+                  git config --system safe.directory; echo \"$PATH\"; pwd; \
+                  touch \"$HOME/f\" && echo home writable; stat -c '%a %n' /scratch /workspace";
+    let done = run_once(&docker, &tag, &["/bin/sh", "-c", script]).await;
+    assert_eq!(
+        (done.exit_code, done.stdout.as_str(), done.stderr.as_str()),
+        (
+            0,
+            "codex-cli 0.147.0\n\
+             dir /workspace\ndir /scratch\ndir /home/codex\n\
+             git version\npython ok\nsh\nagent ok\negress ok\n*\n\
+             /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/workspace\n\
+             home writable\n1777 /scratch\n755 /workspace\n",
+            ""
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_changed_agent_binary_gives_a_rebuilt_image_and_force_rebuilds() {
+    let docker = docker().await;
+    let main_tag = test_runner_image().await;
+    let main = image::check_runner_image(&docker, &main_tag)
+        .await
+        .expect("check");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let changed = dir.path().join("codex-orchestrator-agent");
+    std::fs::copy(agent_bin(), &changed).expect("copy binary");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&changed)
+        .and_then(|mut f| f.write_all(b"\n"))
+        .expect("append a byte");
+
+    let tag = format!("{}:1", unique_name("codex-orchestrator-test-runner"));
+    let _guard = ImageGuard(tag.clone());
+    let mut opts = ImageOptions {
+        tag: Some(tag.clone()),
+        extra_labels: test_labels(),
+        ..test_image_options()
+    };
+    opts.agent_binary = changed.clone();
+
+    let built = image::ensure_runner_image(&docker, &opts)
+        .await
+        .expect("build");
+    assert!(built.built, "a new tag must be built");
+    assert_ne!(built.content_hash, main.content_hash);
+    assert_eq!(
+        built.content_hash,
+        Some(expected_content_hash(&docker, &changed).await)
+    );
+    assert_eq!(built.labels.get(TEST_LABEL).map(String::as_str), Some("1"));
+
+    let reused = image::ensure_runner_image(&docker, &opts)
+        .await
+        .expect("reuse");
+    assert_eq!(
+        reused,
+        ImageInfo {
+            built: false,
+            ..built.clone()
+        }
+    );
+
+    // Change the binary once more: the same tag is rebuilt and the replaced image removed.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&changed)
+        .and_then(|mut f| f.write_all(b"\n"))
+        .expect("append another byte");
+    let rebuilt = image::ensure_runner_image(&docker, &opts)
+        .await
+        .expect("rebuild");
+    assert!(rebuilt.built);
+    assert_ne!(rebuilt.id, built.id);
+    assert_ne!(rebuilt.content_hash, built.content_hash);
+    assert_image_gone(&docker, &built.id).await;
+
+    // --force rebuilds an up-to-date image.
+    let forced = image::ensure_runner_image(
+        &docker,
+        &ImageOptions {
+            force: true,
+            ..opts
+        },
+    )
+    .await
+    .expect("force");
+    assert!(forced.built);
+    assert_ne!(forced.id, rebuilt.id);
+    assert_eq!(forced.content_hash, rebuilt.content_hash);
+    assert_image_gone(&docker, &rebuilt.id).await;
+}
+
+async fn assert_image_gone(docker: &bollard::Docker, id: &str) {
+    match docker.inspect_image(id).await {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        other => panic!("replaced image {id} still there: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_image_of_another_version_is_a_clear_error() {
+    let docker = docker().await;
+    let runner = test_runner_image().await;
+    let tag = format!("{}:1", unique_name("codex-orchestrator-test-oldversion"));
+    let _guard = ImageGuard(tag.clone());
+
+    let dockerfile = format!("FROM {runner}\nLABEL {LABEL_VERSION}=\"0.0.0-old\"\n");
+    let mut ctx = tar::Builder::new(Vec::new());
+    recipe::append_file(&mut ctx, "Dockerfile", dockerfile.as_bytes(), 0o644).expect("tar");
+    let ctx = ctx.into_inner().expect("tar");
+    let labels: HashMap<String, String> = test_labels().into_iter().collect();
+    let options = BuildImageOptionsBuilder::default()
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .labels(&labels)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(ctx.into())));
+    while let Some(item) = stream.next().await {
+        item.expect("build step");
+    }
+
+    let err = image::check_runner_image(&docker, &tag).await.unwrap_err();
+    let message = err.to_string();
+    match err {
+        ImageError::VersionMismatch {
+            image,
+            image_version,
+            server_version,
+        } => assert_eq!(
+            (image, image_version, server_version),
+            (tag.clone(), "0.0.0-old".to_string(), VERSION.to_string())
+        ),
+        other => panic!("expected VersionMismatch, got {other:?}"),
+    }
+    assert_eq!(
+        message,
+        format!(
+            "runner image {tag} holds codex-orchestrator 0.0.0-old, but this is {VERSION}; \
+             run `codex-orchestrator image build` to rebuild it"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_missing_image_is_a_clear_error() {
+    let docker = docker().await;
+    let tag = format!("{}:1", unique_name("codex-orchestrator-test-missing"));
+    let err = image::check_runner_image(&docker, &tag).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("runner image {tag} does not exist; run `codex-orchestrator image build`")
+    );
+    assert!(matches!(err, ImageError::Missing { image } if image == tag));
+}
+
+#[tokio::test]
+async fn a_missing_user_base_is_a_clear_error() {
+    let docker = docker().await;
+    let base = format!("{}:1", unique_name("codex-orchestrator-test-nobase"));
+    let opts = ImageOptions {
+        base_image: Some(base.clone()),
+        tag: Some(format!(
+            "{}:1",
+            unique_name("codex-orchestrator-test-runner")
+        )),
+        ..test_image_options()
+    };
+    let err = image::ensure_runner_image(&docker, &opts)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ImageError::BaseMissing { ref image } if *image == base),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_base_is_used_as_is() {
+    let docker = docker().await;
+    test_runner_image().await; // makes sure our offline base exists
+    let base = recipe::base_tag(&recipe::BASE_RECIPE);
+    let base_id = docker
+        .inspect_image(&base)
+        .await
+        .expect("base")
+        .id
+        .expect("id");
+    let tag = format!("{}:1", unique_name("codex-orchestrator-test-userbase"));
+    let _guard = ImageGuard(tag.clone());
+    let opts = ImageOptions {
+        base_image: Some(base.clone()),
+        tag: Some(tag.clone()),
+        extra_labels: test_labels(),
+        ..test_image_options()
+    };
+    let info = image::ensure_runner_image(&docker, &opts)
+        .await
+        .expect("build");
+    let expected_hash = recipe::ContentInputs {
+        agent_sha256: &image::sha256_file(&agent_bin()).expect("hash"),
+        egress_sha256: &image::sha256_file(&egress_bin()).expect("hash"),
+        codex_sha256: None,
+        dockerfile: image::RUNNER_DOCKERFILE,
+        base_id: &base_id,
+    }
+    .hash();
+    let expected_labels = BTreeMap::from([
+        (LABEL_KIND.to_string(), "runner".to_string()),
+        (LABEL_VERSION.to_string(), VERSION.to_string()),
+        (LABEL_CODEX_VERSION.to_string(), "0.147.0".to_string()),
+        (LABEL_CONTENT_HASH.to_string(), expected_hash.clone()),
+        (TEST_LABEL.to_string(), "1".to_string()),
+    ]);
+    // The base's own labels are inherited; compare ours only.
+    let ours: BTreeMap<String, String> = info
+        .labels
+        .iter()
+        .filter(|(k, _)| expected_labels.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(
+        (
+            info.built,
+            info.content_hash.clone(),
+            ours,
+            info.entrypoint.clone()
+        ),
+        (
+            true,
+            Some(expected_hash),
+            expected_labels,
+            ENTRYPOINT.iter().map(|s| s.to_string()).collect()
+        )
+    );
+}
+
+#[test]
+fn the_codex_binary_is_downloaded_into_an_empty_cache() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let path = image::ensure_codex_binary(Some(cache.path())).expect("download codex");
+    assert_eq!(path, image::cached_codex_path(cache.path()));
+    image::verify_codex_binary(&path).expect("codex --version");
+    // Nothing else is left in the cache dir (the download dir is cleaned up).
+    let entries: Vec<_> = std::fs::read_dir(path.parent().expect("parent"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("codex")]);
+}
+
+#[tokio::test]
+async fn a_user_base_without_the_right_codex_is_refused() {
+    let docker = docker().await;
+    test_runner_image().await; // makes sure our offline base exists
+    let base = recipe::base_tag(&recipe::BASE_RECIPE);
+
+    // A "user base" whose codex is another version.
+    let bad_base = format!("{}:1", unique_name("codex-orchestrator-test-badbase"));
+    let _base_guard = ImageGuard(bad_base.clone());
+    let dockerfile =
+        format!("FROM {base}\nCOPY codex /usr/local/bin/codex\nLABEL {TEST_LABEL}=\"1\"\n");
+    let mut ctx = tar::Builder::new(Vec::new());
+    recipe::append_file(&mut ctx, "Dockerfile", dockerfile.as_bytes(), 0o644).expect("tar");
+    recipe::append_file(
+        &mut ctx,
+        "codex",
+        b"#!/bin/sh\necho codex-cli 0.0.1\n",
+        0o755,
+    )
+    .expect("tar");
+    let ctx = ctx.into_inner().expect("tar");
+    let options = BuildImageOptionsBuilder::default()
+        .t(&bad_base)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(ctx.into())));
+    while let Some(item) = stream.next().await {
+        item.expect("build step");
+    }
+
+    let tag = format!("{}:1", unique_name("codex-orchestrator-test-runner"));
+    let _guard = ImageGuard(tag.clone());
+    let opts = ImageOptions {
+        base_image: Some(bad_base.clone()),
+        tag: Some(tag.clone()),
+        extra_labels: test_labels(),
+        ..test_image_options()
+    };
+    let err = image::ensure_runner_image(&docker, &opts)
+        .await
+        .unwrap_err();
+    match err {
+        ImageError::CodexVersion {
+            path,
+            expected,
+            found,
+        } => assert_eq!(
+            (path.to_string_lossy().into_owned(), expected, found),
+            (
+                format!("{}:/usr/local/bin/codex", path_image(&path)),
+                "codex-cli 0.147.0".to_string(),
+                "exit 0: codex-cli 0.0.1".to_string()
+            )
+        ),
+        other => panic!("expected CodexVersion, got {other:?}"),
+    }
+    // No unusable runner image is left under the tag.
+    let check = image::check_runner_image(&docker, &tag).await.unwrap_err();
+    assert!(matches!(check, ImageError::Missing { .. }), "{check:?}");
+}
+
+/// The image id part of `<id>:/usr/local/bin/codex`.
+fn path_image(path: &std::path::Path) -> String {
+    let s = path.to_string_lossy();
+    let id = s.trim_end_matches(":/usr/local/bin/codex");
+    assert!(id.starts_with("sha256:"), "{s}");
+    id.to_string()
+}

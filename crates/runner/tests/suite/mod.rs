@@ -1,0 +1,6 @@
+mod docker_e2e;
+mod docker_hardening;
+mod docker_restart;
+mod egress;
+mod image;
+mod verify;

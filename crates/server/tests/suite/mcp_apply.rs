@@ -1,0 +1,747 @@
+//! `codex_patch_apply` and MCP client roots, through a real MCP client (rmcp's):
+//! * in-process over a duplex transport against a [`StoredRuns`] runner (finished runs with a
+//!   real git patch and a real run directory), with a client that declares the `roots`
+//!   capability;
+//! * the real binary over stdio with the real Docker backend, codex and the mock model: a
+//!   readonly run's patch reviewed, checked, applied, and refused the second time.
+
+// Roots are deprecated by a future protocol revision (SEP-2577); clients still use them.
+#![allow(deprecated)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use codex_orchestrator_core::model::{
+    RunId, RunPhase, RunRequest, RunStatus, SecurityMode, TerminalReason,
+};
+use codex_orchestrator_runner::error::RunnerError;
+use codex_orchestrator_runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
+use codex_orchestrator_server::mcp::apply::{ApplyRecord, read_records};
+use codex_orchestrator_server::mcp::{McpConfig, OrchestratorServer};
+use rmcp::model::{
+    CallToolResult, ClientCapabilities, ClientConfig, Implementation, ListRootsResult, Root, Tool,
+};
+use rmcp::service::{RequestContext, RunningService};
+use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+use super::mcp::{
+    BOUND, call_err, call_ok, call_tool, canonical, project_with_patch, result_for, text_of,
+};
+use codex_orchestrator_testkit::{digest, write};
+
+// ---------------------------------------------------------------------------------------------
+// A runner holding finished (or running) runs.
+
+#[derive(Default)]
+struct StoredRuns {
+    runs: Mutex<BTreeMap<RunId, Artifacts>>,
+}
+
+impl StoredRuns {
+    fn add(&self, art: Artifacts) -> String {
+        let id = art.status.run_id.clone();
+        self.runs.lock().unwrap().insert(id.clone(), art);
+        id.to_string()
+    }
+
+    fn get(&self, id: &RunId) -> Result<Artifacts, RunnerError> {
+        self.runs
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RunnerError::NotFound(id.clone()))
+    }
+}
+
+#[async_trait]
+impl Runner for StoredRuns {
+    async fn submit(&self, _req: RunRequest) -> Result<RunId, RunnerError> {
+        Err(RunnerError::Other("not in this test".into()))
+    }
+    async fn status(&self, id: &RunId) -> Result<RunStatus, RunnerError> {
+        Ok(self.get(id)?.status)
+    }
+    async fn wait(&self, id: &RunId, _timeout: Duration) -> Result<RunStatus, RunnerError> {
+        Ok(self.get(id)?.status)
+    }
+    async fn cancel(&self, _id: &RunId) -> Result<CancelOutcome, RunnerError> {
+        Err(RunnerError::Other("not in this test".into()))
+    }
+    async fn events(
+        &self,
+        _id: &RunId,
+        _from: u64,
+        _limit: usize,
+    ) -> Result<EventPage, RunnerError> {
+        Err(RunnerError::Other("not in this test".into()))
+    }
+    async fn artifacts(&self, id: &RunId) -> Result<Artifacts, RunnerError> {
+        self.get(id)
+    }
+    async fn list(&self, _filter: ListFilter) -> Result<Vec<RunStatus>, RunnerError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A finished readonly run of `workspace` with `patch`, its run directory `run_dir`.
+fn finished_run(workspace: &Path, patch: Option<&str>, run_dir: &Path) -> Artifacts {
+    let id = RunId::generate();
+    let mut status = RunStatus::new_queued(id, SecurityMode::Readonly, workspace.to_path_buf());
+    status.phase = RunPhase::Succeeded;
+    status.reason = Some(TerminalReason::Completed);
+    let run_dir = run_dir.join(status.run_id.as_str());
+    std::fs::create_dir_all(&run_dir).unwrap();
+    Artifacts {
+        status,
+        result: Some(result_for(
+            RunPhase::Succeeded,
+            TerminalReason::Completed,
+            patch.unwrap_or(""),
+        )),
+        patch: patch.map(str::to_owned),
+        last_message: Some("done".into()),
+        run_dir: Some(run_dir),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A client that declares `roots` (or not) and answers `roots/list` from a shared list.
+
+#[derive(Clone)]
+struct RootsClient {
+    roots: Arc<Mutex<Vec<PathBuf>>>,
+    declare: bool,
+    /// Answer `roots/list` with an error.
+    fail: bool,
+}
+
+impl ClientHandler for RootsClient {
+    fn get_info(&self) -> ClientConfig {
+        let caps = if self.declare {
+            ClientCapabilities::builder()
+                .enable_roots()
+                .enable_roots_list_changed()
+                .build()
+        } else {
+            ClientCapabilities::default()
+        };
+        ClientConfig::new(caps, Implementation::new("apply-test-client", "9.8.7"))
+    }
+
+    async fn list_roots(
+        &self,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        if self.fail {
+            return Err(ErrorData::internal_error("roots are unavailable", None));
+        }
+        let roots = self.roots.lock().unwrap().clone();
+        Ok(ListRootsResult::new(
+            roots
+                .iter()
+                .map(|p| {
+                    Root::new(format!(
+                        "file://{}",
+                        p.display().to_string().replace(' ', "%20")
+                    ))
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// As the only client root: the client declares roots but answers `roots/list` with an error.
+const FAIL: &str = "/roots-list-fails";
+
+struct Client {
+    client: RunningService<RoleClient, RootsClient>,
+    roots: Arc<Mutex<Vec<PathBuf>>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    tools: BTreeMap<String, Tool>,
+}
+
+impl Client {
+    /// A server over `runner` with the allowed root `root`, and a client (declaring `roots`
+    /// when `client_roots` is Some).
+    async fn start(
+        runner: Arc<dyn Runner>,
+        root: &Path,
+        client_roots: Option<Vec<PathBuf>>,
+    ) -> Client {
+        let server = OrchestratorServer::new(
+            runner,
+            McpConfig {
+                allowed_roots: vec![root.to_path_buf()],
+                default_workspace: None,
+                max_wait: Duration::from_secs(60),
+                default_mode: codex_orchestrator_core::model::SecurityMode::WorkspaceWrite,
+            },
+        )
+        .unwrap();
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let running = server.serve(server_io).await.unwrap();
+            let _ = running.waiting().await;
+        });
+        let fail = client_roots
+            .as_ref()
+            .is_some_and(|r| r == &[PathBuf::from(FAIL)]);
+        let mut c = Client::connect(client_io, client_roots, fail).await;
+        c.server = Some(server);
+        c
+    }
+
+    async fn connect<T, E, A>(
+        transport: T,
+        client_roots: Option<Vec<PathBuf>>,
+        fail: bool,
+    ) -> Client
+    where
+        T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let declare = client_roots.is_some();
+        let roots = Arc::new(Mutex::new(client_roots.unwrap_or_default()));
+        let client = RootsClient {
+            roots: roots.clone(),
+            declare,
+            fail,
+        }
+        .serve(transport)
+        .await
+        .unwrap();
+        let tools = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.name.to_string(), t))
+            .collect();
+        Client {
+            client,
+            roots,
+            server: None,
+            tools,
+        }
+    }
+
+    async fn call(&self, name: &str, args: Value) -> CallToolResult {
+        call_tool(self.client.peer(), name, args).await
+    }
+
+    async fn ok(&self, name: &str, args: Value) -> Value {
+        call_ok(self.client.peer(), &self.tools, name, args).await
+    }
+
+    async fn err(&self, name: &str, args: Value) -> String {
+        call_err(self.client.peer(), name, args).await
+    }
+
+    async fn close(self) {
+        self.client.cancel().await.unwrap();
+        if let Some(server) = self.server {
+            tokio::time::timeout(BOUND, server)
+                .await
+                .expect("the server ends when the client goes away")
+                .unwrap();
+        }
+    }
+}
+
+/// The record a call returned, parsed.
+fn record_of(out: &Value) -> ApplyRecord {
+    serde_json::from_value(out["record"].clone()).unwrap()
+}
+
+fn approval_required(id: &str) -> String {
+    format!(
+        "approval required: codex_patch_apply changes files in the workspace only with approve: true. Review the change first (codex_git_diff with run_id `{id}`) and get the user's consent; check_only: true tells whether the patch applies cleanly without writing anything."
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process tests.
+
+#[tokio::test]
+async fn mcp_apply_needs_approval_checks_applies_and_logs() {
+    let root = tempfile::tempdir().unwrap();
+    let runs_dir = tempfile::tempdir().unwrap();
+    let (ws, patch) = project_with_patch(&canonical(root.path()));
+    let runs = Arc::new(StoredRuns::default());
+    let art = finished_run(&ws, Some(&patch), runs_dir.path());
+    let run_dir = art.run_dir.clone().unwrap();
+    let id = runs.add(art);
+    let c = Client::start(runs.clone(), root.path(), None).await;
+    let tool = &c.tools["codex_patch_apply"];
+    let a = tool.annotations.as_ref().unwrap();
+    assert_eq!(
+        (a.read_only_hint, a.destructive_hint, a.idempotent_hint),
+        (Some(false), Some(true), Some(false))
+    );
+    let before = digest(&ws, false);
+
+    // No approval: refused, nothing written, nothing logged.
+    assert_eq!(
+        c.err("codex_patch_apply", json!({"run_id": id})).await,
+        approval_required(&id)
+    );
+    assert_eq!(
+        c.err("codex_patch_apply", json!({"run_id": id, "approve": false}))
+            .await,
+        approval_required(&id)
+    );
+    assert!(
+        c.err("codex_patch_apply", json!({"run_id": id, "aprove": true}))
+            .await
+            .contains("'aprove' was unexpected")
+    );
+    assert_eq!(digest(&ws, false), before);
+    assert_eq!(read_records(&run_dir).unwrap(), vec![]);
+
+    // check_only: reports, writes nothing to the workspace, is logged.
+    let files = json!(["app.py", "new.txt", "old.txt"]);
+    let log = run_dir.join("applies.jsonl").display().to_string();
+    let check = c
+        .ok(
+            "codex_patch_apply",
+            json!({"run_id": id, "check_only": true}),
+        )
+        .await;
+    let rec1 = record_of(&check);
+    assert_eq!(
+        check,
+        json!({
+            "run_id": id, "workspace": ws, "check_only": true, "ok": true, "applied": false,
+            "files": files, "conflicts": [],
+            "message": format!("The patch of run `{id}` applies cleanly (3 files); nothing was written. Call codex_patch_apply with approve: true to apply it."),
+            "record": {"at": rec1.at.to_string(), "client": {"name": "apply-test-client", "version": "9.8.7"},
+                       "workspace": ws, "check_only": true, "ok": true, "applied": false,
+                       "files": files, "conflicts": []},
+            "log": log,
+        })
+    );
+    assert_eq!(digest(&ws, false), before);
+
+    // Approved: applied.
+    let applied = c
+        .ok("codex_patch_apply", json!({"run_id": id, "approve": true}))
+        .await;
+    let rec2 = record_of(&applied);
+    assert_eq!(
+        applied,
+        json!({
+            "run_id": id, "workspace": ws, "check_only": false, "ok": true, "applied": true,
+            "files": files, "conflicts": [],
+            "message": format!("Applied the patch of run `{id}` (3 files) to the workspace."),
+            "record": {"at": rec2.at.to_string(), "client": {"name": "apply-test-client", "version": "9.8.7"},
+                       "workspace": ws, "check_only": false, "ok": true, "applied": true,
+                       "files": files, "conflicts": []},
+            "log": log,
+        })
+    );
+    let after = digest(&ws, false);
+    assert_eq!(after.keys().collect::<Vec<_>>(), ["app.py", "new.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(ws.join("app.py")).unwrap(),
+        "def f():\n    return 2\n\n\nprint(f())\nprint(f() + 1)\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("new.txt")).unwrap(),
+        "new\n"
+    );
+
+    // Again: refused as a conflict naming every file (all three changes are there already);
+    // nothing changes.
+    let again = c
+        .ok("codex_patch_apply", json!({"run_id": id, "approve": true}))
+        .await;
+    assert_eq!(
+        (&again["ok"], &again["applied"], &again["conflicts"]),
+        (
+            &json!(false),
+            &json!(false),
+            &json!([
+                {"path": "app.py", "message": "hunk at line 1 did not apply"},
+                {"path": "new.txt", "message": "already exists in the working directory"},
+                {"path": "old.txt", "message": "could not stat 'old.txt': No such file or directory"}
+            ])
+        ),
+        "{again:#}"
+    );
+    assert_eq!(
+        again["message"],
+        format!(
+            "The patch of run `{id}` does not apply cleanly (3 of 3 files in conflict: the workspace has changed since the run, or the patch was applied already); nothing was changed. See conflicts."
+        )
+    );
+    assert_eq!(digest(&ws, false), after);
+    let rec3 = record_of(&again);
+
+    // The log holds the three calls, in order.
+    assert_eq!(read_records(&run_dir).unwrap(), vec![rec1, rec2, rec3]);
+    c.close().await;
+}
+
+#[tokio::test]
+async fn mcp_apply_reports_a_conflict_when_the_workspace_changed_and_writes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let runs_dir = tempfile::tempdir().unwrap();
+    let (ws, patch) = project_with_patch(&canonical(root.path()));
+    let runs = Arc::new(StoredRuns::default());
+    let art = finished_run(&ws, Some(&patch), runs_dir.path());
+    let run_dir = art.run_dir.clone().unwrap();
+    let id = runs.add(art);
+    let c = Client::start(runs.clone(), root.path(), None).await;
+
+    // Someone edits app.py where the patch changes it.
+    write(&ws, "app.py", "def f():\n    return 10\n\n\nprint(f())\n");
+    let before = digest(&ws, false);
+    for check_only in [true, false] {
+        let out = c
+            .ok(
+                "codex_patch_apply",
+                json!({"run_id": id, "approve": true, "check_only": check_only}),
+            )
+            .await;
+        let conflicts = out["conflicts"].as_array().unwrap();
+        assert_eq!(conflicts.len(), 1, "{out:#}");
+        assert_eq!(conflicts[0]["path"], "app.py");
+        assert!(
+            !conflicts[0]["message"].as_str().unwrap().is_empty(),
+            "{out:#}"
+        );
+        assert_eq!(
+            (
+                &out["ok"],
+                &out["applied"],
+                &out["check_only"],
+                &out["files"]
+            ),
+            (
+                &json!(false),
+                &json!(false),
+                &json!(check_only),
+                &json!(["app.py", "new.txt", "old.txt"])
+            )
+        );
+        assert_eq!(
+            out["message"],
+            format!(
+                "The patch of run `{id}` does not apply cleanly (1 of 3 files in conflict: the workspace has changed since the run, or the patch was applied already); nothing was changed. See conflicts."
+            )
+        );
+        assert_eq!(digest(&ws, false), before, "nothing was written");
+    }
+    let recs = read_records(&run_dir).unwrap();
+    assert_eq!(
+        recs.iter()
+            .map(|r| (r.check_only, r.ok, r.applied, r.conflicts.len()))
+            .collect::<Vec<_>>(),
+        [(true, false, false, 1), (false, false, false, 1)]
+    );
+
+    // Another directory (inside the roots) that still has the original content takes it.
+    let copy = canonical(root.path()).join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    write(&copy, "app.py", "def f():\n    return 1\n\n\nprint(f())\n");
+    write(&copy, "old.txt", "old\n");
+    let out = c
+        .ok(
+            "codex_patch_apply",
+            json!({"run_id": id, "approve": true, "workspace": "copy"}),
+        )
+        .await;
+    assert_eq!(
+        (&out["ok"], &out["applied"], &out["workspace"]),
+        (&json!(true), &json!(true), &json!(copy))
+    );
+    assert_eq!(
+        digest(&copy, false).keys().collect::<Vec<_>>(),
+        ["app.py", "new.txt"]
+    );
+    // Outside the roots: refused.
+    let outside = tempfile::tempdir().unwrap();
+    let e = c
+        .err(
+            "codex_patch_apply",
+            json!({"run_id": id, "approve": true, "workspace": outside.path()}),
+        )
+        .await;
+    assert!(
+        e.starts_with(&format!(
+            "workspace `{}` is outside the allowed roots",
+            canonical(outside.path()).display()
+        )),
+        "{e}"
+    );
+    c.close().await;
+}
+
+#[tokio::test]
+async fn mcp_apply_refuses_truncated_patches_and_running_runs_and_says_when_nothing_changed() {
+    let root = tempfile::tempdir().unwrap();
+    let runs_dir = tempfile::tempdir().unwrap();
+    let (ws, patch) = project_with_patch(&canonical(root.path()));
+    let runs = Arc::new(StoredRuns::default());
+
+    let mut truncated = finished_run(&ws, Some(&patch), runs_dir.path());
+    if let Some(p) = truncated.result.as_mut().and_then(|r| r.patch.as_mut()) {
+        p.truncated = true;
+    }
+    let truncated = runs.add(truncated);
+    let mut running = finished_run(&ws, None, runs_dir.path());
+    running.status.phase = RunPhase::Running;
+    running.status.reason = None;
+    running.result = None;
+    let running = runs.add(running);
+    let empty = finished_run(&ws, None, runs_dir.path());
+    let empty_dir = empty.run_dir.clone().unwrap();
+    let empty = runs.add(empty);
+
+    let c = Client::start(runs.clone(), root.path(), None).await;
+    let before = digest(&ws, false);
+    assert_eq!(
+        c.err(
+            "codex_patch_apply",
+            json!({"run_id": truncated, "approve": true})
+        )
+        .await,
+        format!(
+            "the stored patch of run `{truncated}` is incomplete (it exceeded the sandbox's patch size cap), so it cannot be applied safely; nothing was changed"
+        )
+    );
+    assert_eq!(
+        c.err(
+            "codex_patch_apply",
+            json!({"run_id": running, "approve": true})
+        )
+        .await,
+        format!(
+            "run `{running}` is still running; its patch is final only when it ends (poll codex_run_status)"
+        )
+    );
+    assert_eq!(
+        c.ok(
+            "codex_patch_apply",
+            json!({"run_id": empty, "approve": true})
+        )
+        .await,
+        json!({
+            "run_id": empty, "workspace": ws, "check_only": false, "ok": true, "applied": false,
+            "files": [], "conflicts": [],
+            "message": format!("run `{empty}` changed nothing; there is no patch to apply"),
+        })
+    );
+    assert_eq!(read_records(&empty_dir).unwrap(), vec![]);
+    let unknown = RunId::generate();
+    assert_eq!(
+        c.err(
+            "codex_patch_apply",
+            json!({"run_id": unknown, "approve": true})
+        )
+        .await,
+        format!("run `{unknown}` not found")
+    );
+    assert_eq!(digest(&ws, false), before);
+    c.close().await;
+}
+
+/// Roots the client declares widen the allowed set for that session only; a
+/// `roots/list_changed` notification is followed.
+#[tokio::test]
+async fn mcp_client_roots_widen_the_allowed_roots() {
+    let configured = tempfile::tempdir().unwrap();
+    let client_root = tempfile::tempdir().unwrap();
+    let runs_dir = tempfile::tempdir().unwrap();
+    let (ws, patch) = project_with_patch(&canonical(client_root.path()));
+    let runs = Arc::new(StoredRuns::default());
+    let id = runs.add(finished_run(&ws, Some(&patch), runs_dir.path()));
+    let check = json!({"run_id": id, "check_only": true});
+    let outside = format!(
+        "run `{id}` belongs to workspace `{}`, which is outside this server's allowed roots ({})",
+        ws.display(),
+        canonical(configured.path()).display()
+    );
+
+    // A client without the roots capability: only the configured root.
+    let c = Client::start(runs.clone(), configured.path(), None).await;
+    assert_eq!(c.err("codex_patch_apply", check.clone()).await, outside);
+    c.close().await;
+
+    // A client declaring the project's parent (through a symlink, and with a space in the
+    // URI): its workspace is allowed from the first call on.
+    let link_dir = tempfile::tempdir().unwrap();
+    let link = link_dir.path().join("my link");
+    std::os::unix::fs::symlink(client_root.path(), &link).unwrap();
+    let c = Client::start(runs.clone(), configured.path(), Some(vec![link.clone()])).await;
+    let out = c.ok("codex_patch_apply", check.clone()).await;
+    assert_eq!((&out["ok"], &out["workspace"]), (&json!(true), &json!(ws)));
+    let st = c.ok("codex_run_status", json!({"run_id": id})).await;
+    assert_eq!(st["run_id"], json!(id));
+    c.close().await;
+
+    // A client whose roots/list fails: the configured roots only, and the server keeps serving.
+    let c = Client::start(
+        runs.clone(),
+        configured.path(),
+        Some(vec![PathBuf::from(FAIL)]),
+    )
+    .await;
+    assert_eq!(c.err("codex_patch_apply", check.clone()).await, outside);
+    assert_eq!(c.err("codex_patch_apply", check.clone()).await, outside);
+    c.close().await;
+
+    // A client declaring no roots at first, then announcing one.
+    let c = Client::start(runs.clone(), configured.path(), Some(vec![])).await;
+    assert_eq!(c.err("codex_patch_apply", check.clone()).await, outside);
+    *c.roots.lock().unwrap() = vec![canonical(client_root.path())];
+    c.client.notify_roots_list_changed().await.unwrap();
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let r = c.call("codex_patch_apply", check.clone()).await;
+        if r.is_error == Some(false) {
+            break;
+        }
+        assert_eq!(text_of(&r), outside);
+        assert!(Instant::now() < deadline, "the new root was not taken up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And withdrawing it narrows the set again.
+    *c.roots.lock().unwrap() = vec![];
+    c.client.notify_roots_list_changed().await.unwrap();
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let r = c.call("codex_patch_apply", check.clone()).await;
+        if r.is_error == Some(true) {
+            assert_eq!(text_of(&r), outside);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the root was not withdrawn");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary, the real Docker backend and the real codex; only the model is mocked.
+
+const README_PATCH: &str = "*** Begin Patch\n*** Update File: README.md\n@@\n # calc\n+\n+Adds and subtracts.\n*** End Patch\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_binary_applies_a_readonly_runs_patch_end_to_end() {
+    use codex_orchestrator_testkit::docker::{DockerEnv, git_workspace, tree_contents};
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"apply_patch": README_PATCH}]},
+        {"output": [{"message": "Proposed a README line."}]}
+    ]))
+    .await;
+    let ws = git_workspace();
+    let ws_c = canonical(ws.path());
+    let cfg = env.state.path().join("config.toml");
+    std::fs::write(&cfg, toml::to_string(&env.config()).unwrap()).unwrap();
+    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["mcp", "--allowed-root"])
+        .arg(ws.path())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    let c = Client::connect(
+        rmcp::transport::TokioChildProcess::new(cmd).unwrap(),
+        None,
+        false,
+    )
+    .await;
+
+    let before = tree_contents(ws.path());
+    let out = c
+        .ok(
+            "codex_run",
+            json!({"prompt": "Propose a README line", "security_mode": "readonly", "wait": true}),
+        )
+        .await;
+    assert_eq!(out["status"]["phase"], "succeeded", "{out:#}");
+    let id = out["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(tree_contents(ws.path()), before, "readonly left it alone");
+    let d = c
+        .ok("codex_git_diff", json!({"run_id": id, "format": "stat"}))
+        .await;
+    assert_eq!(
+        d["text"],
+        " README.md | 2 ++\n 1 file changed, 2 insertions(+)\n"
+    );
+
+    assert_eq!(
+        c.err("codex_patch_apply", json!({"run_id": id, "approve": false}))
+            .await,
+        approval_required(&id)
+    );
+    let check = c
+        .ok(
+            "codex_patch_apply",
+            json!({"run_id": id, "check_only": true}),
+        )
+        .await;
+    assert_eq!(
+        (&check["ok"], &check["applied"], &check["files"]),
+        (&json!(true), &json!(false), &json!(["README.md"]))
+    );
+    assert_eq!(tree_contents(ws.path()), before);
+
+    let applied = c
+        .ok("codex_patch_apply", json!({"run_id": id, "approve": true}))
+        .await;
+    assert_eq!(
+        (&applied["ok"], &applied["applied"], &applied["workspace"]),
+        (&json!(true), &json!(true), &json!(ws_c))
+    );
+    let mut expected = before.clone();
+    expected.insert(
+        "README.md".into(),
+        b"# calc\n\nAdds and subtracts.\n\nA tiny calculator.\n".to_vec(),
+    );
+    let after = tree_contents(ws.path());
+    assert_eq!(after, expected);
+
+    let again = c
+        .ok("codex_patch_apply", json!({"run_id": id, "approve": true}))
+        .await;
+    assert_eq!(
+        (&again["ok"], &again["applied"]),
+        (&json!(false), &json!(false)),
+        "{again:#}"
+    );
+    assert_eq!(again["conflicts"][0]["path"], "README.md", "{again:#}");
+    assert_eq!(again["conflicts"].as_array().unwrap().len(), 1);
+    assert_eq!(tree_contents(ws.path()), after);
+
+    // The run directory's apply log has the three calls.
+    let art = c
+        .ok(
+            "codex_run_artifacts",
+            json!({"run_id": id, "include_diff": false, "include_jsonl": false}),
+        )
+        .await;
+    let run_dir = PathBuf::from(art["run_dir"].as_str().unwrap());
+    assert_eq!(
+        applied["log"],
+        json!(run_dir.join("applies.jsonl").display().to_string())
+    );
+    let recs = read_records(&run_dir).unwrap();
+    assert_eq!(
+        recs,
+        vec![record_of(&check), record_of(&applied), record_of(&again)]
+    );
+    assert_eq!(
+        recs[0].client.as_ref().map(|c| c.name.as_str()),
+        Some("apply-test-client")
+    );
+    c.close().await;
+    assert!(env.store_containers().await.is_empty());
+    env.cleanup().await;
+}

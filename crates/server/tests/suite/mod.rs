@@ -1,0 +1,4 @@
+mod gateway;
+mod mcp;
+mod mcp_apply;
+mod security;

@@ -1,0 +1,357 @@
+//! A per-test Docker environment: an internal network, the scripted mock model as a container
+//! on it (reachable as `http://mock:8080/v1`), a temp state dir, and a guaranteed clean-up of
+//! everything the test created (containers of the test's store, the mock, the network).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkCreateRequest,
+    NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use codex_orchestrator_runner::config::{Config, ProviderConfig};
+use codex_orchestrator_runner::docker::{DockerRunner, LABEL_STORE, store_key};
+use futures::StreamExt;
+use serde_json::Value;
+
+pub const TEST_LABEL: &str = "dev.codex-orchestrator.test";
+/// Where the mock model's binary is mounted in its container.
+const MOCK_BIN_IN_CONTAINER: &str = "/usr/local/bin/codex-orchestrator-mockmodel";
+pub const MOCK_KEY_ENV: &str = "MOCK_API_KEY";
+pub const MOCK_KEY: &str = "sk-mock-0123456789abcdef";
+/// The unprivileged uid test workspaces are owned by (the sandbox runs as the owner).
+pub const WS_UID: u32 = 10001;
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{:08x}", std::process::id(), rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}
+
+/// Sets the mock's API key in this process's environment once (every test uses the same value).
+pub fn set_mock_key() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: called once, before any runner reads the environment, with a constant value.
+        unsafe { std::env::set_var(MOCK_KEY_ENV, MOCK_KEY) };
+    });
+}
+
+pub struct DockerEnv {
+    pub docker: Docker,
+    pub image: String,
+    pub network: String,
+    pub mock: String,
+    pub state: tempfile::TempDir,
+    cleaned: bool,
+}
+
+impl DockerEnv {
+    /// Creates the network and starts the mock with `script` (the mock-model script JSON).
+    pub async fn start(script: Value) -> DockerEnv {
+        set_mock_key();
+        let image = super::image::test_runner_image().await;
+        let docker = Docker::connect_with_local_defaults().expect("docker");
+        let network = unique("cxo-test-net");
+        let mut labels = HashMap::new();
+        labels.insert(TEST_LABEL.to_string(), "1".to_string());
+        docker
+            .create_network(NetworkCreateRequest {
+                name: network.clone(),
+                internal: Some(true),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await
+            .expect("create network");
+        let mock = unique("cxo-test-mock");
+        let mut env = DockerEnv {
+            docker,
+            image,
+            network,
+            mock,
+            state: tempfile::tempdir().expect("state dir"),
+            cleaned: false,
+        };
+        env.start_mock(script, labels).await;
+        env
+    }
+
+    async fn start_mock(&mut self, script: Value, labels: HashMap<String, String>) {
+        let mut endpoints = HashMap::new();
+        endpoints.insert(
+            self.network.clone(),
+            EndpointSettings {
+                aliases: Some(vec!["mock".to_string()]),
+                ..Default::default()
+            },
+        );
+        let body = ContainerCreateBody {
+            image: Some(self.image.clone()),
+            entrypoint: Some(vec![MOCK_BIN_IN_CONTAINER.into()]),
+            cmd: Some(vec![
+                "--listen".into(),
+                "0.0.0.0:8080".into(),
+                "--script".into(),
+                script.to_string(),
+                "--expect-api-key-env".into(),
+                MOCK_KEY_ENV.into(),
+            ]),
+            env: Some(vec![format!("{MOCK_KEY_ENV}={MOCK_KEY}")]),
+            user: Some(format!("{WS_UID}:{WS_UID}")),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some(self.network.clone()),
+                // The testkit's mock binary, read-only, into the runner image (which has the
+                // libraries it links against).
+                mounts: Some(vec![Mount {
+                    target: Some(MOCK_BIN_IN_CONTAINER.into()),
+                    source: Some(crate::bins::mock_model().to_string_lossy().into_owned()),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(true),
+                    ..Default::default()
+                }]),
+                readonly_rootfs: Some(true),
+                cap_drop: Some(vec!["ALL".into()]),
+                init: Some(true),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(endpoints),
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(
+                    CreateContainerOptionsBuilder::new()
+                        .name(&self.mock)
+                        .build(),
+                ),
+                body,
+            )
+            .await
+            .expect("create mock");
+        self.docker
+            .start_container(&self.mock, None)
+            .await
+            .expect("start mock");
+        // Wait (bounded) for the mock to say it listens.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, err) = self.container_logs(&self.mock).await;
+            if err.contains("mock model listening") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "mock did not start: {err}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// (stdout, stderr) of a container so far.
+    pub async fn container_logs(&self, name: &str) -> (String, String) {
+        let mut out = String::new();
+        let mut err = String::new();
+        let mut s = self.docker.logs(
+            name,
+            Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
+        );
+        while let Some(Ok(chunk)) = s.next().await {
+            match chunk {
+                bollard::container::LogOutput::StdOut { message } => {
+                    out.push_str(&String::from_utf8_lossy(&message))
+                }
+                bollard::container::LogOutput::StdErr { message } => {
+                    err.push_str(&String::from_utf8_lossy(&message))
+                }
+                _ => {}
+            }
+        }
+        (out, err)
+    }
+
+    /// The requests the mock received (its JSONL request log).
+    pub async fn mock_requests(&self) -> Vec<Value> {
+        let (out, _) = self.container_logs(&self.mock).await;
+        out.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn config(&self) -> Config {
+        let mut cfg = Config {
+            state_dir: self.state.path().to_path_buf(),
+            ..Config::default()
+        };
+        cfg.docker.image = Some(self.image.clone());
+        cfg.docker.network = self.network.clone();
+        cfg.docker.memory_mb = 1024;
+        cfg.docker.hard_kill_grace_secs = 5;
+        cfg.docker.stop_grace_secs = 8;
+        cfg.default_provider = Some("mock".into());
+        let mut extra = std::collections::BTreeMap::new();
+        extra.insert("request_max_retries".into(), Value::from(0));
+        extra.insert("stream_max_retries".into(), Value::from(0));
+        cfg.providers.insert(
+            "mock".into(),
+            ProviderConfig {
+                base_url: "http://mock:8080/v1".into(),
+                env_key: Some(MOCK_KEY_ENV.into()),
+                wire_api: Default::default(),
+                extra,
+            },
+        );
+        cfg
+    }
+
+    pub async fn runner(&self) -> DockerRunner {
+        self.runner_with(self.config()).await
+    }
+
+    pub async fn runner_with(&self, cfg: Config) -> DockerRunner {
+        DockerRunner::with_docker(self.docker.clone(), cfg, self.image.clone())
+            .await
+            .expect("runner")
+    }
+
+    /// Containers (any state) that belong to this test's store.
+    pub async fn store_containers(&self) -> Vec<String> {
+        containers_of_store(&self.docker, &self.store_key())
+            .await
+            .expect("list containers")
+    }
+
+    /// The label value the runner puts on this test's containers.
+    pub fn store_key(&self) -> String {
+        store_key(&self.state.path().join("runs"))
+    }
+
+    /// Removes everything this environment created. Idempotent.
+    pub async fn cleanup(&mut self) {
+        if !self.cleaned {
+            self.cleaned = true;
+            remove_all(&self.docker, &self.store_key(), &self.mock, &self.network).await;
+        }
+    }
+}
+
+impl Drop for DockerEnv {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // A test that panicked before `cleanup`: clean up synchronously on a fresh runtime.
+        let (docker, key) = (self.docker.clone(), self.store_key());
+        let (mock, network) = (self.mock.clone(), self.network.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                rt.block_on(remove_all(&docker, &key, &mock, &network));
+            }
+        })
+        .join();
+    }
+}
+
+async fn containers_of_store(
+    docker: &Docker,
+    key: &str,
+) -> Result<Vec<String>, bollard::errors::Error> {
+    let mut filters = HashMap::new();
+    filters.insert("label".to_string(), vec![format!("{LABEL_STORE}={key}")]);
+    let opts = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    Ok(docker
+        .list_containers(Some(opts))
+        .await?
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect())
+}
+
+/// Force-removes the store's containers, the mock and the network (errors ignored: best effort).
+async fn remove_all(docker: &Docker, key: &str, mock: &str, network: &str) {
+    let rm = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    for c in containers_of_store(docker, key).await.unwrap_or_default() {
+        let _ = docker.remove_container(&c, Some(rm.clone())).await;
+    }
+    let _ = docker.remove_container(mock, Some(rm)).await;
+    let _ = docker.remove_network(network).await;
+}
+
+/// A request for a Docker test run: `prompt` in `ws` under `mode`, a 120 s deadline, the
+/// server's defaults for everything else.
+pub fn request(
+    ws: &Path,
+    mode: codex_orchestrator_core::model::SecurityMode,
+    prompt: &str,
+) -> codex_orchestrator_core::model::RunRequest {
+    codex_orchestrator_core::model::RunRequest {
+        prompt: prompt.into(),
+        workspace: ws.to_path_buf(),
+        mode,
+        model: None,
+        provider: None,
+        timeout_secs: Some(120),
+        output_schema: None,
+        schema_retry: false,
+        verify: None,
+        image: None,
+        labels: Default::default(),
+        confirm_full_access: false,
+    }
+}
+
+/// The fixtures' sample repository ([`super::sample_repo`]), owned by [`WS_UID`] so the sandbox
+/// runs unprivileged and can write to it.
+pub fn git_workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("workspace");
+    super::sample_repo(dir.path());
+    chown_tree(dir.path(), WS_UID);
+    dir
+}
+
+pub fn chown_tree(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).expect("chown");
+    if p.is_dir() && !p.is_symlink() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+/// Every file under `p` (relative path → bytes), `.git` excluded.
+pub fn tree_contents(p: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    fn walk(root: &Path, p: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            if e.file_name() == ".git" {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.insert(
+                    path.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                );
+            }
+        }
+    }
+    walk(p, p, &mut out);
+    out
+}

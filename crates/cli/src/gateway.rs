@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use codex_orchestrator_kube::pod::default_policy;
 use codex_orchestrator_kube::runner::{KubeRunnerSettings, KubeRunners};
 use codex_orchestrator_runner::docker::DockerRunners;
 use codex_orchestrator_runner::tenants::RunnerFactory;
@@ -57,7 +58,7 @@ pub struct GatewayArgs {
     /// docker: a directory clients may use as a workspace (repeatable).
     #[arg(long = "allowed-root", value_name = "DIR")]
     pub allowed_roots: Vec<PathBuf>,
-    /// docker: allow `full_access` runs (kube: the controller decides).
+    /// Allow `full_access` runs (kube: the controller must allow them too).
     #[arg(long)]
     pub allow_full_access: bool,
     /// Security mode of a run that names none.
@@ -79,6 +80,12 @@ pub struct GatewayArgs {
     /// kube: delete a CodexRun this many seconds after it finished.
     #[arg(long)]
     pub ttl_seconds_after_finished: Option<u64>,
+    /// kube: seconds a run may take when it names no timeout (as the controller's flag).
+    #[arg(long, default_value_t = 1800)]
+    pub default_timeout: u64,
+    /// kube: the longest timeout a run may ask for (as the controller's flag).
+    #[arg(long, default_value_t = 4 * 3600)]
+    pub max_timeout: u64,
 }
 
 /// `SECRET/KEY` → a secret key reference.
@@ -109,9 +116,17 @@ pub async fn main(
                 .map(parse_secret_key)
                 .transpose()
                 .map_err(GatewayError::Setup)?;
+            // The controller's rules, so a request the controller would refuse is refused here,
+            // before a CodexRun exists.
+            let mut policy = default_policy();
+            policy.allow_full_access = a.allow_full_access;
+            policy.default_timeout_secs = a.default_timeout;
+            policy.max_timeout_secs = a.max_timeout;
+            policy.verify_defaults = cfg.verify.clone();
             let settings = KubeRunnerSettings {
                 auth_secret,
                 ttl_seconds_after_finished: a.ttl_seconds_after_finished,
+                policy,
             };
             let runners =
                 KubeRunners::connect(a.namespace.clone(), a.namespace_per_tenant, settings)

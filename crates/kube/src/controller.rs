@@ -56,6 +56,7 @@ use codex_orchestrator_core::events::{DEFAULT_MAX_LINE, RunFold};
 use codex_orchestrator_core::model::{
     RunPhase, RunResult, SecurityPolicy, TerminalReason, VerifyStatus,
 };
+use codex_orchestrator_core::policy::admission::ImageRule;
 use codex_orchestrator_core::terminal::{self, Observed, Terminal};
 
 /// Server-side apply field manager of the controller.
@@ -756,7 +757,7 @@ pub async fn reconcile(cr: Arc<CodexRun>, ctx: Arc<Context>) -> Result<Action, E
             let timeout = Duration::from_secs(
                 cr.spec
                     .timeout_seconds
-                    .unwrap_or(ctx.settings.pod.default_timeout_secs),
+                    .unwrap_or(ctx.settings.pod.policy.default_timeout_secs),
             ) + ctx.settings.hard_kill_grace;
             let ran = age(st.started_at.as_ref().or(Some(&started)));
             if ran >= timeout {
@@ -1030,6 +1031,20 @@ pub struct ControllerArgs {
     /// Default model when a CodexRun names none.
     #[arg(long)]
     pub default_model: Option<String>,
+    /// Seconds a run may take when its CodexRun names no timeoutSeconds.
+    #[arg(
+        long,
+        default_value_t = 1800,
+        env = "CODEX_ORCHESTRATOR_DEFAULT_TIMEOUT_SECS"
+    )]
+    pub default_timeout: u64,
+    /// The longest timeoutSeconds a CodexRun may ask for.
+    #[arg(
+        long,
+        default_value_t = 4 * 3600,
+        env = "CODEX_ORCHESTRATOR_MAX_TIMEOUT_SECS"
+    )]
+    pub max_timeout: u64,
     /// uid (and gid) the sandbox runs as; never 0.
     #[arg(long, default_value_t = 10001, value_parser = clap::value_parser!(i64).range(1..))]
     pub run_as_uid: i64,
@@ -1058,14 +1073,19 @@ pub struct ControllerArgs {
 impl ControllerArgs {
     pub fn settings(&self) -> Settings {
         let mut s = Settings::default();
+        let p = &mut s.pod.policy;
         if let Some(img) = &self.runner_image {
-            s.pod.image = img.clone();
+            p.runner_image = img.clone();
         }
-        s.pod.allow_image_override = self.allow_image_override;
-        s.pod.allow_full_access = self.allow_full_access;
+        if self.allow_image_override {
+            p.images = ImageRule::Any;
+        }
+        p.allow_full_access = self.allow_full_access;
         if self.default_model.is_some() {
-            s.pod.default_model = self.default_model.clone();
+            p.default_model = self.default_model.clone();
         }
+        p.default_timeout_secs = self.default_timeout;
+        p.max_timeout_secs = self.max_timeout;
         s.pod.uid = self.run_as_uid;
         s.scheduling_timeout = Duration::from_secs(self.scheduling_timeout);
         s.artifacts_in_secret = self.artifacts_in_secret;
@@ -1105,8 +1125,8 @@ pub async fn main(a: ControllerArgs) -> Result<(), Error> {
     let settings = a.settings();
     info!(
         scope = if a.all_namespaces { "all namespaces" } else { ns.as_str() },
-        image = %settings.pod.image,
-        full_access = settings.pod.allow_full_access,
+        image = %settings.pod.policy.runner_image,
+        full_access = settings.pod.policy.allow_full_access,
         "starting the CodexRun controller"
     );
     let metrics = Arc::new(Metrics::default());

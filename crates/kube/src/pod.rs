@@ -39,9 +39,10 @@ use codex_orchestrator_core::contract::{
     WORKSPACE_MOUNT,
 };
 use codex_orchestrator_core::model::{
-    ModelProvider, NetworkAccess, RunId, RunSpec, SecurityMode, SecurityPolicy, VerifyDefaults,
-    VerifySpec, WireApi,
+    ModelProvider, NetworkAccess, RunId, RunRequest, RunSpec, SecurityPolicy, VerifyDefaults,
+    WireApi,
 };
+use codex_orchestrator_core::policy::admission::{self, AdmissionPolicy, ImageRule, Refusal};
 
 /// Name of the agent container.
 pub const AGENT_CONTAINER: &str = "agent";
@@ -65,21 +66,16 @@ pub use codex_orchestrator_core::contract::DEFAULT_KEY_ENV;
 /// The controller's settings the Pod depends on. Plain data, so [`build_pod`] is pure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodSettings {
-    /// The runner image (agent + codex + our binary).
-    pub image: String,
-    /// Allow `spec.image` to differ from `image`.
-    pub allow_image_override: bool,
-    pub allow_full_access: bool,
+    /// The admission rules every CodexRun meets (the same rules the Docker backend and the
+    /// gateway apply); `policy.runner_image` is the Pod's image unless `spec.image` names one
+    /// the rules allow.
+    pub policy: AdmissionPolicy,
     /// uid = gid of the sandbox (never 0).
     pub uid: i64,
-    pub default_timeout_secs: u64,
-    pub max_timeout_secs: u64,
     /// Added to the run timeout for `activeDeadlineSeconds` (image pull, fetch, wind-down):
     /// the controller enforces the run deadline itself from the agent's start.
     pub deadline_slack_secs: u64,
     pub stop_grace_secs: i64,
-    pub default_model: Option<String>,
-    pub verify_defaults: VerifyDefaults,
     /// Agent container resources when the spec gives none.
     pub default_resources: ResourceRequirements,
     pub workspace_size: String,
@@ -108,23 +104,32 @@ pub struct ModelProxy {
 /// The Pod's variable holding the proxy token (its codex's "API key").
 pub use codex_orchestrator_core::contract::TOKEN_ENV as PROXY_TOKEN_ENV;
 
+/// The admission rules of a controller (and of the gateway's Kubernetes runner) with default
+/// settings: no `full_access`, runs of 30 minutes by default and at most 4 hours, only the
+/// runner image.
+pub fn default_policy() -> AdmissionPolicy {
+    AdmissionPolicy {
+        allow_full_access: false,
+        default_timeout_secs: 1800,
+        max_timeout_secs: 4 * 3600,
+        default_model: Some(codex_orchestrator_core::policy::DEFAULT_MODEL.to_string()),
+        runner_image: format!(
+            "codex-orchestrator-runner:{}",
+            codex_orchestrator_core::model::VERSION
+        ),
+        images: ImageRule::Listed(Vec::new()),
+        verify_defaults: VerifyDefaults::default(),
+    }
+}
+
 impl Default for PodSettings {
     fn default() -> Self {
         let q = |s: &str| Quantity(s.to_string());
         PodSettings {
-            image: format!(
-                "codex-orchestrator-runner:{}",
-                codex_orchestrator_core::model::VERSION
-            ),
-            allow_image_override: false,
-            allow_full_access: false,
+            policy: default_policy(),
             uid: i64::from(FALLBACK_UID),
-            default_timeout_secs: 1800,
-            max_timeout_secs: 4 * 3600,
             deadline_slack_secs: 900,
             stop_grace_secs: 15,
-            default_model: Some(codex_orchestrator_core::policy::DEFAULT_MODEL.to_string()),
-            verify_defaults: VerifyDefaults::default(),
             default_resources: ResourceRequirements {
                 requests: Some(BTreeMap::from([
                     ("cpu".to_string(), q("500m")),
@@ -151,22 +156,13 @@ impl Default for PodSettings {
 pub enum PodError {
     #[error("the CodexRun has no {0} (it must come from the API server)")]
     Metadata(&'static str),
-    #[error(
-        "securityMode full_access is not allowed: the controller was not started with --allow-full-access"
-    )]
-    FullAccessNotAllowed,
-    #[error("image `{0}` is not allowed; this controller runs `{1}`")]
-    ImageNotAllowed(String, String),
-    #[error("timeoutSeconds {0} is out of range (1..={1})")]
-    Timeout(u64, u64),
-    #[error("model name `{0}` is not valid")]
-    Model(String),
+    /// One of the admission rules every backend applies.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("modelProvider: {0}")]
     Provider(String),
     #[error("outputSchema: {0}")]
     OutputSchema(String),
-    #[error("{0}")]
-    Verify(String),
     #[error(
         "authSecretRef is required: the API key must come from a Secret (only a custom provider without envKey needs none)"
     )]
@@ -219,8 +215,8 @@ pub fn pod_name(cr: &CodexRun) -> String {
     format!("{}-run", base.trim_end_matches(['-', '.']))
 }
 
-fn provider_of(p: &ModelProviderSpec) -> Result<ModelProvider, PodError> {
-    let provider = ModelProvider {
+fn provider_of(p: &ModelProviderSpec) -> ModelProvider {
+    ModelProvider {
         name: p.name.clone(),
         base_url: p.base_url.clone(),
         env_key: p.env_key.clone(),
@@ -230,9 +226,45 @@ fn provider_of(p: &ModelProviderSpec) -> Result<ModelProvider, PodError> {
             .clone()
             .map(|m| m.into_iter().collect())
             .unwrap_or_default(),
+    }
+}
+
+/// A `CodexRun` as the request it stands for, so it meets the same admission rules as a
+/// request to any backend. Its `securityMode` is its author's explicit choice, so
+/// `full_access` counts as confirmed (the controller's own opt-in is still needed). Pure.
+pub fn request_of(cr: &CodexRun) -> Result<RunRequest, PodError> {
+    let spec = &cr.spec;
+    let output_schema = match &spec.output_schema {
+        None => None,
+        Some(o) => Some(match (&o.name, &o.inline) {
+            (Some(n), None) => codex_orchestrator_core::schemas::bundled(n).ok_or_else(|| {
+                PodError::OutputSchema(format!(
+                    "`{n}` is not a bundled schema ({})",
+                    codex_orchestrator_core::schemas::names().join(", ")
+                ))
+            })?,
+            (None, Some(v)) => serde_json::Value::Object(v.clone()),
+            _ => {
+                return Err(PodError::OutputSchema(
+                    "exactly one of name and inline must be set".into(),
+                ));
+            }
+        }),
     };
-    provider.validate().map_err(PodError::Provider)?;
-    Ok(provider)
+    Ok(RunRequest {
+        prompt: spec.prompt.clone(),
+        workspace: PathBuf::from(crate::runner::source_text(&spec.source)),
+        mode: spec.security_mode,
+        model: spec.model.clone(),
+        provider: spec.model_provider.as_ref().map(provider_of),
+        timeout_secs: spec.timeout_seconds,
+        output_schema,
+        schema_retry: spec.schema_retry,
+        confirm_full_access: true,
+        verify: spec.verify.as_ref().map(|v| v.to_options()),
+        image: spec.image.clone(),
+        labels: BTreeMap::new(),
+    })
 }
 
 /// Which env var carries the API key, if any.
@@ -249,34 +281,15 @@ fn key_env(cr: &CodexRun, provider: Option<&ModelProvider>) -> Result<Option<Str
     }
 }
 
-/// The [`RunSpec`] the agent in the Pod gets. Pure; checks everything the schema cannot.
+/// The [`RunSpec`] the agent in the Pod gets. Pure; checks everything the schema cannot: the
+/// shared admission rules ([`request_of`]) and what only a Pod has (the model proxy, the API
+/// key's Secret).
 pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
     let spec = &cr.spec;
     let mode = spec.security_mode;
-    if mode == SecurityMode::FullAccess && !s.allow_full_access {
-        return Err(PodError::FullAccessNotAllowed);
-    }
-    if let Some(img) = &spec.image
-        && img != &s.image
-        && !s.allow_image_override
-    {
-        return Err(PodError::ImageNotAllowed(img.clone(), s.image.clone()));
-    }
-    let timeout = spec.timeout_seconds.unwrap_or(s.default_timeout_secs);
-    if timeout == 0 || timeout > s.max_timeout_secs {
-        return Err(PodError::Timeout(timeout, s.max_timeout_secs));
-    }
-    let model = spec.model.clone().or_else(|| s.default_model.clone());
-    if let Some(m) = &model
-        && (m.is_empty()
-            || m.len() > 128
-            || !m
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._:/-".contains(c)))
-    {
-        return Err(PodError::Model(m.clone()));
-    }
-    let provider = match (&s.model_proxy, &spec.model_provider) {
+    let req = request_of(cr)?;
+    let admitted = admission::admit(&req, &s.policy)?;
+    let provider = match (&s.model_proxy, &req.provider) {
         (Some(p), Some(_)) => return Err(PodError::ProviderWithProxy(p.base_url.clone())),
         (Some(p), None) => {
             let proxy = ModelProvider {
@@ -289,36 +302,8 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
             proxy.validate().map_err(PodError::Provider)?;
             Some(proxy)
         }
-        (None, p) => p.as_ref().map(provider_of).transpose()?,
+        (None, p) => p.clone(),
     };
-    let output_schema = match &spec.output_schema {
-        None => None,
-        Some(o) => {
-            let schema = match (&o.name, &o.inline) {
-                (Some(n), None) => {
-                    codex_orchestrator_core::schemas::bundled(n).ok_or_else(|| {
-                        PodError::OutputSchema(format!(
-                            "`{n}` is not a bundled schema ({})",
-                            codex_orchestrator_core::schemas::names().join(", ")
-                        ))
-                    })?
-                }
-                (None, Some(v)) => serde_json::Value::Object(v.clone()),
-                _ => {
-                    return Err(PodError::OutputSchema(
-                        "exactly one of name and inline must be set".into(),
-                    ));
-                }
-            };
-            if let Some(problem) = codex_orchestrator_core::schemas::strict_problem(&schema) {
-                return Err(PodError::OutputSchema(problem));
-            }
-            Some(schema)
-        }
-    };
-    let verify_opts = spec.verify.as_ref().map(|v| v.to_options());
-    let verify = VerifySpec::resolve(mode, verify_opts.as_ref(), &s.verify_defaults)
-        .map_err(PodError::Verify)?;
     let policy = SecurityPolicy::for_mode(mode);
     let secret_env = match &s.model_proxy {
         Some(_) => vec![PROXY_TOKEN_ENV.to_string()],
@@ -331,12 +316,12 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
         mode,
         workspace: PathBuf::from(WORKSPACE_MOUNT),
         scratch_dir: policy.scratch_copy.then(|| PathBuf::from(SCRATCH_WORKDIR)),
-        model,
+        model: admitted.model,
         provider,
-        output_schema,
+        output_schema: req.output_schema,
         schema_retry: spec.schema_retry,
-        verify,
-        deadline_secs: timeout,
+        verify: admitted.verify,
+        deadline_secs: admitted.timeout_secs,
         codex_bin: PathBuf::from("/usr/local/bin/codex"),
         codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
         max_patch_bytes: s.max_patch_bytes,
@@ -459,6 +444,12 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
         s.uid
     };
     let sec = container_security(&policy, uid);
+    // The admission rules allowed `spec.image` if it is set.
+    let image = cr
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| s.policy.runner_image.clone());
     let ro = policy.workspace_read_only;
 
     let mut volumes = Vec::new();
@@ -496,7 +487,7 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
             }
             init_containers.push(Container {
                 name: FETCH_CONTAINER.to_string(),
-                image: Some(s.image.clone()),
+                image: Some(image.clone()),
                 image_pull_policy: Some("IfNotPresent".to_string()),
                 command: Some(vec![BINARY.to_string()]),
                 args: Some(args),
@@ -571,7 +562,7 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
     }
     let agent = Container {
         name: AGENT_CONTAINER.to_string(),
-        image: Some(s.image.clone()),
+        image: Some(image.clone()),
         image_pull_policy: Some("IfNotPresent".to_string()),
         command: Some(vec![BINARY.to_string()]),
         args: Some(vec!["agent".to_string()]),

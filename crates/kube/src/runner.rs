@@ -44,6 +44,7 @@ use crate::pod::{AGENT_CONTAINER, LABEL_MANAGED_BY, LABEL_RUN_ID, MANAGER, run_i
 use codex_orchestrator_core::model::{
     BackendRef, RunId, RunPhase, RunRequest, RunResult, RunStatus, VerifyOptions,
 };
+use codex_orchestrator_core::policy::admission::{self, AdmissionPolicy};
 use codex_orchestrator_core::policy::tenant::Tenant;
 use codex_orchestrator_runner::error::RunnerError;
 use codex_orchestrator_runner::tenants::RunnerFactory;
@@ -66,110 +67,46 @@ pub const REQUEST_LABEL_GIT_CREDENTIALS: &str = "git-credentials-secret";
 /// How often `wait` re-reads the status.
 const WAIT_POLL: Duration = Duration::from_millis(500);
 
-/// Why a workspace text is not a usable source.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SourceError {
-    #[error(
-        "workspace is empty: on the Kubernetes backend give the source as a git URL (https://host/repo.git[#revision]) or a PersistentVolumeClaim (pvc:CLAIM[/subpath])"
-    )]
-    Empty,
-    #[error(
-        "workspace `{0}` is a local path, but runs on the Kubernetes backend cannot see files on your machine; give the source as a git URL (https://host/repo.git[#revision]) or a PersistentVolumeClaim in the run's namespace (pvc:CLAIM[/subpath])"
-    )]
-    LocalPath(String),
-    #[error("workspace `{0}`: {1}")]
-    Invalid(String, &'static str),
+pub use codex_orchestrator_core::policy::source::{Source, SourceError, source_text as text_of};
+
+/// Parses the workspace text of a request into a CodexRun source (see
+/// [`codex_orchestrator_core::policy::source::parse_source`]). Pure.
+pub fn parse_source(text: &str) -> Result<SourceSpec, SourceError> {
+    codex_orchestrator_core::policy::source::parse_source(text).map(|s| spec_of(&s))
 }
 
-/// Parses the workspace text of a request into a CodexRun source. Pure.
-///
-/// * `https://host/repo.git`, `http://…`, `git://…`, `file://…` → git; a `#rev` suffix is the
-///   revision (branch, tag or commit).
-/// * `pvc:claim` or `pvc:claim/sub/dir` → the claim and a relative sub path (no `..`).
-/// * anything else (an absolute or relative path, `C:\…`) → [`SourceError::LocalPath`].
-pub fn parse_source(text: &str) -> Result<SourceSpec, SourceError> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err(SourceError::Empty);
-    }
-    let invalid = |why| SourceError::Invalid(t.to_string(), why);
-    if t.chars().any(char::is_control) {
-        return Err(invalid("contains a control character"));
-    }
-    if let Some(rest) = t.strip_prefix("pvc:") {
-        let (claim, sub) = match rest.split_once('/') {
-            Some((c, s)) => (c, Some(s.trim_matches('/'))),
-            None => (rest, None),
-        };
-        let dns_ok = !claim.is_empty()
-            && claim.len() <= 253
-            && claim
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-            && !claim.starts_with(['-', '.'])
-            && !claim.ends_with(['-', '.']);
-        if !dns_ok {
-            return Err(invalid(
-                "the claim name must be a Kubernetes object name (lowercase letters, digits, `-`, `.`)",
-            ));
-        }
-        let sub = sub.filter(|s| !s.is_empty());
-        if let Some(s) = sub
-            && (s.split('/').any(|c| c == ".." || c == ".") || s.contains("//") || s.len() > 1024)
-        {
-            return Err(invalid(
-                "the sub path must be relative, without `.`/`..` components",
-            ));
-        }
-        return Ok(SourceSpec {
+/// The CRD's form of a source.
+pub fn spec_of(s: &Source) -> SourceSpec {
+    match s {
+        Source::Git { url, revision } => SourceSpec {
+            git: Some(GitSource {
+                url: url.clone(),
+                revision: revision.clone(),
+                credentials_secret: None,
+            }),
+            pvc: None,
+        },
+        Source::Pvc { claim, sub_path } => SourceSpec {
             git: None,
             pvc: Some(PvcSource {
-                claim_name: claim.to_string(),
-                sub_path: sub.map(str::to_string),
+                claim_name: claim.clone(),
+                sub_path: sub_path.clone(),
             }),
-        });
+        },
     }
-    let is_url = ["https://", "http://", "git://", "file://"]
-        .iter()
-        .any(|p| t.starts_with(p));
-    if !is_url {
-        return Err(SourceError::LocalPath(t.to_string()));
-    }
-    let (url, rev) = match t.split_once('#') {
-        Some((u, r)) => (u, Some(r)),
-        None => (t, None),
-    };
-    if url.len() > 2048 || url.contains(char::is_whitespace) {
-        return Err(invalid("the URL is too long or contains whitespace"));
-    }
-    if let Some(r) = rev
-        && (r.is_empty() || r.len() > 256 || r.contains(char::is_whitespace))
-    {
-        return Err(invalid(
-            "the revision after `#` must be a branch, tag or commit (1-256 characters, no spaces)",
-        ));
-    }
-    Ok(SourceSpec {
-        git: Some(GitSource {
-            url: url.to_string(),
-            revision: rev.map(str::to_string),
-            credentials_secret: None,
-        }),
-        pvc: None,
-    })
 }
 
-/// The workspace text of a source: the inverse of [`parse_source`]. Pure.
+/// The workspace text of a CRD source: the inverse of [`parse_source`]. Pure.
 pub fn source_text(s: &SourceSpec) -> String {
     match (&s.git, &s.pvc) {
-        (Some(g), _) => match &g.revision {
-            Some(r) => format!("{}#{r}", g.url),
-            None => g.url.clone(),
-        },
-        (None, Some(p)) => match &p.sub_path {
-            Some(sub) => format!("pvc:{}/{sub}", p.claim_name),
-            None => format!("pvc:{}", p.claim_name),
-        },
+        (Some(g), _) => text_of(&Source::Git {
+            url: g.url.clone(),
+            revision: g.revision.clone(),
+        }),
+        (None, Some(p)) => text_of(&Source::Pvc {
+            claim: p.claim_name.clone(),
+            sub_path: p.sub_path.clone(),
+        }),
         (None, None) => String::new(),
     }
 }
@@ -179,13 +116,26 @@ pub fn workspace_hash(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))[..16].to_string()
 }
 
-/// What the gateway adds to every CodexRun it creates.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What the gateway adds to every CodexRun it creates, and the rules it checks first.
+#[derive(Debug, Clone, PartialEq)]
 pub struct KubeRunnerSettings {
     /// The Secret key holding the model API key (`spec.authSecretRef`).
     pub auth_secret: Option<SecretKeyRef>,
     /// `spec.ttlSecondsAfterFinished` of every run.
     pub ttl_seconds_after_finished: Option<u64>,
+    /// The admission rules requests meet before a CodexRun is created (the controller applies
+    /// the same rules again to every CodexRun, however it was created).
+    pub policy: AdmissionPolicy,
+}
+
+impl Default for KubeRunnerSettings {
+    fn default() -> Self {
+        KubeRunnerSettings {
+            auth_secret: None,
+            ttl_seconds_after_finished: None,
+            policy: crate::pod::default_policy(),
+        }
+    }
 }
 
 fn verify_config(o: &VerifyOptions) -> VerifyConfig {
@@ -207,9 +157,7 @@ pub fn codexrun_for(
     settings: &KubeRunnerSettings,
     tenant: Option<&str>,
 ) -> Result<CodexRun, RunnerError> {
-    if req.prompt.trim().is_empty() {
-        return Err(RunnerError::InvalidRequest("the prompt is empty".into()));
-    }
+    admission::admit(req, &settings.policy)?;
     let text = req.workspace.to_string_lossy().into_owned();
     let mut source = parse_source(&text).map_err(|e| RunnerError::InvalidRequest(e.to_string()))?;
     if let Some(secret) = req.labels.get(REQUEST_LABEL_GIT_CREDENTIALS) {
@@ -473,15 +421,6 @@ fn gunzip(bytes: &[u8]) -> Result<String, RunnerError> {
 #[async_trait]
 impl Runner for KubeRunner {
     async fn submit(&self, req: RunRequest) -> Result<RunId, RunnerError> {
-        // The request must confirm full_access; the controller enforces its own opt-in
-        // (`--allow-full-access`) and fails the run without it.
-        if let Some(why) = codex_orchestrator_core::policy::workspace::full_access_refusal(
-            req.mode,
-            true,
-            req.confirm_full_access,
-        ) {
-            return Err(RunnerError::InvalidRequest(why));
-        }
         let mut cr = codexrun_for(&req, &self.settings, self.tenant.as_deref())?;
         let name = format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         cr.metadata.name = Some(name.clone());
@@ -702,87 +641,6 @@ mod tests {
     use super::*;
     use codex_orchestrator_core::model::SecurityMode;
 
-    #[test]
-    fn workspace_texts_become_sources_and_back() {
-        let git = |url: &str, rev: Option<&str>| SourceSpec {
-            git: Some(GitSource {
-                url: url.into(),
-                revision: rev.map(Into::into),
-                credentials_secret: None,
-            }),
-            pvc: None,
-        };
-        let pvc = |claim: &str, sub: Option<&str>| SourceSpec {
-            git: None,
-            pvc: Some(PvcSource {
-                claim_name: claim.into(),
-                sub_path: sub.map(Into::into),
-            }),
-        };
-        let cases = [
-            (
-                "https://git.example/r.git",
-                git("https://git.example/r.git", None),
-                "https://git.example/r.git",
-            ),
-            (
-                " https://git.example/r.git#main ",
-                git("https://git.example/r.git", Some("main")),
-                "https://git.example/r.git#main",
-            ),
-            (
-                "git://h/r#v1.2",
-                git("git://h/r", Some("v1.2")),
-                "git://h/r#v1.2",
-            ),
-            (
-                "file:///srv/repo",
-                git("file:///srv/repo", None),
-                "file:///srv/repo",
-            ),
-            ("pvc:work", pvc("work", None), "pvc:work"),
-            ("pvc:work/", pvc("work", None), "pvc:work"),
-            (
-                "pvc:work/team/app",
-                pvc("work", Some("team/app")),
-                "pvc:work/team/app",
-            ),
-        ];
-        for (text, want, back) in cases {
-            let got = parse_source(text).unwrap();
-            assert_eq!(got, want, "{text}");
-            assert_eq!(source_text(&got), back, "{text}");
-            assert_eq!(parse_source(back).unwrap(), got, "{text}");
-        }
-    }
-
-    #[test]
-    fn local_paths_and_bad_sources_are_refused_with_the_reason() {
-        let e = |s: &str| parse_source(s).unwrap_err().to_string();
-        assert_eq!(
-            e("/home/me/proj"),
-            "workspace `/home/me/proj` is a local path, but runs on the Kubernetes backend cannot see files on your machine; give the source as a git URL (https://host/repo.git[#revision]) or a PersistentVolumeClaim in the run's namespace (pvc:CLAIM[/subpath])"
-        );
-        assert!(e("proj").starts_with("workspace `proj` is a local path"));
-        assert!(e("C:\\Users\\me").starts_with("workspace `C:\\Users\\me` is a local path"));
-        assert!(e("  ").starts_with("workspace is empty"));
-        assert_eq!(
-            e("pvc:Work"),
-            "workspace `pvc:Work`: the claim name must be a Kubernetes object name (lowercase letters, digits, `-`, `.`)"
-        );
-        assert_eq!(
-            e("pvc:w/../etc"),
-            "workspace `pvc:w/../etc`: the sub path must be relative, without `.`/`..` components"
-        );
-        assert!(e("pvc:").contains("claim name"));
-        assert!(e("https://h/r#").contains("revision"));
-        assert!(e("https://h/r x").contains("whitespace"));
-        assert_eq!(
-            e("https://h/\nr"),
-            "workspace `https://h/\nr`: contains a control character"
-        );
-    }
-
     fn request(ws: &str) -> RunRequest {
         RunRequest {
             prompt: "Fix the tests".into(),
@@ -791,7 +649,9 @@ mod tests {
             model: Some("gpt-5.5".into()),
             provider: None,
             timeout_secs: Some(600),
-            output_schema: Some(serde_json::json!({"type": "object"})),
+            output_schema: Some(
+                serde_json::json!({"type": "object", "properties": {}, "required": [], "additionalProperties": false}),
+            ),
             schema_retry: true,
             confirm_full_access: false,
             verify: Some(VerifyOptions {
@@ -819,6 +679,7 @@ mod tests {
                 key: "api-key".into(),
             }),
             ttl_seconds_after_finished: Some(3600),
+            ..KubeRunnerSettings::default()
         };
         let cr = codexrun_for(&request("https://g/r.git#dev"), &settings, Some("team-a")).unwrap();
         let want = serde_json::json!({
@@ -842,7 +703,7 @@ mod tests {
                 "source": {"git": {"url": "https://g/r.git", "revision": "dev", "credentialsSecret": {"name": "git-creds"}}},
                 "model": "gpt-5.5",
                 "authSecretRef": {"name": "openai", "key": "api-key"},
-                "outputSchema": {"inline": {"type": "object"}},
+                "outputSchema": {"inline": {"type": "object", "properties": {}, "required": [], "additionalProperties": false}},
                 "schemaRetry": true,
                 "verify": {"enabled": true, "test": "pytest -q", "maxFixAttempts": 1},
                 "timeoutSeconds": 600,

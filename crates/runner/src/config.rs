@@ -33,6 +33,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use codex_orchestrator_core::policy::admission::{AdmissionPolicy, ImageRule};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
@@ -318,6 +319,19 @@ impl Config {
     /// The provider used when a request names none.
     pub fn default_provider(&self) -> Option<ModelProvider> {
         self.default_provider.as_deref().map(|n| self.provider(n))
+    }
+
+    /// The admission rules these settings give a runner whose runner image is `runner_image`.
+    pub fn admission_policy(&self, runner_image: &str) -> AdmissionPolicy {
+        AdmissionPolicy {
+            allow_full_access: self.allow_full_access,
+            default_timeout_secs: self.default_timeout_secs,
+            max_timeout_secs: self.max_timeout_secs,
+            default_model: self.default_model.clone(),
+            runner_image: runner_image.to_string(),
+            images: ImageRule::Listed(self.docker.allowed_images.clone()),
+            verify_defaults: self.verify.clone(),
+        }
     }
 
     pub fn runner_image(&self) -> String {

@@ -39,16 +39,17 @@ use crate::store::{self, RunStore};
 use crate::tenants::RunnerFactory;
 use crate::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
 use codex_orchestrator_core::contract::{
-    AGENT_DIR, EGRESS_BIN, FALLBACK_UID, HOME_DIR, MAX_PATCH_BYTES, MAX_SPEC_BYTES, SCRATCH_MOUNT,
-    SCRATCH_WORKDIR, SPEC_ENV, TOKEN_ENV, WORKSPACE_MOUNT, sandbox_user,
+    AGENT_DIR, EGRESS_BIN, FALLBACK_UID, HOME_DIR, MAX_PATCH_BYTES, SCRATCH_MOUNT, SCRATCH_WORKDIR,
+    SPEC_ENV, TOKEN_ENV, WORKSPACE_MOUNT, sandbox_user,
 };
 use codex_orchestrator_core::events::{Decoded, LineDecoder, RunFold};
 use codex_orchestrator_core::model::{
     BackendRef, ModelProvider, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode,
     SecurityPolicy, TerminalReason,
 };
+use codex_orchestrator_core::policy::admission::{self, AdmissionPolicy};
 use codex_orchestrator_core::policy::tenant::Tenant;
-use codex_orchestrator_core::policy::workspace as admission;
+use codex_orchestrator_core::policy::workspace as local;
 use codex_orchestrator_core::terminal::{self, Observed, Terminal};
 use codex_orchestrator_egress::{self as proxy, PROXY_PORT, ProxySettings};
 use futures::future::BoxFuture;
@@ -344,6 +345,8 @@ struct Inner {
     store: RunStore,
     cfg: Config,
     image: String,
+    /// The admission rules of this runner (from `cfg` and `image`).
+    policy: AdmissionPolicy,
     store_key: String,
     sem: Arc<Semaphore>,
     runs: Mutex<HashMap<RunId, Arc<RunHandle>>>,
@@ -390,11 +393,13 @@ impl DockerRunner {
     ) -> Result<Self, RunnerError> {
         let store = RunStore::open(&cfg.state_dir)?;
         let key = store_key(store.root());
+        let policy = cfg.admission_policy(&image);
         let inner = Arc::new(Inner {
             docker,
             sem: Arc::new(Semaphore::new(cfg.max_concurrent_runs)),
             store,
             cfg,
+            policy,
             image,
             store_key: key,
             runs: Mutex::new(HashMap::new()),
@@ -581,88 +586,18 @@ impl DockerRunner {
         }
     }
 
-    /// Checks a request; returns it normalised (canonical workspace, timeout filled in).
+    /// Checks a request (the shared admission rules, then the local workspace); returns it
+    /// normalised: canonical workspace, timeout and model filled in.
     fn validate(&self, mut req: RunRequest) -> Result<RunRequest, RunnerError> {
-        let bad = |m: String| Err(RunnerError::InvalidRequest(m));
-        let cfg = &self.inner.cfg;
-        if req.prompt.trim().is_empty() {
-            return bad("the prompt is empty".into());
-        }
-        if !req.workspace.is_absolute() {
-            return bad(format!(
-                "workspace `{}` must be an absolute path",
-                req.workspace.display()
-            ));
-        }
-        let facts = match admission::inspect_workspace(&req.workspace) {
-            Ok(f) => f,
-            Err(e) => {
-                return bad(format!(
-                    "workspace `{}` cannot be used: {e}",
-                    req.workspace.display()
-                ));
-            }
-        };
-        let sockets = admission::docker_sockets(std::env::var("DOCKER_HOST").ok().as_deref());
-        if let Some(m) = admission::workspace_refusal(&facts.canonical, facts.kind, &sockets) {
-            return bad(m);
-        }
-        if req.mode == SecurityMode::WorkspaceWrite
-            && let Some(m) = admission::git_dir_refusal(&facts.canonical, facts.dot_git.as_ref())
-        {
-            return bad(m);
-        }
-        let ws = facts.canonical;
-        req.workspace = ws;
-        let timeout = req.timeout_secs.unwrap_or(cfg.default_timeout_secs);
-        if timeout == 0 || timeout > cfg.max_timeout_secs {
-            return bad(format!(
-                "timeout {timeout}s is out of range (1..={}s)",
-                cfg.max_timeout_secs
-            ));
-        }
-        req.timeout_secs = Some(timeout);
-        if let Some(m) =
-            admission::full_access_refusal(req.mode, cfg.allow_full_access, req.confirm_full_access)
-        {
-            return bad(m);
-        }
-        if let Some(m) = &req.model
-            && (m.is_empty()
-                || m.len() > 128
-                || !m
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._:/-".contains(c)))
-        {
-            return bad(format!("model name `{m}` is not valid"));
-        }
-        if let Some(p) = &req.provider {
-            p.validate().map_err(RunnerError::InvalidRequest)?;
-        }
-        if let Some(problem) = req
-            .output_schema
-            .as_ref()
-            .and_then(codex_orchestrator_core::schemas::strict_problem)
-        {
-            return bad(problem);
-        }
-        codex_orchestrator_core::model::VerifySpec::resolve(
+        let admitted = admission::admit(&req, &self.inner.policy)?;
+        req.workspace = local::check_local_workspace(
+            &req.workspace,
             req.mode,
-            req.verify.as_ref(),
-            &cfg.verify,
+            std::env::var("DOCKER_HOST").ok().as_deref(),
         )
         .map_err(RunnerError::InvalidRequest)?;
-        if req.schema_retry && req.output_schema.is_none() {
-            return bad("schema_retry needs an output_schema".into());
-        }
-        if let Some(m) = req.image.as_deref().and_then(|img| {
-            admission::image_refusal(img, &self.inner.image, &cfg.docker.allowed_images)
-        }) {
-            return bad(m);
-        }
-        if req.model.is_none() {
-            req.model = cfg.default_model.clone();
-        }
+        req.timeout_secs = Some(admitted.timeout_secs);
+        req.model = admitted.model;
         Ok(req)
     }
 }
@@ -1317,18 +1252,6 @@ impl Runner for DockerRunner {
     async fn submit(&self, req: RunRequest) -> Result<RunId, RunnerError> {
         let req = self.validate(req)?;
         let secrets = self.secrets_for(&req)?;
-        // The spec (prompt + schema) must fit in one environment variable.
-        let approx = req.prompt.len()
-            + req
-                .output_schema
-                .as_ref()
-                .map_or(0, |s| s.to_string().len());
-        if approx + 4096 > MAX_SPEC_BYTES {
-            return Err(RunnerError::InvalidRequest(format!(
-                "prompt and output schema are too large ({approx} bytes; the limit is {} bytes)",
-                MAX_SPEC_BYTES - 4096
-            )));
-        }
         let id = RunId::generate();
         let status = RunStatus::new_queued(id.clone(), req.mode, req.workspace.clone());
         let run_dir = self.inner.store.create(&req, &status)?;

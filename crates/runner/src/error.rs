@@ -78,3 +78,9 @@ impl From<bollard::errors::Error> for RunnerError {
         RunnerError::Docker(e.to_string())
     }
 }
+
+impl From<codex_orchestrator_core::policy::admission::Refusal> for RunnerError {
+    fn from(r: codex_orchestrator_core::policy::admission::Refusal) -> Self {
+        RunnerError::InvalidRequest(r.to_string())
+    }
+}

@@ -1,9 +1,15 @@
 //! The policy: what a request must satisfy before any sandbox is made for it, as pure
 //! functions of plain data, called by every front end and both backends.
 //!
+//! * [`admission`] — [`admission::admit`]: the rules every request meets on every backend,
+//!   and the defaults the server fills in.
 //! * [`workspace`] — local workspaces (Docker): system directories, sockets, devices, `.git`
 //!   outside the workspace; [`workspace::inspect_workspace`] gathers the facts.
+//! * [`source`] — remote sources (Kubernetes): a git URL or a PersistentVolumeClaim.
+//! * [`tenant`] — who a gateway request acts for.
 
+pub mod admission;
+pub mod source;
 pub mod tenant;
 pub mod workspace;
 

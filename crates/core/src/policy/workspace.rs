@@ -1,7 +1,8 @@
-//! What a request must satisfy before any sandbox is made for it (issue 5): the two keys of
-//! `full_access`, the image allowlist and the workspace safety rules. The decisions are pure
-//! functions of plain data (tested whole); [`inspect_workspace`] gathers that data from the
-//! filesystem.
+//! The rules of a local workspace (the Docker backend mounts a directory of this machine), and
+//! two of the request rules [`super::admission`] applies: the two keys of `full_access` and the
+//! image allowlist. The decisions are pure functions of plain data (tested whole);
+//! [`inspect_workspace`] gathers that data from the filesystem and [`check_local_workspace`]
+//! puts both together.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -50,7 +51,7 @@ pub fn image_refusal(requested: &str, runner_image: &str, allowed: &[String]) ->
         .collect::<Vec<_>>()
         .join(", ");
     Some(format!(
-        "image `{requested}` is not allowed; allowed images: {list} ([docker] allowed_images)"
+        "image `{requested}` is not allowed; allowed images: {list}"
     ))
 }
 
@@ -239,6 +240,34 @@ pub fn inspect_workspace(ws: &Path) -> std::io::Result<WorkspaceFacts> {
     })
 }
 
+/// Checks a local workspace for a run in `mode`: an absolute path to a directory that is not,
+/// and does not contain, a system directory, the Docker socket (`docker_host` is the value of
+/// `DOCKER_HOST`) or a device; in `workspace_write`, no `.git` that leads outside it. Returns
+/// the canonical path (symlinks and `..` resolved).
+pub fn check_local_workspace(
+    ws: &Path,
+    mode: SecurityMode,
+    docker_host: Option<&str>,
+) -> Result<PathBuf, String> {
+    if !ws.is_absolute() {
+        return Err(format!(
+            "workspace `{}` must be an absolute path",
+            ws.display()
+        ));
+    }
+    let facts = inspect_workspace(ws)
+        .map_err(|e| format!("workspace `{}` cannot be used: {e}", ws.display()))?;
+    if let Some(m) = workspace_refusal(&facts.canonical, facts.kind, &docker_sockets(docker_host)) {
+        return Err(m);
+    }
+    if mode == SecurityMode::WorkspaceWrite
+        && let Some(m) = git_dir_refusal(&facts.canonical, facts.dot_git.as_ref())
+    {
+        return Err(m);
+    }
+    Ok(facts.canonical)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,13 +301,13 @@ mod tests {
         assert_eq!(image_refusal(runner, runner, &[]), None);
         assert_eq!(
             image_refusal("alpine", runner, &[]).unwrap(),
-            "image `alpine` is not allowed; allowed images: `codex-orchestrator-runner:0.1.0` ([docker] allowed_images)"
+            "image `alpine` is not allowed; allowed images: `codex-orchestrator-runner:0.1.0`"
         );
         let allowed = vec!["corp/runner:1".to_string(), runner.to_string()];
         assert_eq!(image_refusal("corp/runner:1", runner, &allowed), None);
         assert_eq!(
             image_refusal("corp/runner:2", runner, &allowed).unwrap(),
-            "image `corp/runner:2` is not allowed; allowed images: `codex-orchestrator-runner:0.1.0`, `corp/runner:1` ([docker] allowed_images)"
+            "image `corp/runner:2` is not allowed; allowed images: `codex-orchestrator-runner:0.1.0`, `corp/runner:1`"
         );
     }
 

@@ -2,11 +2,13 @@
 //! every container (init included), the read-only workspace mount exactly in readonly mode.
 
 use codex_orchestrator_core::model::{RunId, RunSpec, SecurityMode, VerifySpec};
+use codex_orchestrator_core::policy::admission::{AdmissionPolicy, Refusal};
 use codex_orchestrator_kube::crd::{
     CodexRun, CodexRunSpec, GitSource, LocalObjectRef, PvcSource, SecretKeyRef, SourceSpec,
 };
 use codex_orchestrator_kube::pod::{
-    PodError, PodSettings, build_pod, restricted_violations, run_spec, workspace_mount,
+    PodError, PodSettings, build_pod, default_policy, restricted_violations, run_spec,
+    workspace_mount,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -80,7 +82,7 @@ fn expected_spec(mode: SecurityMode) -> RunSpec {
         provider: None,
         output_schema: None,
         schema_retry: false,
-        verify: VerifySpec::resolve(mode, None, &s.verify_defaults).unwrap(),
+        verify: VerifySpec::resolve(mode, None, &s.policy.verify_defaults).unwrap(),
         deadline_secs: 600,
         codex_bin: "/usr/local/bin/codex".into(),
         codex_home: "/home/codex/.codex".into(),
@@ -176,7 +178,7 @@ fn merge(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
 fn readonly_git_pod_whole() {
     let cr = test_run("review", SecurityMode::Readonly, git_source());
     let pod = build_pod(&cr, &PodSettings::default()).unwrap();
-    let image = PodSettings::default().image;
+    let image = PodSettings::default().policy.runner_image;
     let spec = merge(
         pod_spec_common(),
         json!({
@@ -243,7 +245,7 @@ fn write_mode_pod_expected(name: &str, mode: SecurityMode, network: &str) -> Pod
         json!({
             "containers": [{
                 "name": "agent",
-                "image": PodSettings::default().image,
+                "image": PodSettings::default().policy.runner_image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["/usr/local/bin/codex-orchestrator-agent"],
                 "args": ["agent"],
@@ -289,10 +291,15 @@ fn full_access_pod_whole_and_only_when_allowed() {
     let cr = test_run("open", SecurityMode::FullAccess, pvc_source());
     assert_eq!(
         build_pod(&cr, &PodSettings::default()),
-        Err(PodError::FullAccessNotAllowed)
+        Err(PodError::Refused(Refusal::FullAccess(
+            "full_access is not allowed: it needs both the server's opt-in and the request's confirmation; the orchestrator was not started with full access allowed (--allow-full-access, or allow_full_access = true in the config)".into()
+        )))
     );
     let allowed = PodSettings {
-        allow_full_access: true,
+        policy: AdmissionPolicy {
+            allow_full_access: true,
+            ..default_policy()
+        },
         ..PodSettings::default()
     };
     let pod = build_pod(&cr, &allowed).unwrap();
@@ -305,7 +312,10 @@ fn full_access_pod_whole_and_only_when_allowed() {
 #[test]
 fn every_container_passes_the_restricted_profile_in_every_mode() {
     let allowed = PodSettings {
-        allow_full_access: true,
+        policy: AdmissionPolicy {
+            allow_full_access: true,
+            ..default_policy()
+        },
         ..PodSettings::default()
     };
     let mut checked = 0;
@@ -460,13 +470,19 @@ fn invalid_runs_are_refused_with_a_reason() {
     cr.spec.auth_secret_ref = None;
     assert_eq!(build_pod(&cr, &s), Err(PodError::NoAuth));
     let mut cr = test_run("r", SecurityMode::Readonly, git_source());
-    cr.spec.timeout_seconds = Some(s.max_timeout_secs + 1);
-    assert!(matches!(build_pod(&cr, &s), Err(PodError::Timeout(..))));
+    cr.spec.timeout_seconds = Some(s.policy.max_timeout_secs + 1);
+    assert_eq!(
+        build_pod(&cr, &s),
+        Err(PodError::Refused(Refusal::Timeout {
+            timeout: 14401,
+            max: 14400
+        }))
+    );
     let mut cr = test_run("r", SecurityMode::Readonly, git_source());
     cr.spec.image = Some("evil:latest".into());
     assert!(matches!(
         build_pod(&cr, &s),
-        Err(PodError::ImageNotAllowed(..))
+        Err(PodError::Refused(Refusal::Image(..)))
     ));
     let mut cr = test_run("r", SecurityMode::Readonly, git_source());
     cr.spec.output_schema = Some(codex_orchestrator_kube::crd::OutputSchemaSpec {

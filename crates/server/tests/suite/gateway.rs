@@ -317,6 +317,7 @@ fn settings() -> KubeRunnerSettings {
             key: "api-key".into(),
         }),
         ttl_seconds_after_finished: None,
+        ..KubeRunnerSettings::default()
     }
 }
 

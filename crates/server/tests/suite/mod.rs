@@ -1,3 +1,4 @@
+mod backends;
 mod gateway;
 mod mcp;
 mod mcp_apply;

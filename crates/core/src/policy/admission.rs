@@ -1,0 +1,329 @@
+//! Admission: what a request must satisfy before any sandbox is made for it, and the defaults
+//! the server fills in. One pure function, [`admit`], called by every backend — the Docker
+//! runner, the Kubernetes runner behind the gateway, and the controller for a `CodexRun`
+//! written by hand — so a bad request gets the same refusal wherever it is sent. What only one
+//! backend can check (a local directory, a git URL or claim) is checked beside it: see
+//! [`super::workspace`] and [`super::source`].
+
+use serde_json::Value;
+
+use super::workspace::{full_access_refusal, image_refusal};
+use crate::contract::MAX_SPEC_BYTES;
+use crate::model::{RunRequest, VerifyDefaults, VerifySpec};
+
+/// Room in the environment variable for everything in the spec besides the prompt and schema.
+const SPEC_OVERHEAD: usize = 4096;
+
+/// Which images a request may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRule {
+    /// The runner image, and these.
+    Listed(Vec<String>),
+    /// Any image (a cluster whose controller allows `spec.image` overrides).
+    Any,
+}
+
+/// The server's side of admission: what it allows, and the defaults it fills in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionPolicy {
+    /// `full_access` needs this and the request's confirmation.
+    pub allow_full_access: bool,
+    pub default_timeout_secs: u64,
+    pub max_timeout_secs: u64,
+    /// The model of a request that names none.
+    pub default_model: Option<String>,
+    /// The runner image (always allowed).
+    pub runner_image: String,
+    pub images: ImageRule,
+    pub verify_defaults: VerifyDefaults,
+}
+
+/// Why a request is refused. Nothing was created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("{0}")]
+    Workspace(String),
+    #[error("timeout {timeout}s is out of range (1..={max}s)")]
+    Timeout { timeout: u64, max: u64 },
+    #[error("{0}")]
+    FullAccess(String),
+    #[error("model name `{0}` is not valid")]
+    Model(String),
+    #[error("{0}")]
+    Provider(String),
+    #[error("{0}")]
+    OutputSchema(String),
+    #[error("{0}")]
+    Verify(String),
+    #[error("schema_retry needs an output_schema")]
+    SchemaRetryWithoutSchema,
+    #[error("{0}")]
+    Image(String),
+    #[error("prompt and output schema are too large ({size} bytes; the limit is {limit} bytes)")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// What admission decided for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admitted {
+    pub timeout_secs: u64,
+    pub model: Option<String>,
+    pub verify: Option<VerifySpec>,
+}
+
+/// Whether a model name can be passed to codex (`-m`).
+pub fn model_name_ok(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= 128
+        && m.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:/-".contains(c))
+}
+
+/// Admits `req` under `p`, or says why not. Pure. The checks run in a fixed order, so one
+/// request gets one refusal whichever backend it is sent to.
+pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal> {
+    if req.prompt.trim().is_empty() {
+        return Err(Refusal::EmptyPrompt);
+    }
+    let timeout = req.timeout_secs.unwrap_or(p.default_timeout_secs);
+    if timeout == 0 || timeout > p.max_timeout_secs {
+        return Err(Refusal::Timeout {
+            timeout,
+            max: p.max_timeout_secs,
+        });
+    }
+    if let Some(m) = full_access_refusal(req.mode, p.allow_full_access, req.confirm_full_access) {
+        return Err(Refusal::FullAccess(m));
+    }
+    if let Some(m) = &req.model
+        && !model_name_ok(m)
+    {
+        return Err(Refusal::Model(m.clone()));
+    }
+    if let Some(provider) = &req.provider {
+        provider.validate().map_err(Refusal::Provider)?;
+    }
+    match &req.output_schema {
+        None => {}
+        Some(s @ Value::Object(_)) => {
+            if let Some(problem) = crate::schemas::strict_problem(s) {
+                return Err(Refusal::OutputSchema(problem));
+            }
+        }
+        Some(_) => {
+            return Err(Refusal::OutputSchema(
+                "output_schema must be a JSON object".into(),
+            ));
+        }
+    }
+    let verify = VerifySpec::resolve(req.mode, req.verify.as_ref(), &p.verify_defaults)
+        .map_err(Refusal::Verify)?;
+    if req.schema_retry && req.output_schema.is_none() {
+        return Err(Refusal::SchemaRetryWithoutSchema);
+    }
+    if let Some(img) = &req.image {
+        let allowed: &[String] = match &p.images {
+            ImageRule::Any => &[],
+            ImageRule::Listed(l) => l,
+        };
+        if p.images != ImageRule::Any
+            && let Some(m) = image_refusal(img, &p.runner_image, allowed)
+        {
+            return Err(Refusal::Image(m));
+        }
+    }
+    let size = req.prompt.len()
+        + req
+            .output_schema
+            .as_ref()
+            .map_or(0, |s| s.to_string().len());
+    let limit = MAX_SPEC_BYTES - SPEC_OVERHEAD;
+    if size > limit {
+        return Err(Refusal::TooLarge { size, limit });
+    }
+    Ok(Admitted {
+        timeout_secs: timeout,
+        model: req.model.clone().or_else(|| p.default_model.clone()),
+        verify,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ModelProvider, SecurityMode, VerifyOptions};
+    use std::path::PathBuf;
+
+    fn policy() -> AdmissionPolicy {
+        AdmissionPolicy {
+            allow_full_access: false,
+            default_timeout_secs: 300,
+            max_timeout_secs: 3600,
+            default_model: Some("gpt-5.5".into()),
+            runner_image: "runner:1".into(),
+            images: ImageRule::Listed(vec!["corp/runner:1".into()]),
+            verify_defaults: VerifyDefaults::default(),
+        }
+    }
+
+    fn request() -> RunRequest {
+        RunRequest {
+            prompt: "Fix the tests".into(),
+            workspace: PathBuf::from("/ws"),
+            mode: SecurityMode::WorkspaceWrite,
+            model: None,
+            provider: None,
+            timeout_secs: None,
+            output_schema: None,
+            schema_retry: false,
+            confirm_full_access: false,
+            verify: None,
+            image: None,
+            labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_good_request_gets_the_defaults() {
+        let a = admit(&request(), &policy()).unwrap();
+        assert_eq!(
+            a,
+            Admitted {
+                timeout_secs: 300,
+                model: Some("gpt-5.5".into()),
+                verify: VerifySpec::resolve(
+                    SecurityMode::WorkspaceWrite,
+                    None,
+                    &VerifyDefaults::default()
+                )
+                .unwrap(),
+            }
+        );
+        let mut r = request();
+        r.timeout_secs = Some(3600);
+        r.model = Some("o3".into());
+        r.image = Some("corp/runner:1".into());
+        let a = admit(&r, &policy()).unwrap();
+        assert_eq!((a.timeout_secs, a.model.as_deref()), (3600, Some("o3")));
+        let mut any = policy();
+        any.images = ImageRule::Any;
+        r.image = Some("anything:2".into());
+        assert!(admit(&r, &any).is_ok());
+    }
+
+    #[test]
+    fn every_rule_refuses_with_its_reason() {
+        let strict = serde_json::json!({"type": "object", "properties": {}, "required": [],
+            "additionalProperties": false});
+        type Case = (&'static str, Box<dyn Fn(&mut RunRequest)>, Refusal);
+        let cases: Vec<Case> = vec![
+            ("prompt", Box::new(|r| r.prompt = "  ".into()), Refusal::EmptyPrompt),
+            (
+                "timeout 0",
+                Box::new(|r| r.timeout_secs = Some(0)),
+                Refusal::Timeout { timeout: 0, max: 3600 },
+            ),
+            (
+                "timeout over",
+                Box::new(|r| r.timeout_secs = Some(3601)),
+                Refusal::Timeout { timeout: 3601, max: 3600 },
+            ),
+            (
+                "full_access",
+                Box::new(|r| {
+                    r.mode = SecurityMode::FullAccess;
+                    r.confirm_full_access = true;
+                }),
+                Refusal::FullAccess(
+                    full_access_refusal(SecurityMode::FullAccess, false, true).unwrap(),
+                ),
+            ),
+            (
+                "model",
+                Box::new(|r| r.model = Some("gpt 5; rm".into())),
+                Refusal::Model("gpt 5; rm".into()),
+            ),
+            (
+                "provider",
+                Box::new(|r| {
+                    r.provider = Some(ModelProvider {
+                        name: "p".into(),
+                        base_url: "ftp://x".into(),
+                        env_key: None,
+                        wire_api: Default::default(),
+                        extra: Default::default(),
+                    })
+                }),
+                Refusal::Provider(
+                    "provider base_url `ftp://x` must start with http:// or https://".into(),
+                ),
+            ),
+            (
+                "schema not strict",
+                Box::new(|r| r.output_schema = Some(serde_json::json!({"type": "object"}))),
+                Refusal::OutputSchema(
+                    "output schema is not strict-mode compatible: the root: object has no `additionalProperties: false`".into(),
+                ),
+            ),
+            (
+                "schema not an object",
+                Box::new(|r| r.output_schema = Some(serde_json::json!("code_change"))),
+                Refusal::OutputSchema("output_schema must be a JSON object".into()),
+            ),
+            (
+                "verify",
+                Box::new(|r| {
+                    r.verify = Some(VerifyOptions {
+                        max_fix_attempts: Some(99),
+                        ..Default::default()
+                    })
+                }),
+                Refusal::Verify(
+                    VerifySpec::resolve(
+                        SecurityMode::WorkspaceWrite,
+                        Some(&VerifyOptions {
+                            max_fix_attempts: Some(99),
+                            ..Default::default()
+                        }),
+                        &VerifyDefaults::default(),
+                    )
+                    .unwrap_err(),
+                ),
+            ),
+            (
+                "schema_retry",
+                Box::new(|r| r.schema_retry = true),
+                Refusal::SchemaRetryWithoutSchema,
+            ),
+            (
+                "image",
+                Box::new(|r| r.image = Some("evil:1".into())),
+                Refusal::Image(
+                    "image `evil:1` is not allowed; allowed images: `runner:1`, `corp/runner:1`"
+                        .into(),
+                ),
+            ),
+            (
+                "size",
+                Box::new(|r| r.prompt = "x".repeat(MAX_SPEC_BYTES)),
+                Refusal::TooLarge {
+                    size: MAX_SPEC_BYTES,
+                    limit: MAX_SPEC_BYTES - SPEC_OVERHEAD,
+                },
+            ),
+        ];
+        for (name, change, want) in cases {
+            let mut r = request();
+            r.output_schema = None;
+            change(&mut r);
+            assert_eq!(admit(&r, &policy()), Err(want), "{name}");
+        }
+        // A strict schema passes; with it, schema_retry is fine.
+        let mut r = request();
+        r.output_schema = Some(strict);
+        r.schema_retry = true;
+        assert!(admit(&r, &policy()).is_ok());
+    }
+}

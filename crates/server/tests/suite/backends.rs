@@ -35,8 +35,11 @@ fn good(workspace: PathBuf) -> RunRequest {
     }
 }
 
-/// Every bad-request case: a name and what it changes.
-fn cases() -> Vec<(&'static str, fn(&mut RunRequest))> {
+/// A bad-request case: its name and what it changes in a good request.
+type Case = (&'static str, fn(&mut RunRequest));
+
+/// Every bad-request case.
+fn cases() -> Vec<Case> {
     vec![
         ("empty prompt", |r| r.prompt = " \n ".into()),
         ("zero timeout", |r| r.timeout_secs = Some(0)),

@@ -25,7 +25,6 @@
 //!   cannot hold URLs).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -48,7 +47,7 @@ use codex_orchestrator_core::policy::admission::{self, AdmissionPolicy};
 use codex_orchestrator_core::policy::tenant::Tenant;
 use codex_orchestrator_runner::error::RunnerError;
 use codex_orchestrator_runner::tenants::RunnerFactory;
-use codex_orchestrator_runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
+use codex_orchestrator_runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner, paging};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
@@ -267,32 +266,6 @@ pub fn status_of(cr: &CodexRun) -> Result<RunStatus, RunnerError> {
     })
 }
 
-/// One page of JSONL text: lines from `from`, at most `limit`. Lines that are not JSON are
-/// returned as strings; a partial last line of a live log is not returned yet. Pure.
-pub fn page_of(text: &str, from: u64, limit: usize, complete: bool) -> EventPage {
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    // `split` yields a final "" after a trailing newline, and the partial line otherwise.
-    let last = lines.pop().unwrap_or("");
-    if complete && !last.trim().is_empty() {
-        lines.push(last);
-    }
-    let lines: Vec<&str> = lines.into_iter().filter(|l| !l.trim().is_empty()).collect();
-    let start = usize::try_from(from).unwrap_or(usize::MAX).min(lines.len());
-    let limit = limit.max(1);
-    let events: Vec<serde_json::Value> = lines[start..]
-        .iter()
-        .take(limit)
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| serde_json::Value::String((*l).into())))
-        .collect();
-    let next = start + events.len();
-    EventPage {
-        offset: from,
-        next_offset: next as u64,
-        end: next >= lines.len(),
-        events,
-    }
-}
-
 fn kube_err(what: &str, e: ::kube::Error) -> RunnerError {
     RunnerError::Other(format!("kubernetes: {what}: {e}"))
 }
@@ -410,14 +383,6 @@ impl KubeRunner {
     }
 }
 
-fn gunzip(bytes: &[u8]) -> Result<String, RunnerError> {
-    let mut out = String::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_string(&mut out)
-        .map_err(|e| RunnerError::Other(format!("the stored event log is unreadable: {e}")))?;
-    Ok(out)
-}
-
 #[async_trait]
 impl Runner for KubeRunner {
     async fn submit(&self, req: RunRequest) -> Result<RunId, RunnerError> {
@@ -482,9 +447,12 @@ impl Runner for KubeRunner {
 
     async fn events(&self, id: &RunId, from: u64, limit: usize) -> Result<EventPage, RunnerError> {
         let cr = self.find(id).await?;
-        let limit = limit.clamp(1, 10_000);
+        let unreadable = |e: std::io::Error| {
+            RunnerError::Other(format!("the stored event log is unreadable: {e}"))
+        };
         if let Some((_, Some(gz))) = self.artifact_texts(&cr).await? {
-            return Ok(page_of(&gunzip(&gz)?, from, limit, true));
+            let log = std::io::BufReader::new(flate2::read::GzDecoder::new(gz.as_slice()));
+            return paging::page(log, from, limit, true).map_err(unreadable);
         }
         let st = status_of(&cr)?;
         let pod = match &st.backend {
@@ -496,14 +464,10 @@ impl Runner for KubeRunner {
             ..Default::default()
         };
         match self.pods.logs(&pod, &lp).await {
-            Ok(log) => Ok(page_of(&log, from, limit, st.phase.is_terminal())),
+            Ok(log) => paging::page(log.as_bytes(), from, limit, st.phase.is_terminal())
+                .map_err(unreadable),
             // No Pod (yet, or any more): nothing to show.
-            Err(::kube::Error::Api(s)) if s.code == 404 || s.code == 400 => Ok(EventPage {
-                offset: from,
-                events: vec![],
-                next_offset: from,
-                end: true,
-            }),
+            Err(::kube::Error::Api(s)) if s.code == 404 || s.code == 400 => Ok(paging::empty(from)),
             Err(e) => Err(kube_err("reading the Pod log", e)),
         }
     }
@@ -787,29 +751,5 @@ mod tests {
         // Without a uid (not from the API server) there is no run id.
         cr.metadata.uid = None;
         assert!(status_of(&cr).is_err());
-    }
-
-    #[test]
-    fn event_pages_of_a_log() {
-        let log = "{\"type\":\"a\"}\nnot json\n\n{\"type\":\"b\"}\n{\"type\":\"partial";
-        let p = page_of(log, 0, 10, false);
-        assert_eq!(
-            p.events,
-            vec![
-                serde_json::json!({"type": "a"}),
-                serde_json::json!("not json"),
-                serde_json::json!({"type": "b"})
-            ]
-        );
-        assert_eq!((p.offset, p.next_offset, p.end), (0, 3, true));
-        let p = page_of(log, 1, 1, false);
-        assert_eq!(p.events, vec![serde_json::json!("not json")]);
-        assert_eq!((p.next_offset, p.end), (2, false));
-        // A finished log includes its last line even without a newline.
-        let p = page_of(log, 3, 10, true);
-        assert_eq!(p.events, vec![serde_json::json!("{\"type\":\"partial")]);
-        assert_eq!((p.next_offset, p.end), (4, true));
-        let p = page_of(log, 99, 10, true);
-        assert_eq!((p.events.len(), p.next_offset, p.end), (0, 4, true));
     }
 }

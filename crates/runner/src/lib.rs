@@ -11,6 +11,8 @@ pub mod docker;
 pub mod error;
 pub mod image;
 pub mod lazy;
+pub mod paging;
+pub mod sink;
 pub mod store;
 pub mod tenants;
 

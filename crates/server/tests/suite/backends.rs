@@ -1,6 +1,7 @@
 //! The same cases through both runners — the Docker runner and the Kubernetes runner behind the
 //! gateway — with the same results: a bad request gets the same refusal from each, before
-//! anything exists (no run directory, container or network; no call to the API server).
+//! anything exists (no run directory, container or network; no call to the API server); the
+//! same event log gives the same pages from each, while the run is live and once it ended.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -172,4 +173,95 @@ async fn every_bad_request_gets_the_same_refusal_from_both_runners_before_anythi
         .unwrap();
     assert!(networks.is_empty(), "{networks:?}");
     assert_eq!(calls.lock().unwrap().clone(), Vec::<String>::new());
+}
+
+/// An event log with what a real one can hold: blank lines, a line that is not JSON (a stray
+/// stderr line in a merged Pod log), and a last line still being written.
+const LOG: &str = "{\"type\":\"orchestrator.run.started\",\"stream_version\":1}\n\n\
+not json\n   \n{\"type\":\"thread.started\",\"thread_id\":\"t\"}\n{\"type\":\"turn.started\"}\n\
+{\"type\":\"item.sta";
+
+/// (from, limit) of every page asked for: the start, `limit = 0`, one at a time, the middle,
+/// the last complete line, beyond the end.
+const PAGES: [(u64, usize); 7] = [(0, 100), (0, 0), (1, 1), (2, 2), (3, 10), (4, 10), (50, 10)];
+
+/// Every page of [`PAGES`] from `runner`.
+async fn pages(
+    runner: &dyn Runner,
+    id: &codex_orchestrator_core::model::RunId,
+) -> Vec<codex_orchestrator_runner::EventPage> {
+    let mut out = Vec::new();
+    for (from, limit) in PAGES {
+        out.push(runner.events(id, from, limit).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_same_event_log_gives_the_same_pages_on_both_runners() {
+    use codex_orchestrator_core::model::{RunId, RunPhase, RunStatus};
+    use codex_orchestrator_runner::store;
+
+    // Docker: a run in the store whose sandbox is still going, then finished.
+    let state = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        state_dir: state.path().to_path_buf(),
+        ..Config::default()
+    };
+    let docker = codex_orchestrator_runner::image::connect_docker()
+        .await
+        .expect("docker");
+    let docker_runner = DockerRunner::with_docker(docker, cfg, "unused:1".into())
+        .await
+        .expect("docker runner");
+    let ws = tempfile::tempdir().unwrap();
+    let id = RunId::generate();
+    let mut st = RunStatus::new_queued(id.clone(), SecurityMode::WorkspaceWrite, ws.path().into());
+    st.phase = RunPhase::Running;
+    let store = docker_runner.store();
+    store.create(&good(ws.path().into()), &st).unwrap();
+    store.write_file(&id, store::EVENTS, LOG.as_bytes()).unwrap();
+
+    // Kubernetes: a CodexRun whose Pod log is the same text, then its stored (gzip) log.
+    let api = super::gateway::FakeApi::start();
+    let kube_runner = KubeRunner::for_tenant(
+        api.client.clone(),
+        super::gateway::NS,
+        "alpha",
+        super::gateway::settings(),
+    );
+    let kid = kube_runner
+        .submit(super::gateway::request("https://git.example/team/app.git"))
+        .await
+        .unwrap();
+    api.controller_running(&kid, LOG);
+
+    let live_docker = pages(&docker_runner, &id).await;
+    let live_kube = pages(&kube_runner, &kid).await;
+    assert_eq!(live_docker, live_kube, "a live log");
+    let live_expected: Vec<_> = PAGES
+        .iter()
+        .map(|(from, limit)| codex_orchestrator_runner::paging::page(LOG.as_bytes(), *from, *limit, false).unwrap())
+        .collect();
+    assert_eq!(live_docker, live_expected);
+    // The partial last line is not an event yet; blank lines never are.
+    assert_eq!(live_docker[0].events.len(), 4);
+    assert_eq!(live_docker[0].next_offset, 4);
+
+    st.phase = RunPhase::Succeeded;
+    store.write_status(&st).unwrap();
+    api.controller_finish(&kid, LOG);
+    let done_docker = pages(&docker_runner, &id).await;
+    let done_kube = pages(&kube_runner, &kid).await;
+    assert_eq!(done_docker, done_kube, "a finished log");
+    let last = &done_docker[5];
+    assert_eq!(
+        (last.offset, last.events.clone(), last.next_offset, last.end),
+        (4, vec![json!("{\"type\":\"item.sta")], 5, true)
+    );
+    assert_eq!(
+        (done_docker[6].events.len(), done_docker[6].next_offset),
+        (0, 5)
+    );
+    assert_eq!(done_docker[1].events, vec![json!({"type": "orchestrator.run.started", "stream_version": 1})]);
 }

@@ -38,7 +38,7 @@ use super::mcp::{call_err, call_ok, result_for};
 use codex_orchestrator_testkit::kubeapi::{self, merge, ok, status_resp};
 
 const BOUND: Duration = Duration::from_secs(20);
-const NS: &str = "runs";
+pub(super) const NS: &str = "runs";
 const ALPHA: &str = "alpha-token-0123456789";
 const BETA: &str = "beta-token-0123456789";
 const REPO: &str = "https://git.example/team/app.git";
@@ -210,14 +210,14 @@ fn answer(s: &Shared, method: &str, uri: &http::Uri, body: Value) -> Response<Bo
     }
 }
 
-struct FakeApi {
+pub(super) struct FakeApi {
     state: Shared,
-    client: Client,
+    pub(super) client: Client,
     _server: tokio::task::JoinHandle<()>,
 }
 
 impl FakeApi {
-    fn start() -> FakeApi {
+    pub(super) fn start() -> FakeApi {
         let state: Shared = Arc::default();
         let s2 = state.clone();
         let (client, server) = kubeapi::client(move |req: Request<Body>| {
@@ -245,7 +245,7 @@ impl FakeApi {
             .collect()
     }
 
-    fn run_of(&self, id: &RunId) -> CodexRun {
+    pub(super) fn run_of(&self, id: &RunId) -> CodexRun {
         self.runs()
             .into_iter()
             .find(|r| run_id_for(r).as_ref() == Ok(id))
@@ -263,7 +263,7 @@ impl FakeApi {
     }
 
     /// What the controller does while the agent runs: status + a Pod log.
-    fn controller_running(&self, id: &RunId, log: &str) {
+    pub(super) fn controller_running(&self, id: &RunId, log: &str) {
         let cr = self.run_of(id);
         let pod = format!("{}-run", cr.name_any());
         let mut st = self.state.lock().unwrap();
@@ -279,7 +279,7 @@ impl FakeApi {
 
     /// What the controller does at the end: the artifacts ConfigMap (built by the
     /// controller's own builder) and a terminal status pointing at it; the Pod is gone.
-    fn controller_finish(&self, id: &RunId, log: &str) {
+    pub(super) fn controller_finish(&self, id: &RunId, log: &str) {
         let cr = self.run_of(id);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(log.as_bytes()).unwrap();
@@ -310,7 +310,7 @@ impl FakeApi {
     }
 }
 
-fn settings() -> KubeRunnerSettings {
+pub(super) fn settings() -> KubeRunnerSettings {
     KubeRunnerSettings {
         auth_secret: Some(SecretKeyRef {
             name: "openai".into(),
@@ -321,7 +321,7 @@ fn settings() -> KubeRunnerSettings {
     }
 }
 
-fn request(ws: &str) -> RunRequest {
+pub(super) fn request(ws: &str) -> RunRequest {
     RunRequest {
         prompt: "Make x 2".into(),
         workspace: PathBuf::from(ws),

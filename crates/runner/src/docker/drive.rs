@@ -1,0 +1,537 @@
+//! Driving one run on Docker: wait for a slot, create the run's network and egress proxy,
+//! create and start the sandbox, follow its log through the shared sink into the status, stop
+//! it on cancel or kill it at the hard deadline, decide how it ended, store the artifacts and
+//! remove everything the run created.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::container::LogOutput;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, NetworkConnectRequest, NetworkCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use codex_orchestrator_core::contract::{
+    AGENT_DIR, FALLBACK_UID, HOME_DIR, MAX_PATCH_BYTES, SCRATCH_WORKDIR, SPEC_ENV, TOKEN_ENV,
+    WORKSPACE_MOUNT, sandbox_user,
+};
+use codex_orchestrator_core::events::RunFold;
+use codex_orchestrator_core::model::{
+    BackendRef, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode, SecurityPolicy,
+    TerminalReason,
+};
+use codex_orchestrator_core::terminal::{self, Observed, Terminal};
+use futures::StreamExt;
+use tracing::{info, warn};
+
+use super::spec::*;
+use super::{Inner, RunHandle, Start, is_not_found};
+use crate::error::{RunnerError, StoreError};
+use crate::sink::StreamSink;
+use crate::store::{self};
+
+/// How long a new proxy may take to listen.
+const PROXY_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Cap of the stderr.log artifact.
+const MAX_STDERR_BYTES: u64 = 16 * 1024 * 1024;
+/// How often a broken log stream of a running sandbox is re-followed before giving up.
+const MAX_REFOLLOWS: u32 = 3;
+/// Minimum interval between status file writes while a run streams (phase changes are
+/// always written at once).
+const STATUS_WRITE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Connects container `name` to `network` (optionally under `alias`).
+pub(super) async fn connect(
+    inner: &Inner,
+    network: &str,
+    name: &str,
+    alias: Option<&str>,
+) -> Result<(), RunnerError> {
+    let req = NetworkConnectRequest {
+        container: name.to_string(),
+        endpoint_config: Some(EndpointSettings {
+            aliases: alias.map(|a| vec![a.to_string()]),
+            ..Default::default()
+        }),
+    };
+    inner
+        .docker
+        .connect_network(network, req)
+        .await
+        .map_err(|e| {
+            RunnerError::Docker(format!("cannot connect {name} to network `{network}`: {e}"))
+        })
+}
+
+/// Creates the run's internal network and starts its egress proxy (on that network and on the
+/// outside one), waiting until it listens.
+pub(super) async fn start_egress(
+    inner: &Inner,
+    id: &RunId,
+    mode: SecurityMode,
+    egress: &EgressPlan,
+) -> Result<(), RunnerError> {
+    let net = network_name(id);
+    let created = inner
+        .docker
+        .create_network(NetworkCreateRequest {
+            name: net.clone(),
+            driver: Some("bridge".to_string()),
+            internal: Some(true),
+            labels: Some(run_labels(id, &inner.store_key, mode, "network")),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(_) => {}
+        // Left over from an interrupted start of this very run: reuse it.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {}
+        Err(e) => {
+            return Err(RunnerError::Docker(format!(
+                "cannot create the run's network: {e}"
+            )));
+        }
+    }
+    let (pname, body) = proxy_spec(&ProxyInputs {
+        run_id: id.clone(),
+        image: inner.image.clone(),
+        mode,
+        store_key: inner.store_key.clone(),
+        env: egress.proxy_env.clone(),
+    });
+    inner.remove_container(&pname).await;
+    inner
+        .docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&pname).build()),
+            body,
+        )
+        .await?;
+    connect(inner, &inner.cfg.docker.network, &pname, None).await?;
+    inner.docker.start_container(&pname, None).await?;
+    wait_proxy_ready(inner, &pname).await
+}
+
+/// Waits (bounded) until the proxy logs that it listens; fails with its log if it exits.
+async fn wait_proxy_ready(inner: &Inner, name: &str) -> Result<(), RunnerError> {
+    let deadline = Instant::now() + PROXY_READY_TIMEOUT;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let mut logs = inner.docker.logs(
+            name,
+            Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
+        );
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        if text.contains("egress proxy listening") {
+            return Ok(());
+        }
+        let running = matches!(
+            inner.docker.inspect_container(name, None).await,
+            Ok(c) if c.state.as_ref().and_then(|s| s.running) == Some(true)
+        );
+        if !running || Instant::now() >= deadline {
+            let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            return Err(RunnerError::Docker(format!(
+                "the egress proxy did not start{}: {tail}",
+                if running { " in time" } else { "" }
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Persists and publishes status changes, throttled except on phase changes.
+struct StatusSink<'a> {
+    inner: &'a Inner,
+    handle: &'a RunHandle,
+    last_write: Instant,
+    last_phase: RunPhase,
+}
+
+impl<'a> StatusSink<'a> {
+    fn new(inner: &'a Inner, handle: &'a RunHandle) -> Self {
+        let phase = handle.status.borrow().phase;
+        StatusSink {
+            inner,
+            handle,
+            last_write: Instant::now(),
+            last_phase: phase,
+        }
+    }
+
+    fn update(&mut self, force: bool, f: impl FnOnce(&mut RunStatus)) -> Result<(), StoreError> {
+        let mut st = self.handle.status.borrow().clone();
+        f(&mut st);
+        let phase_changed = st.phase != self.last_phase;
+        let due = force || phase_changed || self.last_write.elapsed() >= STATUS_WRITE_INTERVAL;
+        if due {
+            self.inner.store.write_status(&st)?;
+            self.last_write = Instant::now();
+            self.last_phase = st.phase;
+        }
+        self.handle.status.send_replace(st);
+        Ok(())
+    }
+}
+
+pub(super) async fn drive(
+    inner: Arc<Inner>,
+    handle: Arc<RunHandle>,
+    start: Start,
+) -> Result<(), RunnerError> {
+    let id = handle.status.borrow().run_id.clone();
+    let name = container_name(&id);
+    let mut sink = StatusSink::new(&inner, &handle);
+
+    // Queue: wait for a slot (a cancel while queued ends the run without a container).
+    let _permit = tokio::select! {
+        p = inner.sem.clone().acquire_owned() => p.map_err(|e| RunnerError::Other(e.to_string()))?,
+        _ = handle.cancel.cancelled() => {
+            sink.update(true, |s| {
+                s.phase = RunPhase::Cancelled;
+                s.reason = Some(TerminalReason::Cancelled);
+                s.message = Some("cancelled while queued".into());
+                s.finished_at = Some(jiff::Timestamp::now());
+            })?;
+            return Ok(());
+        }
+    };
+
+    let req = inner.store.read_request(&id)?;
+    let policy = SecurityPolicy::for_mode(req.mode);
+    let timeout = req.timeout_secs.unwrap_or(inner.cfg.default_timeout_secs);
+
+    if let Start::Fresh = start {
+        sink.update(true, |s| s.phase = RunPhase::Starting)?;
+        let secrets = inner.secrets_lock().remove(&id).unwrap_or_default();
+        let provider = req
+            .provider
+            .clone()
+            .or_else(|| inner.cfg.default_provider());
+        let egress = egress_plan(provider.as_ref(), &secrets, &new_token())?;
+        let (name_, body, fallback) =
+            build_container(&inner, &id, &req, &policy, timeout, &egress)?;
+        if let Err(e) = start_egress(&inner, &id, req.mode, &egress).await {
+            inner.remove_run(&id).await;
+            return Err(e);
+        }
+        let created = match inner
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name_).build()),
+                body,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                inner.remove_run(&id).await;
+                return Err(e.into());
+            }
+        };
+        if policy.network == codex_orchestrator_core::model::NetworkAccess::Open
+            && let Err(e) = connect(&inner, &inner.cfg.docker.network, &name_, None).await
+        {
+            inner.remove_run(&id).await;
+            return Err(e);
+        }
+        let backend = BackendRef::Docker {
+            container_id: created.id.clone(),
+            container_name: name_.clone(),
+        };
+        sink.update(true, |s| {
+            s.backend = Some(backend);
+            if fallback {
+                s.message = Some(format!(
+                    "the workspace is owned by root; the sandbox runs as uid {FALLBACK_UID}"
+                ));
+            }
+        })?;
+        if let Err(e) = inner.docker.start_container(&name_, None).await {
+            inner.remove_run(&id).await;
+            return Err(e.into());
+        }
+        sink.update(true, |s| {
+            s.phase = RunPhase::Running;
+            s.started_at = Some(jiff::Timestamp::now());
+        })?;
+    }
+
+    // Hard deadline counted from the recorded start, so a re-attach keeps the original one.
+    let started = handle
+        .status
+        .borrow()
+        .started_at
+        .unwrap_or_else(jiff::Timestamp::now);
+    let elapsed = jiff::Timestamp::now()
+        .duration_since(started)
+        .as_secs()
+        .max(0) as u64;
+    let hard_deadline = Duration::from_secs(
+        (timeout + inner.cfg.docker.hard_kill_grace_secs).saturating_sub(elapsed),
+    );
+
+    let workdir = codex_orchestrator_core::contract::workdir(policy.scratch_copy);
+    // The container's log is the complete record: (re)reading it from the start into fresh
+    // artifacts is how both a re-attach and a broken log stream recover without double counting.
+    let open_sink = || -> Result<_, StoreError> {
+        let run_dir = inner.store.run_dir(&id);
+        let audit = (req.mode == SecurityMode::FullAccess)
+            .then(|| crate::audit::CommandAudit::open(&run_dir))
+            .transpose()
+            .map_err(|e| StoreError::io("read", run_dir.join(crate::audit::AUDIT_LOG), e))?;
+        Ok(StreamSink::new(
+            RunFold::new().with_workspace_root(workdir),
+            codex_orchestrator_core::events::DEFAULT_MAX_LINE,
+            std::io::BufWriter::new(inner.store.open_append(&id, store::EVENTS, true)?),
+            inner.store.open_append(&id, store::STDERR, true)?,
+            MAX_STDERR_BYTES,
+        )
+        .with_audit(audit))
+    };
+    let follow = || {
+        inner.docker.logs(
+            &name,
+            Some(
+                LogsOptionsBuilder::new()
+                    .follow(true)
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        )
+    };
+    let mut out = open_sink()?;
+    let mut logs = Box::pin(follow());
+    let mut refollows = 0u32;
+    let deadline = tokio::time::sleep(hard_deadline);
+    tokio::pin!(deadline);
+    let mut cancel_requested = false;
+    let mut hard_killed = false;
+    let mut stop_task: Option<tokio::task::JoinHandle<()>> = None;
+    let events_path = inner.store.path(&id, store::EVENTS);
+    let io_err = |e: std::io::Error| StoreError::io("write", events_path.clone(), e);
+
+    loop {
+        tokio::select! {
+            chunk = logs.next() => {
+                match chunk {
+                    Some(Ok(LogOutput::StdOut { message })) => {
+                        out.stdout(&message).map_err(io_err)?;
+                        publish(&mut sink, out.fold())?;
+                    }
+                    Some(Ok(LogOutput::StdErr { message })) => out.stderr(&message),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        let running = matches!(
+                            inner.docker.inspect_container(&name, None).await,
+                            Ok(c) if c.state.as_ref().and_then(|s| s.running) == Some(true)
+                        );
+                        if !running || refollows >= MAX_REFOLLOWS {
+                            warn!(error = %e, "log stream error");
+                            break;
+                        }
+                        refollows += 1;
+                        warn!(error = %e, attempt = refollows, "log stream broke; re-reading the log from the start");
+                        tokio::time::sleep(Duration::from_millis(500 * u64::from(refollows))).await;
+                        out = open_sink()?;
+                        logs = Box::pin(follow());
+                    }
+                    None => break,
+                }
+            }
+            _ = handle.cancel.cancelled(), if !cancel_requested => {
+                cancel_requested = true;
+                info!("cancel requested: stopping the sandbox");
+                let docker = inner.docker.clone();
+                let n = name.clone();
+                let t = inner.cfg.docker.stop_grace_secs as i32;
+                stop_task = Some(tokio::spawn(async move {
+                    let opts = StopContainerOptionsBuilder::new().t(t).build();
+                    if let Err(e) = docker.stop_container(&n, Some(opts)).await {
+                        warn!(error = %e, "stop failed");
+                    }
+                }));
+            }
+            _ = &mut deadline, if !hard_killed => {
+                hard_killed = true;
+                warn!("deadline passed: killing the sandbox");
+                let opts = KillContainerOptionsBuilder::new().signal("KILL").build();
+                if let Err(e) = inner.docker.kill_container(&name, Some(opts)).await
+                    && !is_not_found(&e)
+                {
+                    warn!(error = %e, "kill failed");
+                }
+            }
+        }
+    }
+    out.finish().map_err(io_err)?;
+    let fold = out.fold();
+    let last_stderr_line = out.last_stderr_line().map(str::to_owned);
+    if let Some(t) = stop_task {
+        let _ = t.await;
+    }
+
+    // Exit code and OOM flag.
+    let (exit_code, oom) = match inner.docker.inspect_container(&name, None).await {
+        Ok(c) => {
+            let state = c.state.unwrap_or_default();
+            if state.running == Some(true) {
+                // The log stream kept breaking while the container still runs: stop it rather
+                // than leave a sandbox nobody watches.
+                inner.remove_run(&id).await;
+                return Err(RunnerError::Docker(format!(
+                    "lost the sandbox's log stream {MAX_REFOLLOWS} times; the sandbox was removed"
+                )));
+            }
+            (state.exit_code, state.oom_killed.unwrap_or(false))
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let Terminal {
+        phase,
+        reason,
+        message,
+    } = terminal::decide(&Observed {
+        completion: fold.completed(),
+        oom_killed: oom,
+        hard_killed,
+        cancel_requested,
+        exit_code,
+        last_stderr: last_stderr_line.as_deref(),
+    });
+    let mut result = fold.result();
+    result.phase = phase;
+    result.reason = Some(reason);
+    result.message = Some(message.clone());
+    inner.store.write_result(&id, &result)?;
+    if let Some(c) = fold.completed() {
+        if let Some(p) = &c.patch {
+            inner.store.write_file(&id, store::PATCH, p.as_bytes())?;
+        }
+        if let Some(m) = &c.last_message {
+            inner
+                .store
+                .write_file(&id, store::LAST_MESSAGE, m.as_bytes())?;
+        }
+    }
+    inner.remove_run(&id).await;
+    let progress = fold.progress().clone();
+    sink.update(true, |s| {
+        s.phase = phase;
+        s.reason = Some(reason);
+        s.message = Some(message);
+        s.exit_code = exit_code;
+        s.finished_at = Some(jiff::Timestamp::now());
+        s.progress = progress;
+        s.attempt = fold.attempt();
+        s.thread_id = fold.thread_id().map(str::to_owned);
+        if let Some(v) = fold.verify_summary() {
+            s.verify = Some(v.clone());
+        }
+    })?;
+    info!(phase = %phase, "run finished");
+    Ok(())
+}
+
+/// Copies the fold's live view into the status (throttled writes; phase changes at once).
+fn publish(sink: &mut StatusSink<'_>, fold: &RunFold) -> Result<(), StoreError> {
+    let phase = fold.phase();
+    sink.update(false, |s| {
+        if !phase.is_terminal() && s.phase != phase {
+            s.phase = phase;
+        }
+        s.attempt = fold.attempt();
+        s.progress = fold.progress().clone();
+        if s.thread_id.is_none() {
+            s.thread_id = fold.thread_id().map(str::to_owned);
+        }
+        if let Some(v) = fold.verify_summary() {
+            s.verify = Some(v.clone());
+        }
+    })
+}
+
+type BuiltContainer = (String, ContainerCreateBody, bool);
+
+fn build_container(
+    inner: &Inner,
+    id: &RunId,
+    req: &RunRequest,
+    policy: &SecurityPolicy,
+    timeout: u64,
+    egress: &EgressPlan,
+) -> Result<BuiltContainer, RunnerError> {
+    let meta = std::fs::metadata(&req.workspace).map_err(|e| {
+        RunnerError::InvalidRequest(format!(
+            "workspace `{}` cannot be used: {e}",
+            req.workspace.display()
+        ))
+    })?;
+    let (uid, gid, fallback) = sandbox_user(meta.uid(), meta.gid());
+    let provider = Some(egress.sandbox_provider.clone());
+    let spec = RunSpec {
+        run_id: id.clone(),
+        orchestrator_version: codex_orchestrator_core::model::VERSION.to_string(),
+        prompt: req.prompt.clone(),
+        mode: req.mode,
+        workspace: PathBuf::from(WORKSPACE_MOUNT),
+        scratch_dir: policy.scratch_copy.then(|| PathBuf::from(SCRATCH_WORKDIR)),
+        model: req.model.clone(),
+        provider,
+        output_schema: req.output_schema.clone(),
+        schema_retry: req.schema_retry,
+        verify: codex_orchestrator_core::model::VerifySpec::resolve(
+            req.mode,
+            req.verify.as_ref(),
+            &inner.cfg.verify,
+        )
+        .map_err(RunnerError::InvalidRequest)?,
+        deadline_secs: timeout,
+        codex_bin: PathBuf::from(codex_orchestrator_core::contract::CODEX_BIN),
+        codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
+        max_patch_bytes: MAX_PATCH_BYTES,
+        secret_env: vec![TOKEN_ENV.to_string()],
+        agent_dir: Some(PathBuf::from(AGENT_DIR)),
+    };
+    let spec_json = serde_json::to_string(&spec).map_err(|e| RunnerError::Other(e.to_string()))?;
+    let mut env = vec![format!("{SPEC_ENV}={spec_json}")];
+    env.extend(
+        codex_orchestrator_core::contract::base_env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    env.extend(egress.sandbox_env.iter().cloned());
+    let d = &inner.cfg.docker;
+    let (name, body) = container_spec(&ContainerInputs {
+        run_id: id.clone(),
+        image: req.image.clone().unwrap_or_else(|| inner.image.clone()),
+        policy: policy.clone(),
+        workspace: req.workspace.clone(),
+        uid,
+        gid,
+        network: network_name(id),
+        memory_mb: d.memory_mb,
+        cpus: d.cpus,
+        pids_limit: d.pids_limit,
+        tmp_mb: d.tmp_mb,
+        home_mb: d.home_mb,
+        scratch_mb: d.scratch_mb,
+        stop_grace_secs: d.stop_grace_secs,
+        env,
+        store_key: inner.store_key.clone(),
+    });
+    Ok((name, body, fallback))
+}

@@ -1,0 +1,365 @@
+//! The Docker backend: one hardened container per run, running the agent from the runner
+//! image, next to a per-run egress proxy on the run's own internal network. The backend is
+//! thin: create + start, follow the logs through the shared sink and fold, wait, stop/kill on
+//! cancel or deadline, store the artifacts, remove.
+//!
+//! * [`spec`] — names, labels, the egress plan and the container specs (pure, tested whole).
+//! * [`drive`] — one run from queue to removal.
+//! * [`recover`] — re-attaching to (or cleaning up after) an earlier process.
+//! * [`tenants`] — a runner per tenant for the gateway.
+
+pub mod drive;
+pub mod recover;
+pub mod spec;
+pub mod tenants;
+
+pub use spec::*;
+pub use tenants::DockerRunners;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::query_parameters::RemoveContainerOptionsBuilder;
+use codex_orchestrator_core::model::{
+    RunId, RunPhase, RunRequest, RunStatus, SecurityMode, TerminalReason,
+};
+use codex_orchestrator_core::policy::admission::{self, AdmissionPolicy};
+use codex_orchestrator_core::policy::workspace as local;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
+
+use crate::config::Config;
+use crate::error::{RunnerError, StoreError};
+use crate::store::{self, RunStore};
+use crate::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner, paging};
+use drive::drive;
+
+struct RunHandle {
+    status: watch::Sender<RunStatus>,
+    cancel: CancellationToken,
+}
+
+pub(crate) struct Inner {
+    docker: Docker,
+    store: RunStore,
+    cfg: Config,
+    image: String,
+    /// The admission rules of this runner (from `cfg` and `image`).
+    policy: AdmissionPolicy,
+    store_key: String,
+    sem: Arc<Semaphore>,
+    runs: Mutex<HashMap<RunId, Arc<RunHandle>>>,
+    /// Secrets of runs not started yet (never persisted).
+    secrets: Mutex<HashMap<RunId, Vec<(String, String)>>>,
+}
+
+/// The Docker [`Runner`].
+#[derive(Clone)]
+pub struct DockerRunner {
+    inner: Arc<Inner>,
+}
+
+/// How a drive task begins.
+pub(crate) enum Start {
+    Fresh,
+    Reattach,
+}
+
+impl DockerRunner {
+    /// Connects to the local Docker engine, checks the runner image (building the default one
+    /// if it is missing), opens the store and recovers runs left by an earlier process.
+    pub async fn connect(cfg: Config) -> Result<Self, RunnerError> {
+        let docker = crate::image::connect_docker().await?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| RunnerError::Docker(format!("cannot reach the Docker engine: {e}")))?;
+        let image = cfg.runner_image();
+        if cfg.docker.image.is_none() {
+            let opts = crate::image::ImageOptions::for_current_exe()?;
+            crate::image::ensure_runner_image(&docker, &opts).await?;
+        } else {
+            crate::image::check_runner_image(&docker, &image).await?;
+        }
+        Self::with_docker(docker, cfg, image).await
+    }
+
+    /// Like [`connect`](Self::connect) with an explicit client and an image already checked.
+    pub async fn with_docker(
+        docker: Docker,
+        cfg: Config,
+        image: String,
+    ) -> Result<Self, RunnerError> {
+        let store = RunStore::open(&cfg.state_dir)?;
+        let key = store_key(store.root());
+        let policy = cfg.admission_policy(&image);
+        let inner = Arc::new(Inner {
+            docker,
+            sem: Arc::new(Semaphore::new(cfg.max_concurrent_runs)),
+            store,
+            cfg,
+            policy,
+            image,
+            store_key: key,
+            runs: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
+        });
+        let runner = DockerRunner { inner };
+        runner.recover().await?;
+        Ok(runner)
+    }
+
+    pub fn store(&self) -> &RunStore {
+        &self.inner.store
+    }
+
+    pub fn image(&self) -> &str {
+        &self.inner.image
+    }
+
+    /// The server-wide audit log of this runner's state directory.
+    pub fn server_audit(&self) -> crate::audit::ServerAudit {
+        crate::audit::ServerAudit::new(&self.inner.cfg.state_dir)
+    }
+
+    fn spawn_drive(&self, st: RunStatus, start: Start) {
+        let id = st.run_id.clone();
+        let (tx, _) = watch::channel(st);
+        let handle = Arc::new(RunHandle {
+            status: tx,
+            cancel: CancellationToken::new(),
+        });
+        self.inner.runs_lock().insert(id.clone(), handle.clone());
+        let inner = self.inner.clone();
+        let span = tracing::info_span!("run", run_id = %id);
+        tokio::spawn(
+            async move {
+                if let Err(e) = drive(inner.clone(), handle.clone(), start).await {
+                    warn!(error = %e, "run driver failed");
+                    let mut st = handle.status.borrow().clone();
+                    if !st.phase.is_terminal() {
+                        st.phase = RunPhase::Failed;
+                        st.reason = Some(TerminalReason::SandboxError);
+                        st.message = Some(e.to_string());
+                        st.finished_at = Some(jiff::Timestamp::now());
+                        let _ = inner.store.write_status(&st);
+                        handle.status.send_replace(st);
+                    }
+                }
+                inner.runs_lock().remove(&id);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Resolves the provider and the secrets a request needs from the server's environment.
+    fn secrets_for(&self, req: &RunRequest) -> Result<Vec<(String, String)>, RunnerError> {
+        let provider = req
+            .provider
+            .clone()
+            .or_else(|| self.inner.cfg.default_provider());
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match &provider {
+            Some(p) => match &p.env_key {
+                Some(k) => match env(k) {
+                    Some(v) => Ok(vec![(k.clone(), v)]),
+                    None => Err(RunnerError::InvalidRequest(format!(
+                        "model provider `{}` takes its API key from `{k}`, which is not set in the orchestrator's environment",
+                        p.name
+                    ))),
+                },
+                None => Ok(vec![]),
+            },
+            None => match env("CODEX_API_KEY").or_else(|| env("OPENAI_API_KEY")) {
+                Some(v) => Ok(vec![("CODEX_API_KEY".into(), v)]),
+                None => Err(RunnerError::InvalidRequest(
+                    "no API key: set CODEX_API_KEY (or OPENAI_API_KEY) in the orchestrator's environment, or configure a model provider".into(),
+                )),
+            },
+        }
+    }
+
+    /// Checks a request (the shared admission rules, then the local workspace); returns it
+    /// normalised: canonical workspace, timeout and model filled in.
+    fn validate(&self, mut req: RunRequest) -> Result<RunRequest, RunnerError> {
+        let admitted = admission::admit(&req, &self.inner.policy)?;
+        req.workspace = local::check_local_workspace(
+            &req.workspace,
+            req.mode,
+            std::env::var("DOCKER_HOST").ok().as_deref(),
+        )
+        .map_err(RunnerError::InvalidRequest)?;
+        req.timeout_secs = Some(admitted.timeout_secs);
+        req.model = admitted.model;
+        Ok(req)
+    }
+}
+
+impl Inner {
+    fn runs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Arc<RunHandle>>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn secrets_lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Vec<(String, String)>>> {
+        self.secrets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn handle(&self, id: &RunId) -> Option<Arc<RunHandle>> {
+        self.runs_lock().get(id).cloned()
+    }
+
+    async fn remove_container(&self, name: &str) {
+        let opts = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        if let Err(e) = self.docker.remove_container(name, Some(opts)).await
+            && !is_not_found(&e)
+        {
+            warn!(container = name, error = %e, "could not remove container");
+        }
+    }
+}
+
+impl Inner {
+    /// Removes everything of a run: the sandbox, its proxy, its network. Idempotent.
+    async fn remove_run(&self, id: &RunId) {
+        self.remove_container(&container_name(id)).await;
+        self.remove_container(&proxy_name(id)).await;
+        if let Err(e) = self.docker.remove_network(&network_name(id)).await
+            && !is_not_found(&e)
+        {
+            warn!(network = %network_name(id), error = %e, "could not remove the run's network");
+        }
+    }
+}
+
+pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+#[async_trait]
+impl Runner for DockerRunner {
+    async fn submit(&self, req: RunRequest) -> Result<RunId, RunnerError> {
+        let req = self.validate(req)?;
+        let secrets = self.secrets_for(&req)?;
+        let id = RunId::generate();
+        let status = RunStatus::new_queued(id.clone(), req.mode, req.workspace.clone());
+        let run_dir = self.inner.store.create(&req, &status)?;
+        if req.mode == SecurityMode::FullAccess {
+            crate::audit::record_request(&run_dir, &id, &req)
+                .map_err(|e| StoreError::io("write", run_dir.join(crate::audit::AUDIT_LOG), e))?;
+        }
+        self.inner.secrets_lock().insert(id.clone(), secrets);
+        info!(run_id = %id, mode = %req.mode, workspace = %req.workspace.display(), "run queued");
+        self.spawn_drive(status, Start::Fresh);
+        Ok(id)
+    }
+
+    async fn status(&self, id: &RunId) -> Result<RunStatus, RunnerError> {
+        if let Some(h) = self.inner.handle(id) {
+            return Ok(h.status.borrow().clone());
+        }
+        match self.inner.store.read_status(id) {
+            Ok(s) => Ok(s),
+            Err(StoreError::NotFound(_)) => Err(RunnerError::NotFound(id.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn wait(&self, id: &RunId, timeout: Duration) -> Result<RunStatus, RunnerError> {
+        let Some(h) = self.inner.handle(id) else {
+            return self.status(id).await;
+        };
+        let mut rx = h.status.subscribe();
+        let res = tokio::time::timeout(timeout, async move {
+            rx.wait_for(|s| s.phase.is_terminal())
+                .await
+                .map(|s| s.clone())
+        })
+        .await;
+        match res {
+            Ok(Ok(s)) => Ok(s),
+            // Timed out, or the driver finished and dropped the sender: read the latest.
+            _ => self.status(id).await,
+        }
+    }
+
+    async fn cancel(&self, id: &RunId) -> Result<CancelOutcome, RunnerError> {
+        if let Some(h) = self.inner.handle(id) {
+            let phase = h.status.borrow().phase;
+            if phase.is_terminal() {
+                return Ok(CancelOutcome::AlreadyFinished { phase });
+            }
+            h.cancel.cancel();
+            return Ok(CancelOutcome::Cancelling);
+        }
+        let st = self.status(id).await?;
+        Ok(CancelOutcome::AlreadyFinished { phase: st.phase })
+    }
+
+    async fn events(&self, id: &RunId, from: u64, limit: usize) -> Result<EventPage, RunnerError> {
+        let complete = self.status(id).await?.phase.is_terminal();
+        let path = self.inner.store.path(id, store::EVENTS);
+        tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
+            Ok(f) => paging::page(std::io::BufReader::new(f), from, limit, complete)
+                .map_err(|e| StoreError::io("read", &path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(paging::empty(from)),
+            Err(e) => Err(StoreError::io("read", &path, e)),
+        })
+        .await
+        .map_err(|e| RunnerError::Other(e.to_string()))?
+        .map_err(RunnerError::from)
+    }
+
+    async fn artifacts(&self, id: &RunId) -> Result<Artifacts, RunnerError> {
+        let status = self.status(id).await?;
+        let store = &self.inner.store;
+        let read_opt = |f: &str| -> Option<String> {
+            std::fs::read(store.path(id, f))
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        Ok(Artifacts {
+            result: store.read_result(id)?,
+            patch: read_opt(store::PATCH),
+            last_message: read_opt(store::LAST_MESSAGE),
+            run_dir: Some(store.run_dir(id)),
+            status,
+        })
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<Vec<RunStatus>, RunnerError> {
+        let mut out = Vec::new();
+        for id in self.inner.store.list()? {
+            let Ok(st) = self.status(&id).await else {
+                continue;
+            };
+            if filter.phase.is_some_and(|p| p != st.phase) {
+                continue;
+            }
+            if filter
+                .workspace
+                .as_ref()
+                .is_some_and(|w| w != &st.workspace)
+            {
+                continue;
+            }
+            out.push(st);
+        }
+        // Newest first (ids only carry whole seconds; the queue time orders within a second).
+        out.sort_by(|a, b| (b.queued_at, &b.run_id).cmp(&(a.queued_at, &a.run_id)));
+        if filter.limit > 0 {
+            out.truncate(filter.limit);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,124 @@
+//! Restart safety: on start-up the runner re-attaches to every non-terminal run whose sandbox
+//! still exists (re-reading its log from the start, so nothing is lost or counted twice),
+//! re-queues runs that never got a sandbox, marks the others `lost`, and removes orphaned
+//! containers and networks of its store.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use codex_orchestrator_core::model::{RunPhase, RunStatus, TerminalReason};
+use tracing::{info, warn};
+
+use super::spec::*;
+use super::{DockerRunner, Start, is_not_found};
+use crate::error::RunnerError;
+
+impl DockerRunner {
+    /// Re-attach, re-queue or mark lost every non-terminal run; remove orphaned containers.
+    pub(super) async fn recover(&self) -> Result<(), RunnerError> {
+        let inner = &self.inner;
+        let mut live: HashMap<String, String> = HashMap::new(); // run id -> container id
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_string(),
+            vec![format!("{LABEL_STORE}={}", inner.store_key)],
+        );
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        // Proxies and networks of runs (run id -> container id / network name).
+        let mut proxies: HashMap<String, String> = HashMap::new();
+        for c in inner.docker.list_containers(Some(opts)).await? {
+            let labels = c.labels.as_ref();
+            if let (Some(id), Some(run)) = (
+                c.id.clone(),
+                labels.and_then(|l| l.get(LABEL_RUN_ID)).cloned(),
+            ) {
+                if labels.and_then(|l| l.get(LABEL_ROLE)).map(String::as_str) == Some(ROLE_PROXY) {
+                    proxies.insert(run, id);
+                } else {
+                    live.insert(run, id);
+                }
+            }
+        }
+        let net_opts = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let mut networks: HashMap<String, String> = HashMap::new();
+        for n in inner.docker.list_networks(Some(net_opts)).await? {
+            if let (Some(name), Some(run)) = (
+                n.name.clone(),
+                n.labels.as_ref().and_then(|l| l.get(LABEL_RUN_ID)).cloned(),
+            ) {
+                networks.insert(run, name);
+            }
+        }
+        let mut keep = std::collections::HashSet::new();
+        for id in inner.store.list()? {
+            let st = match inner.store.read_status(&id) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(run_id = %id, error = %e, "skipping unreadable run");
+                    continue;
+                }
+            };
+            if st.phase.is_terminal() {
+                continue;
+            }
+            if live.contains_key(id.as_str()) {
+                info!(run_id = %id, "re-attaching to running sandbox");
+                keep.insert(id.to_string());
+                self.spawn_drive(st, Start::Reattach);
+            } else if st.phase == RunPhase::Queued && st.backend.is_none() {
+                match self.secrets_for(&inner.store.read_request(&id)?) {
+                    Ok(secrets) => {
+                        info!(run_id = %id, "re-queueing run that never started");
+                        keep.insert(id.to_string());
+                        inner.secrets_lock().insert(id.clone(), secrets);
+                        self.spawn_drive(st, Start::Fresh);
+                    }
+                    Err(e) => self.finish_lost(st, &format!("could not re-queue the run: {e}"))?,
+                }
+            } else {
+                self.finish_lost(
+                    st,
+                    "the sandbox no longer exists; it ended while no orchestrator was watching",
+                )?;
+            }
+        }
+        for (run, container) in live.into_iter().chain(proxies) {
+            if !keep.contains(&run) {
+                info!(run_id = %run, "removing orphaned container");
+                let _ = inner
+                    .docker
+                    .remove_container(
+                        &container,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await;
+            }
+        }
+        for (run, network) in networks {
+            if !keep.contains(&run) {
+                info!(run_id = %run, "removing orphaned network");
+                if let Err(e) = inner.docker.remove_network(&network).await
+                    && !is_not_found(&e)
+                {
+                    warn!(%network, error = %e, "could not remove an orphaned network");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish_lost(&self, mut st: RunStatus, why: &str) -> Result<(), RunnerError> {
+        warn!(run_id = %st.run_id, "{why}");
+        st.phase = RunPhase::Lost;
+        st.reason = Some(TerminalReason::Lost);
+        st.message = Some(why.to_string());
+        st.finished_at = Some(jiff::Timestamp::now());
+        self.inner.store.write_status(&st)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,64 @@
+//! The Docker backend for many tenants: one run store (and one lazily connected Docker
+//! runner) per tenant, under `<state_dir>/tenants/<tenant>`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use codex_orchestrator_core::policy::tenant::Tenant;
+use futures::future::BoxFuture;
+
+use crate::Runner;
+use crate::config::Config;
+use crate::lazy::LazyRunner;
+use crate::tenants::RunnerFactory;
+
+/// The Docker backend's [`RunnerFactory`].
+pub struct DockerRunners {
+    cfg: Config,
+    runners: Mutex<HashMap<Tenant, Arc<LazyRunner>>>,
+}
+
+impl DockerRunners {
+    pub fn new(cfg: Config) -> Self {
+        DockerRunners {
+            cfg,
+            runners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The state directory of a tenant's runs.
+    pub fn tenant_state_dir(state_dir: &Path, tenant: &Tenant) -> PathBuf {
+        state_dir.join("tenants").join(tenant.as_str())
+    }
+}
+
+impl RunnerFactory for DockerRunners {
+    fn runner_for(&self, tenant: &Tenant) -> Arc<dyn Runner> {
+        let mut map = self.runners.lock().unwrap_or_else(|p| p.into_inner());
+        let r = map.entry(tenant.clone()).or_insert_with(|| {
+            let mut cfg = self.cfg.clone();
+            cfg.state_dir = Self::tenant_state_dir(&self.cfg.state_dir, tenant);
+            let r = Arc::new(LazyRunner::docker(cfg));
+            r.warm_up();
+            r
+        });
+        r.clone()
+    }
+
+    fn remote(&self) -> bool {
+        false
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async {
+            let d = crate::image::connect_docker()
+                .await
+                .map_err(|e| format!("docker: {e}"))?;
+            d.ping()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("docker: {e}"))
+        })
+    }
+}

@@ -48,9 +48,10 @@ use tracing::{info, warn};
 
 use super::artifacts::{ArtifactsObject, RunArtifacts, build_artifacts};
 use super::crd::{CodexRun, CodexRunStatus, ResultSummary};
-use super::logs::PodLogSink;
+use super::logs::{PodLogSink, pod_log_sink};
 use super::metrics::{Metrics, PhaseCounter};
 use super::pod::{AGENT_CONTAINER, PodSettings, build_pod, pod_name, run_id_for};
+use crate::runner::{set_lifecycle, status_from};
 use codex_orchestrator_core::contract;
 use codex_orchestrator_core::events::{DEFAULT_MAX_LINE, RunFold};
 use codex_orchestrator_core::model::{
@@ -58,6 +59,7 @@ use codex_orchestrator_core::model::{
 };
 use codex_orchestrator_core::policy::admission::ImageRule;
 use codex_orchestrator_core::terminal::{self, Observed, Terminal};
+use codex_orchestrator_runner::lifecycle;
 
 /// Server-side apply field manager of the controller.
 pub const FIELD_MANAGER: &str = "codex-orchestrator";
@@ -418,25 +420,13 @@ pub fn summarize_result(r: &RunResult) -> ResultSummary {
     }
 }
 
-/// Copies the fold's live view into a status (a non-terminal phase only moves forward from
-/// `running`).
-fn apply_fold(st: &mut CodexRunStatus, fold: &RunFold) {
-    let phase = fold.phase();
-    if !phase.is_terminal()
-        && matches!(
-            st.phase,
-            Some(RunPhase::Running | RunPhase::Verifying | RunPhase::Fixing)
-        )
-    {
-        st.phase = Some(phase);
-    }
-    st.attempt = fold.attempt();
-    st.progress = Some(fold.progress().clone());
-    if let Some(v) = fold.verify_summary() {
-        st.verify = Some(v.clone());
-    }
-    if st.thread_id.is_none() {
-        st.thread_id = fold.thread_id().map(str::to_owned);
+/// Copies the fold's live view into a CodexRun status: the shared
+/// [`lifecycle::apply_fold`] through the one mapping between the two statuses.
+fn apply_fold(cr: &CodexRun, st: &mut CodexRunStatus, fold: &RunFold) {
+    // A CodexRun from the API server always has the uid and creation time the mapping needs.
+    if let Ok(mut rs) = status_from(cr, st) {
+        lifecycle::apply_fold(&mut rs, fold);
+        set_lifecycle(st, &rs);
     }
 }
 
@@ -445,7 +435,7 @@ fn workdir(cr: &CodexRun) -> &'static str {
 }
 
 fn new_sink(ctx: &Context, cr: &CodexRun) -> PodLogSink {
-    PodLogSink::new(
+    pod_log_sink(
         RunFold::new().with_workspace_root(workdir(cr)),
         DEFAULT_MAX_LINE,
         ctx.settings.max_events_gz,
@@ -478,15 +468,16 @@ async fn read_log(
             .read(&mut buf)
             .await
             .map_err(|e| Error::Kube(kube::Error::ReadEvents(e)))?;
+        // The event log is in memory (`CappedGz`): feeding cannot fail.
         if n == 0 {
-            sink.finish();
+            let _ = sink.finish();
             return Ok(());
         }
-        sink.push(&buf[..n]);
+        let _ = sink.stdout(&buf[..n]);
         if follow {
             let phase = sink.fold().phase();
             if phase != last_phase || last_publish.elapsed() >= ctx.settings.status_interval {
-                ctx.write_status(cr, entry, |st| apply_fold(st, sink.fold()))
+                ctx.write_status(cr, entry, |st| apply_fold(cr, st, sink.fold()))
                     .await?;
                 last_publish = Instant::now();
                 last_phase = phase;
@@ -520,7 +511,7 @@ fn ensure_tail(ctx: &Arc<Context>, cr: &Arc<CodexRun>, entry: &Arc<RunEntry>, po
                 Ok(()) => {
                     let fold_done = sink.fold().completed().is_some();
                     let _ = ctx2
-                        .write_status(&cr2, &entry2, |st| apply_fold(st, sink.fold()))
+                        .write_status(&cr2, &entry2, |st| apply_fold(&cr2, st, sink.fold()))
                         .await;
                     *out2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
                     info!(pod = %pod2, completed = fold_done, "pod log ended");
@@ -889,27 +880,17 @@ async fn finish(
     ctx: &Context,
     cr: &CodexRun,
     entry: &RunEntry,
-    Terminal {
-        phase,
-        reason,
-        message,
-    }: Terminal,
+    ended: Terminal,
     exit_code: Option<i64>,
     mut sink: Option<PodLogSink>,
 ) -> Result<Action, Error> {
     let ns = cr.namespace().ok_or(Error::NoNamespace)?;
-    let mut result = sink
-        .as_ref()
-        .map(|s| s.fold().result())
-        .unwrap_or_else(|| RunResult::empty(phase));
-    result.phase = phase;
-    result.reason = Some(reason);
-    result.message = Some(message.clone());
+    let result = lifecycle::result_of(sink.as_ref().map(|s| s.fold()), &ended);
     let mut artifacts = None;
     if let Ok(run_id) = run_id_for(cr) {
         let completion = sink.as_ref().and_then(|s| s.fold().completed().cloned());
         let (events_gz, events_truncated) = match sink.as_mut() {
-            Some(s) => s.take_events(),
+            Some(s) => s.events_mut().finish(),
             None => (Vec::new(), false),
         };
         let inputs = RunArtifacts {
@@ -940,29 +921,22 @@ async fn finish(
         artifacts = Some(aref);
     }
     let summary = summarize_result(&result);
-    let fold_view = sink.as_ref().map(|s| {
-        (
-            s.fold().progress().clone(),
-            s.fold().attempt(),
-            s.fold().thread_id().map(str::to_owned),
-            s.fold().verify_summary().cloned(),
-        )
-    });
+    let fold = sink.as_ref().map(|s| s.fold());
     let st = ctx
         .write_status(cr, entry, |st| {
-            st.phase = Some(phase);
-            st.reason = Some(reason);
-            st.message = Some(message);
-            st.exit_code = exit_code;
-            st.finished_at = Some(Time(jiff::Timestamp::now()));
-            if let Some((progress, attempt, thread, verify)) = fold_view {
-                st.progress = Some(progress);
-                st.attempt = attempt;
-                if verify.is_some() {
-                    st.verify = verify;
+            let now = jiff::Timestamp::now();
+            match status_from(cr, st) {
+                Ok(mut rs) => {
+                    lifecycle::finish(&mut rs, &ended, exit_code, fold, now);
+                    set_lifecycle(st, &rs);
                 }
-                if thread.is_some() {
-                    st.thread_id = thread;
+                // Not an object from the API server (no uid): still end the run.
+                Err(_) => {
+                    st.phase = Some(ended.phase);
+                    st.reason = Some(ended.reason);
+                    st.message = Some(ended.message.clone());
+                    st.exit_code = exit_code;
+                    st.finished_at = Some(Time(now));
                 }
             }
             st.result = Some(summary);
@@ -972,7 +946,7 @@ async fn finish(
     if let Some(t) = entry.tail_lock().take() {
         t.task.abort();
     }
-    info!(run = %cr.name_any(), phase = %phase, "run finished");
+    info!(run = %cr.name_any(), phase = %ended.phase, "run finished");
     ttl(ctx, cr, &st).await
 }
 

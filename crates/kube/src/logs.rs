@@ -1,22 +1,15 @@
-//! The pod log sink: the shared [`LineDecoder`] and [`RunFold`] (the same as the Docker
-//! backend), fed with a pod's log, which merges the agent's stdout (JSONL events) and stderr
-//! (human log lines, `[codex] …` relays) into one stream.
-//!
-//! * A line whose first non-blank byte is `{` is an event line: it is folded and appended to
-//!   the compressed event log. Anything else is stderr: it is not folded (so the status of a
-//!   merged log equals the status of the clean event stream) and only the last such line is
-//!   kept, for failure messages.
-//! * The event log is gzip-compressed as it arrives and capped ([`CappedGz`]): past the cap,
-//!   further lines are dropped and the log is flagged truncated. Memory stays bounded.
-//! * A sink is always fed a log **from its start**: a re-tail (controller restart, broken
-//!   stream) starts a new sink, so nothing is counted twice.
+//! The pod log sink: the shared [`LogSink`] (the same as the Docker backend's, in its merged
+//! mode: a Pod log merges the agent's stdout and stderr), with the event log gzip-compressed
+//! as it arrives and capped ([`CappedGz`]): past the cap, further lines are dropped and the log
+//! is flagged truncated. Memory stays bounded.
 
 use std::io::Write;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use codex_orchestrator_core::events::{Decoded, LineDecoder, RunFold};
+use codex_orchestrator_core::events::RunFold;
+use codex_orchestrator_runner::sink::{EventLog, LogSink};
 
 /// Room kept below the cap for what the compressor still buffers.
 const GZ_SLACK: usize = 32 * 1024;
@@ -96,96 +89,28 @@ impl CappedGz {
     }
 }
 
-/// Whether a log line is an event line (see the module docs).
-pub fn is_event_line(line: &[u8]) -> bool {
-    line.iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'{')
+impl EventLog for CappedGz {
+    fn line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        // Past the cap lines are dropped and the log is flagged truncated; in memory, nothing
+        // can fail.
+        self.write_line(line);
+        Ok(())
+    }
 }
 
-/// Decoder + fold + compressed event log for one pod log, read from its start.
-#[derive(Debug)]
-pub struct PodLogSink {
-    decoder: LineDecoder,
-    fold: RunFold,
-    events: CappedGz,
-    last_stderr: Option<String>,
-    stderr_lines: u64,
-}
+/// The sink of a Pod's log: the shared [`LogSink`] for a merged log, storing event lines in a
+/// [`CappedGz`] of at most `events_cap` compressed bytes.
+pub type PodLogSink = LogSink<CappedGz>;
 
-impl PodLogSink {
-    pub fn new(fold: RunFold, max_line: usize, events_cap: usize) -> Self {
-        PodLogSink {
-            decoder: LineDecoder::new(max_line),
-            fold,
-            events: CappedGz::new(events_cap),
-            last_stderr: None,
-            stderr_lines: 0,
-        }
-    }
-
-    fn take(&mut self, d: Decoded<'_>) {
-        match d {
-            Decoded::Line(l) if !is_event_line(l) => {
-                self.stderr_lines += 1;
-                let text = String::from_utf8_lossy(l);
-                if !text.trim().is_empty() {
-                    self.last_stderr = Some(text.chars().take(500).collect());
-                }
-            }
-            Decoded::Line(l) => {
-                self.events.write_line(l);
-                self.fold.feed(d);
-            }
-            Decoded::Oversized { .. } => self.fold.feed(d),
-        }
-    }
-
-    /// Feeds one chunk of the log (any alignment).
-    pub fn push(&mut self, chunk: &[u8]) {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        decoder.push(chunk, |d| self.take(d));
-        self.decoder = decoder;
-    }
-
-    /// Ends the log (a last line without `'\n'` is taken).
-    pub fn finish(&mut self) {
-        let mut decoder = std::mem::take(&mut self.decoder);
-        decoder.finish(|d| self.take(d));
-        self.decoder = decoder;
-    }
-
-    pub fn fold(&self) -> &RunFold {
-        &self.fold
-    }
-
-    pub fn last_stderr_line(&self) -> Option<&str> {
-        self.last_stderr.as_deref()
-    }
-
-    pub fn stderr_lines(&self) -> u64 {
-        self.stderr_lines
-    }
-
-    /// The compressed event log and whether it was truncated (call once, after `finish`).
-    pub fn take_events(&mut self) -> (Vec<u8>, bool) {
-        self.events.finish()
-    }
+/// A [`PodLogSink`] for a log read from its start.
+pub fn pod_log_sink(fold: RunFold, max_line: usize, events_cap: usize) -> PodLogSink {
+    LogSink::merged(fold, max_line, CappedGz::new(events_cap))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
-
-    #[test]
-    fn event_lines_are_told_from_stderr_lines() {
-        assert!(is_event_line(br#"{"type":"x"}"#));
-        assert!(is_event_line(b"  {"));
-        assert!(!is_event_line(b"[codex] {\"type\":\"x\"}"));
-        assert!(!is_event_line(b"2026-05-01T10:00:00Z INFO agent: started"));
-        assert!(!is_event_line(b""));
-    }
 
     #[test]
     fn capped_gz_round_trips_and_caps() {

@@ -36,8 +36,8 @@ use sha2::Digest;
 
 use crate::artifacts::{LAST_MESSAGE_KEY, PATCH_KEY, RESULT_KEY};
 use crate::crd::{
-    CodexRun, CodexRunSpec, GitSource, LocalObjectRef, ModelProviderSpec, OutputSchemaSpec,
-    PvcSource, SecretKeyRef, SourceSpec, VerifyConfig,
+    CodexRun, CodexRunSpec, CodexRunStatus, GitSource, LocalObjectRef, ModelProviderSpec,
+    OutputSchemaSpec, PvcSource, SecretKeyRef, SourceSpec, VerifyConfig,
 };
 use crate::pod::{AGENT_CONTAINER, LABEL_MANAGED_BY, LABEL_RUN_ID, MANAGER, run_id_for};
 use codex_orchestrator_core::model::{
@@ -49,6 +49,7 @@ use codex_orchestrator_runner::error::RunnerError;
 use codex_orchestrator_runner::tenants::RunnerFactory;
 use codex_orchestrator_runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner, paging};
 use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::sync::Arc;
 
 /// Label: the tenant that created the run.
@@ -236,14 +237,20 @@ pub fn codexrun_for(
 /// The [`RunStatus`] of a CodexRun as the API server returned it (with uid and creation
 /// time). Pure. A run the controller has not seen yet is `queued`.
 pub fn status_of(cr: &CodexRun) -> Result<RunStatus, RunnerError> {
+    status_from(cr, &cr.status.clone().unwrap_or_default())
+}
+
+/// The [`RunStatus`] a CodexRun has with the status `s`: the identity from the object, the
+/// lifecycle from `s`. The inverse of [`set_lifecycle`] for the lifecycle fields. Pure.
+pub fn status_from(cr: &CodexRun, s: &CodexRunStatus) -> Result<RunStatus, RunnerError> {
     let id = run_id_for(cr).map_err(|e| RunnerError::Other(e.to_string()))?;
-    let s = cr.status.clone().unwrap_or_default();
     let queued_at = cr
         .metadata
         .creation_timestamp
         .as_ref()
         .map_or_else(jiff::Timestamp::now, |t| t.0);
     let ns = cr.namespace().unwrap_or_default();
+    let s = s.clone();
     Ok(RunStatus {
         run_id: id,
         phase: s.phase.unwrap_or(RunPhase::Queued),
@@ -264,6 +271,39 @@ pub fn status_of(cr: &CodexRun) -> Result<RunStatus, RunnerError> {
         }),
         verify: s.verify,
     })
+}
+
+/// Writes the lifecycle fields of `rs` into a CodexRun status (the fields a [`RunStatus`]
+/// shares with it; the identity fields come from the object and stay). Every field is named,
+/// so a field added to either side is a compile error here until it is mapped. Pure.
+pub fn set_lifecycle(st: &mut CodexRunStatus, rs: &RunStatus) {
+    let RunStatus {
+        run_id: _,
+        phase,
+        reason,
+        message,
+        mode: _,
+        workspace: _,
+        queued_at: _,
+        started_at,
+        finished_at,
+        attempt,
+        progress,
+        exit_code,
+        thread_id,
+        backend: _,
+        verify,
+    } = rs.clone();
+    st.phase = Some(phase);
+    st.reason = reason;
+    st.message = message;
+    st.started_at = started_at.map(Time);
+    st.finished_at = finished_at.map(Time);
+    st.attempt = attempt;
+    st.progress = Some(progress);
+    st.exit_code = exit_code;
+    st.thread_id = thread_id;
+    st.verify = verify;
 }
 
 fn kube_err(what: &str, e: ::kube::Error) -> RunnerError {
@@ -693,6 +733,39 @@ mod tests {
             e.to_string(),
             "invalid request: label `git-credentials-secret` only applies to a git source"
         );
+    }
+
+    #[test]
+    fn the_lifecycle_fields_map_both_ways() {
+        let mut cr = codexrun_for(
+            &request("https://g/r.git"),
+            &KubeRunnerSettings::default(),
+            None,
+        )
+        .unwrap();
+        cr.metadata.name = Some("run-abc".into());
+        cr.metadata.uid = Some("3fa9c2d1-0000-4000-8000-000000000000".into());
+        cr.metadata.creation_timestamp = Some(Time("2026-01-02T03:04:05Z".parse().unwrap()));
+        let st: CodexRunStatus = serde_json::from_value(serde_json::json!({
+            "phase": "fixing", "reason": "verify_failed", "message": "m", "attempt": 2,
+            "progress": {"events_seen": 7, "malformed_lines": 1, "oversized_lines": 0,
+                "commands_run": 3, "commands_failed": 1, "files_changed": 1, "errors_seen": 0,
+                "tokens": {"input_tokens": 1, "cached_input_tokens": 0, "output_tokens": 2,
+                    "reasoning_output_tokens": 0}},
+            "verify": {"rounds": 2, "passed": false, "failing": ["make test"], "fix_attempts": 1},
+            "exitCode": 3, "threadId": "th", "startedAt": "2026-01-02T03:04:10Z",
+            "finishedAt": "2026-01-02T03:05:00Z",
+            "runId": "20260102030405-3fa9c2d1", "podName": "run-abc-run",
+        }))
+        .unwrap();
+        let rs = status_from(&cr, &st).unwrap();
+        let mut back = CodexRunStatus {
+            run_id: st.run_id.clone(),
+            pod_name: st.pod_name.clone(),
+            ..Default::default()
+        };
+        set_lifecycle(&mut back, &rs);
+        assert_eq!(back, st);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod error;
 pub mod image;
 pub mod lazy;
+pub mod lifecycle;
 pub mod paging;
 pub mod sink;
 pub mod store;

@@ -1,36 +1,85 @@
-//! The log sink of a run: the sandbox's output becomes the stored event log and the fold's
-//! state, whichever backend delivers it.
+//! The log sink of a run, the same for both backends: the sandbox's output becomes the stored
+//! event log and the fold's state.
+//!
+//! * Docker delivers stdout and stderr apart ([`LogSink::new`]): every stdout line is an event
+//!   line (kept verbatim, folded; a line that is not JSON is counted as malformed); stderr is
+//!   kept up to a cap.
+//! * A Pod log merges both ([`LogSink::merged`]): a line whose first non-blank byte is `{` is
+//!   an event line, anything else is stderr — not folded (so the status of a merged log equals
+//!   the status of the clean event stream) and not stored as an event.
+//!
+//! Chunks need not be aligned to lines; over-long lines are counted and skipped without being
+//! buffered (the decoder's cap). The last non-blank stderr line is kept for failure messages.
+//! A sink is always fed a log **from its start**: a re-read (restart, broken stream) starts a
+//! new sink, so nothing is counted twice.
 
 use std::io::Write;
 
 use codex_orchestrator_core::events::{Decoded, LineDecoder, RunFold};
 
-/// Turns the sandbox's output into artifacts and fold state: stdout is split into lines
-/// (chunks are not line-aligned), each line is appended verbatim to the events log and fed to
-/// the fold; stderr is kept up to a cap. Separate from the Docker calls so that it can be
-/// tested with synthetic chunks.
-pub struct StreamSink<E: Write, S: Write> {
+/// Characters of the last stderr line kept.
+const LAST_STDERR_CHARS: usize = 500;
+
+/// Where event lines go.
+pub trait EventLog {
+    /// Appends one line (without its `\n`).
+    fn line(&mut self, line: &[u8]) -> std::io::Result<()>;
+    /// Makes what was appended visible to readers.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An event log written as JSON lines to `W` (a run's `events.jsonl`).
+pub struct Lines<W: Write>(pub W);
+
+impl<W: Write> EventLog for Lines<W> {
+    fn line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(line)?;
+        self.0.write_all(b"\n")
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Whether a line of a merged log is an event line (see the module docs).
+pub fn is_event_line(line: &[u8]) -> bool {
+    line.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+}
+
+/// Decoder + fold + event log (+ capped stderr) of one run's output, read from its start.
+pub struct LogSink<E: EventLog, S: Write = std::io::Sink> {
     decoder: LineDecoder,
     fold: RunFold,
     events: E,
+    /// Stdout and stderr arrive merged in one stream.
+    merged: bool,
     stderr: S,
     stderr_bytes: u64,
     stderr_cap: u64,
-    last_stderr_line: Option<String>,
+    last_stderr: Option<String>,
+    stderr_lines: u64,
     /// The command audit of a full_access run.
     audit: Option<crate::audit::CommandAudit>,
 }
 
-impl<E: Write, S: Write> StreamSink<E, S> {
+impl<E: EventLog, S: Write> LogSink<E, S> {
+    /// A sink for separate streams: events from stdout, stderr kept in `stderr` up to
+    /// `stderr_cap` bytes.
     pub fn new(fold: RunFold, max_line: usize, events: E, stderr: S, stderr_cap: u64) -> Self {
-        StreamSink {
+        LogSink {
             decoder: LineDecoder::new(max_line),
             fold,
             events,
+            merged: false,
             stderr,
             stderr_bytes: 0,
             stderr_cap,
-            last_stderr_line: None,
+            last_stderr: None,
+            stderr_lines: 0,
             audit: None,
         }
     }
@@ -41,37 +90,24 @@ impl<E: Write, S: Write> StreamSink<E, S> {
         self
     }
 
+    /// Feeds a chunk of the event stream (or of the merged log), in any alignment.
     pub fn stdout(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        let (events, fold, audit) = (&mut self.events, &mut self.fold, &mut self.audit);
+        let mut decoder = std::mem::take(&mut self.decoder);
         let mut res = Ok(());
-        self.decoder.push(chunk, |d| {
-            if let Decoded::Line(l) = &d
-                && res.is_ok()
-            {
-                res = events.write_all(l).and_then(|_| events.write_all(b"\n"));
+        decoder.push(chunk, |d| {
+            if res.is_ok() {
+                res = self.take(d);
             }
-            if let Some(a) = audit.as_mut()
-                && res.is_ok()
-            {
-                let line = match &d {
-                    Decoded::Line(l) => Some(*l),
-                    Decoded::Oversized { .. } => None,
-                };
-                res = a.line(line, fold.attempt());
-            }
-            fold.feed(d);
         });
-        // Readers of the events log (status tools, `runs events`) see every complete line.
+        self.decoder = decoder;
+        // Readers of the event log (status tools, `runs events`) see every complete line.
         res.and_then(|_| self.events.flush())
     }
 
+    /// Feeds a chunk of stderr (separate streams only).
     pub fn stderr(&mut self, chunk: &[u8]) {
-        if let Some(line) = String::from_utf8_lossy(chunk)
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-        {
-            self.last_stderr_line = Some(line.chars().take(500).collect());
+        for line in String::from_utf8_lossy(chunk).lines() {
+            self.note_stderr(line);
         }
         if self.stderr_bytes < self.stderr_cap {
             let room = (self.stderr_cap - self.stderr_bytes) as usize;
@@ -81,30 +117,50 @@ impl<E: Write, S: Write> StreamSink<E, S> {
         }
     }
 
-    /// Flushes a partial last line and the writers.
+    /// Ends the stream: a last line without `\n` is taken; the writers are flushed.
     pub fn finish(&mut self) -> std::io::Result<()> {
-        let (events, fold, audit) = (&mut self.events, &mut self.fold, &mut self.audit);
+        let mut decoder = std::mem::take(&mut self.decoder);
         let mut res = Ok(());
-        self.decoder.finish(|d| {
-            if let Decoded::Line(l) = &d
-                && res.is_ok()
-            {
-                res = events.write_all(l).and_then(|_| events.write_all(b"\n"));
+        decoder.finish(|d| {
+            if res.is_ok() {
+                res = self.take(d);
             }
-            if let Some(a) = audit.as_mut()
-                && res.is_ok()
-            {
-                let line = match &d {
-                    Decoded::Line(l) => Some(*l),
-                    Decoded::Oversized { .. } => None,
-                };
-                res = a.line(line, fold.attempt());
-            }
-            fold.feed(d);
         });
+        self.decoder = decoder;
         res?;
         let _ = self.stderr.flush();
         self.events.flush()
+    }
+
+    fn take(&mut self, d: Decoded<'_>) -> std::io::Result<()> {
+        if let Decoded::Line(l) = d
+            && self.merged
+            && !is_event_line(l)
+        {
+            self.stderr_lines += 1;
+            let text = String::from_utf8_lossy(l).into_owned();
+            self.note_stderr(&text);
+            return Ok(());
+        }
+        if let Decoded::Line(l) = d {
+            self.events.line(l)?;
+        }
+        if let Some(a) = self.audit.as_mut() {
+            let line = match &d {
+                Decoded::Line(l) => Some(*l),
+                Decoded::Oversized { .. } => None,
+            };
+            a.line(line, self.fold.attempt())?;
+        }
+        self.fold.feed(d);
+        Ok(())
+    }
+
+    fn note_stderr(&mut self, line: &str) {
+        if !line.trim().is_empty() {
+            let kept = codex_orchestrator_core::text::chars(line, LAST_STDERR_CHARS);
+            self.last_stderr = Some(kept.to_owned());
+        }
     }
 
     pub fn fold(&self) -> &RunFold {
@@ -112,7 +168,26 @@ impl<E: Write, S: Write> StreamSink<E, S> {
     }
 
     pub fn last_stderr_line(&self) -> Option<&str> {
-        self.last_stderr_line.as_deref()
+        self.last_stderr.as_deref()
+    }
+
+    /// Lines of a merged log that were not event lines.
+    pub fn stderr_lines(&self) -> u64 {
+        self.stderr_lines
+    }
+
+    pub fn events_mut(&mut self) -> &mut E {
+        &mut self.events
+    }
+}
+
+impl<E: EventLog> LogSink<E> {
+    /// A sink for a merged log (a Pod log): see the module docs.
+    pub fn merged(fold: RunFold, max_line: usize, events: E) -> Self {
+        LogSink {
+            merged: true,
+            ..LogSink::new(fold, max_line, events, std::io::sink(), 0)
+        }
     }
 }
 
@@ -120,6 +195,47 @@ impl<E: Write, S: Write> StreamSink<E, S> {
 mod tests {
     use super::*;
     use codex_orchestrator_core::model::{RunId, RunPhase, SecurityMode, TerminalReason};
+
+    #[test]
+    fn event_lines_are_told_from_stderr_lines() {
+        assert!(is_event_line(br#"{"type":"x"}"#));
+        assert!(is_event_line(b"  {"));
+        assert!(!is_event_line(b"[codex] {\"type\":\"x\"}"));
+        assert!(!is_event_line(b"2026-05-01T10:00:00Z INFO agent: started"));
+        assert!(!is_event_line(b""));
+    }
+
+    #[test]
+    fn a_merged_log_folds_like_the_clean_stream_and_keeps_its_stderr_apart() {
+        let stream =
+            "{\"type\":\"thread.started\",\"thread_id\":\"t-1\"}\n{\"type\":\"turn.started\"}\n";
+        let merged = "INFO agent: started\n{\"type\":\"thread.started\",\"thread_id\":\"t-1\"}\n[codex] reading prompt\n{\"type\":\"turn.started\"}\nlast words";
+        let mut clean = LogSink::new(RunFold::new(), 1024, Lines(Vec::new()), std::io::sink(), 0);
+        clean.stdout(stream.as_bytes()).unwrap();
+        clean.finish().unwrap();
+        for chunk in [1usize, 7, 4096] {
+            let mut m = LogSink::merged(RunFold::new(), 1024, Lines(Vec::new()));
+            for c in merged.as_bytes().chunks(chunk) {
+                m.stdout(c).unwrap();
+            }
+            m.finish().unwrap();
+            assert_eq!(
+                m.fold().progress(),
+                clean.fold().progress(),
+                "chunk {chunk}"
+            );
+            assert_eq!(m.fold().thread_id(), Some("t-1"));
+            assert_eq!(
+                (m.stderr_lines(), m.last_stderr_line()),
+                (3, Some("last words"))
+            );
+            assert_eq!(
+                m.events_mut().0,
+                clean.events_mut().0,
+                "only event lines are stored"
+            );
+        }
+    }
 
     #[test]
     fn stream_sink_counts_malformed_and_oversized_lines_and_still_folds() {
@@ -160,7 +276,7 @@ mod tests {
         for chunk_size in [1usize, 3, 64, 4096] {
             let mut events = Vec::new();
             let mut stderr = Vec::new();
-            let mut sink = StreamSink::new(RunFold::new(), 1024, &mut events, &mut stderr, 10);
+            let mut sink = LogSink::new(RunFold::new(), 1024, Lines(&mut events), &mut stderr, 10);
             for c in stream.chunks(chunk_size) {
                 sink.stdout(c).unwrap();
             }

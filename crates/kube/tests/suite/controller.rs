@@ -302,7 +302,7 @@ fn pod_log(clean: &str) -> String {
 
 #[tokio::test]
 async fn decoder_fed_a_pod_log_folds_like_the_clean_stream() {
-    use codex_orchestrator_kube::logs::PodLogSink;
+    use codex_orchestrator_kube::logs::pod_log_sink;
     let (clean, _) = agent_stream();
     let mut clean_fold = RunFold::new().with_workspace_root("/workspace");
     for l in clean.lines() {
@@ -310,15 +310,15 @@ async fn decoder_fed_a_pod_log_folds_like_the_clean_stream() {
     }
     let log = pod_log(&clean);
     for chunk in [1usize, 7, 97, 4096, log.len()] {
-        let mut sink = PodLogSink::new(
+        let mut sink = pod_log_sink(
             RunFold::new().with_workspace_root("/workspace"),
             1 << 20,
             1 << 20,
         );
         for c in log.as_bytes().chunks(chunk) {
-            sink.push(c);
+            sink.stdout(c).unwrap();
         }
-        sink.finish();
+        sink.finish().unwrap();
         assert_eq!(
             sink.fold().progress(),
             clean_fold.progress(),
@@ -335,7 +335,7 @@ async fn decoder_fed_a_pod_log_folds_like_the_clean_stream() {
             Some("2026-05-01T10:00:09Z  INFO codex-orchestrator: run finished")
         );
         // The stored event log holds exactly the event lines.
-        let (gz, truncated) = sink.take_events();
+        let (gz, truncated) = sink.events_mut().finish();
         assert!(!truncated);
         let mut text = String::new();
         flate2::read::GzDecoder::new(&gz[..])

@@ -25,14 +25,15 @@ use codex_orchestrator_core::model::{
     BackendRef, RunId, RunPhase, RunRequest, RunSpec, RunStatus, SecurityMode, SecurityPolicy,
     TerminalReason,
 };
-use codex_orchestrator_core::terminal::{self, Observed, Terminal};
+use codex_orchestrator_core::terminal::{self, Observed};
 use futures::StreamExt;
 use tracing::{info, warn};
 
 use super::spec::*;
 use super::{Inner, RunHandle, Start, is_not_found};
 use crate::error::{RunnerError, StoreError};
-use crate::sink::StreamSink;
+use crate::lifecycle;
+use crate::sink::{Lines, LogSink};
 use crate::store::{self};
 
 /// How long a new proxy may take to listen.
@@ -291,10 +292,14 @@ pub(super) async fn drive(
             .then(|| crate::audit::CommandAudit::open(&run_dir))
             .transpose()
             .map_err(|e| StoreError::io("read", run_dir.join(crate::audit::AUDIT_LOG), e))?;
-        Ok(StreamSink::new(
+        Ok(LogSink::new(
             RunFold::new().with_workspace_root(workdir),
             codex_orchestrator_core::events::DEFAULT_MAX_LINE,
-            std::io::BufWriter::new(inner.store.open_append(&id, store::EVENTS, true)?),
+            Lines(std::io::BufWriter::new(inner.store.open_append(
+                &id,
+                store::EVENTS,
+                true,
+            )?)),
             inner.store.open_append(&id, store::STDERR, true)?,
             MAX_STDERR_BYTES,
         )
@@ -400,11 +405,7 @@ pub(super) async fn drive(
         Err(e) => return Err(e.into()),
     };
 
-    let Terminal {
-        phase,
-        reason,
-        message,
-    } = terminal::decide(&Observed {
+    let ended = terminal::decide(&Observed {
         completion: fold.completed(),
         oom_killed: oom,
         hard_killed,
@@ -412,11 +413,9 @@ pub(super) async fn drive(
         exit_code,
         last_stderr: last_stderr_line.as_deref(),
     });
-    let mut result = fold.result();
-    result.phase = phase;
-    result.reason = Some(reason);
-    result.message = Some(message.clone());
-    inner.store.write_result(&id, &result)?;
+    inner
+        .store
+        .write_result(&id, &lifecycle::result_of(Some(fold), &ended))?;
     if let Some(c) = fold.completed() {
         if let Some(p) = &c.patch {
             inner.store.write_file(&id, store::PATCH, p.as_bytes())?;
@@ -428,40 +427,17 @@ pub(super) async fn drive(
         }
     }
     inner.remove_run(&id).await;
-    let progress = fold.progress().clone();
     sink.update(true, |s| {
-        s.phase = phase;
-        s.reason = Some(reason);
-        s.message = Some(message);
-        s.exit_code = exit_code;
-        s.finished_at = Some(jiff::Timestamp::now());
-        s.progress = progress;
-        s.attempt = fold.attempt();
-        s.thread_id = fold.thread_id().map(str::to_owned);
-        if let Some(v) = fold.verify_summary() {
-            s.verify = Some(v.clone());
-        }
+        lifecycle::finish(s, &ended, exit_code, Some(fold), jiff::Timestamp::now())
     })?;
+    let phase = ended.phase;
     info!(phase = %phase, "run finished");
     Ok(())
 }
 
 /// Copies the fold's live view into the status (throttled writes; phase changes at once).
 fn publish(sink: &mut StatusSink<'_>, fold: &RunFold) -> Result<(), StoreError> {
-    let phase = fold.phase();
-    sink.update(false, |s| {
-        if !phase.is_terminal() && s.phase != phase {
-            s.phase = phase;
-        }
-        s.attempt = fold.attempt();
-        s.progress = fold.progress().clone();
-        if s.thread_id.is_none() {
-            s.thread_id = fold.thread_id().map(str::to_owned);
-        }
-        if let Some(v) = fold.verify_summary() {
-            s.verify = Some(v.clone());
-        }
-    })
+    sink.update(false, |s| lifecycle::apply_fold(s, fold))
 }
 
 type BuiltContainer = (String, ContainerCreateBody, bool);

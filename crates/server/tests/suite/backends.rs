@@ -220,7 +220,9 @@ async fn the_same_event_log_gives_the_same_pages_on_both_runners() {
     st.phase = RunPhase::Running;
     let store = docker_runner.store();
     store.create(&good(ws.path().into()), &st).unwrap();
-    store.write_file(&id, store::EVENTS, LOG.as_bytes()).unwrap();
+    store
+        .write_file(&id, store::EVENTS, LOG.as_bytes())
+        .unwrap();
 
     // Kubernetes: a CodexRun whose Pod log is the same text, then its stored (gzip) log.
     let api = super::gateway::FakeApi::start();
@@ -241,7 +243,9 @@ async fn the_same_event_log_gives_the_same_pages_on_both_runners() {
     assert_eq!(live_docker, live_kube, "a live log");
     let live_expected: Vec<_> = PAGES
         .iter()
-        .map(|(from, limit)| codex_orchestrator_runner::paging::page(LOG.as_bytes(), *from, *limit, false).unwrap())
+        .map(|(from, limit)| {
+            codex_orchestrator_runner::paging::page(LOG.as_bytes(), *from, *limit, false).unwrap()
+        })
         .collect();
     assert_eq!(live_docker, live_expected);
     // The partial last line is not an event yet; blank lines never are.
@@ -263,5 +267,8 @@ async fn the_same_event_log_gives_the_same_pages_on_both_runners() {
         (done_docker[6].events.len(), done_docker[6].next_offset),
         (0, 5)
     );
-    assert_eq!(done_docker[1].events, vec![json!({"type": "orchestrator.run.started", "stream_version": 1})]);
+    assert_eq!(
+        done_docker[1].events,
+        vec![json!({"type": "orchestrator.run.started", "stream_version": 1})]
+    );
 }

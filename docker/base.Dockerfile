@@ -31,5 +31,5 @@ RUN apt-get update \
 COPY --from=codex /codex /usr/local/bin/codex
 ENV LANG=C.UTF-8
 WORKDIR /workspace
-LABEL dev.codex-orchestrator.kind="base" \
-      dev.codex-orchestrator.codex-version="${CODEX_VERSION}"
+LABEL codex-orchestrator.dev/kind="base" \
+      codex-orchestrator.dev/codex-version="${CODEX_VERSION}"

@@ -21,8 +21,8 @@ ARG CODEX_VERSION=0.147.0
 ARG CONTENT_HASH=manual
 COPY codex-orchestrator-agent /usr/local/bin/codex-orchestrator-agent
 COPY codex-orchestrator-egress /usr/local/bin/codex-orchestrator-egress
-LABEL dev.codex-orchestrator.kind="runner" \
-      dev.codex-orchestrator.version="${VERSION}" \
-      dev.codex-orchestrator.codex-version="${CODEX_VERSION}" \
-      dev.codex-orchestrator.content-hash="${CONTENT_HASH}"
+LABEL codex-orchestrator.dev/kind="runner" \
+      codex-orchestrator.dev/version="${VERSION}" \
+      codex-orchestrator.dev/codex-version="${CODEX_VERSION}" \
+      codex-orchestrator.dev/content-hash="${CONTENT_HASH}"
 ENTRYPOINT ["/usr/local/bin/codex-orchestrator-agent", "agent"]

@@ -84,6 +84,89 @@ pub fn base_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// The labels and annotations on everything either backend creates (containers, networks and
+/// images on Docker; CodexRuns, Pods, artifacts on Kubernetes): one prefix,
+/// [`labels::PREFIX`], on both.
+pub mod labels {
+    /// The prefix of every label and annotation of ours.
+    pub const PREFIX: &str = "codex-orchestrator.dev/";
+    /// The prefix Docker objects of earlier versions carry (`dev.codex-orchestrator.run-id`, …):
+    /// still read, so their runs are re-attached and their leftovers cleaned (see [`legacy`]).
+    pub const LEGACY_DOCKER_PREFIX: &str = "dev.codex-orchestrator.";
+
+    /// Who manages the object (the Kubernetes recommended label), with the value [`MANAGER`].
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const MANAGER: &str = "codex-orchestrator";
+    /// The run id.
+    pub const RUN_ID: &str = "codex-orchestrator.dev/run-id";
+    /// The security mode.
+    pub const MODE: &str = "codex-orchestrator.dev/mode";
+    /// `model-api-only` or `open` (NetworkPolicies select on it).
+    pub const NETWORK: &str = "codex-orchestrator.dev/network";
+    /// Docker: the run store an object belongs to (a server only touches its own).
+    pub const STORE: &str = "codex-orchestrator.dev/store";
+    /// Docker: `sandbox`, `proxy` or `network`.
+    pub const ROLE: &str = "codex-orchestrator.dev/role";
+    /// Kubernetes: the CodexRun of a Pod or artifacts object.
+    pub const CODEXRUN: &str = "codex-orchestrator.dev/codexrun";
+    /// Kubernetes: the tenant that created a CodexRun.
+    pub const TENANT: &str = "codex-orchestrator.dev/tenant";
+    /// Kubernetes: `git` or `pvc`.
+    pub const SOURCE_KIND: &str = "codex-orchestrator.dev/source-kind";
+    /// Kubernetes: the first 16 hex digits of the SHA-256 of the workspace text.
+    pub const WORKSPACE_HASH: &str = "codex-orchestrator.dev/workspace-hash";
+    /// Kubernetes annotation: the workspace text as the client gave it.
+    pub const ANNOTATION_WORKSPACE: &str = "codex-orchestrator.dev/workspace";
+    /// Kubernetes annotation: the request's free-form labels as a JSON object.
+    pub const ANNOTATION_REQUEST_LABELS: &str = "codex-orchestrator.dev/request-labels";
+    /// Images: `base` or `runner`.
+    pub const KIND: &str = "codex-orchestrator.dev/kind";
+    /// Images: our version, the codex version and binary hash, the content hash, the base key.
+    pub const VERSION: &str = "codex-orchestrator.dev/version";
+    pub const CODEX_VERSION: &str = "codex-orchestrator.dev/codex-version";
+    pub const CODEX_SHA256: &str = "codex-orchestrator.dev/codex-sha256";
+    pub const CONTENT_HASH: &str = "codex-orchestrator.dev/content-hash";
+    pub const BASE_KEY: &str = "codex-orchestrator.dev/base-key";
+    /// Throwaway objects of tests (cleaned by CI).
+    pub const TEST: &str = "codex-orchestrator.dev/test";
+
+    /// The name an earlier version gave `label` on Docker objects, if it had one
+    /// (`codex-orchestrator.dev/run-id` → `dev.codex-orchestrator.run-id`).
+    pub fn legacy(label: &str) -> Option<String> {
+        if label == MANAGED_BY {
+            return Some(format!("{LEGACY_DOCKER_PREFIX}managed"));
+        }
+        label
+            .strip_prefix(PREFIX)
+            .map(|rest| format!("{LEGACY_DOCKER_PREFIX}{rest}"))
+    }
+
+    /// The value of `label` in `labels`, under its name or its [`legacy`] name.
+    pub fn get<'a, M>(labels: &'a M, label: &str) -> Option<&'a String>
+    where
+        M: LabelMap,
+    {
+        labels
+            .get_label(label)
+            .or_else(|| legacy(label).and_then(|l| labels.get_label(&l)))
+    }
+
+    /// A map of labels (the engines give `HashMap`s, Kubernetes `BTreeMap`s).
+    pub trait LabelMap {
+        fn get_label(&self, key: &str) -> Option<&String>;
+    }
+    impl<S: std::hash::BuildHasher> LabelMap for std::collections::HashMap<String, String, S> {
+        fn get_label(&self, key: &str) -> Option<&String> {
+            self.get(key)
+        }
+    }
+    impl LabelMap for std::collections::BTreeMap<String, String> {
+        fn get_label(&self, key: &str) -> Option<&String> {
+            self.get(key)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +176,50 @@ mod tests {
         assert_eq!(sandbox_user(0, 0), (FALLBACK_UID, FALLBACK_UID, true));
         assert_eq!(sandbox_user(1000, 1000), (1000, 1000, false));
         assert_eq!(sandbox_user(1000, 0), (1000, 1000, false));
+    }
+
+    #[test]
+    fn labels_have_one_prefix_and_a_legacy_name_on_docker() {
+        use labels::*;
+        for l in [
+            RUN_ID,
+            MODE,
+            NETWORK,
+            STORE,
+            ROLE,
+            CODEXRUN,
+            TENANT,
+            SOURCE_KIND,
+            WORKSPACE_HASH,
+            ANNOTATION_WORKSPACE,
+            ANNOTATION_REQUEST_LABELS,
+            KIND,
+            VERSION,
+            CODEX_VERSION,
+            CODEX_SHA256,
+            CONTENT_HASH,
+            BASE_KEY,
+            TEST,
+        ] {
+            assert!(l.starts_with(PREFIX), "{l}");
+        }
+        assert_eq!(
+            legacy(RUN_ID).as_deref(),
+            Some("dev.codex-orchestrator.run-id")
+        );
+        assert_eq!(
+            legacy(MANAGED_BY).as_deref(),
+            Some("dev.codex-orchestrator.managed")
+        );
+        assert_eq!(legacy("other/x"), None);
+        let old = std::collections::HashMap::from([(
+            "dev.codex-orchestrator.store".to_string(),
+            "k".to_string(),
+        )]);
+        assert_eq!(get(&old, STORE).map(String::as_str), Some("k"));
+        let new = std::collections::BTreeMap::from([(STORE.to_string(), "n".to_string())]);
+        assert_eq!(get(&new, STORE).map(String::as_str), Some("n"));
+        assert_eq!(get(&new, RUN_ID), None);
     }
 
     #[test]

@@ -50,16 +50,15 @@ pub const AGENT_CONTAINER: &str = "agent";
 pub const FETCH_CONTAINER: &str = "fetch";
 /// Path of our agent binary in the runner image (its `agent` and `fetch` commands).
 pub use codex_orchestrator_core::contract::AGENT_BIN as BINARY;
-/// Label keys.
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label keys: the contract's (the same prefix as on Docker), and Kubernetes' recommended ones.
+/// `MANAGER` is the value of `app.kubernetes.io/managed-by` (and `name`) on everything the
+/// controller creates.
+pub use codex_orchestrator_core::contract::labels::{
+    CODEXRUN as LABEL_RUN, MANAGED_BY as LABEL_MANAGED_BY, MANAGER, MODE as LABEL_MODE,
+    NETWORK as LABEL_NETWORK, RUN_ID as LABEL_RUN_ID,
+};
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
-pub const LABEL_RUN_ID: &str = "codex-orchestrator.dev/run-id";
-pub const LABEL_RUN: &str = "codex-orchestrator.dev/codexrun";
-pub const LABEL_MODE: &str = "codex-orchestrator.dev/mode";
-pub const LABEL_NETWORK: &str = "codex-orchestrator.dev/network";
-/// Value of `app.kubernetes.io/managed-by` (and `name`) on everything the controller creates.
-pub const MANAGER: &str = "codex-orchestrator";
 /// Environment variable the built-in provider reads the API key from.
 pub use codex_orchestrator_core::contract::DEFAULT_KEY_ENV;
 

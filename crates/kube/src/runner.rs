@@ -52,16 +52,12 @@ use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::sync::Arc;
 
-/// Label: the tenant that created the run.
-pub const LABEL_TENANT: &str = "codex-orchestrator.dev/tenant";
-/// Label: `git` or `pvc`.
-pub const LABEL_SOURCE_KIND: &str = "codex-orchestrator.dev/source-kind";
-/// Label: first 16 hex digits of the SHA-256 of the workspace text.
-pub const LABEL_WORKSPACE_HASH: &str = "codex-orchestrator.dev/workspace-hash";
-/// Annotation: the workspace text as the client gave it (normalised).
-pub const ANNOTATION_WORKSPACE: &str = "codex-orchestrator.dev/workspace";
-/// Annotation: the request's free-form labels as a JSON object.
-pub const ANNOTATION_LABELS: &str = "codex-orchestrator.dev/request-labels";
+/// The labels and annotations of a CodexRun the gateway creates (the contract's).
+pub use codex_orchestrator_core::contract::labels::{
+    ANNOTATION_REQUEST_LABELS as ANNOTATION_LABELS, ANNOTATION_WORKSPACE,
+    SOURCE_KIND as LABEL_SOURCE_KIND, TENANT as LABEL_TENANT,
+    WORKSPACE_HASH as LABEL_WORKSPACE_HASH,
+};
 /// Request label naming a Secret with `username`/`password` for cloning a git source.
 pub const REQUEST_LABEL_GIT_CREDENTIALS: &str = "git-credentials-secret";
 /// How often `wait` re-reads the status.

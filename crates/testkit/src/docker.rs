@@ -20,7 +20,7 @@ use codex_orchestrator_runner::docker::{DockerRunner, LABEL_STORE, store_key};
 use futures::StreamExt;
 use serde_json::Value;
 
-pub const TEST_LABEL: &str = "dev.codex-orchestrator.test";
+pub const TEST_LABEL: &str = codex_orchestrator_core::contract::labels::TEST;
 /// Where the mock model's binary is mounted in its container.
 const MOCK_BIN_IN_CONTAINER: &str = "/usr/local/bin/codex-orchestrator-mockmodel";
 pub const MOCK_KEY_ENV: &str = "MOCK_API_KEY";
@@ -264,18 +264,27 @@ async fn containers_of_store(
     docker: &Docker,
     key: &str,
 ) -> Result<Vec<String>, bollard::errors::Error> {
-    let mut filters = HashMap::new();
-    filters.insert("label".to_string(), vec![format!("{LABEL_STORE}={key}")]);
-    let opts = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filters)
-        .build();
-    Ok(docker
-        .list_containers(Some(opts))
-        .await?
-        .into_iter()
-        .filter_map(|c| c.id)
-        .collect())
+    let mut out = Vec::new();
+    // Today's store label and an earlier version's.
+    let store_labels = std::iter::once(LABEL_STORE.to_string()).chain(
+        codex_orchestrator_core::contract::labels::legacy(LABEL_STORE),
+    );
+    for label in store_labels {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![format!("{label}={key}")]);
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        out.extend(
+            docker
+                .list_containers(Some(opts))
+                .await?
+                .into_iter()
+                .filter_map(|c| c.id),
+        );
+    }
+    Ok(out)
 }
 
 /// Force-removes the store's containers, the mock and the network (errors ignored: best effort).

@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 
 /// Label on everything tests create (containers, networks, throwaway images); `.ci/run`
 /// removes leftovers carrying it.
-pub const TEST_LABEL: &str = "dev.codex-orchestrator.test";
+pub const TEST_LABEL: &str = codex_orchestrator_core::contract::labels::TEST;
 
 /// The agent binary under test (`codex-orchestrator-agent`), as a snapshot taken on first
 /// use, so every test of this process sees the same bytes even if the binary in the target dir

@@ -11,6 +11,8 @@ use bollard::query_parameters::{
 use codex_orchestrator_core::model::{RunPhase, RunStatus, TerminalReason};
 use tracing::{info, warn};
 
+use codex_orchestrator_core::contract::labels;
+
 use super::spec::*;
 use super::{DockerRunner, Start, is_not_found};
 use crate::error::RunnerError;
@@ -20,38 +22,41 @@ impl DockerRunner {
     pub(super) async fn recover(&self) -> Result<(), RunnerError> {
         let inner = &self.inner;
         let mut live: HashMap<String, String> = HashMap::new(); // run id -> container id
-        let mut filters = HashMap::new();
-        filters.insert(
-            "label".to_string(),
-            vec![format!("{LABEL_STORE}={}", inner.store_key)],
-        );
-        let opts = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
         // Proxies and networks of runs (run id -> container id / network name).
         let mut proxies: HashMap<String, String> = HashMap::new();
-        for c in inner.docker.list_containers(Some(opts)).await? {
-            let labels = c.labels.as_ref();
-            if let (Some(id), Some(run)) = (
-                c.id.clone(),
-                labels.and_then(|l| l.get(LABEL_RUN_ID)).cloned(),
-            ) {
-                if labels.and_then(|l| l.get(LABEL_ROLE)).map(String::as_str) == Some(ROLE_PROXY) {
-                    proxies.insert(run, id);
-                } else {
-                    live.insert(run, id);
+        let mut networks: HashMap<String, String> = HashMap::new();
+        // Objects of this store, under today's label and under an earlier version's.
+        let store_labels =
+            std::iter::once(LABEL_STORE.to_string()).chain(labels::legacy(LABEL_STORE));
+        for store_label in store_labels {
+            let mut filters = HashMap::new();
+            filters.insert(
+                "label".to_string(),
+                vec![format!("{store_label}={}", inner.store_key)],
+            );
+            let opts = ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build();
+            for c in inner.docker.list_containers(Some(opts)).await? {
+                let Some(l) = c.labels.as_ref() else { continue };
+                if let (Some(id), Some(run)) = (c.id.clone(), labels::get(l, LABEL_RUN_ID).cloned())
+                {
+                    if labels::get(l, LABEL_ROLE).map(String::as_str) == Some(ROLE_PROXY) {
+                        proxies.insert(run, id);
+                    } else {
+                        live.insert(run, id);
+                    }
                 }
             }
-        }
-        let net_opts = ListNetworksOptionsBuilder::new().filters(&filters).build();
-        let mut networks: HashMap<String, String> = HashMap::new();
-        for n in inner.docker.list_networks(Some(net_opts)).await? {
-            if let (Some(name), Some(run)) = (
-                n.name.clone(),
-                n.labels.as_ref().and_then(|l| l.get(LABEL_RUN_ID)).cloned(),
-            ) {
-                networks.insert(run, name);
+            let net_opts = ListNetworksOptionsBuilder::new().filters(&filters).build();
+            for n in inner.docker.list_networks(Some(net_opts)).await? {
+                let Some(l) = n.labels.as_ref() else { continue };
+                if let (Some(name), Some(run)) =
+                    (n.name.clone(), labels::get(l, LABEL_RUN_ID).cloned())
+                {
+                    networks.insert(run, name);
+                }
             }
         }
         let mut keep = std::collections::HashSet::new();

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkingConfig,
 };
+use codex_orchestrator_core::contract::labels::MANAGER;
 use codex_orchestrator_core::contract::{
     AGENT_DIR, EGRESS_BIN, FALLBACK_UID, HOME_DIR, SCRATCH_MOUNT, TOKEN_ENV, WORKSPACE_MOUNT,
 };
@@ -17,12 +18,12 @@ use codex_orchestrator_egress::{self as proxy, PROXY_PORT, ProxySettings};
 
 use crate::error::RunnerError;
 
-pub const LABEL_MANAGED: &str = "dev.codex-orchestrator.managed";
-pub const LABEL_RUN_ID: &str = "dev.codex-orchestrator.run-id";
-pub const LABEL_STORE: &str = "dev.codex-orchestrator.store";
-pub const LABEL_MODE: &str = "dev.codex-orchestrator.mode";
-/// `sandbox` or `proxy`: which container of a run this is.
-pub const LABEL_ROLE: &str = "dev.codex-orchestrator.role";
+/// The labels of a run's containers and network (the contract's, the same prefix as on
+/// Kubernetes).
+pub use codex_orchestrator_core::contract::labels::{
+    MANAGED_BY as LABEL_MANAGED, MODE as LABEL_MODE, ROLE as LABEL_ROLE, RUN_ID as LABEL_RUN_ID,
+    STORE as LABEL_STORE,
+};
 pub const ROLE_SANDBOX: &str = "sandbox";
 pub const ROLE_PROXY: &str = "proxy";
 
@@ -55,7 +56,7 @@ pub(crate) fn run_labels(
     role: &str,
 ) -> HashMap<String, String> {
     let mut labels = HashMap::new();
-    labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
+    labels.insert(LABEL_MANAGED.to_string(), MANAGER.to_string());
     labels.insert(LABEL_RUN_ID.to_string(), id.to_string());
     labels.insert(LABEL_STORE.to_string(), store_key.to_string());
     labels.insert(LABEL_MODE.to_string(), mode.to_string());
@@ -440,7 +441,7 @@ mod tests {
         let (name, body) = container_spec(&inputs(SecurityMode::Readonly));
         assert_eq!(name, "codex-run-20261124040512-3fa9c2d1");
         let mut labels = HashMap::new();
-        labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
+        labels.insert(LABEL_MANAGED.to_string(), MANAGER.to_string());
         labels.insert(
             LABEL_RUN_ID.to_string(),
             "20261124040512-3fa9c2d1".to_string(),

@@ -61,7 +61,11 @@ pub async fn inspect_base(
             Ok(Some(BaseImage {
                 reference: reference.to_string(),
                 id: inspect.id.unwrap_or_default(),
-                codex_sha256: labels.get(super::recipe::LABEL_CODEX_SHA256).cloned(),
+                codex_sha256: codex_orchestrator_core::contract::labels::get(
+                    &labels,
+                    super::recipe::LABEL_CODEX_SHA256,
+                )
+                .cloned(),
                 built: false,
             }))
         }
@@ -139,19 +143,23 @@ pub async fn ensure_base_image(
 /// Untag base images of other recipes (their tag is a content key nothing will ask for
 /// again). Bases still used by a runner image or a container stay (the engine refuses).
 async fn remove_other_bases(docker: &Docker, keep: &str) {
-    let label = format!("{}=base", super::recipe::LABEL_KIND);
-    let filters: std::collections::HashMap<&str, Vec<&str>> =
-        std::collections::HashMap::from([("label", vec![label.as_str()])]);
-    let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    let images = match docker.list_images(Some(options)).await {
-        Ok(images) => images,
-        Err(e) => {
-            tracing::debug!(error = %e, "could not list old base images");
-            return;
+    let kind = super::recipe::LABEL_KIND;
+    let mut images = Vec::new();
+    // Our kind label, and the one earlier versions used.
+    for k in std::iter::once(kind.to_string())
+        .chain(codex_orchestrator_core::contract::labels::legacy(kind))
+    {
+        let label = format!("{k}=base");
+        let filters: std::collections::HashMap<&str, Vec<&str>> =
+            std::collections::HashMap::from([("label", vec![label.as_str()])]);
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        match docker.list_images(Some(options)).await {
+            Ok(found) => images.extend(found),
+            Err(e) => tracing::debug!(error = %e, "could not list old base images"),
         }
-    };
+    }
     for tag in stale_base_tags(images.iter().flat_map(|i| i.repo_tags.iter()), keep) {
         let options = bollard::query_parameters::RemoveImageOptionsBuilder::default().build();
         match docker.remove_image(&tag, Some(options), None).await {

@@ -9,8 +9,8 @@
 //! * **runner** `codex-orchestrator-runner:<version>` — `docker/runner.Dockerfile` on top of the
 //!   base: our two small binaries, the in-sandbox agent
 //!   `/usr/local/bin/codex-orchestrator-agent` (the entrypoint, `… agent`) and the egress proxy
-//!   `/usr/local/bin/codex-orchestrator-egress`; labels `dev.codex-orchestrator.version`,
-//!   `.codex-version` and `.content-hash` (sha256 over both binaries, the codex binary, the
+//!   `/usr/local/bin/codex-orchestrator-egress`; labels `codex-orchestrator.dev/version`,
+//!   `/codex-version` and `/content-hash` (sha256 over both binaries, the codex binary, the
 //!   Dockerfile text and the base image id). [`ensure_runner_image`] reuses the tag exactly when its content hash matches, so
 //!   a changed agent binary always gives a rebuilt image; the image it replaces is removed when
 //!   nothing else references it.
@@ -44,6 +44,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use codex_orchestrator_core::contract::AGENT_BIN;
+use codex_orchestrator_core::contract::labels as label;
 use codex_orchestrator_core::model::VERSION;
 
 pub use base::BaseImage;
@@ -255,11 +256,11 @@ pub struct ImageInfo {
     pub tag: String,
     /// Image id (`sha256:…`).
     pub id: String,
-    /// `dev.codex-orchestrator.version` label.
+    /// `codex-orchestrator.dev/version` label (or an earlier version's name of it).
     pub version: Option<String>,
-    /// `dev.codex-orchestrator.content-hash` label.
+    /// `codex-orchestrator.dev/content-hash` label.
     pub content_hash: Option<String>,
-    /// `dev.codex-orchestrator.codex-version` label.
+    /// `codex-orchestrator.dev/codex-version` label.
     pub codex_version: Option<String>,
     /// The image's entrypoint.
     pub entrypoint: Vec<String>,
@@ -276,9 +277,9 @@ impl ImageInfo {
         Self {
             tag: tag.to_string(),
             id: inspect.id.clone().unwrap_or_default(),
-            version: labels.get(LABEL_VERSION).cloned(),
-            content_hash: labels.get(LABEL_CONTENT_HASH).cloned(),
-            codex_version: labels.get(LABEL_CODEX_VERSION).cloned(),
+            version: label::get(&labels, LABEL_VERSION).cloned(),
+            content_hash: label::get(&labels, LABEL_CONTENT_HASH).cloned(),
+            codex_version: label::get(&labels, LABEL_CODEX_VERSION).cloned(),
             entrypoint: inspect
                 .config
                 .as_ref()
@@ -592,19 +593,22 @@ fn read_binary(path: &Path) -> Result<Vec<u8>, ImageError> {
 /// Remove dangling images (no tag left) that carry our kind label — what earlier builds of a
 /// tag left behind. Images still used by a container are kept. Returns the removed ids.
 pub async fn remove_stale_images(docker: &Docker) -> Result<Vec<String>, ImageError> {
-    let filters: HashMap<&str, Vec<&str>> =
-        HashMap::from([("dangling", vec!["true"]), ("label", vec![LABEL_KIND])]);
-    let options = ListImagesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    let images = docker
-        .list_images(Some(options))
-        .await
-        .map_err(|e| ImageError::docker("list images", e))?;
     let mut removed = Vec::new();
-    for image in images {
-        if remove_if_unused(docker, &image.id).await {
-            removed.push(image.id);
+    // Our kind label, and the one earlier versions used.
+    for kind in std::iter::once(LABEL_KIND.to_string()).chain(label::legacy(LABEL_KIND)) {
+        let filters: HashMap<&str, Vec<&str>> =
+            HashMap::from([("dangling", vec!["true"]), ("label", vec![kind.as_str()])]);
+        let options = ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let images = docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| ImageError::docker("list images", e))?;
+        for image in images {
+            if remove_if_unused(docker, &image.id).await {
+                removed.push(image.id);
+            }
         }
     }
     Ok(removed)

@@ -18,12 +18,11 @@ pub const CODEX_VERSION: &str = "0.147.0";
 pub const CODEX_VERSION_LINE: &str = "codex-cli 0.147.0";
 
 /// Label keys (all images we build carry them).
-pub const LABEL_VERSION: &str = "dev.codex-orchestrator.version";
-pub const LABEL_CONTENT_HASH: &str = "dev.codex-orchestrator.content-hash";
-pub const LABEL_CODEX_VERSION: &str = "dev.codex-orchestrator.codex-version";
-pub const LABEL_CODEX_SHA256: &str = "dev.codex-orchestrator.codex-sha256";
-pub const LABEL_BASE_KEY: &str = "dev.codex-orchestrator.base-key";
-pub const LABEL_KIND: &str = "dev.codex-orchestrator.kind";
+pub use codex_orchestrator_core::contract::labels::{
+    BASE_KEY as LABEL_BASE_KEY, CODEX_SHA256 as LABEL_CODEX_SHA256,
+    CODEX_VERSION as LABEL_CODEX_VERSION, CONTENT_HASH as LABEL_CONTENT_HASH, KIND as LABEL_KIND,
+    VERSION as LABEL_VERSION,
+};
 
 /// The runner Dockerfile, shipped for users as `docker/runner.Dockerfile` and used verbatim by
 /// `image build`.
@@ -66,7 +65,8 @@ pub struct BaseRecipe {
 
 /// The one recipe we build.
 pub const BASE_RECIPE: BaseRecipe = BaseRecipe {
-    recipe_version: 1,
+    // 2: the labels moved to the `codex-orchestrator.dev/` prefix.
+    recipe_version: 2,
     suite: "bookworm",
     variant: "minbase",
     packages: &[
@@ -372,10 +372,10 @@ mod tests {
                 "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
                 "ENV LANG=C.UTF-8".to_string(),
                 "WORKDIR /workspace".to_string(),
-                format!("LABEL dev.codex-orchestrator.base-key=\"{key}\""),
-                "LABEL dev.codex-orchestrator.codex-sha256=\"abc\"".to_string(),
-                "LABEL dev.codex-orchestrator.codex-version=\"0.147.0\"".to_string(),
-                "LABEL dev.codex-orchestrator.kind=\"base\"".to_string(),
+                format!("LABEL codex-orchestrator.dev/base-key=\"{key}\""),
+                "LABEL codex-orchestrator.dev/codex-sha256=\"abc\"".to_string(),
+                "LABEL codex-orchestrator.dev/codex-version=\"0.147.0\"".to_string(),
+                "LABEL codex-orchestrator.dev/kind=\"base\"".to_string(),
             ]
         );
     }

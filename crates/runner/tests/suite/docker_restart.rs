@@ -116,7 +116,7 @@ async fn vanished_sandbox_is_reported_lost_and_orphans_are_removed() {
     // And an orphan of this store appears (a run id the store does not know).
     let orphan = RunId::generate();
     let mut labels = HashMap::new();
-    labels.insert(LABEL_MANAGED.to_string(), "true".to_string());
+    labels.insert(LABEL_MANAGED.to_string(), "codex-orchestrator".to_string());
     labels.insert(LABEL_RUN_ID.to_string(), orphan.to_string());
     labels.insert(LABEL_STORE.to_string(), env.store_key());
     env.docker
@@ -145,5 +145,141 @@ async fn vanished_sandbox_is_reported_lost_and_orphans_are_removed() {
     );
     assert!(st.message.unwrap().contains("no longer exists"));
     assert!(env.store_containers().await.is_empty(), "orphan removed");
+    env.cleanup().await;
+}
+
+/// What an earlier version left behind carries the old label names
+/// (`dev.codex-orchestrator.*`): its live run is re-attached and finishes, its orphaned
+/// container and network are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_versions_runs_containers_and_networks_are_found() {
+    use codex_orchestrator_core::events::OrchestratorEvent;
+    use codex_orchestrator_core::model::{RunResult, RunStatus, SecurityMode};
+    use codex_orchestrator_runner::docker::{container_name, network_name};
+
+    let mut env = DockerEnv::start(json!([])).await;
+    let store = RunStore::open(env.state.path()).unwrap();
+    let legacy = |run: &RunId| {
+        HashMap::from([
+            (
+                "dev.codex-orchestrator.managed".to_string(),
+                "true".to_string(),
+            ),
+            ("dev.codex-orchestrator.run-id".to_string(), run.to_string()),
+            ("dev.codex-orchestrator.store".to_string(), env.store_key()),
+            (
+                "dev.codex-orchestrator.role".to_string(),
+                "sandbox".to_string(),
+            ),
+            (
+                "dev.codex-orchestrator.mode".to_string(),
+                "workspace_write".to_string(),
+            ),
+        ])
+    };
+
+    // A live run of the earlier version: its stored status says running, its sandbox prints
+    // the end of an agent stream.
+    let ws = git_workspace();
+    let id = RunId::generate();
+    let mut st = RunStatus::new_queued(id.clone(), SecurityMode::WorkspaceWrite, ws.path().into());
+    st.phase = RunPhase::Running;
+    st.started_at = Some(jiff::Timestamp::now());
+    store
+        .create(
+            &codex_orchestrator_testkit::docker::request(
+                ws.path(),
+                SecurityMode::WorkspaceWrite,
+                "x",
+            ),
+            &st,
+        )
+        .unwrap();
+    let mut result = RunResult::empty(RunPhase::Succeeded);
+    result.summary = Some("done by the old sandbox".into());
+    let completed = OrchestratorEvent::RunCompleted {
+        phase: RunPhase::Succeeded,
+        reason: Some(TerminalReason::Completed),
+        message: Some("completed".into()),
+        result: Box::new(result),
+        patch: None,
+        last_message: Some("done by the old sandbox".into()),
+    }
+    .to_line();
+    let script = format!("sleep 1; printf '%s\\n' '{completed}'");
+    env.docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(&container_name(&id))
+                    .build(),
+            ),
+            ContainerCreateBody {
+                image: Some(env.image.clone()),
+                entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), script]),
+                labels: Some(legacy(&id)),
+                network_disabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    env.docker
+        .start_container(&container_name(&id), None)
+        .await
+        .unwrap();
+
+    // An orphan of the earlier version: a container and a network of a run the store lost.
+    let orphan = RunId::generate();
+    env.docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(&container_name(&orphan))
+                    .build(),
+            ),
+            ContainerCreateBody {
+                image: Some(env.image.clone()),
+                labels: Some(legacy(&orphan)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut net_labels = legacy(&orphan);
+    net_labels.insert("dev.codex-orchestrator.role".into(), "network".into());
+    env.docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: network_name(&orphan),
+            internal: Some(true),
+            labels: Some(net_labels),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(env.store_containers().await.len(), 2);
+
+    let runner = env.runner().await; // recovers
+    let done = runner.wait(&id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        (done.phase, done.reason, done.message.as_deref()),
+        (
+            RunPhase::Succeeded,
+            Some(TerminalReason::Completed),
+            Some("completed")
+        ),
+        "{done:#?}"
+    );
+    let r = runner.artifacts(&id).await.unwrap().result.unwrap();
+    assert_eq!(r.summary.as_deref(), Some("done by the old sandbox"));
+    assert!(
+        env.store_containers().await.is_empty(),
+        "both containers gone"
+    );
+    let gone = env
+        .docker
+        .inspect_network(&network_name(&orphan), None)
+        .await;
+    assert!(gone.is_err(), "the orphaned network was removed: {gone:?}");
     env.cleanup().await;
 }

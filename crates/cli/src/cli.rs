@@ -84,7 +84,7 @@ pub enum Command {
     /// Print the CodexRun CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     Crd,
     /// Run the Kubernetes controller that reconciles CodexRun objects into Pods.
-    Controller(codex_orchestrator_kube::controller::ControllerArgs),
+    Controller(crate::controller::ControllerArgs),
     /// Clone a git source into a directory (the Pod's init step; HTTP credentials from
     /// $CODEX_ORCHESTRATOR_GIT_USERNAME / $CODEX_ORCHESTRATOR_GIT_PASSWORD).
     Fetch(codex_orchestrator_agent::fetch::FetchArgs),
@@ -351,7 +351,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             print!("{yaml}");
             Ok(0)
         }
-        Command::Controller(a) => codex_orchestrator_kube::controller::main(a.clone())
+        Command::Controller(a) => crate::controller::main(a.clone())
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),

@@ -4,10 +4,12 @@
 //!
 //! * [`cli`] — the commands and their dispatch.
 //! * [`mcp`] — `mcp`: the Docker backend behind the MCP server on stdio or HTTP.
+//! * [`controller`] — `controller`: flags of the Kubernetes controller.
 //! * [`gateway`] — `gateway`: flags and the runner factory of each backend.
 //! * [`image`] — `image build | show | prune`.
 
 pub mod cli;
+pub mod controller;
 pub mod gateway;
 pub mod image;
 pub mod mcp;

@@ -1,4 +1,5 @@
 mod chart;
 mod controller;
 mod crd;
+mod decide;
 mod pod;

@@ -17,7 +17,7 @@ use serde_json::json;
 const UID: &str = "0a1b2c3d-0000-4000-8000-000000000000";
 const RUN_ID: &str = "20260501100000-0a1b2c3d";
 
-fn git_source() -> SourceSpec {
+pub fn git_source() -> SourceSpec {
     SourceSpec {
         git: Some(GitSource {
             url: "https://git.example.com/team/app.git".into(),

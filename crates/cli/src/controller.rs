@@ -1,0 +1,114 @@
+//! `codex-orchestrator controller`: flags and wiring (the controller itself is in the kube
+//! crate).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use codex_orchestrator_core::policy::admission::ImageRule;
+use codex_orchestrator_kube::controller::{Error, Settings};
+use codex_orchestrator_kube::pod::ModelProxy;
+
+/// `codex-orchestrator controller`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// Watch CodexRuns in this namespace (default: the client's namespace).
+    #[arg(
+        long,
+        env = "CODEX_ORCHESTRATOR_NAMESPACE",
+        conflicts_with = "all_namespaces"
+    )]
+    pub namespace: Option<String>,
+    /// Watch CodexRuns in all namespaces.
+    #[arg(long)]
+    pub all_namespaces: bool,
+    /// Allow runs in `full_access` mode (open network).
+    #[arg(long)]
+    pub allow_full_access: bool,
+    /// The runner image (the agent, codex, the egress proxy).
+    #[arg(long, env = "CODEX_ORCHESTRATOR_RUNNER_IMAGE")]
+    pub runner_image: Option<String>,
+    /// Let CodexRuns choose another image in `spec.image`.
+    #[arg(long)]
+    pub allow_image_override: bool,
+    /// Default model when a CodexRun names none.
+    #[arg(long)]
+    pub default_model: Option<String>,
+    /// Seconds a run may take when its CodexRun names no timeoutSeconds.
+    #[arg(
+        long,
+        default_value_t = 1800,
+        env = "CODEX_ORCHESTRATOR_DEFAULT_TIMEOUT_SECS"
+    )]
+    pub default_timeout: u64,
+    /// The longest timeoutSeconds a CodexRun may ask for.
+    #[arg(
+        long,
+        default_value_t = 4 * 3600,
+        env = "CODEX_ORCHESTRATOR_MAX_TIMEOUT_SECS"
+    )]
+    pub max_timeout: u64,
+    /// uid (and gid) the sandbox runs as; never 0.
+    #[arg(long, default_value_t = 10001, value_parser = clap::value_parser!(i64).range(1..))]
+    pub run_as_uid: i64,
+    /// Seconds a Pod may stay unschedulable or unable to pull its image before the run fails.
+    #[arg(long, default_value_t = 300)]
+    pub scheduling_timeout: u64,
+    /// Keep artifacts in Secrets instead of ConfigMaps.
+    #[arg(long)]
+    pub artifacts_in_secret: bool,
+    /// Address of the metrics (/metrics) and health (/healthz, /readyz) endpoints.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Send every run's model traffic through the in-cluster egress proxy at this base URL
+    /// (e.g. http://co-model-proxy.ns.svc:8080/v1): run Pods get the proxy's token, never the
+    /// API key.
+    #[arg(long, requires = "model_proxy_token_secret")]
+    pub model_proxy_url: Option<String>,
+    /// The Secret holding the proxy token (with --model-proxy-url).
+    #[arg(long)]
+    pub model_proxy_token_secret: Option<String>,
+    /// The key of the proxy token in that Secret.
+    #[arg(long, default_value = "token")]
+    pub model_proxy_token_key: String,
+}
+
+impl ControllerArgs {
+    pub fn settings(&self) -> Settings {
+        let mut s = Settings::default();
+        let p = &mut s.pod.policy;
+        if let Some(img) = &self.runner_image {
+            p.runner_image = img.clone();
+        }
+        if self.allow_image_override {
+            p.images = ImageRule::Any;
+        }
+        p.allow_full_access = self.allow_full_access;
+        if self.default_model.is_some() {
+            p.default_model = self.default_model.clone();
+        }
+        p.default_timeout_secs = self.default_timeout;
+        p.max_timeout_secs = self.max_timeout;
+        s.pod.uid = self.run_as_uid;
+        s.scheduling_timeout = Duration::from_secs(self.scheduling_timeout);
+        s.artifacts_in_secret = self.artifacts_in_secret;
+        if let (Some(url), Some(secret)) = (&self.model_proxy_url, &self.model_proxy_token_secret) {
+            s.pod.model_proxy = Some(ModelProxy {
+                base_url: url.clone(),
+                token_secret: secret.clone(),
+                token_key: self.model_proxy_token_key.clone(),
+            });
+        }
+        s
+    }
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn main(a: ControllerArgs) -> Result<(), Error> {
+    codex_orchestrator_kube::controller::run(
+        a.namespace.clone(),
+        a.all_namespaces,
+        a.settings(),
+        a.listen,
+    )
+    .await
+}

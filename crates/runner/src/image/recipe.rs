@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(k, base_key(&BASE_RECIPE.clone()));
         let variants = [
             BaseRecipe {
-                recipe_version: 2,
+                recipe_version: BASE_RECIPE.recipe_version + 1,
                 ..BASE_RECIPE
             },
             BaseRecipe {

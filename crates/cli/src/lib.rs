@@ -7,9 +7,11 @@
 //! * [`controller`] — `controller`: flags of the Kubernetes controller.
 //! * [`gateway`] — `gateway`: flags and the runner factory of each backend.
 //! * [`image`] — `image build | show | prune`.
+//! * [`run`] — `run`: one task with a live progress line.
 
 pub mod cli;
 pub mod controller;
 pub mod gateway;
 pub mod image;
 pub mod mcp;
+pub mod run;

@@ -22,7 +22,6 @@
 //! profile (plus our own read-only root filesystem rule); the tests apply it to every Pod.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
@@ -33,16 +32,12 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use super::crd::{CodexRun, ModelProviderSpec};
+use super::crd::CodexRun;
 use codex_orchestrator_core::contract::{
-    FALLBACK_UID, HOME_DIR, MAX_SPEC_BYTES, SCRATCH_MOUNT, SCRATCH_WORKDIR, SPEC_ENV,
-    WORKSPACE_MOUNT,
+    FALLBACK_UID, HOME_DIR, MAX_SPEC_BYTES, SCRATCH_MOUNT, SPEC_ENV, WORKSPACE_MOUNT,
 };
-use codex_orchestrator_core::model::{
-    ModelProvider, NetworkAccess, RunId, RunRequest, RunSpec, SecurityPolicy, VerifyDefaults,
-    WireApi,
-};
-use codex_orchestrator_core::policy::admission::{self, AdmissionPolicy, ImageRule, Refusal};
+use codex_orchestrator_core::model::{NetworkAccess, RunId, SecurityPolicy, VerifyDefaults};
+use codex_orchestrator_core::policy::admission::{AdmissionPolicy, ImageRule, Refusal};
 
 /// Name of the agent container.
 pub const AGENT_CONTAINER: &str = "agent";
@@ -214,121 +209,6 @@ pub fn pod_name(cr: &CodexRun) -> String {
     format!("{}-run", base.trim_end_matches(['-', '.']))
 }
 
-fn provider_of(p: &ModelProviderSpec) -> ModelProvider {
-    ModelProvider {
-        name: p.name.clone(),
-        base_url: p.base_url.clone(),
-        env_key: p.env_key.clone(),
-        wire_api: WireApi::Responses,
-        extra: p
-            .extra
-            .clone()
-            .map(|m| m.into_iter().collect())
-            .unwrap_or_default(),
-    }
-}
-
-/// A `CodexRun` as the request it stands for, so it meets the same admission rules as a
-/// request to any backend. Its `securityMode` is its author's explicit choice, so
-/// `full_access` counts as confirmed (the controller's own opt-in is still needed). Pure.
-pub fn request_of(cr: &CodexRun) -> Result<RunRequest, PodError> {
-    let spec = &cr.spec;
-    let output_schema = match &spec.output_schema {
-        None => None,
-        Some(o) => Some(match (&o.name, &o.inline) {
-            (Some(n), None) => codex_orchestrator_core::schemas::bundled(n).ok_or_else(|| {
-                PodError::OutputSchema(format!(
-                    "`{n}` is not a bundled schema ({})",
-                    codex_orchestrator_core::schemas::names().join(", ")
-                ))
-            })?,
-            (None, Some(v)) => serde_json::Value::Object(v.clone()),
-            _ => {
-                return Err(PodError::OutputSchema(
-                    "exactly one of name and inline must be set".into(),
-                ));
-            }
-        }),
-    };
-    Ok(RunRequest {
-        prompt: spec.prompt.clone(),
-        workspace: PathBuf::from(crate::runner::source_text(&spec.source)),
-        mode: spec.security_mode,
-        model: spec.model.clone(),
-        provider: spec.model_provider.as_ref().map(provider_of),
-        timeout_secs: spec.timeout_seconds,
-        output_schema,
-        schema_retry: spec.schema_retry,
-        confirm_full_access: true,
-        verify: spec.verify.as_ref().map(|v| v.to_options()),
-        image: spec.image.clone(),
-        labels: BTreeMap::new(),
-    })
-}
-
-/// Which env var carries the API key, if any.
-fn key_env(cr: &CodexRun, provider: Option<&ModelProvider>) -> Result<Option<String>, PodError> {
-    let wanted = match provider {
-        None => Some(DEFAULT_KEY_ENV.to_string()),
-        Some(p) => p.env_key.clone(),
-    };
-    match (&cr.spec.auth_secret_ref, wanted) {
-        (Some(_), Some(env)) => Ok(Some(env)),
-        (Some(_), None) => Ok(Some(DEFAULT_KEY_ENV.to_string())),
-        (None, Some(_)) => Err(PodError::NoAuth),
-        (None, None) => Ok(None),
-    }
-}
-
-/// The [`RunSpec`] the agent in the Pod gets. Pure; checks everything the schema cannot: the
-/// shared admission rules ([`request_of`]) and what only a Pod has (the model proxy, the API
-/// key's Secret).
-pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
-    let spec = &cr.spec;
-    let mode = spec.security_mode;
-    let req = request_of(cr)?;
-    let admitted = admission::admit(&req, &s.policy)?;
-    let provider = match (&s.model_proxy, &req.provider) {
-        (Some(p), Some(_)) => return Err(PodError::ProviderWithProxy(p.base_url.clone())),
-        (Some(p), None) => {
-            let proxy = ModelProvider {
-                name: "model-proxy".to_string(),
-                base_url: p.base_url.clone(),
-                env_key: Some(PROXY_TOKEN_ENV.to_string()),
-                wire_api: WireApi::Responses,
-                extra: Default::default(),
-            };
-            proxy.validate().map_err(PodError::Provider)?;
-            Some(proxy)
-        }
-        (None, p) => p.clone(),
-    };
-    let policy = SecurityPolicy::for_mode(mode);
-    let secret_env = match &s.model_proxy {
-        Some(_) => vec![PROXY_TOKEN_ENV.to_string()],
-        None => key_env(cr, provider.as_ref())?.into_iter().collect(),
-    };
-    Ok(RunSpec {
-        run_id: run_id_for(cr)?,
-        orchestrator_version: codex_orchestrator_core::model::VERSION.to_string(),
-        prompt: spec.prompt.clone(),
-        mode,
-        workspace: PathBuf::from(WORKSPACE_MOUNT),
-        scratch_dir: policy.scratch_copy.then(|| PathBuf::from(SCRATCH_WORKDIR)),
-        model: admitted.model,
-        provider,
-        output_schema: req.output_schema,
-        schema_retry: spec.schema_retry,
-        verify: admitted.verify,
-        deadline_secs: admitted.timeout_secs,
-        codex_bin: PathBuf::from("/usr/local/bin/codex"),
-        codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
-        max_patch_bytes: s.max_patch_bytes,
-        secret_env,
-        agent_dir: None,
-    })
-}
-
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_string(),
@@ -420,6 +300,12 @@ pub fn run_labels(cr: &CodexRun, run_id: &RunId) -> BTreeMap<String, String> {
     }
     l
 }
+
+mod restricted;
+mod spec;
+
+pub use restricted::{restricted_violations, workspace_mount};
+pub use spec::{request_of, run_spec};
 
 /// The Pod of a `CodexRun`. Pure: same inputs, same Pod.
 pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
@@ -613,117 +499,4 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
         }),
         status: None,
     })
-}
-
-/// Violations of the Pod Security Standards **restricted** profile (which includes
-/// baseline), plus our own rules (read-only root filesystem, no service account token).
-/// Empty = the Pod passes. Pure; used by the tests on every Pod the builder makes.
-pub fn restricted_violations(pod: &Pod) -> Vec<String> {
-    let mut v = Vec::new();
-    let Some(spec) = &pod.spec else {
-        return vec!["pod has no spec".into()];
-    };
-    if spec.host_network == Some(true) {
-        v.push("hostNetwork".into());
-    }
-    if spec.host_pid == Some(true) {
-        v.push("hostPID".into());
-    }
-    if spec.host_ipc == Some(true) {
-        v.push("hostIPC".into());
-    }
-    if spec.automount_service_account_token != Some(false) {
-        v.push("automountServiceAccountToken is not false".into());
-    }
-    for vol in spec.volumes.iter().flatten() {
-        let allowed = vol.config_map.is_some()
-            || vol.csi.is_some()
-            || vol.downward_api.is_some()
-            || vol.empty_dir.is_some()
-            || vol.ephemeral.is_some()
-            || vol.persistent_volume_claim.is_some()
-            || vol.projected.is_some()
-            || vol.secret.is_some();
-        if !allowed {
-            v.push(format!(
-                "volume {} has a type the profile forbids",
-                vol.name
-            ));
-        }
-    }
-    let psc = spec.security_context.clone().unwrap_or_default();
-    let pod_seccomp_ok = psc
-        .seccomp_profile
-        .as_ref()
-        .is_some_and(|p| p.type_ == "RuntimeDefault" || p.type_ == "Localhost");
-    if psc.run_as_user == Some(0) {
-        v.push("pod runAsUser is 0".into());
-    }
-    let all = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(spec.containers.iter());
-    if spec
-        .ephemeral_containers
-        .as_ref()
-        .is_some_and(|e| !e.is_empty())
-    {
-        v.push("ephemeral containers are not checked: none expected".into());
-    }
-    for c in all {
-        let n = &c.name;
-        let sc = c.security_context.clone().unwrap_or_default();
-        if sc.privileged == Some(true) {
-            v.push(format!("{n}: privileged"));
-        }
-        if sc.allow_privilege_escalation != Some(false) {
-            v.push(format!("{n}: allowPrivilegeEscalation is not false"));
-        }
-        let caps = sc.capabilities.clone().unwrap_or_default();
-        if !caps.drop.iter().flatten().any(|d| d == "ALL") {
-            v.push(format!("{n}: capabilities do not drop ALL"));
-        }
-        if caps.add.iter().flatten().any(|a| a != "NET_BIND_SERVICE") {
-            v.push(format!(
-                "{n}: adds capabilities other than NET_BIND_SERVICE"
-            ));
-        }
-        let non_root = sc.run_as_non_root.or(psc.run_as_non_root);
-        if non_root != Some(true) {
-            v.push(format!("{n}: runAsNonRoot is not true"));
-        }
-        if sc.run_as_user.or(psc.run_as_user) == Some(0) {
-            v.push(format!("{n}: runAsUser is 0"));
-        }
-        let seccomp_ok = match &sc.seccomp_profile {
-            Some(p) => p.type_ == "RuntimeDefault" || p.type_ == "Localhost",
-            None => pod_seccomp_ok,
-        };
-        if !seccomp_ok {
-            v.push(format!(
-                "{n}: seccompProfile is not RuntimeDefault/Localhost"
-            ));
-        }
-        if sc.read_only_root_filesystem != Some(true) {
-            v.push(format!("{n}: readOnlyRootFilesystem is not true"));
-        }
-        if c.ports.iter().flatten().any(|p| p.host_port.is_some()) {
-            v.push(format!("{n}: hostPort"));
-        }
-    }
-    v
-}
-
-/// The workspace mount of the agent container.
-pub fn workspace_mount(pod: &Pod) -> Option<&VolumeMount> {
-    pod.spec
-        .as_ref()?
-        .containers
-        .iter()
-        .find(|c| c.name == AGENT_CONTAINER)?
-        .volume_mounts
-        .as_ref()?
-        .iter()
-        .find(|m| m.mount_path == WORKSPACE_MOUNT)
 }

@@ -1,0 +1,229 @@
+//! Unit tests of the parent module.
+
+use super::*;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+fn settings(upstream: &str) -> ProxySettings {
+    ProxySettings::new(
+        upstream,
+        TOKEN,
+        Some("sk-real".into()),
+        DEFAULT_ALLOWED.iter().map(|s| s.to_string()).collect(),
+    )
+    .unwrap()
+}
+
+fn bearer() -> Vec<u8> {
+    format!("Bearer {TOKEN}").into_bytes()
+}
+
+#[test]
+fn settings_parse_and_refuse() {
+    assert_eq!(
+        settings("https://api.openai.com/v1/"),
+        ProxySettings {
+            origin: "https://api.openai.com".into(),
+            base_path: "/v1".into(),
+            token: TOKEN.into(),
+            api_key: Some("sk-real".into()),
+            allowed: vec!["responses".into(), "models".into()],
+        }
+    );
+    assert_eq!(settings("http://mock:8080").base_path, "");
+    for bad in [
+        "ftp://x/v1",
+        "api.openai.com/v1",
+        "https://user:pw@x/v1",
+        "https:///v1",
+        "https://x/v1?a=b",
+    ] {
+        let e = ProxySettings::new(bad, TOKEN, None, vec!["responses".into()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("proxy setting {ENV_UPSTREAM}: ")),
+            "{bad}: {e}"
+        );
+    }
+    let e =
+        ProxySettings::new("https://x/v1", "short", None, vec!["responses".into()]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "proxy setting CODEX_ORCHESTRATOR_PROXY_TOKEN: the token must be at least 16 characters"
+    );
+    assert!(ProxySettings::new("https://x", TOKEN, None, vec!["../x".into()]).is_err());
+    // The debug form never shows the secrets.
+    let shown = format!("{:?}", settings("https://x/v1"));
+    assert!(
+        !shown.contains(TOKEN) && !shown.contains("sk-real"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn routes() {
+    let s = settings("https://api.openai.com/v1");
+    let auth = bearer();
+    let post = |pq: &str, a: Option<&[u8]>| route(&s, &Method::POST, pq, a);
+    assert_eq!(
+        post("/v1/responses", Some(&auth)),
+        Route::Forward("https://api.openai.com/v1/responses".into())
+    );
+    assert_eq!(
+        route(
+            &s,
+            &Method::GET,
+            "/v1/models?client_version=0.147.0",
+            Some(&auth)
+        ),
+        Route::Forward("https://api.openai.com/v1/models?client_version=0.147.0".into())
+    );
+    assert_eq!(
+        post("/v1/responses/compact", Some(&auth)),
+        Route::Forward("https://api.openai.com/v1/responses/compact".into())
+    );
+    let forbidden = Route::Reject(
+        StatusCode::FORBIDDEN,
+        "egress proxy: this destination is not allowed from the sandbox".into(),
+    );
+    for pq in [
+        "/v1/files",
+        "/v1/responsesx",
+        "/v2/responses",
+        "/responses",
+        "/v1/responses/../files",
+        "/v1/responses/%2e%2e/files",
+        "/v1//responses",
+        "/",
+        "http://evil.example/v1/responses",
+    ] {
+        assert_eq!(post(pq, Some(&auth)), forbidden, "{pq}");
+    }
+    let unauthorized = Route::Reject(
+        StatusCode::UNAUTHORIZED,
+        "egress proxy: unauthorized".into(),
+    );
+    assert_eq!(post("/v1/responses", None), unauthorized);
+    assert_eq!(post("/v1/responses", Some(b"Bearer sk-real")), unauthorized);
+    assert_eq!(
+        post("/v1/responses", Some(format!("Bearer {TOKEN}x").as_bytes())),
+        unauthorized
+    );
+    assert_eq!(post("/v1/responses", Some(TOKEN.as_bytes())), unauthorized);
+    assert_eq!(
+        route(&s, &Method::DELETE, "/v1/responses", Some(&auth)),
+        Route::Reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "egress proxy: only GET and POST are forwarded".into()
+        )
+    );
+}
+
+#[test]
+fn constant_time_compare() {
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"abcd"));
+    assert!(!constant_time_eq(b"", b"a"));
+    assert!(constant_time_eq(b"", b""));
+}
+
+#[tokio::test]
+async fn forwards_with_the_real_key_and_streams_back() {
+    use codex_orchestrator_testkit::mockmodel::MockScript;
+    // The scripted mock model as the upstream, expecting the real key.
+    let script: MockScript = serde_json::from_value(serde_json::json!({
+        "responses": [{"output": [{"message": "hi"}]}],
+        "expected_api_key": "sk-real"
+    }))
+    .unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = log.clone();
+    let mock_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock = codex_orchestrator_testkit::mockmodel::spawn(mock_listener, script, move |e| {
+        sink.lock().unwrap().push(e.clone());
+    })
+    .unwrap();
+    let upstream = format!("http://{}/v1", mock.addr());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(settings(&upstream), listener, stop.clone()));
+    let client = upstream_client().unwrap();
+    let base = format!("http://{addr}");
+    let ok = client
+        .post(format!("{base}/v1/responses"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"model": "gpt-5.5", "input": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let text = ok.text().await.unwrap();
+    assert!(text.contains("event: response.completed"), "{text}");
+    assert!(text.contains("\"hi\""), "{text}");
+    let refused = client
+        .post(format!("{base}/v1/files"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let wrong = client
+        .post(format!("{base}/v1/responses"))
+        .bearer_auth("sk-real")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    // The upstream saw exactly one request, authorised with the real key, and never the
+    // sandbox's token.
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert_eq!(log[0]["authorized"], serde_json::json!(true));
+    assert!(!serde_json::to_string(&log).unwrap().contains(TOKEN));
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    mock.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502_with_a_message() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A port nothing listens on.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        settings(&format!("http://{dead_addr}/v1")),
+        listener,
+        stop.clone(),
+    ));
+    let resp = upstream_client()
+        .unwrap()
+        .post(format!("http://{addr}/v1/responses"))
+        .bearer_auth(TOKEN)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "egress_proxy");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("egress proxy: the model API is unreachable"),
+        "{v}"
+    );
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
+
+#[test]
+fn the_tls_client_builds_with_system_roots() {
+    upstream_client().unwrap();
+}

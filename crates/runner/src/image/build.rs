@@ -1,0 +1,267 @@
+//! Building the runner image: reuse it when its content hash matches, else build it from the
+//! Dockerfile, the base and our two binaries; check a user-provided base's codex.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bollard::Docker;
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use futures::StreamExt;
+
+use super::*;
+
+/// Make sure the runner image for `opts` exists and is current: reuse it when its content hash
+/// matches, else build it (building the base first if missing). Serialised across processes.
+pub async fn ensure_runner_image(
+    docker: &Docker,
+    opts: &ImageOptions,
+) -> Result<ImageInfo, ImageError> {
+    let tag = opts.runner_tag();
+    let (agent, egress) = (opts.agent_binary.clone(), opts.egress_binary.clone());
+    let (agent_sha256, egress_sha256) =
+        blocking(move || Ok::<_, ImageError>((sha256_file(&agent)?, sha256_file(&egress)?)))
+            .await??;
+    let _lock = BuildLock::acquire().await?;
+
+    let base = match &opts.base_image {
+        Some(reference) => base::inspect_base(docker, reference)
+            .await?
+            .map(|b| BaseImage {
+                // A user base's codex is part of its id; do not trust a label we did not set.
+                codex_sha256: None,
+                ..b
+            })
+            .ok_or_else(|| ImageError::BaseMissing {
+                image: reference.clone(),
+            })?,
+        None => {
+            base::ensure_base_image(docker, opts.codex_binary.as_deref(), opts.rebuild_base).await?
+        }
+    };
+    let content_hash = recipe::ContentInputs {
+        agent_sha256: &agent_sha256,
+        egress_sha256: &egress_sha256,
+        codex_sha256: base.codex_sha256.as_deref(),
+        dockerfile: RUNNER_DOCKERFILE,
+        base_id: &base.id,
+    }
+    .hash();
+
+    let existing = inspect_optional(docker, &tag).await?;
+    if let Some(inspect) = &existing {
+        let info = ImageInfo::from_inspect(&tag, inspect, false);
+        if !opts.force && info.content_hash.as_deref() == Some(content_hash.as_str()) {
+            info.check_version()?;
+            tracing::debug!(image = %tag, id = %info.id, "runner image is up to date");
+            return Ok(info);
+        }
+    }
+
+    build_runner(docker, opts, &tag, &base, &content_hash).await?;
+    let inspect = inspect_optional(docker, &tag)
+        .await?
+        .ok_or_else(|| ImageError::Missing { image: tag.clone() })?;
+    let info = ImageInfo::from_inspect(&tag, &inspect, true);
+    info.check_version()?;
+    if opts.base_image.is_some()
+        && let Err(e) = verify_codex_in_image(docker, &info.id).await
+    {
+        // Do not leave a runner image that cannot work under the runner tag.
+        remove_if_unused(docker, &info.id).await;
+        return Err(e);
+    }
+    if let Some(old_id) = existing.and_then(|i| i.id)
+        && old_id != info.id
+    {
+        remove_if_unused(docker, &old_id).await;
+    }
+    Ok(info)
+}
+
+pub(crate) async fn build_runner(
+    docker: &Docker,
+    opts: &ImageOptions,
+    tag: &str,
+    base: &BaseImage,
+    content_hash: &str,
+) -> Result<(), ImageError> {
+    let started = std::time::Instant::now();
+    tracing::info!(image = %tag, base = %base.reference, "building the runner image");
+    let (agent, egress) = (opts.agent_binary.clone(), opts.egress_binary.clone());
+    let context = blocking(move || -> Result<Vec<u8>, ImageError> {
+        let agent_bytes = read_binary(&agent)?;
+        let egress_bytes = read_binary(&egress)?;
+        recipe::build_context(RUNNER_DOCKERFILE, &agent_bytes, &egress_bytes)
+            .map_err(|e| ImageError::io("pack the build context", &agent, e))
+    })
+    .await??;
+    let build_args: HashMap<String, String> =
+        recipe::runner_build_args(&base.reference, content_hash)
+            .into_iter()
+            .collect();
+    let labels: HashMap<String, String> = opts.extra_labels.clone().into_iter().collect();
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .nocache(opts.force)
+        .buildargs(&build_args)
+        .labels(&labels)
+        .build();
+    let long = long_timeout(docker);
+    let mut stream = long.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut log = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(line) = info.stream {
+                    tracing::debug!(target: "codex_orchestrator::image::build", "{}", line.trim_end());
+                    log.push_str(&line);
+                }
+            }
+            Err(e) => {
+                return Err(ImageError::Build {
+                    image: tag.to_string(),
+                    message: format!("{e}\n{}", tail(log.trim(), 2000)),
+                });
+            }
+        }
+    }
+    tracing::info!(image = %tag, elapsed_ms = started.elapsed().as_millis() as u64, "runner image built");
+    Ok(())
+}
+
+/// Run `/usr/local/bin/codex --version` in a throwaway container of `image` (no network,
+/// unprivileged, read-only root) and check it prints [`recipe::CODEX_VERSION_LINE`]. Used for
+/// user-provided bases, whose contents we did not assemble.
+pub async fn verify_codex_in_image(docker: &Docker, image: &str) -> Result<(), ImageError> {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    let name = format!("codex-orchestrator-check-{}", uuid::Uuid::new_v4().simple());
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec![
+            recipe::CODEX_PATH_IN_IMAGE.to_string(),
+            "--version".to_string(),
+        ]),
+        user: Some("65534:65534".to_string()),
+        env: Some(vec!["HOME=/home/codex".to_string()]),
+        network_disabled: Some(true),
+        labels: Some(HashMap::from([(
+            LABEL_KIND.to_string(),
+            "check".to_string(),
+        )])),
+        host_config: Some(HostConfig {
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/home/codex".to_string(),
+                "rw".to_string(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+        .name(&name)
+        .build();
+    docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| ImageError::docker("create a check container", e))?;
+    let outcome = run_and_collect(docker, &name).await;
+    let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .build();
+    if let Err(e) = docker.remove_container(&name, Some(remove)).await {
+        tracing::warn!(container = %name, error = %e, "could not remove the check container");
+    }
+    let (code, stdout, stderr) = outcome?;
+    let found = stdout.trim();
+    if code == 0 && found == recipe::CODEX_VERSION_LINE {
+        Ok(())
+    } else {
+        Err(ImageError::CodexVersion {
+            path: PathBuf::from(format!("{image}:{}", recipe::CODEX_PATH_IN_IMAGE)),
+            expected: recipe::CODEX_VERSION_LINE.to_string(),
+            found: format!(
+                "exit {code}: {found}{}",
+                if stderr.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(" (stderr: {})", tail(stderr.trim(), 500))
+                }
+            ),
+        })
+    }
+}
+
+/// Start a created container, wait (bounded) and return its exit code, stdout and stderr.
+pub(crate) async fn run_and_collect(
+    docker: &Docker,
+    name: &str,
+) -> Result<(i64, String, String), ImageError> {
+    docker
+        .start_container(
+            name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(|e| ImageError::docker("start a check container", e))?;
+    let waited = tokio::time::timeout(
+        Duration::from_secs(120),
+        docker.wait_container(name, None).next(),
+    )
+    .await;
+    let code = match waited {
+        Ok(Some(Ok(r))) => r.status_code,
+        Ok(Some(Err(DockerError::DockerContainerWaitError { code, .. }))) => code,
+        Ok(Some(Err(e))) => return Err(ImageError::docker("wait for a check container", e)),
+        Ok(None) | Err(_) => {
+            return Err(ImageError::Build {
+                image: name.to_string(),
+                message: "the check container did not finish within 120 s".to_string(),
+            });
+        }
+    };
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(name, Some(options));
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    while let Some(item) = logs.next().await {
+        match item.map_err(|e| ImageError::docker("read check container logs", e))? {
+            bollard::container::LogOutput::StdOut { message } => {
+                stdout.push_str(&String::from_utf8_lossy(&message))
+            }
+            other => stderr.push_str(&other.to_string()),
+        }
+    }
+    Ok((code, stdout, stderr))
+}
+
+/// One of our binaries for the image: a copy with debug info stripped
+/// (`objcopy --strip-debug`) when objcopy is available, else the file as is. Only the image
+/// copy is stripped; the content hash is over the original.
+pub(crate) fn read_binary(path: &Path) -> Result<Vec<u8>, ImageError> {
+    let tmp = TempDir::new_in(&std::env::temp_dir(), "codex-orchestrator-strip")?;
+    let out = tmp.path().join("agent");
+    let stripped = std::process::Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(path)
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let source = match stripped {
+        Ok(o) if o.status.success() => out,
+        Ok(o) => {
+            tracing::debug!(stderr = %String::from_utf8_lossy(&o.stderr), "objcopy failed; copying the binary as is");
+            path.to_path_buf()
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "objcopy not available; copying the binary as is");
+            path.to_path_buf()
+        }
+    };
+    std::fs::read(&source).map_err(|e| ImageError::io("read a binary for the image", &source, e))
+}

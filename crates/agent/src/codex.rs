@@ -1,6 +1,7 @@
 //! One codex invocation: spawn it in its own process group, pass its stdout through, relay
 //! its stderr, and stop it on request or at the deadline.
 
+use crate::process::{GroupGuard, signal_group};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::process::Command;
@@ -196,24 +197,6 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
         stop,
         stderr_tail,
     })
-}
-
-/// Kills codex's process group on drop unless disarmed (set to `None` once codex was reaped).
-struct GroupGuard(Option<Pid>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        signal_group(self.0, Signal::SIGKILL);
-    }
-}
-
-fn signal_group(pgid: Option<Pid>, sig: Signal) {
-    if let Some(pgid) = pgid {
-        match killpg(pgid, sig) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => tracing::warn!(error = %e, ?sig, "cannot signal codex's process group"),
-        }
-    }
 }
 
 /// Copies codex's stderr to ours line by line (prefixed, secrets redacted) and returns the

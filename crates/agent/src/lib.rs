@@ -34,10 +34,13 @@
 
 pub mod argv;
 pub mod codex;
+mod end;
 pub mod fetch;
 pub mod fix;
 pub mod limits;
 pub mod outcome;
+pub mod process;
+mod rounds;
 pub mod stream;
 pub mod verify;
 
@@ -53,14 +56,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::verify::{StepCommand, run_step};
 use argv::{CodexInvocation, codex_args};
 use codex::{CodexCommand, Limits, run_attempt};
 use codex_orchestrator_core::events::{AttemptKind, OrchestratorEvent, RunFold};
-use codex_orchestrator_core::model::{
-    self, RunPhase, RunSpec, StepKind, StepRecord, TerminalReason, VerifyCommand, VerifyResult,
-    VerifyRound, VerifySpec, VerifyStatus,
-};
+use codex_orchestrator_core::model::{self, RunPhase, RunSpec, TerminalReason, VerifyResult};
 use codex_orchestrator_workspace::{PatchOutput, Snapshot, copy_tree};
 use outcome::{Decision, ExitInfo, Stop, cap_text, decide, patch_info};
 use redact::Redactor;
@@ -272,7 +271,7 @@ async fn run_spec<W: AsyncWrite + Unpin>(
         )),
     };
     let hit = limits::since(&limits::observe(&limit_mounts), &limits_before);
-    let exit = complete(&spec, finish, hit, &mut stream).await?;
+    let exit = end::complete(&spec, finish, hit, &mut stream).await?;
     if let Ok(tmp) = tmp {
         tmp.remove().await;
     }
@@ -419,13 +418,13 @@ async fn drive<W: AsyncWrite + Unpin>(
     if state.decision.phase == RunPhase::Succeeded
         && let Some(vspec) = &spec.verify
     {
-        let v = verify_loop(&ctx, vspec, stream, limits, &mut state, true).await?;
+        let v = rounds::verify_loop(&ctx, vspec, stream, limits, &mut state, true).await?;
         state.verify = Some(v);
     }
-    schema_retry(&ctx, stream, limits, &mut state).await?;
+    rounds::schema_retry(&ctx, stream, limits, &mut state).await?;
 
     let mut decision = state.decision;
-    let patch = final_diff(&snapshot, workdir, limits, stream).await?;
+    let patch = end::final_diff(&snapshot, workdir, limits, stream).await?;
     if patch.is_none() && decision.phase == RunPhase::Succeeded {
         decision = Decision::failed(
             TerminalReason::AgentError,
@@ -530,326 +529,6 @@ async fn codex_attempt<W: AsyncWrite + Unpin>(
     })
 }
 
-/// Output kept per step of the rounds before the last one (the last keeps its full tail).
-const EARLIER_ROUND_TAIL: usize = 2048;
-
-/// Verify rounds with fix attempts in between (`allow_fixes`), until a round passes, the
-/// fixes run out, or the run stops. Updates `state` (attempt, decision, exit).
-async fn verify_loop<W: AsyncWrite + Unpin>(
-    ctx: &AttemptCtx<'_>,
-    vspec: &VerifySpec,
-    stream: &mut Stream<W>,
-    limits: &Limits,
-    state: &mut LoopState,
-    allow_fixes: bool,
-) -> Result<VerifyResult, AgentError> {
-    let plan = {
-        let (vs, wd) = (vspec.clone(), ctx.workdir.to_path_buf());
-        blocking(move || Ok::<_, String>(crate::verify::plan(&vs, &wd, &crate::verify::PathProbe)))
-            .await
-            .unwrap_or_default()
-    };
-    let mut result = VerifyResult {
-        status: VerifyStatus::Interrupted,
-        commands: plan.commands.clone(),
-        max_fix_attempts: vspec.max_fix_attempts,
-        fix_attempts: 0,
-        rounds: Vec::new(),
-        history: Vec::new(),
-    };
-    if plan.commands.is_empty() {
-        let mut message =
-            "verify: nothing to check: no commands are configured and none were detected"
-                .to_string();
-        if !plan.notes.is_empty() {
-            message.push_str(&format!(" ({})", plan.notes.join("; ")));
-        }
-        stream.emit(&OrchestratorEvent::Warning { message }).await?;
-        result.status = VerifyStatus::NoCommands;
-        return Ok(result);
-    }
-    let mut notes = plan.notes.clone();
-    loop {
-        let (round, stop) = verify_round(
-            ctx,
-            vspec,
-            &plan.commands,
-            std::mem::take(&mut notes),
-            state.attempt,
-            stream,
-            limits,
-        )
-        .await?;
-        let passed = round.passed;
-        result.rounds.push(round);
-        if let Some(stop) = stop {
-            state.decision = decide(
-                Some(&stop),
-                &codex_orchestrator_core::events::CodexOutcome::NoTerminal,
-                ExitInfo::default(),
-                &[],
-            );
-            break;
-        }
-        if passed {
-            result.status = VerifyStatus::Passed;
-            break;
-        }
-        let last = result
-            .rounds
-            .last()
-            .map(|r| r.steps.as_slice())
-            .unwrap_or(&[]);
-        if !allow_fixes || result.fix_attempts >= vspec.max_fix_attempts {
-            result.status = VerifyStatus::Failed;
-            state.decision = Decision::failed(
-                TerminalReason::VerifyFailed,
-                verify_failed_message(last, result.fix_attempts),
-            );
-            break;
-        }
-        let Some(thread) = stream.fold.thread_id().map(str::to_owned) else {
-            state.decision = Decision::failed(
-                TerminalReason::AgentError,
-                "the checks failed, but codex reported no thread id to resume for a fix attempt",
-            );
-            break;
-        };
-        result.fix_attempts += 1;
-        state.attempt += 1;
-        let prompt = match result.rounds.last() {
-            Some(r) => fix::verify_fix_prompt(r, result.fix_attempts, vspec.max_fix_attempts),
-            None => break,
-        };
-        tracing::info!(
-            attempt = state.attempt,
-            "checks failed; asking codex to fix them"
-        );
-        let out = codex_attempt(
-            ctx,
-            stream,
-            limits,
-            state.attempt,
-            AttemptKind::Fix,
-            &prompt,
-            Some(&thread),
-        )
-        .await?;
-        state.exit = out.exit;
-        if out.decision.phase != RunPhase::Succeeded {
-            state.decision = out.decision;
-            break;
-        }
-    }
-    let n = result.rounds.len();
-    for r in result.rounds.iter_mut().take(n.saturating_sub(1)) {
-        for s in &mut r.steps {
-            shorten_tail(s, EARLIER_ROUND_TAIL);
-        }
-    }
-    result.history = VerifyResult::history_of(&result.rounds);
-    Ok(result)
-}
-
-/// `failed`/`verify_failed` message: every failing step and the end of the last failing
-/// output.
-fn verify_failed_message(steps: &[StepRecord], fixes: u32) -> String {
-    let failing: Vec<&StepRecord> = steps.iter().filter(|s| !s.passed).collect();
-    let what: Vec<String> = failing
-        .iter()
-        .map(|s| crate::verify::describe_failure(s))
-        .collect();
-    let mut m = format!(
-        "the checks still fail after {fixes} fix attempt{}: {}",
-        if fixes == 1 { "" } else { "s" },
-        what.join("; ")
-    );
-    if let Some(s) = failing
-        .iter()
-        .rev()
-        .find(|s| !s.output_tail.trim().is_empty())
-    {
-        m.push_str(&format!(
-            "\n--- last output of `{}` ---\n{}",
-            s.command,
-            fix::last_bytes(s.output_tail.trim_end(), 1000)
-        ));
-    }
-    m
-}
-
-fn shorten_tail(s: &mut StepRecord, keep: usize) {
-    if s.output_tail.len() > keep {
-        s.output_tail = fix::last_bytes(&s.output_tail, keep).to_owned();
-        s.output_truncated = true;
-    }
-}
-
-/// Runs every planned command once after attempt `attempt`. Returns the round, and the stop
-/// when the run was cancelled or hit its deadline meanwhile.
-async fn verify_round<W: AsyncWrite + Unpin>(
-    ctx: &AttemptCtx<'_>,
-    vspec: &VerifySpec,
-    commands: &[VerifyCommand],
-    notes: Vec<String>,
-    attempt: u32,
-    stream: &mut Stream<W>,
-    limits: &Limits,
-) -> Result<(VerifyRound, Option<Stop>), AgentError> {
-    stream
-        .emit(&OrchestratorEvent::VerifyStarted {
-            attempt,
-            commands: commands.to_vec(),
-            notes,
-        })
-        .await?;
-    let mut env_remove: Vec<OsString> = secret_names(ctx.spec)
-        .into_iter()
-        .map(OsString::from)
-        .collect();
-    env_remove.push(OsString::from(SPEC_ENV));
-    let mut steps: Vec<StepRecord> = Vec::with_capacity(commands.len());
-    let mut stop = None;
-    for (i, c) in commands.iter().enumerate() {
-        let index = u32::try_from(i).unwrap_or(u32::MAX);
-        let build_failed = steps.iter().any(|s| s.kind == StepKind::Build && !s.passed);
-        let record = if build_failed && c.kind != StepKind::Build {
-            crate::verify::skipped(c, "the build failed")
-        } else {
-            stream
-                .emit(&OrchestratorEvent::VerifyStepStarted {
-                    attempt,
-                    index,
-                    kind: c.kind,
-                    command: c.command.clone(),
-                })
-                .await?;
-            let step = StepCommand {
-                command: &c.command,
-                cwd: ctx.workdir,
-                env: crate::verify::step_env(),
-                env_remove: env_remove.clone(),
-                timeout: Duration::from_secs(vspec.command_timeout_secs),
-                cap: usize::try_from(vspec.output_cap_bytes).unwrap_or(usize::MAX),
-            };
-            tracing::info!(command = %c.command, kind = %c.kind, "verify step");
-            match run_step(&step, limits.wait()).await {
-                Ok(out) => {
-                    let redactor = stream.redactor.clone();
-                    let rec = crate::verify::record(c, &out, |t| redactor.redact(t).into_owned());
-                    if let Some(s) = out.stopped {
-                        stream
-                            .emit(&OrchestratorEvent::RunCancelled {
-                                reason: s.event_reason(),
-                            })
-                            .await?;
-                        stop = Some(s);
-                    }
-                    rec
-                }
-                Err(e) => crate::verify::skipped(c, format!("cannot start /bin/sh: {e}")),
-            }
-        };
-        stream
-            .emit(&OrchestratorEvent::VerifyStepCompleted {
-                attempt,
-                index,
-                step: Box::new(record.clone()),
-            })
-            .await?;
-        steps.push(record);
-        if stop.is_some() {
-            break;
-        }
-    }
-    let failing: Vec<String> = steps
-        .iter()
-        .filter(|s| !s.passed)
-        .map(|s| s.command.clone())
-        .collect();
-    let passed = failing.is_empty() && stop.is_none();
-    stream
-        .emit(&OrchestratorEvent::VerifyCompleted {
-            attempt,
-            passed,
-            failing,
-        })
-        .await?;
-    Ok((
-        VerifyRound {
-            attempt,
-            passed,
-            steps,
-        },
-        stop,
-    ))
-}
-
-/// With `schema_retry`: when the final answer breaks the output schema, resume codex once
-/// quoting the errors; when the loop is on, the checks run once more afterwards.
-async fn schema_retry<W: AsyncWrite + Unpin>(
-    ctx: &AttemptCtx<'_>,
-    stream: &mut Stream<W>,
-    limits: &Limits,
-    state: &mut LoopState,
-) -> Result<(), AgentError> {
-    let (Some(schema), true) = (&ctx.spec.output_schema, ctx.spec.schema_retry) else {
-        return Ok(());
-    };
-    if state.decision.phase != RunPhase::Succeeded {
-        return Ok(());
-    }
-    let errors = match stream.fold.final_answer() {
-        None => vec![model::OutputError {
-            pointer: String::new(),
-            message: "no final answer".into(),
-        }],
-        Some(a) => match codex_orchestrator_core::schemas::validate(schema, a) {
-            Ok(_) => return Ok(()),
-            Err(errors) => errors,
-        },
-    };
-    let Some(thread) = stream.fold.thread_id().map(str::to_owned) else {
-        return Ok(());
-    };
-    state.attempt += 1;
-    tracing::info!(
-        attempt = state.attempt,
-        errors = errors.len(),
-        "answer breaks the output schema; asking codex to fix it"
-    );
-    let out = codex_attempt(
-        ctx,
-        stream,
-        limits,
-        state.attempt,
-        AttemptKind::SchemaFix,
-        &fix::schema_fix_prompt(&errors),
-        Some(&thread),
-    )
-    .await?;
-    state.exit = out.exit;
-    state.decision = out.decision;
-    if state.decision.phase == RunPhase::Succeeded
-        && let (Some(vspec), Some(prev)) = (&ctx.spec.verify, state.verify.take())
-        && prev.status != VerifyStatus::NoCommands
-    {
-        let mut again = verify_loop(ctx, vspec, stream, limits, state, false).await?;
-        let mut rounds = prev.rounds;
-        for r in &mut rounds {
-            for s in &mut r.steps {
-                shorten_tail(s, EARLIER_ROUND_TAIL);
-            }
-        }
-        rounds.append(&mut again.rounds);
-        again.history = VerifyResult::history_of(&rounds);
-        again.rounds = rounds;
-        again.fix_attempts = prev.fix_attempts;
-        state.verify = Some(again);
-    }
-    Ok(())
-}
-
 /// A stop before codex ran: announce it and end without a patch.
 async fn stopped_early<W: AsyncWrite + Unpin>(
     stop: &Stop,
@@ -874,126 +553,6 @@ fn codex_command(spec: &RunSpec, workdir: &Path, inv: &CodexInvocation<'_>) -> C
         )],
         env_remove: vec![OsString::from(SPEC_ENV)],
     }
-}
-
-/// The patch of everything changed since the snapshot. `None` (with a warning line) when it
-/// cannot be computed; bounded by [`WIND_DOWN_DIFF_BUDGET`] once the run is winding down.
-async fn final_diff<W: AsyncWrite + Unpin>(
-    snapshot: &Snapshot,
-    workdir: &Path,
-    limits: &Limits,
-    stream: &mut Stream<W>,
-) -> Result<Option<PatchOutput>, AgentError> {
-    let (snap, wd) = (snapshot.clone(), workdir.to_path_buf());
-    let job = blocking(move || snap.diff_to(&wd));
-    let budget = async {
-        if limits.due().is_none() {
-            limits.wait().await;
-        }
-        tokio::time::sleep(WIND_DOWN_DIFF_BUDGET).await;
-    };
-    let warn = |message: String| OrchestratorEvent::Warning { message };
-    let result = tokio::select! {
-        r = job => r,
-        _ = budget => {
-            stream.emit(&warn(format!(
-                "the patch was not computed within {WIND_DOWN_DIFF_BUDGET:?} of the stop request"
-            ))).await?;
-            return Ok(None);
-        }
-    };
-    match result {
-        Ok(p) => {
-            if !p.skipped_nested_repos.is_empty() {
-                stream
-                    .emit(&warn(format!(
-                        "nested git repositories are not part of the patch: {}",
-                        p.skipped_nested_repos.join(", ")
-                    )))
-                    .await?;
-            }
-            Ok(Some(p))
-        }
-        Err(e) => {
-            stream
-                .emit(&warn(format!("cannot compute the patch: {e}")))
-                .await?;
-            Ok(None)
-        }
-    }
-}
-
-/// Writes `orchestrator.run.completed`.
-async fn complete<W: AsyncWrite + Unpin>(
-    spec: &RunSpec,
-    finish: Finish,
-    hit: model::LimitsHit,
-    stream: &mut Stream<W>,
-) -> Result<AgentExit, AgentError> {
-    let Finish {
-        mut decision,
-        exit,
-        patch,
-        last_message,
-        verify,
-    } = finish;
-    let mut result = stream.fold.result();
-    result.verify = verify;
-    if let Some(schema) = &spec.output_schema {
-        let answer = stream.fold.final_answer().map(str::to_owned);
-        outcome::apply_output_contract(schema, answer.as_deref(), &mut decision, &mut result);
-    }
-    if let Some(what) = hit.describe() {
-        stream
-            .emit(&OrchestratorEvent::Warning {
-                message: what.clone(),
-            })
-            .await?;
-        decision = outcome::with_limits_hit(decision, &what);
-        result.limits_hit = Some(hit);
-    }
-    let message = decision
-        .message
-        .map(|m| stream.redactor.redact(&m).into_owned());
-    result.phase = decision.phase;
-    result.reason = Some(decision.reason);
-    result.message = message.clone();
-    result.attempts = stream.fold.attempts();
-    result.codex_exit_code = exit.and_then(|e| e.shell_code());
-    let mut inline_patch = None;
-    if let Some(p) = &patch {
-        let text = String::from_utf8_lossy(&p.patch);
-        let redacted = stream.redactor.redact(&text);
-        if matches!(redacted, std::borrow::Cow::Owned(_)) {
-            stream
-                .emit(&OrchestratorEvent::Warning {
-                    message: "the patch contained a secret value, which was redacted; it no longer applies as is".into(),
-                })
-                .await?;
-        }
-        let (inline, truncated) = cap_text(&redacted, spec.max_patch_bytes);
-        result.patch = Some(patch_info(p, truncated));
-        inline_patch = (!inline.is_empty()).then_some(inline);
-    }
-    let last_message = last_message.map(|m| {
-        let m = stream.redactor.redact(&m).into_owned();
-        cap_text(&m, spec.max_patch_bytes).0
-    });
-    tracing::info!(phase = %decision.phase, reason = ?decision.reason, "run completed");
-    stream
-        .emit(&OrchestratorEvent::RunCompleted {
-            phase: decision.phase,
-            reason: Some(decision.reason),
-            message,
-            result: Box::new(result),
-            patch: inline_patch,
-            last_message,
-        })
-        .await?;
-    Ok(AgentExit {
-        phase: decision.phase,
-        reason: Some(decision.reason),
-    })
 }
 
 /// Runs a blocking job on tokio's blocking pool.

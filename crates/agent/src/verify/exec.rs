@@ -2,6 +2,7 @@
 //! and stderr read together into a bounded tail (constant memory whatever the command prints),
 //! killed (SIGTERM, SIGKILL [`KILL_GRACE`] later) at its timeout or when the run is stopped.
 
+use crate::process::{GroupGuard, signal_group};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
@@ -203,24 +204,6 @@ pub fn tail_text(tail: &[u8], truncated: bool) -> String {
         0
     };
     String::from_utf8_lossy(&tail[start..]).into_owned()
-}
-
-/// Kills the command's process group on drop unless disarmed.
-struct GroupGuard(Option<Pid>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        signal_group(self.0, Signal::SIGKILL);
-    }
-}
-
-fn signal_group(pgid: Option<Pid>, sig: Signal) {
-    if let Some(pgid) = pgid {
-        match killpg(pgid, sig) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(e) => tracing::warn!(error = %e, ?sig, "cannot signal the verify command"),
-        }
-    }
 }
 
 #[cfg(test)]

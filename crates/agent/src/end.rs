@@ -1,0 +1,131 @@
+//! The end of a run: the final diff of the work tree (bounded in time when winding down), and
+//! `orchestrator.run.completed` with the result, the patch and the final message.
+
+use tokio::io::AsyncWrite;
+
+use crate::codex::Limits;
+use crate::stream::Stream;
+use codex_orchestrator_core::events::OrchestratorEvent;
+use codex_orchestrator_core::model::{self};
+
+use crate::*;
+
+/// The patch of everything changed since the snapshot. `None` (with a warning line) when it
+/// cannot be computed; bounded by [`WIND_DOWN_DIFF_BUDGET`] once the run is winding down.
+pub(crate) async fn final_diff<W: AsyncWrite + Unpin>(
+    snapshot: &Snapshot,
+    workdir: &Path,
+    limits: &Limits,
+    stream: &mut Stream<W>,
+) -> Result<Option<PatchOutput>, AgentError> {
+    let (snap, wd) = (snapshot.clone(), workdir.to_path_buf());
+    let job = blocking(move || snap.diff_to(&wd));
+    let budget = async {
+        if limits.due().is_none() {
+            limits.wait().await;
+        }
+        tokio::time::sleep(WIND_DOWN_DIFF_BUDGET).await;
+    };
+    let warn = |message: String| OrchestratorEvent::Warning { message };
+    let result = tokio::select! {
+        r = job => r,
+        _ = budget => {
+            stream.emit(&warn(format!(
+                "the patch was not computed within {WIND_DOWN_DIFF_BUDGET:?} of the stop request"
+            ))).await?;
+            return Ok(None);
+        }
+    };
+    match result {
+        Ok(p) => {
+            if !p.skipped_nested_repos.is_empty() {
+                stream
+                    .emit(&warn(format!(
+                        "nested git repositories are not part of the patch: {}",
+                        p.skipped_nested_repos.join(", ")
+                    )))
+                    .await?;
+            }
+            Ok(Some(p))
+        }
+        Err(e) => {
+            stream
+                .emit(&warn(format!("cannot compute the patch: {e}")))
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Writes `orchestrator.run.completed`.
+pub(crate) async fn complete<W: AsyncWrite + Unpin>(
+    spec: &RunSpec,
+    finish: Finish,
+    hit: model::LimitsHit,
+    stream: &mut Stream<W>,
+) -> Result<AgentExit, AgentError> {
+    let Finish {
+        mut decision,
+        exit,
+        patch,
+        last_message,
+        verify,
+    } = finish;
+    let mut result = stream.fold.result();
+    result.verify = verify;
+    if let Some(schema) = &spec.output_schema {
+        let answer = stream.fold.final_answer().map(str::to_owned);
+        outcome::apply_output_contract(schema, answer.as_deref(), &mut decision, &mut result);
+    }
+    if let Some(what) = hit.describe() {
+        stream
+            .emit(&OrchestratorEvent::Warning {
+                message: what.clone(),
+            })
+            .await?;
+        decision = outcome::with_limits_hit(decision, &what);
+        result.limits_hit = Some(hit);
+    }
+    let message = decision
+        .message
+        .map(|m| stream.redactor.redact(&m).into_owned());
+    result.phase = decision.phase;
+    result.reason = Some(decision.reason);
+    result.message = message.clone();
+    result.attempts = stream.fold.attempts();
+    result.codex_exit_code = exit.and_then(|e| e.shell_code());
+    let mut inline_patch = None;
+    if let Some(p) = &patch {
+        let text = String::from_utf8_lossy(&p.patch);
+        let redacted = stream.redactor.redact(&text);
+        if matches!(redacted, std::borrow::Cow::Owned(_)) {
+            stream
+                .emit(&OrchestratorEvent::Warning {
+                    message: "the patch contained a secret value, which was redacted; it no longer applies as is".into(),
+                })
+                .await?;
+        }
+        let (inline, truncated) = cap_text(&redacted, spec.max_patch_bytes);
+        result.patch = Some(patch_info(p, truncated));
+        inline_patch = (!inline.is_empty()).then_some(inline);
+    }
+    let last_message = last_message.map(|m| {
+        let m = stream.redactor.redact(&m).into_owned();
+        cap_text(&m, spec.max_patch_bytes).0
+    });
+    tracing::info!(phase = %decision.phase, reason = ?decision.reason, "run completed");
+    stream
+        .emit(&OrchestratorEvent::RunCompleted {
+            phase: decision.phase,
+            reason: Some(decision.reason),
+            message,
+            result: Box::new(result),
+            patch: inline_patch,
+            last_message,
+        })
+        .await?;
+    Ok(AgentExit {
+        phase: decision.phase,
+        reason: Some(decision.reason),
+    })
+}

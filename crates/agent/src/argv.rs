@@ -1,4 +1,4 @@
-//! The codex command line (DESIGN §7). Pure: unit-tested with whole-argv assertions.
+//! The codex command line (the facts it follows: crates/testkit/fixtures/codex-exec-0.147/README.md §1). Pure: unit-tested with whole-argv assertions.
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The in-sandbox supervisor (`codex-orchestrator agent`), the entrypoint of the runner image.
 //!
 //! It reads a [`RunSpec`] (`--spec FILE` or the JSON in `CODEX_ORCHESTRATOR_SPEC`), snapshots
-//! the workspace, runs `codex exec --json` exactly as DESIGN §7 says, passes codex's stdout
+//! the workspace, runs `codex exec --json` (see [`argv`]), passes codex's stdout
 //! through and ends with `orchestrator.run.completed` carrying the result and the patch.
 //!
 //! **stdout** is JSONL only, written by one writer ([`stream::Stream`]), whole lines only:

@@ -1,4 +1,4 @@
-//! Audit logs (issue 5): append-only JSON lines, each written with one `write` on a file opened
+//! Audit logs: append-only JSON lines, each written with one `write` on a file opened
 //! with `O_APPEND` and `fsync`'d before the call returns.
 //!
 //! * `<state_dir>/audit.jsonl` ([`ServerAudit`]): who asked for what and when — every submit

@@ -1,5 +1,5 @@
 //! Latency of `codex_run_status` over the real binary's stdio while the server carries load
-//! (issue 3, "Measure").
+//!
 //!
 //! Setup (real Docker, real store, real server; no model): a temp state dir holding 20 runs in
 //! phase `running`, each with a live container (`sleep` in the runner image) carrying the

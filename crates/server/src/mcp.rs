@@ -24,6 +24,10 @@
 //!   `codex_run_cancel` away, and `codex_run_list` finds it again).
 //! * **Lazy backend.** `codex-orchestrator mcp` connects the Docker backend on the first tool
 //!   call that needs it ([`LazyRunner`]), so `initialize` and `tools/list` work without Docker.
+//!
+//! About 850 lines, on purpose: the seven tools' handlers with their published descriptions,
+//! schemas and annotations must stay in one `#[tool_router]` block; argument checking is in
+//! [`args`], the patch tool in [`apply`].
 
 pub mod apply;
 pub mod args;

@@ -3,7 +3,7 @@
 //! container on a test's internal Docker network).
 //!
 //! It speaks just enough HTTP/1.1 (request line, headers, `Content-Length` or chunked body)
-//! and answers the way the mock behind the fixtures did (fixtures README §5): HTTP/1.0, the
+//! and answers the way the mock behind the fixtures did (crates/testkit/fixtures/codex-exec-0.147/README.md §5): HTTP/1.0, the
 //! body ends when the connection closes.
 //!
 //! * `POST …/responses` → the next scripted response, as Server-Sent Events
@@ -45,6 +45,9 @@
 //!
 //! When the script is exhausted, every further request gets an assistant message
 //! `mock script exhausted` (and is logged with `"exhausted": true`).
+//!
+//! About 830 lines, on purpose: the script format and the server that plays it are documented
+//! and kept together.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! The fold: turns a stream of [`Event`]s (codex's own and `orchestrator.*`) into live
 //! [`Progress`] and a [`RunResult`], in bounded memory. See docs/JSONL_OUTPUT.md §"The fold".
 //!
-//! Facts it relies on (fixtures README §3):
+//! Facts it relies on (crates/testkit/fixtures/codex-exec-0.147/README.md §3):
 //! * One codex invocation = one attempt. The agent announces attempts with
 //!   `orchestrator.attempt.started`; in a plain codex log a second `thread.started` means a
 //!   new invocation (`exec resume`). Item ids restart at `item_0` in every invocation, so
@@ -13,6 +13,9 @@
 //! * Only the last agent_message before `turn.completed` is the answer (retries repeat
 //!   messages; a turn may complete with none).
 //! * `error` events and error items are not fatal; `turn.failed` is.
+//!
+//! About 950 lines, on purpose: [`RunFold`] is one state machine over every event type (codex's
+//! and the orchestrator's), and its fields keep invariants together that a split would scatter.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

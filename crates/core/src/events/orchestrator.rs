@@ -1,5 +1,5 @@
-//! The `orchestrator.*` lines the agent adds to codex's own stream (DESIGN §8,
-//! docs/JSONL_OUTPUT.md). Written by the agent, read by the fold.
+//! The `orchestrator.*` lines the agent adds to codex's own stream (docs/JSONL_OUTPUT.md).
+//! Written by the agent, read by the fold.
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! A typed view of one JSONL line: codex's own events (`codex exec --json`, CLI 0.147) and the
 //! agent's `orchestrator.*` events.
 //!
-//! Parsing is tolerant by construction (DESIGN §8, fixtures README §3):
+//! Parsing is tolerant by construction (docs/JSONL_OUTPUT.md, crates/testkit/fixtures/codex-exec-0.147/README.md §3):
 //! * unknown fields are skipped, unknown event types become [`Event::Unknown`], unknown item
 //!   types become [`ItemDetails::Other`];
 //! * duplicate keys are accepted: for an item's `id` the **first** one wins (codex's
@@ -14,6 +14,10 @@
 //! intermediate `serde_json::Value`, and ignored fields are skipped without allocating).
 //! `orchestrator.*` lines — ours, rare — go through the derived [`OrchestratorEvent`] parser;
 //! one that does not parse (a newer kind, a field of another shape) is [`Event::Unknown`].
+//!
+//! About 900 lines, on purpose: the typed view of every codex event and item (one derived type
+//! per variant, each documented) and the hand-written tolerant deserializer they share belong
+//! together.
 
 use std::fmt;
 
@@ -34,7 +38,7 @@ pub enum Event {
     },
 }
 
-/// A top-level codex event (fixtures README §3.2).
+/// A top-level codex event (crates/testkit/fixtures/codex-exec-0.147/README.md §3.2).
 #[derive(Debug, Clone, PartialEq)]
 pub enum CodexEvent {
     /// First line of every codex invocation (also of every `exec resume`).
@@ -65,7 +69,7 @@ pub enum CodexEvent {
     },
 }
 
-/// A codex item (fixtures README §3.3). `id` is `item_N`, restarting at `item_0` in every
+/// A codex item (crates/testkit/fixtures/codex-exec-0.147/README.md §3.3). `id` is `item_N`, restarting at `item_0` in every
 /// invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThreadItem {

@@ -1,6 +1,6 @@
 //! Wire and domain types. No I/O lives here: everything is plain data with serde and
 //! JSON-schema derives so the same types serve the CLI, the MCP tools, the agent stream and
-//! (later) the Kubernetes status.
+//! the Kubernetes status.
 
 pub mod request;
 pub mod result;

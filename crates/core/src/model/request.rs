@@ -271,7 +271,7 @@ pub struct RunSpec {
     /// Path of the codex binary.
     #[serde(default = "default_codex_bin")]
     pub codex_bin: PathBuf,
-    /// Writable CODEX_HOME (not under /tmp, see the fixtures README §1).
+    /// Writable CODEX_HOME (not under /tmp, see crates/testkit/fixtures/codex-exec-0.147/README.md §1).
     #[serde(default = "default_codex_home")]
     pub codex_home: PathBuf,
     /// Patch bytes carried inline in `orchestrator.run.completed` before it is truncated.

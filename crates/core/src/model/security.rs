@@ -1,4 +1,4 @@
-//! Security modes and the single policy both backends derive their sandbox from (DESIGN §6).
+//! Security modes and the single policy both backends derive their sandbox from (docs/SECURITY_MODES.md).
 //!
 //! [`SecurityPolicy::for_mode`] is a pure mapping. The Docker container spec and the Kubernetes
 //! Pod spec are both built from a `SecurityPolicy`, never from the mode directly, so the two

@@ -1,4 +1,4 @@
-//! Run lifecycle (DESIGN §5): `queued → starting → running → verifying ⇄ fixing → terminal`.
+//! Run lifecycle (docs/JSONL_OUTPUT.md): `queued → starting → running → verifying ⇄ fixing → terminal`.
 
 use std::path::PathBuf;
 

@@ -754,7 +754,7 @@ fn n3_turn_without_agent_message() {
     );
 }
 
-/// m2 (web_search) is a withheld transcript; this line is exactly the shape README §3.3
+/// m2 (web_search) is a withheld transcript; this line is exactly the shape of crates/testkit/fixtures/codex-exec-0.147/README.md §3.3
 /// shows: two `"id"` keys in one item.
 #[test]
 fn web_search_item_with_duplicate_id() {

@@ -1,4 +1,4 @@
-//! Network egress and key isolation on the real Docker engine (DESIGN §6): a model-issued
+//! Network egress and key isolation on the real Docker engine (docs/SECURITY_MODES.md): a model-issued
 //! command probes the network from inside a `workspace_write` run and from inside a
 //! `full_access` run. The "other host" is the mock model's own container, which sits on the
 //! outside network, not on the run's.

@@ -2,7 +2,7 @@
 //! handler as stdio, mounted at `/mcp`, plus `GET /healthz`.
 //!
 //! No authentication: this transport is for the loopback interface and for a gateway in front
-//! of it (issue 7). [`check_bind`] refuses a non-loopback address unless remote access is
+//! of it (`codex-orchestrator gateway`). [`check_bind`] refuses a non-loopback address unless remote access is
 //! asked for explicitly. On loopback, rmcp's Host-header check (DNS-rebinding protection) stays
 //! on; with remote access it is off (the gateway is expected to do that job).
 

@@ -1,4 +1,4 @@
-//! Issue 5 on the real Docker engine with the real codex (only the model mocked): the two keys
+//! The security rules on the real Docker engine with the real codex (only the model mocked): the two keys
 //! of full_access and its audit, the server audit log, the image allowlist, workspace safety,
 //! no key in any artifact or log, and resource abuse (fork bomb, memory bomb, disk fill, output
 //! flood) contained with a clear terminal reason while a concurrent run succeeds.

@@ -67,6 +67,10 @@ use codex_orchestrator_runner::{CancelOutcome, ListFilter, Runner};
 /// Default of [`McpConfig::max_wait`].
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(900);
 
+/// Where `codex_run`'s description says runs execute, on a local server and on a remote one.
+const LOCAL_SANDBOX: &str = "an isolated, hardened Docker sandbox with the workspace mounted";
+const REMOTE_SANDBOX: &str = "an isolated, hardened Pod in a Kubernetes cluster, from the workspace given as a git URL (https://host/repo.git[#revision]) or a PersistentVolumeClaim (pvc:CLAIM[/subpath])";
+
 /// How often a waiting `codex_run` looks for progress to report.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Shortest time between two status reads of a waiting `codex_run` (guards against a backend
@@ -239,6 +243,13 @@ impl OrchestratorServer {
     /// allowed roots (which runs a client sees is the runner's business: the gateway gives
     /// every tenant its own runner), and `codex_patch_apply` is refused.
     pub fn remote(runner: Arc<dyn Runner>, max_wait: Duration, default_mode: SecurityMode) -> Self {
+        let mut tool_router = Self::tool_router() + Self::apply_tool_router();
+        // `codex_run` says where runs execute: here, in the cluster.
+        if let Some(route) = tool_router.map.get_mut("codex_run")
+            && let Some(d) = route.attr.description.as_mut()
+        {
+            *d = d.replace(LOCAL_SANDBOX, REMOTE_SANDBOX).into();
+        }
         OrchestratorServer {
             runner,
             cfg: Arc::new(McpConfig {
@@ -247,7 +258,7 @@ impl OrchestratorServer {
                 max_wait,
                 default_mode,
             }),
-            tool_router: Self::tool_router() + Self::apply_tool_router(),
+            tool_router,
             client_roots: Arc::default(),
             audit: None,
             remote: true,

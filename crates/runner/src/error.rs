@@ -56,7 +56,26 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-/// Errors a [`crate::Runner`] returns. `InvalidRequest` means nothing was started.
+/// The backend a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The Docker engine (containers, networks, the runner image).
+    Docker,
+    /// The Kubernetes API server.
+    Kubernetes,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Docker => "docker",
+            Backend::Kubernetes => "kubernetes",
+        })
+    }
+}
+
+/// Errors a [`crate::Runner`] returns, the same for every backend. `InvalidRequest` means
+/// nothing was started.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error("invalid request: {0}")]
@@ -65,17 +84,47 @@ pub enum RunnerError {
     NotFound(RunId),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("docker: {0}")]
-    Docker(String),
-    #[error(transparent)]
-    Image(#[from] crate::image::ImageError),
+    /// The backend failed: what it was asked to do, and its answer.
+    #[error("{backend}: {message}")]
+    Backend { backend: Backend, message: String },
+    /// The backend cannot be used at all (yet): not running, not reachable, not set up.
     #[error("{0}")]
-    Other(String),
+    Unavailable(String),
+    /// Stored data of a run that cannot be read back.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A task of the runner itself failed (a bug, or a panic in a blocking task).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RunnerError {
+    /// A failure of the Docker engine.
+    pub fn docker(message: impl Into<String>) -> Self {
+        RunnerError::Backend {
+            backend: Backend::Docker,
+            message: message.into(),
+        }
+    }
+
+    /// A failure of the Kubernetes API server.
+    pub fn kubernetes(message: impl Into<String>) -> Self {
+        RunnerError::Backend {
+            backend: Backend::Kubernetes,
+            message: message.into(),
+        }
+    }
 }
 
 impl From<bollard::errors::Error> for RunnerError {
     fn from(e: bollard::errors::Error) -> Self {
-        RunnerError::Docker(e.to_string())
+        RunnerError::docker(e.to_string())
+    }
+}
+
+impl From<crate::image::ImageError> for RunnerError {
+    fn from(e: crate::image::ImageError) -> Self {
+        RunnerError::Unavailable(e.to_string())
     }
 }
 

@@ -35,23 +35,6 @@ impl LazyRunner {
         }
     }
 
-    /// The Docker backend for `cfg`, connected on first use.
-    pub fn docker(cfg: crate::config::Config) -> Self {
-        LazyRunner::new(Box::new(move || {
-            let cfg = cfg.clone();
-            Box::pin(async move {
-                let r = crate::docker::DockerRunner::connect(cfg)
-                    .await
-                    .map_err(|e| {
-                        RunnerError::Other(format!(
-                            "the Docker backend is not available ({e}); check that Docker is running and that this user may use it"
-                        ))
-                    })?;
-                Ok(Arc::new(r) as Arc<dyn Runner>)
-            })
-        }))
-    }
-
     /// Starts connecting in the background (building the runner image if it is missing, and
     /// re-attaching to runs a previous server left), so the first tool call does not pay for
     /// it. A failure is logged; the next call tries again.

@@ -33,7 +33,6 @@ pub mod apply;
 pub mod args;
 pub use codex_orchestrator_workspace::patch as diff;
 pub mod http;
-pub use codex_orchestrator_runner::lazy;
 pub mod paths;
 pub mod roots;
 pub mod tools;

@@ -204,7 +204,7 @@ pub fn status_of(cr: &CodexRun) -> Result<RunStatus, RunnerError> {
 /// The [`RunStatus`] a CodexRun has with the status `s`: the identity from the object, the
 /// lifecycle from `s`. The inverse of [`set_lifecycle`] for the lifecycle fields. Pure.
 pub fn status_from(cr: &CodexRun, s: &CodexRunStatus) -> Result<RunStatus, RunnerError> {
-    let id = run_id_for(cr).map_err(|e| RunnerError::Other(e.to_string()))?;
+    let id = run_id_for(cr).map_err(|e| RunnerError::Corrupt(e.to_string()))?;
     let queued_at = cr
         .metadata
         .creation_timestamp

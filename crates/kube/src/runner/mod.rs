@@ -50,7 +50,7 @@ pub mod convert;
 pub use convert::*;
 
 fn kube_err(what: &str, e: ::kube::Error) -> RunnerError {
-    RunnerError::Other(format!("kubernetes: {what}: {e}"))
+    RunnerError::kubernetes(format!("{what}: {e}"))
 }
 
 /// The Kubernetes [`Runner`] (see the module docs).
@@ -177,7 +177,7 @@ impl Runner for KubeRunner {
             .create(&PostParams::default(), &cr)
             .await
             .map_err(|e| kube_err("creating the CodexRun", e))?;
-        let id = run_id_for(&created).map_err(|e| RunnerError::Other(e.to_string()))?;
+        let id = run_id_for(&created).map_err(|e| RunnerError::Corrupt(e.to_string()))?;
         let patch = serde_json::json!({"metadata": {"labels": {LABEL_RUN_ID: id.as_str()}}});
         if let Err(e) = self
             .runs
@@ -231,7 +231,7 @@ impl Runner for KubeRunner {
     async fn events(&self, id: &RunId, from: u64, limit: usize) -> Result<EventPage, RunnerError> {
         let cr = self.find(id).await?;
         let unreadable = |e: std::io::Error| {
-            RunnerError::Other(format!("the stored event log is unreadable: {e}"))
+            RunnerError::Corrupt(format!("the stored event log is unreadable: {e}"))
         };
         if let Some((_, Some(gz))) = self.artifact_texts(&cr).await? {
             let log = std::io::BufReader::new(flate2::read::GzDecoder::new(gz.as_slice()));
@@ -269,7 +269,7 @@ impl Runner for KubeRunner {
         };
         let result = match text.remove(RESULT_KEY) {
             Some(s) => Some(serde_json::from_str::<RunResult>(&s).map_err(|e| {
-                RunnerError::Other(format!("the stored result of run `{id}` is invalid: {e}"))
+                RunnerError::Corrupt(format!("the stored result of run `{id}` is invalid: {e}"))
             })?),
             None => None,
         };

@@ -65,7 +65,7 @@ pub(super) async fn connect(
         .connect_network(network, req)
         .await
         .map_err(|e| {
-            RunnerError::Docker(format!("cannot connect {name} to network `{network}`: {e}"))
+            RunnerError::docker(format!("cannot connect {name} to network `{network}`: {e}"))
         })
 }
 
@@ -95,7 +95,7 @@ pub(super) async fn start_egress(
             status_code: 409, ..
         }) => {}
         Err(e) => {
-            return Err(RunnerError::Docker(format!(
+            return Err(RunnerError::docker(format!(
                 "cannot create the run's network: {e}"
             )));
         }
@@ -142,7 +142,7 @@ async fn wait_proxy_ready(inner: &Inner, name: &str) -> Result<(), RunnerError> 
         );
         if !running || Instant::now() >= deadline {
             let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-            return Err(RunnerError::Docker(format!(
+            return Err(RunnerError::docker(format!(
                 "the egress proxy did not start{}: {tail}",
                 if running { " in time" } else { "" }
             )));
@@ -197,7 +197,7 @@ pub(super) async fn drive(
 
     // Queue: wait for a slot (a cancel while queued ends the run without a container).
     let _permit = tokio::select! {
-        p = inner.sem.clone().acquire_owned() => p.map_err(|e| RunnerError::Other(e.to_string()))?,
+        p = inner.sem.clone().acquire_owned() => p.map_err(|e| RunnerError::Internal(e.to_string()))?,
         _ = handle.cancel.cancelled() => {
             sink.update(true, |s| {
                 s.phase = RunPhase::Cancelled;
@@ -396,7 +396,7 @@ pub(super) async fn drive(
                 // The log stream kept breaking while the container still runs: stop it rather
                 // than leave a sandbox nobody watches.
                 inner.remove_run(&id).await;
-                return Err(RunnerError::Docker(format!(
+                return Err(RunnerError::docker(format!(
                     "lost the sandbox's log stream {MAX_REFOLLOWS} times; the sandbox was removed"
                 )));
             }
@@ -482,7 +482,8 @@ fn build_container(
         secret_env: vec![TOKEN_ENV.to_string()],
         agent_dir: Some(PathBuf::from(AGENT_DIR)),
     };
-    let spec_json = serde_json::to_string(&spec).map_err(|e| RunnerError::Other(e.to_string()))?;
+    let spec_json =
+        serde_json::to_string(&spec).map_err(|e| RunnerError::Internal(e.to_string()))?;
     let mut env = vec![format!("{SPEC_ENV}={spec_json}")];
     env.extend(
         codex_orchestrator_core::contract::base_env()

@@ -34,6 +34,7 @@ use tracing::{Instrument, info, warn};
 
 use crate::config::Config;
 use crate::error::{RunnerError, StoreError};
+use crate::lazy::LazyRunner;
 use crate::store::{self, RunStore};
 use crate::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner, paging};
 use drive::drive;
@@ -70,6 +71,23 @@ pub(crate) enum Start {
 }
 
 impl DockerRunner {
+    /// The Docker backend for `cfg`, connected on first use (see [`LazyRunner`]).
+    pub fn lazy(cfg: Config) -> LazyRunner {
+        LazyRunner::new(Box::new(move || {
+            let cfg = cfg.clone();
+            Box::pin(async move {
+                let r = DockerRunner::connect(cfg).await.map_err(|e| {
+                    RunnerError::Unavailable(format!(
+                        "the Docker backend is not available ({e}); check that Docker is running and that this user may use it"
+                    ))
+                })?;
+                Ok(Arc::new(r) as Arc<dyn Runner>)
+            })
+        }))
+    }
+}
+
+impl DockerRunner {
     /// Connects to the local Docker engine, checks the runner image (building the default one
     /// if it is missing), opens the store and recovers runs left by an earlier process.
     pub async fn connect(cfg: Config) -> Result<Self, RunnerError> {
@@ -77,7 +95,7 @@ impl DockerRunner {
         docker
             .ping()
             .await
-            .map_err(|e| RunnerError::Docker(format!("cannot reach the Docker engine: {e}")))?;
+            .map_err(|e| RunnerError::docker(format!("cannot reach the Docker engine: {e}")))?;
         let image = cfg.runner_image();
         if cfg.docker.image.is_none() {
             let opts = crate::image::ImageOptions::for_current_exe()?;
@@ -316,7 +334,7 @@ impl Runner for DockerRunner {
             Err(e) => Err(StoreError::io("read", &path, e)),
         })
         .await
-        .map_err(|e| RunnerError::Other(e.to_string()))?
+        .map_err(|e| RunnerError::Internal(e.to_string()))?
         .map_err(RunnerError::from)
     }
 

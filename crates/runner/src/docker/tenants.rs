@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 
 use crate::Runner;
 use crate::config::Config;
+use crate::docker::DockerRunner;
 use crate::lazy::LazyRunner;
 use crate::tenants::RunnerFactory;
 
@@ -39,7 +40,7 @@ impl RunnerFactory for DockerRunners {
         let r = map.entry(tenant.clone()).or_insert_with(|| {
             let mut cfg = self.cfg.clone();
             cfg.state_dir = Self::tenant_state_dir(&self.cfg.state_dir, tenant);
-            let r = Arc::new(LazyRunner::docker(cfg));
+            let r = Arc::new(DockerRunner::lazy(cfg));
             r.warm_up();
             r
         });

@@ -1260,7 +1260,7 @@ async fn mcp_lazy_backend_connects_on_first_use_and_retries() {
             let fake = fake.clone();
             Box::pin(async move {
                 if n == 0 {
-                    Err(RunnerError::Docker("cannot reach the Docker engine".into()))
+                    Err(RunnerError::docker("cannot reach the Docker engine"))
                 } else {
                     Ok(fake as Arc<dyn Runner>)
                 }

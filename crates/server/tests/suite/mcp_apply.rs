@@ -61,7 +61,7 @@ impl StoredRuns {
 #[async_trait]
 impl Runner for StoredRuns {
     async fn submit(&self, _req: RunRequest) -> Result<RunId, RunnerError> {
-        Err(RunnerError::Other("not in this test".into()))
+        Err(RunnerError::Internal("not in this test".into()))
     }
     async fn status(&self, id: &RunId) -> Result<RunStatus, RunnerError> {
         Ok(self.get(id)?.status)
@@ -70,7 +70,7 @@ impl Runner for StoredRuns {
         Ok(self.get(id)?.status)
     }
     async fn cancel(&self, _id: &RunId) -> Result<CancelOutcome, RunnerError> {
-        Err(RunnerError::Other("not in this test".into()))
+        Err(RunnerError::Internal("not in this test".into()))
     }
     async fn events(
         &self,
@@ -78,7 +78,7 @@ impl Runner for StoredRuns {
         _from: u64,
         _limit: usize,
     ) -> Result<EventPage, RunnerError> {
-        Err(RunnerError::Other("not in this test".into()))
+        Err(RunnerError::Internal("not in this test".into()))
     }
     async fn artifacts(&self, id: &RunId) -> Result<Artifacts, RunnerError> {
         self.get(id)

@@ -544,7 +544,7 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
         }
 
         // The gateway: the Service's names are allowed hosts; tokens from the Secret; the
-        // controller gets --allow-full-access only when asked.
+        // controller and the gateway get --allow-full-access only when asked.
         let args = |name: &str| -> Vec<String> {
             let d: Deployment = typed(
                 of_kind(r, "Deployment")
@@ -588,6 +588,12 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
             ctl.contains(&"--allow-full-access".to_string()),
             values == NONDEFAULT,
             "{ctl:?}"
+        );
+        // The gateway admits by the controller's rules, full_access included.
+        assert_eq!(
+            gw.contains(&"--allow-full-access".to_string()),
+            values == NONDEFAULT,
+            "{gw:?}"
         );
         let secrets = of_kind(r, "Secret");
         if values == NONDEFAULT {

@@ -235,15 +235,52 @@ pub struct VerifyConfig {
 impl VerifyConfig {
     /// The request-level options this config stands for.
     pub fn to_options(&self) -> VerifyOptions {
+        let VerifyConfig {
+            enabled,
+            lint,
+            test,
+            build,
+            auto_detect,
+            max_fix_attempts,
+            command_timeout_seconds,
+            output_cap_bytes,
+        } = self.clone();
         VerifyOptions {
-            enabled: self.enabled,
-            lint: self.lint.clone(),
-            test: self.test.clone(),
-            build: self.build.clone(),
-            auto_detect: self.auto_detect,
-            max_fix_attempts: self.max_fix_attempts,
-            command_timeout_secs: self.command_timeout_seconds,
-            output_cap_bytes: self.output_cap_bytes,
+            enabled,
+            lint,
+            test,
+            build,
+            auto_detect,
+            max_fix_attempts,
+            command_timeout_secs: command_timeout_seconds,
+            output_cap_bytes,
+        }
+    }
+
+    /// The config a request's options become in a CodexRun. Both directions name every field,
+    /// so the two types cannot drift apart: a field added to one is a compile error here until
+    /// it is mapped. (They stay two types because their wire names differ: the CRD's are
+    /// camelCase, the MCP tools' snake_case, and neither may change.)
+    pub fn from_options(o: &VerifyOptions) -> Self {
+        let VerifyOptions {
+            enabled,
+            lint,
+            test,
+            build,
+            auto_detect,
+            max_fix_attempts,
+            command_timeout_secs,
+            output_cap_bytes,
+        } = o.clone();
+        VerifyConfig {
+            enabled,
+            lint,
+            test,
+            build,
+            auto_detect,
+            max_fix_attempts,
+            command_timeout_seconds: command_timeout_secs,
+            output_cap_bytes,
         }
     }
 }

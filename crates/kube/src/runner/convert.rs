@@ -14,7 +14,7 @@ use crate::crd::{
     OutputSchemaSpec, PvcSource, SecretKeyRef, SourceSpec, VerifyConfig,
 };
 use crate::pod::{LABEL_MANAGED_BY, MANAGER, run_id_for};
-use codex_orchestrator_core::model::{BackendRef, RunPhase, RunRequest, RunStatus, VerifyOptions};
+use codex_orchestrator_core::model::{BackendRef, RunPhase, RunRequest, RunStatus};
 use codex_orchestrator_core::policy::admission::{self, AdmissionPolicy};
 use codex_orchestrator_runner::error::RunnerError;
 
@@ -99,19 +99,6 @@ impl Default for KubeRunnerSettings {
     }
 }
 
-fn verify_config(o: &VerifyOptions) -> VerifyConfig {
-    VerifyConfig {
-        enabled: o.enabled,
-        lint: o.lint.clone(),
-        test: o.test.clone(),
-        build: o.build.clone(),
-        auto_detect: o.auto_detect,
-        max_fix_attempts: o.max_fix_attempts,
-        command_timeout_seconds: o.command_timeout_secs,
-        output_cap_bytes: o.output_cap_bytes,
-    }
-}
-
 /// The CodexRun a request becomes (without a name). Pure.
 pub fn codexrun_for(
     req: &RunRequest,
@@ -182,7 +169,7 @@ pub fn codexrun_for(
         auth_secret_ref: settings.auth_secret.clone(),
         output_schema,
         schema_retry: req.schema_retry,
-        verify: req.verify.as_ref().map(verify_config),
+        verify: req.verify.as_ref().map(VerifyConfig::from_options),
         timeout_seconds: req.timeout_secs,
         resources: None,
         cancel: false,

@@ -187,3 +187,25 @@ fn codexrun_status_maps_to_run_status() {
     cr.metadata.uid = None;
     assert!(status_of(&cr).is_err());
 }
+
+#[test]
+fn verify_options_and_config_map_both_ways() {
+    let o = VerifyOptions {
+        enabled: Some(true),
+        lint: Some("ruff check".into()),
+        test: Some("pytest -q".into()),
+        build: Some("make".into()),
+        auto_detect: Some(false),
+        max_fix_attempts: Some(3),
+        command_timeout_secs: Some(120),
+        output_cap_bytes: Some(4096),
+    };
+    let c = crate::crd::VerifyConfig::from_options(&o);
+    assert_eq!(
+        serde_json::to_value(&c).unwrap(),
+        serde_json::json!({"enabled": true, "lint": "ruff check", "test": "pytest -q",
+            "build": "make", "autoDetect": false, "maxFixAttempts": 3,
+            "commandTimeoutSeconds": 120, "outputCapBytes": 4096})
+    );
+    assert_eq!(c.to_options(), o);
+}

@@ -1,4 +1,5 @@
-//! The in-sandbox supervisor (`codex-orchestrator agent`), the entrypoint of the runner image.
+//! The in-sandbox supervisor, the entrypoint of the runner image (`codex-orchestrator-agent
+//! agent`; the full `codex-orchestrator` binary has the same subcommand).
 //!
 //! It reads a [`RunSpec`] (`--spec FILE` or the JSON in `CODEX_ORCHESTRATOR_SPEC`), snapshots
 //! the workspace, runs `codex exec --json` (see [`argv`]), passes codex's stdout
@@ -31,6 +32,9 @@
 //! The verify loop (fix attempts with `codex exec … resume <thread_id>`) plugs in after the
 //! first attempt: [`argv::codex_args`] already builds resume invocations and
 //! [`codex::run_attempt`] runs any invocation.
+//!
+//! Over 600 lines because it is the one place that orders a run (snapshot, attempts, verify rounds,
+//! result); the pieces it calls live in its submodules.
 
 pub mod argv;
 pub mod codex;
@@ -94,7 +98,7 @@ pub enum AgentError {
     Internal(String),
 }
 
-/// `codex-orchestrator agent`.
+/// `codex-orchestrator-agent agent` (and `codex-orchestrator agent`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AgentArgs {
     /// The RunSpec JSON file; without it the spec is read from $CODEX_ORCHESTRATOR_SPEC.

@@ -37,7 +37,7 @@ fn corpus() -> Vec<u8> {
             }
         }
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/codex-exec-0.147");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testkit/fixtures/codex-exec-0.147");
     let mut files = Vec::new();
     walk(&root, &mut files);
     let mut out = Vec::new();

@@ -1,4 +1,4 @@
-//! Orchestration overhead, side by side with the floor, in one run (issue #2 "Measure").
+//! Orchestration overhead, side by side with the floor, in one run.
 //!
 //! * floor: what `docker run --rm <runner image> true` costs (create, start, wait, remove),
 //!   through the same Docker API the runner uses;

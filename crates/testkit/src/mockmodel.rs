@@ -48,6 +48,9 @@
 //!
 //! About 830 lines, on purpose: the script format and the server that plays it are documented
 //! and kept together.
+//!
+//! Over 600 lines because the script format, the HTTP handling and the SSE rendering form one small
+//! server used only by tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,6 +1,9 @@
-//! The in-sandbox agent, run as the real `codex-orchestrator agent` process with the real
+//! The in-sandbox agent, run as the real `codex-orchestrator-agent agent` process with the real
 //! codex binary against the scripted mock model on 127.0.0.1. Its stdout (the stream) goes to
 //! a file the tests read.
+//!
+//! Over 600 lines because every case runs the real agent against the same mock-model set-up and
+//! reads the same stream file.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

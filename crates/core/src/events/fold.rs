@@ -16,6 +16,9 @@
 //!
 //! About 950 lines, on purpose: [`RunFold`] is one state machine over every event type (codex's
 //! and the orchestrator's), and its fields keep invariants together that a split would scatter.
+//!
+//! Over 600 lines because the fold is one state machine; its helpers only make sense next to the
+//! state they update.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

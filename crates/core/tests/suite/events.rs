@@ -1,5 +1,8 @@
 //! The decoder and fold against every real codex 0.147 transcript in
-//! tests/fixtures/codex-exec-0.147/, plus synthetic agent streams and hostile input.
+//! crates/testkit/fixtures/codex-exec-0.147/, plus synthetic agent streams and hostile input.
+//!
+//! Over 600 lines because it walks every real transcript and the hostile-input cases through one
+//! decoder and fold.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -15,7 +15,7 @@
 //!
 //! A git source is cloned by an init container running our own binary
 //! (`codex-orchestrator fetch`, see [`super::fetch`]) into an emptyDir; a PVC source is
-//! mounted directly (with `subPath`). The agent (`codex-orchestrator agent`) is the entrypoint;
+//! mounted directly (with `subPath`). The agent (`codex-orchestrator-agent agent`) is the entrypoint;
 //! its [`RunSpec`] is passed in `CODEX_ORCHESTRATOR_SPEC` and the API key from the Secret.
 //!
 //! [`restricted_violations`] checks a Pod against the Pod Security Standards *restricted*

@@ -4,6 +4,9 @@
 //! checked: the restricted profile on our own Pods (the same checker as the run Pods), the
 //! RBAC scope (every verb granted, with its reason), the NetworkPolicies, and that the chart's
 //! CRD equals `crds/codexrun.yaml`.
+//!
+//! Over 600 lines because every check reads the same two renderings of the chart; splitting would
+//! render them twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 

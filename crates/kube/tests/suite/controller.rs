@@ -1,6 +1,9 @@
 //! Controller scenarios against kube's `Client` over a tower-test mock API server (the
 //! controller-rs `fixtures.rs` pattern, with a small in-memory API server behind the mock so
 //! that scenarios can run the real reconcile in any order of requests). Every wait is bounded.
+//!
+//! Over 600 lines because the scenarios share one in-memory API server and its helpers; each
+//! scenario is a single test function.
 
 use std::collections::BTreeMap;
 use std::io::Read;

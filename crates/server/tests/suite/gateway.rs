@@ -3,6 +3,9 @@
 //! tenant isolation, the tool flow on the Kubernetes backend (in process, same fake API) and
 //! on the Docker backend (the real binary, real containers, the mock model). Every wait is
 //! bounded.
+//!
+//! Over 600 lines because the cases share one fake API server, one tenant set-up and one HTTP
+//! client helper.
 
 use std::collections::BTreeMap;
 use std::io::Write;

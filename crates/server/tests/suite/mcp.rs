@@ -7,6 +7,9 @@
 //!   checked-in snapshot `tests/snapshots/mcp_tools.json` (regenerate with
 //!   `UPDATE_SNAPSHOTS=1`), tool errors that need no backend, and a clean exit when the client
 //!   closes stdin.
+//!
+//! Over 600 lines because every tool is exercised through the same in-process client and fake
+//! runner; a split would duplicate that set-up.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,9 @@
 //!   capability;
 //! * the real binary over stdio with the real Docker backend, codex and the mock model: a
 //!   readonly run's patch reviewed, checked, applied, and refused the second time.
+//!
+//! Over 600 lines because every case drives one tool through the same client and stored-run
+//! fixtures.
 
 // Roots are deprecated by a future protocol revision (SEP-2577); clients still use them.
 #![allow(deprecated)]

@@ -20,6 +20,9 @@
 //! `literal`/`delta` blocks, or `Binary files … differ`), C-quoted paths (`"b/\303\274.txt"`),
 //! the tab git appends to `---`/`+++` names that contain a space, `\ No newline at end of file`,
 //! and plain unified diffs without `diff --git` lines.
+//!
+//! Over 600 lines because the parser, its three renderings and their shared hunk walk read best
+//! together; the tests live beside them in `patch/tests.rs`.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

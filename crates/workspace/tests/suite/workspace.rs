@@ -1,4 +1,6 @@
 //! Workspace snapshot / diff / apply / copy against real git repositories and the real git CLI.
+//!
+//! Over 600 lines because snapshot, diff, apply and copy share one set of real-repository fixtures.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

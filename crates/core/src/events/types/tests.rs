@@ -59,7 +59,7 @@ fn top_level_events() {
 
 #[test]
 fn web_search_duplicate_id_keeps_the_first() {
-    // Exactly the shape of the fixtures README §3.3 (crates/testkit/fixtures/codex-exec-0.147/README.md).
+    // Exactly the shape of crates/testkit/fixtures/codex-exec-0.147/README.md §3.3.
     let line = r#"{"type":"item.completed","item":{"id":"item_0","type":"web_search","id":"resp_mock_1_item_0","query":"rust serde","action":{"type":"search","query":"rust serde"}}}"#;
     assert!(
         serde_json::from_str::<serde_json::Value>(line).is_ok(),

@@ -7,6 +7,11 @@
 //! way and, under `cargo test` of the whole workspace, the build is a no-op check. Building one
 //! package alone (`-p codex-orchestrator-agent`) would resolve other features, compile a second
 //! copy of most dependencies and replace the binary `cargo test` just linked.
+//!
+//! The build runs without the variables cargo sets for the test process itself
+//! ([`is_per_test_var`]): some build scripts track them (ring's tracks `CARGO_MANIFEST_DIR`), so
+//! inheriting them made the inner build redo ring and everything above it, about 30 s in every
+//! test process.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,7 +25,13 @@ fn workspace_manifest() -> PathBuf {
 fn all() -> &'static HashMap<String, PathBuf> {
     static BINS: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     BINS.get_or_init(|| {
-        let messages = escargot::CargoBuild::new()
+        let mut cargo = escargot::CargoBuild::new();
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(is_per_test_var) {
+                cargo = cargo.env_remove(key);
+            }
+        }
+        let messages = cargo
             .manifest_path(workspace_manifest())
             .current_release()
             .arg("--workspace")
@@ -42,6 +53,24 @@ fn all() -> &'static HashMap<String, PathBuf> {
         }
         bins
     })
+}
+
+/// Variables cargo sets for one package's test process (its manifest, its package metadata,
+/// its binaries); none of them describes the workspace build.
+pub fn is_per_test_var(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "OUT_DIR"
+        )
 }
 
 /// The path of `bin` (of `package`, named for the reader and the error), built if needed.

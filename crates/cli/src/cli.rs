@@ -242,6 +242,8 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 default_workspace: None,
                 max_wait: Duration::from_secs(a.max_wait),
                 default_mode: a.default_mode,
+                client_roots: Default::default(),
+                protected: cfg.protected_dirs(),
             }
             .resolve()
             .map_err(|e| CliError::new(2, e))?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use codex_orchestrator_core::policy::roots::{ClientRootsPolicy, Protected};
 use codex_orchestrator_kube::pod::default_policy;
 use codex_orchestrator_kube::runner::{KubeRunnerSettings, KubeRunners};
 use codex_orchestrator_runner::docker::DockerRunners;
@@ -38,8 +39,9 @@ pub struct GatewayArgs {
         env = "CODEX_ORCHESTRATOR_LISTEN"
     )]
     pub listen: SocketAddr,
-    /// Tokens: a file of `<token> <tenant>` lines, or a directory (a mounted Secret) whose
-    /// files hold such lines.
+    /// Tokens: a file of `<token> <tenant> [root=/abs/dir]… [client_roots=ignore|narrow]`
+    /// lines, or a directory (a mounted Secret) whose files hold such lines. docker: a tenant's
+    /// `root=`s replace `--allowed-root` for it.
     #[arg(long, value_name = "PATH", env = "CODEX_ORCHESTRATOR_TOKENS")]
     pub tokens: PathBuf,
     /// A `Host` header value clients use (repeatable; `name` or `name:port`). Default:
@@ -55,7 +57,8 @@ pub struct GatewayArgs {
     /// Longest time, in seconds, a `codex_run` call with `wait: true` blocks.
     #[arg(long, value_name = "SECS", default_value_t = codex_orchestrator_server::mcp::DEFAULT_MAX_WAIT.as_secs())]
     pub max_wait: u64,
-    /// docker: a directory clients may use as a workspace (repeatable).
+    /// docker: a directory clients may use as a workspace (repeatable), for tenants without
+    /// `root=` options of their own.
     #[arg(long = "allowed-root", value_name = "DIR")]
     pub allowed_roots: Vec<PathBuf>,
     /// Allow `full_access` runs (kube: the controller must allow them too).
@@ -107,8 +110,15 @@ pub async fn main(
     a: GatewayArgs,
 ) -> Result<(), GatewayError> {
     let tokens = Tokens::load(&a.tokens)?;
+    let mut protected = cfg.protected_dirs();
+    protected.push(Protected::new(&a.tokens, "the gateway's tokens"));
     let factory: Arc<dyn RunnerFactory> = match a.backend {
-        BackendKind::Docker => Arc::new(DockerRunners::new(cfg)),
+        BackendKind::Docker => {
+            let mut cfg = cfg.clone();
+            cfg.protected
+                .push(Protected::new(&a.tokens, "the gateway's tokens"));
+            Arc::new(DockerRunners::new(cfg))
+        }
         BackendKind::Kube => {
             let auth_secret = a
                 .auth_secret
@@ -158,6 +168,8 @@ pub async fn main(
                 default_workspace: None,
                 max_wait: Duration::from_secs(a.max_wait),
                 default_mode: a.default_mode,
+                client_roots: ClientRootsPolicy::Ignore,
+                protected,
             },
         },
     )?);

@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use codex_orchestrator_core::policy::admission::{AdmissionPolicy, ImageRule};
+use codex_orchestrator_core::policy::roots::Protected;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
@@ -111,6 +112,11 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Verify loop defaults (requests override them per run).
     pub verify: VerifyDefaults,
+    /// Directories no workspace may be, lie in or contain, besides `state_dir` (which is always
+    /// protected): the configuration directory, the gateway's tokens, other tenants' roots.
+    /// Filled at start-up, never from the file.
+    #[serde(skip)]
+    pub protected: Vec<Protected>,
 }
 
 impl Default for Config {
@@ -126,6 +132,7 @@ impl Default for Config {
             docker: DockerConfig::default(),
             providers: BTreeMap::new(),
             verify: VerifyDefaults::default(),
+            protected: Vec::new(),
         }
     }
 }
@@ -154,6 +161,16 @@ fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
     }
 }
 
+/// What of the configuration a workspace must not touch: the directory of the default
+/// configuration file (even before it exists: a model that could create it would configure the
+/// next start), or an explicitly given file itself.
+pub fn config_protection(file: &Path, explicit: bool) -> Protected {
+    match (explicit, file.parent()) {
+        (false, Some(dir)) => Protected::new(dir, "the orchestrator's configuration directory"),
+        _ => Protected::new(file, "the orchestrator's configuration file"),
+    }
+}
+
 /// Command-line overrides (all optional); the CLI fills this from its flags.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -179,7 +196,19 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => None,
             Err(source) => return Err(ConfigError::Read { path: file, source }),
         };
-        Self::from_parts(text.as_deref(), &file, &env, ov)
+        let mut cfg = Self::from_parts(text.as_deref(), &file, &env, ov)?;
+        cfg.protected.push(config_protection(&file, explicit));
+        Ok(cfg)
+    }
+
+    /// Every directory no workspace may touch: [`Config::protected`] and the state directory.
+    pub fn protected_dirs(&self) -> Vec<Protected> {
+        let mut out = vec![Protected::new(
+            &self.state_dir,
+            "the orchestrator's state directory",
+        )];
+        out.extend(self.protected.iter().cloned());
+        out
     }
 
     /// Pure core of [`Config::load`].

@@ -7,12 +7,19 @@
 //!
 //! Decisions:
 //! * **Tokens** come from a file or a mounted Secret directory ([`Tokens::load`]): lines of
-//!   `<token> <tenant>` (`#` comments, blank lines ignored). A token is at least 16 characters;
+//!   `<token> <tenant> [root=/abs/dir]… [client_roots=ignore|narrow]` (`#` comments, blank
+//!   lines ignored; the options are the tenant's [`TenantSettings`], and every line of one
+//!   tenant must give the same ones). A token is at least 16 characters;
 //!   a tenant is a DNS label (it may become a namespace, and it is a label value). The
 //!   presented token is hashed (SHA-256) and compared with every known token's hash in
 //!   constant time, without stopping at a match. Every failure — no header, another scheme, an
 //!   unknown token — is the same `401` with the same body, so a client learns nothing about
 //!   which part was wrong.
+//! * **Roots (Docker backend).** A tenant's workspaces must lie in its own `root=`s, or, when
+//!   it has none, in the gateway's `--allowed-root`s; never in another tenant's roots (which
+//!   may not overlap), the state directory, the configuration or the tokens. The roots a
+//!   tenant's MCP client declares are ignored, or with `client_roots=narrow` may only narrow
+//!   the tenant's roots: a client never widens them.
 //! * **Tenants.** Each tenant gets its own MCP service (own session table) over its own
 //!   runner from a [`RunnerFactory`]: on Docker its own run store (so its own runs only), on
 //!   Kubernetes a [`KubeRunner`](codex_orchestrator_runner::kube::KubeRunner) that labels and filters by
@@ -43,7 +50,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::mcp::{McpConfig, OrchestratorServer};
-pub use codex_orchestrator_core::policy::tenant::Tenant;
+use codex_orchestrator_core::policy::roots::{self as policy_roots, Protected};
+pub use codex_orchestrator_core::policy::tenant::{Tenant, TenantSettings};
 pub use codex_orchestrator_runner::tenants::RunnerFactory;
 
 /// Path of the MCP endpoint.
@@ -67,6 +75,8 @@ pub enum GatewayError {
     Tokens { path: PathBuf, message: String },
     #[error("tokens, line {line}: {message}")]
     TokenLine { line: usize, message: String },
+    #[error("tokens: {0}")]
+    Tenants(String),
     #[error("no tokens configured: nobody could use the gateway")]
     NoTokens,
     #[error("{0}")]
@@ -75,10 +85,11 @@ pub enum GatewayError {
     Mcp(#[from] crate::mcp::McpError),
 }
 
-/// The known tokens (as SHA-256 digests) and their tenants.
+/// The known tokens (as SHA-256 digests), their tenants and each tenant's settings.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Tokens {
     entries: Vec<([u8; 32], Tenant)>,
+    settings: HashMap<Tenant, TenantSettings>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -94,9 +105,10 @@ fn digest(b: &[u8]) -> [u8; 32] {
 }
 
 impl Tokens {
-    /// Parses `<token> <tenant>` lines. Pure.
+    /// Parses `<token> <tenant> [options]` lines. Pure.
     pub fn parse(text: &str) -> Result<Tokens, GatewayError> {
         let mut entries: Vec<([u8; 32], Tenant)> = Vec::new();
+        let mut settings: HashMap<Tenant, (usize, TenantSettings)> = HashMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -107,9 +119,9 @@ impl Tokens {
                 message,
             };
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let [token, tenant] = fields.as_slice() else {
+            let [token, tenant, options @ ..] = fields.as_slice() else {
                 return Err(err(
-                    "expected `<token> <tenant>` (two fields separated by spaces)".into(),
+                    "expected `<token> <tenant> [options]` (fields separated by spaces)".into(),
                 ));
             };
             if token.len() < MIN_TOKEN_LEN {
@@ -121,16 +133,36 @@ impl Tokens {
                 return Err(err("the token must be printable ASCII".into()));
             }
             let tenant = Tenant::parse(tenant).map_err(err)?;
+            let own = TenantSettings::parse_options(options).map_err(err)?;
             let d = digest(token.as_bytes());
             if entries.iter().any(|(e, _)| *e == d) {
                 return Err(err("the same token appears twice".into()));
+            }
+            match settings.get(&tenant) {
+                Some((first, known)) if *known != own => {
+                    return Err(err(format!(
+                        "tenant `{tenant}` has other options on line {first}; give every token of a tenant the same options"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    settings.insert(tenant.clone(), (i + 1, own));
+                }
             }
             entries.push((d, tenant));
         }
         if entries.is_empty() {
             return Err(GatewayError::NoTokens);
         }
-        Ok(Tokens { entries })
+        Ok(Tokens {
+            entries,
+            settings: settings.into_iter().map(|(t, (_, s))| (t, s)).collect(),
+        })
+    }
+
+    /// The settings of `tenant` (defaults when the tokens give none).
+    pub fn settings(&self, tenant: &Tenant) -> TenantSettings {
+        self.settings.get(tenant).cloned().unwrap_or_default()
     }
 
     /// Reads a tokens file, or every file of a directory (a mounted Secret: each key holds
@@ -268,6 +300,60 @@ impl GatewayMetrics {
     }
 }
 
+/// Each tenant's MCP settings on a local backend: its own roots (or the gateway's), client
+/// roots as its settings allow, and as protected directories the gateway's (state, config,
+/// tokens) plus every other tenant's roots. Refuses overlapping tenant roots.
+pub fn tenant_configs(
+    tokens: &Tokens,
+    gateway: &McpConfig,
+) -> Result<HashMap<Tenant, McpConfig>, GatewayError> {
+    let tenants = tokens.tenants();
+    let mut own: Vec<(String, PathBuf)> = Vec::new();
+    let mut resolved: HashMap<Tenant, McpConfig> = HashMap::new();
+    for t in &tenants {
+        let s = tokens.settings(t);
+        let roots = if s.roots.is_empty() {
+            gateway.allowed_roots.clone()
+        } else {
+            s.roots.clone()
+        };
+        let cfg = McpConfig {
+            allowed_roots: roots,
+            default_workspace: if s.roots.is_empty() {
+                gateway.default_workspace.clone()
+            } else {
+                None
+            },
+            client_roots: s.client_roots.into(),
+            ..gateway.clone()
+        }
+        .resolve()
+        .map_err(|e| GatewayError::Tenants(format!("tenant `{t}`: {e}")))?;
+        if !s.roots.is_empty() {
+            own.extend(
+                cfg.allowed_roots
+                    .iter()
+                    .map(|r| (t.as_str().to_string(), r.clone())),
+            );
+        }
+        resolved.insert(t.clone(), cfg);
+    }
+    if let Some(m) = policy_roots::overlapping_tenant_roots(&own) {
+        return Err(GatewayError::Tenants(m));
+    }
+    for (t, cfg) in resolved.iter_mut() {
+        for (other, root) in &own {
+            if other != t.as_str() {
+                cfg.protected
+                    .push(Protected::hidden(root, "another tenant's directory"));
+            }
+        }
+        // A tenant without roots of its own uses the gateway's; another tenant's roots may lie
+        // inside those, and are protected above.
+    }
+    Ok(resolved)
+}
+
 type Service = StreamableHttpService<OrchestratorServer, LocalSessionManager>;
 type Resp = Response<TextBody>;
 
@@ -276,6 +362,9 @@ pub struct Gateway {
     tokens: Tokens,
     factory: Arc<dyn RunnerFactory>,
     cfg: GatewayConfig,
+    /// Each tenant's MCP settings (local backend: its roots, client roots and protected
+    /// directories), checked at start.
+    tenant_mcp: HashMap<Tenant, McpConfig>,
     services: Mutex<HashMap<Tenant, Arc<Service>>>,
     sessions: CancellationToken,
     metrics: GatewayMetrics,
@@ -286,15 +375,18 @@ impl Gateway {
     pub fn new(
         tokens: Tokens,
         factory: Arc<dyn RunnerFactory>,
-        mut cfg: GatewayConfig,
+        cfg: GatewayConfig,
     ) -> Result<Gateway, GatewayError> {
-        if !factory.remote() {
-            cfg.mcp = cfg.mcp.resolve()?;
-        }
+        let tenant_mcp = if factory.remote() {
+            HashMap::new()
+        } else {
+            tenant_configs(&tokens, &cfg.mcp)?
+        };
         Ok(Gateway {
             tokens,
             factory,
             cfg,
+            tenant_mcp,
             services: Mutex::new(HashMap::new()),
             sessions: CancellationToken::new(),
             metrics: GatewayMetrics::default(),
@@ -316,10 +408,16 @@ impl Gateway {
             return Ok(s.clone());
         }
         let runner = self.factory.runner_for(tenant);
-        let server = if self.factory.remote() {
-            OrchestratorServer::remote(runner, self.cfg.mcp.max_wait, self.cfg.mcp.default_mode)
-        } else {
-            OrchestratorServer::new(runner, self.cfg.mcp.clone())?
+        let server = match self.tenant_mcp.get(tenant) {
+            _ if self.factory.remote() => {
+                OrchestratorServer::remote(runner, self.cfg.mcp.max_wait, self.cfg.mcp.default_mode)
+            }
+            Some(mcp) => OrchestratorServer::new(runner, mcp.clone())?,
+            None => {
+                return Err(GatewayError::Setup(format!(
+                    "tenant `{tenant}` has no settings"
+                )));
+            }
         };
         let config = StreamableHttpServerConfig::default()
             .with_cancellation_token(self.sessions.child_token())
@@ -477,7 +575,7 @@ mod tests {
         );
         assert_eq!(
             e(&format!("{A}\n")),
-            "tokens, line 1: expected `<token> <tenant>` (two fields separated by spaces)"
+            "tokens, line 1: expected `<token> <tenant> [options]` (fields separated by spaces)"
         );
         assert_eq!(
             e(&format!("{A} Alpha")),

@@ -63,6 +63,7 @@ pub use args::{
 };
 
 use codex_orchestrator_core::model::{RunId, RunRequest, RunStatus, SecurityMode};
+use codex_orchestrator_core::policy::roots::{self as policy_roots, ClientRootsPolicy, Protected};
 use codex_orchestrator_runner::error::RunnerError;
 use codex_orchestrator_runner::{CancelOutcome, ListFilter, Runner};
 
@@ -91,6 +92,24 @@ pub struct McpConfig {
     pub max_wait: Duration,
     /// Security mode of a `codex_run` that names none.
     pub default_mode: SecurityMode,
+    /// What the roots the MCP client declares may do: widen the allowed roots (`mcp`, the
+    /// user's own editor), only narrow them, or nothing (a gateway tenant).
+    pub client_roots: ClientRootsPolicy,
+    /// Directories no workspace may be, lie in or contain (the orchestrator's own data).
+    pub protected: Vec<Protected>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            allowed_roots: Vec::new(),
+            default_workspace: None,
+            max_wait: DEFAULT_MAX_WAIT,
+            default_mode: SecurityMode::WorkspaceWrite,
+            client_roots: ClientRootsPolicy::Widen,
+            protected: Vec::new(),
+        }
+    }
 }
 
 /// Errors starting or serving the MCP server.
@@ -157,8 +176,7 @@ impl McpConfig {
         Ok(McpConfig {
             allowed_roots: roots,
             default_workspace,
-            max_wait: self.max_wait,
-            default_mode: self.default_mode,
+            ..self
         })
     }
 }
@@ -255,10 +273,9 @@ impl OrchestratorServer {
         OrchestratorServer {
             runner,
             cfg: Arc::new(McpConfig {
-                allowed_roots: Vec::new(),
-                default_workspace: None,
                 max_wait,
                 default_mode,
+                ..McpConfig::default()
             }),
             tool_router,
             client_roots: Arc::default(),
@@ -281,12 +298,23 @@ impl OrchestratorServer {
         self.tool_router.list_all()
     }
 
-    /// The allowed roots (configured and the client's), for messages.
+    /// The roots that count now: the configured ones, with the client's as the policy allows.
+    fn effective_roots(&self) -> Vec<PathBuf> {
+        policy_roots::effective_roots(
+            &self.cfg.allowed_roots,
+            &self.client_roots.current(),
+            self.cfg.client_roots,
+        )
+    }
+
+    /// The allowed roots (see [`McpConfig::client_roots`]), for messages.
     pub fn roots_text(&self) -> String {
-        self.cfg
-            .allowed_roots
+        let roots = self.effective_roots();
+        if roots.is_empty() {
+            return "none: the client's roots lie outside the configured ones".into();
+        }
+        roots
             .iter()
-            .chain(self.client_roots.current().iter())
             .map(|r| r.display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
@@ -296,7 +324,11 @@ impl OrchestratorServer {
         if self.remote {
             return true;
         }
-        roots::is_allowed(&self.cfg.allowed_roots, &self.client_roots.current(), p)
+        policy_roots::inside(&self.effective_roots(), p) && !self.is_protected(p)
+    }
+
+    fn is_protected(&self, p: &Path) -> bool {
+        policy_roots::protected_refusal(p, &self.cfg.protected).is_some()
     }
 
     /// The canonical directory `given` names (relative paths are taken from the default
@@ -333,9 +365,23 @@ impl OrchestratorServer {
         }
         let canon = std::fs::canonicalize(&raw)
             .map_err(|e| ToolError(format!("workspace `{}` cannot be used: {e}", raw.display())))?;
+        if let Some(m) = policy_roots::protected_refusal(&canon, &self.cfg.protected) {
+            return Err(ToolError(m));
+        }
         if !self.inside_roots(&canon) {
+            let why = match self.cfg.client_roots {
+                ClientRootsPolicy::Widen => {
+                    "the server only runs in directories under its --allowed-root flags or the roots the client declares"
+                }
+                ClientRootsPolicy::Narrow => {
+                    "the roots the client declares count only inside the configured ones"
+                }
+                ClientRootsPolicy::Ignore => {
+                    "the roots the client declares do not change them on this server"
+                }
+            };
             return Err(ToolError(format!(
-                "workspace `{}` is outside the allowed roots ({}); the server only runs in directories under its --allowed-root flags",
+                "workspace `{}` is outside the allowed roots ({}); {why}",
                 canon.display(),
                 self.roots_text()
             )));

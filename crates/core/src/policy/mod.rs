@@ -6,9 +6,12 @@
 //! * [`workspace`] — local workspaces (Docker): system directories, sockets, devices, `.git`
 //!   outside the workspace; [`workspace::inspect_workspace`] gathers the facts.
 //! * [`source`] — remote sources (Kubernetes): a git URL or a PersistentVolumeClaim.
-//! * [`tenant`] — who a gateway request acts for.
+//! * [`roots`] — where a local workspace may be: allowed roots, client roots, and the
+//!   orchestrator's own directories, which are never part of a workspace.
+//! * [`tenant`] — who a gateway request acts for, and its own roots.
 
 pub mod admission;
+pub mod roots;
 pub mod source;
 pub mod tenant;
 pub mod workspace;

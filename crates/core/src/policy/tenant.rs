@@ -1,6 +1,10 @@
 //! Tenants: who a gateway request acts for. A tenant's reach is its own configured roots, run
 //! store, labels or namespace — decided by the server from the token, never by the client.
 
+use std::path::PathBuf;
+
+use super::roots::ClientRootsPolicy;
+
 /// A tenant name: a DNS label (1-63 lowercase letters, digits and `-`, not at either end).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tenant(String);
@@ -34,9 +38,139 @@ impl std::fmt::Display for Tenant {
     }
 }
 
+/// A tenant's own settings, from the options after `<token> <tenant>` in the gateway's tokens:
+/// `root=/abs/dir` (repeatable: the directories the tenant's workspaces must lie in, instead of
+/// the gateway's `--allowed-root`s) and `client_roots=ignore|narrow` (what the roots its MCP
+/// client declares may do; default `ignore`; `narrow` lets them only narrow the tenant's
+/// roots; a tenant's client can never widen them).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TenantSettings {
+    pub roots: Vec<PathBuf>,
+    pub client_roots: TenantClientRoots,
+}
+
+/// [`TenantSettings::client_roots`]: the two policies a gateway tenant may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TenantClientRoots {
+    #[default]
+    Ignore,
+    Narrow,
+}
+
+impl From<TenantClientRoots> for ClientRootsPolicy {
+    fn from(t: TenantClientRoots) -> Self {
+        match t {
+            TenantClientRoots::Ignore => ClientRootsPolicy::Ignore,
+            TenantClientRoots::Narrow => ClientRootsPolicy::Narrow,
+        }
+    }
+}
+
+impl TenantSettings {
+    /// Parses the option fields of one tokens line. Pure.
+    pub fn parse_options(fields: &[&str]) -> Result<TenantSettings, String> {
+        let mut out = TenantSettings::default();
+        let mut client_roots_seen = false;
+        for field in fields {
+            let Some((key, value)) = field.split_once('=') else {
+                return Err(format!(
+                    "`{}` is not an option (`root=/abs/dir` or `client_roots=ignore|narrow`)",
+                    field.escape_debug()
+                ));
+            };
+            match key {
+                "root" => {
+                    let p = PathBuf::from(value);
+                    if !p.is_absolute() {
+                        return Err(format!(
+                            "root `{}` must be an absolute path",
+                            value.escape_debug()
+                        ));
+                    }
+                    if !out.roots.contains(&p) {
+                        out.roots.push(p);
+                    }
+                }
+                "client_roots" => {
+                    if client_roots_seen {
+                        return Err("`client_roots` is given twice".into());
+                    }
+                    client_roots_seen = true;
+                    out.client_roots = match value {
+                        "ignore" => TenantClientRoots::Ignore,
+                        "narrow" => TenantClientRoots::Narrow,
+                        "widen" => {
+                            return Err(
+                                "`client_roots=widen` is not allowed for a gateway tenant: a client could reach any directory; use `narrow`"
+                                    .into(),
+                            );
+                        }
+                        other => {
+                            return Err(format!(
+                                "`client_roots={}`: expected ignore or narrow",
+                                other.escape_debug()
+                            ));
+                        }
+                    };
+                }
+                other => {
+                    return Err(format!(
+                        "unknown option `{}` (known: root, client_roots)",
+                        other.escape_debug()
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_options_give_roots_and_a_client_roots_policy() {
+        assert_eq!(
+            TenantSettings::parse_options(&[]),
+            Ok(TenantSettings::default())
+        );
+        assert_eq!(
+            TenantSettings::parse_options(&[
+                "root=/srv/a",
+                "client_roots=narrow",
+                "root=/srv/b",
+                "root=/srv/a"
+            ]),
+            Ok(TenantSettings {
+                roots: vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")],
+                client_roots: TenantClientRoots::Narrow,
+            })
+        );
+        let e = |f: &[&str]| TenantSettings::parse_options(f).unwrap_err();
+        assert_eq!(e(&["root=rel"]), "root `rel` must be an absolute path");
+        assert_eq!(
+            e(&["/srv/a"]),
+            "`/srv/a` is not an option (`root=/abs/dir` or `client_roots=ignore|narrow`)"
+        );
+        assert!(e(&["client_roots=widen"]).contains("not allowed for a gateway tenant"));
+        assert_eq!(
+            e(&["client_roots=all"]),
+            "`client_roots=all`: expected ignore or narrow"
+        );
+        assert_eq!(
+            e(&["client_roots=narrow", "client_roots=ignore"]),
+            "`client_roots` is given twice"
+        );
+        assert_eq!(
+            e(&["roots=/x"]),
+            "unknown option `roots` (known: root, client_roots)"
+        );
+        assert_eq!(
+            ClientRootsPolicy::from(TenantClientRoots::default()),
+            ClientRootsPolicy::Ignore
+        );
+    }
 
     #[test]
     fn tenants_are_dns_labels() {

@@ -242,12 +242,14 @@ pub fn inspect_workspace(ws: &Path) -> std::io::Result<WorkspaceFacts> {
 
 /// Checks a local workspace for a run in `mode`: an absolute path to a directory that is not,
 /// and does not contain, a system directory, the Docker socket (`docker_host` is the value of
-/// `DOCKER_HOST`) or a device; in `workspace_write`, no `.git` that leads outside it. Returns
-/// the canonical path (symlinks and `..` resolved).
+/// `DOCKER_HOST`), a device or one of the `protected` directories (the orchestrator's own
+/// data: [`super::roots::Protected`]); in `workspace_write`, no `.git` that leads outside it.
+/// Returns the canonical path (symlinks and `..` resolved).
 pub fn check_local_workspace(
     ws: &Path,
     mode: SecurityMode,
     docker_host: Option<&str>,
+    protected: &[super::roots::Protected],
 ) -> Result<PathBuf, String> {
     if !ws.is_absolute() {
         return Err(format!(
@@ -258,6 +260,9 @@ pub fn check_local_workspace(
     let facts = inspect_workspace(ws)
         .map_err(|e| format!("workspace `{}` cannot be used: {e}", ws.display()))?;
     if let Some(m) = workspace_refusal(&facts.canonical, facts.kind, &docker_sockets(docker_host)) {
+        return Err(m);
+    }
+    if let Some(m) = super::roots::protected_refusal(&facts.canonical, protected) {
         return Err(m);
     }
     if mode == SecurityMode::WorkspaceWrite

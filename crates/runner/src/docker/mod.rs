@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     image: String,
     /// The admission rules of this runner (from `cfg` and `image`).
     policy: AdmissionPolicy,
+    /// Directories no workspace may touch (`cfg.protected_dirs()`).
+    protected: Vec<codex_orchestrator_core::policy::roots::Protected>,
     store_key: String,
     sem: Arc<Semaphore>,
     runs: Mutex<HashMap<RunId, Arc<RunHandle>>>,
@@ -115,7 +117,9 @@ impl DockerRunner {
         let store = RunStore::open(&cfg.state_dir)?;
         let key = store_key(store.root());
         let policy = cfg.admission_policy(&image);
+        let protected = cfg.protected_dirs();
         let inner = Arc::new(Inner {
+            protected,
             docker,
             sem: Arc::new(Semaphore::new(cfg.max_concurrent_runs)),
             store,
@@ -209,6 +213,7 @@ impl DockerRunner {
             &req.workspace,
             req.mode,
             std::env::var("DOCKER_HOST").ok().as_deref(),
+            &self.inner.protected,
         )
         .map_err(RunnerError::InvalidRequest)?;
         req.timeout_secs = Some(admitted.timeout_secs);

@@ -39,6 +39,8 @@ impl RunnerFactory for DockerRunners {
         let mut map = self.runners.lock().unwrap_or_else(|p| p.into_inner());
         let r = map.entry(tenant.clone()).or_insert_with(|| {
             let mut cfg = self.cfg.clone();
+            // The whole state directory (every tenant's runs, the audit log) stays protected.
+            cfg.protected = self.cfg.protected_dirs();
             cfg.state_dir = Self::tenant_state_dir(&self.cfg.state_dir, tenant);
             let r = Arc::new(DockerRunner::lazy(cfg));
             r.warm_up();

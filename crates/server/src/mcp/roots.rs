@@ -1,8 +1,10 @@
 //! MCP client roots: directories the client (an IDE, a desktop app) says the user is working
 //! in. When the client declares the `roots` capability, the server asks for them
 //! (`roots/list`) after `initialize`, again on `notifications/roots/list_changed`, and — so a
-//! tool call never races the first answer — before the first tool call that needs them. A
-//! workspace is allowed when it lies inside a configured `--allowed-root` **or** a client root.
+//! tool call never races the first answer — before the first tool call that needs them. What
+//! they may do is the server's [`McpConfig::client_roots`](super::McpConfig::client_roots)
+//! policy (`codex_orchestrator_core::policy::roots`): widen the configured roots (`mcp`), only
+//! narrow them, or nothing (a gateway tenant, unless its settings say `narrow`).
 //!
 //! Only `file://` URIs naming an existing directory count; each is canonicalised (symlinks and
 //! `..` resolved) and the filesystem root `/` is ignored, as it is for configured roots.
@@ -14,14 +16,6 @@ use std::path::{Path, PathBuf};
 use rmcp::RoleServer;
 use rmcp::service::Peer;
 use tracing::{debug, warn};
-
-/// Whether `path` (canonical) lies inside one of the configured roots or the client's roots.
-pub fn is_allowed(configured: &[PathBuf], client: &[PathBuf], path: &Path) -> bool {
-    configured
-        .iter()
-        .chain(client.iter())
-        .any(|r| path.starts_with(r))
-}
 
 /// The local path a root URI names: `file:///abs/path` or `file://localhost/abs/path`, with
 /// percent-escapes decoded. Anything else (other schemes, other hosts, relative or undecodable
@@ -185,22 +179,6 @@ mod tests {
         assert_eq!(uri_to_path("https://example.com/x"), None);
         assert_eq!(uri_to_path("/home/me"), None);
         assert_eq!(uri_to_path("file:///%ff"), None);
-    }
-
-    #[test]
-    fn allowed_by_either_list() {
-        let configured = vec![PathBuf::from("/srv/a")];
-        let client = vec![PathBuf::from("/home/me/b")];
-        assert!(is_allowed(&configured, &client, Path::new("/srv/a/x")));
-        assert!(is_allowed(&configured, &client, Path::new("/home/me/b")));
-        assert!(is_allowed(
-            &configured,
-            &client,
-            Path::new("/home/me/b/c/d")
-        ));
-        assert!(!is_allowed(&configured, &client, Path::new("/home/me/bc")));
-        assert!(!is_allowed(&configured, &client, Path::new("/home/me")));
-        assert!(!is_allowed(&configured, &[], Path::new("/home/me/b")));
     }
 
     #[test]

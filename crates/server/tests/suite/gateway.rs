@@ -537,6 +537,7 @@ async fn kube_gateway(api: &FakeApi) -> TestGateway {
                     default_workspace: None,
                     max_wait: Duration::from_secs(5),
                     default_mode: codex_orchestrator_core::model::SecurityMode::WorkspaceWrite,
+                    ..McpConfig::default()
                 },
             },
         )

@@ -332,6 +332,7 @@ impl Harness {
                 default_workspace: None,
                 max_wait,
                 default_mode: SecurityMode::WorkspaceWrite,
+                ..McpConfig::default()
             },
         )
         .await
@@ -1034,6 +1035,7 @@ async fn mcp_the_servers_default_mode_applies_when_a_request_names_none() {
             default_workspace: None,
             max_wait: Duration::from_secs(60),
             default_mode: SecurityMode::Readonly,
+            ..McpConfig::default()
         },
     )
     .await;
@@ -1079,7 +1081,7 @@ async fn mcp_workspaces_outside_the_roots_are_refused() {
     let h = Harness::start(fake.clone(), root.path(), Duration::from_secs(60)).await;
     let refused = |p: &Path| {
         format!(
-            "workspace `{}` is outside the allowed roots ({}); the server only runs in directories under its --allowed-root flags",
+            "workspace `{}` is outside the allowed roots ({}); the server only runs in directories under its --allowed-root flags or the roots the client declares",
             p.display(),
             root_c.display()
         )
@@ -1396,7 +1398,7 @@ async fn mcp_binary_lists_every_tool_as_in_the_snapshot() {
     assert_eq!(
         text_of(&r),
         format!(
-            "workspace `/` is outside the allowed roots ({}); the server only runs in directories under its --allowed-root flags",
+            "workspace `/` is outside the allowed roots ({}); the server only runs in directories under its --allowed-root flags or the roots the client declares",
             canonical(root.path()).display()
         )
     );
@@ -1622,6 +1624,7 @@ async fn mcp_over_streamable_http_serves_the_same_tools_and_shuts_down() {
             default_workspace: None,
             max_wait: Duration::from_secs(60),
             default_mode: codex_orchestrator_core::model::SecurityMode::WorkspaceWrite,
+            ..McpConfig::default()
         },
     )
     .unwrap();

@@ -183,6 +183,7 @@ impl Client {
                 default_workspace: None,
                 max_wait: Duration::from_secs(60),
                 default_mode: codex_orchestrator_core::model::SecurityMode::WorkspaceWrite,
+                ..McpConfig::default()
             },
         )
         .unwrap();

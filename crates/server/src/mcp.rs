@@ -862,17 +862,23 @@ impl ServerHandler for OrchestratorServer {
         request: rmcp::model::CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
-        self.client_roots.ensure(&context.peer).await;
+        if self.cfg.client_roots != ClientRootsPolicy::Ignore {
+            self.client_roots.ensure(&context.peer).await;
+        }
         let tcc = ToolCallContext::new(self, request, context);
         self.tool_router.call(tcc).await
     }
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
-        self.client_roots.ensure(&context.peer).await;
+        if self.cfg.client_roots != ClientRootsPolicy::Ignore {
+            self.client_roots.ensure(&context.peer).await;
+        }
     }
 
     async fn on_roots_list_changed(&self, context: rmcp::service::NotificationContext<RoleServer>) {
-        self.client_roots.refresh(&context.peer).await;
+        if self.cfg.client_roots != ClientRootsPolicy::Ignore {
+            self.client_roots.refresh(&context.peer).await;
+        }
     }
 
     fn get_info(&self) -> ServerConfig {

@@ -893,7 +893,11 @@ async fn gateway_kube_backend_serves_the_tool_flow_and_isolates_tenants() {
 }
 
 /// A tool call's structured content, success or not.
-async fn call_tool_json(peer: &rmcp::service::Peer<RoleClient>, name: &str, args: Value) -> Value {
+pub(super) async fn call_tool_json(
+    peer: &rmcp::service::Peer<RoleClient>,
+    name: &str,
+    args: Value,
+) -> Value {
     let r = super::mcp::call_tool(peer, name, args).await;
     let text = super::mcp::text_of(&r);
     r.structured_content

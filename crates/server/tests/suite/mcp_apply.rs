@@ -116,11 +116,11 @@ fn finished_run(workspace: &Path, patch: Option<&str>, run_dir: &Path) -> Artifa
 // A client that declares `roots` (or not) and answers `roots/list` from a shared list.
 
 #[derive(Clone)]
-struct RootsClient {
-    roots: Arc<Mutex<Vec<PathBuf>>>,
-    declare: bool,
+pub(super) struct RootsClient {
+    pub(super) roots: Arc<Mutex<Vec<PathBuf>>>,
+    pub(super) declare: bool,
     /// Answer `roots/list` with an error.
-    fail: bool,
+    pub(super) fail: bool,
 }
 
 impl ClientHandler for RootsClient {

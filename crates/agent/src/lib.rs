@@ -41,6 +41,7 @@ pub mod codex;
 mod end;
 pub mod fetch;
 pub mod fix;
+pub mod growth;
 pub mod limits;
 pub mod outcome;
 pub mod process;
@@ -118,6 +119,8 @@ pub struct AgentExit {
 pub struct StopHandle {
     token: CancellationToken,
     reason: Arc<OnceLock<String>>,
+    /// Set when the stop is the agent's own, at a resource limit (the reason says which).
+    at_limit: Arc<OnceLock<()>>,
 }
 
 impl StopHandle {
@@ -129,6 +132,20 @@ impl StopHandle {
     pub fn stop(&self, reason: impl Into<String>) {
         let _ = self.reason.set(reason.into());
         self.token.cancel();
+    }
+
+    /// Requests a stop because a resource limit was reached (`message` says which and how
+    /// much); the run ends `failed`/`resource_limit`, unless another stop came first.
+    pub fn stop_at_limit(&self, message: impl Into<String>) {
+        if self.reason.set(message.into()).is_ok() {
+            let _ = self.at_limit.set(());
+        }
+        self.token.cancel();
+    }
+
+    /// Whether the stop was [`StopHandle::stop_at_limit`].
+    pub fn is_at_limit(&self) -> bool {
+        self.at_limit.get().is_some()
     }
 
     pub fn reason(&self) -> Option<String> {
@@ -346,6 +363,17 @@ async fn drive<W: AsyncWrite + Unpin>(
         }
     };
     tracing::info!(files = snapshot.file_count(), "workspace snapshot taken");
+    // In the write modes the work tree is the host's: bound its growth while codex works.
+    let _growth = spec
+        .workspace_growth_limit_bytes
+        .filter(|_| spec.scratch_dir.is_none())
+        .map(|limit| {
+            AbortOnDrop(tokio::spawn(growth::watch(
+                workdir.to_path_buf(),
+                limit,
+                limits.stop.clone(),
+            )))
+        });
     if let Some(scratch) = &spec.scratch_dir {
         let (src, dst) = (spec.workspace.clone(), scratch.clone());
         match until_stopped(blocking(move || copy_tree(&src, &dst)), limits).await {
@@ -446,6 +474,15 @@ async fn drive<W: AsyncWrite + Unpin>(
         last_message,
         verify: state.verify,
     })
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What every codex invocation of a run shares.

@@ -20,6 +20,10 @@ pub const AGENT_BIN: &str = "/usr/local/bin/codex-orchestrator-agent";
 /// The egress proxy in the runner image (`proxy`).
 pub const EGRESS_BIN: &str = "/usr/local/bin/codex-orchestrator-egress";
 
+/// Set to `1` in every sandbox (both backends): the agent may then kill every other process
+/// of the sandbox when it stops a run at a resource limit (see
+/// `crates/agent/src/process.rs`).
+pub const SANDBOX_ENV: &str = "CODEX_ORCHESTRATOR_SANDBOX";
 /// Environment variable holding the RunSpec JSON.
 pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";
 /// The sandbox's variable holding its per-run token for the egress proxy (its codex's "API
@@ -68,6 +72,7 @@ pub fn workdir(scratch_copy: bool) -> &'static str {
 /// tmpfs, a name and a git identity for a uid without a passwd entry.
 pub fn base_env() -> Vec<(&'static str, &'static str)> {
     vec![
+        (SANDBOX_ENV, "1"),
         ("HOME", HOME_DIR),
         ("TMPDIR", "/tmp"),
         ("LANG", "C.UTF-8"),

@@ -546,6 +546,7 @@ impl OrchestratorServer {
             image: None,
             labels: BTreeMap::new(),
             confirm_full_access: p.confirm_full_access,
+            workspace_growth_limit_mb: p.workspace_growth_limit_mb,
         };
         let audited = self.audit.is_some().then(|| req.clone());
         let submitted = self.runner.submit(req).await;

@@ -77,6 +77,7 @@ impl Env {
             max_patch_bytes: 1 << 20,
             secret_env: vec![],
             agent_dir: None,
+            workspace_growth_limit_bytes: None,
         }
     }
 }

@@ -113,6 +113,8 @@ pub fn default_policy() -> AdmissionPolicy {
         ),
         images: ImageRule::Listed(Vec::new()),
         verify_defaults: VerifyDefaults::default(),
+        // The workspace is an emptyDir with a size limit (or a claim with its own size).
+        max_workspace_growth_mb: 0,
     }
 }
 

@@ -60,6 +60,7 @@ pub fn request_of(cr: &CodexRun) -> Result<RunRequest, PodError> {
         verify: spec.verify.as_ref().map(|v| v.to_options()),
         image: spec.image.clone(),
         labels: BTreeMap::new(),
+        workspace_growth_limit_mb: None,
     })
 }
 
@@ -123,5 +124,6 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
         max_patch_bytes: s.max_patch_bytes,
         secret_env,
         agent_dir: None,
+        workspace_growth_limit_bytes: admitted.workspace_growth_limit_bytes,
     })
 }

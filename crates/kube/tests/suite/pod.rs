@@ -89,6 +89,7 @@ fn expected_spec(mode: SecurityMode) -> RunSpec {
         max_patch_bytes: 8 * 1024 * 1024,
         secret_env: vec!["CODEX_API_KEY".into()],
         agent_dir: None,
+        workspace_growth_limit_bytes: None,
     }
 }
 

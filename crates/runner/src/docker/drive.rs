@@ -481,6 +481,10 @@ fn build_container(
         max_patch_bytes: MAX_PATCH_BYTES,
         secret_env: vec![TOKEN_ENV.to_string()],
         agent_dir: Some(PathBuf::from(AGENT_DIR)),
+        workspace_growth_limit_bytes: req
+            .workspace_growth_limit_mb
+            .filter(|_| !policy.workspace_read_only)
+            .map(|mb| mb.saturating_mul(1024 * 1024)),
     };
     let spec_json =
         serde_json::to_string(&spec).map_err(|e| RunnerError::Internal(e.to_string()))?;

@@ -338,6 +338,7 @@ pub(super) fn request(ws: &str) -> RunRequest {
         verify: None,
         image: None,
         labels: BTreeMap::new(),
+        workspace_growth_limit_mb: None,
     }
 }
 

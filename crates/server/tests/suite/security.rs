@@ -412,6 +412,70 @@ async fn run_alone(
     (st, art.result.expect("result"), events)
 }
 
+/// A model command writes 3 GB into the workspace (`workspace_write`); the request's growth
+/// limit of 200 MiB stops the run while the write goes: `failed`/`resource_limit` with the
+/// figure, and the file on the host stays far below 3 GB. Prints how far past the limit the
+/// writer got before it was stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_filling_the_workspace_is_stopped_at_the_growth_limit() {
+    use codex_orchestrator_core::model::TerminalReason;
+    let mut env = DockerEnv::start(json!([
+        exec("dd if=/dev/zero of=big.bin bs=1M count=3000 2>&1; echo \"exit=$?\""),
+        {"output": [{"message": "wrote 3 GB"}]}
+    ]))
+    .await;
+    let ws = git_workspace();
+    let runner = env.runner().await;
+    let started = std::time::Instant::now();
+    let id = runner
+        .submit(RunRequest {
+            timeout_secs: Some(150),
+            workspace_growth_limit_mb: Some(200),
+            ..request(ws.path(), SecurityMode::WorkspaceWrite, "fill the disk")
+        })
+        .await
+        .unwrap();
+    let st = runner.wait(&id, Duration::from_secs(200)).await.unwrap();
+    let took = started.elapsed();
+    let events =
+        std::fs::read_to_string(runner.store().path(&id, "events.jsonl")).unwrap_or_default();
+    for l in events
+        .lines()
+        .filter(|l| l.contains("\"orchestrator.") || l.contains("\"error"))
+    {
+        eprintln!("{}", codex_orchestrator_core::text::prefix(l, 400));
+    }
+    let size = std::fs::metadata(ws.path().join("big.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(ws.path().join("big.bin"));
+    eprintln!(
+        "growth limit 200 MiB: stopped with big.bin at {} MiB ({} MiB past the limit) after {:.1} s; message: {:?}",
+        size >> 20,
+        (size >> 20).saturating_sub(200),
+        took.as_secs_f64(),
+        st.message
+    );
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Failed, Some(TerminalReason::ResourceLimit)),
+        "{st:#?}"
+    );
+    let m = st.message.clone().unwrap_or_default();
+    assert!(
+        m.starts_with("the workspace grew by ")
+            && m.contains("reaching its growth limit of 200.0 MiB; the run was stopped"),
+        "{m}"
+    );
+    assert!(size >= 200 << 20, "stopped before the limit: {size}");
+    assert!(size < 3000 << 20, "the whole 3 GB was written: {size}");
+    assert!(
+        env.store_containers().await.is_empty(),
+        "sandbox left behind"
+    );
+    env.cleanup().await;
+}
+
 fn exec(cmd: &str) -> Value {
     json!({"output": [{"exec": cmd, "yield_time_ms": 120000}]})
 }

@@ -65,7 +65,7 @@ use argv::{CodexInvocation, codex_args};
 use codex::{CodexCommand, Limits, run_attempt};
 use codex_orchestrator_core::events::{AttemptKind, OrchestratorEvent, RunFold};
 use codex_orchestrator_core::model::{self, RunPhase, RunSpec, TerminalReason, VerifyResult};
-use codex_orchestrator_workspace::{PatchOutput, Snapshot, copy_tree};
+use codex_orchestrator_workspace::{PatchOutput, Snapshot, copy_tree, private_git};
 use outcome::{Decision, ExitInfo, Stop, cap_text, decide, patch_info};
 use redact::Redactor;
 use stream::Stream;
@@ -343,6 +343,27 @@ async fn drive<W: AsyncWrite + Unpin>(
         )));
     }
 
+    // Write modes: the run's private `.git` (the host's stays read-only).
+    let host_head = match &spec.host_git_dir {
+        None => None,
+        Some(host) => {
+            let (host, private) = (host.clone(), spec.workspace.join(".git"));
+            let job = blocking(move || {
+                private_git::prepare(&host, &private).map(|()| private_git::head(&host))
+            });
+            match until_stopped(job, limits).await {
+                Err(stop) => return stopped_early(&stop, stream).await,
+                Ok(Err(e)) => {
+                    return Ok(Finish::early(Decision::failed(
+                        TerminalReason::AgentError,
+                        format!("cannot prepare the run's private copy of `.git`: {e}"),
+                    )));
+                }
+                Ok(Ok(h)) => Some(h),
+            }
+        }
+    };
+
     // Snapshot the workspace as it is (in readonly mode: the read-only original), then make
     // the scratch copy codex will work on.
     let snapshot = {
@@ -456,6 +477,21 @@ async fn drive<W: AsyncWrite + Unpin>(
     rounds::schema_retry(&ctx, stream, limits, &mut state).await?;
 
     let mut decision = state.decision;
+    if let Some(host_head) = &host_head {
+        let private = spec.workspace.join(".git");
+        let (shown, total) = private_git::sandbox_commits(&private, host_head.as_deref(), 20);
+        if total > 0 {
+            stream
+                .emit(&OrchestratorEvent::Warning {
+                    message: format!(
+                        "codex made {total} commit{} in the sandbox's private git ({}); the host's `.git` is unchanged: the commits' changes are in the patch, the commits themselves stay in the sandbox",
+                        if total == 1 { "" } else { "s" },
+                        shown.join("; ")
+                    ),
+                })
+                .await?;
+        }
+    }
     let patch = end::final_diff(&snapshot, workdir, limits, stream).await?;
     if patch.is_none() && decision.phase == RunPhase::Succeeded {
         decision = Decision::failed(

@@ -6,6 +6,9 @@
 /// Where the user's workspace is mounted in the sandbox.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
 /// The scratch tmpfs (readonly mode) and the copy of the workspace the agent works on there.
+/// Where a write-mode sandbox sees the host's `<workspace>/.git`, read-only; its
+/// `/workspace/.git` is a tmpfs holding the run's private copy (see `crates/workspace/src/private_git.rs`).
+pub const HOST_GIT_MOUNT: &str = "/run/codex-orchestrator/host-git";
 pub const SCRATCH_MOUNT: &str = "/scratch";
 pub const SCRATCH_WORKDIR: &str = "/scratch/ws";
 /// HOME (with CODEX_HOME at `$HOME/.codex`).

@@ -33,6 +33,7 @@ mod apply;
 mod copy;
 pub mod fetch;
 pub mod patch;
+pub mod private_git;
 mod snapshot;
 
 use std::path::{Path, PathBuf};

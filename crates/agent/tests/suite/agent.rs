@@ -78,6 +78,7 @@ impl Env {
             secret_env: vec![],
             agent_dir: None,
             workspace_growth_limit_bytes: None,
+            host_git_dir: None,
         }
     }
 }

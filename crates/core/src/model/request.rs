@@ -293,6 +293,11 @@ pub struct RunSpec {
     /// `resource_limit`); absent = no limit (readonly runs work on a capped scratch copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace_growth_limit_bytes: Option<u64>,
+    /// The host's `.git`, mounted read-only: the agent fills `<workspace>/.git` (a private
+    /// mount) with a copy whose objects come from it, so git works in the sandbox and nothing
+    /// reaches the host's git. Absent = `.git` is not masked (readonly runs, no `.git`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_git_dir: Option<PathBuf>,
 }
 
 fn default_codex_bin() -> PathBuf {

@@ -125,5 +125,8 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
         secret_env,
         agent_dir: None,
         workspace_growth_limit_bytes: admitted.workspace_growth_limit_bytes,
+        // Pods clone their git source into a volume of their own; a claim's `.git` is not
+        // masked (docs/SECURITY_MODES.md says so).
+        host_git_dir: None,
     })
 }

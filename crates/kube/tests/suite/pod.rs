@@ -90,6 +90,7 @@ fn expected_spec(mode: SecurityMode) -> RunSpec {
         secret_env: vec!["CODEX_API_KEY".into()],
         agent_dir: None,
         workspace_growth_limit_bytes: None,
+        host_git_dir: None,
     }
 }
 

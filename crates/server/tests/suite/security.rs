@@ -476,6 +476,82 @@ async fn a_model_filling_the_workspace_is_stopped_at_the_growth_limit() {
     env.cleanup().await;
 }
 
+/// A hostile model in `workspace_write` plants code for the host's git: a hook, a
+/// `core.fsmonitor`/`core.hooksPath` setting, a moved branch, and a commit. The host's `.git`
+/// is byte-for-byte unchanged afterwards; codex's git worked in the sandbox (the commit
+/// succeeded there), the commit is reported and its change is in the patch and in the
+/// workspace. A `.git` file (which a run could repoint) is refused in the write modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_cannot_change_the_hosts_git_directory() {
+    let attack = "set -e; git config core.fsmonitor /tmp/evil; git config core.hooksPath /tmp/hooks; \
+        printf '#!/bin/sh\\necho pwned > /tmp/pwned\\n' > .git/hooks/post-checkout; chmod +x .git/hooks/post-checkout; \
+        echo planted > planted.txt; git add planted.txt; git commit -qm 'planted by the model'; \
+        git branch -f evil HEAD; git log --format=%s -1";
+    let mut env = DockerEnv::start(json!([
+        exec(attack),
+        {"output": [{"message": "done"}]}
+    ]))
+    .await;
+    let ws = git_workspace();
+    let before = codex_orchestrator_testkit::digest(&ws.path().join(".git"), true);
+    let runner = env.runner().await;
+    let id = runner
+        .submit(RunRequest {
+            verify: Some(codex_orchestrator_core::model::VerifyOptions {
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            ..request(ws.path(), SecurityMode::WorkspaceWrite, "plant a hook")
+        })
+        .await
+        .unwrap();
+    let st = runner.wait(&id, Duration::from_secs(200)).await.unwrap();
+    let art = runner.artifacts(&id).await.unwrap();
+    let events =
+        std::fs::read_to_string(runner.store().path(&id, "events.jsonl")).unwrap_or_default();
+    assert_eq!(st.phase, RunPhase::Succeeded, "{st:#?}");
+    // The command ran to its end inside the sandbox: the commit worked there.
+    assert!(events.contains("planted by the model"), "{events}");
+    assert_eq!(
+        codex_orchestrator_testkit::digest(&ws.path().join(".git"), true),
+        before,
+        "the host's .git changed"
+    );
+    let w = warnings(&events);
+    assert!(
+        w.iter().any(
+            |m| m.starts_with("codex made 1 commit in the sandbox's private git (")
+                && m.contains(" planted by the model);")
+        ),
+        "{w:?}"
+    );
+    assert!(
+        art.patch.as_deref().unwrap_or("").contains("+planted"),
+        "{:?}",
+        art.patch
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("planted.txt")).unwrap(),
+        "planted\n"
+    );
+
+    // A `.git` file pointing inside the workspace: refused before anything exists.
+    let wt = git_workspace();
+    std::fs::rename(wt.path().join(".git"), wt.path().join(".gitdir")).unwrap();
+    std::fs::write(wt.path().join(".git"), "gitdir: .gitdir\n").unwrap();
+    let e = runner
+        .submit(request(wt.path(), SecurityMode::WorkspaceWrite, "x"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has a `.git` file pointing to"), "{e}");
+    assert!(
+        env.store_containers().await.is_empty(),
+        "sandbox left behind"
+    );
+    env.cleanup().await;
+}
+
 fn exec(cmd: &str) -> Value {
     json!({"output": [{"exec": cmd, "yield_time_ms": 120000}]})
 }

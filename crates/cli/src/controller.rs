@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use codex_orchestrator_core::policy::admission::ImageRule;
+use codex_orchestrator_core::policy::cluster::SecretRule;
 use codex_orchestrator_kube::controller::{Error, Settings};
 use codex_orchestrator_kube::pod::ModelProxy;
 
@@ -70,6 +71,16 @@ pub struct ControllerArgs {
     /// The key of the proxy token in that Secret.
     #[arg(long, default_value = "token")]
     pub model_proxy_token_key: String,
+    /// A Secret CodexRuns may name (`source.git.credentialsSecret`, and `authSecretRef`
+    /// without the model proxy); repeatable. Without any, a CodexRun naming a Secret is
+    /// refused.
+    #[arg(long = "allowed-secret", value_name = "NAME")]
+    pub allowed_secrets: Vec<String>,
+    /// Each tenant has a namespace named after it (as the gateway's --namespace-per-tenant):
+    /// a tenant's run may mount any claim of its own namespace, not only claims labelled
+    /// codex-orchestrator.dev/tenant=<tenant>.
+    #[arg(long)]
+    pub namespace_per_tenant: bool,
 }
 
 impl ControllerArgs {
@@ -91,6 +102,8 @@ impl ControllerArgs {
         s.pod.uid = self.run_as_uid;
         s.scheduling_timeout = Duration::from_secs(self.scheduling_timeout);
         s.artifacts_in_secret = self.artifacts_in_secret;
+        s.pod.allowed_secrets = SecretRule::listed(self.allowed_secrets.iter().cloned());
+        s.namespace_per_tenant = self.namespace_per_tenant;
         if let (Some(url), Some(secret)) = (&self.model_proxy_url, &self.model_proxy_token_secret) {
             s.pod.model_proxy = Some(ModelProxy {
                 base_url: url.clone(),

@@ -38,6 +38,7 @@ use codex_orchestrator_core::contract::{
 };
 use codex_orchestrator_core::model::{NetworkAccess, RunId, SecurityPolicy, VerifyDefaults};
 use codex_orchestrator_core::policy::admission::{AdmissionPolicy, ImageRule, Refusal};
+use codex_orchestrator_core::policy::cluster::{RefRefusal, SecretRule};
 
 /// Name of the agent container.
 pub const AGENT_CONTAINER: &str = "agent";
@@ -81,6 +82,10 @@ pub struct PodSettings {
     /// Route every run's model traffic through the in-cluster egress proxy: the Pod gets the
     /// proxy's token, never the API key (which only the proxy holds).
     pub model_proxy: Option<ModelProxy>,
+    /// The Secrets a CodexRun may name (`source.git.credentialsSecret`, and `authSecretRef`
+    /// without the model proxy); see `codex_orchestrator_core::policy::cluster`. The library
+    /// default is [`SecretRule::Any`]; the controller binary always passes a list.
+    pub allowed_secrets: SecretRule,
 }
 
 /// The in-cluster egress proxy (`codex-orchestrator proxy` behind a Service; the Helm chart
@@ -141,6 +146,7 @@ impl Default for PodSettings {
             scratch_size: "4Gi".into(),
             max_patch_bytes: 8 * 1024 * 1024,
             model_proxy: None,
+            allowed_secrets: SecretRule::Any,
         }
     }
 }
@@ -153,6 +159,9 @@ pub enum PodError {
     /// One of the admission rules every backend applies.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A Secret or claim the run may not use.
+    #[error(transparent)]
+    Reference(#[from] RefRefusal),
     #[error("modelProvider: {0}")]
     Provider(String),
     #[error("outputSchema: {0}")]
@@ -202,11 +211,53 @@ pub fn run_id_for(cr: &CodexRun) -> Result<RunId, PodError> {
     RunId::parse(&format!("{stamp}-{hex:0>8}")).map_err(|_| PodError::Metadata("usable uid"))
 }
 
+/// Longest object name (a DNS subdomain: Pods, ConfigMaps, Secrets).
+pub const MAX_NAME: usize = 253;
+
+/// The name of an object derived from a CodexRun named `name`: `<name>-<suffix>`. When that
+/// is too long, the name is cut and a hash of the **whole** name is put before the suffix
+/// (`<cut>-<10 hex digits>-<suffix>`), so two CodexRuns whose names share a long prefix never
+/// derive the same name. Names that fit are unchanged (as before this rule). Pure.
+pub fn derived_name(name: &str, suffix: &str) -> String {
+    if name.len() + 1 + suffix.len() <= MAX_NAME {
+        return format!("{name}-{suffix}");
+    }
+    use sha2::Digest;
+    let hash = &hex::encode(sha2::Sha256::digest(name.as_bytes()))[..10];
+    let keep = MAX_NAME.saturating_sub(suffix.len() + hash.len() + 2);
+    let base: String = name.chars().take(keep).collect();
+    format!("{}-{hash}-{suffix}", base.trim_end_matches(['-', '.']))
+}
+
 /// Name of the Pod of a `CodexRun`.
 pub fn pod_name(cr: &CodexRun) -> String {
-    let name = cr.name_any();
-    let base: String = name.chars().take(240).collect();
-    format!("{}-run", base.trim_end_matches(['-', '.']))
+    derived_name(&cr.name_any(), "run")
+}
+
+/// Whether `meta` (an object found by a derived name) has an owner reference to the object
+/// with `uid`. The controller touches (adopts, deletes, patches) only such objects. Pure.
+pub fn owned_by(meta: &ObjectMeta, uid: Option<&str>) -> bool {
+    let Some(uid) = uid else { return false };
+    meta.owner_references.iter().flatten().any(|o| o.uid == uid)
+}
+
+/// The refusal for an object found by a derived name that another owner has. Pure.
+pub fn not_owned_message(kind: &str, meta: &ObjectMeta) -> String {
+    let owners: Vec<String> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|o| format!("{} {} (uid {})", o.kind, o.name, o.uid))
+        .collect();
+    format!(
+        "the {kind} `{}` exists but is not owned by this CodexRun (owners: {}); the controller does not adopt, change or delete it: remove it or give the CodexRun another name",
+        meta.name.as_deref().unwrap_or_default(),
+        if owners.is_empty() {
+            "none".to_string()
+        } else {
+            owners.join(", ")
+        }
+    )
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -305,7 +356,7 @@ mod restricted;
 mod spec;
 
 pub use restricted::{restricted_violations, workspace_mount};
-pub use spec::{request_of, run_spec};
+pub use spec::{request_of, run_spec, secret_refs};
 
 /// The Pod of a `CodexRun`. Pure: same inputs, same Pod.
 pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {

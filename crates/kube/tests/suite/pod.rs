@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
-const UID: &str = "0a1b2c3d-0000-4000-8000-000000000000";
+pub const UID: &str = "0a1b2c3d-0000-4000-8000-000000000000";
 const RUN_ID: &str = "20260501100000-0a1b2c3d";
 
 pub fn git_source() -> SourceSpec {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use codex_orchestrator_core::policy::admission::ImageRule;
 use codex_orchestrator_core::policy::cluster::SecretRule;
 use codex_orchestrator_kube::controller::{Error, Settings};
-use codex_orchestrator_kube::pod::ModelProxy;
+use codex_orchestrator_kube::pod::{ModelProxy, RunKey};
 
 /// `codex-orchestrator controller`.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,6 +71,17 @@ pub struct ControllerArgs {
     /// The key of the proxy token in that Secret.
     #[arg(long, default_value = "token")]
     pub model_proxy_token_key: String,
+    /// With --model-proxy-url: give each run its own proxy token, derived from this key
+    /// (the proxy's CODEX_ORCHESTRATOR_PROXY_RUN_KEY), instead of the shared token. From the
+    /// environment only, so that it never shows in a process list.
+    #[arg(
+        long = "model-proxy-run-key",
+        env = "CODEX_ORCHESTRATOR_MODEL_PROXY_RUN_KEY",
+        hide = true,
+        hide_env_values = true,
+        value_parser = parse_run_key
+    )]
+    pub model_proxy_run_key: Option<RunKey>,
     /// A Secret CodexRuns may name (`source.git.credentialsSecret`, and `authSecretRef`
     /// without the model proxy); repeatable. Without any, a CodexRun naming a Secret is
     /// refused.
@@ -81,6 +92,15 @@ pub struct ControllerArgs {
     /// codex-orchestrator.dev/tenant=<tenant>.
     #[arg(long)]
     pub namespace_per_tenant: bool,
+}
+
+/// The run key (its debug form, and so `ControllerArgs`'s, hides it).
+fn parse_run_key(s: &str) -> Result<RunKey, String> {
+    let min = codex_orchestrator_core::runtoken::MIN_KEY_LEN;
+    if s.len() < min {
+        return Err(format!("the run key must be at least {min} characters"));
+    }
+    Ok(RunKey(s.to_string()))
 }
 
 impl ControllerArgs {
@@ -109,6 +129,7 @@ impl ControllerArgs {
                 base_url: url.clone(),
                 token_secret: secret.clone(),
                 token_key: self.model_proxy_token_key.clone(),
+                run_key: self.model_proxy_run_key.clone(),
             });
         }
         s

@@ -98,6 +98,52 @@ pub struct ModelProxy {
     /// Secret name and key holding the proxy token.
     pub token_secret: String,
     pub token_key: String,
+    /// With a run key, each run gets its own token derived from it
+    /// (`codex_orchestrator_core::runtoken`), as a literal variable of its Pod, instead of
+    /// the shared token from the Secret.
+    pub run_key: Option<RunKey>,
+}
+
+/// The key per-run proxy tokens are derived from (its debug form hides it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RunKey(pub String);
+
+impl std::fmt::Debug for RunKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunKey(<redacted>)")
+    }
+}
+
+/// How long past the run's own bounds (creation + run deadline + `deadline_slack_secs`) a
+/// per-run token stays valid: room for a CodexRun that waited for a stopped controller.
+pub const RUN_TOKEN_GRACE_SECS: i64 = 24 * 3600;
+
+/// The per-run proxy token of `cr`: valid from its creation until its run deadline plus
+/// `deadline_slack_secs` plus [`RUN_TOKEN_GRACE_SECS`]. Pure.
+pub fn run_token(
+    cr: &CodexRun,
+    key: &RunKey,
+    deadline_secs: u64,
+    slack_secs: u64,
+) -> Result<String, PodError> {
+    let uid = cr
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(PodError::Metadata("uid"))?;
+    let created = cr
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .ok_or(PodError::Metadata("creationTimestamp"))?
+        .0
+        .as_second();
+    let span = i64::try_from(deadline_secs.saturating_add(slack_secs)).unwrap_or(i64::MAX);
+    let expires = created
+        .saturating_add(span)
+        .saturating_add(RUN_TOKEN_GRACE_SECS);
+    codex_orchestrator_core::runtoken::derive(key.0.as_bytes(), uid, expires)
+        .ok_or(PodError::Metadata("usable uid"))
 }
 
 /// The Pod's variable holding the proxy token (its codex's "API key").
@@ -483,7 +529,14 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
     // Human log lines on stderr: in the merged pod log they can never pass for events.
     env.push(self::env("CODEX_ORCHESTRATOR_LOG_FORMAT", "human"));
     match &s.model_proxy {
-        // The proxy's token, never the API key.
+        // The run's own token, derived from the run key, never the API key.
+        Some(ModelProxy {
+            run_key: Some(key), ..
+        }) => env.push(self::env(
+            PROXY_TOKEN_ENV,
+            run_token(cr, key, spec.deadline_secs, s.deadline_slack_secs)?,
+        )),
+        // The proxy's shared token, never the API key.
         Some(p) => env.push(secret_env(
             PROXY_TOKEN_ENV,
             &p.token_secret,

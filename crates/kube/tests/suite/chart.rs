@@ -397,6 +397,10 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
                             "secret:co-codex-orchestrator-model-proxy-token/token".to_string()
                         ),
                         (
+                            "CODEX_ORCHESTRATOR_PROXY_RUN_KEY".to_string(),
+                            "secret:co-codex-orchestrator-model-proxy-token/run-key".to_string()
+                        ),
+                        (
                             "CODEX_ORCHESTRATOR_PROXY_API_KEY".to_string(),
                             "secret:openai-api-key/api-key".to_string()
                         ),
@@ -665,7 +669,33 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
                 .collect();
             assert_eq!(names, ["co-codex-orchestrator-model-proxy-token"]);
             let t: Secret = typed(secrets[0]);
-            assert_eq!(t.data.unwrap()["token"].0.len(), 48);
+            let data = t.data.unwrap();
+            assert_eq!(data["token"].0.len(), 48);
+            assert_eq!(data["run-key"].0.len(), 48);
+            // The controller derives each run's own proxy token from the run key.
+            let d: Deployment = typed(
+                of_kind(r, "Deployment")
+                    .into_iter()
+                    .find(|d| d["metadata"]["name"] == "co-codex-orchestrator-controller")
+                    .unwrap(),
+            );
+            let env = d.spec.template.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap();
+            let key = env
+                .iter()
+                .find(|e| e.name == "CODEX_ORCHESTRATOR_MODEL_PROXY_RUN_KEY")
+                .unwrap()
+                .value_from
+                .clone()
+                .unwrap()
+                .secret_key_ref
+                .unwrap();
+            assert_eq!(
+                (key.name.as_str(), key.key.as_str()),
+                ("co-codex-orchestrator-model-proxy-token", "run-key")
+            );
             assert!(gw.contains(&"--auth-secret=openai-api-key/api-key".to_string()));
         }
         assert!(

@@ -403,6 +403,7 @@ fn secrets_only_from_the_allowlist() {
         base_url: "http://proxy:8080/v1".into(),
         token_secret: "proxy-token".into(),
         token_key: "token".into(),
+        run_key: None,
     });
     assert!(matches!(
         decide(&cr, &status(None, false), None, &settings, now()),

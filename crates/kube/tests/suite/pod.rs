@@ -1,5 +1,8 @@
 //! The pure Pod builder: whole-Pod assertions per security mode, the restricted profile on
 //! every container (init included), the read-only workspace mount exactly in readonly mode.
+//!
+//! Over 600 lines because every whole-Pod expectation is built from the same expected Pods;
+//! split, they would be duplicated.
 
 use codex_orchestrator_core::model::{RunId, RunSpec, SecurityMode, VerifySpec};
 use codex_orchestrator_core::policy::admission::{AdmissionPolicy, Refusal};

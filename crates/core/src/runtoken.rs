@@ -6,7 +6,7 @@
 //! `<run>` is the CodexRun's uid, `<expires>` a Unix time, and `<mac>` the HMAC-SHA256 (hex) of
 //! `cor1.<run>.<expires>` under a key that only the controller and the proxy hold. The proxy
 //! needs no state and no Kubernetes access to check it ([`verify`]): a token of another key,
-//! altered or past its time is refused, and the proxy's log names the run of every request.
+//! altered or past its time is refused. (The proxy's request log does not name the run yet.)
 //!
 //! What it does not do: a token stays valid until its expiry even after its run ended (the
 //! proxy does not know when a run ends); rotating the key revokes every token at once.

@@ -196,6 +196,22 @@ fn answer(s: &Shared, method: &str, uri: &http::Uri, body: Value) -> Response<Bo
             Some(r) => ok(&r),
             None => status_resp(404, "NotFound"),
         },
+        // The claim `work` is tenant alpha's (the runner checks a tenant's claim before it
+        // creates a CodexRun; crates/kube/tests/suite/tenancy.rs tests the refusals).
+        (
+            "GET",
+            [
+                "api",
+                "v1",
+                "namespaces",
+                ns,
+                "persistentvolumeclaims",
+                "work",
+            ],
+        ) => ok(&json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "work", "namespace": ns,
+                "labels": {"codex-orchestrator.dev/tenant": "alpha"}}, "spec": {}})),
         ("GET", ["api", "v1", "namespaces", _, "configmaps", name]) => {
             match st.configmaps.get(*name) {
                 Some(c) => ok(c),

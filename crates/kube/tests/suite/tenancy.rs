@@ -129,6 +129,7 @@ fn request(ws: &str) -> RunRequest {
         verify: None,
         image: None,
         labels: BTreeMap::new(),
+        workspace_growth_limit_mb: None,
     }
 }
 

@@ -57,6 +57,74 @@ pub(crate) async fn final_diff<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Most unreviewed changes listed in a result.
+pub(crate) const UNREVIEWED_CAP: usize = 200;
+
+/// The changes on disk since `before` that `patch` does not carry (with a warning naming
+/// them), or `None` when they cannot be found (with a warning saying so). Bounded like the
+/// diff once the run is winding down.
+pub(crate) async fn unreviewed<W: AsyncWrite + Unpin>(
+    before: manifest::Manifest,
+    workdir: &Path,
+    patch: Option<&PatchOutput>,
+    limits: &Limits,
+    stream: &mut Stream<W>,
+) -> Result<Option<(Vec<model::UnreviewedChange>, u64)>, AgentError> {
+    let wd = workdir.to_path_buf();
+    let files = patch.map(|p| p.files.clone()).unwrap_or_default();
+    let job = blocking(move || {
+        manifest::take(&wd).map(|after| {
+            let truncated = before.truncated || after.truncated;
+            (
+                manifest::unreviewed(&before, &after, &files, UNREVIEWED_CAP),
+                truncated,
+            )
+        })
+    });
+    let budget = async {
+        if limits.due().is_none() {
+            limits.wait().await;
+        }
+        tokio::time::sleep(WIND_DOWN_DIFF_BUDGET).await;
+    };
+    let warn = |message: String| OrchestratorEvent::Warning { message };
+    let found = tokio::select! {
+        r = job => r,
+        _ = budget => {
+            stream.emit(&warn(format!(
+                "changes outside the patch were not looked for within {WIND_DOWN_DIFF_BUDGET:?} of the stop request"
+            ))).await?;
+            return Ok(None);
+        }
+    };
+    match found {
+        Ok(((list, omitted), truncated)) => {
+            if truncated {
+                stream
+                    .emit(&warn(format!(
+                        "the workspace has more than {} entries; changes outside the patch were looked for only among the first",
+                        manifest::MAX_ENTRIES
+                    )))
+                    .await?;
+            }
+            if !list.is_empty() {
+                stream
+                    .emit(&warn(manifest::describe(&list, omitted)))
+                    .await?;
+            }
+            Ok(Some((list, omitted)))
+        }
+        Err(e) => {
+            stream
+                .emit(&warn(format!(
+                    "cannot look for changes outside the patch: {e}"
+                )))
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
 /// Writes `orchestrator.run.completed`.
 pub(crate) async fn complete<W: AsyncWrite + Unpin>(
     spec: &RunSpec,
@@ -70,9 +138,14 @@ pub(crate) async fn complete<W: AsyncWrite + Unpin>(
         patch,
         last_message,
         verify,
+        unreviewed,
     } = finish;
     let mut result = stream.fold.result();
     result.verify = verify;
+    if let Some((list, omitted)) = unreviewed {
+        result.unreviewed_changes = list;
+        result.omitted_unreviewed_changes = omitted;
+    }
     if let Some(schema) = &spec.output_schema {
         let answer = stream.fold.final_answer().map(str::to_owned);
         outcome::apply_output_contract(schema, answer.as_deref(), &mut decision, &mut result);

@@ -65,7 +65,7 @@ use argv::{CodexInvocation, codex_args};
 use codex::{CodexCommand, Limits, run_attempt};
 use codex_orchestrator_core::events::{AttemptKind, OrchestratorEvent, RunFold};
 use codex_orchestrator_core::model::{self, RunPhase, RunSpec, TerminalReason, VerifyResult};
-use codex_orchestrator_workspace::{PatchOutput, Snapshot, copy_tree, private_git};
+use codex_orchestrator_workspace::{PatchOutput, Snapshot, copy_tree, manifest, private_git};
 use outcome::{Decision, ExitInfo, Stop, cap_text, decide, patch_info};
 use redact::Redactor;
 use stream::Stream;
@@ -216,6 +216,8 @@ struct Finish {
     patch: Option<PatchOutput>,
     last_message: Option<String>,
     verify: Option<VerifyResult>,
+    /// Changes on disk the patch does not carry, and how many more were not listed.
+    unreviewed: Option<(Vec<model::UnreviewedChange>, u64)>,
 }
 
 impl Finish {
@@ -226,6 +228,7 @@ impl Finish {
             patch: None,
             last_message: None,
             verify: None,
+            unreviewed: None,
         }
     }
 
@@ -384,7 +387,27 @@ async fn drive<W: AsyncWrite + Unpin>(
         }
     };
     tracing::info!(files = snapshot.file_count(), "workspace snapshot taken");
-    // In the write modes the work tree is the host's: bound its growth while codex works.
+    // In the write modes the work tree is the host's: record it to find what the patch will
+    // not show, and bound its growth while codex works.
+    let manifest_before = if spec.scratch_dir.is_none() {
+        let wd = workdir.to_path_buf();
+        match until_stopped(blocking(move || manifest::take(&wd)), limits).await {
+            Err(stop) => return stopped_early(&stop, stream).await,
+            Ok(Ok(m)) => Some(m),
+            Ok(Err(e)) => {
+                stream
+                    .emit(&OrchestratorEvent::Warning {
+                        message: format!(
+                            "cannot record the workspace to find changes outside the patch: {e}"
+                        ),
+                    })
+                    .await?;
+                None
+            }
+        }
+    } else {
+        None
+    };
     let _growth = spec
         .workspace_growth_limit_bytes
         .filter(|_| spec.scratch_dir.is_none())
@@ -493,6 +516,10 @@ async fn drive<W: AsyncWrite + Unpin>(
         }
     }
     let patch = end::final_diff(&snapshot, workdir, limits, stream).await?;
+    let unreviewed = match manifest_before {
+        None => None,
+        Some(before) => end::unreviewed(before, workdir, patch.as_ref(), limits, stream).await?,
+    };
     if patch.is_none() && decision.phase == RunPhase::Succeeded {
         decision = Decision::failed(
             TerminalReason::AgentError,
@@ -509,6 +536,7 @@ async fn drive<W: AsyncWrite + Unpin>(
         patch,
         last_message,
         verify: state.verify,
+        unreviewed,
     })
 }
 

@@ -32,6 +32,7 @@
 mod apply;
 mod copy;
 pub mod fetch;
+pub mod manifest;
 pub mod patch;
 pub mod private_git;
 mod snapshot;

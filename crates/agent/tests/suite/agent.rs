@@ -371,6 +371,8 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
         errors: vec![],
         omitted_errors: 0,
         limits_hit: None,
+        unreviewed_changes: Vec::new(),
+        omitted_unreviewed_changes: 0,
         usage: UsageReport {
             per_attempt: vec![total],
             total,

@@ -401,6 +401,8 @@ impl RunFold {
             output_errors: Vec::new(),
             verify: None,
             limits_hit: None,
+            unreviewed_changes: Vec::new(),
+            omitted_unreviewed_changes: 0,
         }
     }
 

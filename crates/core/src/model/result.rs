@@ -111,6 +111,44 @@ pub struct PatchInfo {
     pub truncated: bool,
 }
 
+/// A change on disk that the patch does not carry (write modes): the user reviewing the patch
+/// would not see it, so the result lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UnreviewedChange {
+    /// Relative path in the workspace (`/`-separated); for a nested repository, the path of
+    /// its `.git`.
+    pub path: String,
+    pub kind: UnreviewedKind,
+    /// What happened to it.
+    pub change: DiskChange,
+    /// Size in bytes afterwards (before, when removed).
+    pub size: u64,
+}
+
+/// Why a change is not in the patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnreviewedKind {
+    /// A file git ignores (or otherwise outside the snapshot), e.g. under `node_modules/`.
+    Ignored,
+    /// Inside a nested git repository (its `.git` included: configuration and hooks a git
+    /// command there would run).
+    NestedRepository,
+    /// Only the permission bits changed.
+    Mode,
+    /// A FIFO, socket or device node.
+    Special,
+}
+
+/// What happened to a path on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskChange {
+    Added,
+    Modified,
+    Removed,
+}
+
 /// One way the final answer breaks the output schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OutputError {
@@ -211,6 +249,17 @@ pub struct RunResult {
     /// Sandbox limits that were hit (absent when none was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits_hit: Option<LimitsHit>,
+    /// Changes on disk the patch does not carry (write modes; capped, see
+    /// `omitted_unreviewed_changes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreviewed_changes: Vec<UnreviewedChange>,
+    /// Unreviewed changes not listed because the list reached its cap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_unreviewed_changes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RunResult {
@@ -234,6 +283,8 @@ impl RunResult {
             output_errors: Vec::new(),
             verify: None,
             limits_hit: None,
+            unreviewed_changes: Vec::new(),
+            omitted_unreviewed_changes: 0,
         }
     }
 }

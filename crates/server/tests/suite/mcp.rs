@@ -467,6 +467,8 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
         errors: vec![],
         omitted_errors: 0,
         limits_hit: None,
+        unreviewed_changes: Vec::new(),
+        omitted_unreviewed_changes: 0,
         usage: UsageReport {
             per_attempt: vec![TokenUsage {
                 input_tokens: 100,

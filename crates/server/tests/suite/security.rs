@@ -480,13 +480,18 @@ async fn a_model_filling_the_workspace_is_stopped_at_the_growth_limit() {
 /// `core.fsmonitor`/`core.hooksPath` setting, a moved branch, and a commit. The host's `.git`
 /// is byte-for-byte unchanged afterwards; codex's git worked in the sandbox (the commit
 /// succeeded there), the commit is reported and its change is in the patch and in the
-/// workspace. A `.git` file (which a run could repoint) is refused in the write modes.
+/// workspace. What the patch cannot carry (a git-ignored file, a nested repository with a
+/// planted configuration, a FIFO) is listed in `result.unreviewed_changes` and warned about.
+/// A `.git` file (which a run could repoint) is refused in the write modes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_cannot_change_the_hosts_git_directory() {
     let attack = "set -e; git config core.fsmonitor /tmp/evil; git config core.hooksPath /tmp/hooks; \
         printf '#!/bin/sh\\necho pwned > /tmp/pwned\\n' > .git/hooks/post-checkout; chmod +x .git/hooks/post-checkout; \
         echo planted > planted.txt; git add planted.txt; git commit -qm 'planted by the model'; \
-        git branch -f evil HEAD; git log --format=%s -1";
+        git branch -f evil HEAD; \
+        mkdir -p calc/__pycache__ && printf 'import os' > calc/__pycache__/evil.pyc; \
+        mkdir -p vendor/lib && git -C vendor/lib init -q && printf '[core]\\n\\tfsmonitor = /tmp/evil\\n' >> vendor/lib/.git/config; \
+        mkfifo pipe; git log --format=%s -1";
     let mut env = DockerEnv::start(json!([
         exec(attack),
         {"output": [{"message": "done"}]}
@@ -529,6 +534,27 @@ async fn a_model_cannot_change_the_hosts_git_directory() {
         art.patch.as_deref().unwrap_or("").contains("+planted"),
         "{:?}",
         art.patch
+    );
+    // What the patch does not carry is listed, and warned about.
+    use codex_orchestrator_core::model::{DiskChange, UnreviewedChange, UnreviewedKind};
+    let c = |path: &str, kind, size| UnreviewedChange {
+        path: path.into(),
+        kind,
+        change: DiskChange::Added,
+        size,
+    };
+    let result = art.result.clone().expect("result");
+    assert_eq!(
+        result.unreviewed_changes,
+        vec![
+            c("calc/__pycache__/evil.pyc", UnreviewedKind::Ignored, 9),
+            c("pipe", UnreviewedKind::Special, 0),
+            c("vendor/lib/.git", UnreviewedKind::NestedRepository, 0),
+        ]
+    );
+    assert!(
+        w.iter().any(|m| m.starts_with("3 changes on disk are not in the patch (see result.unreviewed_changes): calc/__pycache__/evil.pyc (added, ignored by git), pipe (added, special file), vendor/lib/.git (added, nested repository)")),
+        "{w:?}"
     );
     assert_eq!(
         std::fs::read_to_string(ws.path().join("planted.txt")).unwrap(),

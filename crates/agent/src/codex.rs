@@ -117,10 +117,11 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
     for k in &cmd.env_remove {
         command.env_remove(k);
     }
-    let mut child = command.spawn().map_err(|source| AgentError::Spawn {
-        program: Path::new(&cmd.program).to_path_buf(),
-        source,
-    })?;
+    let mut child =
+        crate::process::spawn_registered(&mut command).map_err(|source| AgentError::Spawn {
+            program: Path::new(&cmd.program).to_path_buf(),
+            source,
+        })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     tracing::info!(pid = ?child.id(), "codex started");
     // If we leave early (our stdout failed), codex's whole group goes down with us.
@@ -183,6 +184,7 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
         }
     }
 
+    crate::process::unregister_child(pgid.map(|p| p.as_raw() as u32));
     let stderr_tail = match tokio::time::timeout(DRAIN_GRACE, stderr_task).await {
         Ok(Ok(tail)) => tail,
         Ok(Err(e)) => {

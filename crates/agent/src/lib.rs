@@ -121,6 +121,8 @@ pub struct StopHandle {
     reason: Arc<OnceLock<String>>,
     /// Set when the stop is the agent's own, at a resource limit (the reason says which).
     at_limit: Arc<OnceLock<()>>,
+    /// Stop signals the agent ignored because a process inside the sandbox sent them.
+    ignored: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl StopHandle {
@@ -141,6 +143,20 @@ impl StopHandle {
             let _ = self.at_limit.set(());
         }
         self.token.cancel();
+    }
+
+    /// Records a stop signal that was ignored (`what` names it and its sender).
+    pub fn note_ignored(&self, what: String) {
+        if let Ok(mut v) = self.ignored.lock()
+            && v.len() < 100
+        {
+            v.push(what);
+        }
+    }
+
+    /// The stop signals ignored so far.
+    pub fn ignored(&self) -> Vec<String> {
+        self.ignored.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Whether the stop was [`StopHandle::stop_at_limit`].
@@ -183,30 +199,64 @@ pub async fn main_with_output<W: AsyncWrite + Unpin>(
     args: AgentArgs,
     out: W,
 ) -> Result<AgentExit, AgentError> {
+    // Model processes run under the agent's uid: they must not reach its memory or its
+    // descriptors (the stream is its stdout).
+    process::make_undumpable();
     let spec = load_spec(&args)?;
     let stop = StopHandle::new();
     let signals = install_signal_handlers(stop.clone())?;
+    let reaper = process::is_sandbox_init().then(|| {
+        AbortOnDrop(tokio::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let _ = tokio::task::spawn_blocking(process::reap_orphans).await;
+            }
+        }))
+    });
     let result = run(spec, out, stop).await;
-    signals.abort();
+    signals.close();
+    drop(reaper);
     result
 }
 
-fn install_signal_handlers(stop: StopHandle) -> Result<tokio::task::JoinHandle<()>, AgentError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let sig = |kind| signal(kind).map_err(|e| AgentError::Internal(format!("signal handler: {e}")));
-    let mut term = sig(SignalKind::terminate())?;
-    let mut int = sig(SignalKind::interrupt())?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let name = tokio::select! {
-                Some(()) = term.recv() => "SIGTERM",
-                Some(()) = int.recv() => "SIGINT",
-                else => break,
-            };
-            tracing::info!(signal = name, "stop requested");
-            stop.stop(format!("received {name}"));
-        }
-    }))
+/// SIGTERM and SIGINT stop the run — unless the agent is the sandbox's init and the sender is
+/// a process inside the sandbox (a model's command): then the signal is ignored and noted
+/// (only the orchestrator, outside the sandbox's PID namespace, may stop a run).
+fn install_signal_handlers(stop: StopHandle) -> Result<signal_hook::iterator::Handle, AgentError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::iterator::SignalsInfo;
+    use signal_hook::iterator::exfiltrator::WithOrigin;
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGTERM, SIGINT])
+        .map_err(|e| AgentError::Internal(format!("signal handler: {e}")))?;
+    let handle = signals.handle();
+    let guard_inside = process::is_sandbox_init();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for info in signals.forever() {
+                let name = if info.signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
+                // A sender outside our PID namespace shows as pid 0.
+                let sender = info.process.map_or(0, |p| p.pid);
+                if guard_inside && sender != 0 {
+                    tracing::warn!(
+                        signal = name,
+                        sender,
+                        "stop signal from inside the sandbox ignored"
+                    );
+                    stop.note_ignored(format!("{name} from pid {sender}"));
+                    continue;
+                }
+                tracing::info!(signal = name, "stop requested");
+                stop.stop(format!("received {name}"));
+            }
+        })
+        .map_err(|e| AgentError::Internal(format!("signal thread: {e}")))?;
+    Ok(handle)
 }
 
 /// The outcome of the steps before `run.completed`.
@@ -294,6 +344,19 @@ async fn run_spec<W: AsyncWrite + Unpin>(
             format!("cannot create the agent's temp dir: {e}"),
         )),
     };
+    let ignored = limits.stop.ignored();
+    if !ignored.is_empty() {
+        stream
+            .emit(&OrchestratorEvent::Warning {
+                message: format!(
+                    "the agent ignored {} stop signal{} sent from inside the sandbox ({}): only the orchestrator stops a run",
+                    ignored.len(),
+                    if ignored.len() == 1 { "" } else { "s" },
+                    ignored.join(", ")
+                ),
+            })
+            .await?;
+    }
     let hit = limits::since(&limits::observe(&limit_mounts), &limits_before);
     let exit = end::complete(&spec, finish, hit, &mut stream).await?;
     if let Ok(tmp) = tmp {

@@ -122,9 +122,10 @@ pub async fn run_step<S>(
     for (k, v) in &step.env {
         command.env(k, v);
     }
-    let mut child = command.spawn()?;
+    let mut child = crate::process::spawn_registered(&mut command)?;
     drop(command);
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let _registered = Registered(child.id());
     let mut guard = GroupGuard(pgid);
     let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(std::io::Error::other("the command's pipes are missing"));
@@ -204,6 +205,15 @@ pub fn tail_text(tail: &[u8], truncated: bool) -> String {
         0
     };
     String::from_utf8_lossy(&tail[start..]).into_owned()
+}
+
+/// Unregisters a child from the orphan reaper when dropped.
+struct Registered(Option<u32>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        crate::process::unregister_child(self.0);
+    }
 }
 
 #[cfg(test)]

@@ -274,7 +274,9 @@ pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
         cap_add: None,
         security_opt: Some(vec!["no-new-privileges:true".to_string()]),
         privileged: Some(false),
-        init: Some(true),
+        // The agent is the sandbox's PID 1: the kernel then drops SIGKILL/SIGSTOP from model
+        // processes, and the agent ignores their SIGTERM/SIGINT; it reaps orphans itself.
+        init: Some(false),
         memory: Some(memory),
         memory_swap: Some(memory),
         nano_cpus: Some((i.cpus * 1e9) as i64),
@@ -512,7 +514,7 @@ mod tests {
                 cap_add: None,
                 security_opt: Some(vec!["no-new-privileges:true".into()]),
                 privileged: Some(false),
-                init: Some(true),
+                init: Some(false),
                 memory: Some(4096 * 1024 * 1024),
                 memory_swap: Some(4096 * 1024 * 1024),
                 nano_cpus: Some(2_000_000_000),

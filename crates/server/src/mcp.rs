@@ -195,6 +195,8 @@ pub struct OrchestratorServer {
     /// Workspaces are not paths on this machine (the Kubernetes backend): see
     /// [`OrchestratorServer::remote`].
     remote: bool,
+    /// How long `codex_patch_apply` waits for another apply on the same workspace.
+    apply_lock_wait: Duration,
 }
 
 impl Clone for OrchestratorServer {
@@ -206,6 +208,7 @@ impl Clone for OrchestratorServer {
             client_roots: Arc::default(),
             audit: self.audit.clone(),
             remote: self.remote,
+            apply_lock_wait: self.apply_lock_wait,
         }
     }
 }
@@ -228,7 +231,19 @@ impl OrchestratorServer {
             client_roots: Arc::default(),
             audit: None,
             remote: false,
+            apply_lock_wait: apply::APPLY_LOCK_WAIT,
         })
+    }
+
+    /// How long `codex_patch_apply` waits for another apply on the same workspace (default
+    /// [`apply::APPLY_LOCK_WAIT`]).
+    pub fn with_apply_lock_wait(mut self, wait: Duration) -> Self {
+        self.apply_lock_wait = wait;
+        self
+    }
+
+    pub(crate) fn apply_lock_wait(&self) -> Duration {
+        self.apply_lock_wait
     }
 
     /// Records every submit, cancel and patch apply in `audit`.
@@ -281,6 +296,7 @@ impl OrchestratorServer {
             client_roots: Arc::default(),
             audit: None,
             remote: true,
+            apply_lock_wait: apply::APPLY_LOCK_WAIT,
         }
     }
 

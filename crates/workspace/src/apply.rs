@@ -117,9 +117,36 @@ pub fn apply_patch_with(
         return Ok(failed(report, refused));
     }
 
+    // libgit2 fails the whole patch when a file it must change or delete is missing (even when
+    // asked about one file); say so per file, and give it empty stand-ins so that the other
+    // files are still checked. With a conflict nothing is written, so they are never used.
+    let mut stand_ins = PreImages::new();
+    for d in &deltas {
+        if let Some(old) = &d.old
+            && !pre.contains_key(old)
+            && !conflicts
+                .iter()
+                .any(|c| Path::new(&c.path) == old.as_path())
+        {
+            conflicts.push(conflict(old, "does not exist in the working directory"));
+            stand_ins.insert(
+                old.clone(),
+                PreImage {
+                    git_mode: 0o100644,
+                    perm: 0o644,
+                    data: Vec::new(),
+                },
+            );
+        }
+    }
     let store = TempStore::create()?;
     let repo = init_store(&store.0)?;
-    let tree = tree_of(&repo, &pre)?;
+    let tree = if stand_ins.is_empty() {
+        tree_of(&repo, &pre)?
+    } else {
+        stand_ins.extend(pre.iter().map(|(k, v)| (k.clone(), v.clone())));
+        tree_of(&repo, &stand_ins)?
+    };
     let post = match repo.apply_to_tree(&tree, &diff, None) {
         Ok(index) => Some(index),
         Err(whole) => {

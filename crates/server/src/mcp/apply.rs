@@ -10,13 +10,25 @@
 //!   workspace; it is still recorded).
 //! * A patch that was cut at the sandbox's size cap (`result.patch.truncated`) is refused: it
 //!   would apply only part of the change.
-//! * Applies run one at a time in this process, so two calls cannot interleave their check
-//!   and write on one workspace.
+//! * Refused while a `workspace_write`/`full_access` run that has not ended works on the same
+//!   workspace (or one inside it, or around it): that run writes there in place, and the
+//!   message names it.
+//! * Applies on one workspace run one at a time in this process ([`WorkspaceLocks`], keyed by
+//!   the canonical workspace); applies on other workspaces (other tenants) never wait for each
+//!   other. A call that cannot get its workspace's lock within a bounded wait
+//!   ([`APPLY_LOCK_WAIT`]) fails with "another apply is in progress on this workspace".
+//! * The apply itself (`codex_orchestrator_workspace::apply_patch`) writes through a descriptor
+//!   of the workspace and never follows a symbolic link, refuses FIFOs, sockets, devices and
+//!   repository-like patches without blocking, and refuses binary hunks over its size caps
+//!   before inflating them (crates/workspace/src/apply.rs).
 //! * A failure to write the record after a successful apply is reported in `log_error`, not as
 //!   a tool error: the workspace has changed, and the caller must know that.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::model::Implementation;
 use rmcp::service::RequestContext;
@@ -26,13 +38,73 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{Args, OrchestratorServer, ToolError, input_schema, parse_run_id};
-use codex_orchestrator_core::model::{RunId, SecurityMode};
+use codex_orchestrator_core::model::{RunId, RunStatus, SecurityMode};
+use codex_orchestrator_runner::ListFilter;
 use codex_orchestrator_workspace::{ApplyReport, apply_patch};
 
 /// The apply log in a run's directory: one JSON [`ApplyRecord`] per line.
 pub const APPLY_LOG: &str = "applies.jsonl";
 
-static APPLY_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// How long a call waits for another apply on the same workspace before it gives up.
+pub const APPLY_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// One apply at a time per workspace (canonical path), process-wide: tenants and sessions
+/// share it, and a slow apply on one workspace never holds up another workspace.
+#[derive(Debug, Default)]
+pub struct WorkspaceLocks {
+    map: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The lock of a workspace is held by another apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "another apply is in progress on this workspace ({}); waited {} ms, nothing was changed: try again when it has finished",
+    workspace.display(),
+    waited.as_millis()
+)]
+pub struct WorkspaceBusy {
+    pub workspace: PathBuf,
+    pub waited: Duration,
+}
+
+impl WorkspaceLocks {
+    /// The locks of this process.
+    pub fn global() -> &'static WorkspaceLocks {
+        static LOCKS: std::sync::LazyLock<WorkspaceLocks> =
+            std::sync::LazyLock::new(WorkspaceLocks::default);
+        &LOCKS
+    }
+
+    /// Takes the lock of `workspace`, waiting at most `wait`.
+    pub async fn lock(
+        &self,
+        workspace: &Path,
+        wait: Duration,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, WorkspaceBusy> {
+        let m = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget the locks nobody holds or waits for, so the table stays small.
+            map.retain(|_, m| Arc::strong_count(m) > 1);
+            map.entry(workspace.to_path_buf()).or_default().clone()
+        };
+        tokio::time::timeout(wait, m.lock_owned())
+            .await
+            .map_err(|_| WorkspaceBusy {
+                workspace: workspace.to_path_buf(),
+                waited: wait,
+            })
+    }
+}
+
+/// The first run in `runs` that writes in place (not readonly), has not ended, and works on
+/// `workspace`, on a directory inside it, or on one around it. Pure.
+pub fn live_writer<'a>(runs: &'a [RunStatus], workspace: &Path) -> Option<&'a RunStatus> {
+    runs.iter().find(|r| {
+        !r.phase.is_terminal()
+            && r.mode != SecurityMode::Readonly
+            && (r.workspace.starts_with(workspace) || workspace.starts_with(&r.workspace))
+    })
+}
 
 /// Arguments of `codex_patch_apply`.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
@@ -183,6 +255,37 @@ fn outcome_message(r: &ApplyReport, id: &RunId, mode: SecurityMode) -> String {
     }
 }
 
+fn check_only_action(check_only: bool) -> codex_orchestrator_runner::audit::Action {
+    use codex_orchestrator_runner::audit::Action;
+    if check_only {
+        Action::PatchCheck
+    } else {
+        Action::PatchApply
+    }
+}
+
+impl OrchestratorServer {
+    /// Records a refused apply or check in the server audit log.
+    async fn audit_refused(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        id: &RunId,
+        workspace: &Path,
+        action: codex_orchestrator_runner::audit::Action,
+        why: &str,
+    ) {
+        self.audit(&ctx.peer, |actor| {
+            let mut e =
+                codex_orchestrator_runner::audit::ServerEntry::new(actor, action, "refused");
+            e.run_id = Some(id.clone());
+            e.workspace = Some(workspace.to_path_buf());
+            e.detail = Some(why.to_owned());
+            e
+        })
+        .await;
+    }
+}
+
 #[tool_router(router = apply_tool_router, vis = "pub(super)")]
 impl OrchestratorServer {
     #[tool(
@@ -253,7 +356,40 @@ impl OrchestratorServer {
             }));
         }
 
-        let _guard = APPLY_LOCK.lock().await;
+        let runs = self.runner.list(ListFilter::default()).await?;
+        let runs: Vec<RunStatus> = runs
+            .into_iter()
+            .map(|mut r| {
+                if let Ok(c) = std::fs::canonicalize(&r.workspace) {
+                    r.workspace = c;
+                }
+                r
+            })
+            .collect();
+        if let Some(live) = live_writer(&runs, &workspace) {
+            let msg = format!(
+                "refused: run `{}` ({}) is still {} on {}; it writes to the workspace in place, so the patch of run `{id}` cannot be applied now. Wait until it has ended (codex_run_status) or cancel it (codex_run_cancel), then apply; nothing was changed",
+                live.run_id,
+                live.mode,
+                live.phase,
+                live.workspace.display()
+            );
+            self.audit_refused(&ctx, &id, &workspace, check_only_action(p.check_only), &msg)
+                .await;
+            return Err(ToolError(msg));
+        }
+        let _guard = match WorkspaceLocks::global()
+            .lock(&workspace, self.apply_lock_wait())
+            .await
+        {
+            Ok(g) => g,
+            Err(busy) => {
+                let msg = busy.to_string();
+                self.audit_refused(&ctx, &id, &workspace, check_only_action(p.check_only), &msg)
+                    .await;
+                return Err(ToolError(msg));
+            }
+        };
         let ws = workspace.clone();
         let check_only = p.check_only;
         let report =

@@ -197,6 +197,8 @@ pub struct OrchestratorServer {
     remote: bool,
     /// How long `codex_patch_apply` waits for another apply on the same workspace.
     apply_lock_wait: Duration,
+    /// The gateway tenant this server serves (named in every audit record).
+    tenant: Option<String>,
 }
 
 impl Clone for OrchestratorServer {
@@ -209,6 +211,7 @@ impl Clone for OrchestratorServer {
             audit: self.audit.clone(),
             remote: self.remote,
             apply_lock_wait: self.apply_lock_wait,
+            tenant: self.tenant.clone(),
         }
     }
 }
@@ -232,7 +235,14 @@ impl OrchestratorServer {
             audit: None,
             remote: false,
             apply_lock_wait: apply::APPLY_LOCK_WAIT,
+            tenant: None,
         })
+    }
+
+    /// Serves the gateway tenant `tenant`: audit records say `via: gateway` and name it.
+    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
     }
 
     /// How long `codex_patch_apply` waits for another apply on the same workspace (default
@@ -266,7 +276,11 @@ impl OrchestratorServer {
         let client = peer
             .peer_info()
             .map(|i| (i.client_info.name.clone(), i.client_info.version.clone()));
-        let entry = f(codex_orchestrator_runner::audit::Actor::mcp(client));
+        let actor = match &self.tenant {
+            Some(t) => codex_orchestrator_runner::audit::Actor::gateway(t, client),
+            None => codex_orchestrator_runner::audit::Actor::mcp(client),
+        };
+        let entry = f(actor);
         if let Err(e) = tokio::task::spawn_blocking(move || audit.record(&entry)).await {
             warn!(error = %e, "the audit task failed");
         }
@@ -297,6 +311,7 @@ impl OrchestratorServer {
             audit: None,
             remote: true,
             apply_lock_wait: apply::APPLY_LOCK_WAIT,
+            tenant: None,
         }
     }
 

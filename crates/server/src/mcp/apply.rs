@@ -270,7 +270,7 @@ impl OrchestratorServer {
         &self,
         ctx: &RequestContext<RoleServer>,
         id: &RunId,
-        workspace: &Path,
+        workspace: Option<&Path>,
         action: codex_orchestrator_runner::audit::Action,
         why: &str,
     ) {
@@ -278,7 +278,7 @@ impl OrchestratorServer {
             let mut e =
                 codex_orchestrator_runner::audit::ServerEntry::new(actor, action, "refused");
             e.run_id = Some(id.clone());
-            e.workspace = Some(workspace.to_path_buf());
+            e.workspace = workspace.map(Path::to_path_buf);
             e.detail = Some(why.to_owned());
             e
         })
@@ -308,9 +308,12 @@ impl OrchestratorServer {
         let p = args?;
         let id = parse_run_id(&p.run_id)?;
         if self.is_remote() {
-            return Err(ToolError(format!(
+            let msg = format!(
                 "codex_patch_apply is not available on this server: the run's workspace is in the cluster, not on this machine. Take the patch of run `{id}` from codex_git_diff (format unified) and apply it in your checkout with `git apply`."
-            )));
+            );
+            self.audit_refused(&ctx, &id, None, check_only_action(p.check_only), &msg)
+                .await;
+            return Err(ToolError(msg));
         }
         if !p.approve && !p.check_only {
             return Err(ToolError(format!(
@@ -374,8 +377,14 @@ impl OrchestratorServer {
                 live.phase,
                 live.workspace.display()
             );
-            self.audit_refused(&ctx, &id, &workspace, check_only_action(p.check_only), &msg)
-                .await;
+            self.audit_refused(
+                &ctx,
+                &id,
+                Some(&workspace),
+                check_only_action(p.check_only),
+                &msg,
+            )
+            .await;
             return Err(ToolError(msg));
         }
         let _guard = match WorkspaceLocks::global()
@@ -385,8 +394,14 @@ impl OrchestratorServer {
             Ok(g) => g,
             Err(busy) => {
                 let msg = busy.to_string();
-                self.audit_refused(&ctx, &id, &workspace, check_only_action(p.check_only), &msg)
-                    .await;
+                self.audit_refused(
+                    &ctx,
+                    &id,
+                    Some(&workspace),
+                    check_only_action(p.check_only),
+                    &msg,
+                )
+                .await;
                 return Err(ToolError(msg));
             }
         };

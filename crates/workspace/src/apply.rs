@@ -17,6 +17,10 @@
 //!    through the directory's descriptor. A directory swapped for a symbolic link between the
 //!    check and the write makes the write fail or land in the directory that was opened — never
 //!    outside the workspace.
+//!
+//! Over 600 lines because these steps form one pipeline over the same types (the patch's
+//! paths, the pre-images, the write plan); the descriptor-level operations and the binary scan
+//! live in `beneath.rs` and `binscan.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;

@@ -23,6 +23,9 @@
 //!   before inflating them (crates/workspace/src/apply.rs).
 //! * A failure to write the record after a successful apply is reported in `log_error`, not as
 //!   a tool error: the workspace has changed, and the caller must know that.
+//!
+//! Over 600 lines because the tool, its apply log, its workspace locks and their unit tests
+//! are one unit.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -201,7 +201,6 @@ fn delta_paths(diff: &Diff<'_>) -> Vec<String> {
 /// One file section of the patch.
 #[derive(Debug, Clone)]
 struct DeltaPaths {
-    status: git2::Delta,
     old: Option<PathBuf>,
     new: Option<PathBuf>,
     new_is_link: bool,
@@ -213,7 +212,6 @@ fn deltas_of(diff: &Diff<'_>) -> Vec<DeltaPaths> {
             let added = d.status() == git2::Delta::Added;
             let deleted = d.status() == git2::Delta::Deleted;
             DeltaPaths {
-                status: d.status(),
                 old: (!added)
                     .then(|| d.old_file().path().map(Path::to_path_buf))
                     .flatten(),
@@ -386,6 +384,13 @@ fn read_pre_images(
     let mut refused = Vec::new();
     let mut conflicts = Vec::new();
     let mut seen = BTreeSet::new();
+    // Paths the patch removes (a delete, or the source of a rename): another section may put a
+    // new file there (git writes a type change as a delete plus an add).
+    let removed: BTreeSet<&PathBuf> = deltas
+        .iter()
+        .filter(|d| d.new.as_ref() != d.old.as_ref())
+        .filter_map(|d| d.old.as_ref())
+        .collect();
     for d in deltas {
         for (rel, is_old) in [(&d.old, true), (&d.new, false)] {
             let Some(rel) = rel else { continue };
@@ -426,7 +431,8 @@ fn read_pre_images(
                 continue;
             }
             if !is_old {
-                if d.status == git2::Delta::Added && kind.is_some() {
+                let created = d.old.as_ref() != Some(rel) && !removed.contains(rel);
+                if created && kind.is_some() {
                     conflicts.push(conflict(rel, "already exists in the working directory"));
                 }
                 continue;
@@ -742,7 +748,6 @@ mod tests {
 
     fn added(path: &str) -> DeltaPaths {
         DeltaPaths {
-            status: git2::Delta::Added,
             old: None,
             new: Some(path.into()),
             new_is_link: false,

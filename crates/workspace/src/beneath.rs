@@ -22,14 +22,16 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use rustix::fs::ResolveFlags;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 /// How directories below the root are resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolve {
     /// `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, falling back to [`Resolve::Walk`]
-    /// when the kernel does not offer it.
+    /// when the kernel does not offer it (and on systems other than Linux).
     Openat2,
     /// One component at a time with `O_NOFOLLOW`.
     Walk,
@@ -53,6 +55,7 @@ pub fn open_dir(root: BorrowedFd<'_>, rel: &Path, how: Resolve) -> std::io::Resu
     if rel.as_os_str().is_empty() {
         return Ok(rustix::fs::openat(root, ".", DIR_FLAGS, Mode::empty())?);
     }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     if how == Resolve::Openat2 {
         let resolve =
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;

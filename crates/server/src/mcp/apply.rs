@@ -362,9 +362,29 @@ impl OrchestratorServer {
             }));
         }
 
+        let _guard = match WorkspaceLocks::global()
+            .lock(&workspace, self.apply_lock_wait())
+            .await
+        {
+            Ok(g) => g,
+            Err(busy) => {
+                let msg = busy.to_string();
+                self.audit_refused(
+                    &ctx,
+                    &id,
+                    Some(&workspace),
+                    check_only_action(p.check_only),
+                    &msg,
+                )
+                .await;
+                return Err(ToolError(msg));
+            }
+        };
+        // Checked under the lock, right before the apply.
         let runs = self.runner.list(ListFilter::default()).await?;
         let runs: Vec<RunStatus> = runs
             .into_iter()
+            .filter(|r| !r.phase.is_terminal() && r.mode != SecurityMode::Readonly)
             .map(|mut r| {
                 if let Ok(c) = std::fs::canonicalize(&r.workspace) {
                     r.workspace = c;
@@ -390,24 +410,6 @@ impl OrchestratorServer {
             .await;
             return Err(ToolError(msg));
         }
-        let _guard = match WorkspaceLocks::global()
-            .lock(&workspace, self.apply_lock_wait())
-            .await
-        {
-            Ok(g) => g,
-            Err(busy) => {
-                let msg = busy.to_string();
-                self.audit_refused(
-                    &ctx,
-                    &id,
-                    Some(&workspace),
-                    check_only_action(p.check_only),
-                    &msg,
-                )
-                .await;
-                return Err(ToolError(msg));
-            }
-        };
         let ws = workspace.clone();
         let check_only = p.check_only;
         let report =
@@ -500,6 +502,32 @@ impl OrchestratorServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use codex_orchestrator_core::model::RunPhase;
+
+    #[test]
+    fn live_writers_are_write_mode_runs_that_have_not_ended_on_an_overlapping_workspace() {
+        let run = |mode, phase, ws: &str| {
+            let mut st = RunStatus::new_queued(RunId::generate(), mode, ws.into());
+            st.phase = phase;
+            st
+        };
+        let ws = Path::new("/w/app");
+        let blocking = [
+            run(SecurityMode::WorkspaceWrite, RunPhase::Running, "/w/app"),
+            run(SecurityMode::FullAccess, RunPhase::Queued, "/w/app/sub"),
+            run(SecurityMode::WorkspaceWrite, RunPhase::Fixing, "/w"),
+        ];
+        for b in &blocking {
+            assert_eq!(live_writer(std::slice::from_ref(b), ws), Some(b));
+        }
+        let harmless = [
+            run(SecurityMode::Readonly, RunPhase::Running, "/w/app"),
+            run(SecurityMode::WorkspaceWrite, RunPhase::Succeeded, "/w/app"),
+            run(SecurityMode::WorkspaceWrite, RunPhase::Running, "/w/app2"),
+            run(SecurityMode::FullAccess, RunPhase::Running, "/w/other"),
+        ];
+        assert_eq!(live_writer(&harmless, ws), None);
+    }
 
     #[test]
     fn records_round_trip_through_the_log() {

@@ -1107,6 +1107,46 @@ async fn gateway_binary_drives_real_docker_runs_per_tenant() {
         1
     );
 
+    // A check of the run's patch (in place already: a conflict), then the server audit log:
+    // whole records, each naming its tenant.
+    let check = call_ok(
+        pa,
+        &tools,
+        "codex_patch_apply",
+        json!({"run_id": id, "check_only": true}),
+    )
+    .await;
+    assert_eq!(check["ok"], false, "{check:#}");
+    let audit_text =
+        std::fs::read_to_string(env.state.path().join("audit.jsonl")).unwrap_or_default();
+    let records: Vec<(String, String, String, String, String)> = audit_text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+            (
+                s(&v["actor"]["via"]),
+                s(&v["actor"]["tenant"]),
+                s(&v["action"]),
+                s(&v["outcome"]),
+                s(&v["run_id"]),
+            )
+        })
+        .collect();
+    let rec = |action: &str, outcome: &str| {
+        (
+            "gateway".to_owned(),
+            "alpha".to_owned(),
+            action.to_owned(),
+            outcome.to_owned(),
+            id.clone(),
+        )
+    };
+    assert_eq!(
+        records,
+        vec![rec("submit", "accepted"), rec("patch_check", "conflicts")]
+    );
+
     // SIGTERM: a clean exit.
     alpha.cancel().await.unwrap();
     beta.cancel().await.unwrap();

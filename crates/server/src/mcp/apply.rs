@@ -43,7 +43,7 @@ use tracing::{info, warn};
 use super::{Args, OrchestratorServer, ToolError, input_schema, parse_run_id};
 use codex_orchestrator_core::model::{RunId, RunStatus, SecurityMode};
 use codex_orchestrator_runner::ListFilter;
-use codex_orchestrator_workspace::{ApplyReport, apply_patch};
+use codex_orchestrator_workspace::{ApplyReport, WorkspaceError, apply_patch};
 
 /// The apply log in a run's directory: one JSON [`ApplyRecord`] per line.
 pub const APPLY_LOG: &str = "applies.jsonl";
@@ -277,9 +277,22 @@ impl OrchestratorServer {
         action: codex_orchestrator_runner::audit::Action,
         why: &str,
     ) {
+        self.audit_outcome(ctx, id, workspace, action, "refused", why)
+            .await;
+    }
+
+    /// Records an apply or check that did not happen (`refused`, `failed`) with the reason.
+    async fn audit_outcome(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        id: &RunId,
+        workspace: Option<&Path>,
+        action: codex_orchestrator_runner::audit::Action,
+        outcome: &str,
+        why: &str,
+    ) {
         self.audit(&ctx.peer, |actor| {
-            let mut e =
-                codex_orchestrator_runner::audit::ServerEntry::new(actor, action, "refused");
+            let mut e = codex_orchestrator_runner::audit::ServerEntry::new(actor, action, outcome);
             e.run_id = Some(id.clone());
             e.workspace = workspace.map(Path::to_path_buf);
             e.detail = Some(why.to_owned());
@@ -412,11 +425,32 @@ impl OrchestratorServer {
         }
         let ws = workspace.clone();
         let check_only = p.check_only;
-        let report =
-            tokio::task::spawn_blocking(move || apply_patch(&ws, patch.as_bytes(), check_only))
-                .await
-                .map_err(|e| ToolError(format!("the apply task failed: {e}")))?
-                .map_err(|e| ToolError(format!("cannot apply the patch of run `{id}`: {e}")))?;
+        let report = match tokio::task::spawn_blocking(move || {
+            apply_patch(&ws, patch.as_bytes(), check_only)
+        })
+        .await
+        .map_err(|e| ToolError(format!("the apply task failed: {e}")))?
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // A patch refused as such (too large, unparsable) or a write that failed.
+                let outcome = match e {
+                    WorkspaceError::PatchTooLarge(_) | WorkspaceError::InvalidPatch(_) => "refused",
+                    _ => "failed",
+                };
+                let msg = format!("cannot apply the patch of run `{id}`: {e}");
+                self.audit_outcome(
+                    &ctx,
+                    &id,
+                    Some(&workspace),
+                    check_only_action(check_only),
+                    outcome,
+                    &msg,
+                )
+                .await;
+                return Err(ToolError(msg));
+            }
+        };
 
         let conflicts: Vec<Conflict> = report
             .conflicts

@@ -936,9 +936,35 @@ fn base85_lines(data: &[u8]) -> String {
     out
 }
 
+const GIB: u64 = 1 << 30;
+
+/// The base85 lines of 1 GiB of zeros, zlib-compressed (about 6 MB; built once).
+static BOMB_LINES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use std::io::Write as _;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        z.write_all(&block).unwrap();
+    }
+    base85_lines(&z.finish().unwrap())
+});
+
+/// A real bomb: a patch adding `zeros.bin` as a `literal` hunk of 1 GiB of zeros that declares
+/// `declared` bytes.
+fn bomb_patch(lines: &str, declared: u64) -> String {
+    format!(
+        "diff --git a/zeros.bin b/zeros.bin\nnew file mode 100644\nindex 0000000000000000000000000000000000000000..1111111111111111111111111111111111111111\nGIT binary patch\nliteral {declared}\n{lines}\nliteral 0\nHcmV?d00001\n\n"
+    )
+}
+
 /// Peak resident set of this process (the in-process server), in MiB.
 fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_mib_of("self")
+}
+
+/// Peak resident set (`VmHWM`) of process `pid` (or `self`), in MiB.
+fn peak_rss_mib_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -949,23 +975,10 @@ fn peak_rss_mib() -> u64 {
 
 #[tokio::test]
 async fn mcp_apply_refuses_a_binary_inflation_bomb_and_the_server_stays_small() {
-    use std::io::Write as _;
-    const GIB: u64 = 1 << 30;
     let root = tempfile::tempdir().unwrap();
     let runs_dir = tempfile::tempdir().unwrap();
     let (ws, _) = project_with_patch(&canonical(root.path()));
-    // A real bomb: 1 GiB of zeros, zlib-compressed into a `literal` hunk.
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    let block = vec![0u8; 1 << 20];
-    for _ in 0..1024 {
-        z.write_all(&block).unwrap();
-    }
-    let lines = base85_lines(&z.finish().unwrap());
-    let bomb = |declared: u64| {
-        format!(
-            "diff --git a/zeros.bin b/zeros.bin\nnew file mode 100644\nindex 0000000000000000000000000000000000000000..1111111111111111111111111111111111111111\nGIT binary patch\nliteral {declared}\n{lines}\nliteral 0\nHcmV?d00001\n\n"
-        )
-    };
+    let bomb = |declared: u64| bomb_patch(&BOMB_LINES, declared);
     let runs = Arc::new(StoredRuns::default());
     let honest = runs.add(finished_run(&ws, Some(&bomb(GIB)), runs_dir.path()));
     let lying = runs.add(finished_run(&ws, Some(&bomb(4096)), runs_dir.path()));
@@ -1005,5 +1018,102 @@ async fn mcp_apply_refuses_a_binary_inflation_bomb_and_the_server_stays_small() 
         "{peak_before} -> {peak_after} MiB"
     );
     assert_eq!(digest(&ws, true), before);
+    c.close().await;
+}
+
+/// The real `codex-orchestrator mcp` binary over stdio with a stored finished run whose patch is
+/// a 1 GiB bomb: refused with the cap named, and the server process's peak RSS stays small.
+#[tokio::test]
+async fn mcp_binary_refuses_a_bomb_patch_and_its_peak_rss_stays_small() {
+    use codex_orchestrator_runner::store::{PATCH, RunStore};
+    let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (ws, _) = project_with_patch(&canonical(root.path()));
+    let bomb = bomb_patch(&BOMB_LINES, GIB);
+    let store = RunStore::open(state.path()).unwrap();
+    let id = RunId::generate();
+    let mut status = RunStatus::new_queued(id.clone(), SecurityMode::Readonly, ws.clone());
+    let req = RunRequest {
+        prompt: "Add zeros".into(),
+        workspace: ws.clone(),
+        mode: SecurityMode::Readonly,
+        model: None,
+        provider: None,
+        timeout_secs: Some(600),
+        output_schema: None,
+        schema_retry: false,
+        confirm_full_access: false,
+        verify: None,
+        image: None,
+        labels: BTreeMap::new(),
+    };
+    store.create(&req, &status).unwrap();
+    status.phase = RunPhase::Succeeded;
+    status.reason = Some(TerminalReason::Completed);
+    store.write_status(&status).unwrap();
+    store
+        .write_result(
+            &id,
+            &result_for(RunPhase::Succeeded, TerminalReason::Completed, ""),
+        )
+        .unwrap();
+    store.write_file(&id, PATCH, bomb.as_bytes()).unwrap();
+    let cfg = state.path().join("config.toml");
+    let config = codex_orchestrator_runner::config::Config {
+        state_dir: state.path().to_path_buf(),
+        ..Default::default()
+    };
+    std::fs::write(&cfg, toml::to_string(&config).unwrap()).unwrap();
+    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["mcp", "--allowed-root"])
+        .arg(root.path())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    let transport = rmcp::transport::TokioChildProcess::new(cmd).unwrap();
+    let pid = transport.id().unwrap().to_string();
+    let c = Client::connect(transport, None, false).await;
+    let before = digest(&ws, true);
+    let peak_before = peak_rss_mib_of(&pid);
+    for check_only in [true, false] {
+        assert_eq!(
+            c.err(
+                "codex_patch_apply",
+                json!({"run_id": id, "approve": true, "check_only": check_only})
+            )
+            .await,
+            format!(
+                "cannot apply the patch of run `{id}`: the patch is refused: zeros.bin: a binary hunk declares {GIB} bytes, over the cap of 67108864 bytes per file; nothing was changed"
+            )
+        );
+    }
+    let peak_after = peak_rss_mib_of(&pid);
+    println!(
+        "codex-orchestrator mcp (pid {pid}) peak RSS around two applies of a 1 GiB bomb ({} bytes of patch): {peak_before} -> {peak_after} MiB",
+        bomb.len()
+    );
+    assert!(peak_after < 512, "{peak_before} -> {peak_after} MiB");
+    assert_eq!(digest(&ws, true), before);
+    // Both refusals are in the server audit log, with the reason.
+    let audit = std::fs::read_to_string(state.path().join("audit.jsonl")).unwrap();
+    let got: Vec<(String, String, String)> = audit
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+            (s(&v["action"]), s(&v["outcome"]), s(&v["detail"]))
+        })
+        .collect();
+    let why = format!(
+        "cannot apply the patch of run `{id}`: the patch is refused: zeros.bin: a binary hunk declares {GIB} bytes, over the cap of 67108864 bytes per file; nothing was changed"
+    );
+    assert_eq!(
+        got,
+        vec![
+            ("patch_check".into(), "refused".into(), why.clone()),
+            ("patch_apply".into(), "refused".into(), why)
+        ]
+    );
     c.close().await;
 }

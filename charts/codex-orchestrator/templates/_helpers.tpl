@@ -84,3 +84,14 @@ securityContext:
   mountPath: /var/run/secrets/kubernetes.io/serviceaccount
   readOnly: true
 {{- end -}}
+
+{{/* The Secrets CodexRuns may name, as a JSON list: allowedSecrets, plus the model API key's
+Secret when run Pods read it themselves (no model proxy). The controller's --allowed-secret
+flags and the admission policy's list. */}}
+{{- define "co.allowedSecrets" -}}
+{{- $allowed := .Values.allowedSecrets | default list -}}
+{{- if not .Values.modelProxy.enabled -}}
+{{- $allowed = append $allowed .Values.modelApiKey.secretName -}}
+{{- end -}}
+{{- $allowed | uniq | toJson -}}
+{{- end -}}

@@ -59,17 +59,25 @@ impl Limits {
     /// The stop that is due now, if any (already requested, or the deadline passed).
     pub fn due(&self) -> Option<Stop> {
         if let Some(reason) = self.stop.reason() {
-            return Some(Stop::Cancelled { reason });
+            return Some(self.stop_of(reason));
         }
         (Instant::now() >= self.deadline).then_some(Stop::Timeout {
             deadline_secs: self.deadline_secs,
         })
     }
 
+    fn stop_of(&self, reason: String) -> Stop {
+        if self.stop.is_at_limit() {
+            Stop::ResourceLimit { message: reason }
+        } else {
+            Stop::Cancelled { reason }
+        }
+    }
+
     /// Resolves when a stop is requested or the deadline passes.
     pub async fn wait(&self) -> Stop {
         tokio::select! {
-            reason = self.stop.stopped() => Stop::Cancelled { reason },
+            reason = self.stop.stopped() => self.stop_of(reason),
             _ = tokio::time::sleep_until(self.deadline) => Stop::Timeout { deadline_secs: self.deadline_secs },
         }
     }

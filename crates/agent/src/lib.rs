@@ -41,6 +41,7 @@ pub mod codex;
 mod end;
 pub mod fetch;
 pub mod fix;
+pub mod growth;
 pub mod limits;
 pub mod outcome;
 pub mod process;
@@ -64,7 +65,7 @@ use argv::{CodexInvocation, codex_args};
 use codex::{CodexCommand, Limits, run_attempt};
 use codex_orchestrator_core::events::{AttemptKind, OrchestratorEvent, RunFold};
 use codex_orchestrator_core::model::{self, RunPhase, RunSpec, TerminalReason, VerifyResult};
-use codex_orchestrator_workspace::{PatchOutput, Snapshot, copy_tree};
+use codex_orchestrator_workspace::{PatchOutput, Snapshot, copy_tree, private_git};
 use outcome::{Decision, ExitInfo, Stop, cap_text, decide, patch_info};
 use redact::Redactor;
 use stream::Stream;
@@ -118,6 +119,8 @@ pub struct AgentExit {
 pub struct StopHandle {
     token: CancellationToken,
     reason: Arc<OnceLock<String>>,
+    /// Set when the stop is the agent's own, at a resource limit (the reason says which).
+    at_limit: Arc<OnceLock<()>>,
 }
 
 impl StopHandle {
@@ -129,6 +132,20 @@ impl StopHandle {
     pub fn stop(&self, reason: impl Into<String>) {
         let _ = self.reason.set(reason.into());
         self.token.cancel();
+    }
+
+    /// Requests a stop because a resource limit was reached (`message` says which and how
+    /// much); the run ends `failed`/`resource_limit`, unless another stop came first.
+    pub fn stop_at_limit(&self, message: impl Into<String>) {
+        if self.reason.set(message.into()).is_ok() {
+            let _ = self.at_limit.set(());
+        }
+        self.token.cancel();
+    }
+
+    /// Whether the stop was [`StopHandle::stop_at_limit`].
+    pub fn is_at_limit(&self) -> bool {
+        self.at_limit.get().is_some()
     }
 
     pub fn reason(&self) -> Option<String> {
@@ -326,6 +343,27 @@ async fn drive<W: AsyncWrite + Unpin>(
         )));
     }
 
+    // Write modes: the run's private `.git` (the host's stays read-only).
+    let host_head = match &spec.host_git_dir {
+        None => None,
+        Some(host) => {
+            let (host, private) = (host.clone(), spec.workspace.join(".git"));
+            let job = blocking(move || {
+                private_git::prepare(&host, &private).map(|()| private_git::head(&host))
+            });
+            match until_stopped(job, limits).await {
+                Err(stop) => return stopped_early(&stop, stream).await,
+                Ok(Err(e)) => {
+                    return Ok(Finish::early(Decision::failed(
+                        TerminalReason::AgentError,
+                        format!("cannot prepare the run's private copy of `.git`: {e}"),
+                    )));
+                }
+                Ok(Ok(h)) => Some(h),
+            }
+        }
+    };
+
     // Snapshot the workspace as it is (in readonly mode: the read-only original), then make
     // the scratch copy codex will work on.
     let snapshot = {
@@ -346,6 +384,17 @@ async fn drive<W: AsyncWrite + Unpin>(
         }
     };
     tracing::info!(files = snapshot.file_count(), "workspace snapshot taken");
+    // In the write modes the work tree is the host's: bound its growth while codex works.
+    let _growth = spec
+        .workspace_growth_limit_bytes
+        .filter(|_| spec.scratch_dir.is_none())
+        .map(|limit| {
+            AbortOnDrop(tokio::spawn(growth::watch(
+                workdir.to_path_buf(),
+                limit,
+                limits.stop.clone(),
+            )))
+        });
     if let Some(scratch) = &spec.scratch_dir {
         let (src, dst) = (spec.workspace.clone(), scratch.clone());
         match until_stopped(blocking(move || copy_tree(&src, &dst)), limits).await {
@@ -428,6 +477,21 @@ async fn drive<W: AsyncWrite + Unpin>(
     rounds::schema_retry(&ctx, stream, limits, &mut state).await?;
 
     let mut decision = state.decision;
+    if let Some(host_head) = &host_head {
+        let private = spec.workspace.join(".git");
+        let (shown, total) = private_git::sandbox_commits(&private, host_head.as_deref(), 20);
+        if total > 0 {
+            stream
+                .emit(&OrchestratorEvent::Warning {
+                    message: format!(
+                        "codex made {total} commit{} in the sandbox's private git ({}); the host's `.git` is unchanged: the commits' changes are in the patch, the commits themselves stay in the sandbox",
+                        if total == 1 { "" } else { "s" },
+                        shown.join("; ")
+                    ),
+                })
+                .await?;
+        }
+    }
     let patch = end::final_diff(&snapshot, workdir, limits, stream).await?;
     if patch.is_none() && decision.phase == RunPhase::Succeeded {
         decision = Decision::failed(
@@ -446,6 +510,15 @@ async fn drive<W: AsyncWrite + Unpin>(
         last_message,
         verify: state.verify,
     })
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What every codex invocation of a run shares.

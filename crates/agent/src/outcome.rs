@@ -13,6 +13,8 @@ pub enum Stop {
     Cancelled { reason: String },
     /// The run deadline passed.
     Timeout { deadline_secs: u64 },
+    /// The agent stopped the run at a resource limit (e.g. the workspace growth limit).
+    ResourceLimit { message: String },
 }
 
 impl Stop {
@@ -23,6 +25,7 @@ impl Stop {
             Stop::Timeout { deadline_secs } => {
                 format!("timeout: the run deadline of {deadline_secs} s passed")
             }
+            Stop::ResourceLimit { message } => format!("resource limit: {message}"),
         }
     }
 }
@@ -135,6 +138,9 @@ pub fn decide(
                     "the run deadline of {deadline_secs} s passed; codex was stopped"
                 )),
             };
+        }
+        Some(Stop::ResourceLimit { message }) => {
+            return Decision::failed(TerminalReason::ResourceLimit, message.clone());
         }
         None => {}
     }

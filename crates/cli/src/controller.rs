@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use codex_orchestrator_core::policy::admission::ImageRule;
+use codex_orchestrator_core::policy::cluster::SecretRule;
 use codex_orchestrator_kube::controller::{Error, Settings};
-use codex_orchestrator_kube::pod::ModelProxy;
+use codex_orchestrator_kube::pod::{ModelProxy, RunKey};
 
 /// `codex-orchestrator controller`.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,6 +71,36 @@ pub struct ControllerArgs {
     /// The key of the proxy token in that Secret.
     #[arg(long, default_value = "token")]
     pub model_proxy_token_key: String,
+    /// With --model-proxy-url: give each run its own proxy token, derived from this key
+    /// (the proxy's CODEX_ORCHESTRATOR_PROXY_RUN_KEY), instead of the shared token. From the
+    /// environment only, so that it never shows in a process list.
+    #[arg(
+        long = "model-proxy-run-key",
+        env = "CODEX_ORCHESTRATOR_MODEL_PROXY_RUN_KEY",
+        hide = true,
+        hide_env_values = true,
+        value_parser = parse_run_key
+    )]
+    pub model_proxy_run_key: Option<RunKey>,
+    /// A Secret CodexRuns may name (`source.git.credentialsSecret`, and `authSecretRef`
+    /// without the model proxy); repeatable. Without any, a CodexRun naming a Secret is
+    /// refused.
+    #[arg(long = "allowed-secret", value_name = "NAME")]
+    pub allowed_secrets: Vec<String>,
+    /// Each tenant has a namespace named after it (as the gateway's --namespace-per-tenant):
+    /// a tenant's run may mount any claim of its own namespace, not only claims labelled
+    /// codex-orchestrator.dev/tenant=<tenant>.
+    #[arg(long)]
+    pub namespace_per_tenant: bool,
+}
+
+/// The run key (its debug form, and so `ControllerArgs`'s, hides it).
+fn parse_run_key(s: &str) -> Result<RunKey, String> {
+    let min = codex_orchestrator_core::runtoken::MIN_KEY_LEN;
+    if s.len() < min {
+        return Err(format!("the run key must be at least {min} characters"));
+    }
+    Ok(RunKey(s.to_string()))
 }
 
 impl ControllerArgs {
@@ -91,11 +122,14 @@ impl ControllerArgs {
         s.pod.uid = self.run_as_uid;
         s.scheduling_timeout = Duration::from_secs(self.scheduling_timeout);
         s.artifacts_in_secret = self.artifacts_in_secret;
+        s.pod.allowed_secrets = SecretRule::listed(self.allowed_secrets.iter().cloned());
+        s.namespace_per_tenant = self.namespace_per_tenant;
         if let (Some(url), Some(secret)) = (&self.model_proxy_url, &self.model_proxy_token_secret) {
             s.pod.model_proxy = Some(ModelProxy {
                 base_url: url.clone(),
                 token_secret: secret.clone(),
                 token_key: self.model_proxy_token_key.clone(),
+                run_key: self.model_proxy_run_key.clone(),
             });
         }
         s

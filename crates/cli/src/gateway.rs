@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use codex_orchestrator_core::policy::cluster::SecretRule;
 use codex_orchestrator_core::policy::roots::{ClientRootsPolicy, Protected};
 use codex_orchestrator_kube::pod::default_policy;
 use codex_orchestrator_kube::runner::{KubeRunnerSettings, KubeRunners};
@@ -80,6 +81,10 @@ pub struct GatewayArgs {
         env = "CODEX_ORCHESTRATOR_AUTH_SECRET"
     )]
     pub auth_secret: Option<String>,
+    /// kube: a Secret that requests may name for git credentials (label
+    /// `git-credentials-secret`); repeatable. Without any, no request may name a Secret.
+    #[arg(long = "allowed-secret", value_name = "NAME")]
+    pub allowed_secrets: Vec<String>,
     /// kube: delete a CodexRun this many seconds after it finished.
     #[arg(long)]
     pub ttl_seconds_after_finished: Option<u64>,
@@ -137,6 +142,7 @@ pub async fn main(
                 auth_secret,
                 ttl_seconds_after_finished: a.ttl_seconds_after_finished,
                 policy,
+                allowed_secrets: SecretRule::listed(a.allowed_secrets.iter().cloned()),
             };
             let runners =
                 KubeRunners::connect(a.namespace.clone(), a.namespace_per_tenant, settings)

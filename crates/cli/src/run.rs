@@ -85,6 +85,10 @@ pub struct RunArgs {
     /// --allow-full-access; every command of the run is written to its audit log).
     #[arg(long)]
     pub confirm_full_access: bool,
+    /// How much the workspace may grow, in MiB, before the run is stopped (write modes;
+    /// default and maximum: `max_workspace_growth_mb` of the config, 2048 unless set).
+    #[arg(long, value_name = "MIB")]
+    pub workspace_growth_limit_mb: Option<u64>,
     /// Print the final status and result as JSON instead of a human summary.
     #[arg(long)]
     pub json: bool,
@@ -173,6 +177,7 @@ pub(crate) async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         image: None,
         labels: Default::default(),
         confirm_full_access: a.confirm_full_access,
+        workspace_growth_limit_mb: a.workspace_growth_limit_mb,
     };
     let runner = DockerRunner::connect(cfg).await?;
     let submitted = runner.submit(req.clone()).await;

@@ -6,6 +6,9 @@
 /// Where the user's workspace is mounted in the sandbox.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
 /// The scratch tmpfs (readonly mode) and the copy of the workspace the agent works on there.
+/// Where a write-mode sandbox sees the host's `<workspace>/.git`, read-only; its
+/// `/workspace/.git` is a tmpfs holding the run's private copy (see `crates/workspace/src/private_git.rs`).
+pub const HOST_GIT_MOUNT: &str = "/run/codex-orchestrator/host-git";
 pub const SCRATCH_MOUNT: &str = "/scratch";
 pub const SCRATCH_WORKDIR: &str = "/scratch/ws";
 /// HOME (with CODEX_HOME at `$HOME/.codex`).
@@ -20,6 +23,10 @@ pub const AGENT_BIN: &str = "/usr/local/bin/codex-orchestrator-agent";
 /// The egress proxy in the runner image (`proxy`).
 pub const EGRESS_BIN: &str = "/usr/local/bin/codex-orchestrator-egress";
 
+/// Set to `1` in every sandbox (both backends): the agent may then kill every other process
+/// of the sandbox when it stops a run at a resource limit (see
+/// `crates/agent/src/process.rs`).
+pub const SANDBOX_ENV: &str = "CODEX_ORCHESTRATOR_SANDBOX";
 /// Environment variable holding the RunSpec JSON.
 pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";
 /// The sandbox's variable holding its per-run token for the egress proxy (its codex's "API
@@ -68,6 +75,7 @@ pub fn workdir(scratch_copy: bool) -> &'static str {
 /// tmpfs, a name and a git identity for a uid without a passwd entry.
 pub fn base_env() -> Vec<(&'static str, &'static str)> {
     vec![
+        (SANDBOX_ENV, "1"),
         ("HOME", HOME_DIR),
         ("TMPDIR", "/tmp"),
         ("LANG", "C.UTF-8"),

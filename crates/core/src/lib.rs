@@ -8,6 +8,7 @@
 //! * [`contract`] — the sandbox contract: mount points, environment names, labels.
 //! * [`terminal`] — how a run ended, decided from what a backend observed.
 //! * [`redact`] — secret redaction for everything relayed out of a sandbox.
+//! * [`runtoken`] — per-run model-proxy tokens derived from a key (Kubernetes).
 //! * [`telemetry`] — logging to stderr (redacted), the same in every binary.
 //! * [`text`] — UTF-8-safe cutting.
 
@@ -16,6 +17,7 @@ pub mod events;
 pub mod model;
 pub mod policy;
 pub mod redact;
+pub mod runtoken;
 pub mod schemas;
 pub mod telemetry;
 pub mod terminal;

@@ -6,7 +6,9 @@
 //!
 //! * accepts only `GET`/`POST` to the allowed endpoints under the upstream's base path
 //!   (default `responses` and `models`, and what lies below them) — anything else is `403`;
-//! * checks the token (constant-time; `401` without saying more);
+//! * checks the token (constant-time; `401` without saying more) — the run's own, or, with a
+//!   run key ([`ENV_RUN_KEY`], the in-cluster proxy), a per-run token derived from it
+//!   (`codex_orchestrator_core::runtoken`);
 //! * forwards to the model provider's real base URL with the **real API key**, which only the
 //!   proxy holds, and streams the answer back (server-sent events pass through unbuffered);
 //! * logs one line per request (method, path, status, bytes, milliseconds) on stderr.
@@ -36,6 +38,10 @@ pub const PROXY_PORT: u16 = 8080;
 pub const ENV_UPSTREAM: &str = "CODEX_ORCHESTRATOR_PROXY_UPSTREAM";
 /// The per-run token the sandbox must present.
 pub const ENV_TOKEN: &str = "CODEX_ORCHESTRATOR_PROXY_TOKEN";
+/// A key from which per-run tokens are derived (`codex_orchestrator_core::runtoken`; the
+/// in-cluster proxy of the Kubernetes backend): with it, the proxy also accepts any unexpired
+/// token the controller derived for a run. At least 32 characters.
+pub const ENV_RUN_KEY: &str = "CODEX_ORCHESTRATOR_PROXY_RUN_KEY";
 /// The real API key, injected upstream (optional: some gateways need none).
 pub const ENV_API_KEY: &str = "CODEX_ORCHESTRATOR_PROXY_API_KEY";
 /// Comma-separated endpoints allowed under the base path (default [`DEFAULT_ALLOWED`]).
@@ -74,6 +80,8 @@ pub struct ProxySettings {
     pub api_key: Option<String>,
     /// Endpoints allowed under the base path.
     pub allowed: Vec<String>,
+    /// The key of per-run tokens ([`ENV_RUN_KEY`]), if any.
+    pub run_key: Option<String>,
 }
 
 impl std::fmt::Debug for ProxySettings {
@@ -84,6 +92,7 @@ impl std::fmt::Debug for ProxySettings {
             .field("token", &"<redacted>")
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("allowed", &self.allowed)
+            .field("run_key", &self.run_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -146,6 +155,24 @@ impl ProxySettings {
             token: token.to_owned(),
             api_key: api_key.filter(|k| !k.is_empty()),
             allowed,
+            run_key: None,
+        })
+    }
+
+    /// Also accepts the per-run tokens derived from `key` ([`ENV_RUN_KEY`]).
+    pub fn with_run_key(self, key: &str) -> Result<ProxySettings, ProxyError> {
+        if key.len() < codex_orchestrator_core::runtoken::MIN_KEY_LEN {
+            return Err(ProxyError::Setting {
+                name: ENV_RUN_KEY,
+                message: format!(
+                    "the key must be at least {} characters",
+                    codex_orchestrator_core::runtoken::MIN_KEY_LEN
+                ),
+            });
+        }
+        Ok(ProxySettings {
+            run_key: Some(key.to_owned()),
+            ..self
         })
     }
 
@@ -168,7 +195,11 @@ impl ProxySettings {
                 .collect(),
             None => DEFAULT_ALLOWED.iter().map(|s| s.to_string()).collect(),
         };
-        ProxySettings::new(&upstream, &token, get(ENV_API_KEY), allowed)
+        let s = ProxySettings::new(&upstream, &token, get(ENV_API_KEY), allowed)?;
+        match get(ENV_RUN_KEY) {
+            Some(k) => s.with_run_key(&k),
+            None => Ok(s),
+        }
     }
 }
 
@@ -181,12 +212,38 @@ pub enum Route {
     Reject(StatusCode, String),
 }
 
-/// The routing decision for one request. Pure.
+/// The routing decision for one request, now ([`route_at`]).
 pub fn route(
     s: &ProxySettings,
     method: &Method,
     path_and_query: &str,
     authorization: Option<&[u8]>,
+) -> Route {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    route_at(s, method, path_and_query, authorization, now)
+}
+
+/// Whether `presented` is the proxy's token or, with a run key, an unexpired per-run token
+/// at `now` (Unix seconds). Pure.
+pub fn authorized(s: &ProxySettings, presented: &[u8], now: i64) -> bool {
+    if constant_time_eq(presented, s.token.as_bytes()) {
+        return true;
+    }
+    let (Some(key), Ok(t)) = (&s.run_key, std::str::from_utf8(presented)) else {
+        return false;
+    };
+    codex_orchestrator_core::runtoken::verify(key.as_bytes(), t, now).is_ok()
+}
+
+/// The routing decision for one request at `now` (Unix seconds, for per-run tokens). Pure.
+pub fn route_at(
+    s: &ProxySettings,
+    method: &Method,
+    path_and_query: &str,
+    authorization: Option<&[u8]>,
+    now: i64,
 ) -> Route {
     let reject = |code, m: &str| Route::Reject(code, m.to_owned());
     let (path, query) = match path_and_query.split_once('?') {
@@ -217,7 +274,7 @@ pub fn route(
         );
     }
     let presented = authorization.and_then(|h| h.strip_prefix(b"Bearer "));
-    if !presented.is_some_and(|t| constant_time_eq(t, s.token.as_bytes())) {
+    if !presented.is_some_and(|t| authorized(s, t, now)) {
         return reject(StatusCode::UNAUTHORIZED, "egress proxy: unauthorized");
     }
     let mut url = format!("{}{}", s.origin, path);

@@ -28,6 +28,7 @@ fn settings_parse_and_refuse() {
             token: TOKEN.into(),
             api_key: Some("sk-real".into()),
             allowed: vec!["responses".into(), "models".into()],
+            run_key: None,
         }
     );
     assert_eq!(settings("http://mock:8080").base_path, "");
@@ -226,4 +227,49 @@ async fn an_unreachable_upstream_is_a_502_with_a_message() {
 #[test]
 fn the_tls_client_builds_with_system_roots() {
     upstream_client().unwrap();
+}
+
+/// The in-cluster proxy with a run key accepts each run's own derived token until it expires,
+/// and nothing derived from another key, altered or expired; the shared token still works.
+#[test]
+fn per_run_tokens_from_the_run_key() {
+    use codex_orchestrator_core::runtoken::derive;
+    const KEY: &str = "run-key-0123456789abcdef0123456789";
+    let s = settings("https://api.openai.com/v1")
+        .with_run_key(KEY)
+        .unwrap();
+    let uid = "0a1b2c3d-0000-4000-8000-000000000000";
+    let ok = derive(KEY.as_bytes(), uid, 2_000).unwrap();
+    let other_key = derive(b"another-key-0123456789abcdef01234", uid, 2_000).unwrap();
+    let call = |t: &str, now| {
+        route_at(
+            &s,
+            &Method::POST,
+            "/v1/responses",
+            Some(format!("Bearer {t}").as_bytes()),
+            now,
+        )
+    };
+    let forward = Route::Forward("https://api.openai.com/v1/responses".into());
+    let denied = Route::Reject(
+        StatusCode::UNAUTHORIZED,
+        "egress proxy: unauthorized".into(),
+    );
+    assert_eq!(call(&ok, 1_999), forward);
+    assert_eq!(call(&ok, 2_000), denied);
+    assert_eq!(call(&other_key, 0), denied);
+    assert_eq!(call(&ok.replacen(".2000.", ".9999.", 1), 0), denied);
+    assert_eq!(call(TOKEN, 5_000), forward);
+    // Without a run key, derived tokens are nothing.
+    let plain = settings("https://api.openai.com/v1");
+    assert!(!authorized(&plain, ok.as_bytes(), 0));
+    // A short key is refused; the debug form hides it.
+    assert_eq!(
+        settings("https://x")
+            .with_run_key("short")
+            .unwrap_err()
+            .to_string(),
+        "proxy setting CODEX_ORCHESTRATOR_PROXY_RUN_KEY: the key must be at least 32 characters"
+    );
+    assert!(!format!("{s:?}").contains(KEY));
 }

@@ -43,8 +43,7 @@ pub enum ArtifactsObject {
 
 /// Name of the artifacts object of a run.
 pub fn artifacts_name(cr: &CodexRun) -> String {
-    let base: String = cr.name_any().chars().take(230).collect();
-    format!("{}-artifacts", base.trim_end_matches(['-', '.']))
+    crate::pod::derived_name(&cr.name_any(), "artifacts")
 }
 
 /// Builds the artifacts object and the status reference to it. Pure.

@@ -1,15 +1,63 @@
 //! The pod log sink: the shared [`LogSink`] (the same as the Docker backend's, in its merged
 //! mode: a Pod log merges the agent's stdout and stderr), with the event log gzip-compressed
 //! as it arrives and capped ([`CappedGz`]): past the cap, further lines are dropped and the log
-//! is flagged truncated. Memory stays bounded.
+//! is flagged truncated. Memory stays bounded. Reading a stored log back goes through
+//! [`bounded_gunzip`], which stops with an error past [`MAX_EVENTS_INFLATED`] bytes, so a
+//! small object that inflates to gigabytes (a gzip bomb) cannot exhaust the reader's memory.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use codex_orchestrator_core::events::RunFold;
 use codex_orchestrator_runner::sink::{EventLog, LogSink};
+
+/// The most bytes a stored event log may inflate to. The controller stores at most about
+/// 320 KiB compressed (`controller::Settings::max_events_gz`); JSONL compresses perhaps 10 to
+/// 20 times, so a real log stays far below this.
+pub const MAX_EVENTS_INFLATED: u64 = 64 * 1024 * 1024;
+
+/// A gzip decoder over `bytes` that fails (`InvalidData`, with a message naming the cap) once
+/// more than `cap` bytes came out, instead of inflating without limit.
+pub fn bounded_gunzip(bytes: &[u8], cap: u64) -> BoundedGunzip<&[u8]> {
+    BoundedGunzip {
+        inner: flate2::read::GzDecoder::new(bytes),
+        left: cap,
+        cap,
+    }
+}
+
+/// See [`bounded_gunzip`].
+pub struct BoundedGunzip<R: Read> {
+    inner: flate2::read::GzDecoder<R>,
+    left: u64,
+    cap: u64,
+}
+
+impl<R: Read> Read for BoundedGunzip<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // One byte more than allowed tells "exactly at the cap" from "past it".
+        let want = usize::try_from(self.left.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..want])?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the stored event log inflates to more than {} bytes (a gzip bomb?); \
+                     stopped reading it there",
+                    self.cap
+                ),
+            )),
+        }
+    }
+}
 
 /// Room kept below the cap for what the compressor still buffers.
 const GZ_SLACK: usize = 32 * 1024;
@@ -111,6 +159,93 @@ pub fn pod_log_sink(fold: RunFold, max_line: usize, events_cap: usize) -> PodLog
 mod tests {
     use super::*;
     use std::io::Read;
+
+    /// A gzip member of `blocks` MiB of zeros, built from one fully flushed deflate block
+    /// of 1 MiB repeated (so building a 1 GiB bomb costs no gigabyte of compression work),
+    /// with the right CRC and size: a real gzip bomb.
+    fn zero_bomb(blocks: u32) -> Vec<u8> {
+        let mib = vec![0u8; 1024 * 1024];
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), Compression::best());
+        enc.write_all(&mib).unwrap();
+        enc.flush().unwrap(); // sync flush: the block ends on a byte boundary
+        let block = enc.get_ref().clone();
+        // Repeating the (non-final) blocks is valid deflate: every back-reference, wherever
+        // it lands in the window, copies zeros.
+        let mut crc_one = flate2::Crc::new();
+        crc_one.update(&mib);
+        let mut crc = flate2::Crc::new();
+        let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+        for _ in 0..blocks {
+            out.extend_from_slice(&block);
+            crc.combine(&crc_one);
+        }
+        out.extend_from_slice(&[0x03, 0x00]); // final, empty fixed-Huffman block
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&(u64::from(blocks) * 1024 * 1024).to_le_bytes()[..4]);
+        out
+    }
+
+    #[test]
+    fn the_bomb_builder_makes_valid_gzip() {
+        let bomb = zero_bomb(3);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bomb[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out.len(), 3 * 1024 * 1024);
+        assert!(out.iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn bounded_gunzip_reads_up_to_the_cap_exactly() {
+        let mut gz = CappedGz::new(1024 * 1024);
+        assert!(gz.write_line(b"0123456789"));
+        let (bytes, _) = gz.finish();
+        let mut out = Vec::new();
+        bounded_gunzip(&bytes, 11).read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"0123456789\n");
+        let e = bounded_gunzip(&bytes, 10)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(
+            e.to_string(),
+            "the stored event log inflates to more than 10 bytes (a gzip bomb?); stopped reading it there"
+        );
+    }
+
+    fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// 1 GiB of zeros in about 1 MiB of gzip, read the way the Kubernetes runner pages a
+    /// stored log: a clear error at the cap, and the reader's memory stays near the cap.
+    #[test]
+    fn a_gzip_bomb_in_a_stored_log_stops_at_the_cap_with_bounded_memory() {
+        let bomb = zero_bomb(1024);
+        assert!(bomb.len() < 2 * 1024 * 1024, "{}", bomb.len());
+        let before = peak_rss_kib();
+        let log = std::io::BufReader::new(bounded_gunzip(&bomb, MAX_EVENTS_INFLATED));
+        let e = codex_orchestrator_runner::paging::page(log, 0, 100, true).unwrap_err();
+        let grew_mib = (peak_rss_kib() - before) / 1024;
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(
+            e.to_string(),
+            "the stored event log inflates to more than 67108864 bytes (a gzip bomb?); stopped reading it there"
+        );
+        eprintln!(
+            "gzip bomb: {} bytes compressed, peak RSS grew by {grew_mib} MiB",
+            bomb.len()
+        );
+        // One 64 MiB line buffer (and its doublings) at most; inflating the bomb would be
+        // 1024 MiB.
+        assert!(grew_mib < 300, "peak RSS grew by {grew_mib} MiB");
+    }
 
     #[test]
     fn capped_gz_round_trips_and_caps() {

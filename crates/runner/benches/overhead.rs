@@ -106,6 +106,7 @@ async fn main() {
                 image: None,
                 labels: Default::default(),
                 confirm_full_access: false,
+                workspace_growth_limit_mb: None,
             })
             .await
             .expect("submit");

@@ -112,6 +112,9 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Verify loop defaults (requests override them per run).
     pub verify: VerifyDefaults,
+    /// How much a workspace may grow (MiB) in the write modes before the run is stopped
+    /// (`failed`/`resource_limit`); requests may ask for less. 0 = no limit.
+    pub max_workspace_growth_mb: u64,
     /// Directories no workspace may be, lie in or contain, besides `state_dir` (which is always
     /// protected): the configuration directory, the gateway's tokens, other tenants' roots.
     /// Filled at start-up, never from the file.
@@ -132,6 +135,7 @@ impl Default for Config {
             docker: DockerConfig::default(),
             providers: BTreeMap::new(),
             verify: VerifyDefaults::default(),
+            max_workspace_growth_mb: DEFAULT_MAX_WORKSPACE_GROWTH_MB,
             protected: Vec::new(),
         }
     }
@@ -170,6 +174,9 @@ pub fn config_protection(file: &Path, explicit: bool) -> Protected {
         _ => Protected::new(file, "the orchestrator's configuration file"),
     }
 }
+
+/// Default of [`Config::max_workspace_growth_mb`]: 2 GiB.
+pub const DEFAULT_MAX_WORKSPACE_GROWTH_MB: u64 = 2048;
 
 /// Command-line overrides (all optional); the CLI fills this from its flags.
 #[derive(Debug, Clone, Default)]
@@ -360,6 +367,7 @@ impl Config {
             runner_image: runner_image.to_string(),
             images: ImageRule::Listed(self.docker.allowed_images.clone()),
             verify_defaults: self.verify.clone(),
+            max_workspace_growth_mb: self.max_workspace_growth_mb,
         }
     }
 

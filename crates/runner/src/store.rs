@@ -188,6 +188,7 @@ mod tests {
             image: None,
             labels: Default::default(),
             confirm_full_access: false,
+            workspace_growth_limit_mb: None,
         }
     }
 

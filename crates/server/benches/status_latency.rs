@@ -86,6 +86,7 @@ fn request(ws: &Path) -> RunRequest {
         image: None,
         labels: Default::default(),
         confirm_full_access: false,
+        workspace_growth_limit_mb: None,
     }
 }
 

@@ -577,6 +577,7 @@ impl OrchestratorServer {
             image: None,
             labels: BTreeMap::new(),
             confirm_full_access: p.confirm_full_access,
+            workspace_growth_limit_mb: p.workspace_growth_limit_mb,
         };
         let audited = self.audit.is_some().then(|| req.clone());
         let submitted = self.runner.submit(req).await;
@@ -893,17 +894,23 @@ impl ServerHandler for OrchestratorServer {
         request: rmcp::model::CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
-        self.client_roots.ensure(&context.peer).await;
+        if self.cfg.client_roots != ClientRootsPolicy::Ignore {
+            self.client_roots.ensure(&context.peer).await;
+        }
         let tcc = ToolCallContext::new(self, request, context);
         self.tool_router.call(tcc).await
     }
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
-        self.client_roots.ensure(&context.peer).await;
+        if self.cfg.client_roots != ClientRootsPolicy::Ignore {
+            self.client_roots.ensure(&context.peer).await;
+        }
     }
 
     async fn on_roots_list_changed(&self, context: rmcp::service::NotificationContext<RoleServer>) {
-        self.client_roots.refresh(&context.peer).await;
+        if self.cfg.client_roots != ClientRootsPolicy::Ignore {
+            self.client_roots.refresh(&context.peer).await;
+        }
     }
 
     fn get_info(&self) -> ServerConfig {

@@ -320,6 +320,7 @@ pub fn request(
         image: None,
         labels: Default::default(),
         confirm_full_access: false,
+        workspace_growth_limit_mb: None,
     }
 }
 

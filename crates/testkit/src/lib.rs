@@ -157,8 +157,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The version of helm-python-sdk (Helm embedded in a PyPI package) the chart tests use.
 pub const HELM_SDK_VERSION: &str = "0.2.2";
+/// The version of cel-python (a CEL interpreter) the chart tests evaluate the admission
+/// policy's expressions with (`.ci/vap_cel.py`).
+pub const CEL_PYTHON_VERSION: &str = "0.5.0";
 
-/// The Python of a venv holding helm-python-sdk, for the chart tests:
+/// The Python of a venv holding helm-python-sdk and cel-python, for the chart tests:
 /// `CODEX_ORCHESTRATOR_HELM_PYTHON` if set, else `$XDG_CACHE_HOME/codex-orchestrator/helm-venv`
 /// (or under `~/.cache`), created on first use with `python3 -m venv` and pip (what `.ci/run`
 /// does too). Concurrent test processes wait for one another (a lock file); a half-made venv
@@ -180,7 +183,7 @@ pub fn helm_python() -> PathBuf {
             .args([
                 "-c",
                 &format!(
-                    "import helm_python, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '{HELM_SDK_VERSION}')"
+                    "import helm_python, celpy, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '{HELM_SDK_VERSION}' or m.version('cel-python') != '{CEL_PYTHON_VERSION}')"
                 ),
             ])
             .output()
@@ -196,7 +199,7 @@ pub fn helm_python() -> PathBuf {
         return python;
     }
     let hint = format!(
-        "the chart tests need helm-python-sdk {HELM_SDK_VERSION} in {}: run .ci/run once (it installs it), or `python3 -m venv {0} && {0}/bin/pip install helm-python-sdk=={HELM_SDK_VERSION}`",
+        "the chart tests need helm-python-sdk {HELM_SDK_VERSION} and cel-python {CEL_PYTHON_VERSION} in {}: run .ci/run once (it installs them), or `python3 -m venv {0} && {0}/bin/pip install helm-python-sdk=={HELM_SDK_VERSION} cel-python=={CEL_PYTHON_VERSION}`",
         venv.display()
     );
     let building = cache.join(format!("helm-venv.tmp-{}", std::process::id()));
@@ -212,7 +215,8 @@ pub fn helm_python() -> PathBuf {
     run(Command::new("python3").args(["-m", "venv"]).arg(&building));
     run(Command::new(building.join("bin/python"))
         .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-        .arg(format!("helm-python-sdk=={HELM_SDK_VERSION}")));
+        .arg(format!("helm-python-sdk=={HELM_SDK_VERSION}"))
+        .arg(format!("cel-python=={CEL_PYTHON_VERSION}")));
     let _ = std::fs::remove_dir_all(&venv);
     std::fs::rename(&building, &venv).expect("place the helm venv");
     // A venv's scripts name its own path; python itself does not care where it was built.

@@ -38,6 +38,7 @@ pub mod binscan;
 mod copy;
 pub mod fetch;
 pub mod patch;
+pub mod private_git;
 mod snapshot;
 
 use std::path::{Path, PathBuf};

@@ -77,6 +77,8 @@ impl Env {
             max_patch_bytes: 1 << 20,
             secret_env: vec![],
             agent_dir: None,
+            workspace_growth_limit_bytes: None,
+            host_git_dir: None,
         }
     }
 }

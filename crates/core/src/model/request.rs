@@ -238,6 +238,11 @@ pub struct RunRequest {
     /// audited). `full_access` needs both this and the server's opt-in.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm_full_access: bool,
+    /// How much the workspace may grow (MiB) in `workspace_write`/`full_access` before the run
+    /// is stopped (`failed`/`resource_limit`); at most the server's limit, which is also the
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_growth_limit_mb: Option<u64>,
 }
 
 /// What the in-sandbox agent gets (as JSON in `CODEX_ORCHESTRATOR_SPEC` or a file). Paths are
@@ -284,6 +289,15 @@ pub struct RunSpec {
     /// Names of environment variables whose values must never appear in the stream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_env: Vec<String>,
+    /// Bytes the work tree may grow by before the agent stops the run (`failed`/
+    /// `resource_limit`); absent = no limit (readonly runs work on a capped scratch copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_growth_limit_bytes: Option<u64>,
+    /// The host's `.git`, mounted read-only: the agent fills `<workspace>/.git` (a private
+    /// mount) with a copy whose objects come from it, so git works in the sandbox and nothing
+    /// reaches the host's git. Absent = `.git` is not masked (readonly runs, no `.git`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_git_dir: Option<PathBuf>,
 }
 
 fn default_codex_bin() -> PathBuf {

@@ -36,6 +36,9 @@ pub struct AdmissionPolicy {
     pub runner_image: String,
     pub images: ImageRule,
     pub verify_defaults: VerifyDefaults,
+    /// The most a workspace may grow (MiB) in the write modes; 0 = no limit. A request may ask
+    /// for less, never for more.
+    pub max_workspace_growth_mb: u64,
 }
 
 /// Why a request is refused. Nothing was created.
@@ -61,6 +64,8 @@ pub enum Refusal {
     SchemaRetryWithoutSchema,
     #[error("{0}")]
     Image(String),
+    #[error("workspace_growth_limit_mb {asked} is out of range (1..={max} MiB on this server)")]
+    GrowthLimit { asked: u64, max: u64 },
     #[error("prompt and output schema are too large ({size} bytes; the limit is {limit} bytes)")]
     TooLarge { size: usize, limit: usize },
 }
@@ -71,6 +76,8 @@ pub struct Admitted {
     pub timeout_secs: u64,
     pub model: Option<String>,
     pub verify: Option<VerifySpec>,
+    /// Bytes the workspace may grow by (write modes with a limit only).
+    pub workspace_growth_limit_bytes: Option<u64>,
 }
 
 /// Whether a model name can be passed to codex (`-m`).
@@ -143,10 +150,30 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
     if size > limit {
         return Err(Refusal::TooLarge { size, limit });
     }
+    let growth_mb = match req.workspace_growth_limit_mb {
+        Some(asked)
+            if asked == 0
+                || (p.max_workspace_growth_mb > 0 && asked > p.max_workspace_growth_mb) =>
+        {
+            return Err(Refusal::GrowthLimit {
+                asked,
+                max: if p.max_workspace_growth_mb == 0 {
+                    u64::MAX / (1024 * 1024)
+                } else {
+                    p.max_workspace_growth_mb
+                },
+            });
+        }
+        Some(asked) => Some(asked),
+        None => (p.max_workspace_growth_mb > 0).then_some(p.max_workspace_growth_mb),
+    };
     Ok(Admitted {
         timeout_secs: timeout,
         model: req.model.clone().or_else(|| p.default_model.clone()),
         verify,
+        workspace_growth_limit_bytes: growth_mb
+            .filter(|_| req.mode != crate::model::SecurityMode::Readonly)
+            .map(|mb| mb.saturating_mul(1024 * 1024)),
     })
 }
 
@@ -165,6 +192,7 @@ mod tests {
             runner_image: "runner:1".into(),
             images: ImageRule::Listed(vec!["corp/runner:1".into()]),
             verify_defaults: VerifyDefaults::default(),
+            max_workspace_growth_mb: 2048,
         }
     }
 
@@ -182,6 +210,7 @@ mod tests {
             verify: None,
             image: None,
             labels: Default::default(),
+            workspace_growth_limit_mb: None,
         }
     }
 
@@ -199,6 +228,7 @@ mod tests {
                     &VerifyDefaults::default()
                 )
                 .unwrap(),
+                workspace_growth_limit_bytes: Some(2048 * 1024 * 1024),
             }
         );
         let mut r = request();
@@ -313,6 +343,19 @@ mod tests {
                     limit: MAX_SPEC_BYTES - SPEC_OVERHEAD,
                 },
             ),
+            (
+                "growth limit over the server's",
+                Box::new(|r| r.workspace_growth_limit_mb = Some(4096)),
+                Refusal::GrowthLimit {
+                    asked: 4096,
+                    max: 2048,
+                },
+            ),
+            (
+                "growth limit zero",
+                Box::new(|r| r.workspace_growth_limit_mb = Some(0)),
+                Refusal::GrowthLimit { asked: 0, max: 2048 },
+            ),
         ];
         for (name, change, want) in cases {
             let mut r = request();
@@ -325,5 +368,35 @@ mod tests {
         r.output_schema = Some(strict);
         r.schema_retry = true;
         assert!(admit(&r, &policy()).is_ok());
+    }
+
+    #[test]
+    fn the_growth_limit_defaults_to_the_servers_applies_to_write_modes_and_may_be_lowered() {
+        let limit = |mode, asked: Option<u64>, max: u64| {
+            let mut r = request();
+            r.output_schema = None;
+            r.mode = mode;
+            r.workspace_growth_limit_mb = asked;
+            let p = AdmissionPolicy {
+                max_workspace_growth_mb: max,
+                ..policy()
+            };
+            admit(&r, &p).map(|a| a.workspace_growth_limit_bytes)
+        };
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(
+            limit(SecurityMode::WorkspaceWrite, None, 2048),
+            Ok(Some(2048 * MIB))
+        );
+        assert_eq!(
+            limit(SecurityMode::WorkspaceWrite, Some(10), 2048),
+            Ok(Some(10 * MIB))
+        );
+        assert_eq!(limit(SecurityMode::Readonly, Some(10), 2048), Ok(None));
+        assert_eq!(limit(SecurityMode::WorkspaceWrite, None, 0), Ok(None));
+        assert_eq!(
+            limit(SecurityMode::WorkspaceWrite, Some(99_999), 0),
+            Ok(Some(99_999 * MIB))
+        );
     }
 }

@@ -5,12 +5,15 @@
 //!   and the defaults the server fills in.
 //! * [`workspace`] — local workspaces (Docker): system directories, sockets, devices, `.git`
 //!   outside the workspace; [`workspace::inspect_workspace`] gathers the facts.
+//! * [`cluster`] — what a CodexRun may reference: Secrets from an allowlist, its tenant's
+//!   PersistentVolumeClaims.
 //! * [`source`] — remote sources (Kubernetes): a git URL or a PersistentVolumeClaim.
 //! * [`roots`] — where a local workspace may be: allowed roots, client roots, and the
 //!   orchestrator's own directories, which are never part of a workspace.
 //! * [`tenant`] — who a gateway request acts for, and its own roots.
 
 pub mod admission;
+pub mod cluster;
 pub mod roots;
 pub mod source;
 pub mod tenant;

@@ -141,11 +141,11 @@ pub fn workspace_refusal(canonical: &Path, kind: WsKind, sockets: &[PathBuf]) ->
 }
 
 /// Why a workspace_write workspace is refused for its `.git`: a `.git` file (worktree or
-/// submodule) whose `gitdir:` lies outside the workspace, or a `.git` symlink that leaves it.
-/// `dot_git` is what `.git` is: `None` (absent or a plain directory), the text of a `.git` file,
-/// or the canonical target of a `.git` symlink. The git directory outside is not mounted, so
-/// the sandbox could not write it anyway; the refusal says so instead of letting git fail
-/// inside the sandbox in confusing ways.
+/// submodule) or a `.git` symlink. Pointing inside, the run could rewrite it to point at a
+/// git directory of its making (with hooks and configuration the host's git would run);
+/// pointing outside, the git directory is not mounted and git would fail in the sandbox in
+/// confusing ways. `dot_git` is what `.git` is: `None` (absent or a plain directory), the
+/// text of a `.git` file, or the canonical target of a `.git` symlink.
 pub fn git_dir_refusal(canonical: &Path, dot_git: Option<&DotGit>) -> Option<String> {
     let target = match dot_git? {
         DotGit::File(text) => {
@@ -163,7 +163,15 @@ pub fn git_dir_refusal(canonical: &Path, dot_git: Option<&DotGit>) -> Option<Str
         DotGit::Symlink(t) => t.clone(),
     };
     if target.starts_with(canonical) {
-        return None;
+        let what = match dot_git? {
+            DotGit::File(_) => "file",
+            DotGit::Symlink(_) => "symlink",
+        };
+        return Some(format!(
+            "workspace `{}` has a `.git` {what} pointing to `{}`; a write-mode run gets a private copy of the workspace's `.git` directory so that nothing it does reaches the host's git, which needs a plain `.git` directory. Use security_mode readonly, or a checkout with a `.git` directory",
+            canonical.display(),
+            target.display()
+        ));
     }
     Some(format!(
         "workspace `{}` is a git worktree or submodule whose git directory `{}` lies outside it; in workspace_write only the workspace is mounted, so git would not work in the sandbox. Use the main checkout as the workspace, or security_mode readonly",
@@ -392,9 +400,12 @@ mod tests {
         let ws = Path::new("/home/me/wt");
         assert_eq!(git_dir_refusal(ws, None), None);
         let inside = DotGit::File("gitdir: /home/me/wt/.git-real\n".into());
-        assert_eq!(git_dir_refusal(ws, Some(&inside)), None);
+        assert_eq!(
+            git_dir_refusal(ws, Some(&inside)),
+            Some("workspace `/home/me/wt` has a `.git` file pointing to `/home/me/wt/.git-real`; a write-mode run gets a private copy of the workspace's `.git` directory so that nothing it does reaches the host's git, which needs a plain `.git` directory. Use security_mode readonly, or a checkout with a `.git` directory".into())
+        );
         let rel_inside = DotGit::File("gitdir: ./sub/../.gitdir\n".into());
-        assert_eq!(git_dir_refusal(ws, Some(&rel_inside)), None);
+        assert!(git_dir_refusal(ws, Some(&rel_inside)).is_some());
         let worktree = DotGit::File("gitdir: /home/me/repo/.git/worktrees/wt\n".into());
         let m = git_dir_refusal(ws, Some(&worktree)).unwrap();
         assert!(
@@ -410,7 +421,11 @@ mod tests {
         let link = DotGit::Symlink(PathBuf::from("/home/me/other/.git"));
         assert!(git_dir_refusal(ws, Some(&link)).is_some());
         let link_in = DotGit::Symlink(PathBuf::from("/home/me/wt/.git-real"));
-        assert_eq!(git_dir_refusal(ws, Some(&link_in)), None);
+        assert!(
+            git_dir_refusal(ws, Some(&link_in))
+                .unwrap()
+                .contains("`.git` symlink")
+        );
         // A `.git` file without a gitdir line is not git's business here.
         assert_eq!(
             git_dir_refusal(ws, Some(&DotGit::File("junk".into()))),

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use tracing::{info, warn};
 
@@ -19,10 +20,12 @@ use codex_orchestrator_runner::lifecycle;
 use crate::artifacts::{ArtifactsObject, RunArtifacts, build_artifacts};
 use crate::crd::{CodexRun, CodexRunStatus};
 use crate::logs::PodLogSink;
-use crate::pod::{pod_name, run_id_for};
+use crate::pod::{not_owned_message, owned_by, pod_name, run_id_for};
 use crate::runner::{set_lifecycle, status_from};
 
-use super::decide::{Step, agent_status, decide, init_failure, summarize_result};
+use super::decide::{
+    Step, agent_status, claim_refusal, decide, init_failure, summarize_result, tenant_of,
+};
 use super::tail::{ensure_tail, new_sink, read_log};
 use super::{Context, Error, FIELD_MANAGER, RunEntry, wait_done};
 
@@ -68,6 +71,19 @@ pub async fn reconcile(cr: Arc<CodexRun>, ctx: Arc<Context>) -> Result<Action, E
             ttl(&ctx, &cr, &current).await
         }
         Step::CreatePod(p) => {
+            // A tenant's run mounts only its tenant's claim: read the claim first.
+            if let (Some(_), Some(pvc)) = (tenant_of(&cr), cr.spec.source.pvc.as_ref()) {
+                let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+                let claim = claims.get_opt(&pvc.claim_name).await?;
+                if let Some(why) = claim_refusal(
+                    &cr,
+                    claim.as_ref().map(|c| c.labels()),
+                    ctx.settings.namespace_per_tenant,
+                ) {
+                    let ended = Terminal::new(RunPhase::Failed, TerminalReason::SandboxError, why);
+                    return finish(&ctx, &cr, &entry, ended, None, None).await;
+                }
+            }
             match pods.create(&PostParams::default(), &p).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.is_already_exists() => {}
@@ -89,7 +105,7 @@ pub async fn reconcile(cr: Arc<CodexRun>, ctx: Arc<Context>) -> Result<Action, E
             from_tail,
         } => {
             if delete_pod {
-                delete(&pods, &name, &DeleteParams::default()).await?;
+                delete(&pods, &name, &only(pod.as_ref(), DeleteParams::default())).await?;
             }
             let sink = if from_tail {
                 take_outcome(&entry)
@@ -103,7 +119,7 @@ pub async fn reconcile(cr: Arc<CodexRun>, ctx: Arc<Context>) -> Result<Action, E
                 grace_period_seconds: Some(grace_secs),
                 ..Default::default()
             };
-            delete(&pods, &name, &dp).await?;
+            delete(&pods, &name, &only(pod.as_ref(), dp)).await?;
             ctx.write_status(&cr, &entry, |st| {
                 st.pod_name = Some(name.clone());
                 st.message = Some("cancelling: the pod is being stopped".into());
@@ -122,7 +138,7 @@ pub async fn reconcile(cr: Arc<CodexRun>, ctx: Arc<Context>) -> Result<Action, E
         }
         Step::Overdue { started, ended } => {
             mark_running(&ctx, &cr, &entry, &name, started).await?;
-            delete(&pods, &name, &DeleteParams::default()).await?;
+            delete(&pods, &name, &only(pod.as_ref(), DeleteParams::default())).await?;
             let sink = take_outcome(&entry);
             finish(&ctx, &cr, &entry, ended, None, sink).await
         }
@@ -161,6 +177,18 @@ async fn mark_running(
     })
     .await?;
     Ok(())
+}
+
+/// `dp` restricted to the Pod as observed (its uid): a Pod replaced by another object of the
+/// same name between the read and the delete is not deleted (the API server answers 409).
+fn only(pod: Option<&Pod>, dp: DeleteParams) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pod.and_then(|p| p.metadata.uid.clone()),
+            resource_version: None,
+        }),
+        ..dp
+    }
 }
 
 /// Deletes the run's Pod; one that is already gone is fine.
@@ -234,7 +262,7 @@ async fn finish(
     ctx: &Context,
     cr: &CodexRun,
     entry: &RunEntry,
-    ended: Terminal,
+    mut ended: Terminal,
     exit_code: Option<i64>,
     mut sink: Option<PodLogSink>,
 ) -> Result<Action, Error> {
@@ -262,17 +290,42 @@ async fn finish(
             ctx.settings.artifacts_in_secret,
         )?;
         let pp = PatchParams::apply(FIELD_MANAGER).force();
-        match obj {
+        let uid = cr.metadata.uid.as_deref();
+        // Found by its derived name only: an existing object another owner has is not
+        // patched (nor adopted); the run says so.
+        let foreign = match obj {
             ArtifactsObject::ConfigMap(cm) => {
                 let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-                api.patch(&aref.name, &pp, &Patch::Apply(&cm)).await?;
+                match api.get_opt(&aref.name).await? {
+                    Some(o) if !owned_by(&o.metadata, uid) => {
+                        Some(not_owned_message("ConfigMap", &o.metadata))
+                    }
+                    _ => {
+                        api.patch(&aref.name, &pp, &Patch::Apply(&cm)).await?;
+                        None
+                    }
+                }
             }
             ArtifactsObject::Secret(s) => {
                 let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-                api.patch(&aref.name, &pp, &Patch::Apply(&s)).await?;
+                match api.get_opt(&aref.name).await? {
+                    Some(o) if !owned_by(&o.metadata, uid) => {
+                        Some(not_owned_message("Secret", &o.metadata))
+                    }
+                    _ => {
+                        api.patch(&aref.name, &pp, &Patch::Apply(&s)).await?;
+                        None
+                    }
+                }
+            }
+        };
+        match foreign {
+            None => artifacts = Some(aref),
+            Some(why) => {
+                warn!(run = %cr.name_any(), "{why}");
+                ended.message = format!("{}; the artifacts were not stored: {why}", ended.message);
             }
         }
-        artifacts = Some(aref);
     }
     let summary = summarize_result(&result);
     let fold = sink.as_ref().map(|s| s.fold());

@@ -13,7 +13,7 @@ use codex_orchestrator_core::terminal::Terminal;
 
 use super::Settings;
 use crate::crd::{CodexRun, CodexRunStatus, ResultSummary};
-use crate::pod::{AGENT_CONTAINER, build_pod};
+use crate::pod::{AGENT_CONTAINER, build_pod, not_owned_message, owned_by};
 
 /// Changed files listed in the status summary.
 const MAX_STATUS_FILES: usize = 50;
@@ -132,6 +132,18 @@ pub fn decide(
             },
         };
     };
+    // Found by its derived name only: never adopt, stop or delete a Pod another object owns.
+    if !owned_by(&pod.metadata, cr.metadata.uid.as_deref()) {
+        return Step::End {
+            ended: Terminal::new(
+                RunPhase::Failed,
+                TerminalReason::SandboxError,
+                not_owned_message("Pod", &pod.metadata),
+            ),
+            delete_pod: false,
+            from_tail: false,
+        };
+    }
     let pod_phase = pod
         .status
         .as_ref()
@@ -208,6 +220,40 @@ pub fn decide(
             }
         }
     }
+}
+
+/// The tenant of a CodexRun the gateway created (its `codex-orchestrator.dev/tenant` label).
+pub fn tenant_of(cr: &CodexRun) -> Option<&str> {
+    cr.metadata
+        .labels
+        .as_ref()?
+        .get(codex_orchestrator_core::contract::labels::TENANT)
+        .map(String::as_str)
+}
+
+/// The claim a tenant's run mounts must be the tenant's
+/// (`codex_orchestrator_core::policy::cluster::check_claim`): `claim_labels` are the labels
+/// of the claim as read (`None`: it does not exist). `None` when the run may go on (no
+/// tenant, no claim, or the claim is the tenant's); else why not. Pure.
+pub fn claim_refusal(
+    cr: &CodexRun,
+    claim_labels: Option<&std::collections::BTreeMap<String, String>>,
+    namespace_per_tenant: bool,
+) -> Option<String> {
+    let tenant = tenant_of(cr)?;
+    let pvc = cr.spec.source.pvc.as_ref()?;
+    let namespace = cr.metadata.namespace.as_deref().unwrap_or_default();
+    codex_orchestrator_core::policy::cluster::check_claim(
+        tenant,
+        &codex_orchestrator_core::policy::cluster::ClaimFacts {
+            claim: &pvc.claim_name,
+            namespace,
+            labels: claim_labels,
+            tenants_namespace: namespace_per_tenant,
+        },
+    )
+    .err()
+    .map(|e| format!("invalid CodexRun: {e}"))
 }
 
 /// How long ago `t` was, at `now` (zero for a time in the future).

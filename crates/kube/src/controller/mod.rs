@@ -89,6 +89,10 @@ pub struct Settings {
     pub tail_wait: Duration,
     /// Pause before re-reading a broken log stream.
     pub retail_backoff: Duration,
+    /// Each tenant has a namespace named after it (the gateway's `--namespace-per-tenant`):
+    /// a tenant's run may mount any claim of its own namespace; otherwise only claims
+    /// labelled with its tenant.
+    pub namespace_per_tenant: bool,
 }
 
 impl Default for Settings {
@@ -103,6 +107,7 @@ impl Default for Settings {
             max_events_gz: 320 * 1024,
             tail_wait: Duration::from_secs(20),
             retail_backoff: Duration::from_secs(1),
+            namespace_per_tenant: false,
         }
     }
 }

@@ -38,6 +38,7 @@ use codex_orchestrator_core::contract::{
 };
 use codex_orchestrator_core::model::{NetworkAccess, RunId, SecurityPolicy, VerifyDefaults};
 use codex_orchestrator_core::policy::admission::{AdmissionPolicy, ImageRule, Refusal};
+use codex_orchestrator_core::policy::cluster::{RefRefusal, SecretRule};
 
 /// Name of the agent container.
 pub const AGENT_CONTAINER: &str = "agent";
@@ -81,6 +82,10 @@ pub struct PodSettings {
     /// Route every run's model traffic through the in-cluster egress proxy: the Pod gets the
     /// proxy's token, never the API key (which only the proxy holds).
     pub model_proxy: Option<ModelProxy>,
+    /// The Secrets a CodexRun may name (`source.git.credentialsSecret`, and `authSecretRef`
+    /// without the model proxy); see `codex_orchestrator_core::policy::cluster`. The library
+    /// default is [`SecretRule::Any`]; the controller binary always passes a list.
+    pub allowed_secrets: SecretRule,
 }
 
 /// The in-cluster egress proxy (`codex-orchestrator proxy` behind a Service; the Helm chart
@@ -93,6 +98,52 @@ pub struct ModelProxy {
     /// Secret name and key holding the proxy token.
     pub token_secret: String,
     pub token_key: String,
+    /// With a run key, each run gets its own token derived from it
+    /// (`codex_orchestrator_core::runtoken`), as a literal variable of its Pod, instead of
+    /// the shared token from the Secret.
+    pub run_key: Option<RunKey>,
+}
+
+/// The key per-run proxy tokens are derived from (its debug form hides it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RunKey(pub String);
+
+impl std::fmt::Debug for RunKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunKey(<redacted>)")
+    }
+}
+
+/// How long past the run's own bounds (creation + run deadline + `deadline_slack_secs`) a
+/// per-run token stays valid: room for a CodexRun that waited for a stopped controller.
+pub const RUN_TOKEN_GRACE_SECS: i64 = 24 * 3600;
+
+/// The per-run proxy token of `cr`: valid from its creation until its run deadline plus
+/// `deadline_slack_secs` plus [`RUN_TOKEN_GRACE_SECS`]. Pure.
+pub fn run_token(
+    cr: &CodexRun,
+    key: &RunKey,
+    deadline_secs: u64,
+    slack_secs: u64,
+) -> Result<String, PodError> {
+    let uid = cr
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(PodError::Metadata("uid"))?;
+    let created = cr
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .ok_or(PodError::Metadata("creationTimestamp"))?
+        .0
+        .as_second();
+    let span = i64::try_from(deadline_secs.saturating_add(slack_secs)).unwrap_or(i64::MAX);
+    let expires = created
+        .saturating_add(span)
+        .saturating_add(RUN_TOKEN_GRACE_SECS);
+    codex_orchestrator_core::runtoken::derive(key.0.as_bytes(), uid, expires)
+        .ok_or(PodError::Metadata("usable uid"))
 }
 
 /// The Pod's variable holding the proxy token (its codex's "API key").
@@ -113,6 +164,8 @@ pub fn default_policy() -> AdmissionPolicy {
         ),
         images: ImageRule::Listed(Vec::new()),
         verify_defaults: VerifyDefaults::default(),
+        // The workspace is an emptyDir with a size limit (or a claim with its own size).
+        max_workspace_growth_mb: 0,
     }
 }
 
@@ -141,6 +194,7 @@ impl Default for PodSettings {
             scratch_size: "4Gi".into(),
             max_patch_bytes: 8 * 1024 * 1024,
             model_proxy: None,
+            allowed_secrets: SecretRule::Any,
         }
     }
 }
@@ -153,6 +207,9 @@ pub enum PodError {
     /// One of the admission rules every backend applies.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A Secret or claim the run may not use.
+    #[error(transparent)]
+    Reference(#[from] RefRefusal),
     #[error("modelProvider: {0}")]
     Provider(String),
     #[error("outputSchema: {0}")]
@@ -200,13 +257,6 @@ pub fn run_id_for(cr: &CodexRun) -> Result<RunId, PodError> {
         .strftime("%Y%m%d%H%M%S")
         .to_string();
     RunId::parse(&format!("{stamp}-{hex:0>8}")).map_err(|_| PodError::Metadata("usable uid"))
-}
-
-/// Name of the Pod of a `CodexRun`.
-pub fn pod_name(cr: &CodexRun) -> String {
-    let name = cr.name_any();
-    let base: String = name.chars().take(240).collect();
-    format!("{}-run", base.trim_end_matches(['-', '.']))
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -301,11 +351,13 @@ pub fn run_labels(cr: &CodexRun, run_id: &RunId) -> BTreeMap<String, String> {
     l
 }
 
+mod names;
 mod restricted;
 mod spec;
 
+pub use names::{MAX_NAME, derived_name, not_owned_message, owned_by, pod_name};
 pub use restricted::{restricted_violations, workspace_mount};
-pub use spec::{request_of, run_spec};
+pub use spec::{request_of, run_spec, secret_refs};
 
 /// The Pod of a `CodexRun`. Pure: same inputs, same Pod.
 pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
@@ -432,7 +484,14 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
     // Human log lines on stderr: in the merged pod log they can never pass for events.
     env.push(self::env("CODEX_ORCHESTRATOR_LOG_FORMAT", "human"));
     match &s.model_proxy {
-        // The proxy's token, never the API key.
+        // The run's own token, derived from the run key, never the API key.
+        Some(ModelProxy {
+            run_key: Some(key), ..
+        }) => env.push(self::env(
+            PROXY_TOKEN_ENV,
+            run_token(cr, key, spec.deadline_secs, s.deadline_slack_secs)?,
+        )),
+        // The proxy's shared token, never the API key.
         Some(p) => env.push(secret_env(
             PROXY_TOKEN_ENV,
             &p.token_secret,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use codex_orchestrator_core::contract::{HOME_DIR, SCRATCH_WORKDIR, WORKSPACE_MOUNT};
 use codex_orchestrator_core::model::{ModelProvider, RunRequest, RunSpec, SecurityPolicy, WireApi};
 use codex_orchestrator_core::policy::admission;
+use codex_orchestrator_core::policy::cluster::{SecretUse, check_secrets};
 
 use super::{DEFAULT_KEY_ENV, PROXY_TOKEN_ENV, PodError, PodSettings, run_id_for};
 use crate::crd::{CodexRun, ModelProviderSpec};
@@ -60,7 +61,27 @@ pub fn request_of(cr: &CodexRun) -> Result<RunRequest, PodError> {
         verify: spec.verify.as_ref().map(|v| v.to_options()),
         image: spec.image.clone(),
         labels: BTreeMap::new(),
+        workspace_growth_limit_mb: None,
     })
+}
+
+/// The Secrets a CodexRun makes its Pod read: the git credentials, and the API key's Secret
+/// unless the model proxy holds the key (then `authSecretRef` is not used). Pure.
+pub fn secret_refs(cr: &CodexRun, model_proxy: bool) -> Vec<(SecretUse, &str)> {
+    let mut refs = Vec::new();
+    if let Some(c) = cr
+        .spec
+        .source
+        .git
+        .as_ref()
+        .and_then(|g| g.credentials_secret.as_ref())
+    {
+        refs.push((SecretUse::GitCredentials, c.name.as_str()));
+    }
+    if !model_proxy && let Some(a) = &cr.spec.auth_secret_ref {
+        refs.push((SecretUse::Auth, a.name.as_str()));
+    }
+    refs
 }
 
 /// Which env var carries the API key, if any.
@@ -85,6 +106,7 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
     let mode = spec.security_mode;
     let req = request_of(cr)?;
     let admitted = admission::admit(&req, &s.policy)?;
+    check_secrets(secret_refs(cr, s.model_proxy.is_some()), &s.allowed_secrets)?;
     let provider = match (&s.model_proxy, &req.provider) {
         (Some(p), Some(_)) => return Err(PodError::ProviderWithProxy(p.base_url.clone())),
         (Some(p), None) => {
@@ -123,5 +145,9 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
         max_patch_bytes: s.max_patch_bytes,
         secret_env,
         agent_dir: None,
+        workspace_growth_limit_bytes: admitted.workspace_growth_limit_bytes,
+        // Pods clone their git source into a volume of their own; a claim's `.git` is not
+        // masked (docs/SECURITY_MODES.md says so).
+        host_git_dir: None,
     })
 }

@@ -16,6 +16,7 @@ use crate::crd::{
 use crate::pod::{LABEL_MANAGED_BY, MANAGER, run_id_for};
 use codex_orchestrator_core::model::{BackendRef, RunPhase, RunRequest, RunStatus};
 use codex_orchestrator_core::policy::admission::{self, AdmissionPolicy};
+use codex_orchestrator_core::policy::cluster::{SecretRule, SecretUse, check_secrets};
 use codex_orchestrator_runner::error::RunnerError;
 
 /// The labels and annotations of a CodexRun the gateway creates (the contract's).
@@ -87,6 +88,9 @@ pub struct KubeRunnerSettings {
     /// The admission rules requests meet before a CodexRun is created (the controller applies
     /// the same rules again to every CodexRun, however it was created).
     pub policy: AdmissionPolicy,
+    /// The Secrets a request may name (label `git-credentials-secret`); the controller checks
+    /// the CodexRun's references again against its own list.
+    pub allowed_secrets: SecretRule,
 }
 
 impl Default for KubeRunnerSettings {
@@ -95,6 +99,7 @@ impl Default for KubeRunnerSettings {
             auth_secret: None,
             ttl_seconds_after_finished: None,
             policy: crate::pod::default_policy(),
+            allowed_secrets: SecretRule::Any,
         }
     }
 }
@@ -111,6 +116,11 @@ pub fn codexrun_for(
     if let Some(secret) = req.labels.get(REQUEST_LABEL_GIT_CREDENTIALS) {
         match source.git.as_mut() {
             Some(g) => {
+                check_secrets(
+                    [(SecretUse::GitCredentials, secret.as_str())],
+                    &settings.allowed_secrets,
+                )
+                .map_err(|e| RunnerError::InvalidRequest(e.to_string()))?;
                 g.credentials_secret = Some(LocalObjectRef {
                     name: secret.clone(),
                 })

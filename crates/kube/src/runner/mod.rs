@@ -19,6 +19,12 @@
 //! * **Tenants.** A runner made [`KubeRunner::for_tenant`] labels what it creates with
 //!   `codex-orchestrator.dev/tenant` and only sees CodexRuns carrying its tenant's label (in its
 //!   namespace): another tenant's run is "not found", exactly like a run that does not exist.
+//! * **References.** A tenant's `pvc:` workspace must be its own claim (labelled with the
+//!   tenant, or in the tenant's own namespace with `--namespace-per-tenant`): `submit` reads
+//!   the claim and refuses before creating anything. The request label
+//!   `git-credentials-secret` may only name a Secret on the allowlist
+//!   ([`KubeRunnerSettings::allowed_secrets`]). Both rules are
+//!   `codex_orchestrator_core::policy::cluster`'s.
 //! * **Labels** on every CodexRun: tenant, `app.kubernetes.io/managed-by`, the source kind and a
 //!   hash of the workspace text (`codex-orchestrator.dev/workspace-hash`, for `list` filters);
 //!   the workspace text itself and the request's free-form labels are annotations (label values
@@ -30,7 +36,7 @@ use std::time::{Duration, Instant};
 use ::kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
 use ::kube::{Client, ResourceExt};
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 
 use crate::artifacts::{LAST_MESSAGE_KEY, PATCH_KEY, RESULT_KEY};
 use crate::crd::CodexRun;
@@ -60,8 +66,11 @@ pub struct KubeRunner {
     configmaps: Api<ConfigMap>,
     secrets: Api<Secret>,
     pods: Api<Pod>,
+    claims: Api<PersistentVolumeClaim>,
     namespace: String,
     tenant: Option<String>,
+    /// The namespace is the tenant's own (`--namespace-per-tenant`).
+    tenants_namespace: bool,
     settings: KubeRunnerSettings,
 }
 
@@ -72,9 +81,11 @@ impl KubeRunner {
             runs: Api::namespaced(client.clone(), namespace),
             configmaps: Api::namespaced(client.clone(), namespace),
             secrets: Api::namespaced(client.clone(), namespace),
-            pods: Api::namespaced(client, namespace),
+            pods: Api::namespaced(client.clone(), namespace),
+            claims: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
             tenant: None,
+            tenants_namespace: false,
             settings,
         }
     }
@@ -90,6 +101,39 @@ impl KubeRunner {
             tenant: Some(tenant.to_string()),
             ..Self::new(client, namespace, settings)
         }
+    }
+
+    /// Marks the namespace as the tenant's own (one namespace per tenant): the tenant may
+    /// mount any claim in it, not only those labelled with its name.
+    pub fn in_tenants_namespace(self) -> Self {
+        KubeRunner {
+            tenants_namespace: true,
+            ..self
+        }
+    }
+
+    /// A tenant may mount only its own claim
+    /// (`codex_orchestrator_core::policy::cluster::check_claim`): reads the claim and checks
+    /// it before anything is created.
+    async fn check_claim(&self, cr: &CodexRun) -> Result<(), RunnerError> {
+        let (Some(tenant), Some(pvc)) = (&self.tenant, cr.spec.source.pvc.as_ref()) else {
+            return Ok(());
+        };
+        let claim = self
+            .claims
+            .get_opt(&pvc.claim_name)
+            .await
+            .map_err(|e| kube_err("reading the PersistentVolumeClaim", e))?;
+        codex_orchestrator_core::policy::cluster::check_claim(
+            tenant,
+            &codex_orchestrator_core::policy::cluster::ClaimFacts {
+                claim: &pvc.claim_name,
+                namespace: &self.namespace,
+                labels: claim.as_ref().map(|c| c.labels()),
+                tenants_namespace: self.tenants_namespace,
+            },
+        )
+        .map_err(|e| RunnerError::InvalidRequest(e.to_string()))
     }
 
     pub fn namespace(&self) -> &str {
@@ -170,6 +214,7 @@ impl KubeRunner {
 impl Runner for KubeRunner {
     async fn submit(&self, req: RunRequest) -> Result<RunId, RunnerError> {
         let mut cr = codexrun_for(&req, &self.settings, self.tenant.as_deref())?;
+        self.check_claim(&cr).await?;
         let name = format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         cr.metadata.name = Some(name.clone());
         let created = self
@@ -234,7 +279,10 @@ impl Runner for KubeRunner {
             RunnerError::Corrupt(format!("the stored event log is unreadable: {e}"))
         };
         if let Some((_, Some(gz))) = self.artifact_texts(&cr).await? {
-            let log = std::io::BufReader::new(flate2::read::GzDecoder::new(gz.as_slice()));
+            let log = std::io::BufReader::new(crate::logs::bounded_gunzip(
+                &gz,
+                crate::logs::MAX_EVENTS_INFLATED,
+            ));
             return paging::page(log, from, limit, true).map_err(unreadable);
         }
         let st = status_of(&cr)?;
@@ -359,12 +407,17 @@ impl KubeRunners {
 
 impl RunnerFactory for KubeRunners {
     fn runner_for(&self, tenant: &Tenant) -> Arc<dyn Runner> {
-        Arc::new(KubeRunner::for_tenant(
+        let runner = KubeRunner::for_tenant(
             self.client.clone(),
             &self.namespace_of(tenant),
             tenant.as_str(),
             self.settings.clone(),
-        ))
+        );
+        Arc::new(if self.namespace_per_tenant {
+            runner.in_tenants_namespace()
+        } else {
+            runner
+        })
     }
 
     fn remote(&self) -> bool {

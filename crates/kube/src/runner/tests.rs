@@ -34,6 +34,7 @@ fn request(ws: &str) -> RunRequest {
                 "git-creds".to_string(),
             ),
         ]),
+        workspace_growth_limit_mb: None,
     }
 }
 

@@ -2,8 +2,9 @@
 //! package `helm-python-sdk`, driven by `.ci/helm_chart.py`) for the default and a
 //! non-default values file; the rendered manifests are parsed into k8s-openapi types and
 //! checked: the restricted profile on our own Pods (the same checker as the run Pods), the
-//! RBAC scope (every verb granted, with its reason), the NetworkPolicies, and that the chart's
-//! CRD equals `crds/codexrun.yaml`.
+//! RBAC scope (every verb granted, with its reason), the NetworkPolicies, that the chart's
+//! CRD equals `crds/codexrun.yaml`, and the ValidatingAdmissionPolicy's CEL evaluated on sample
+//! CodexRuns (PyPI `cel-python`, driven by `.ci/vap_cel.py`).
 //!
 //! Over 600 lines because every check reads the same two renderings of the chart; splitting would
 //! render them twice.
@@ -11,6 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use codex_orchestrator_kube::pod::restricted_violations;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -162,6 +166,13 @@ const GRANTS: &[(&str, &str, &str, &str, &str)] = &[
     (
         "controller",
         "",
+        "persistentvolumeclaims",
+        "get",
+        "a tenant's run may mount only its tenant's claim: read its labels first",
+    ),
+    (
+        "controller",
+        "",
         "ARTIFACTS",
         "get",
         "reads the artifacts object back",
@@ -228,6 +239,13 @@ const GRANTS: &[(&str, &str, &str, &str, &str)] = &[
         "pods/log",
         "get",
         "live events of a running run",
+    ),
+    (
+        "gateway",
+        "",
+        "persistentvolumeclaims",
+        "get",
+        "a tenant's pvc: workspace must be its own claim: read its labels before creating",
     ),
     (
         "gateway",
@@ -306,6 +324,24 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
                 "Secret" => drop(typed::<Secret>(o)),
                 "NetworkPolicy" => drop(typed::<NetworkPolicy>(o)),
                 "Deployment" => drop(typed::<Deployment>(o)),
+                "ValidatingAdmissionPolicy" => drop(typed::<ValidatingAdmissionPolicy>(o)),
+                "ValidatingAdmissionPolicyBinding" => {
+                    let b: ValidatingAdmissionPolicyBinding = typed(o);
+                    let spec = b.spec;
+                    assert_eq!(spec.policy_name, "co-codex-orchestrator-tools-codexruns");
+                    assert_eq!(spec.validation_actions, ["Deny"]);
+                    assert_eq!(
+                        spec.match_resources
+                            .unwrap()
+                            .namespace_selector
+                            .unwrap()
+                            .match_labels,
+                        Some(BTreeMap::from([(
+                            "kubernetes.io/metadata.name".to_string(),
+                            "tools".to_string()
+                        )]))
+                    );
+                }
                 other => panic!("{values}: unexpected kind {other}"),
             }
         }
@@ -359,6 +395,10 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
                         (
                             "CODEX_ORCHESTRATOR_PROXY_TOKEN".to_string(),
                             "secret:co-codex-orchestrator-model-proxy-token/token".to_string()
+                        ),
+                        (
+                            "CODEX_ORCHESTRATOR_PROXY_RUN_KEY".to_string(),
+                            "secret:co-codex-orchestrator-model-proxy-token/run-key".to_string()
                         ),
                         (
                             "CODEX_ORCHESTRATOR_PROXY_API_KEY".to_string(),
@@ -598,6 +638,21 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
             values == NONDEFAULT,
             "{gw:?}"
         );
+        // Secrets runs may name: allowedSecrets on both, plus the API key's Secret on the
+        // controller when run Pods read it themselves (no model proxy).
+        let allowed = |a: &[String]| -> Vec<String> {
+            a.iter()
+                .filter_map(|x| x.strip_prefix("--allowed-secret="))
+                .map(str::to_string)
+                .collect()
+        };
+        if values == NONDEFAULT {
+            assert_eq!(allowed(&gw), ["team-a-git", "team-b-git"]);
+            assert_eq!(allowed(&ctl), ["team-a-git", "team-b-git", "azure-key"]);
+        } else {
+            assert_eq!(allowed(&gw), Vec::<String>::new());
+            assert_eq!(allowed(&ctl), Vec::<String>::new());
+        }
         let secrets = of_kind(r, "Secret");
         if values == NONDEFAULT {
             let s: Secret = typed(secrets[0]);
@@ -614,7 +669,33 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
                 .collect();
             assert_eq!(names, ["co-codex-orchestrator-model-proxy-token"]);
             let t: Secret = typed(secrets[0]);
-            assert_eq!(t.data.unwrap()["token"].0.len(), 48);
+            let data = t.data.unwrap();
+            assert_eq!(data["token"].0.len(), 48);
+            assert_eq!(data["run-key"].0.len(), 48);
+            // The controller derives each run's own proxy token from the run key.
+            let d: Deployment = typed(
+                of_kind(r, "Deployment")
+                    .into_iter()
+                    .find(|d| d["metadata"]["name"] == "co-codex-orchestrator-controller")
+                    .unwrap(),
+            );
+            let env = d.spec.template.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap();
+            let key = env
+                .iter()
+                .find(|e| e.name == "CODEX_ORCHESTRATOR_MODEL_PROXY_RUN_KEY")
+                .unwrap()
+                .value_from
+                .clone()
+                .unwrap()
+                .secret_key_ref
+                .unwrap();
+            assert_eq!(
+                (key.name.as_str(), key.key.as_str()),
+                ("co-codex-orchestrator-model-proxy-token", "run-key")
+            );
             assert!(gw.contains(&"--auth-secret=openai-api-key/api-key".to_string()));
         }
         assert!(
@@ -623,5 +704,145 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
             "{}",
             r.notes
         );
+    }
+}
+
+/// The chart's ValidatingAdmissionPolicy, evaluated as the API server would (every CEL
+/// expression compiled and run by cel-python through `.ci/vap_cel.py`) on sample CodexRuns:
+/// Secrets only from the list (authSecretRef only without the model proxy), an update that
+/// keeps a reference is not refused again, and the tenant label cannot change.
+#[test]
+fn the_admission_policy_admits_and_refuses_like_the_controller() {
+    let rendered = render();
+    let run = |git: Option<&str>, auth: Option<&str>, tenant: Option<&str>| {
+        let mut git_src = serde_json::json!({"url": "https://git.example/app.git"});
+        if let Some(g) = git {
+            git_src["credentialsSecret"] = serde_json::json!({"name": g});
+        }
+        let mut cr = serde_json::json!({
+            "apiVersion": "codex-orchestrator.dev/v1alpha1", "kind": "CodexRun",
+            "metadata": {"name": "r", "namespace": "tools"},
+            "spec": {"prompt": "p", "source": {"git": git_src}}});
+        if let Some(a) = auth {
+            cr["spec"]["authSecretRef"] = serde_json::json!({"name": a, "key": "k"});
+        }
+        if let Some(t) = tenant {
+            cr["metadata"]["labels"] = serde_json::json!({"codex-orchestrator.dev/tenant": t});
+        }
+        cr
+    };
+    let pvc = serde_json::json!({
+        "apiVersion": "codex-orchestrator.dev/v1alpha1", "kind": "CodexRun",
+        "metadata": {"name": "p", "namespace": "tools"},
+        "spec": {"prompt": "p", "source": {"pvc": {"claimName": "data"}}}});
+    let git_refused = |name: &str| {
+        format!(
+            "spec.source.git.credentialsSecret names Secret `{name}`, which is not on the allowlist of Secrets runs may use (chart value allowedSecrets); refused"
+        )
+    };
+    let auth_refused = |name: &str| {
+        format!(
+            "spec.authSecretRef names Secret `{name}`, which is not on the allowlist of Secrets runs may use (chart value allowedSecrets); refused"
+        )
+    };
+    let tenant_refused = "the label codex-orchestrator.dev/tenant of a CodexRun cannot change (it decides which claims the run may mount); refused".to_string();
+    for (values, r) in &rendered {
+        let vap = of_kind(r, "ValidatingAdmissionPolicy");
+        assert_eq!(vap.len(), 1, "{values}");
+        let nondefault = values == NONDEFAULT;
+        // (object, oldObject, expected refusals)
+        let mut cases: Vec<(Value, Value, Vec<String>)> = vec![
+            (pvc.clone(), Value::Null, vec![]),
+            (run(None, None, None), Value::Null, vec![]),
+            (
+                run(Some("prod-db"), None, None),
+                Value::Null,
+                vec![git_refused("prod-db")],
+            ),
+            // Keeping a reference on update (spec.cancel) is not refused again.
+            (
+                run(Some("prod-db"), None, None),
+                run(Some("prod-db"), None, None),
+                vec![],
+            ),
+            // Changing it to another unlisted Secret is.
+            (
+                run(Some("prod-db"), None, None),
+                run(Some("other"), None, None),
+                vec![git_refused("prod-db")],
+            ),
+            // The tenant label cannot change, nor be added or removed.
+            (
+                run(None, None, Some("beta")),
+                run(None, None, Some("alpha")),
+                vec![tenant_refused.clone()],
+            ),
+            (
+                run(None, None, Some("beta")),
+                run(None, None, None),
+                vec![tenant_refused.clone()],
+            ),
+            (
+                run(None, None, Some("alpha")),
+                run(None, None, Some("alpha")),
+                vec![],
+            ),
+        ];
+        if nondefault {
+            // allowedSecrets [team-a-git, team-b-git]; no proxy: authSecretRef counts and
+            // the API key's Secret (azure-key) is allowed.
+            cases.push((
+                run(Some("team-a-git"), Some("azure-key"), None),
+                Value::Null,
+                vec![],
+            ));
+            cases.push((
+                run(Some("team-b-git"), Some("someone-elses-key"), None),
+                Value::Null,
+                vec![auth_refused("someone-elses-key")],
+            ));
+            cases.push((
+                run(Some("x"), Some("y"), None),
+                Value::Null,
+                vec![git_refused("x"), auth_refused("y")],
+            ));
+        } else {
+            // Empty list: no git Secret; with the model proxy authSecretRef is not read, so
+            // it is not checked.
+            cases.push((
+                run(Some("team-a-git"), None, None),
+                Value::Null,
+                vec![git_refused("team-a-git")],
+            ));
+            cases.push((run(None, Some("anything"), None), Value::Null, vec![]));
+        }
+        let input = serde_json::json!({
+            "policy": vap[0],
+            "cases": cases.iter().map(|(o, old, _)| serde_json::json!({"object": o, "oldObject": old})).collect::<Vec<_>>(),
+        });
+        let mut child = std::process::Command::new(codex_orchestrator_testkit::helm_python())
+            .current_dir(codex_orchestrator_testkit::repo_root())
+            .arg(".ci/vap_cel.py")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(serde_json::to_string(&input).unwrap().as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{values}: vap_cel.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+        let want: Vec<Vec<String>> = cases.into_iter().map(|(_, _, w)| w).collect();
+        assert_eq!(got, want, "{values}");
     }
 }

@@ -40,6 +40,9 @@ struct ApiState {
     log: Vec<u8>,
     log_requests: u32,
     deleted: Vec<String>,
+    /// Bodies of the Pod DELETE requests (their preconditions).
+    delete_bodies: Vec<Value>,
+    pvcs: BTreeMap<String, Value>,
 }
 
 type Shared = Arc<Mutex<ApiState>>;
@@ -68,6 +71,14 @@ async fn handle(s: &Shared, req: Request<Body>) -> Response<Body> {
             ok(&pod)
         }
         ("DELETE", ["api", "v1", "namespaces", _, "pods", name]) => {
+            st.delete_bodies.push(body.clone());
+            let want = &body["preconditions"]["uid"];
+            if let Some(p) = st.pods.get(*name)
+                && !want.is_null()
+                && p["metadata"]["uid"] != *want
+            {
+                return status_resp(409, "Conflict");
+            }
             st.deleted.push(format!("pod/{name}"));
             match st.pods.remove(*name) {
                 Some(p) => ok(&p),
@@ -115,6 +126,18 @@ async fn handle(s: &Shared, req: Request<Body>) -> Response<Body> {
             st.deleted.push(format!("codexrun/{name}"));
             let run = st.run.clone();
             ok(&run)
+        }
+        ("GET", ["api", "v1", "namespaces", _, "persistentvolumeclaims", name]) => {
+            match st.pvcs.get(*name) {
+                Some(c) => ok(c),
+                None => status_resp(404, "NotFound"),
+            }
+        }
+        ("GET", ["api", "v1", "namespaces", _, "configmaps", name]) => {
+            match st.configmaps.get(*name) {
+                Some(c) => ok(c),
+                None => status_resp(404, "NotFound"),
+            }
         }
         ("PATCH", ["api", "v1", "namespaces", _, "configmaps", name]) => {
             let mut cm = st.configmaps.get(*name).cloned().unwrap_or(json!({}));
@@ -509,6 +532,11 @@ async fn cancel_stops_the_pod_and_ends_cancelled() {
     f.state.lock().unwrap().run["spec"]["cancel"] = json!(true);
     f.reconcile().await;
     assert_eq!(f.state.lock().unwrap().deleted, ["pod/fix-bug-run"]);
+    // Only the Pod as read: a Pod replaced under the same name in between is not deleted.
+    assert_eq!(
+        f.state.lock().unwrap().delete_bodies[0]["preconditions"],
+        json!({"uid": "pod-uid-1"})
+    );
     assert_eq!(
         f.status().message.as_deref(),
         Some("cancelling: the pod is being stopped")
@@ -777,4 +805,186 @@ async fn finished_runs_are_deleted_after_their_ttl_only() {
             .contains(&"codexrun/fix-bug".to_string());
         assert_eq!(gone, deleted, "ttl {ttl}");
     }
+}
+
+fn pvc_run(tenant: Option<&str>) -> CodexRun {
+    let mut cr = the_run();
+    cr.spec.source = codex_orchestrator_kube::crd::SourceSpec {
+        git: None,
+        pvc: Some(codex_orchestrator_kube::crd::PvcSource {
+            claim_name: "data".into(),
+            sub_path: None,
+        }),
+    };
+    if let Some(t) = tenant {
+        cr.metadata.labels = Some(BTreeMap::from([(
+            "codex-orchestrator.dev/tenant".to_string(),
+            t.to_string(),
+        )]));
+    }
+    cr
+}
+
+fn claim(tenant: Option<&str>) -> Value {
+    let labels = match tenant {
+        Some(t) => json!({"codex-orchestrator.dev/tenant": t}),
+        None => json!({}),
+    };
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": "team-a", "labels": labels},
+        "spec": {"accessModes": ["ReadWriteOnce"]}})
+}
+
+/// A CodexRun of tenant `alpha` (as the gateway labels it, or as someone wrote it with
+/// kubectl) naming a claim of tenant `beta`, an unlabelled claim or a missing claim: the
+/// controller reads the claim, fails the run with the reason and creates no Pod. Its own
+/// claim gets its Pod.
+#[tokio::test]
+async fn a_tenants_run_mounts_only_its_own_claim() {
+    for (claim_of, why) in [
+        (
+            Some(Some("beta")),
+            "invalid CodexRun: PersistentVolumeClaim `data` does not belong to tenant `alpha` (its label codex-orchestrator.dev/tenant is `beta`); refused: a tenant can only mount claims labelled codex-orchestrator.dev/tenant=alpha",
+        ),
+        (
+            Some(None),
+            "invalid CodexRun: PersistentVolumeClaim `data` does not belong to tenant `alpha` (its label codex-orchestrator.dev/tenant is absent); refused: a tenant can only mount claims labelled codex-orchestrator.dev/tenant=alpha",
+        ),
+        (
+            None,
+            "invalid CodexRun: PersistentVolumeClaim `data` does not exist in namespace `team-a`; refused: tenant `alpha` can only mount its own claims",
+        ),
+    ] {
+        let f = fake(&pvc_run(Some("alpha")), settings());
+        if let Some(t) = claim_of {
+            f.state.lock().unwrap().pvcs.insert("data".into(), claim(t));
+        }
+        f.reconcile().await;
+        let st = f.status();
+        assert_eq!(
+            (st.phase, st.reason, st.message.as_deref()),
+            (
+                Some(RunPhase::Failed),
+                Some(TerminalReason::SandboxError),
+                Some(why)
+            )
+        );
+        let s = f.state.lock().unwrap();
+        assert!(s.pods.is_empty());
+        assert!(
+            !s.requests
+                .iter()
+                .any(|r| r.starts_with("POST /api/v1/namespaces/team-a/pods")),
+            "{:?}",
+            s.requests
+        );
+        assert!(
+            s.requests
+                .iter()
+                .any(|r| r.starts_with("GET /api/v1/namespaces/team-a/persistentvolumeclaims/data")),
+            "{:?}",
+            s.requests
+        );
+    }
+    // Its own claim: the Pod, mounting it.
+    let f = fake(&pvc_run(Some("alpha")), settings());
+    f.state
+        .lock()
+        .unwrap()
+        .pvcs
+        .insert("data".into(), claim(Some("alpha")));
+    f.reconcile().await;
+    assert_eq!(f.status().phase, Some(RunPhase::Starting));
+    let pod = f.state.lock().unwrap().pods["fix-bug-run"].clone();
+    assert_eq!(
+        pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "data"
+    );
+    // No tenant (written with kubectl): RBAC decides; the claim is not read.
+    let f = fake(&pvc_run(None), settings());
+    f.reconcile().await;
+    assert_eq!(f.status().phase, Some(RunPhase::Starting));
+    assert!(
+        !f.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .any(|r| r.contains("persistentvolumeclaims"))
+    );
+}
+
+/// A Pod and an artifacts ConfigMap at the run's derived names that another owner has: the
+/// controller neither adopts, deletes nor patches them, and the run says why.
+#[tokio::test]
+async fn objects_of_another_owner_at_the_derived_names_are_never_touched() {
+    let cr = the_run();
+    let f = fake(&cr, settings());
+    let squatter = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "fix-bug-run", "namespace": "team-a", "uid": "other-pod",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "web", "uid": "rs-1"}]},
+        "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+        "status": {"phase": "Running"}});
+    f.state
+        .lock()
+        .unwrap()
+        .pods
+        .insert("fix-bug-run".into(), squatter.clone());
+    f.reconcile().await;
+    let st = f.status();
+    assert_eq!(st.phase, Some(RunPhase::Failed));
+    assert_eq!(
+        st.message.as_deref(),
+        Some(
+            "the Pod `fix-bug-run` exists but is not owned by this CodexRun (owners: ReplicaSet web (uid rs-1)); the controller does not adopt, change or delete it: remove it or give the CodexRun another name"
+        )
+    );
+    {
+        let s = f.state.lock().unwrap();
+        assert_eq!(s.pods["fix-bug-run"], squatter);
+        assert!(s.deleted.is_empty() && s.delete_bodies.is_empty());
+        assert!(
+            !s.requests
+                .iter()
+                .any(|r| r.starts_with("POST /api/v1/namespaces/team-a/pods")
+                    || r.starts_with("PATCH /api/v1/namespaces/team-a/pods")),
+            "{:?}",
+            s.requests
+        );
+    }
+    assert_eq!(f.event_reasons(), ["Failed"]);
+
+    // The artifacts name taken by a ConfigMap of someone else: not patched; the run ends as
+    // it would (cancelled here) and says the artifacts were not stored.
+    let mut cr = the_run();
+    cr.spec.cancel = true;
+    let f = fake(&cr, settings());
+    let foreign = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "fix-bug-artifacts", "namespace": "team-a"},
+        "data": {"config.yaml": "important: true"}});
+    f.state
+        .lock()
+        .unwrap()
+        .configmaps
+        .insert("fix-bug-artifacts".into(), foreign.clone());
+    f.reconcile().await;
+    let st = f.status();
+    assert_eq!(st.phase, Some(RunPhase::Cancelled));
+    assert_eq!(st.artifacts, None);
+    assert_eq!(
+        st.message.as_deref(),
+        Some(
+            "cancelled before the pod was created; the artifacts were not stored: the ConfigMap `fix-bug-artifacts` exists but is not owned by this CodexRun (owners: none); the controller does not adopt, change or delete it: remove it or give the CodexRun another name"
+        )
+    );
+    let s = f.state.lock().unwrap();
+    assert_eq!(s.configmaps["fix-bug-artifacts"], foreign);
+    assert!(
+        !s.requests
+            .iter()
+            .any(|r| r.starts_with("PATCH /api/v1/namespaces/team-a/configmaps")),
+        "{:?}",
+        s.requests
+    );
 }

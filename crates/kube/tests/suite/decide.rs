@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
-use super::pod::{git_source, test_run};
+use super::pod::{UID, git_source, test_run};
 
 fn now() -> jiff::Timestamp {
     "2026-05-01T10:10:00Z".parse().unwrap()
@@ -32,7 +32,9 @@ fn status(phase: Option<RunPhase>, pod: bool) -> CodexRunStatus {
 
 fn pod(status: serde_json::Value) -> Pod {
     serde_json::from_value(json!({
-        "metadata": {"name": "r-run", "creationTimestamp": "2026-05-01T10:09:50Z"},
+        "metadata": {"name": "r-run", "creationTimestamp": "2026-05-01T10:09:50Z",
+            "ownerReferences": [{"apiVersion": "codex-orchestrator.dev/v1alpha1",
+                "kind": "CodexRun", "name": "r", "uid": UID, "controller": true}]},
         "status": status,
     }))
     .unwrap()
@@ -232,5 +234,186 @@ fn cancels_and_finished_pods() {
     assert_eq!(
         step(&cr, &live, Some(&pod(json!({"phase": "Failed"})))),
         Step::FinishFromPod
+    );
+}
+
+/// A Pod found by the run's derived name that the CodexRun does not own (made by someone
+/// else, or left by an earlier CodexRun of the same name): never adopted, stopped or
+/// deleted, whatever the run's state; the run fails and says why.
+#[test]
+fn a_pod_of_another_owner_is_never_adopted_or_deleted() {
+    let mut cr = run();
+    let refused = |owners: &str| Step::End {
+        ended: Terminal::new(
+            RunPhase::Failed,
+            TerminalReason::SandboxError,
+            format!(
+                "the Pod `r-run` exists but is not owned by this CodexRun (owners: {owners}); the controller does not adopt, change or delete it: remove it or give the CodexRun another name"
+            ),
+        ),
+        delete_pod: false,
+        from_tail: false,
+    };
+    let mut foreign = running_since("2026-05-01T10:09:55Z");
+    foreign.metadata.owner_references = None;
+    assert_eq!(
+        step(&cr, &status(None, false), Some(&foreign)),
+        refused("none")
+    );
+    // Owned by an earlier CodexRun of the same name (another uid).
+    let mut stale = running_since("2026-05-01T10:09:55Z");
+    stale.metadata.owner_references.as_mut().unwrap()[0].uid = "11111111-0000".into();
+    assert_eq!(
+        step(&cr, &status(Some(RunPhase::Running), true), Some(&stale)),
+        refused("CodexRun r (uid 11111111-0000)")
+    );
+    // A cancel does not delete it either.
+    cr.spec.cancel = true;
+    assert_eq!(
+        step(&cr, &status(Some(RunPhase::Running), true), Some(&stale)),
+        refused("CodexRun r (uid 11111111-0000)")
+    );
+    // Our own Pod: the usual step.
+    assert_eq!(
+        step(
+            &cr,
+            &status(Some(RunPhase::Running), true),
+            Some(&running_since("2026-05-01T10:09:55Z"))
+        ),
+        Step::StopForCancel { grace_secs: 15 }
+    );
+}
+
+/// Derived names: unchanged when they fit; a long name is cut and gets a hash of the whole
+/// name, so CodexRuns sharing a long prefix never derive the same Pod or artifacts name.
+#[test]
+fn derived_names_never_collide_and_stay_within_the_limit() {
+    use codex_orchestrator_kube::artifacts::artifacts_name;
+    use codex_orchestrator_kube::pod::{MAX_NAME, derived_name, pod_name};
+    assert_eq!(derived_name("fix-bug", "run"), "fix-bug-run");
+    let fits = "a".repeat(MAX_NAME - 4);
+    assert_eq!(derived_name(&fits, "run"), format!("{fits}-run"));
+    let prefix = "x".repeat(250);
+    let one = test_run(
+        &format!("{prefix}-one"),
+        SecurityMode::Readonly,
+        git_source(),
+    );
+    let two = test_run(
+        &format!("{prefix}-two"),
+        SecurityMode::Readonly,
+        git_source(),
+    );
+    for (a, b) in [
+        (pod_name(&one), pod_name(&two)),
+        (artifacts_name(&one), artifacts_name(&two)),
+    ] {
+        assert_ne!(a, b);
+        assert!(
+            a.len() <= MAX_NAME && b.len() <= MAX_NAME,
+            "{} {}",
+            a.len(),
+            b.len()
+        );
+    }
+    let p = pod_name(&one);
+    assert!(
+        p.starts_with(&"x".repeat(200)) && p.ends_with("-run"),
+        "{p}"
+    );
+    // 10 hex digits of SHA-256 of the whole name before the suffix.
+    let hash = &p[p.len() - 14..p.len() - 4];
+    assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{p}");
+    // The same name, the same derived name (a restarted controller finds its Pod again).
+    assert_eq!(pod_name(&one), pod_name(&one.clone()));
+    // A cut that ends in '-' or '.' is trimmed: the name stays a valid DNS subdomain.
+    let dashes = format!("{}-{}", "y".repeat(231), "z".repeat(30));
+    let d = derived_name(&dashes, "artifacts");
+    assert!(!d.contains("--") && d.len() <= MAX_NAME, "{d}");
+}
+
+/// A tenant's run mounts only its tenant's claim; the refusal says what and why.
+#[test]
+fn a_tenants_claim_must_be_its_own() {
+    use codex_orchestrator_kube::controller::decide::claim_refusal;
+    use codex_orchestrator_kube::crd::{PvcSource, SourceSpec};
+    use std::collections::BTreeMap;
+    let source = SourceSpec {
+        git: None,
+        pvc: Some(PvcSource {
+            claim_name: "data".into(),
+            sub_path: None,
+        }),
+    };
+    let mut cr = test_run("r", SecurityMode::WorkspaceWrite, source);
+    let label =
+        |t: &str| BTreeMap::from([("codex-orchestrator.dev/tenant".to_string(), t.to_string())]);
+    // No tenant label (written with kubectl): RBAC decides, not this rule.
+    assert_eq!(claim_refusal(&cr, None, false), None);
+    cr.metadata.labels = Some(label("alpha"));
+    assert_eq!(claim_refusal(&cr, Some(&label("alpha")), false), None);
+    assert_eq!(
+        claim_refusal(&cr, Some(&label("beta")), false).unwrap(),
+        "invalid CodexRun: PersistentVolumeClaim `data` does not belong to tenant `alpha` (its label codex-orchestrator.dev/tenant is `beta`); refused: a tenant can only mount claims labelled codex-orchestrator.dev/tenant=alpha"
+    );
+    assert_eq!(
+        claim_refusal(&cr, None, false).unwrap(),
+        "invalid CodexRun: PersistentVolumeClaim `data` does not exist in namespace `team-a`; refused: tenant `alpha` can only mount its own claims"
+    );
+    // One namespace per tenant: any claim of the tenant's own namespace.
+    cr.metadata.namespace = Some("alpha".into());
+    assert_eq!(claim_refusal(&cr, Some(&BTreeMap::new()), true), None);
+    assert!(claim_refusal(&cr, Some(&BTreeMap::new()), false).is_some());
+}
+
+/// Secrets only from the allowlist: the controller refuses a CodexRun naming another
+/// Secret before any Pod exists; `authSecretRef` counts only without the model proxy.
+#[test]
+fn secrets_only_from_the_allowlist() {
+    use codex_orchestrator_core::policy::cluster::SecretRule;
+    use codex_orchestrator_kube::pod::ModelProxy;
+    let cr = run(); // credentialsSecret `git-token`, authSecretRef `openai`
+    let mut settings = Settings::default();
+    settings.pod.allowed_secrets = SecretRule::listed(["openai"]);
+    assert_eq!(
+        decide(&cr, &status(None, false), None, &settings, now()),
+        Step::End {
+            ended: Terminal::new(
+                RunPhase::Failed,
+                TerminalReason::SandboxError,
+                "invalid CodexRun: spec.source.git.credentialsSecret names Secret `git-token`, which is not on the allowlist of Secrets runs may use (allowed: `openai`); refused: a run may only read Secrets the operator allowed (controller and gateway flag --allowed-secret, chart value allowedSecrets)",
+            ),
+            delete_pod: false,
+            from_tail: false,
+        }
+    );
+    settings.pod.allowed_secrets = SecretRule::listed(["git-token"]);
+    let Step::End { ended, .. } = decide(&cr, &status(None, false), None, &settings, now()) else {
+        panic!("refused")
+    };
+    assert!(
+        ended
+            .message
+            .starts_with("invalid CodexRun: spec.authSecretRef names Secret `openai`"),
+        "{}",
+        ended.message
+    );
+    // With the model proxy the run never reads authSecretRef: only the git Secret counts.
+    settings.pod.model_proxy = Some(ModelProxy {
+        base_url: "http://proxy:8080/v1".into(),
+        token_secret: "proxy-token".into(),
+        token_key: "token".into(),
+        run_key: None,
+    });
+    assert!(matches!(
+        decide(&cr, &status(None, false), None, &settings, now()),
+        Step::CreatePod(_)
+    ));
+    // Both listed: the Pod.
+    settings.pod.model_proxy = None;
+    settings.pod.allowed_secrets = SecretRule::listed(["git-token", "openai"]);
+    assert_eq!(
+        decide(&cr, &status(None, false), None, &settings, now()),
+        Step::CreatePod(Box::new(build_pod(&cr, &settings.pod).unwrap()))
     );
 }

@@ -3,3 +3,4 @@ mod controller;
 mod crd;
 mod decide;
 mod pod;
+mod tenancy;

@@ -1,5 +1,8 @@
 //! The pure Pod builder: whole-Pod assertions per security mode, the restricted profile on
 //! every container (init included), the read-only workspace mount exactly in readonly mode.
+//!
+//! Over 600 lines because every whole-Pod expectation is built from the same expected Pods;
+//! split, they would be duplicated.
 
 use codex_orchestrator_core::model::{RunId, RunSpec, SecurityMode, VerifySpec};
 use codex_orchestrator_core::policy::admission::{AdmissionPolicy, Refusal};
@@ -14,7 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
-const UID: &str = "0a1b2c3d-0000-4000-8000-000000000000";
+pub const UID: &str = "0a1b2c3d-0000-4000-8000-000000000000";
 const RUN_ID: &str = "20260501100000-0a1b2c3d";
 
 pub fn git_source() -> SourceSpec {
@@ -89,6 +92,8 @@ fn expected_spec(mode: SecurityMode) -> RunSpec {
         max_patch_bytes: 8 * 1024 * 1024,
         secret_env: vec!["CODEX_API_KEY".into()],
         agent_dir: None,
+        workspace_growth_limit_bytes: None,
+        host_git_dir: None,
     }
 }
 
@@ -505,12 +510,13 @@ fn invalid_runs_are_refused_with_a_reason() {
 #[test]
 fn with_the_egress_proxy_the_pod_gets_the_proxy_token_never_the_api_key() {
     use codex_orchestrator_core::model::ModelProvider;
-    use codex_orchestrator_kube::pod::{ModelProxy, PROXY_TOKEN_ENV};
+    use codex_orchestrator_kube::pod::{ModelProxy, PROXY_TOKEN_ENV, RUN_TOKEN_GRACE_SECS, RunKey};
     let settings = PodSettings {
         model_proxy: Some(ModelProxy {
             base_url: "http://co-model-proxy.team-a.svc:8080/v1".into(),
             token_secret: "co-model-proxy-token".into(),
             token_key: "token".into(),
+            run_key: None,
         }),
         ..PodSettings::default()
     };
@@ -554,4 +560,49 @@ fn with_the_egress_proxy_the_pod_gets_the_proxy_token_never_the_api_key() {
             "http://co-model-proxy.team-a.svc:8080/v1".into()
         ))
     );
+
+    // With a run key: the run's own token (derived from its uid, valid until creation +
+    // timeout + slack + a day), a literal of its Pod; no Secret is read. Everything else is
+    // the same Pod.
+    let key = "run-key-0123456789abcdef0123456789";
+    let keyed = PodSettings {
+        model_proxy: Some(ModelProxy {
+            run_key: Some(RunKey(key.into())),
+            ..settings.model_proxy.clone().unwrap()
+        }),
+        ..settings.clone()
+    };
+    let pod = build_pod(&cr, &keyed).unwrap();
+    let expires = "2026-05-01T10:00:00Z"
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_second()
+        + 600
+        + 900
+        + RUN_TOKEN_GRACE_SECS;
+    let token = codex_orchestrator_core::runtoken::derive(key.as_bytes(), UID, expires).unwrap();
+    *want["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .last_mut()
+        .unwrap() = json!({"name": PROXY_TOKEN_ENV, "value": token});
+    assert_eq!(serde_json::to_value(&pod).unwrap(), want);
+    // The proxy accepts it for this run until then, and refuses it after.
+    assert_eq!(
+        codex_orchestrator_core::runtoken::verify(key.as_bytes(), &token, expires - 1),
+        Ok(UID.to_string())
+    );
+    assert!(codex_orchestrator_core::runtoken::verify(key.as_bytes(), &token, expires).is_err());
+    // Another run gets another token.
+    let mut other = cr.clone();
+    other.metadata.uid = Some("ffffffff-0000-4000-8000-000000000000".into());
+    let other_env = serde_json::to_value(build_pod(&other, &keyed).unwrap()).unwrap();
+    assert_ne!(
+        other_env["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .last(),
+        Some(&json!({"name": PROXY_TOKEN_ENV, "value": token}))
+    );
+    assert!(!format!("{keyed:?}").contains(key));
 }

@@ -457,6 +457,10 @@ fn build_container(
         ))
     })?;
     let (uid, gid, fallback) = sandbox_user(meta.uid(), meta.gid());
+    // Write modes: the host's `.git` is masked by a private copy (admission refused `.git`
+    // files and symlinks there).
+    let private_git = !policy.workspace_read_only
+        && std::fs::symlink_metadata(req.workspace.join(".git")).is_ok_and(|m| m.is_dir());
     let provider = Some(egress.sandbox_provider.clone());
     let spec = RunSpec {
         run_id: id.clone(),
@@ -481,6 +485,12 @@ fn build_container(
         max_patch_bytes: MAX_PATCH_BYTES,
         secret_env: vec![TOKEN_ENV.to_string()],
         agent_dir: Some(PathBuf::from(AGENT_DIR)),
+        workspace_growth_limit_bytes: req
+            .workspace_growth_limit_mb
+            .filter(|_| !policy.workspace_read_only)
+            .map(|mb| mb.saturating_mul(1024 * 1024)),
+        host_git_dir: private_git
+            .then(|| PathBuf::from(codex_orchestrator_core::contract::HOST_GIT_MOUNT)),
     };
     let spec_json =
         serde_json::to_string(&spec).map_err(|e| RunnerError::Internal(e.to_string()))?;
@@ -509,6 +519,7 @@ fn build_container(
         stop_grace_secs: d.stop_grace_secs,
         env,
         store_key: inner.store_key.clone(),
+        private_git,
     });
     Ok((name, body, fallback))
 }

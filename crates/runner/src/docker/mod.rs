@@ -218,6 +218,9 @@ impl DockerRunner {
         .map_err(RunnerError::InvalidRequest)?;
         req.timeout_secs = Some(admitted.timeout_secs);
         req.model = admitted.model;
+        req.workspace_growth_limit_mb = admitted
+            .workspace_growth_limit_bytes
+            .map(|b| b / (1024 * 1024));
         Ok(req)
     }
 }

@@ -11,7 +11,8 @@ use bollard::models::{
 };
 use codex_orchestrator_core::contract::labels::MANAGER;
 use codex_orchestrator_core::contract::{
-    AGENT_DIR, EGRESS_BIN, FALLBACK_UID, HOME_DIR, SCRATCH_MOUNT, TOKEN_ENV, WORKSPACE_MOUNT,
+    AGENT_DIR, EGRESS_BIN, FALLBACK_UID, HOME_DIR, HOST_GIT_MOUNT, SCRATCH_MOUNT, TOKEN_ENV,
+    WORKSPACE_MOUNT,
 };
 use codex_orchestrator_core::model::{ModelProvider, RunId, SecurityMode, SecurityPolicy};
 use codex_orchestrator_egress::{self as proxy, PROXY_PORT, ProxySettings};
@@ -204,6 +205,9 @@ pub struct ContainerInputs {
     /// `KEY=value` entries (the spec and the secrets).
     pub env: Vec<String>,
     pub store_key: String,
+    /// Mask the workspace's `.git` (write modes with a `.git` directory): the host's mounted
+    /// read-only at [`HOST_GIT_MOUNT`], a private tmpfs over `/workspace/.git`.
+    pub private_git: bool,
 }
 
 /// The container for one run, derived from the security policy. Pure.
@@ -238,13 +242,29 @@ pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
             ),
         );
     }
-    let mounts = vec![Mount {
+    let mut mounts = vec![Mount {
         target: Some(WORKSPACE_MOUNT.to_string()),
         source: Some(i.workspace.to_string_lossy().into_owned()),
         typ: Some(MountType::BIND),
         read_only: Some(i.policy.workspace_read_only),
         ..Default::default()
     }];
+    if i.private_git {
+        mounts.push(Mount {
+            target: Some(HOST_GIT_MOUNT.to_string()),
+            source: Some(i.workspace.join(".git").to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        tmpfs.insert(
+            format!("{WORKSPACE_MOUNT}/.git"),
+            format!(
+                "rw,noexec,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
+                i.scratch_mb, i.uid, i.gid
+            ),
+        );
+    }
     let memory = (i.memory_mb * 1024 * 1024) as i64;
     let host_config = HostConfig {
         mounts: Some(mounts),
@@ -433,6 +453,7 @@ mod tests {
             stop_grace_secs: 10,
             env: vec!["A=b".into()],
             store_key: "0123456789abcdef".into(),
+            private_git: false,
         }
     }
 
@@ -524,5 +545,30 @@ mod tests {
             b.tmpfs = None;
             assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn a_private_git_masks_the_hosts_with_a_tmpfs_and_mounts_it_read_only() {
+        let (_, plain) = container_spec(&inputs(SecurityMode::WorkspaceWrite));
+        let (_, masked) = container_spec(&ContainerInputs {
+            private_git: true,
+            ..inputs(SecurityMode::WorkspaceWrite)
+        });
+        let (p, m) = (plain.host_config.unwrap(), masked.host_config.unwrap());
+        let mut mounts = p.mounts.clone().unwrap();
+        mounts.push(Mount {
+            target: Some("/run/codex-orchestrator/host-git".into()),
+            source: Some("/home/me/proj/.git".into()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(m.mounts, Some(mounts));
+        let mut tmpfs = p.tmpfs.clone().unwrap();
+        tmpfs.insert(
+            "/workspace/.git".into(),
+            "rw,noexec,nosuid,nodev,size=2048m,mode=0700,uid=1000,gid=1000".into(),
+        );
+        assert_eq!(m.tmpfs, Some(tmpfs));
     }
 }

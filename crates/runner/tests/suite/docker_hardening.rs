@@ -65,6 +65,7 @@ async fn busy_run(
             image: None,
             labels: Default::default(),
             confirm_full_access: false,
+            workspace_growth_limit_mb: None,
         })
         .await
         .unwrap();

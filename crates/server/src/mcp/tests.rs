@@ -76,6 +76,7 @@ fn argument_errors_name_the_field() {
             verify: None,
             verify_config: None,
             timeout: Some(60),
+            workspace_growth_limit_mb: None,
             model: None,
             wait: true,
         }

@@ -120,6 +120,12 @@ pub struct CodexRunParams {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub timeout: Option<u64>,
+    /// How much the workspace may grow, in MiB, before the run is stopped (workspace_write
+    /// and full_access; the run ends failed/resource_limit with the figure). Default and
+    /// maximum: the server's limit (2048 unless configured).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub workspace_growth_limit_mb: Option<u64>,
     /// Model name (e.g. `gpt-5.5`). Default: the server's configured model.
     #[serde(default)]
     pub model: Option<String>,

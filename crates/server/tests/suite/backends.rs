@@ -33,6 +33,7 @@ fn good(workspace: PathBuf) -> RunRequest {
         verify: None,
         image: None,
         labels: BTreeMap::new(),
+        workspace_growth_limit_mb: None,
     }
 }
 

@@ -196,6 +196,22 @@ fn answer(s: &Shared, method: &str, uri: &http::Uri, body: Value) -> Response<Bo
             Some(r) => ok(&r),
             None => status_resp(404, "NotFound"),
         },
+        // The claim `work` is tenant alpha's (the runner checks a tenant's claim before it
+        // creates a CodexRun; crates/kube/tests/suite/tenancy.rs tests the refusals).
+        (
+            "GET",
+            [
+                "api",
+                "v1",
+                "namespaces",
+                ns,
+                "persistentvolumeclaims",
+                "work",
+            ],
+        ) => ok(&json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "work", "namespace": ns,
+                "labels": {"codex-orchestrator.dev/tenant": "alpha"}}, "spec": {}})),
         ("GET", ["api", "v1", "namespaces", _, "configmaps", name]) => {
             match st.configmaps.get(*name) {
                 Some(c) => ok(c),
@@ -338,6 +354,7 @@ pub(super) fn request(ws: &str) -> RunRequest {
         verify: None,
         image: None,
         labels: BTreeMap::new(),
+        workspace_growth_limit_mb: None,
     }
 }
 
@@ -975,7 +992,11 @@ async fn gateway_audit_log_names_the_tenant_of_every_record() {
 }
 
 /// A tool call's structured content, success or not.
-async fn call_tool_json(peer: &rmcp::service::Peer<RoleClient>, name: &str, args: Value) -> Value {
+pub(super) async fn call_tool_json(
+    peer: &rmcp::service::Peer<RoleClient>,
+    name: &str,
+    args: Value,
+) -> Value {
     let r = super::mcp::call_tool(peer, name, args).await;
     let text = super::mcp::text_of(&r);
     r.structured_content

@@ -124,11 +124,11 @@ fn finished_run(workspace: &Path, patch: Option<&str>, run_dir: &Path) -> Artifa
 // A client that declares `roots` (or not) and answers `roots/list` from a shared list.
 
 #[derive(Clone)]
-struct RootsClient {
-    roots: Arc<Mutex<Vec<PathBuf>>>,
-    declare: bool,
+pub(super) struct RootsClient {
+    pub(super) roots: Arc<Mutex<Vec<PathBuf>>>,
+    pub(super) declare: bool,
     /// Answer `roots/list` with an error.
-    fail: bool,
+    pub(super) fail: bool,
 }
 
 impl ClientHandler for RootsClient {
@@ -1046,6 +1046,7 @@ async fn mcp_binary_refuses_a_bomb_patch_and_its_peak_rss_stays_small() {
         verify: None,
         image: None,
         labels: BTreeMap::new(),
+        workspace_growth_limit_mb: None,
     };
     store.create(&req, &status).unwrap();
     status.phase = RunPhase::Succeeded;

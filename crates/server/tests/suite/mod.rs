@@ -3,3 +3,4 @@ mod gateway;
 mod mcp;
 mod mcp_apply;
 mod security;
+mod tenancy;

@@ -412,6 +412,146 @@ async fn run_alone(
     (st, art.result.expect("result"), events)
 }
 
+/// A model command writes 3 GB into the workspace (`workspace_write`); the request's growth
+/// limit of 200 MiB stops the run while the write goes: `failed`/`resource_limit` with the
+/// figure, and the file on the host stays far below 3 GB. Prints how far past the limit the
+/// writer got before it was stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_filling_the_workspace_is_stopped_at_the_growth_limit() {
+    use codex_orchestrator_core::model::TerminalReason;
+    let mut env = DockerEnv::start(json!([
+        exec("dd if=/dev/zero of=big.bin bs=1M count=3000 2>&1; echo \"exit=$?\""),
+        {"output": [{"message": "wrote 3 GB"}]}
+    ]))
+    .await;
+    let ws = git_workspace();
+    let runner = env.runner().await;
+    let started = std::time::Instant::now();
+    let id = runner
+        .submit(RunRequest {
+            timeout_secs: Some(150),
+            workspace_growth_limit_mb: Some(200),
+            ..request(ws.path(), SecurityMode::WorkspaceWrite, "fill the disk")
+        })
+        .await
+        .unwrap();
+    let st = runner.wait(&id, Duration::from_secs(200)).await.unwrap();
+    let took = started.elapsed();
+    let events =
+        std::fs::read_to_string(runner.store().path(&id, "events.jsonl")).unwrap_or_default();
+    for l in events
+        .lines()
+        .filter(|l| l.contains("\"orchestrator.") || l.contains("\"error"))
+    {
+        eprintln!("{}", codex_orchestrator_core::text::prefix(l, 400));
+    }
+    let size = std::fs::metadata(ws.path().join("big.bin"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(ws.path().join("big.bin"));
+    eprintln!(
+        "growth limit 200 MiB: stopped with big.bin at {} MiB ({} MiB past the limit) after {:.1} s; message: {:?}",
+        size >> 20,
+        (size >> 20).saturating_sub(200),
+        took.as_secs_f64(),
+        st.message
+    );
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Failed, Some(TerminalReason::ResourceLimit)),
+        "{st:#?}"
+    );
+    let m = st.message.clone().unwrap_or_default();
+    assert!(
+        m.starts_with("the workspace grew by ")
+            && m.contains("reaching its growth limit of 200.0 MiB; the run was stopped"),
+        "{m}"
+    );
+    assert!(size >= 200 << 20, "stopped before the limit: {size}");
+    assert!(size < 3000 << 20, "the whole 3 GB was written: {size}");
+    assert!(
+        env.store_containers().await.is_empty(),
+        "sandbox left behind"
+    );
+    env.cleanup().await;
+}
+
+/// A hostile model in `workspace_write` plants code for the host's git: a hook, a
+/// `core.fsmonitor`/`core.hooksPath` setting, a moved branch, and a commit. The host's `.git`
+/// is byte-for-byte unchanged afterwards; codex's git worked in the sandbox (the commit
+/// succeeded there), the commit is reported and its change is in the patch and in the
+/// workspace. A `.git` file (which a run could repoint) is refused in the write modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_cannot_change_the_hosts_git_directory() {
+    let attack = "set -e; git config core.fsmonitor /tmp/evil; git config core.hooksPath /tmp/hooks; \
+        printf '#!/bin/sh\\necho pwned > /tmp/pwned\\n' > .git/hooks/post-checkout; chmod +x .git/hooks/post-checkout; \
+        echo planted > planted.txt; git add planted.txt; git commit -qm 'planted by the model'; \
+        git branch -f evil HEAD; git log --format=%s -1";
+    let mut env = DockerEnv::start(json!([
+        exec(attack),
+        {"output": [{"message": "done"}]}
+    ]))
+    .await;
+    let ws = git_workspace();
+    let before = codex_orchestrator_testkit::digest(&ws.path().join(".git"), true);
+    let runner = env.runner().await;
+    let id = runner
+        .submit(RunRequest {
+            verify: Some(codex_orchestrator_core::model::VerifyOptions {
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            ..request(ws.path(), SecurityMode::WorkspaceWrite, "plant a hook")
+        })
+        .await
+        .unwrap();
+    let st = runner.wait(&id, Duration::from_secs(200)).await.unwrap();
+    let art = runner.artifacts(&id).await.unwrap();
+    let events =
+        std::fs::read_to_string(runner.store().path(&id, "events.jsonl")).unwrap_or_default();
+    assert_eq!(st.phase, RunPhase::Succeeded, "{st:#?}");
+    // The command ran to its end inside the sandbox: the commit worked there.
+    assert!(events.contains("planted by the model"), "{events}");
+    assert_eq!(
+        codex_orchestrator_testkit::digest(&ws.path().join(".git"), true),
+        before,
+        "the host's .git changed"
+    );
+    let w = warnings(&events);
+    assert!(
+        w.iter().any(
+            |m| m.starts_with("codex made 1 commit in the sandbox's private git (")
+                && m.contains(" planted by the model);")
+        ),
+        "{w:?}"
+    );
+    assert!(
+        art.patch.as_deref().unwrap_or("").contains("+planted"),
+        "{:?}",
+        art.patch
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("planted.txt")).unwrap(),
+        "planted\n"
+    );
+
+    // A `.git` file pointing inside the workspace: refused before anything exists.
+    let wt = git_workspace();
+    std::fs::rename(wt.path().join(".git"), wt.path().join(".gitdir")).unwrap();
+    std::fs::write(wt.path().join(".git"), "gitdir: .gitdir\n").unwrap();
+    let e = runner
+        .submit(request(wt.path(), SecurityMode::WorkspaceWrite, "x"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has a `.git` file pointing to"), "{e}");
+    assert!(
+        env.store_containers().await.is_empty(),
+        "sandbox left behind"
+    );
+    env.cleanup().await;
+}
+
 fn exec(cmd: &str) -> Value {
     json!({"output": [{"exec": cmd, "yield_time_ms": 120000}]})
 }

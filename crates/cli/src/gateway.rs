@@ -177,6 +177,9 @@ pub async fn main(
                 client_roots: ClientRootsPolicy::Ignore,
                 protected,
             },
+            audit: Some(codex_orchestrator_runner::audit::ServerAudit::new(
+                &cfg.state_dir,
+            )),
         },
     )?);
     let listener = TcpListener::bind(a.listen)

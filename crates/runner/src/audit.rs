@@ -2,7 +2,8 @@
 //! with `O_APPEND` and `fsync`'d before the call returns.
 //!
 //! * `<state_dir>/audit.jsonl` ([`ServerAudit`]): who asked for what and when — every submit
-//!   (accepted or refused), cancel and patch apply/check, from the MCP server and the CLI.
+//!   (accepted or refused), cancel and patch apply/check, from the MCP server, the gateway
+//!   (each record names the tenant) and the CLI.
 //! * `<run_dir>/audit.jsonl` ([`CommandAudit`], `full_access` runs only): the request, then
 //!   every command codex starts and finishes, as the sandbox's stream arrives. Each command
 //!   entry carries `seq`, the index of its line in the sandbox's stdout; the sandbox's log is
@@ -55,8 +56,12 @@ pub fn read(path: &Path) -> std::io::Result<Vec<serde_json::Value>> {
 /// Who made a call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
-    /// `mcp` or `cli`.
+    /// `mcp`, `cli` or `gateway`.
     pub via: String,
+    /// The gateway tenant the call came from (the tenant of its bearer token); absent for
+    /// `mcp` and `cli`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// The MCP client's name and version from its `initialize`, when it sent them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
@@ -77,6 +82,13 @@ impl Actor {
         Self::with("mcp", client.map(|(n, v)| format!("{n}/{v}")))
     }
 
+    /// A gateway tenant's MCP client (`name/version`, when it identified itself).
+    pub fn gateway(tenant: &str, client: Option<(String, String)>) -> Self {
+        let mut a = Self::with("gateway", client.map(|(n, v)| format!("{n}/{v}")));
+        a.tenant = Some(tenant.to_owned());
+        a
+    }
+
     fn with(via: &str, client: Option<String>) -> Self {
         let uid = nix::unistd::getuid();
         let os_user = nix::unistd::User::from_uid(uid)
@@ -86,6 +98,7 @@ impl Actor {
             .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()));
         Actor {
             via: via.into(),
+            tenant: None,
             client,
             os_user,
             uid: uid.as_raw(),
@@ -141,7 +154,7 @@ impl ServerEntry {
 }
 
 /// The server-wide audit log `<state_dir>/audit.jsonl`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerAudit {
     path: PathBuf,
 }

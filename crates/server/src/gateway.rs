@@ -240,6 +240,9 @@ pub struct GatewayConfig {
     pub max_request_bytes: usize,
     /// MCP settings for a local backend (allowed roots); `max_wait` for all backends.
     pub mcp: McpConfig,
+    /// The server audit log (the same as `mcp`'s): every submit, cancel and patch apply of
+    /// every tenant, each record naming the tenant.
+    pub audit: Option<codex_orchestrator_runner::audit::ServerAudit>,
 }
 
 /// Counters of the gateway (`prometheus-client`; no tenant names in them).
@@ -419,6 +422,10 @@ impl Gateway {
                 )));
             }
         };
+        let mut server = server.with_tenant(tenant.to_string());
+        if let Some(audit) = &self.cfg.audit {
+            server = server.with_audit(audit.clone());
+        }
         let config = StreamableHttpServerConfig::default()
             .with_cancellation_token(self.sessions.child_token())
             .with_allowed_hosts(self.cfg.allowed_hosts.clone())

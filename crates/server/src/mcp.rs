@@ -195,6 +195,10 @@ pub struct OrchestratorServer {
     /// Workspaces are not paths on this machine (the Kubernetes backend): see
     /// [`OrchestratorServer::remote`].
     remote: bool,
+    /// How long `codex_patch_apply` waits for another apply on the same workspace.
+    apply_lock_wait: Duration,
+    /// The gateway tenant this server serves (named in every audit record).
+    tenant: Option<String>,
 }
 
 impl Clone for OrchestratorServer {
@@ -206,6 +210,8 @@ impl Clone for OrchestratorServer {
             client_roots: Arc::default(),
             audit: self.audit.clone(),
             remote: self.remote,
+            apply_lock_wait: self.apply_lock_wait,
+            tenant: self.tenant.clone(),
         }
     }
 }
@@ -228,7 +234,26 @@ impl OrchestratorServer {
             client_roots: Arc::default(),
             audit: None,
             remote: false,
+            apply_lock_wait: apply::APPLY_LOCK_WAIT,
+            tenant: None,
         })
+    }
+
+    /// Serves the gateway tenant `tenant`: audit records say `via: gateway` and name it.
+    pub fn with_tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// How long `codex_patch_apply` waits for another apply on the same workspace (default
+    /// [`apply::APPLY_LOCK_WAIT`]).
+    pub fn with_apply_lock_wait(mut self, wait: Duration) -> Self {
+        self.apply_lock_wait = wait;
+        self
+    }
+
+    pub(crate) fn apply_lock_wait(&self) -> Duration {
+        self.apply_lock_wait
     }
 
     /// Records every submit, cancel and patch apply in `audit`.
@@ -251,7 +276,11 @@ impl OrchestratorServer {
         let client = peer
             .peer_info()
             .map(|i| (i.client_info.name.clone(), i.client_info.version.clone()));
-        let entry = f(codex_orchestrator_runner::audit::Actor::mcp(client));
+        let actor = match &self.tenant {
+            Some(t) => codex_orchestrator_runner::audit::Actor::gateway(t, client),
+            None => codex_orchestrator_runner::audit::Actor::mcp(client),
+        };
+        let entry = f(actor);
         if let Err(e) = tokio::task::spawn_blocking(move || audit.record(&entry)).await {
             warn!(error = %e, "the audit task failed");
         }
@@ -281,6 +310,8 @@ impl OrchestratorServer {
             client_roots: Arc::default(),
             audit: None,
             remote: true,
+            apply_lock_wait: apply::APPLY_LOCK_WAIT,
+            tenant: None,
         }
     }
 

@@ -19,6 +19,9 @@
 //!   private temporary object store, so the target does not have to be a git repository and its
 //!   `.git` is never touched. Nothing is written unless every file applies; the report lists
 //!   each file that does not.
+//!   Writes go through a descriptor of the workspace and cannot follow a symbolic link out of
+//!   it; special files and repository-like structures are refused; binary hunks are checked
+//!   against size caps before anything is inflated (see the doc comment of `apply.rs`).
 //! * [`copy_tree`] copies a workspace (including `.git`) preserving modes and symlinks.
 //!
 //! Decisions: the private store sets `core.autocrlf=false`, `core.filemode=true` and
@@ -30,6 +33,8 @@
 //! directories are not seen).
 
 mod apply;
+pub mod beneath;
+pub mod binscan;
 mod copy;
 pub mod fetch;
 pub mod manifest;
@@ -39,7 +44,9 @@ mod snapshot;
 
 use std::path::{Path, PathBuf};
 
-pub use apply::{ApplyConflict, ApplyReport, apply_patch};
+pub use apply::{ApplyConflict, ApplyReport, apply_patch, apply_patch_with};
+pub use beneath::Resolve;
+pub use binscan::{ApplyLimits, MAX_FILE_BYTES, MAX_TOTAL_BYTES};
 pub use copy::{CopyStats, copy_tree};
 pub use snapshot::{PatchOutput, Snapshot};
 
@@ -71,6 +78,9 @@ pub enum WorkspaceError {
     CopyIntoItself { src: PathBuf, dst: PathBuf },
     #[error("the patch cannot be parsed: {0}")]
     InvalidPatch(String),
+    /// A binary hunk is over the size caps (`binscan`); nothing was inflated beyond them.
+    #[error("the patch is refused: {0}; nothing was changed")]
+    PatchTooLarge(String),
 }
 
 pub(crate) fn git_err(context: impl Into<String>) -> impl FnOnce(git2::Error) -> WorkspaceError {

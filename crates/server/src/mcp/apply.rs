@@ -10,13 +10,28 @@
 //!   workspace; it is still recorded).
 //! * A patch that was cut at the sandbox's size cap (`result.patch.truncated`) is refused: it
 //!   would apply only part of the change.
-//! * Applies run one at a time in this process, so two calls cannot interleave their check
-//!   and write on one workspace.
+//! * Refused while a `workspace_write`/`full_access` run that has not ended works on the same
+//!   workspace (or one inside it, or around it): that run writes there in place, and the
+//!   message names it.
+//! * Applies on one workspace run one at a time in this process ([`WorkspaceLocks`], keyed by
+//!   the canonical workspace); applies on other workspaces (other tenants) never wait for each
+//!   other. A call that cannot get its workspace's lock within a bounded wait
+//!   ([`APPLY_LOCK_WAIT`]) fails with "another apply is in progress on this workspace".
+//! * The apply itself (`codex_orchestrator_workspace::apply_patch`) writes through a descriptor
+//!   of the workspace and never follows a symbolic link, refuses FIFOs, sockets, devices and
+//!   repository-like patches without blocking, and refuses binary hunks over its size caps
+//!   before inflating them (crates/workspace/src/apply.rs).
 //! * A failure to write the record after a successful apply is reported in `log_error`, not as
 //!   a tool error: the workspace has changed, and the caller must know that.
+//!
+//! Over 600 lines because the tool, its apply log, its workspace locks and their unit tests
+//! are one unit.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::model::Implementation;
 use rmcp::service::RequestContext;
@@ -26,13 +41,73 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{Args, OrchestratorServer, ToolError, input_schema, parse_run_id};
-use codex_orchestrator_core::model::{RunId, SecurityMode};
-use codex_orchestrator_workspace::{ApplyReport, apply_patch};
+use codex_orchestrator_core::model::{RunId, RunStatus, SecurityMode};
+use codex_orchestrator_runner::ListFilter;
+use codex_orchestrator_workspace::{ApplyReport, WorkspaceError, apply_patch};
 
 /// The apply log in a run's directory: one JSON [`ApplyRecord`] per line.
 pub const APPLY_LOG: &str = "applies.jsonl";
 
-static APPLY_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// How long a call waits for another apply on the same workspace before it gives up.
+pub const APPLY_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// One apply at a time per workspace (canonical path), process-wide: tenants and sessions
+/// share it, and a slow apply on one workspace never holds up another workspace.
+#[derive(Debug, Default)]
+pub struct WorkspaceLocks {
+    map: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The lock of a workspace is held by another apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "another apply is in progress on this workspace ({}); waited {} ms, nothing was changed: try again when it has finished",
+    workspace.display(),
+    waited.as_millis()
+)]
+pub struct WorkspaceBusy {
+    pub workspace: PathBuf,
+    pub waited: Duration,
+}
+
+impl WorkspaceLocks {
+    /// The locks of this process.
+    pub fn global() -> &'static WorkspaceLocks {
+        static LOCKS: std::sync::LazyLock<WorkspaceLocks> =
+            std::sync::LazyLock::new(WorkspaceLocks::default);
+        &LOCKS
+    }
+
+    /// Takes the lock of `workspace`, waiting at most `wait`.
+    pub async fn lock(
+        &self,
+        workspace: &Path,
+        wait: Duration,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, WorkspaceBusy> {
+        let m = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget the locks nobody holds or waits for, so the table stays small.
+            map.retain(|_, m| Arc::strong_count(m) > 1);
+            map.entry(workspace.to_path_buf()).or_default().clone()
+        };
+        tokio::time::timeout(wait, m.lock_owned())
+            .await
+            .map_err(|_| WorkspaceBusy {
+                workspace: workspace.to_path_buf(),
+                waited: wait,
+            })
+    }
+}
+
+/// The first run in `runs` that writes in place (not readonly), has not ended, and works on
+/// `workspace`, on a directory inside it, or on one around it. Pure.
+pub fn live_writer<'a>(runs: &'a [RunStatus], workspace: &Path) -> Option<&'a RunStatus> {
+    runs.iter().find(|r| {
+        !r.phase.is_terminal()
+            && r.mode != SecurityMode::Readonly
+            && (r.workspace.starts_with(workspace) || workspace.starts_with(&r.workspace))
+    })
+}
 
 /// Arguments of `codex_patch_apply`.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
@@ -183,6 +258,50 @@ fn outcome_message(r: &ApplyReport, id: &RunId, mode: SecurityMode) -> String {
     }
 }
 
+fn check_only_action(check_only: bool) -> codex_orchestrator_runner::audit::Action {
+    use codex_orchestrator_runner::audit::Action;
+    if check_only {
+        Action::PatchCheck
+    } else {
+        Action::PatchApply
+    }
+}
+
+impl OrchestratorServer {
+    /// Records a refused apply or check in the server audit log.
+    async fn audit_refused(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        id: &RunId,
+        workspace: Option<&Path>,
+        action: codex_orchestrator_runner::audit::Action,
+        why: &str,
+    ) {
+        self.audit_outcome(ctx, id, workspace, action, "refused", why)
+            .await;
+    }
+
+    /// Records an apply or check that did not happen (`refused`, `failed`) with the reason.
+    async fn audit_outcome(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        id: &RunId,
+        workspace: Option<&Path>,
+        action: codex_orchestrator_runner::audit::Action,
+        outcome: &str,
+        why: &str,
+    ) {
+        self.audit(&ctx.peer, |actor| {
+            let mut e = codex_orchestrator_runner::audit::ServerEntry::new(actor, action, outcome);
+            e.run_id = Some(id.clone());
+            e.workspace = workspace.map(Path::to_path_buf);
+            e.detail = Some(why.to_owned());
+            e
+        })
+        .await;
+    }
+}
+
 #[tool_router(router = apply_tool_router, vis = "pub(super)")]
 impl OrchestratorServer {
     #[tool(
@@ -205,9 +324,12 @@ impl OrchestratorServer {
         let p = args?;
         let id = parse_run_id(&p.run_id)?;
         if self.is_remote() {
-            return Err(ToolError(format!(
+            let msg = format!(
                 "codex_patch_apply is not available on this server: the run's workspace is in the cluster, not on this machine. Take the patch of run `{id}` from codex_git_diff (format unified) and apply it in your checkout with `git apply`."
-            )));
+            );
+            self.audit_refused(&ctx, &id, None, check_only_action(p.check_only), &msg)
+                .await;
+            return Err(ToolError(msg));
         }
         if !p.approve && !p.check_only {
             return Err(ToolError(format!(
@@ -253,14 +375,82 @@ impl OrchestratorServer {
             }));
         }
 
-        let _guard = APPLY_LOCK.lock().await;
+        let _guard = match WorkspaceLocks::global()
+            .lock(&workspace, self.apply_lock_wait())
+            .await
+        {
+            Ok(g) => g,
+            Err(busy) => {
+                let msg = busy.to_string();
+                self.audit_refused(
+                    &ctx,
+                    &id,
+                    Some(&workspace),
+                    check_only_action(p.check_only),
+                    &msg,
+                )
+                .await;
+                return Err(ToolError(msg));
+            }
+        };
+        // Checked under the lock, right before the apply.
+        let runs = self.runner.list(ListFilter::default()).await?;
+        let runs: Vec<RunStatus> = runs
+            .into_iter()
+            .filter(|r| !r.phase.is_terminal() && r.mode != SecurityMode::Readonly)
+            .map(|mut r| {
+                if let Ok(c) = std::fs::canonicalize(&r.workspace) {
+                    r.workspace = c;
+                }
+                r
+            })
+            .collect();
+        if let Some(live) = live_writer(&runs, &workspace) {
+            let msg = format!(
+                "refused: run `{}` ({}) is still {} on {}; it writes to the workspace in place, so the patch of run `{id}` cannot be applied now. Wait until it has ended (codex_run_status) or cancel it (codex_run_cancel), then apply; nothing was changed",
+                live.run_id,
+                live.mode,
+                live.phase,
+                live.workspace.display()
+            );
+            self.audit_refused(
+                &ctx,
+                &id,
+                Some(&workspace),
+                check_only_action(p.check_only),
+                &msg,
+            )
+            .await;
+            return Err(ToolError(msg));
+        }
         let ws = workspace.clone();
         let check_only = p.check_only;
-        let report =
-            tokio::task::spawn_blocking(move || apply_patch(&ws, patch.as_bytes(), check_only))
-                .await
-                .map_err(|e| ToolError(format!("the apply task failed: {e}")))?
-                .map_err(|e| ToolError(format!("cannot apply the patch of run `{id}`: {e}")))?;
+        let report = match tokio::task::spawn_blocking(move || {
+            apply_patch(&ws, patch.as_bytes(), check_only)
+        })
+        .await
+        .map_err(|e| ToolError(format!("the apply task failed: {e}")))?
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // A patch refused as such (too large, unparsable) or a write that failed.
+                let outcome = match e {
+                    WorkspaceError::PatchTooLarge(_) | WorkspaceError::InvalidPatch(_) => "refused",
+                    _ => "failed",
+                };
+                let msg = format!("cannot apply the patch of run `{id}`: {e}");
+                self.audit_outcome(
+                    &ctx,
+                    &id,
+                    Some(&workspace),
+                    check_only_action(check_only),
+                    outcome,
+                    &msg,
+                )
+                .await;
+                return Err(ToolError(msg));
+            }
+        };
 
         let conflicts: Vec<Conflict> = report
             .conflicts
@@ -346,6 +536,32 @@ impl OrchestratorServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use codex_orchestrator_core::model::RunPhase;
+
+    #[test]
+    fn live_writers_are_write_mode_runs_that_have_not_ended_on_an_overlapping_workspace() {
+        let run = |mode, phase, ws: &str| {
+            let mut st = RunStatus::new_queued(RunId::generate(), mode, ws.into());
+            st.phase = phase;
+            st
+        };
+        let ws = Path::new("/w/app");
+        let blocking = [
+            run(SecurityMode::WorkspaceWrite, RunPhase::Running, "/w/app"),
+            run(SecurityMode::FullAccess, RunPhase::Queued, "/w/app/sub"),
+            run(SecurityMode::WorkspaceWrite, RunPhase::Fixing, "/w"),
+        ];
+        for b in &blocking {
+            assert_eq!(live_writer(std::slice::from_ref(b), ws), Some(b));
+        }
+        let harmless = [
+            run(SecurityMode::Readonly, RunPhase::Running, "/w/app"),
+            run(SecurityMode::WorkspaceWrite, RunPhase::Succeeded, "/w/app"),
+            run(SecurityMode::WorkspaceWrite, RunPhase::Running, "/w/app2"),
+            run(SecurityMode::FullAccess, RunPhase::Running, "/w/other"),
+        ];
+        assert_eq!(live_writer(&harmless, ws), None);
+    }
 
     #[test]
     fn records_round_trip_through_the_log() {

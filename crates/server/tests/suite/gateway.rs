@@ -535,6 +535,14 @@ struct TestGateway {
 }
 
 async fn kube_gateway(api: &FakeApi) -> TestGateway {
+    kube_gateway_with(api, None).await
+}
+
+/// [`kube_gateway`] writing the server audit log `audit`.
+async fn kube_gateway_with(
+    api: &FakeApi,
+    audit: Option<codex_orchestrator_runner::audit::ServerAudit>,
+) -> TestGateway {
     let tokens = Tokens::parse(&format!("{ALPHA} alpha\n{BETA} beta\n")).unwrap();
     let factory = Arc::new(KubeRunners {
         client: api.client.clone(),
@@ -556,6 +564,7 @@ async fn kube_gateway(api: &FakeApi) -> TestGateway {
                     default_mode: codex_orchestrator_core::model::SecurityMode::WorkspaceWrite,
                     ..McpConfig::default()
                 },
+                audit,
             },
         )
         .unwrap(),
@@ -909,6 +918,79 @@ async fn gateway_kube_backend_serves_the_tool_flow_and_isolates_tenants() {
     g.stop().await;
 }
 
+/// The gateway writes the same server audit log as `mcp`: two tenants act through real MCP
+/// clients over HTTP, and every record is a whole JSON line naming the right tenant.
+#[tokio::test]
+async fn gateway_audit_log_names_the_tenant_of_every_record() {
+    let api = FakeApi::start();
+    let state = tempfile::tempdir().unwrap();
+    let audit = codex_orchestrator_runner::audit::ServerAudit::new(state.path());
+    let g = kube_gateway_with(&api, Some(audit.clone())).await;
+    let (alpha, tools) = connect(g.addr, ALPHA).await;
+    let (beta, _) = connect(g.addr, BETA).await;
+    let (pa, pb) = (alpha.peer(), beta.peer());
+
+    let out = call_ok(
+        pa,
+        &tools,
+        "codex_run",
+        json!({"prompt": "Make x 2", "workspace": REPO}),
+    )
+    .await;
+    let id = out["run_id"].as_str().unwrap().to_owned();
+    let refused = call_err(
+        pb,
+        "codex_run",
+        json!({"prompt": "x", "workspace": REPO, "security_mode": "full_access", "confirm_full_access": true}),
+    )
+    .await;
+    let c = call_ok(pa, &tools, "codex_run_cancel", json!({"run_id": id})).await;
+    assert_eq!(c["outcome"], "cancelling");
+    let e = call_err(
+        pb,
+        "codex_patch_apply",
+        json!({"run_id": id, "approve": true}),
+    )
+    .await;
+    assert!(e.starts_with("codex_patch_apply is not available"), "{e}");
+
+    let text = std::fs::read_to_string(audit.path()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn record {l:?}: {e}")))
+        .collect();
+    // Whole records, without what differs between machines and runs.
+    let normal: Vec<Value> = lines
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let o = r.as_object_mut().unwrap();
+            assert!(o.remove("at").is_some());
+            let actor = o["actor"].as_object_mut().unwrap();
+            assert!(actor.remove("uid").is_some());
+            actor.remove("os_user");
+            assert!(actor.remove("client").is_some(), "{actor:?}");
+            if let Some(req) = o.remove("request") {
+                assert_eq!(req["workspace"], REPO);
+            }
+            r
+        })
+        .collect();
+    let gw = |tenant: &str| json!({"via": "gateway", "tenant": tenant});
+    assert_eq!(
+        normal,
+        vec![
+            json!({"actor": gw("alpha"), "action": "submit", "run_id": id, "outcome": "accepted"}),
+            json!({"actor": gw("beta"), "action": "submit", "outcome": "refused", "detail": refused}),
+            json!({"actor": gw("alpha"), "action": "cancel", "run_id": id, "outcome": "cancelling"}),
+            json!({"actor": gw("beta"), "action": "patch_apply", "run_id": id, "outcome": "refused", "detail": e}),
+        ]
+    );
+    alpha.cancel().await.unwrap();
+    beta.cancel().await.unwrap();
+    g.stop().await;
+}
+
 /// A tool call's structured content, success or not.
 pub(super) async fn call_tool_json(
     peer: &rmcp::service::Peer<RoleClient>,
@@ -1044,6 +1126,46 @@ async fn gateway_binary_drives_real_docker_runs_per_tenant() {
             .unwrap()
             .len(),
         1
+    );
+
+    // A check of the run's patch (in place already: a conflict), then the server audit log:
+    // whole records, each naming its tenant.
+    let check = call_ok(
+        pa,
+        &tools,
+        "codex_patch_apply",
+        json!({"run_id": id, "check_only": true}),
+    )
+    .await;
+    assert_eq!(check["ok"], false, "{check:#}");
+    let audit_text =
+        std::fs::read_to_string(env.state.path().join("audit.jsonl")).unwrap_or_default();
+    let records: Vec<(String, String, String, String, String)> = audit_text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+            (
+                s(&v["actor"]["via"]),
+                s(&v["actor"]["tenant"]),
+                s(&v["action"]),
+                s(&v["outcome"]),
+                s(&v["run_id"]),
+            )
+        })
+        .collect();
+    let rec = |action: &str, outcome: &str| {
+        (
+            "gateway".to_owned(),
+            "alpha".to_owned(),
+            action.to_owned(),
+            outcome.to_owned(),
+            id.clone(),
+        )
+    };
+    assert_eq!(
+        records,
+        vec![rec("submit", "accepted"), rec("patch_check", "conflicts")]
     );
 
     // SIGTERM: a clean exit.

@@ -22,7 +22,9 @@ use codex_orchestrator_core::model::{
 };
 use codex_orchestrator_runner::error::RunnerError;
 use codex_orchestrator_runner::{Artifacts, CancelOutcome, EventPage, ListFilter, Runner};
-use codex_orchestrator_server::mcp::apply::{ApplyRecord, read_records};
+use codex_orchestrator_server::mcp::apply::{
+    APPLY_LOCK_WAIT, ApplyRecord, WorkspaceLocks, read_records,
+};
 use codex_orchestrator_server::mcp::{McpConfig, OrchestratorServer};
 use rmcp::model::{
     CallToolResult, ClientCapabilities, ClientConfig, Implementation, ListRootsResult, Root, Tool,
@@ -87,7 +89,13 @@ impl Runner for StoredRuns {
         self.get(id)
     }
     async fn list(&self, _filter: ListFilter) -> Result<Vec<RunStatus>, RunnerError> {
-        Ok(Vec::new())
+        Ok(self
+            .runs
+            .lock()
+            .unwrap()
+            .values()
+            .map(|a| a.status.clone())
+            .collect())
     }
 }
 
@@ -176,6 +184,17 @@ impl Client {
         root: &Path,
         client_roots: Option<Vec<PathBuf>>,
     ) -> Client {
+        Client::start_with(runner, root, client_roots, APPLY_LOCK_WAIT).await
+    }
+
+    /// [`Client::start`] with `apply_lock_wait` as the server's bounded wait for a workspace's
+    /// apply lock.
+    async fn start_with(
+        runner: Arc<dyn Runner>,
+        root: &Path,
+        client_roots: Option<Vec<PathBuf>>,
+        apply_lock_wait: Duration,
+    ) -> Client {
         let server = OrchestratorServer::new(
             runner,
             McpConfig {
@@ -186,7 +205,8 @@ impl Client {
                 ..McpConfig::default()
             },
         )
-        .unwrap();
+        .unwrap()
+        .with_apply_lock_wait(apply_lock_wait);
         let (server_io, client_io) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(async move {
             let running = server.serve(server_io).await.unwrap();
@@ -372,7 +392,7 @@ async fn mcp_apply_needs_approval_checks_applies_and_logs() {
             &json!([
                 {"path": "app.py", "message": "hunk at line 1 did not apply"},
                 {"path": "new.txt", "message": "already exists in the working directory"},
-                {"path": "old.txt", "message": "could not stat 'old.txt': No such file or directory"}
+                {"path": "old.txt", "message": "does not exist in the working directory"}
             ])
         ),
         "{again:#}"
@@ -748,4 +768,353 @@ async fn mcp_binary_applies_a_readonly_runs_patch_end_to_end() {
     c.close().await;
     assert!(env.store_containers().await.is_empty());
     env.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host-side attacks (docs/SECURITY_MODES.md, "Host-side attacks (round 2)").
+
+/// A run of `workspace` in `mode` that is still `phase`.
+fn live_run(workspace: &Path, mode: SecurityMode, phase: RunPhase, run_dir: &Path) -> Artifacts {
+    let mut art = finished_run(workspace, None, run_dir);
+    art.status.mode = mode;
+    art.status.phase = phase;
+    art.status.reason = None;
+    art.result = None;
+    art
+}
+
+#[tokio::test]
+async fn mcp_apply_is_refused_while_a_write_mode_run_is_live_on_the_workspace() {
+    let root = tempfile::tempdir().unwrap();
+    let runs_dir = tempfile::tempdir().unwrap();
+    let (ws, patch) = project_with_patch(&canonical(root.path()));
+    let other = canonical(root.path()).join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::create_dir_all(ws.join("sub")).unwrap();
+    let runs = Arc::new(StoredRuns::default());
+    let id = runs.add(finished_run(&ws, Some(&patch), runs_dir.path()));
+    // Not in the way: a live readonly run of the workspace, a live write run elsewhere.
+    runs.add(live_run(
+        &ws,
+        SecurityMode::Readonly,
+        RunPhase::Running,
+        runs_dir.path(),
+    ));
+    runs.add(live_run(
+        &other,
+        SecurityMode::FullAccess,
+        RunPhase::Running,
+        runs_dir.path(),
+    ));
+    let c = Client::start(runs.clone(), root.path(), None).await;
+    let before = digest(&ws, true);
+    for (mode, phase, on) in [
+        (
+            SecurityMode::WorkspaceWrite,
+            RunPhase::Verifying,
+            ws.clone(),
+        ),
+        (SecurityMode::FullAccess, RunPhase::Queued, ws.clone()),
+        // A run on a directory inside the workspace writes into it too.
+        (
+            SecurityMode::WorkspaceWrite,
+            RunPhase::Running,
+            ws.join("sub"),
+        ),
+    ] {
+        let live = runs.add(live_run(&on, mode, phase, runs_dir.path()));
+        for check_only in [true, false] {
+            assert_eq!(
+                c.err(
+                    "codex_patch_apply",
+                    json!({"run_id": id, "approve": true, "check_only": check_only})
+                )
+                .await,
+                format!(
+                    "refused: run `{live}` ({mode}) is still {phase} on {}; it writes to the workspace in place, so the patch of run `{id}` cannot be applied now. Wait until it has ended (codex_run_status) or cancel it (codex_run_cancel), then apply; nothing was changed",
+                    on.display()
+                )
+            );
+        }
+        assert_eq!(digest(&ws, true), before);
+        // Once that run has ended, the apply goes ahead.
+        let live_id: RunId = live.parse().unwrap();
+        runs.runs
+            .lock()
+            .unwrap()
+            .get_mut(&live_id)
+            .unwrap()
+            .status
+            .phase = RunPhase::Cancelled;
+        let out = c
+            .ok(
+                "codex_patch_apply",
+                json!({"run_id": id, "check_only": true}),
+            )
+            .await;
+        assert_eq!(out["ok"], true, "{out:#}");
+    }
+    c.close().await;
+}
+
+#[tokio::test]
+async fn mcp_apply_locks_each_workspace_alone_with_a_bounded_wait() {
+    let root = tempfile::tempdir().unwrap();
+    let runs_dir = tempfile::tempdir().unwrap();
+    let croot = canonical(root.path());
+    let (ws_a, patch_a) = project_with_patch(&croot.join("a"));
+    let (ws_b, patch_b) = project_with_patch(&croot.join("b"));
+    let runs = Arc::new(StoredRuns::default());
+    let id_a = runs.add(finished_run(&ws_a, Some(&patch_a), runs_dir.path()));
+    let id_b = runs.add(finished_run(&ws_b, Some(&patch_b), runs_dir.path()));
+    let wait = Duration::from_millis(300);
+    let c = Client::start_with(runs.clone(), root.path(), None, wait).await;
+    let before_a = digest(&ws_a, true);
+
+    // Another apply holds workspace A (as a slow or stuck apply would).
+    let held = WorkspaceLocks::global().lock(&ws_a, BOUND).await.unwrap();
+    let t = Instant::now();
+    assert_eq!(
+        c.err(
+            "codex_patch_apply",
+            json!({"run_id": id_a, "approve": true})
+        )
+        .await,
+        format!(
+            "another apply is in progress on this workspace ({}); waited 300 ms, nothing was changed: try again when it has finished",
+            ws_a.display()
+        )
+    );
+    println!("a busy workspace answered after {:?}", t.elapsed());
+    assert_eq!(digest(&ws_a, true), before_a);
+    // Workspace B (another tenant's, say) does not wait for A.
+    let out = tokio::time::timeout(
+        BOUND,
+        c.ok(
+            "codex_patch_apply",
+            json!({"run_id": id_b, "approve": true}),
+        ),
+    )
+    .await
+    .expect("an apply on another workspace waited for the held one");
+    assert_eq!(
+        (out["ok"].clone(), out["applied"].clone()),
+        (json!(true), json!(true))
+    );
+    drop(held);
+    let out = c
+        .ok(
+            "codex_patch_apply",
+            json!({"run_id": id_a, "approve": true}),
+        )
+        .await;
+    assert_eq!(out["applied"], true, "{out:#}");
+    c.close().await;
+}
+
+/// git's base85 lines for `data` (52 bytes per line).
+fn base85_lines(data: &[u8]) -> String {
+    const B85: &[u8; 85] =
+        b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";
+    let mut out = String::new();
+    for chunk in data.chunks(52) {
+        let n = chunk.len() as u8;
+        out.push(if n <= 26 { b'A' + n - 1 } else { b'a' + n - 27 } as char);
+        for group in chunk.chunks(4) {
+            let mut w = [0u8; 4];
+            w[..group.len()].copy_from_slice(group);
+            let mut acc = u32::from_be_bytes(w);
+            let mut five = [0u8; 5];
+            for slot in five.iter_mut().rev() {
+                *slot = B85[(acc % 85) as usize];
+                acc /= 85;
+            }
+            out.extend(five.iter().map(|b| *b as char));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+const GIB: u64 = 1 << 30;
+
+/// The base85 lines of 1 GiB of zeros, zlib-compressed (about 6 MB; built once).
+static BOMB_LINES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use std::io::Write as _;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        z.write_all(&block).unwrap();
+    }
+    base85_lines(&z.finish().unwrap())
+});
+
+/// A real bomb: a patch adding `zeros.bin` as a `literal` hunk of 1 GiB of zeros that declares
+/// `declared` bytes.
+fn bomb_patch(lines: &str, declared: u64) -> String {
+    format!(
+        "diff --git a/zeros.bin b/zeros.bin\nnew file mode 100644\nindex 0000000000000000000000000000000000000000..1111111111111111111111111111111111111111\nGIT binary patch\nliteral {declared}\n{lines}\nliteral 0\nHcmV?d00001\n\n"
+    )
+}
+
+/// Peak resident set of this process (the in-process server), in MiB.
+fn peak_rss_mib() -> u64 {
+    peak_rss_mib_of("self")
+}
+
+/// Peak resident set (`VmHWM`) of process `pid` (or `self`), in MiB.
+fn peak_rss_mib_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
+
+#[tokio::test]
+async fn mcp_apply_refuses_a_binary_inflation_bomb_and_the_server_stays_small() {
+    let root = tempfile::tempdir().unwrap();
+    let runs_dir = tempfile::tempdir().unwrap();
+    let (ws, _) = project_with_patch(&canonical(root.path()));
+    let bomb = |declared: u64| bomb_patch(&BOMB_LINES, declared);
+    let runs = Arc::new(StoredRuns::default());
+    let honest = runs.add(finished_run(&ws, Some(&bomb(GIB)), runs_dir.path()));
+    let lying = runs.add(finished_run(&ws, Some(&bomb(4096)), runs_dir.path()));
+    let c = Client::start(runs.clone(), root.path(), None).await;
+    let before = digest(&ws, true);
+    let peak_before = peak_rss_mib();
+    for (id, why) in [
+        (
+            &honest,
+            format!("a binary hunk declares {GIB} bytes, over the cap of 67108864 bytes per file"),
+        ),
+        (
+            &lying,
+            "a binary hunk inflates to more than its declared 4096 bytes".to_string(),
+        ),
+    ] {
+        for check_only in [true, false] {
+            assert_eq!(
+                c.err(
+                    "codex_patch_apply",
+                    json!({"run_id": id, "approve": true, "check_only": check_only})
+                )
+                .await,
+                format!(
+                    "cannot apply the patch of run `{id}`: the patch is refused: zeros.bin: {why}; nothing was changed"
+                )
+            );
+        }
+    }
+    let peak_after = peak_rss_mib();
+    println!(
+        "server peak RSS around four applies of a 1 GiB bomb ({} bytes of patch): {peak_before} -> {peak_after} MiB",
+        bomb(GIB).len()
+    );
+    assert!(
+        peak_after - peak_before < 256,
+        "{peak_before} -> {peak_after} MiB"
+    );
+    assert_eq!(digest(&ws, true), before);
+    c.close().await;
+}
+
+/// The real `codex-orchestrator mcp` binary over stdio with a stored finished run whose patch is
+/// a 1 GiB bomb: refused with the cap named, and the server process's peak RSS stays small.
+#[tokio::test]
+async fn mcp_binary_refuses_a_bomb_patch_and_its_peak_rss_stays_small() {
+    use codex_orchestrator_runner::store::{PATCH, RunStore};
+    let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (ws, _) = project_with_patch(&canonical(root.path()));
+    let bomb = bomb_patch(&BOMB_LINES, GIB);
+    let store = RunStore::open(state.path()).unwrap();
+    let id = RunId::generate();
+    let mut status = RunStatus::new_queued(id.clone(), SecurityMode::Readonly, ws.clone());
+    let req = RunRequest {
+        prompt: "Add zeros".into(),
+        workspace: ws.clone(),
+        mode: SecurityMode::Readonly,
+        model: None,
+        provider: None,
+        timeout_secs: Some(600),
+        output_schema: None,
+        schema_retry: false,
+        confirm_full_access: false,
+        verify: None,
+        image: None,
+        labels: BTreeMap::new(),
+        workspace_growth_limit_mb: None,
+    };
+    store.create(&req, &status).unwrap();
+    status.phase = RunPhase::Succeeded;
+    status.reason = Some(TerminalReason::Completed);
+    store.write_status(&status).unwrap();
+    store
+        .write_result(
+            &id,
+            &result_for(RunPhase::Succeeded, TerminalReason::Completed, ""),
+        )
+        .unwrap();
+    store.write_file(&id, PATCH, bomb.as_bytes()).unwrap();
+    let cfg = state.path().join("config.toml");
+    let config = codex_orchestrator_runner::config::Config {
+        state_dir: state.path().to_path_buf(),
+        ..Default::default()
+    };
+    std::fs::write(&cfg, toml::to_string(&config).unwrap()).unwrap();
+    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["mcp", "--allowed-root"])
+        .arg(root.path())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    let transport = rmcp::transport::TokioChildProcess::new(cmd).unwrap();
+    let pid = transport.id().unwrap().to_string();
+    let c = Client::connect(transport, None, false).await;
+    let before = digest(&ws, true);
+    let peak_before = peak_rss_mib_of(&pid);
+    for check_only in [true, false] {
+        assert_eq!(
+            c.err(
+                "codex_patch_apply",
+                json!({"run_id": id, "approve": true, "check_only": check_only})
+            )
+            .await,
+            format!(
+                "cannot apply the patch of run `{id}`: the patch is refused: zeros.bin: a binary hunk declares {GIB} bytes, over the cap of 67108864 bytes per file; nothing was changed"
+            )
+        );
+    }
+    let peak_after = peak_rss_mib_of(&pid);
+    println!(
+        "codex-orchestrator mcp (pid {pid}) peak RSS around two applies of a 1 GiB bomb ({} bytes of patch): {peak_before} -> {peak_after} MiB",
+        bomb.len()
+    );
+    assert!(peak_after < 512, "{peak_before} -> {peak_after} MiB");
+    assert_eq!(digest(&ws, true), before);
+    // Both refusals are in the server audit log, with the reason.
+    let audit = std::fs::read_to_string(state.path().join("audit.jsonl")).unwrap();
+    let got: Vec<(String, String, String)> = audit
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+            (s(&v["action"]), s(&v["outcome"]), s(&v["detail"]))
+        })
+        .collect();
+    let why = format!(
+        "cannot apply the patch of run `{id}`: the patch is refused: zeros.bin: a binary hunk declares {GIB} bytes, over the cap of 67108864 bytes per file; nothing was changed"
+    );
+    assert_eq!(
+        got,
+        vec![
+            ("patch_check".into(), "refused".into(), why.clone()),
+            ("patch_apply".into(), "refused".into(), why)
+        ]
+    );
+    c.close().await;
 }

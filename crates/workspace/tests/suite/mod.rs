@@ -1,1 +1,2 @@
+mod apply_host;
 mod workspace;

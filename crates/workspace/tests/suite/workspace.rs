@@ -60,8 +60,17 @@ fn run_case(init: impl Fn(&Path), mutate: impl Fn(&Path)) -> Case {
 }
 
 /// `git apply --binary` with the real git CLI onto the pristine copy, then the copy must equal
-/// the changed workspace (ignoring paths under `except`).
+/// the changed workspace (ignoring paths under `except`); the same for [`apply_patch`] on
+/// another pristine copy.
 fn assert_git_apply_reproduces(case: &Case, except: &[&str]) {
+    let ours = case.tmp.path().join("original-ours");
+    cp_a(&case.original, &ours);
+    let r = apply_patch(&ours, &case.patch.patch, false).unwrap();
+    assert!(
+        r.ok && r.applied,
+        "{r:?}\npatch:\n{}",
+        String::from_utf8_lossy(&case.patch.patch)
+    );
     let pf = case.patch_file();
     let out = Command::new("git")
         .args(["apply", "--binary", "--whitespace=nowarn"])
@@ -86,6 +95,7 @@ fn assert_git_apply_reproduces(case: &Case, except: &[&str]) {
         strip(digest(&case.original, false)),
         strip(digest(&case.ws, false))
     );
+    assert_eq!(strip(digest(&ours, false)), strip(digest(&case.ws, false)));
 }
 
 fn stats(p: &PatchOutput) -> (Vec<&str>, u64, u64) {
@@ -643,4 +653,21 @@ fn same_size_edits_right_after_the_snapshot_are_seen() {
     std::fs::remove_file(ws.join("x.txt")).unwrap();
     std::fs::remove_file(ws.join("README.md")).unwrap();
     assert_eq!(snap.diff_to(&ws).unwrap().files, vec!["README.md"]);
+}
+
+#[test]
+fn type_changes_and_emptied_directories_apply_like_git() {
+    let c = run_case(sample_repo, |ws| {
+        // A file becomes a link (git writes a delete plus an add), a directory loses its only
+        // file, a link target is a directory.
+        std::fs::remove_file(ws.join("README.md")).unwrap();
+        std::os::unix::fs::symlink("calc/ops.py", ws.join("README.md")).unwrap();
+        std::fs::remove_dir_all(ws.join("tests")).unwrap();
+        std::os::unix::fs::symlink("calc", ws.join("calc-link")).unwrap();
+    });
+    let text = String::from_utf8_lossy(&c.patch.patch);
+    assert!(text.contains("new file mode 120000\n"), "{text}");
+    assert_git_apply_reproduces(&c, &[]);
+    let ours = c.tmp.path().join("original-ours");
+    assert!(!ours.join("tests").exists(), "the emptied directory stays");
 }

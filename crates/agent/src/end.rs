@@ -146,6 +146,7 @@ pub(crate) async fn complete<W: AsyncWrite + Unpin>(
         result.unreviewed_changes = list;
         result.omitted_unreviewed_changes = omitted;
     }
+    result.agent_isolation = ISOLATION.get().cloned();
     if let Some(schema) = &spec.output_schema {
         let answer = stream.fold.final_answer().map(str::to_owned);
         outcome::apply_output_contract(schema, answer.as_deref(), &mut decision, &mut result);

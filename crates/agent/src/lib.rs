@@ -201,7 +201,8 @@ pub async fn main_with_output<W: AsyncWrite + Unpin>(
 ) -> Result<AgentExit, AgentError> {
     // Model processes run under the agent's uid: they must not reach its memory or its
     // descriptors (the stream is its stdout).
-    process::make_undumpable();
+    let undumpable = process::make_undumpable();
+    let _ = ISOLATION.set(process::isolation(undumpable));
     let spec = load_spec(&args)?;
     let stop = StopHandle::new();
     let signals = install_signal_handlers(stop.clone())?;
@@ -602,6 +603,10 @@ async fn drive<W: AsyncWrite + Unpin>(
         unreviewed,
     })
 }
+
+/// What [`main_with_output`] found of the agent's isolation (unset when the agent runs
+/// in-process, e.g. in tests).
+static ISOLATION: OnceLock<String> = OnceLock::new();
 
 /// A task aborted when this is dropped.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);

@@ -136,6 +136,24 @@ pub fn zombie_child_of(stat: &str, parent: i32) -> bool {
     )
 }
 
+/// What the processes codex starts can reach of the agent, for `result.agent_isolation`.
+pub fn isolation(undumpable: bool) -> String {
+    let dump = if undumpable {
+        "cannot read its memory, descriptors or environment (it is not dumpable)"
+    } else {
+        "may read its memory and descriptors (it could not be made non-dumpable)"
+    };
+    if is_sandbox_init() {
+        format!(
+            "model processes run under the agent's uid: they {dump}, cannot kill or stop it (it is the sandbox's PID 1) and their stop signals are ignored, but they can read and write its private files (/agent)"
+        )
+    } else {
+        format!(
+            "model processes run under the agent's uid: they {dump}, but they can signal it (it is not the sandbox's PID 1) and read and write its private files"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -373,6 +373,7 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
         limits_hit: None,
         unreviewed_changes: Vec::new(),
         omitted_unreviewed_changes: 0,
+        agent_isolation: None,
         usage: UsageReport {
             per_attempt: vec![total],
             total,

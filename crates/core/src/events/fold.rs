@@ -403,6 +403,7 @@ impl RunFold {
             limits_hit: None,
             unreviewed_changes: Vec::new(),
             omitted_unreviewed_changes: 0,
+            agent_isolation: None,
         }
     }
 

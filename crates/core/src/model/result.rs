@@ -256,6 +256,10 @@ pub struct RunResult {
     /// Unreviewed changes not listed because the list reached its cap.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub omitted_unreviewed_changes: u64,
+    /// How far the agent was isolated from the processes codex started (what they could and
+    /// could not reach), as the agent saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_isolation: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -285,6 +289,7 @@ impl RunResult {
             limits_hit: None,
             unreviewed_changes: Vec::new(),
             omitted_unreviewed_changes: 0,
+            agent_isolation: None,
         }
     }
 }

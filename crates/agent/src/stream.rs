@@ -18,7 +18,12 @@ pub struct Stream<W> {
     oversized: Vec<u64>,
     /// A codex line contained a secret value.
     redacted_codex: bool,
+    /// Oversized codex lines seen so far.
+    oversized_reported: u64,
 }
+
+/// Warnings for single oversized codex lines; later ones are only counted.
+const MAX_OVERSIZED_WARNINGS: u64 = 10;
 
 impl<W: AsyncWrite + Unpin> Stream<W> {
     pub fn new(out: W, fold: RunFold, redactor: Redactor) -> Self {
@@ -29,6 +34,7 @@ impl<W: AsyncWrite + Unpin> Stream<W> {
             pending: Vec::new(),
             oversized: Vec::new(),
             redacted_codex: false,
+            oversized_reported: 0,
         }
     }
 
@@ -59,6 +65,12 @@ impl<W: AsyncWrite + Unpin> Stream<W> {
         }
         for len in std::mem::take(&mut self.oversized) {
             tracing::warn!(len, "codex printed a line over the cap; dropped");
+            // The first few are named one by one; all are counted in the result
+            // (`event_log`) and summed up in one warning at the end.
+            self.oversized_reported += 1;
+            if self.oversized_reported > MAX_OVERSIZED_WARNINGS {
+                continue;
+            }
             self.emit(&OrchestratorEvent::Warning {
                 message: format!(
                     "codex printed a line of {len} bytes, over the line cap; it was dropped"

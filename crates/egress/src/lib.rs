@@ -414,7 +414,10 @@ async fn handle(
         .map(|k| k.as_str())
         .filter(|k| {
             !FORWARDED_REQUEST_HEADERS.contains(k)
-                && !matches!(*k, "host" | "authorization" | "content-length" | "connection")
+                && !matches!(
+                    *k,
+                    "host" | "authorization" | "content-length" | "connection"
+                )
         })
         .collect();
     let upstream = client

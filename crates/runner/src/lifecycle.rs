@@ -6,7 +6,7 @@
 //! `set_lifecycle`).
 
 use codex_orchestrator_core::events::RunFold;
-use codex_orchestrator_core::model::{RunPhase, RunResult, RunStatus};
+use codex_orchestrator_core::model::{EventLogCut, RunPhase, RunResult, RunStatus};
 use codex_orchestrator_core::terminal::Terminal;
 
 /// Copies the fold's live view into `st`: attempt, progress, the verify summary, the thread id
@@ -41,6 +41,17 @@ pub fn result_of(fold: Option<&RunFold>, t: &Terminal) -> RunResult {
     result.reason = Some(t.reason);
     result.message = Some(t.message.clone());
     result
+}
+
+/// Adds what the orchestrator's log sink cut (`runner::sink::LogSink::cut`) to what the agent
+/// reported it cut from codex's output.
+pub fn add_log_cut(result: &mut RunResult, cut: &EventLogCut) {
+    if cut.any() {
+        result.event_log = Some(match &result.event_log {
+            Some(agent) => agent.plus(cut),
+            None => cut.clone(),
+        });
+    }
 }
 
 /// Makes `st` terminal: phase, reason, message, exit code and end time, and the fold's last

@@ -369,6 +369,7 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
         errors: vec![],
         omitted_errors: 0,
         limits_hit: None,
+        event_log: None,
         usage: UsageReport {
             per_attempt: vec![total],
             total,

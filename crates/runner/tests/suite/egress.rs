@@ -162,7 +162,13 @@ async fn the_sandbox_reaches_only_the_model_api_and_never_holds_the_key() {
     let probe = reqs.iter().find(|r| r["path"] == "/v1/models").unwrap();
     assert_eq!(
         names(probe),
-        ["accept", "authorization", "host", "session-id", "user-agent"],
+        [
+            "accept",
+            "authorization",
+            "host",
+            "session-id",
+            "user-agent"
+        ],
         "{probe:#}"
     );
     assert_eq!(probe["headers"]["session-id"], "probe-session");
@@ -174,8 +180,9 @@ async fn the_sandbox_reaches_only_the_model_api_and_never_holds_the_key() {
             assert!(n.iter().any(|x| x == h), "{h} missing: {n:?}");
         }
         assert!(
-            n.iter().all(|h| egress::FORWARDED_REQUEST_HEADERS.contains(&h.as_str())
-                || ["authorization", "host", "content-length"].contains(&h.as_str())),
+            n.iter()
+                .all(|h| egress::FORWARDED_REQUEST_HEADERS.contains(&h.as_str())
+                    || ["authorization", "host", "content-length"].contains(&h.as_str())),
             "{n:?}"
         );
     }

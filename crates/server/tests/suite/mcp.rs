@@ -467,6 +467,7 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
         errors: vec![],
         omitted_errors: 0,
         limits_hit: None,
+        event_log: None,
         usage: UsageReport {
             per_attempt: vec![TokenUsage {
                 input_tokens: 100,

@@ -1,0 +1,210 @@
+//! Lifecycle attacks on the real binaries and the real Docker engine (docs/SECURITY_MODES.md,
+//! "Network and lifecycle attacks (round 2)"): a gateway stopped mid-run leaves nothing its
+//! next start does not reclaim.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use codex_orchestrator_core::model::{RunId, RunPhase};
+use serde_json::{Value, json};
+
+use super::gateway::{ALPHA, BETA, BOUND, connect};
+use super::mcp::call_ok;
+
+/// The status file of a tenant's run, read from disk (not through the gateway).
+fn tenant_status(state: &std::path::Path, tenant: &str, id: &str) -> Value {
+    let p = state
+        .join("tenants")
+        .join(tenant)
+        .join("runs")
+        .join(id)
+        .join("status.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// Docker objects (containers in any state, networks) whose name contains the run id.
+async fn objects_of_run(docker: &bollard::Docker, id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let all = bollard::query_parameters::ListContainersOptionsBuilder::new()
+        .all(true)
+        .build();
+    for c in docker.list_containers(Some(all)).await.unwrap() {
+        for n in c.names.unwrap_or_default() {
+            if n.contains(id) {
+                out.push(format!("container {n}"));
+            }
+        }
+    }
+    for n in docker
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await
+        .unwrap()
+    {
+        if let Some(name) = n.name.filter(|x| x.contains(id)) {
+            out.push(format!("network {name}"));
+        }
+    }
+    out
+}
+
+/// Starts the gateway binary on the Docker backend for tenants alpha and beta; returns it
+/// once it listens.
+async fn start_docker_gateway(
+    env: &codex_orchestrator_testkit::docker::DockerEnv,
+    ws: &std::path::Path,
+    addr: SocketAddr,
+) -> tokio::process::Child {
+    let cfg = env.state.path().join("config.toml");
+    std::fs::write(&cfg, toml::to_string(&env.config()).unwrap()).unwrap();
+    let tokens = env.state.path().join("tokens");
+    std::fs::write(&tokens, format!("{ALPHA} alpha\n{BETA} beta\n")).unwrap();
+    let child = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli())
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "gateway",
+            "--backend",
+            "docker",
+            "--listen",
+            &addr.to_string(),
+            "--tokens",
+        ])
+        .arg(&tokens)
+        .arg("--allowed-root")
+        .arg(ws)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + BOUND;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not start listening"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+/// Clean stop (docs/SECURITY_MODES.md, "Network and lifecycle attacks"): the gateway gets
+/// SIGTERM while a run is starting (its network exists, its sandbox does not yet). Started
+/// again on the same state directory — and before any tenant connects — it reclaims the run:
+/// the run ends in a terminal phase with a reason, and no container, proxy or network of it
+/// remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_stopped_while_a_run_starts_leaves_nothing_after_restart() {
+    use codex_orchestrator_testkit::docker::{DockerEnv, git_workspace};
+    let mut env = DockerEnv::start(json!([{"output": [{"message": "done"}]}])).await;
+    let ws = git_workspace();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = start_docker_gateway(&env, ws.path(), addr).await;
+    let (alpha, tools) = connect(addr, ALPHA).await;
+    let out = call_ok(
+        alpha.peer(),
+        &tools,
+        "codex_run",
+        json!({"prompt": "Say done", "workspace": ws.path()}),
+    )
+    .await;
+    let id = out["run_id"].as_str().unwrap().to_owned();
+    let run_id = RunId::parse(&id).unwrap();
+    let network = codex_orchestrator_runner::docker::network_name(&run_id);
+    let sandbox = codex_orchestrator_runner::docker::container_name(&run_id);
+    // Wait (bounded) for the run's network, then stop the gateway at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if env
+            .docker
+            .inspect_network(
+                &network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run's network never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let sandbox_at_stop = env.docker.inspect_container(&sandbox, None).await.is_ok();
+    drop(alpha);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let left = objects_of_run(&env.docker, &id).await;
+    let st = tenant_status(env.state.path(), "alpha", &id);
+    eprintln!(
+        "stopped: sandbox existed at SIGTERM: {sandbox_at_stop}; phase {}; left behind: {left:?}",
+        st["phase"]
+    );
+    assert!(
+        !st["phase"]
+            .as_str()
+            .unwrap()
+            .parse::<RunPhase>()
+            .unwrap()
+            .is_terminal(),
+        "the gateway was stopped mid-run: {st:#}"
+    );
+    assert!(
+        left.iter().any(|o| o.starts_with("network")),
+        "the stop left the run's network (what the restart must reclaim): {left:?}"
+    );
+
+    // Started again; no tenant connects: the run is reclaimed all the same.
+    let restarted = Instant::now();
+    let mut child = start_docker_gateway(&env, ws.path(), addr).await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (st, left) = loop {
+        let st = tenant_status(env.state.path(), "alpha", &id);
+        let left = objects_of_run(&env.docker, &id).await;
+        let terminal = st["phase"]
+            .as_str()
+            .and_then(|p| p.parse::<RunPhase>().ok())
+            .is_some_and(RunPhase::is_terminal);
+        if terminal && left.is_empty() {
+            break (st, left);
+        }
+        assert!(Instant::now() < deadline, "not reclaimed: {st:#} {left:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!(
+        "reclaimed {:?} after the restart: {} / {} ({})",
+        restarted.elapsed(),
+        st["phase"],
+        st["reason"],
+        st["message"]
+    );
+    assert!(left.is_empty());
+    assert!(
+        st["reason"].is_string() && st["message"].is_string(),
+        "{st:#}"
+    );
+    // A run stopped before its sandbox existed ran nothing: it is started again and finishes.
+    if !sandbox_at_stop {
+        assert_eq!(
+            (&st["phase"], &st["reason"]),
+            (&json!("succeeded"), &json!("completed")),
+            "{st:#}"
+        );
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = tokio::time::timeout(BOUND, child.wait()).await;
+    assert!(objects_of_run(&env.docker, &id).await.is_empty());
+    env.cleanup().await;
+}

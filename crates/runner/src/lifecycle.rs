@@ -157,4 +157,35 @@ mod tests {
         );
         assert_eq!(result_of(Some(&f), &t).phase, RunPhase::Failed);
     }
+
+    #[test]
+    fn the_sinks_cut_adds_to_what_the_agent_reported() {
+        let agent = EventLogCut {
+            oversized_lines: 2,
+            oversized_bytes: 3_000_000,
+            ..Default::default()
+        };
+        let sink = EventLogCut {
+            oversized_lines: 1,
+            oversized_bytes: 10,
+            unstored_lines: 4,
+            unstored_bytes: 400,
+        };
+        let mut r = RunResult::empty(RunPhase::Succeeded);
+        add_log_cut(&mut r, &EventLogCut::default());
+        assert_eq!(r.event_log, None, "nothing cut, nothing reported");
+        add_log_cut(&mut r, &sink);
+        assert_eq!(r.event_log.as_ref(), Some(&sink));
+        r.event_log = Some(agent);
+        add_log_cut(&mut r, &sink);
+        assert_eq!(
+            r.event_log,
+            Some(EventLogCut {
+                oversized_lines: 3,
+                oversized_bytes: 3_000_010,
+                unstored_lines: 4,
+                unstored_bytes: 400,
+            })
+        );
+    }
 }

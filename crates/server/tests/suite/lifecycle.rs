@@ -1,12 +1,14 @@
 //! Lifecycle attacks on the real binaries and the real Docker engine (docs/SECURITY_MODES.md,
-//! "Network and lifecycle attacks (round 2)"): a gateway stopped mid-run leaves nothing its
-//! next start does not reclaim.
+//! "Network and lifecycle attacks (round 2)"): a gateway or an `mcp` server stopped mid-run
+//! leaves nothing its next start does not reclaim.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use codex_orchestrator_core::model::{RunId, RunPhase};
 use serde_json::{Value, json};
+
+use rmcp::ServiceExt;
 
 use super::gateway::{ALPHA, BETA, BOUND, connect};
 use super::mcp::call_ok;
@@ -204,6 +206,151 @@ async fn gateway_stopped_while_a_run_starts_leaves_nothing_after_restart() {
     }
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _ = tokio::time::timeout(BOUND, child.wait()).await;
+    assert!(objects_of_run(&env.docker, &id).await.is_empty());
+    env.cleanup().await;
+}
+
+/// The status file of a run of a single-tenant (`mcp`) store.
+fn store_status(state: &std::path::Path, id: &str) -> Value {
+    let p = state.join("runs").join(id).join("status.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// Starts `codex-orchestrator mcp` on the Docker backend with the environment's configuration;
+/// returns the process and an MCP client over its stdio.
+async fn start_mcp(
+    env: &codex_orchestrator_testkit::docker::DockerEnv,
+    ws: &std::path::Path,
+) -> (
+    tokio::process::Child,
+    rmcp::service::RunningService<rmcp::RoleClient, ()>,
+) {
+    let cfg = env.state.path().join("config.toml");
+    std::fs::write(&cfg, toml::to_string(&env.config()).unwrap()).unwrap();
+    let mut child = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["mcp", "--allowed-root"])
+        .arg(ws)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (stdin, stdout) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let client = ().serve((stdout, stdin)).await.unwrap();
+    (child, client)
+}
+
+/// The same attack on the stdio server: `mcp` gets SIGTERM while a run is starting; started
+/// again on the same state directory it reclaims the run before any tool call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_stopped_while_a_run_starts_leaves_nothing_after_restart() {
+    use codex_orchestrator_testkit::docker::{DockerEnv, git_workspace};
+    let mut env = DockerEnv::start(json!([{"output": [{"message": "done"}]}])).await;
+    let ws = git_workspace();
+    let (mut child, client) = start_mcp(&env, ws.path()).await;
+    let tools: std::collections::BTreeMap<String, rmcp::model::Tool> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name.to_string(), t))
+        .collect();
+    let out = call_ok(
+        client.peer(),
+        &tools,
+        "codex_run",
+        json!({"prompt": "Say done", "workspace": ws.path()}),
+    )
+    .await;
+    let id = out["run_id"].as_str().unwrap().to_owned();
+    let run_id = RunId::parse(&id).unwrap();
+    let network = codex_orchestrator_runner::docker::network_name(&run_id);
+    let sandbox = codex_orchestrator_runner::docker::container_name(&run_id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env
+        .docker
+        .inspect_network(
+            &network,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the run's network never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let sandbox_at_stop = env.docker.inspect_container(&sandbox, None).await.is_ok();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+    drop(client);
+    let left = objects_of_run(&env.docker, &id).await;
+    let st = store_status(env.state.path(), &id);
+    eprintln!(
+        "mcp stopped ({status}): sandbox existed at SIGTERM: {sandbox_at_stop}; phase {}; left behind: {left:?}",
+        st["phase"]
+    );
+    assert!(
+        !st["phase"]
+            .as_str()
+            .unwrap()
+            .parse::<RunPhase>()
+            .unwrap()
+            .is_terminal(),
+        "the server was stopped mid-run: {st:#}"
+    );
+    assert!(
+        !left.is_empty(),
+        "the stop left the run's objects: {left:?}"
+    );
+
+    // Started again; no tool is called: the run is reclaimed all the same.
+    let restarted = Instant::now();
+    let (mut child, client) = start_mcp(&env, ws.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let st = loop {
+        let st = store_status(env.state.path(), &id);
+        let left = objects_of_run(&env.docker, &id).await;
+        let terminal = st["phase"]
+            .as_str()
+            .and_then(|p| p.parse::<RunPhase>().ok())
+            .is_some_and(RunPhase::is_terminal);
+        if terminal && left.is_empty() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "not reclaimed: {st:#} {left:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!(
+        "mcp reclaimed {:?} after the restart: {} / {} ({})",
+        restarted.elapsed(),
+        st["phase"],
+        st["reason"],
+        st["message"]
+    );
+    assert!(
+        st["reason"].is_string() && st["message"].is_string(),
+        "{st:#}"
+    );
+    if !sandbox_at_stop {
+        assert_eq!(
+            (&st["phase"], &st["reason"]),
+            (&json!("succeeded"), &json!("completed")),
+            "{st:#}"
+        );
+    }
+    client.cancel().await.unwrap();
     let _ = tokio::time::timeout(BOUND, child.wait()).await;
     assert!(objects_of_run(&env.docker, &id).await.is_empty());
     env.cleanup().await;

@@ -118,10 +118,10 @@ pub(crate) async fn complete<W: AsyncWrite + Unpin>(
         stream
             .emit(&OrchestratorEvent::Warning {
                 message: format!(
-                    "{} line(s) of codex's output ({} bytes) were over the {} byte line cap and were dropped",
-                    cut.oversized_lines,
-                    cut.oversized_bytes,
-                    codex_orchestrator_core::events::DEFAULT_MAX_LINE
+                    "{lines} line(s) of codex's output were over the {cap} byte line cap: dropped, or a command's output cut to fit ({bytes} bytes removed)",
+                    lines = cut.oversized_lines,
+                    bytes = cut.oversized_bytes,
+                    cap = codex_orchestrator_core::events::DEFAULT_MAX_LINE
                 ),
             })
             .await?;

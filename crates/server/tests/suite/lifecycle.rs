@@ -50,6 +50,36 @@ async fn objects_of_run(docker: &bollard::Docker, id: &str) -> Vec<String> {
     out
 }
 
+/// Removes every container and network named after a run when dropped: a test that fails
+/// half-way must not leave the run's objects behind (they carry a tenant store's label, which
+/// `DockerEnv`'s own clean-up does not look for).
+struct RunObjectsGuard {
+    docker: bollard::Docker,
+    id: String,
+}
+
+impl Drop for RunObjectsGuard {
+    fn drop(&mut self) {
+        let (docker, id) = (self.docker.clone(), self.id.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            rt.block_on(async {
+                let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build();
+                for name in [format!("codex-run-{id}"), format!("codex-proxy-{id}")] {
+                    let _ = docker.remove_container(&name, Some(rm.clone())).await;
+                }
+                let _ = docker.remove_network(&format!("codex-net-{id}")).await;
+            });
+        })
+        .join();
+    }
+}
+
 /// Starts the gateway binary on the Docker backend for tenants alpha and beta; returns it
 /// once it listens.
 async fn start_docker_gateway(
@@ -116,6 +146,10 @@ async fn gateway_stopped_while_a_run_starts_leaves_nothing_after_restart() {
     .await;
     let id = out["run_id"].as_str().unwrap().to_owned();
     let run_id = RunId::parse(&id).unwrap();
+    let _guard = RunObjectsGuard {
+        docker: env.docker.clone(),
+        id: id.clone(),
+    };
     let network = codex_orchestrator_runner::docker::network_name(&run_id);
     let sandbox = codex_orchestrator_runner::docker::container_name(&run_id);
     // Wait (bounded) for the run's network, then stop the gateway at once.
@@ -269,6 +303,10 @@ async fn mcp_stopped_while_a_run_starts_leaves_nothing_after_restart() {
     .await;
     let id = out["run_id"].as_str().unwrap().to_owned();
     let run_id = RunId::parse(&id).unwrap();
+    let _guard = RunObjectsGuard {
+        docker: env.docker.clone(),
+        id: id.clone(),
+    };
     let network = codex_orchestrator_runner::docker::network_name(&run_id);
     let sandbox = codex_orchestrator_runner::docker::container_name(&run_id);
     let deadline = Instant::now() + Duration::from_secs(60);

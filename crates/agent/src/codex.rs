@@ -19,7 +19,7 @@ use super::outcome::{ExitInfo, Stop};
 use super::redact::Redactor;
 use super::stream::Stream;
 use super::{AgentError, StopHandle};
-use codex_orchestrator_core::events::{DEFAULT_MAX_LINE, LineDecoder, OrchestratorEvent};
+use codex_orchestrator_core::events::{LineDecoder, OrchestratorEvent};
 
 /// After SIGTERM to codex's process group, SIGKILL follows this much later.
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
@@ -131,7 +131,9 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
     };
     let stderr_task = tokio::spawn(relay_stderr(stderr, stream.redactor.clone()));
 
-    let mut decoder = LineDecoder::new(DEFAULT_MAX_LINE);
+    // Read up to CODEX_READ_CAP so that a command item carrying a long output can be cut to
+    // the stream's line cap instead of being dropped whole (crate::stream).
+    let mut decoder = LineDecoder::new(crate::stream::CODEX_READ_CAP);
     let mut buf = vec![0u8; 64 * 1024];
     let mut stdout_open = true;
     let mut status: Option<ExitStatus> = None;

@@ -147,6 +147,7 @@ pub(crate) async fn complete<W: AsyncWrite + Unpin>(
         result.omitted_unreviewed_changes = omitted;
     }
     result.agent_isolation = ISOLATION.get().cloned();
+    result.event_log = Some(stream.fold.oversized()).filter(|c| c.any());
     if let Some(schema) = &spec.output_schema {
         let answer = stream.fold.final_answer().map(str::to_owned);
         outcome::apply_output_contract(schema, answer.as_deref(), &mut decision, &mut result);
@@ -187,19 +188,127 @@ pub(crate) async fn complete<W: AsyncWrite + Unpin>(
         let m = stream.redactor.redact(&m).into_owned();
         cap_text(&m, spec.max_patch_bytes).0
     });
+    if let Some(cut) = &result.event_log {
+        stream
+            .emit(&OrchestratorEvent::Warning {
+                message: format!(
+                    "{lines} line(s) of codex's output were over the {cap} byte line cap: dropped, or a command's output cut to fit ({bytes} bytes removed)",
+                    lines = cut.oversized_lines,
+                    bytes = cut.oversized_bytes,
+                    cap = codex_orchestrator_core::events::DEFAULT_MAX_LINE
+                ),
+            })
+            .await?;
+    }
     tracing::info!(phase = %decision.phase, reason = ?decision.reason, "run completed");
-    stream
-        .emit(&OrchestratorEvent::RunCompleted {
-            phase: decision.phase,
-            reason: Some(decision.reason),
-            message,
-            result: Box::new(result),
-            patch: inline_patch,
-            last_message,
-        })
-        .await?;
+    let mut event = OrchestratorEvent::RunCompleted {
+        phase: decision.phase,
+        reason: Some(decision.reason),
+        message,
+        result: Box::new(result),
+        patch: inline_patch,
+        last_message,
+    };
+    if let Some(len) = fit_terminal_line(&mut event) {
+        stream
+            .emit(&OrchestratorEvent::Warning {
+                message: format!(
+                    "the completion line would have been {len} bytes, over the {} byte cap: the inline patch was dropped and the final message shortened",
+                    codex_orchestrator_core::events::MAX_TERMINAL_LINE
+                ),
+            })
+            .await?;
+    }
+    stream.emit(&event).await?;
     Ok(AgentExit {
         phase: decision.phase,
         reason: Some(decision.reason),
     })
+}
+
+/// Room left under the terminal line's cap for what redaction may add.
+const TERMINAL_LINE_MARGIN: usize = 1024 * 1024;
+/// The final message kept when the completion line is too long.
+const SHORT_LAST_MESSAGE: usize = 64 * 1024;
+
+/// Keeps the `orchestrator.run.completed` line under the cap the orchestrator reads it with
+/// ([`codex_orchestrator_core::events::MAX_TERMINAL_LINE`]): when it would be longer (a patch
+/// of many characters JSON must escape), the inline patch is dropped (marked truncated) and
+/// the final message shortened. Returns the length it would have had, when it changed it.
+pub(crate) fn fit_terminal_line(ev: &mut OrchestratorEvent) -> Option<usize> {
+    let len = ev.to_line().len();
+    if len + TERMINAL_LINE_MARGIN <= codex_orchestrator_core::events::MAX_TERMINAL_LINE {
+        return None;
+    }
+    if let OrchestratorEvent::RunCompleted {
+        result,
+        patch,
+        last_message,
+        ..
+    } = ev
+    {
+        *patch = None;
+        if let Some(p) = result.patch.as_mut() {
+            p.truncated = true;
+        }
+        if let Some(m) = last_message.as_mut() {
+            *m = cap_text(m, SHORT_LAST_MESSAGE).0;
+        }
+    }
+    Some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codex_orchestrator_core::events::{MAX_TERMINAL_LINE, TERMINAL_LINE_PREFIX};
+    use codex_orchestrator_core::model::{PatchInfo, RunPhase, RunResult};
+
+    fn completed(patch: String) -> OrchestratorEvent {
+        let mut result = RunResult::empty(RunPhase::Succeeded);
+        result.patch = Some(PatchInfo {
+            bytes: patch.len() as u64,
+            sha256: None,
+            files: vec!["x".into()],
+            insertions: 1,
+            deletions: 0,
+            truncated: false,
+        });
+        OrchestratorEvent::RunCompleted {
+            phase: RunPhase::Succeeded,
+            reason: None,
+            message: None,
+            result: Box::new(result),
+            patch: Some(patch),
+            last_message: Some("m".repeat(200_000)),
+        }
+    }
+
+    #[test]
+    fn the_completion_line_stays_under_its_cap() {
+        // A small patch is left alone.
+        let mut small = completed("+x\n".into());
+        let before = small.to_line();
+        assert_eq!(fit_terminal_line(&mut small), None);
+        assert_eq!(small.to_line(), before);
+        // 8 MiB of control characters: JSON writes each as 6 bytes (48 MiB).
+        let mut big = completed("\u{1}".repeat(8 * 1024 * 1024));
+        let len = fit_terminal_line(&mut big).expect("shortened");
+        assert!(len > MAX_TERMINAL_LINE, "{len}");
+        let line = big.to_line();
+        assert!(line.len() < 100 * 1024, "{}", line.len());
+        assert!(line.as_bytes().starts_with(TERMINAL_LINE_PREFIX));
+        let OrchestratorEvent::RunCompleted {
+            result,
+            patch,
+            last_message,
+            ..
+        } = big
+        else {
+            panic!()
+        };
+        assert_eq!(patch, None);
+        assert!(result.patch.unwrap().truncated);
+        assert_eq!(last_message.unwrap().len(), SHORT_LAST_MESSAGE);
+    }
 }

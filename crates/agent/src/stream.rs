@@ -1,11 +1,39 @@
 //! The agent's one stdout writer: codex lines verbatim (secrets redacted) and
 //! `orchestrator.*` lines, all folded as they are written.
+//!
+//! Codex lines are bounded by the stream's line cap
+//! ([`codex_orchestrator_core::events::DEFAULT_MAX_LINE`], 1 MiB). A longer line is read up to
+//! [`CODEX_READ_CAP`]; if it is an item whose `aggregated_output` makes it long (a command
+//! that printed a lot: codex keeps up to about 1 MiB of it, which JSON escaping can make
+//! several MiB), that output is cut to [`KEPT_OUTPUT`] bytes with a note, so the command's
+//! record (exit code, status) survives; any other long line is dropped. Both are counted in
+//! `result.event_log` (`oversized_lines`, `oversized_bytes`: the bytes removed).
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::AgentError;
 use super::redact::Redactor;
-use codex_orchestrator_core::events::{Decoded, OrchestratorEvent, RunFold};
+use codex_orchestrator_core::events::{DEFAULT_MAX_LINE, Decoded, OrchestratorEvent, RunFold};
+
+/// Longest codex line the agent reads (in the sandbox's memory) before deciding what to keep.
+pub const CODEX_READ_CAP: usize = 8 * 1024 * 1024;
+/// Bytes of a command's `aggregated_output` kept when its line is over the cap.
+pub const KEPT_OUTPUT: usize = 64 * 1024;
+
+/// `line` with its `item.aggregated_output` cut to its last [`KEPT_OUTPUT`] bytes (where
+/// errors usually are), when that brings it under the line cap; `None` otherwise. Pure.
+pub fn shorten_output(line: &[u8]) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let out = v.get_mut("item")?.get_mut("aggregated_output")?;
+    let text = out.as_str()?;
+    let kept = codex_orchestrator_core::text::suffix(text, KEPT_OUTPUT);
+    let cut = text.len() - kept.len();
+    *out = serde_json::Value::String(format!(
+        "[{cut} bytes of output cut by the orchestrator's line cap]\n{kept}"
+    ));
+    let short = serde_json::to_vec(&v).ok()?;
+    (short.len() <= DEFAULT_MAX_LINE).then_some(short)
+}
 
 /// Writes whole lines only, so the output is always at a line boundary between writes.
 pub struct Stream<W> {
@@ -21,7 +49,12 @@ pub struct Stream<W> {
     /// Lines in codex's output claiming to be the orchestrator's, dropped since the last
     /// report.
     forged: u64,
+    /// Oversized codex lines seen so far.
+    oversized_reported: u64,
 }
+
+/// Warnings for single oversized codex lines; later ones are only counted.
+const MAX_OVERSIZED_WARNINGS: u64 = 10;
 
 impl<W: AsyncWrite + Unpin> Stream<W> {
     pub fn new(out: W, fold: RunFold, redactor: Redactor) -> Self {
@@ -33,6 +66,7 @@ impl<W: AsyncWrite + Unpin> Stream<W> {
             oversized: Vec::new(),
             redacted_codex: false,
             forged: 0,
+            oversized_reported: 0,
         }
     }
 
@@ -44,6 +78,17 @@ impl<W: AsyncWrite + Unpin> Stream<W> {
                 // into codex's output must not speak for the agent.
                 self.forged += 1;
             }
+            Decoded::Line(line) if line.len() > DEFAULT_MAX_LINE => match shorten_output(line) {
+                Some(short) => {
+                    // Counted like a dropped line (the bytes are those removed).
+                    let removed = (line.len() - short.len()) as u64;
+                    self.fold.feed(Decoded::Oversized { len: removed });
+                    self.queue_codex(Decoded::Line(&short));
+                }
+                None => self.queue_codex(Decoded::Oversized {
+                    len: line.len() as u64,
+                }),
+            },
             Decoded::Line(line) => {
                 let line = self.redactor.redact_bytes(line);
                 if matches!(line, std::borrow::Cow::Owned(_)) {
@@ -68,6 +113,12 @@ impl<W: AsyncWrite + Unpin> Stream<W> {
         }
         for len in std::mem::take(&mut self.oversized) {
             tracing::warn!(len, "codex printed a line over the cap; dropped");
+            // The first few are named one by one; all are counted in the result
+            // (`event_log`) and summed up in one warning at the end.
+            self.oversized_reported += 1;
+            if self.oversized_reported > MAX_OVERSIZED_WARNINGS {
+                continue;
+            }
             self.emit(&OrchestratorEvent::Warning {
                 message: format!(
                     "codex printed a line of {len} bytes, over the line cap; it was dropped"
@@ -151,5 +202,80 @@ mod tests {
         ));
         assert!(!claims_orchestrator(br#"{"type":"turn.completed"}"#));
         assert!(!claims_orchestrator(b"not json orchestrator."));
+    }
+
+    #[test]
+    fn a_long_command_item_keeps_its_record_and_the_end_of_its_output() {
+        let output = format!("{}the end", "y\n".repeat(700_000));
+        let line = serde_json::json!({
+            "type": "item.completed",
+            "item": {"id": "item_1", "type": "command_execution", "command": "yes | head",
+                     "aggregated_output": output, "exit_code": 0, "status": "completed"}
+        })
+        .to_string();
+        assert!(line.len() > DEFAULT_MAX_LINE);
+        let short = shorten_output(line.as_bytes()).expect("shortened");
+        assert!(short.len() <= DEFAULT_MAX_LINE);
+        let v: serde_json::Value = serde_json::from_slice(&short).unwrap();
+        let cut = output.len() - KEPT_OUTPUT;
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "type": "item.completed",
+                "item": {"id": "item_1", "type": "command_execution", "command": "yes | head",
+                         "aggregated_output": format!(
+                             "[{cut} bytes of output cut by the orchestrator's line cap]\n{}",
+                             &output[cut..]
+                         ),
+                         "exit_code": 0, "status": "completed"}
+            })
+        );
+        // Anything else that is long is not shortened (the caller drops it).
+        let message = serde_json::json!({
+            "type": "item.completed",
+            "item": {"id": "item_2", "type": "agent_message", "text": "a".repeat(2_000_000)}
+        })
+        .to_string();
+        assert_eq!(shorten_output(message.as_bytes()), None);
+        assert_eq!(shorten_output(b"not json"), None);
+    }
+
+    #[tokio::test]
+    async fn long_codex_lines_are_cut_or_dropped_and_counted() {
+        let mut out = Vec::new();
+        let mut s = Stream::new(&mut out, RunFold::new(), Redactor::default());
+        let cmd = serde_json::json!({
+            "type": "item.completed",
+            "item": {"id": "item_1", "type": "command_execution", "command": "yes",
+                     "aggregated_output": "y".repeat(2_000_000), "exit_code": 0,
+                     "status": "completed"}
+        })
+        .to_string();
+        let msg = format!(
+            "{{\"type\":\"item.completed\",\"item\":{{\"id\":\"item_2\",\"type\":\"agent_message\",\"text\":\"{}\"}}}}",
+            "a".repeat(2_000_000)
+        );
+        s.queue_codex(Decoded::Line(cmd.as_bytes()));
+        s.queue_codex(Decoded::Line(msg.as_bytes()));
+        s.flush_codex().await.unwrap();
+        let cut = s.fold.oversized();
+        assert_eq!(cut.oversized_lines, 2);
+        assert_eq!(
+            cut.oversized_bytes,
+            // The note's newline is two bytes in JSON.
+            (2_000_000
+                - KEPT_OUTPUT as u64
+                - "[1934464 bytes of output cut by the orchestrator's line cap]\\n".len() as u64)
+                + msg.len() as u64
+        );
+        let r = s.fold.result();
+        assert_eq!(r.commands.len(), 1);
+        assert_eq!(r.commands[0].exit_code, Some(0));
+        drop(s);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "the cut command line and one warning");
+        assert!(lines[0].len() < DEFAULT_MAX_LINE);
+        assert!(lines[1].contains("orchestrator.warning"), "{}", lines[1]);
     }
 }

@@ -122,7 +122,11 @@ pub async fn main(
             let mut cfg = cfg.clone();
             cfg.protected
                 .push(Protected::new(&a.tokens, "the gateway's tokens"));
-            Arc::new(DockerRunners::new(cfg))
+            let runners = DockerRunners::new(cfg);
+            // What a previous gateway left (runs it was starting or driving when it was
+            // stopped) is reclaimed now, not when each tenant next connects.
+            runners.recover_known_tenants();
+            Arc::new(runners)
         }
         BackendKind::Kube => {
             let auth_secret = a

@@ -10,7 +10,8 @@
 //!   run key ([`ENV_RUN_KEY`], the in-cluster proxy), a per-run token derived from it
 //!   (`codex_orchestrator_core::runtoken`);
 //! * forwards to the model provider's real base URL with the **real API key**, which only the
-//!   proxy holds, and streams the answer back (server-sent events pass through unbuffered);
+//!   proxy holds, and only an allowlist of request headers ([`FORWARDED_REQUEST_HEADERS`]),
+//!   and streams the answer back (server-sent events pass through unbuffered);
 //! * logs one line per request (method, path, status, bytes, milliseconds) on stderr.
 //!
 //! Configuration comes from the environment (see [`ProxySettings::from_env`]); the routing
@@ -287,23 +288,48 @@ pub fn route_at(
 
 pub use codex_orchestrator_core::redact::constant_time_eq;
 
-/// Request headers never forwarded: hop-by-hop ones, and the sandbox's credentials.
-fn skip_request_header(name: &header::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "host"
-            | "authorization"
-            | "api-key"
-            | "proxy-authorization"
-            | "connection"
-            | "keep-alive"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-            | "cookie"
-    )
+/// Request headers forwarded to the model API: the ones codex 0.147 and 0.163 send (read off the
+/// request logs of the fixtures, crates/testkit/fixtures/codex-exec-0.147/*/requests.jsonl; 0.163
+/// sends the same set) plus `x-codex-turn-state` (codex echoes it when the API sets it), nothing
+/// else. Hop-by-hop headers,
+/// `host` and `content-length` are set by the upstream client; `authorization` is the proxy's
+/// own (the real key). Everything else the sandbox sets — an organisation or project header
+/// that would bill the operator's key elsewhere (`openai-organization`, `openai-project`),
+/// `x-forwarded-*`, cookies, `api-key` — is dropped.
+pub const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "accept",
+    "content-type",
+    "openai-beta",
+    "originator",
+    "session-id",
+    "thread-id",
+    "user-agent",
+    "version",
+    "x-client-request-id",
+    "x-codex-beta-features",
+    "x-codex-turn-metadata",
+    "x-codex-turn-state",
+    "x-codex-window-id",
+    "x-openai-internal-codex-responses-lite",
+];
+
+/// The headers sent upstream for a request with headers `incoming`: the allowlisted ones
+/// ([`FORWARDED_REQUEST_HEADERS`]) and, when the proxy holds a key, `authorization: Bearer
+/// <key>` (marked sensitive). Pure.
+pub fn upstream_headers(incoming: &HeaderMap, api_key: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (k, v) in incoming {
+        if FORWARDED_REQUEST_HEADERS.contains(&k.as_str()) {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    if let Some(key) = api_key
+        && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {key}"))
+    {
+        v.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, v);
+    }
+    headers
 }
 
 fn skip_response_header(name: &header::HeaderName) -> bool {
@@ -437,19 +463,20 @@ async fn handle(
         }
     };
     let bytes_in = body.len();
-    let mut headers = HeaderMap::new();
-    for (k, v) in &parts.headers {
-        if !skip_request_header(k) {
-            headers.append(k.clone(), v.clone());
-        }
-    }
-    if let Some(key) = &s.api_key
-        && let Ok(v) = HeaderValue::from_str(&format!("Bearer {key}"))
-    {
-        let mut v = v;
-        v.set_sensitive(true);
-        headers.insert(header::AUTHORIZATION, v);
-    }
+    let headers = upstream_headers(&parts.headers, s.api_key.as_deref());
+    // Names only (values may be secrets); the ones every request carries are not news.
+    let dropped: Vec<&str> = parts
+        .headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| {
+            !FORWARDED_REQUEST_HEADERS.contains(k)
+                && !matches!(
+                    *k,
+                    "host" | "authorization" | "content-length" | "connection"
+                )
+        })
+        .collect();
     let upstream = client
         .request(method.clone(), &url)
         .headers(headers)
@@ -473,6 +500,7 @@ async fn handle(
         path = %pq,
         status = status.as_u16(),
         bytes_in,
+        dropped_headers = ?dropped,
         ms = started.elapsed().as_millis() as u64,
         "proxy: forwarded"
     );

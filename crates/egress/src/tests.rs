@@ -120,6 +120,93 @@ fn routes() {
     );
 }
 
+/// Headers as codex 0.147 sends them (crates/testkit/fixtures/codex-exec-0.147/a-plain-answer/
+/// requests.jsonl) plus what a hostile sandbox adds.
+fn sandbox_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("host", "model-proxy:8080"),
+        ("authorization", "Bearer 0123456789abcdef0123456789abcdef"),
+        ("content-length", "7"),
+        ("connection", "keep-alive"),
+        ("accept", "text/event-stream"),
+        ("content-type", "application/json"),
+        ("openai-beta", "responses=experimental"),
+        ("originator", "codex_exec"),
+        ("session-id", "s-1"),
+        ("thread-id", "t-1"),
+        ("user-agent", "codex_exec/0.147.0"),
+        ("version", "0.147.0"),
+        ("x-client-request-id", "r-1"),
+        ("x-codex-beta-features", "remote_compaction_v2"),
+        ("x-codex-turn-metadata", "{}"),
+        ("x-codex-window-id", "w-1"),
+        // Set by the sandbox: none of these may reach the model API.
+        ("openai-organization", "org-other"),
+        ("openai-project", "proj-other"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-host", "evil.example"),
+        ("forwarded", "for=10.0.0.1"),
+        ("cookie", "session=abc"),
+        ("api-key", "sk-stolen"),
+        ("proxy-authorization", "Basic eDp5"),
+        ("x-real-ip", "10.0.0.1"),
+        ("upgrade", "websocket"),
+        ("te", "trailers"),
+        ("x-custom", "1"),
+    ] {
+        h.append(
+            header::HeaderName::from_static(k),
+            HeaderValue::from_static(v),
+        );
+    }
+    h
+}
+
+#[test]
+fn only_allowlisted_headers_and_the_real_key_go_upstream() {
+    let out = upstream_headers(&sandbox_headers(), Some("sk-real"));
+    let got: Vec<(String, String)> = out
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    let mut got = got;
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("accept", "text/event-stream"),
+        ("authorization", "Bearer sk-real"),
+        ("content-type", "application/json"),
+        ("openai-beta", "responses=experimental"),
+        ("originator", "codex_exec"),
+        ("session-id", "s-1"),
+        ("thread-id", "t-1"),
+        ("user-agent", "codex_exec/0.147.0"),
+        ("version", "0.147.0"),
+        ("x-client-request-id", "r-1"),
+        ("x-codex-beta-features", "remote_compaction_v2"),
+        ("x-codex-turn-metadata", "{}"),
+        ("x-codex-window-id", "w-1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    assert!(out[header::AUTHORIZATION].is_sensitive());
+    // Without a key (a gateway that needs none), no authorization at all: never the token.
+    let out = upstream_headers(&sandbox_headers(), None);
+    assert_eq!(out.len(), want.len() - 1);
+    assert!(!out.contains_key(header::AUTHORIZATION));
+    // The allowlist is lowercase and sorted, so the table in the docs can be read off it.
+    let mut sorted = FORWARDED_REQUEST_HEADERS.to_vec();
+    sorted.sort();
+    assert_eq!(sorted, FORWARDED_REQUEST_HEADERS);
+    assert!(
+        FORWARDED_REQUEST_HEADERS
+            .iter()
+            .all(|h| h.chars().all(|c| !c.is_ascii_uppercase()))
+    );
+}
+
 #[test]
 fn constant_time_compare() {
     assert!(constant_time_eq(b"abc", b"abc"));
@@ -155,6 +242,11 @@ async fn forwards_with_the_real_key_and_streams_back() {
     let ok = client
         .post(format!("{base}/v1/responses"))
         .bearer_auth(TOKEN)
+        .header("OpenAI-Organization", "org-other")
+        .header("OpenAI-Project", "proj-other")
+        .header("X-Forwarded-For", "10.0.0.1")
+        .header("Cookie", "a=b")
+        .header("session-id", "s-1")
         .json(&serde_json::json!({"model": "gpt-5.5", "input": []}))
         .send()
         .await
@@ -182,6 +274,27 @@ async fn forwards_with_the_real_key_and_streams_back() {
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 1, "{log:#?}");
     assert_eq!(log[0]["authorized"], serde_json::json!(true));
+    // The whole header set that reached the model API: the allowlisted ones, the real key and
+    // what the HTTP client itself sets.
+    let mut names: Vec<&str> = log[0]["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "accept",
+            "authorization",
+            "content-length",
+            "content-type",
+            "host",
+            "session-id"
+        ],
+        "{log:#?}"
+    );
     assert!(!serde_json::to_string(&log).unwrap().contains(TOKEN));
     stop.cancel();
     server.await.unwrap().unwrap();

@@ -8,6 +8,7 @@
 //! max_timeout_secs = 3600
 //! default_model = "gpt-5.5"
 //! default_provider = "azure"          # a key of [providers]; absent = OpenAI (CODEX_API_KEY)
+//! max_event_log_mb = 64               # a run's stored events.jsonl; past it events are counted
 //!
 //! [docker]
 //! image = "codex-orchestrator-runner:0.1.0"
@@ -41,6 +42,9 @@ use crate::error::ConfigError;
 use codex_orchestrator_core::model::{ModelProvider, VerifyDefaults, WireApi};
 
 pub use codex_orchestrator_core::policy::DEFAULT_MODEL;
+
+/// Default of [`Config::max_event_log_mb`].
+pub const DEFAULT_MAX_EVENT_LOG_MB: u64 = 64;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -110,6 +114,9 @@ pub struct Config {
     pub allow_full_access: bool,
     pub docker: DockerConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Cap of a run's stored event log (`events.jsonl`), in MiB: past it, events are still
+    /// folded and counted (`result.event_log`) but not stored; the run's completion always is.
+    pub max_event_log_mb: u64,
     /// Verify loop defaults (requests override them per run).
     pub verify: VerifyDefaults,
     /// How much a workspace may grow (MiB) in the write modes before the run is stopped
@@ -134,6 +141,7 @@ impl Default for Config {
             allow_full_access: false,
             docker: DockerConfig::default(),
             providers: BTreeMap::new(),
+            max_event_log_mb: DEFAULT_MAX_EVENT_LOG_MB,
             verify: VerifyDefaults::default(),
             max_workspace_growth_mb: DEFAULT_MAX_WORKSPACE_GROWTH_MB,
             protected: Vec::new(),
@@ -189,6 +197,11 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// [`Config::max_event_log_mb`] in bytes.
+    pub fn max_event_log_bytes(&self) -> u64 {
+        self.max_event_log_mb.saturating_mul(1024 * 1024)
+    }
+
     /// Loads `path` (or the default path if it exists), applies the environment, then `ov`.
     pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> {
         let env: BTreeMap<String, String> = std::env::vars()
@@ -250,6 +263,7 @@ impl Config {
                     cfg.default_timeout_secs = parse_num(k, v)?
                 }
                 "CODEX_ORCHESTRATOR_MAX_TIMEOUT_SECS" => cfg.max_timeout_secs = parse_num(k, v)?,
+                "CODEX_ORCHESTRATOR_MAX_EVENT_LOG_MB" => cfg.max_event_log_mb = parse_num(k, v)?,
                 "CODEX_ORCHESTRATOR_DEFAULT_MODEL" => cfg.default_model = Some(v.clone()),
                 "CODEX_ORCHESTRATOR_ALLOW_FULL_ACCESS" => {
                     cfg.allow_full_access = matches!(v.as_str(), "1" | "true" | "yes")
@@ -298,6 +312,9 @@ impl Config {
                     self.max_timeout_secs
                 ),
             ));
+        }
+        if self.max_event_log_mb == 0 {
+            return Err(bad("max_event_log_mb", "must be at least 1".into()));
         }
         if let Err((key, message)) = self.verify.validate() {
             return Err(bad(&format!("verify.{key}"), message));

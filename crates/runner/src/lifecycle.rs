@@ -6,7 +6,7 @@
 //! `set_lifecycle`).
 
 use codex_orchestrator_core::events::RunFold;
-use codex_orchestrator_core::model::{RunPhase, RunResult, RunStatus};
+use codex_orchestrator_core::model::{EventLogCut, RunPhase, RunResult, RunStatus};
 use codex_orchestrator_core::terminal::Terminal;
 
 /// Copies the fold's live view into `st`: attempt, progress, the verify summary, the thread id
@@ -41,6 +41,17 @@ pub fn result_of(fold: Option<&RunFold>, t: &Terminal) -> RunResult {
     result.reason = Some(t.reason);
     result.message = Some(t.message.clone());
     result
+}
+
+/// Adds what the orchestrator's log sink cut (`runner::sink::LogSink::cut`) to what the agent
+/// reported it cut from codex's output.
+pub fn add_log_cut(result: &mut RunResult, cut: &EventLogCut) {
+    if cut.any() {
+        result.event_log = Some(match &result.event_log {
+            Some(agent) => agent.plus(cut),
+            None => cut.clone(),
+        });
+    }
 }
 
 /// Makes `st` terminal: phase, reason, message, exit code and end time, and the fold's last
@@ -145,5 +156,36 @@ mod tests {
             )
         );
         assert_eq!(result_of(Some(&f), &t).phase, RunPhase::Failed);
+    }
+
+    #[test]
+    fn the_sinks_cut_adds_to_what_the_agent_reported() {
+        let agent = EventLogCut {
+            oversized_lines: 2,
+            oversized_bytes: 3_000_000,
+            ..Default::default()
+        };
+        let sink = EventLogCut {
+            oversized_lines: 1,
+            oversized_bytes: 10,
+            unstored_lines: 4,
+            unstored_bytes: 400,
+        };
+        let mut r = RunResult::empty(RunPhase::Succeeded);
+        add_log_cut(&mut r, &EventLogCut::default());
+        assert_eq!(r.event_log, None, "nothing cut, nothing reported");
+        add_log_cut(&mut r, &sink);
+        assert_eq!(r.event_log.as_ref(), Some(&sink));
+        r.event_log = Some(agent);
+        add_log_cut(&mut r, &sink);
+        assert_eq!(
+            r.event_log,
+            Some(EventLogCut {
+                oversized_lines: 3,
+                oversized_bytes: 3_000_010,
+                unstored_lines: 4,
+                unstored_bytes: 400,
+            })
+        );
     }
 }

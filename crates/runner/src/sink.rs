@@ -9,13 +9,21 @@
 //!   the status of the clean event stream) and not stored as an event.
 //!
 //! Chunks need not be aligned to lines; over-long lines are counted and skipped without being
-//! buffered (the decoder's cap). The last non-blank stderr line is kept for failure messages.
+//! buffered (the decoder's cap; only the agent's `orchestrator.run.completed` line may be
+//! longer, up to its own cap). The stored event log has a total cap
+//! ([`LogSink::with_events_cap`]): past it, lines are still folded and counted but not stored,
+//! except the terminal line, which always is; one `orchestrator.warning` line marks the place.
+//! What was cut is in [`LogSink::cut`]. The last non-blank stderr line is kept for failure
+//! messages.
 //! A sink is always fed a log **from its start**: a re-read (restart, broken stream) starts a
 //! new sink, so nothing is counted twice.
 
 use std::io::Write;
 
-use codex_orchestrator_core::events::{Decoded, LineDecoder, RunFold};
+use codex_orchestrator_core::events::{
+    Decoded, LineDecoder, OrchestratorEvent, RunFold, TERMINAL_LINE_PREFIX,
+};
+use codex_orchestrator_core::model::EventLogCut;
 
 /// Characters of the last stderr line kept.
 const LAST_STDERR_CHARS: usize = 500;
@@ -64,6 +72,12 @@ pub struct LogSink<E: EventLog, S: Write = std::io::Sink> {
     stderr_lines: u64,
     /// The command audit of a full_access run.
     audit: Option<crate::audit::CommandAudit>,
+    /// Cap of the stored event lines, in bytes (newlines included).
+    events_cap: u64,
+    /// Bytes of event lines stored so far.
+    stored: u64,
+    /// What the caps cut so far.
+    cut: EventLogCut,
 }
 
 impl<E: EventLog, S: Write> LogSink<E, S> {
@@ -71,7 +85,7 @@ impl<E: EventLog, S: Write> LogSink<E, S> {
     /// `stderr_cap` bytes.
     pub fn new(fold: RunFold, max_line: usize, events: E, stderr: S, stderr_cap: u64) -> Self {
         LogSink {
-            decoder: LineDecoder::new(max_line),
+            decoder: LineDecoder::for_agent_stream(max_line),
             fold,
             events,
             merged: false,
@@ -81,7 +95,21 @@ impl<E: EventLog, S: Write> LogSink<E, S> {
             last_stderr: None,
             stderr_lines: 0,
             audit: None,
+            events_cap: u64::MAX,
+            stored: 0,
+            cut: EventLogCut::default(),
         }
+    }
+
+    /// Stores at most `cap` bytes of event lines (see the module docs).
+    pub fn with_events_cap(mut self, cap: u64) -> Self {
+        self.events_cap = cap;
+        self
+    }
+
+    /// What the line cap and the stored log's cap cut so far.
+    pub fn cut(&self) -> &EventLogCut {
+        &self.cut
     }
 
     /// Records every command line of the stream in `audit` as it passes.
@@ -142,8 +170,12 @@ impl<E: EventLog, S: Write> LogSink<E, S> {
             self.note_stderr(&text);
             return Ok(());
         }
-        if let Decoded::Line(l) = d {
-            self.events.line(l)?;
+        match d {
+            Decoded::Line(l) => self.store(l)?,
+            Decoded::Oversized { len } => {
+                self.cut.oversized_lines += 1;
+                self.cut.oversized_bytes = self.cut.oversized_bytes.saturating_add(len);
+            }
         }
         if let Some(a) = self.audit.as_mut() {
             let line = match &d {
@@ -153,6 +185,31 @@ impl<E: EventLog, S: Write> LogSink<E, S> {
             a.line(line, self.fold.attempt())?;
         }
         self.fold.feed(d);
+        Ok(())
+    }
+
+    /// Stores one event line unless the stored log is full (the terminal line always is).
+    fn store(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let size = line.len() as u64 + 1;
+        if self.stored.saturating_add(size) <= self.events_cap
+            || line.starts_with(TERMINAL_LINE_PREFIX)
+        {
+            self.stored = self.stored.saturating_add(size);
+            return self.events.line(line);
+        }
+        if self.cut.unstored_lines == 0 {
+            tracing::warn!(cap = self.events_cap, "the stored event log is full");
+            let note = OrchestratorEvent::Warning {
+                message: format!(
+                    "the stored event log reached its cap of {} bytes; later events are counted (result.event_log) but not stored, except the run's completion",
+                    self.events_cap
+                ),
+            }
+            .to_line();
+            self.events.line(note.as_bytes())?;
+        }
+        self.cut.unstored_lines += 1;
+        self.cut.unstored_bytes = self.cut.unstored_bytes.saturating_add(size);
         Ok(())
     }
 
@@ -305,6 +362,81 @@ mod tests {
             );
             assert_eq!(lines[1], b"not json at all");
             assert_eq!(stderr, b"warning: o", "stderr capped");
+        }
+    }
+
+    #[test]
+    fn the_stored_log_stops_at_its_cap_but_keeps_the_completion_and_counts_the_rest() {
+        use codex_orchestrator_core::events::{DEFAULT_MAX_LINE, OrchestratorEvent};
+        use codex_orchestrator_core::model::{EventLogCut, RunResult};
+        let item = |i: usize| format!("{{\"type\":\"thread.started\",\"thread_id\":\"t-{i:04}\"}}");
+        let completed = OrchestratorEvent::RunCompleted {
+            phase: RunPhase::Succeeded,
+            reason: Some(TerminalReason::Completed),
+            message: None,
+            result: Box::new(RunResult::empty(RunPhase::Succeeded)),
+            // Longer than the line cap: only the terminal line may be.
+            patch: Some("+x\n".repeat(DEFAULT_MAX_LINE / 2)),
+            last_message: None,
+        }
+        .to_line();
+        let mut stream = String::new();
+        for i in 0..100 {
+            stream.push_str(&item(i));
+            stream.push('\n');
+        }
+        // An oversized line that is not the terminal one.
+        stream.push_str(&format!(
+            "{{\"type\":\"x\",\"pad\":\"{}\"}}\n",
+            "a".repeat(DEFAULT_MAX_LINE)
+        ));
+        stream.push_str(&completed);
+        stream.push('\n');
+        let line_len = item(0).len() as u64 + 1;
+        let cap = 10 * line_len;
+        for chunk in [7usize, 64 * 1024] {
+            let mut events = Vec::new();
+            let mut sink = LogSink::new(
+                RunFold::new(),
+                DEFAULT_MAX_LINE,
+                Lines(&mut events),
+                std::io::sink(),
+                0,
+            )
+            .with_events_cap(cap);
+            for c in stream.as_bytes().chunks(chunk) {
+                sink.stdout(c).unwrap();
+            }
+            sink.finish().unwrap();
+            assert_eq!(
+                sink.cut(),
+                &EventLogCut {
+                    oversized_lines: 1,
+                    oversized_bytes: DEFAULT_MAX_LINE as u64 + 21,
+                    unstored_lines: 90,
+                    unstored_bytes: 90 * line_len,
+                },
+                "chunk {chunk}"
+            );
+            // Everything was folded: 100 events and the completion.
+            let p = sink.fold().progress();
+            assert_eq!(
+                (p.events_seen, p.malformed_lines, p.oversized_lines),
+                (101, 0, 1)
+            );
+            assert!(sink.fold().completed().is_some());
+            drop(sink);
+            let text = String::from_utf8(events).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 12, "10 events, the note, the completion");
+            assert_eq!(lines[..10], (0..10).map(item).collect::<Vec<_>>()[..]);
+            assert!(
+                lines[10].starts_with("{\"type\":\"orchestrator.warning\"")
+                    && lines[10].contains(&format!("cap of {cap} bytes")),
+                "{}",
+                lines[10]
+            );
+            assert_eq!(lines[11], completed);
         }
     }
 }

@@ -23,6 +23,8 @@ use serde_json::Value;
 pub const TEST_LABEL: &str = codex_orchestrator_core::contract::labels::TEST;
 /// Where the mock model's binary is mounted in its container.
 const MOCK_BIN_IN_CONTAINER: &str = "/usr/local/bin/codex-orchestrator-mockmodel";
+/// Where a long mock script is mounted in the mock container.
+const MOCK_SCRIPT_IN_CONTAINER: &str = "/mock-script.json";
 pub const MOCK_KEY_ENV: &str = "MOCK_API_KEY";
 pub const MOCK_KEY: &str = "sk-mock-0123456789abcdef";
 /// The unprivileged uid test workspaces are owned by (the sandbox runs as the owner).
@@ -94,6 +96,31 @@ impl DockerEnv {
                 ..Default::default()
             },
         );
+        // The mock binary, read-only, into the runner image (which has the libraries it links
+        // against).
+        let mut mounts = vec![Mount {
+            target: Some(MOCK_BIN_IN_CONTAINER.into()),
+            source: Some(crate::bins::mock_model().to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        }];
+        // A script too long for an argument (Linux caps one at 128 KiB) goes in a file.
+        let mut script_arg = script.to_string();
+        if script_arg.len() > 64 * 1024 {
+            let file = self.state.path().join("mock-script.json");
+            std::fs::write(&file, &script_arg).expect("write the mock script");
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .expect("chmod the mock script");
+            mounts.push(Mount {
+                target: Some(MOCK_SCRIPT_IN_CONTAINER.into()),
+                source: Some(file.to_string_lossy().into_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+            script_arg = MOCK_SCRIPT_IN_CONTAINER.into();
+        }
         let body = ContainerCreateBody {
             image: Some(self.image.clone()),
             entrypoint: Some(vec![MOCK_BIN_IN_CONTAINER.into()]),
@@ -101,7 +128,7 @@ impl DockerEnv {
                 "--listen".into(),
                 "0.0.0.0:8080".into(),
                 "--script".into(),
-                script.to_string(),
+                script_arg,
                 "--expect-api-key-env".into(),
                 MOCK_KEY_ENV.into(),
             ]),
@@ -110,15 +137,7 @@ impl DockerEnv {
             labels: Some(labels),
             host_config: Some(HostConfig {
                 network_mode: Some(self.network.clone()),
-                // The testkit's mock binary, read-only, into the runner image (which has the
-                // libraries it links against).
-                mounts: Some(vec![Mount {
-                    target: Some(MOCK_BIN_IN_CONTAINER.into()),
-                    source: Some(crate::bins::mock_model().to_string_lossy().into_owned()),
-                    typ: Some(MountType::BIND),
-                    read_only: Some(true),
-                    ..Default::default()
-                }]),
+                mounts: Some(mounts),
                 readonly_rootfs: Some(true),
                 cap_drop: Some(vec!["ALL".into()]),
                 init: Some(true),

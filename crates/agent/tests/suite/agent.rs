@@ -374,6 +374,7 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
         unreviewed_changes: Vec::new(),
         omitted_unreviewed_changes: 0,
         agent_isolation: None,
+        event_log: None,
         usage: UsageReport {
             per_attempt: vec![total],
             total,

@@ -10,8 +10,18 @@
 //! Complete lines that lie inside one chunk are handed out as slices of that chunk (no copy);
 //! only a line split across chunks is assembled in an internal buffer.
 
-/// Default cap on one line: 64 MiB (a `run.completed` carries the capped patch, well below).
-pub const DEFAULT_MAX_LINE: usize = 64 * 1024 * 1024;
+/// Default cap on one line: 1 MiB. Codex's own lines are far smaller (it caps command output);
+/// a longer line is counted and dropped. The one line allowed to be longer is the agent's
+/// `orchestrator.run.completed` (it carries the patch): see [`TERMINAL_LINE_PREFIX`].
+pub const DEFAULT_MAX_LINE: usize = 1024 * 1024;
+
+/// How the agent's `orchestrator.run.completed` line begins (its serialisation puts `type`
+/// first; a test in crates/core/src/events/orchestrator.rs holds it to that).
+pub const TERMINAL_LINE_PREFIX: &[u8] = b"{\"type\":\"orchestrator.run.completed\"";
+
+/// Cap of the `orchestrator.run.completed` line: the agent keeps its line below it (it drops
+/// the inline patch and shortens the last message if the line would be longer).
+pub const MAX_TERMINAL_LINE: usize = 32 * 1024 * 1024;
 
 /// The internal buffer is shrunk back to this capacity after a line larger than it.
 const RETAINED_CAPACITY: usize = 64 * 1024;
@@ -29,6 +39,8 @@ pub enum Decoded<'a> {
 #[derive(Debug)]
 pub struct LineDecoder {
     max_line: usize,
+    /// Lines beginning with this prefix may hold up to this many bytes instead.
+    long: Option<(&'static [u8], usize)>,
     buf: Vec<u8>,
     /// `Some(n)`: discarding an oversized line of which `n` bytes were seen so far.
     discarding: Option<u64>,
@@ -38,6 +50,12 @@ impl Default for LineDecoder {
     fn default() -> Self {
         LineDecoder::new(DEFAULT_MAX_LINE)
     }
+}
+
+/// Whether `a` followed by `b` begins with `prefix`.
+fn begins_with(a: &[u8], b: &[u8], prefix: &[u8]) -> bool {
+    let n = a.len().min(prefix.len());
+    a[..n] == prefix[..n] && b.starts_with(&prefix[n..])
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -52,8 +70,32 @@ impl LineDecoder {
     pub fn new(max_line: usize) -> Self {
         LineDecoder {
             max_line: max_line.max(1),
+            long: None,
             buf: Vec::new(),
             discarding: None,
+        }
+    }
+
+    /// Lets lines that begin with `prefix` hold up to `long_max` bytes (at least the normal cap).
+    /// The prefix is recognised once a line reaches the normal cap, so other lines are still
+    /// never buffered past it. The decoder of the agent's stream uses it for the terminal line
+    /// ([`LineDecoder::for_agent_stream`]).
+    pub fn with_long_lines(mut self, prefix: &'static [u8], long_max: usize) -> Self {
+        self.long = Some((prefix, long_max.max(self.max_line)));
+        self
+    }
+
+    /// The decoder of an agent's stream read by the orchestrator: lines capped at `max_line`,
+    /// the terminal line at [`MAX_TERMINAL_LINE`].
+    pub fn for_agent_stream(max_line: usize) -> Self {
+        LineDecoder::new(max_line).with_long_lines(TERMINAL_LINE_PREFIX, MAX_TERMINAL_LINE)
+    }
+
+    /// The cap for a line whose first bytes are `a` followed by `b`.
+    fn cap(&self, a: &[u8], b: &[u8]) -> usize {
+        match self.long {
+            Some((prefix, long)) if begins_with(a, b, prefix) => long,
+            _ => self.max_line,
         }
     }
 
@@ -79,7 +121,7 @@ impl LineDecoder {
                 });
             } else if self.buf.is_empty() {
                 self.emit(head, &mut f);
-            } else if self.buf.len().saturating_add(head.len()) > self.max_line {
+            } else if self.buf.len().saturating_add(head.len()) > self.cap(&self.buf, head) {
                 let len = self.buf.len().saturating_add(head.len()) as u64;
                 self.reset_buf();
                 f(Decoded::Oversized { len });
@@ -99,7 +141,7 @@ impl LineDecoder {
             Some(seen) => *seen = seen.saturating_add(rest.len() as u64),
             None => {
                 let total = self.buf.len().saturating_add(rest.len());
-                if total > self.max_line {
+                if total > self.cap(&self.buf, rest) {
                     self.discarding = Some(total as u64);
                     self.reset_buf();
                 } else {
@@ -124,7 +166,7 @@ impl LineDecoder {
     }
 
     fn emit(&self, line: &[u8], f: &mut impl FnMut(Decoded<'_>)) {
-        if line.len() > self.max_line {
+        if line.len() > self.cap(line, &[]) {
             f(Decoded::Oversized {
                 len: line.len() as u64,
             });
@@ -255,6 +297,54 @@ mod tests {
                 expected,
                 "chunk size {size}"
             );
+        }
+    }
+
+    #[test]
+    fn only_the_terminal_prefix_may_pass_the_line_cap_and_only_up_to_its_own() {
+        let prefixed = |n: usize| format!("T:{}", "x".repeat(n - 2));
+        let input = format!(
+            "ab\n{}\n{}\n{}\nT:\n{}",
+            prefixed(30),
+            prefixed(50),
+            "y".repeat(20),
+            prefixed(12)
+        );
+        let expected = vec![
+            l("ab"),
+            Out::Line(prefixed(30)),
+            Out::Oversized(50),
+            Out::Oversized(20),
+            l("T:"),
+            Out::Line(prefixed(12)),
+        ];
+        for size in 1..=input.len() {
+            let mut d = LineDecoder::new(8).with_long_lines(b"T:", 40);
+            let mut out = Vec::new();
+            let mut most = 0;
+            for c in input.as_bytes().chunks(size) {
+                d.push(c, |x| {
+                    out.push(match x {
+                        Decoded::Line(l) => Out::Line(String::from_utf8_lossy(l).into_owned()),
+                        Decoded::Oversized { len } => Out::Oversized(len),
+                    })
+                });
+                most = most.max(d.buffered());
+            }
+            d.finish(|x| {
+                out.push(match x {
+                    Decoded::Line(l) => Out::Line(String::from_utf8_lossy(l).into_owned()),
+                    Decoded::Oversized { len } => Out::Oversized(len),
+                })
+            });
+            assert_eq!(out, expected, "chunk {size}");
+            assert!(most <= 40, "buffered {most}");
+        }
+        // A flood of other lines is never buffered past the normal cap.
+        let mut d = LineDecoder::for_agent_stream(DEFAULT_MAX_LINE);
+        for _ in 0..100 {
+            d.push(&[b'{'; 64 * 1024], |_| {});
+            assert!(d.buffered() <= DEFAULT_MAX_LINE);
         }
     }
 

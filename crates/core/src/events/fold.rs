@@ -142,6 +142,8 @@ pub struct RunFold {
     /// Path → index in `changed_files`.
     changed_paths: HashMap<String, usize>,
     verify: Option<VerifySummary>,
+    /// Bytes of the lines counted in `progress.oversized_lines`.
+    oversized_bytes: u64,
 }
 
 impl Default for RunFold {
@@ -177,6 +179,7 @@ impl RunFold {
             changed_files: Vec::new(),
             changed_paths: HashMap::new(),
             verify: None,
+            oversized_bytes: 0,
         }
     }
 
@@ -209,6 +212,7 @@ impl RunFold {
             Decoded::Line(line) => self.feed_line(line),
             Decoded::Oversized { len } => {
                 self.progress.oversized_lines += 1;
+                self.oversized_bytes = self.oversized_bytes.saturating_add(len);
                 tracing::debug!(len, "oversized line skipped");
             }
         }
@@ -284,6 +288,16 @@ impl RunFold {
 
     /// The agent's result once `run.completed` was seen; before that, the fold's own
     /// provisional result (phase = [`RunFold::phase`], no reason).
+    /// The lines this fold was told were over the line cap (no stored-log counts: those are
+    /// the log sink's).
+    pub fn oversized(&self) -> crate::model::EventLogCut {
+        crate::model::EventLogCut {
+            oversized_lines: self.progress.oversized_lines,
+            oversized_bytes: self.oversized_bytes,
+            ..Default::default()
+        }
+    }
+
     pub fn result(&self) -> RunResult {
         match &self.completion {
             Some(c) => c.result.clone(),
@@ -404,6 +418,8 @@ impl RunFold {
             unreviewed_changes: Vec::new(),
             omitted_unreviewed_changes: 0,
             agent_isolation: None,
+            // The agent fills it from [`RunFold::oversized`], the orchestrator from its log sink.
+            event_log: None,
         }
     }
 

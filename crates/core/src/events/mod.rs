@@ -23,7 +23,7 @@ use std::io::{ErrorKind, Read};
 use std::path::Path;
 
 pub use crate::model::RunResult;
-pub use decode::{DEFAULT_MAX_LINE, Decoded, LineDecoder};
+pub use decode::{DEFAULT_MAX_LINE, Decoded, LineDecoder, MAX_TERMINAL_LINE, TERMINAL_LINE_PREFIX};
 pub use fold::{
     CodexOutcome, Completion, Conclusion, MAX_ATTEMPTS_TRACKED, MAX_CHANGED_FILES, MAX_COMMANDS,
     MAX_ERRORS, MAX_IN_PROGRESS, MAX_SUMMARY_CHARS, MAX_TEXT, RunFold, Summary, SummaryStatus,
@@ -38,9 +38,9 @@ pub use types::{
 pub const READ_CHUNK: usize = 64 * 1024;
 
 /// Decodes and folds everything `reader` yields into `fold` (reads of [`READ_CHUNK`] bytes,
-/// lines capped at [`DEFAULT_MAX_LINE`]).
+/// lines capped at [`DEFAULT_MAX_LINE`], the terminal line at [`MAX_TERMINAL_LINE`]).
 pub fn fold_reader(mut reader: impl Read, fold: &mut RunFold) -> std::io::Result<()> {
-    let mut decoder = LineDecoder::new(DEFAULT_MAX_LINE);
+    let mut decoder = LineDecoder::for_agent_stream(DEFAULT_MAX_LINE);
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let n = match reader.read(&mut buf) {

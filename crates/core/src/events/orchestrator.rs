@@ -131,3 +131,28 @@ impl OrchestratorEvent {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{RunPhase, RunResult};
+
+    #[test]
+    fn the_terminal_line_begins_with_its_prefix() {
+        let ev = OrchestratorEvent::RunCompleted {
+            phase: RunPhase::Succeeded,
+            reason: None,
+            message: None,
+            result: Box::new(RunResult::empty(RunPhase::Succeeded)),
+            patch: Some("x".repeat(10)),
+            last_message: None,
+        };
+        assert!(
+            ev.to_line()
+                .as_bytes()
+                .starts_with(crate::events::TERMINAL_LINE_PREFIX),
+            "{}",
+            ev.to_line()
+        );
+    }
+}

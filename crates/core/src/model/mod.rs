@@ -10,8 +10,8 @@ pub mod verify;
 
 pub use request::{ModelProvider, RunId, RunIdError, RunRequest, RunSpec, WireApi};
 pub use result::{
-    CommandRecord, DiskChange, FileChange, FileChangeKind, LimitsHit, OutputError, PatchInfo,
-    RunResult, TokenUsage, UnreviewedChange, UnreviewedKind, UsageReport,
+    CommandRecord, DiskChange, EventLogCut, FileChange, FileChangeKind, LimitsHit, OutputError,
+    PatchInfo, RunResult, TokenUsage, UnreviewedChange, UnreviewedKind, UsageReport,
 };
 pub use security::{NetworkAccess, SecurityMode, SecurityPolicy};
 pub use status::{BackendRef, Progress, RunPhase, RunStatus, TerminalReason};

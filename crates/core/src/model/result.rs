@@ -202,6 +202,36 @@ impl LimitsHit {
     }
 }
 
+/// What the bounds of the event stream cut (docs/SECURITY_MODES.md, "Resource abuse").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EventLogCut {
+    /// Lines over the line cap (1 MiB), dropped without being buffered: by the agent from
+    /// codex's output, or by the orchestrator from the sandbox's stream.
+    pub oversized_lines: u64,
+    /// Their bytes.
+    pub oversized_bytes: u64,
+    /// Lines past the stored event log's total cap: folded and counted, not stored.
+    pub unstored_lines: u64,
+    /// Their bytes.
+    pub unstored_bytes: u64,
+}
+
+impl EventLogCut {
+    pub fn any(&self) -> bool {
+        self.oversized_lines > 0 || self.unstored_lines > 0
+    }
+
+    /// Sums two reports (the agent's and the orchestrator's).
+    pub fn plus(&self, other: &EventLogCut) -> EventLogCut {
+        EventLogCut {
+            oversized_lines: self.oversized_lines.saturating_add(other.oversized_lines),
+            oversized_bytes: self.oversized_bytes.saturating_add(other.oversized_bytes),
+            unstored_lines: self.unstored_lines.saturating_add(other.unstored_lines),
+            unstored_bytes: self.unstored_bytes.saturating_add(other.unstored_bytes),
+        }
+    }
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunResult {
@@ -260,6 +290,9 @@ pub struct RunResult {
     /// could not reach), as the agent saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_isolation: Option<String>,
+    /// What the event stream's bounds cut (absent when nothing was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_log: Option<EventLogCut>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -290,6 +323,7 @@ impl RunResult {
             unreviewed_changes: Vec::new(),
             omitted_unreviewed_changes: 0,
             agent_isolation: None,
+            event_log: None,
         }
     }
 }

@@ -267,7 +267,11 @@ async fn finish(
     mut sink: Option<PodLogSink>,
 ) -> Result<Action, Error> {
     let ns = cr.namespace().ok_or(Error::NoNamespace)?;
-    let result = lifecycle::result_of(sink.as_ref().map(|s| s.fold()), &ended);
+    let mut result = lifecycle::result_of(sink.as_ref().map(|s| s.fold()), &ended);
+    if let Some(s) = sink.as_ref() {
+        // Lines over the line cap in the pod log, besides what the agent cut.
+        lifecycle::add_log_cut(&mut result, s.cut());
+    }
     let mut artifacts = None;
     if let Ok(run_id) = run_id_for(cr) {
         let completion = sink.as_ref().and_then(|s| s.fold().completed().cloned());

@@ -303,6 +303,7 @@ pub(super) async fn drive(
             inner.store.open_append(&id, store::STDERR, true)?,
             MAX_STDERR_BYTES,
         )
+        .with_events_cap(inner.cfg.max_event_log_bytes())
         .with_audit(audit))
     };
     let follow = || {
@@ -413,9 +414,9 @@ pub(super) async fn drive(
         exit_code,
         last_stderr: last_stderr_line.as_deref(),
     });
-    inner
-        .store
-        .write_result(&id, &lifecycle::result_of(Some(fold), &ended))?;
+    let mut result = lifecycle::result_of(Some(fold), &ended);
+    lifecycle::add_log_cut(&mut result, out.cut());
+    inner.store.write_result(&id, &result)?;
     if let Some(c) = fold.completed() {
         if let Some(p) = &c.patch {
             inner.store.write_file(&id, store::PATCH, p.as_bytes())?;

@@ -1,7 +1,9 @@
 //! Restart safety: on start-up the runner re-attaches to every non-terminal run whose sandbox
 //! still exists (re-reading its log from the start, so nothing is lost or counted twice),
-//! re-queues runs that never got a sandbox, marks the others `lost`, and removes orphaned
-//! containers and networks of its store.
+//! re-queues runs that never got a sandbox (queued, or stopped mid-start: the network and
+//! proxy of the interrupted start are removed first), marks the others `lost`, and removes
+//! orphaned containers and networks of its store. The gateway recovers every tenant's store
+//! when it starts (`DockerRunners::recover_known_tenants`), not when a tenant first connects.
 
 use std::collections::HashMap;
 
@@ -71,25 +73,45 @@ impl DockerRunner {
             if st.phase.is_terminal() {
                 continue;
             }
-            if live.contains_key(id.as_str()) {
+            // A sandbox created but never started (stopped between the two) ran nothing.
+            let never_started = match live.get(id.as_str()) {
+                Some(c) if st.phase == RunPhase::Starting => matches!(
+                    inner.docker.inspect_container(c, None).await,
+                    Ok(i) if i.state.as_ref().and_then(|s| s.status)
+                        == Some(bollard::models::ContainerStateStatusEnum::CREATED)
+                ),
+                _ => false,
+            };
+            if live.contains_key(id.as_str()) && !never_started {
                 info!(run_id = %id, "re-attaching to running sandbox");
                 keep.insert(id.to_string());
                 self.spawn_drive(st, Start::Reattach);
-            } else if st.phase == RunPhase::Queued && st.backend.is_none() {
+            } else if matches!(st.phase, RunPhase::Queued | RunPhase::Starting)
+                && (st.backend.is_none() || never_started)
+            {
+                // No sandbox was ever created, so nothing of the run has executed: whatever
+                // the interrupted start left (its network, its proxy) is removed below and the
+                // run starts afresh, as if it had been queued.
                 match self.secrets_for(&inner.store.read_request(&id)?) {
                     Ok(secrets) => {
-                        info!(run_id = %id, "re-queueing run that never started");
+                        info!(run_id = %id, phase = %st.phase, "re-queueing run that never got a sandbox");
+                        // Its leftovers go now, not by reuse: the fresh start creates them anew.
+                        inner.remove_run(&id).await;
                         keep.insert(id.to_string());
                         inner.secrets_lock().insert(id.clone(), secrets);
+                        let mut st = st;
+                        st.backend = None;
                         self.spawn_drive(st, Start::Fresh);
                     }
                     Err(e) => self.finish_lost(st, &format!("could not re-queue the run: {e}"))?,
                 }
             } else {
-                self.finish_lost(
-                    st,
-                    "the sandbox no longer exists; it ended while no orchestrator was watching",
-                )?;
+                let why = if st.backend.is_none() {
+                    "the orchestrator stopped while the run was starting, before its sandbox existed; its network and proxy were removed"
+                } else {
+                    "the sandbox no longer exists; it ended while no orchestrator was watching"
+                };
+                self.finish_lost(st, why)?;
             }
         }
         for (run, container) in live.into_iter().chain(proxies) {

@@ -28,6 +28,29 @@ impl DockerRunners {
         }
     }
 
+    /// Connects (in the background) the runner of every tenant that has a run store under the
+    /// state directory, so that each recovers what an earlier process left (re-attaching,
+    /// re-queueing, removing orphaned containers and networks) at start-up rather than when
+    /// the tenant first connects — also for a tenant no longer in the tokens file. Returns the
+    /// tenants found.
+    pub fn recover_known_tenants(&self) -> Vec<Tenant> {
+        let dir = self.cfg.state_dir.join("tenants");
+        let mut found: Vec<Tenant> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().to_str().and_then(|n| Tenant::parse(n).ok()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        found.sort();
+        for t in &found {
+            tracing::info!(tenant = %t, "recovering the tenant's runs");
+            let _ = self.runner_for(t);
+        }
+        found
+    }
+
     /// The state directory of a tenant's runs.
     pub fn tenant_state_dir(state_dir: &Path, tenant: &Tenant) -> PathBuf {
         state_dir.join("tenants").join(tenant.as_str())

@@ -430,3 +430,102 @@ async fn bad_requests_are_refused_and_change_nothing() {
     assert_eq!(tree_contents(ws.path()), before);
     env.cleanup().await;
 }
+
+/// Event-log bounds (docs/SECURITY_MODES.md, "Resource abuse"): a model command floods its
+/// output, the model sends two messages of 700 KB (under the 1 MiB line cap, together over a
+/// 1 MiB stored-log cap) and one of 2 MB (over the line cap). The run still succeeds with the
+/// last message as its answer; the stored log stays at its cap plus the completion line; what
+/// was cut is counted in the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_log_line_and_total_caps_hold_on_a_flooding_run_and_are_reported() {
+    const BIG: usize = 700_000;
+    const HUGE: usize = 2_000_000;
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"exec": "yes | head -c 200000000; echo flooded", "yield_time_ms": 60000}]},
+        {"output": [
+            {"message": "a".repeat(BIG)},
+            {"message": "b".repeat(BIG)},
+            {"message": "c".repeat(HUGE)},
+            {"message": "done"}
+        ]}
+    ]))
+    .await;
+    let ws = git_workspace();
+    let mut cfg = env.config();
+    cfg.max_event_log_mb = 1;
+    let runner = env.runner_with(cfg).await;
+    let started = Instant::now();
+    let id = runner
+        .submit(RunRequest {
+            verify: Some(codex_orchestrator_core::model::VerifyOptions {
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            ..request(ws.path(), SecurityMode::WorkspaceWrite, "Flood.")
+        })
+        .await
+        .unwrap();
+    let st = runner.wait(&id, Duration::from_secs(180)).await.unwrap();
+    let elapsed = started.elapsed();
+    let art = runner.artifacts(&id).await.unwrap();
+    let events_path = art.run_dir.clone().unwrap().join("events.jsonl");
+    let events = std::fs::read_to_string(&events_path).unwrap();
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Succeeded, Some(TerminalReason::Completed)),
+        "{st:#?}\n{}",
+        &events[..events.len().min(4000)]
+    );
+    let r = art.result.unwrap();
+    assert_eq!(r.summary.as_deref(), Some("done"));
+    let cut = r.event_log.expect("event_log reported");
+    // Two lines over the 1 MiB cap: the flooding command's item (codex keeps about 1 MiB of
+    // its output, more once JSON-escaped), whose output the agent cut to its last 64 KiB, and
+    // the 2 MB message, dropped.
+    assert_eq!(cut.oversized_lines, 2, "{cut:?}");
+    assert!(cut.oversized_bytes > HUGE as u64, "{cut:?}");
+    // At least the second 700 KB message was past the stored log's cap.
+    assert!(cut.unstored_lines >= 1, "{cut:?}");
+    assert!(cut.unstored_bytes >= BIG as u64, "{cut:?}");
+    // The stored log: at most the cap, the note and the completion line.
+    let lines: Vec<&str> = events.lines().collect();
+    let completion = lines.last().unwrap();
+    assert!(
+        completion.starts_with("{\"type\":\"orchestrator.run.completed\""),
+        "{}",
+        &completion[..completion.len().min(300)]
+    );
+    let rest = events.len() - completion.len() - 1;
+    let note = lines
+        .iter()
+        .find(|l| l.contains("the stored event log reached its cap of 1048576 bytes"))
+        .expect("the cap is marked in the log");
+    assert!(rest <= 1024 * 1024 + note.len() + 1, "{rest}");
+    assert!(
+        !events.contains(&"c".repeat(1000)),
+        "the oversized line was stored"
+    );
+    // Everything was still folded: the flooding command is in the result with its exit code.
+    assert_eq!(r.commands.len(), 1, "{:?}", r.commands);
+    assert!(
+        r.commands[0].command.contains("yes | head"),
+        "{:?}",
+        r.commands
+    );
+    assert_eq!(
+        (r.commands[0].exit_code, r.commands[0].status.as_str()),
+        (Some(0), "completed"),
+        "{:?}",
+        r.commands
+    );
+    assert!(
+        events.contains("bytes of output cut by the orchestrator's line cap"),
+        "the command's cut output is stored"
+    );
+    eprintln!(
+        "event log bounds: {elapsed:?}, events.jsonl {} bytes, cut {cut:?}",
+        events.len()
+    );
+    assert!(env.store_containers().await.is_empty());
+    env.cleanup().await;
+}

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use codex_orchestrator_core::model::{RunPhase, RunRequest, SecurityMode, TerminalReason};
+use codex_orchestrator_egress as egress;
 use codex_orchestrator_runner::Runner;
 use serde_json::{Value, json};
 
@@ -34,8 +35,9 @@ def resolve(name):
     except OSError:
         return "unresolved"
 
-def http(url, headers):
-    req = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")
+def http(url, headers, method="POST"):
+    data = b"{}" if method == "POST" else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         return urllib.request.urlopen(req, timeout=5).status
     except urllib.error.HTTPError as e:
@@ -55,6 +57,19 @@ out["environment"] = env_dump
 token = os.environ.get("CODEX_ORCHESTRATOR_MODEL_TOKEN", "")
 out["proxy_other_path"] = http("http://model-proxy:8080/v1/files", {"Authorization": "Bearer " + token})
 out["proxy_without_token"] = http("http://model-proxy:8080/v1/responses", {})
+# An allowed endpoint with headers the sandbox sets: only the allowlisted ones may arrive.
+out["proxy_with_org_headers"] = http(
+    "http://model-proxy:8080/v1/models",
+    {
+        "Authorization": "Bearer " + token,
+        "OpenAI-Organization": "org-sandbox",
+        "OpenAI-Project": "proj-sandbox",
+        "X-Forwarded-For": "10.9.9.9",
+        "Cookie": "a=b",
+        "session-id": "probe-session",
+    },
+    method="GET",
+)
 with open("probe.json", "w") as f:
     json.dump(out, f)
 print("probed")
@@ -127,13 +142,50 @@ async fn the_sandbox_reaches_only_the_model_api_and_never_holds_the_key() {
     let environment = ww["environment"].as_str().unwrap();
     assert!(!environment.contains(MOCK_KEY), "the key is in the sandbox");
     assert!(environment.contains("CODEX_ORCHESTRATOR_MODEL_TOKEN"));
-    // The model turns went through the proxy, authorised with the real key there.
+    // The mock answers 404 to `GET /v1/models`: the request was forwarded.
+    assert_eq!(ww["proxy_with_org_headers"], 404, "{ww}");
+    // The model turns and the probe's request went through the proxy, authorised with the real
+    // key there.
     let reqs = env.mock_requests().await;
-    assert_eq!(reqs.len(), 2, "{reqs:#?}");
+    assert_eq!(reqs.len(), 3, "{reqs:#?}");
     assert!(
         reqs.iter().all(|r| r["authorized"] == json!(true)),
         "{reqs:#?}"
     );
+    let names = |r: &Value| -> Vec<String> {
+        let mut n: Vec<String> = r["headers"].as_object().unwrap().keys().cloned().collect();
+        n.sort();
+        n
+    };
+    // The probe's request arrived with exactly these headers: the organisation, project,
+    // forwarding and cookie headers the sandbox set were dropped.
+    let probe = reqs.iter().find(|r| r["path"] == "/v1/models").unwrap();
+    assert_eq!(
+        names(probe),
+        [
+            "accept",
+            "authorization",
+            "host",
+            "session-id",
+            "user-agent"
+        ],
+        "{probe:#}"
+    );
+    assert_eq!(probe["headers"]["session-id"], "probe-session");
+    // codex's own turns keep what codex sends (its session headers), nothing outside the
+    // allowlist but what the proxy's HTTP client sets itself.
+    for r in reqs.iter().filter(|r| r["path"] == "/v1/responses") {
+        let n = names(r);
+        for h in ["originator", "session-id", "user-agent", "content-type"] {
+            assert!(n.iter().any(|x| x == h), "{h} missing: {n:?}");
+        }
+        assert!(
+            n.iter()
+                .all(|h| egress::FORWARDED_REQUEST_HEADERS.contains(&h.as_str())
+                    || ["authorization", "host", "content-length"].contains(&h.as_str())),
+            "{n:?}"
+        );
+    }
 
     // full_access: the same command reaches the other container; the key is still absent.
     let fa = {
@@ -156,7 +208,7 @@ async fn the_sandbox_reaches_only_the_model_api_and_never_holds_the_key() {
     assert_eq!(fa["other_container_by_ip"], "reached", "{fa}");
     assert_eq!(fa["other_container_by_name"], "resolved", "{fa}");
     assert!(!fa["environment"].as_str().unwrap().contains(MOCK_KEY));
-    assert_eq!(env.mock_requests().await.len(), 4);
+    assert_eq!(env.mock_requests().await.len(), 6);
     // Every run's sandbox, proxy and network are gone.
     assert!(env.store_containers().await.is_empty());
     let nets = env

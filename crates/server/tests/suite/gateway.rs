@@ -40,10 +40,10 @@ use tokio_util::sync::CancellationToken;
 use super::mcp::{call_err, call_ok, result_for};
 use codex_orchestrator_testkit::kubeapi::{self, merge, ok, status_resp};
 
-const BOUND: Duration = Duration::from_secs(20);
+pub(super) const BOUND: Duration = Duration::from_secs(20);
 pub(super) const NS: &str = "runs";
-const ALPHA: &str = "alpha-token-0123456789";
-const BETA: &str = "beta-token-0123456789";
+pub(super) const ALPHA: &str = "alpha-token-0123456789";
+pub(super) const BETA: &str = "beta-token-0123456789";
 const REPO: &str = "https://git.example/team/app.git";
 const PATCH: &str =
     "diff --git a/app.py b/app.py\n--- a/app.py\n+++ b/app.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n";
@@ -593,9 +593,9 @@ impl TestGateway {
     }
 }
 
-type Client_ = RunningService<RoleClient, ()>;
+pub(super) type Client_ = RunningService<RoleClient, ()>;
 
-async fn connect(addr: SocketAddr, token: &str) -> (Client_, BTreeMap<String, Tool>) {
+pub(super) async fn connect(addr: SocketAddr, token: &str) -> (Client_, BTreeMap<String, Tool>) {
     codex_orchestrator_testkit::init_tls();
     let t = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"))

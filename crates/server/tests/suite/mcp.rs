@@ -470,6 +470,7 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
         unreviewed_changes: Vec::new(),
         omitted_unreviewed_changes: 0,
         agent_isolation: None,
+        event_log: None,
         usage: UsageReport {
             per_attempt: vec![TokenUsage {
                 input_tokens: 100,

@@ -1,5 +1,6 @@
 mod backends;
 mod gateway;
+mod lifecycle;
 mod mcp;
 mod mcp_apply;
 mod security;

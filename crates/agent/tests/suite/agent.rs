@@ -373,7 +373,8 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
         limits_hit: None,
         unreviewed_changes: Vec::new(),
         omitted_unreviewed_changes: 0,
-        agent_isolation: None,
+        // The agent binary on the host: not the sandbox's PID 1.
+        agent_isolation: Some("model processes run under the agent's uid: they cannot read its memory, descriptors or environment (it is not dumpable), but they can signal it (it is not the sandbox's PID 1) and read and write its private files".into()),
         event_log: None,
         usage: UsageReport {
             per_attempt: vec![total],

@@ -113,6 +113,7 @@ fn security() -> serde_json::Value {
 fn agent_env(mode: SecurityMode) -> serde_json::Value {
     json!([
         {"name": "CODEX_ORCHESTRATOR_SPEC", "value": serde_json::to_string(&expected_spec(mode)).unwrap()},
+        {"name": "CODEX_ORCHESTRATOR_SANDBOX", "value": "1"},
         {"name": "HOME", "value": "/home/codex"},
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "LANG", "value": "C.UTF-8"},

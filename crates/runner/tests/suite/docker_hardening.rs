@@ -111,7 +111,8 @@ async fn run_container_is_hardened() {
         hc.security_opt,
         Some(vec!["no-new-privileges:true".to_string()])
     );
-    assert_eq!(hc.init, Some(true));
+    // No docker-init: the agent is the sandbox's PID 1.
+    assert_eq!(hc.init, Some(false));
     assert_eq!(hc.memory, Some(1024 * 1024 * 1024));
     assert_eq!(hc.memory_swap, hc.memory);
     assert_eq!(hc.pids_limit, Some(1024));
@@ -140,11 +141,23 @@ async fn run_container_is_hardened() {
     let tmpfs = hc.tmpfs.unwrap();
     let mut keys: Vec<&String> = tmpfs.keys().collect();
     keys.sort();
-    assert_eq!(keys, ["/agent", "/home/codex", "/tmp"]);
-    let mounts = c.mounts.unwrap();
-    assert_eq!(mounts.len(), 1, "only the workspace is mounted: {mounts:?}");
-    assert_eq!(mounts[0].destination.as_deref(), Some("/workspace"));
-    assert_eq!(mounts[0].rw, Some(true));
+    // The run's private `.git` covers the host's.
+    assert_eq!(keys, ["/agent", "/home/codex", "/tmp", "/workspace/.git"]);
+    let mut mounts: Vec<(String, Option<bool>)> = c
+        .mounts
+        .unwrap()
+        .iter()
+        .map(|m| (m.destination.clone().unwrap_or_default(), m.rw))
+        .collect();
+    mounts.sort();
+    assert_eq!(
+        mounts,
+        vec![
+            ("/run/codex-orchestrator/host-git".to_string(), Some(false)),
+            ("/workspace".to_string(), Some(true)),
+        ],
+        "only the workspace and, read-only, its .git are mounted"
+    );
     let m2 = env
         .docker
         .inspect_container(&name2, None)

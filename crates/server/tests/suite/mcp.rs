@@ -1398,12 +1398,28 @@ async fn mcp_binary_lists_every_tool_as_in_the_snapshot() {
         text_of(&r),
         "invalid run id `../../etc/passwd`: wrong length (expected 14 digits, `-`, 8 lowercase hex digits, e.g. 20261124040512-3fa9c2d1)"
     );
+    // `/` holds the state directory: refused for that before anything else.
     let r = call("codex_run", json!({"prompt": "x", "workspace": "/"})).await;
     assert_eq!(r.is_error, Some(true));
     assert_eq!(
         text_of(&r),
         format!(
-            "workspace `/` is outside the allowed roots ({}); the server only runs in directories under its --allowed-root flags or the roots the client declares",
+            "workspace `/` contains the orchestrator's state directory (`{}`); a sandbox could read or change it, so it is never a workspace (or part of one). Use a project directory that does not hold the orchestrator's data",
+            canonical(state.path()).display()
+        )
+    );
+    let other = tempfile::tempdir().unwrap();
+    let r = call(
+        "codex_run",
+        json!({"prompt": "x", "workspace": other.path()}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(
+        text_of(&r),
+        format!(
+            "workspace `{}` is outside the allowed roots ({}); the server only runs in directories under its --allowed-root flags or the roots the client declares",
+            canonical(other.path()).display(),
             canonical(root.path()).display()
         )
     );

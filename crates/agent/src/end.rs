@@ -10,6 +10,24 @@ use codex_orchestrator_core::model::{self};
 
 use crate::*;
 
+/// `job`'s output, or `None` once the run is winding down (a stop was requested or the deadline
+/// passed) and [`WIND_DOWN_DIFF_BUDGET`] has passed since.
+async fn within_wind_down<T>(
+    job: impl std::future::Future<Output = T>,
+    limits: &Limits,
+) -> Option<T> {
+    let budget = async {
+        if limits.due().is_none() {
+            limits.wait().await;
+        }
+        tokio::time::sleep(WIND_DOWN_DIFF_BUDGET).await;
+    };
+    tokio::select! {
+        r = job => Some(r),
+        _ = budget => None,
+    }
+}
+
 /// The patch of everything changed since the snapshot. `None` (with a warning line) when it
 /// cannot be computed; bounded by [`WIND_DOWN_DIFF_BUDGET`] once the run is winding down.
 pub(crate) async fn final_diff<W: AsyncWrite + Unpin>(
@@ -20,21 +38,14 @@ pub(crate) async fn final_diff<W: AsyncWrite + Unpin>(
 ) -> Result<Option<PatchOutput>, AgentError> {
     let (snap, wd) = (snapshot.clone(), workdir.to_path_buf());
     let job = blocking(move || snap.diff_to(&wd));
-    let budget = async {
-        if limits.due().is_none() {
-            limits.wait().await;
-        }
-        tokio::time::sleep(WIND_DOWN_DIFF_BUDGET).await;
-    };
     let warn = |message: String| OrchestratorEvent::Warning { message };
-    let result = tokio::select! {
-        r = job => r,
-        _ = budget => {
-            stream.emit(&warn(format!(
+    let Some(result) = within_wind_down(job, limits).await else {
+        stream
+            .emit(&warn(format!(
                 "the patch was not computed within {WIND_DOWN_DIFF_BUDGET:?} of the stop request"
-            ))).await?;
-            return Ok(None);
-        }
+            )))
+            .await?;
+        return Ok(None);
     };
     match result {
         Ok(p) => {
@@ -81,21 +92,14 @@ pub(crate) async fn unreviewed<W: AsyncWrite + Unpin>(
             )
         })
     });
-    let budget = async {
-        if limits.due().is_none() {
-            limits.wait().await;
-        }
-        tokio::time::sleep(WIND_DOWN_DIFF_BUDGET).await;
-    };
     let warn = |message: String| OrchestratorEvent::Warning { message };
-    let found = tokio::select! {
-        r = job => r,
-        _ = budget => {
-            stream.emit(&warn(format!(
+    let Some(found) = within_wind_down(job, limits).await else {
+        stream
+            .emit(&warn(format!(
                 "changes outside the patch were not looked for within {WIND_DOWN_DIFF_BUDGET:?} of the stop request"
-            ))).await?;
-            return Ok(None);
-        }
+            )))
+            .await?;
+        return Ok(None);
     };
     match found {
         Ok(((list, omitted), truncated)) => {

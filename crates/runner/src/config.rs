@@ -9,6 +9,7 @@
 //! default_model = "gpt-5.5"
 //! default_provider = "azure"          # a key of [providers]; absent = OpenAI (CODEX_API_KEY)
 //! max_event_log_mb = 64               # a run's stored events.jsonl; past it events are counted
+//! max_workspace_growth_mb = 2048      # write modes: the run stops when the workspace grew this much
 //!
 //! [docker]
 //! image = "codex-orchestrator-runner:0.1.0"

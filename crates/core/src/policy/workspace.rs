@@ -187,21 +187,7 @@ pub enum DotGit {
     Symlink(PathBuf),
 }
 
-/// Lexical `.`/`..` resolution (for `gitdir:` paths, which may not exist).
-fn normalize(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
-}
+use super::roots::normalize;
 
 /// The facts the pure checks need about a workspace on this machine.
 pub struct WorkspaceFacts {

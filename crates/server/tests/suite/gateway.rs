@@ -1008,25 +1008,35 @@ pub(super) async fn call_tool_json(
 
 const DOCKER_PATCH: &str = "*** Begin Patch\n*** Add File: NOTES.md\n+notes\n*** End Patch\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_binary_drives_real_docker_runs_per_tenant() {
-    use codex_orchestrator_testkit::docker::{DockerEnv, git_workspace, tree_contents};
-    let mut env = DockerEnv::start(json!([
-        {"output": [{"apply_patch": DOCKER_PATCH}]},
-        {"output": [{"message": "Added NOTES.md."}]},
-    ]))
-    .await;
-    let ws = git_workspace();
+/// Sends SIGTERM to a server binary and checks that it exits cleanly (bounded).
+pub(super) async fn stop_cleanly(mut child: tokio::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(BOUND, child.wait())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// A free port on 127.0.0.1.
+pub(super) fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Starts the real gateway binary on the Docker backend of `env` (its config written into the
+/// state directory) with the tokens file `tokens` and `--allowed-root root`, listening on
+/// `addr`; returns it once it listens.
+pub(super) async fn start_docker_gateway(
+    env: &codex_orchestrator_testkit::docker::DockerEnv,
+    tokens: &std::path::Path,
+    root: &std::path::Path,
+    addr: SocketAddr,
+) -> tokio::process::Child {
     let cfg = env.state.path().join("config.toml");
     std::fs::write(&cfg, toml::to_string(&env.config()).unwrap()).unwrap();
-    let tokens = env.state.path().join("tokens");
-    std::fs::write(&tokens, format!("{ALPHA} alpha\n{BETA} beta\n")).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli())
+    let child = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli())
         .arg("--config")
         .arg(&cfg)
         .args([
@@ -1037,9 +1047,9 @@ async fn gateway_binary_drives_real_docker_runs_per_tenant() {
             &addr.to_string(),
             "--tokens",
         ])
-        .arg(&tokens)
+        .arg(tokens)
         .arg("--allowed-root")
-        .arg(ws.path())
+        .arg(root)
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -1050,8 +1060,24 @@ async fn gateway_binary_drives_real_docker_runs_per_tenant() {
             Instant::now() < deadline,
             "the gateway did not start listening"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_binary_drives_real_docker_runs_per_tenant() {
+    use codex_orchestrator_testkit::docker::{DockerEnv, git_workspace, tree_contents};
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"apply_patch": DOCKER_PATCH}]},
+        {"output": [{"message": "Added NOTES.md."}]},
+    ]))
+    .await;
+    let ws = git_workspace();
+    let tokens = env.state.path().join("tokens");
+    std::fs::write(&tokens, format!("{ALPHA} alpha\n{BETA} beta\n")).unwrap();
+    let addr = free_addr();
+    let child = start_docker_gateway(&env, &tokens, ws.path(), addr).await;
     let (alpha, tools) = connect(addr, ALPHA).await;
     let (beta, _) = connect(addr, BETA).await;
     let (pa, pb) = (alpha.peer(), beta.peer());
@@ -1171,13 +1197,7 @@ async fn gateway_binary_drives_real_docker_runs_per_tenant() {
     // SIGTERM: a clean exit.
     alpha.cancel().await.unwrap();
     beta.cancel().await.unwrap();
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(BOUND, child.wait())
-        .await
-        .expect("exits on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    stop_cleanly(child).await;
     env.cleanup().await;
 }
 

@@ -87,37 +87,9 @@ async fn start_docker_gateway(
     ws: &std::path::Path,
     addr: SocketAddr,
 ) -> tokio::process::Child {
-    let cfg = env.state.path().join("config.toml");
-    std::fs::write(&cfg, toml::to_string(&env.config()).unwrap()).unwrap();
     let tokens = env.state.path().join("tokens");
     std::fs::write(&tokens, format!("{ALPHA} alpha\n{BETA} beta\n")).unwrap();
-    let child = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli())
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "gateway",
-            "--backend",
-            "docker",
-            "--listen",
-            &addr.to_string(),
-            "--tokens",
-        ])
-        .arg(&tokens)
-        .arg("--allowed-root")
-        .arg(ws)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + BOUND;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not start listening"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
+    super::gateway::start_docker_gateway(env, &tokens, ws, addr).await
 }
 
 /// Clean stop (docs/SECURITY_MODES.md, "Network and lifecycle attacks"): the gateway gets
@@ -130,11 +102,7 @@ async fn gateway_stopped_while_a_run_starts_leaves_nothing_after_restart() {
     use codex_orchestrator_testkit::docker::{DockerEnv, git_workspace};
     let mut env = DockerEnv::start(json!([{"output": [{"message": "done"}]}])).await;
     let ws = git_workspace();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = super::gateway::free_addr();
     let mut child = start_docker_gateway(&env, ws.path(), addr).await;
     let (alpha, tools) = connect(addr, ALPHA).await;
     let out = call_ok(

@@ -500,20 +500,7 @@ async fn a_model_cannot_change_the_hosts_git_directory() {
     let ws = git_workspace();
     let before = codex_orchestrator_testkit::digest(&ws.path().join(".git"), true);
     let runner = env.runner().await;
-    let id = runner
-        .submit(RunRequest {
-            verify: Some(codex_orchestrator_core::model::VerifyOptions {
-                enabled: Some(false),
-                ..Default::default()
-            }),
-            ..request(ws.path(), SecurityMode::WorkspaceWrite, "plant a hook")
-        })
-        .await
-        .unwrap();
-    let st = runner.wait(&id, Duration::from_secs(200)).await.unwrap();
-    let art = runner.artifacts(&id).await.unwrap();
-    let events =
-        std::fs::read_to_string(runner.store().path(&id, "events.jsonl")).unwrap_or_default();
+    let (st, art, events) = run_without_verify(&runner, ws.path(), "plant a hook").await;
     assert_eq!(st.phase, RunPhase::Succeeded, "{st:#?}");
     // The command ran to its end inside the sandbox: the commit worked there.
     assert!(events.contains("planted by the model"), "{events}");
@@ -597,20 +584,7 @@ async fn a_model_cannot_kill_read_or_speak_for_the_agent() {
     let mut env = DockerEnv::start(json!([exec(&attack), {"output": [{"message": "done"}]}])).await;
     let ws = git_workspace();
     let runner = env.runner().await;
-    let id = runner
-        .submit(RunRequest {
-            verify: Some(codex_orchestrator_core::model::VerifyOptions {
-                enabled: Some(false),
-                ..Default::default()
-            }),
-            ..request(ws.path(), SecurityMode::WorkspaceWrite, "attack the agent")
-        })
-        .await
-        .unwrap();
-    let st = runner.wait(&id, Duration::from_secs(200)).await.unwrap();
-    let art = runner.artifacts(&id).await.unwrap();
-    let events =
-        std::fs::read_to_string(runner.store().path(&id, "events.jsonl")).unwrap_or_default();
+    let (st, art, events) = run_without_verify(&runner, ws.path(), "attack the agent").await;
     assert_eq!(
         (st.phase, st.reason),
         (
@@ -626,6 +600,7 @@ async fn a_model_cannot_kill_read_or_speak_for_the_agent() {
         assert!(events.contains(want), "{want} missing: {events}");
     }
     let w = warnings(&events);
+    eprintln!("agent attack warnings: {w:?}");
     assert!(
         w.iter().any(|m| m.starts_with(
             "the agent ignored 1 stop signal sent from inside the sandbox (SIGTERM from pid "
@@ -634,14 +609,13 @@ async fn a_model_cannot_kill_read_or_speak_for_the_agent() {
     );
     // codex's stdout is codex's (writable by the same uid): what was written there as the
     // orchestrator's was dropped by the agent.
-    if events.contains("codex_stdout=written") {
-        assert!(
-            w.iter().any(|m| m.contains(
-                "claimed to be the orchestrator's (`orchestrator.*`): only the agent writes those"
-            )),
-            "{w:?}"
-        );
-    }
+    assert!(events.contains("codex_stdout=written"), "{events}");
+    assert!(
+        w.iter().any(|m| m.contains(
+            "claimed to be the orchestrator's (`orchestrator.*`): only the agent writes those"
+        )),
+        "{w:?}"
+    );
     assert_eq!(
         events
             .matches("\"type\":\"orchestrator.run.completed\"")
@@ -654,6 +628,34 @@ async fn a_model_cannot_kill_read_or_speak_for_the_agent() {
         "sandbox left behind"
     );
     env.cleanup().await;
+}
+
+/// Runs one `workspace_write` task on `ws` with the verify loop off: the final status, the
+/// artifacts and the stored event log.
+async fn run_without_verify(
+    runner: &codex_orchestrator_runner::docker::DockerRunner,
+    ws: &Path,
+    prompt: &str,
+) -> (
+    codex_orchestrator_core::model::RunStatus,
+    codex_orchestrator_runner::Artifacts,
+    String,
+) {
+    let id = runner
+        .submit(RunRequest {
+            verify: Some(codex_orchestrator_core::model::VerifyOptions {
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            ..request(ws, SecurityMode::WorkspaceWrite, prompt)
+        })
+        .await
+        .unwrap();
+    let st = runner.wait(&id, Duration::from_secs(200)).await.unwrap();
+    let art = runner.artifacts(&id).await.unwrap();
+    let events =
+        std::fs::read_to_string(runner.store().path(&id, "events.jsonl")).unwrap_or_default();
+    (st, art, events)
 }
 
 fn exec(cmd: &str) -> Value {

@@ -89,8 +89,6 @@ async fn gateway_tenants_cannot_widen_their_roots_or_reach_protected_directories
         canonical(&b_proj),
         canonical(outside.path()),
     );
-    let cfg = env.state.path().join("config.toml");
-    std::fs::write(&cfg, toml::to_string(&env.config()).unwrap()).unwrap();
     let tokens_dir = tempfile::tempdir().unwrap();
     let tokens = tokens_dir.path().join("tokens");
     std::fs::write(
@@ -102,37 +100,8 @@ async fn gateway_tenants_cannot_widen_their_roots_or_reach_protected_directories
         ),
     )
     .unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli())
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "gateway",
-            "--backend",
-            "docker",
-            "--listen",
-            &addr.to_string(),
-            "--tokens",
-        ])
-        .arg(&tokens)
-        .arg("--allowed-root")
-        .arg(&outside_root)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + BOUND;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not start listening"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let addr = super::gateway::free_addr();
+    let child = super::gateway::start_docker_gateway(&env, &tokens, &outside_root, addr).await;
 
     // alpha's client declares `/` and the outside directory: ignored.
     let (alpha, _) = connect(addr, ALPHA, &[Path::new("/"), &outside_root]).await;
@@ -270,13 +239,7 @@ async fn gateway_tenants_cannot_widen_their_roots_or_reach_protected_directories
 
     alpha.cancel().await.unwrap();
     beta.cancel().await.unwrap();
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(BOUND, child.wait())
-        .await
-        .expect("exits on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    super::gateway::stop_cleanly(child).await;
     env.cleanup().await;
 }
 

@@ -12,7 +12,6 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::process::Command;
 use tokio::time::Instant;
 
 use super::outcome::{ExitInfo, Stop};
@@ -102,9 +101,8 @@ pub async fn run_attempt<W: AsyncWrite + Unpin>(
     stream: &mut Stream<W>,
     limits: &Limits,
 ) -> Result<AttemptEnd, AgentError> {
-    let mut command = Command::new(&cmd.program);
+    let mut command = crate::confine::command(cmd.program.clone(), cmd.args.clone());
     command
-        .args(&cmd.args)
         .current_dir(&cmd.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -38,6 +38,7 @@
 
 pub mod argv;
 pub mod codex;
+pub mod confine;
 mod end;
 pub mod fetch;
 pub mod fix;
@@ -202,8 +203,17 @@ pub async fn main_with_output<W: AsyncWrite + Unpin>(
     // Model processes run under the agent's uid: they must not reach its memory or its
     // descriptors (the stream is its stdout).
     let undumpable = process::make_undumpable();
-    let _ = ISOLATION.set(process::isolation(undumpable));
     let spec = load_spec(&args)?;
+    // In a sandbox, what codex starts cannot reach the agent's private directory.
+    let landlock = confine::probe();
+    if let Some(dir) = spec
+        .agent_dir
+        .clone()
+        .filter(|_| process::in_sandbox() && landlock > 0)
+    {
+        confine::enable(vec![dir]);
+    }
+    let _ = ISOLATION.set(process::isolation(undumpable, landlock, confine::hidden()));
     let stop = StopHandle::new();
     let signals = install_signal_handlers(stop.clone())?;
     let reaper = process::is_sandbox_init().then(|| {
@@ -518,7 +528,7 @@ async fn drive<W: AsyncWrite + Unpin>(
     let schema_file = match &spec.output_schema {
         None => None,
         Some(schema) => {
-            let path = tmp.dir.join("output_schema.json");
+            let path = tmp.io.join("output_schema.json");
             let bytes = serde_json::to_vec_pretty(schema).unwrap_or_default();
             if let Err(e) = std::fs::write(&path, bytes) {
                 return Ok(Finish::early(Decision::failed(
@@ -530,7 +540,7 @@ async fn drive<W: AsyncWrite + Unpin>(
         }
     };
 
-    let last_message_file = tmp.dir.join("last_message.txt");
+    let last_message_file = tmp.io.join("last_message.txt");
     let ctx = AttemptCtx {
         spec,
         workdir,
@@ -750,6 +760,9 @@ async fn until_stopped<T>(fut: impl Future<Output = T>, limits: &Limits) -> Resu
 /// The agent's private temp dir: the snapshot store, the `-o` file, the schema file.
 struct RunTmp {
     dir: PathBuf,
+    /// Files codex reads or writes (the output schema, the `-o` file): outside the agent's
+    /// private directory, which codex cannot reach when confined.
+    io: PathBuf,
 }
 
 impl RunTmp {
@@ -761,7 +774,12 @@ impl RunTmp {
             uuid::Uuid::new_v4().as_u128() as u32
         ));
         std::fs::create_dir_all(&dir)?;
-        Ok(RunTmp { dir })
+        let io = match &spec.agent_dir {
+            Some(_) => spec.codex_home.join("orchestrator-io"),
+            None => dir.clone(),
+        };
+        std::fs::create_dir_all(&io)?;
+        Ok(RunTmp { dir, io })
     }
 
     fn store(&self) -> PathBuf {

@@ -36,10 +36,20 @@ enum Command {
     /// Clone a git source into a directory (HTTP credentials from
     /// $CODEX_ORCHESTRATOR_GIT_USERNAME / $CODEX_ORCHESTRATOR_GIT_PASSWORD).
     Fetch(codex_orchestrator_agent::fetch::FetchArgs),
+    /// Run a program confined by Landlock away from the given directories (how the agent
+    /// starts codex and the verify commands in a sandbox).
+    #[command(hide = true)]
+    Confine(codex_orchestrator_agent::confine::ConfineArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    // Before anything starts a thread: restrict, then become the program.
+    if let Command::Confine(a) = &cli.command {
+        let e = codex_orchestrator_agent::confine::main(a.clone());
+        eprintln!("error: {e}");
+        std::process::exit(126);
+    }
     telemetry::init(cli.log_format, &cli.log_level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -60,6 +70,7 @@ fn main() {
             Command::Fetch(a) => codex_orchestrator_agent::fetch::main(a)
                 .await
                 .map_err(|e| e.to_string()),
+            Command::Confine(_) => Err("confine runs before the runtime starts".to_string()),
         }
     });
     drop(rt);

@@ -136,8 +136,34 @@ pub fn zombie_child_of(stat: &str, parent: i32) -> bool {
     )
 }
 
-/// What the processes codex starts can reach of the agent, for `result.agent_isolation`.
-pub fn isolation(undumpable: bool) -> String {
+/// Whether the agent runs in a sandbox ([`SANDBOX_ENV`] is `1`).
+pub fn in_sandbox() -> bool {
+    std::env::var(SANDBOX_ENV).as_deref() == Ok("1")
+}
+
+/// What the processes codex starts can reach of the agent, for `result.agent_isolation`:
+/// `landlock` is the kernel's Landlock ABI (0 = none), `hidden` what they are confined away
+/// from.
+pub fn isolation(undumpable: bool, landlock: i32, hidden: &[std::path::PathBuf]) -> String {
+    if !hidden.is_empty() {
+        let dirs: Vec<String> = hidden.iter().map(|p| p.display().to_string()).collect();
+        let signals = if landlock >= 6 {
+            "nor signal it"
+        } else if is_sandbox_init() {
+            "nor kill or stop it (it is the sandbox's PID 1; their SIGTERM/SIGINT are ignored)"
+        } else {
+            "but they can signal it"
+        };
+        return format!(
+            "codex and the commands it starts run under Landlock (ABI {landlock}): they cannot read or write the agent's private files ({}), trace it or read its memory{}, {signals}",
+            dirs.join(", "),
+            if undumpable {
+                " (it is also not dumpable)"
+            } else {
+                ""
+            }
+        );
+    }
     let dump = if undumpable {
         "cannot read its memory, descriptors or environment (it is not dumpable)"
     } else {

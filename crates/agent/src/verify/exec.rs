@@ -13,7 +13,6 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
-use tokio::process::Command;
 use tokio::time::Instant;
 
 /// After SIGTERM to the command's process group, SIGKILL follows this much later.
@@ -106,10 +105,9 @@ pub async fn run_step<S>(
     stop: impl Future<Output = S>,
 ) -> std::io::Result<StepOutput<S>> {
     let started = Instant::now();
-    let mut command = Command::new("/bin/sh");
+    let mut command =
+        crate::confine::command("/bin/sh".into(), vec!["-c".into(), step.command.into()]);
     command
-        .arg("-c")
-        .arg(step.command)
         .current_dir(step.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,2 +1,3 @@
 mod agent;
+mod confine;
 mod fetch;

@@ -7,7 +7,7 @@
 //! | `run_as_non_root` | `runAsNonRoot: true`, `runAsUser`/`runAsGroup`/`fsGroup` = a fixed non-zero uid |
 //! | `drop_all_capabilities` | `capabilities.drop: [ALL]` on every container |
 //! | `no_new_privileges` | `allowPrivilegeEscalation: false`, `privileged: false` |
-//! | `read_only_root_fs` | `readOnlyRootFilesystem: true`; emptyDirs for HOME/CODEX_HOME, /tmp (and /scratch) |
+//! | `read_only_root_fs` | `readOnlyRootFilesystem: true`; emptyDirs for HOME/CODEX_HOME, /tmp, /agent (the agent's private directory, out of codex's reach) (and /scratch) |
 //! | `workspace_read_only` | the workspace mount is `readOnly: true` (and the PVC volume too) |
 //! | `scratch_copy` | an emptyDir at /scratch; the agent copies the workspace to /scratch/ws |
 //! | `network` | label `codex-orchestrator.dev/network: model-api-only \| open` for a NetworkPolicy |
@@ -34,7 +34,7 @@ use kube::{Resource, ResourceExt};
 
 use super::crd::CodexRun;
 use codex_orchestrator_core::contract::{
-    FALLBACK_UID, HOME_DIR, MAX_SPEC_BYTES, SCRATCH_MOUNT, SPEC_ENV, WORKSPACE_MOUNT,
+    AGENT_DIR, FALLBACK_UID, HOME_DIR, MAX_SPEC_BYTES, SCRATCH_MOUNT, SPEC_ENV, WORKSPACE_MOUNT,
 };
 use codex_orchestrator_core::model::{NetworkAccess, RunId, SecurityPolicy, VerifyDefaults};
 use codex_orchestrator_core::policy::admission::{AdmissionPolicy, ImageRule, Refusal};
@@ -465,10 +465,13 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
     }
     volumes.push(empty_dir("home", &s.home_size));
     volumes.push(empty_dir("tmp", &s.tmp_size));
+    // The agent's private directory (its snapshot store), which codex cannot reach.
+    volumes.push(empty_dir("agent", &s.scratch_size));
     let mut mounts = vec![
         mount("workspace", WORKSPACE_MOUNT, ro, ws_sub_path),
         mount("home", HOME_DIR, false, None),
         mount("tmp", "/tmp", false, None),
+        mount("agent", AGENT_DIR, false, None),
     ];
     if policy.scratch_copy {
         volumes.push(empty_dir("scratch", &s.scratch_size));

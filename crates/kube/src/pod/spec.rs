@@ -144,7 +144,7 @@ pub fn run_spec(cr: &CodexRun, s: &PodSettings) -> Result<RunSpec, PodError> {
         codex_home: PathBuf::from(format!("{HOME_DIR}/.codex")),
         max_patch_bytes: s.max_patch_bytes,
         secret_env,
-        agent_dir: None,
+        agent_dir: Some(PathBuf::from(codex_orchestrator_core::contract::AGENT_DIR)),
         workspace_growth_limit_bytes: admitted.workspace_growth_limit_bytes,
         // Pods clone their git source into a volume of their own; a claim's `.git` is not
         // masked (docs/SECURITY_MODES.md says so).

@@ -91,7 +91,7 @@ fn expected_spec(mode: SecurityMode) -> RunSpec {
         codex_home: "/home/codex/.codex".into(),
         max_patch_bytes: 8 * 1024 * 1024,
         secret_env: vec!["CODEX_API_KEY".into()],
-        agent_dir: None,
+        agent_dir: Some(std::path::PathBuf::from("/agent")),
         workspace_growth_limit_bytes: None,
         host_git_dir: None,
     }
@@ -221,6 +221,7 @@ fn readonly_git_pod_whole() {
                     {"name": "workspace", "mountPath": "/workspace", "readOnly": true},
                     {"name": "home", "mountPath": "/home/codex"},
                     {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "agent", "mountPath": "/agent"},
                     {"name": "scratch", "mountPath": "/scratch"}
                 ],
                 "resources": agent_resources(),
@@ -231,6 +232,7 @@ fn readonly_git_pod_whole() {
                 {"name": "workspace", "emptyDir": {"sizeLimit": "4Gi"}},
                 {"name": "home", "emptyDir": {"sizeLimit": "512Mi"}},
                 {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "agent", "emptyDir": {"sizeLimit": "4Gi"}},
                 {"name": "scratch", "emptyDir": {"sizeLimit": "4Gi"}}
             ]
         }),
@@ -260,7 +262,8 @@ fn write_mode_pod_expected(name: &str, mode: SecurityMode, network: &str) -> Pod
                 "volumeMounts": [
                     {"name": "workspace", "mountPath": "/workspace", "subPath": "app"},
                     {"name": "home", "mountPath": "/home/codex"},
-                    {"name": "tmp", "mountPath": "/tmp"}
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "agent", "mountPath": "/agent"}
                 ],
                 "resources": agent_resources(),
                 "securityContext": security(),
@@ -269,7 +272,8 @@ fn write_mode_pod_expected(name: &str, mode: SecurityMode, network: &str) -> Pod
             "volumes": [
                 {"name": "workspace", "persistentVolumeClaim": {"claimName": "workspaces"}},
                 {"name": "home", "emptyDir": {"sizeLimit": "512Mi"}},
-                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+                {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                {"name": "agent", "emptyDir": {"sizeLimit": "4Gi"}}
             ]
         }),
     );

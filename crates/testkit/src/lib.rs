@@ -67,6 +67,65 @@ pub fn codex_bin() -> PathBuf {
         .unwrap_or_else(|e| panic!("the codex binary for the tests: {e}"))
 }
 
+/// The newer supported codex (0.163.0) for tests: `codex` from the PyPI wheel
+/// `openai-codex-cli-bin==0.163.0` (with `codex-code-mode-host` next to it), checked against
+/// [`CODEX_0_163_WHEEL_SHA256`] and cached under
+/// `$XDG_CACHE_HOME/codex-orchestrator/openai-codex-cli-bin-0.163.0/` (`.ci/run` fills the same
+/// cache); `CODEX_ORCHESTRATOR_CODEX_0_163_BIN` overrides it.
+pub fn codex_bin_0_163() -> PathBuf {
+    if let Some(p) = std::env::var_os("CODEX_ORCHESTRATOR_CODEX_0_163_BIN") {
+        return PathBuf::from(p);
+    }
+    let cache = codex_orchestrator_runner::image::default_cache_dir()
+        .unwrap_or_else(|e| panic!("cache dir: {e}"))
+        .join("openai-codex-cli-bin-0.163.0");
+    let bin = cache.join("codex");
+    if bin.exists() {
+        return bin;
+    }
+    std::fs::create_dir_all(&cache).unwrap();
+    let dl = tempfile::tempdir().unwrap();
+    let st = Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+        .args(["--disable-pip-version-check", "-q", "-d"])
+        .arg(dl.path())
+        .arg("openai-codex-cli-bin==0.163.0")
+        .status()
+        .unwrap();
+    assert!(st.success(), "pip download openai-codex-cli-bin==0.163.0");
+    let wheel = std::fs::read_dir(dl.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .expect("a wheel");
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&wheel).unwrap()))
+    };
+    assert_eq!(digest, CODEX_0_163_WHEEL_SHA256, "the wheel's sha256");
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, zipfile, os\n\
+             z = zipfile.ZipFile(sys.argv[1])\n\
+             for m in ('codex', 'codex-code-mode-host'):\n\
+             \x20   p = os.path.join(sys.argv[2], m + '.tmp')\n\
+             \x20   open(p, 'wb').write(z.read('codex_cli_bin/bin/' + m))\n\
+             \x20   os.chmod(p, 0o755)\n\
+             \x20   os.rename(p, os.path.join(sys.argv[2], m))\n",
+        )
+        .arg(&wheel)
+        .arg(&cache)
+        .status()
+        .unwrap();
+    assert!(st.success(), "extracting codex 0.163.0");
+    bin
+}
+
+/// sha256 of `openai_codex_cli_bin-0.163.0-py3-none-manylinux_2_17_x86_64.whl` (PyPI).
+pub const CODEX_0_163_WHEEL_SHA256: &str =
+    "76db41fb07fdf9ddacbe892b48d21dfde270031ec0f5666b5e558114355f006d";
+
 /// Runs `git` in `dir` with a fixed identity and no user/system config; panics on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

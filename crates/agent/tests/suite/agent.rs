@@ -263,6 +263,16 @@ fn sorted(mut v: Vec<FileChange>) -> Vec<FileChange> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_succeeds_with_command_patch_usage_and_answer() {
+    command_patch_usage_and_answer_with(codex_bin()).await;
+}
+
+/// The same run with the newer supported codex: the same stream shape, the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_succeeds_the_same_way_with_codex_0_163() {
+    command_patch_usage_and_answer_with(codex_orchestrator_testkit::codex_bin_0_163()).await;
+}
+
+async fn command_patch_usage_and_answer_with(codex: std::path::PathBuf) {
     let env = Env::new();
     let mock = Mock::start(MockScript::new(vec![
         respond(
@@ -287,7 +297,10 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
         ),
     ]))
     .await;
-    let spec = env.spec(Some(&mock), "Add a sub() function.");
+    let spec = RunSpec {
+        codex_bin: codex,
+        ..env.spec(Some(&mock), "Add a sub() function.")
+    };
     let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
     assert!(done.status.success(), "{}", done.stderr);
 

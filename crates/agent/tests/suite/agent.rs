@@ -449,6 +449,18 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readonly_scratch_copy_leaves_the_workspace_untouched() {
+    readonly_scratch_copy_leaves_the_workspace_untouched_with(codex_bin()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_scratch_copy_leaves_the_workspace_untouched_with_codex_0_163() {
+    readonly_scratch_copy_leaves_the_workspace_untouched_with(
+        codex_orchestrator_testkit::codex_bin_0_163(),
+    )
+    .await;
+}
+
+async fn readonly_scratch_copy_leaves_the_workspace_untouched_with(codex: std::path::PathBuf) {
     let env = Env::new();
     let mock = Mock::start(MockScript::new(vec![
         respond(
@@ -475,6 +487,7 @@ async fn readonly_scratch_copy_leaves_the_workspace_untouched() {
     .await;
     let scratch = env.tmp.path().join("scratch");
     let mut spec = env.spec(Some(&mock), "Change things.");
+    spec.codex_bin = codex;
     spec.mode = SecurityMode::Readonly;
     spec.scratch_dir = Some(scratch.clone());
     let before = digest(&env.ws, true);
@@ -518,6 +531,15 @@ async fn readonly_scratch_copy_leaves_the_workspace_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_401_fails_with_codex_message() {
+    model_401_fails_with_codex_message_with(codex_bin()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_401_fails_with_codex_message_with_codex_0_163() {
+    model_401_fails_with_codex_message_with(codex_orchestrator_testkit::codex_bin_0_163()).await;
+}
+
+async fn model_401_fails_with_codex_message_with(codex: std::path::PathBuf) {
     let env = Env::new();
     let reject = ScriptedResponse {
         http_status: Some(401),
@@ -534,7 +556,10 @@ async fn model_401_fails_with_codex_message() {
         reject,
     ]))
     .await;
-    let spec = env.spec(Some(&mock), "Say hello.");
+    let spec = RunSpec {
+        codex_bin: codex,
+        ..env.spec(Some(&mock), "Say hello.")
+    };
     let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
     assert!(done.status.success(), "{}", done.stderr);
     let want = format!(
@@ -661,9 +686,24 @@ async fn deadline_stops_codex_and_keeps_the_partial_patch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_command_cancels_and_keeps_the_partial_patch() {
+    sigterm_mid_command_cancels_and_keeps_the_partial_patch_with(codex_bin()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_command_cancels_and_keeps_the_partial_patch_with_codex_0_163() {
+    sigterm_mid_command_cancels_and_keeps_the_partial_patch_with(
+        codex_orchestrator_testkit::codex_bin_0_163(),
+    )
+    .await;
+}
+
+async fn sigterm_mid_command_cancels_and_keeps_the_partial_patch_with(codex: std::path::PathBuf) {
     let env = Env::new();
     let mock = Mock::start(slow_script("62.25")).await;
-    let spec = env.spec(Some(&mock), "Work slowly.");
+    let spec = RunSpec {
+        codex_bin: codex,
+        ..env.spec(Some(&mock), "Work slowly.")
+    };
     let agent = start_agent(&env, &spec, false, &[]);
     let pid = agent.child.id().expect("agent pid") as i32;
     // Wait (bounded) until the long command has started, then SIGTERM the agent.

@@ -22,7 +22,7 @@
 //!   the tenant's roots: a client never widens them.
 //! * **Tenants.** Each tenant gets its own MCP service (own session table) over its own
 //!   runner from a [`RunnerFactory`]: on Docker its own run store (so its own runs only), on
-//!   Kubernetes a [`KubeRunner`](codex_orchestrator_runner::kube::KubeRunner) that labels and filters by
+//!   Kubernetes a `KubeRunner` (crates/kube/src/runner/mod.rs) that labels and filters by
 //!   tenant, optionally in a namespace per tenant. A session id of one tenant is unknown to
 //!   every other tenant's service, so a stolen session id is useless without its token.
 //! * **Limits.** Request bodies are capped (rmcp answers `413`), request headers are capped

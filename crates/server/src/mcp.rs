@@ -23,7 +23,7 @@
 //!   (request cancellation is often a client-side timeout; a finished or cancelled run is one
 //!   `codex_run_cancel` away, and `codex_run_list` finds it again).
 //! * **Lazy backend.** `codex-orchestrator mcp` connects the Docker backend on the first tool
-//!   call that needs it ([`LazyRunner`]), so `initialize` and `tools/list` work without Docker.
+//!   call that needs it ([`LazyRunner`](codex_orchestrator_runner::lazy::LazyRunner)), so `initialize` and `tools/list` work without Docker.
 //!
 //! About 850 lines, on purpose: the seven tools' handlers with their published descriptions,
 //! schemas and annotations must stay in one `#[tool_router]` block; argument checking is in

@@ -622,3 +622,6 @@ pub async fn main(args: ProxyArgs) -> Result<(), ProxyError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_chatgpt;

@@ -16,7 +16,11 @@
 //!
 //! The proxy refreshes [`REFRESH_MARGIN_SECS`] before `exp`, and when the backend answers
 //! `401` (then it retries the request once). Refreshes are single-flight: one lock guards the
-//! tokens, so concurrent requests wait for the one refresh and use its result; a failed
+//! tokens, so concurrent requests wait for the one refresh and use its result. Across runs
+//! (each Docker run has its own proxy, all reading the same file) an exclusive `flock` on the
+//! file's directory is held while refreshing, and the file is read again under it: when
+//! another proxy (or the host's codex) has already refreshed, its tokens are taken instead of
+//! spending the refresh token a second time (a refresh token is good for one use). A failed
 //! refresh is remembered for [`FAILURE_BACKOFF_SECS`] so that waiting requests get its error
 //! instead of repeating it. The refreshed file is written back atomically (a temporary file in
 //! the same directory, the original's permission bits, `rename`); where it cannot be (a
@@ -241,6 +245,36 @@ impl ChatGptAuth {
         {
             return Err(e.clone());
         }
+        // Across processes: the directory lock, then the file as it is now.
+        let path = self.path.clone();
+        let locked = tokio::task::spawn_blocking(move || lock_and_reread(&path))
+            .await
+            .map_err(|e| AuthError::Refresh(format!("locking the sign-in: {e}")))?;
+        let _dir_lock = match locked {
+            Ok((lock, Some(on_disk))) => {
+                if let Ok(other) = parse(&self.path, on_disk)
+                    && other.access_token != state.access_token
+                    && !needs_refresh(other.expires_at, now)
+                {
+                    info!("egress proxy: ChatGPT access token taken from a refresh made elsewhere");
+                    let generation = state.generation + 1;
+                    *state = State {
+                        generation,
+                        ..other
+                    };
+                    return Ok(());
+                }
+                Some(lock)
+            }
+            Ok((lock, None)) => Some(lock),
+            Err(e) => {
+                warn!(
+                    path = %self.path.display(),
+                    "egress proxy: refreshing without the cross-process lock: {e}"
+                );
+                None
+            }
+        };
         match self.request_refresh(&state.refresh_token).await {
             Ok(answer) => {
                 apply_refresh(state, &answer, now)?;
@@ -349,6 +383,22 @@ fn apply_refresh(state: &mut State, answer: &Value, now: i64) -> Result<(), Auth
     state.doc["last_refresh"] = Value::from(stamp);
     state.generation += 1;
     Ok(())
+}
+
+/// Takes an exclusive `flock` on `path`'s directory (blocking) and reads the file again
+/// (`None` if it cannot be read or parsed as JSON).
+fn lock_and_reread(path: &Path) -> std::io::Result<(std::fs::File, Option<Value>)> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let lock = std::fs::File::open(dir)?;
+    lock.lock()?;
+    let doc = std::fs::read(path)
+        .ok()
+        .filter(|t| t.len() as u64 <= MAX_AUTH_FILE)
+        .and_then(|t| serde_json::from_slice(&t).ok());
+    Ok((lock, doc))
 }
 
 /// Writes `doc` to `path` atomically: a temporary file in the same directory with the

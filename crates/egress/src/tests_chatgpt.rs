@@ -90,6 +90,7 @@ async fn mock_handler(mock: Shared, req: Request<Incoming>) -> Response<Full<Byt
 struct Env {
     dir: tempfile::TempDir,
     auth_file: std::path::PathBuf,
+    token_url: String,
     mock: Shared,
     base: String,
     stop: CancellationToken,
@@ -160,12 +161,14 @@ async fn start(access: &str, valid: &str, refresh: Result<String, (u16, Value)>)
         auth_file: auth_file.clone(),
         token_url: format!("http://{mock_addr}/oauth/token"),
     });
+    let token_url = format!("http://{mock_addr}/oauth/token");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(settings, listener, stop.clone()));
     Env {
         dir,
         auth_file,
+        token_url,
         mock,
         base: format!("http://{addr}"),
         stop,
@@ -413,4 +416,35 @@ async fn an_unusable_auth_file_stops_the_proxy_with_a_clear_error() {
             file.display()
         )
     );
+}
+
+/// Two proxies (two runs) on the same auth.json with an expired token: one refresh in all,
+/// the other proxy takes the refreshed token from the file.
+#[tokio::test]
+async fn two_proxies_on_one_auth_file_refresh_once() {
+    let expired = jwt(now() - 10, OLD_ACCESS_SIG);
+    let fresh = jwt(now() + 3_600, "new-access-signature-0004");
+    let env = start(&expired, &fresh, Ok(fresh.clone())).await;
+    let second = ChatGptAuth::load(
+        &ChatGptSettings {
+            auth_file: env.auth_file.clone(),
+            token_url: env.token_url.clone(),
+        },
+        upstream_client().unwrap(),
+    )
+    .unwrap();
+    let (first, other) = tokio::join!(env.post_concurrently(), async {
+        futures::future::join_all((0..CONCURRENT).map(|_| second.current())).await
+    });
+    assert!(first.iter().all(|(s, _)| *s == 200), "{first:?}");
+    for c in other {
+        assert_eq!(c.unwrap().access_token, fresh);
+    }
+    assert_eq!(env.seen("/oauth/token").len(), 1, "one refresh across both");
+    assert_eq!(
+        env.auth_file().0["tokens"]["refresh_token"],
+        json!(NEW_REFRESH)
+    );
+    env.assert_clean(&[OLD_ACCESS_SIG, "new-access-signature-0004"]);
+    env.stop.cancel();
 }

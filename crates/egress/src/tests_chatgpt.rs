@@ -30,6 +30,9 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
+/// Header names and values of a request.
+type Headers = Vec<(String, String)>;
+
 /// What the mock does and saw.
 struct Mock {
     /// The access token the backend accepts.
@@ -37,7 +40,7 @@ struct Mock {
     /// What the token endpoint answers: the new access token, or an error status and body.
     refresh: Result<String, (u16, Value)>,
     /// (path, headers, body) of every request.
-    seen: Vec<(String, Vec<(String, String)>, String)>,
+    seen: Vec<(String, Headers, String)>,
 }
 
 type Shared = Arc<Mutex<Mock>>;
@@ -196,7 +199,7 @@ impl Env {
         futures::future::join_all((0..CONCURRENT).map(|_| self.post())).await
     }
 
-    fn seen(&self, path: &str) -> Vec<(Vec<(String, String)>, String)> {
+    fn seen(&self, path: &str) -> Vec<(Headers, String)> {
         let m = self.mock.lock().unwrap();
         m.seen
             .iter()

@@ -451,3 +451,109 @@ async fn two_proxies_on_one_auth_file_refresh_once() {
     env.assert_clean(&[OLD_ACCESS_SIG, "new-access-signature-0004"]);
     env.stop.cancel();
 }
+
+/// A real codex run (the cached 0.147.0 binary, on the host, no Docker) through the proxy
+/// signed in with ChatGPT: codex speaks to the proxy at the ChatGPT backend's path with the
+/// per-run token, exactly as the runner configures the sandbox's codex
+/// (crates/runner/src/docker/spec.rs, `chatgpt_egress_plan`); the scripted mock model stands
+/// in for the ChatGPT backend and accepts only the sign-in's access token.
+#[tokio::test]
+async fn a_real_codex_run_succeeds_through_the_chatgpt_sign_in() {
+    use codex_orchestrator_testkit::mockmodel::{self, MockScript};
+    let codex = tokio::task::spawn_blocking(codex_orchestrator_testkit::codex_bin)
+        .await
+        .unwrap();
+    let access = jwt(now() + 3_600, "real-run-access-signature-0005");
+    let script: MockScript = serde_json::from_value(json!({
+        "responses": [{"output": [{"message": "signed in"}]}],
+        "expected_api_key": access,
+    }))
+    .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let mock = mockmodel::spawn(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        script,
+        move |e| sink.lock().unwrap().push(e.clone()),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(&auth_file, auth_doc(&access).to_string()).unwrap();
+    let settings = ProxySettings::new(
+        &format!("http://{}/backend-api/codex", mock.addr()),
+        TOKEN,
+        None,
+        DEFAULT_ALLOWED.iter().map(|s| s.to_string()).collect(),
+    )
+    .unwrap()
+    .with_chatgpt(ChatGptSettings {
+        auth_file,
+        token_url: "http://127.0.0.1:9/oauth/token".into(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(settings, listener, stop.clone()));
+    let (home, ws) = (dir.path().join("home"), dir.path().join("ws"));
+    std::fs::create_dir_all(home.join(".codex")).unwrap();
+    std::fs::create_dir_all(&ws).unwrap();
+    let provider = format!(
+        "model_providers.openai-via-proxy={{name=\"openai-via-proxy\", \
+         base_url=\"http://{proxy}/backend-api/codex\", env_key=\"CODEX_ORCHESTRATOR_MODEL_TOKEN\", \
+         wire_api=\"responses\"}}"
+    );
+    let run = tokio::process::Command::new(codex)
+        .args(["exec", "--json", "-C"])
+        .arg(&ws)
+        .args([
+            "-m",
+            "gpt-5.5",
+            "-c",
+            "model_provider=openai-via-proxy",
+            "-c",
+        ])
+        .arg(provider)
+        .args([
+            "--disable",
+            "plugins",
+            "-c",
+            "analytics.enabled=false",
+            "--dangerously-bypass-approvals-and-sandbox",
+            "--skip-git-repo-check",
+            "--",
+            "Say hello.",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &home)
+        .env("CODEX_HOME", home.join(".codex"))
+        .env("CODEX_ORCHESTRATOR_MODEL_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("codex finished within 120 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"signed in\""), "{stdout}");
+    assert!(stdout.contains("turn.completed"), "{stdout}");
+    // The mock saw the model turn with the access token and the account header.
+    let seen = seen.lock().unwrap().clone();
+    let turns: Vec<&Value> = seen
+        .iter()
+        .filter(|e| e["path"] == "/backend-api/codex/responses")
+        .collect();
+    assert_eq!(turns.len(), 1, "{seen:#?}");
+    assert_eq!(turns[0]["authorized"], json!(true));
+    assert_eq!(turns[0]["headers"][chatgpt::ACCOUNT_HEADER], json!(ACCOUNT));
+    assert!(!serde_json::to_string(&seen).unwrap().contains(TOKEN));
+    stop.cancel();
+    mock.shutdown().await.unwrap();
+}

@@ -452,18 +452,17 @@ async fn two_proxies_on_one_auth_file_refresh_once() {
     env.stop.cancel();
 }
 
-/// A real codex run (the cached 0.147.0 binary, on the host, no Docker) through the proxy
-/// signed in with ChatGPT: codex speaks to the proxy at the ChatGPT backend's path with the
-/// per-run token, exactly as the runner configures the sandbox's codex
-/// (crates/runner/src/docker/spec.rs, `chatgpt_egress_plan`); the scripted mock model stands
-/// in for the ChatGPT backend and accepts only the sign-in's access token.
-#[tokio::test]
-async fn a_real_codex_run_succeeds_through_the_chatgpt_sign_in() {
+/// Runs the real codex (the cached 0.147.0 binary, on the host, no Docker) once through a
+/// proxy signed in with `access`: codex speaks to the proxy at the ChatGPT backend's path with
+/// the per-run token, exactly as the runner configures the sandbox's codex
+/// (crates/runner/src/docker/spec.rs, `chatgpt_egress_plan`); the scripted mock model stands in
+/// for the ChatGPT backend and accepts only `access`. The token endpoint is a closed port.
+/// Returns codex's exit success, its stdout and the mock's request log.
+async fn real_codex_run(access: &str) -> (bool, String, Vec<Value>) {
     use codex_orchestrator_testkit::mockmodel::{self, MockScript};
     let codex = tokio::task::spawn_blocking(codex_orchestrator_testkit::codex_bin)
         .await
         .unwrap();
-    let access = jwt(now() + 3_600, "real-run-access-signature-0005");
     let script: MockScript = serde_json::from_value(json!({
         "responses": [{"output": [{"message": "signed in"}]}],
         "expected_api_key": access,
@@ -479,7 +478,10 @@ async fn a_real_codex_run_succeeds_through_the_chatgpt_sign_in() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let auth_file = dir.path().join("auth.json");
-    std::fs::write(&auth_file, auth_doc(&access).to_string()).unwrap();
+    std::fs::write(&auth_file, auth_doc(access).to_string()).unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
     let settings = ProxySettings::new(
         &format!("http://{}/backend-api/codex", mock.addr()),
         TOKEN,
@@ -489,7 +491,7 @@ async fn a_real_codex_run_succeeds_through_the_chatgpt_sign_in() {
     .unwrap()
     .with_chatgpt(ChatGptSettings {
         auth_file,
-        token_url: "http://127.0.0.1:9/oauth/token".into(),
+        token_url: format!("http://{closed_addr}/oauth/token"),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = listener.local_addr().unwrap();
@@ -501,7 +503,7 @@ async fn a_real_codex_run_succeeds_through_the_chatgpt_sign_in() {
     let provider = format!(
         "model_providers.openai-via-proxy={{name=\"openai-via-proxy\", \
          base_url=\"http://{proxy}/backend-api/codex\", env_key=\"CODEX_ORCHESTRATOR_MODEL_TOKEN\", \
-         wire_api=\"responses\"}}"
+         wire_api=\"responses\", request_max_retries=0, stream_max_retries=0}}"
     );
     let run = tokio::process::Command::new(codex)
         .args(["exec", "--json", "-C"])
@@ -536,16 +538,22 @@ async fn a_real_codex_run_succeeds_through_the_chatgpt_sign_in() {
         .await
         .expect("codex finished within 120 s")
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop.cancel();
+    mock.shutdown().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), stdout, seen)
+}
+
+/// A real codex run succeeds through the ChatGPT sign-in: the backend saw the access token and
+/// the account header, never the run's token.
+#[tokio::test]
+async fn a_real_codex_run_succeeds_through_the_chatgpt_sign_in() {
+    let access = jwt(now() + 3_600, "real-run-access-signature-0005");
+    let (ok, stdout, seen) = real_codex_run(&access).await;
+    assert!(ok, "{stdout}");
     assert!(stdout.contains("\"signed in\""), "{stdout}");
     assert!(stdout.contains("turn.completed"), "{stdout}");
-    // The mock saw the model turn with the access token and the account header.
-    let seen = seen.lock().unwrap().clone();
     let turns: Vec<&Value> = seen
         .iter()
         .filter(|e| e["path"] == "/backend-api/codex/responses")
@@ -554,6 +562,28 @@ async fn a_real_codex_run_succeeds_through_the_chatgpt_sign_in() {
     assert_eq!(turns[0]["authorized"], json!(true));
     assert_eq!(turns[0]["headers"][chatgpt::ACCOUNT_HEADER], json!(ACCOUNT));
     assert!(!serde_json::to_string(&seen).unwrap().contains(TOKEN));
-    stop.cancel();
-    mock.shutdown().await.unwrap();
+}
+
+/// An expired sign-in whose refresh fails: codex's run fails with the proxy's message, and the
+/// backend is never asked.
+#[tokio::test]
+async fn a_real_codex_run_ends_with_the_refresh_failure() {
+    let expired = jwt(now() - 10, "real-run-access-signature-0006");
+    let (ok, stdout, seen) = real_codex_run(&expired).await;
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains(
+            "the ChatGPT sign-in could not be refreshed: the token endpoint is unreachable"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sign in again with `codex login` on the host"),
+        "{stdout}"
+    );
+    assert!(
+        seen.iter()
+            .all(|e| e["path"] != "/backend-api/codex/responses"),
+        "{seen:#?}"
+    );
 }

@@ -14,6 +14,11 @@
 //!   and streams the answer back (server-sent events pass through unbuffered);
 //! * logs one line per request (method, path, status, bytes, milliseconds) on stderr.
 //!
+//! With a ChatGPT sign-in ([`chatgpt::ENV_AUTH_FILE`], a Codex `auth.json`) the proxy forwards
+//! to the ChatGPT backend ([`chatgpt::CHATGPT_BASE_URL`]) with the sign-in's access token and
+//! account header instead of an API key, and refreshes the token single-flight (see
+//! [`chatgpt`]).
+//!
 //! Configuration comes from the environment (see [`ProxySettings::from_env`]); the routing
 //! decision is a pure function ([`route`]) so that it can be tested whole.
 
@@ -32,6 +37,9 @@ use hyper::body::{Frame, Incoming};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+pub mod chatgpt;
+use chatgpt::{ChatGptAuth, ChatGptSettings, Credentials};
 
 /// Port the proxy listens on inside its container.
 pub const PROXY_PORT: u16 = 8080;
@@ -68,6 +76,8 @@ pub enum ProxyError {
     },
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(String),
+    #[error(transparent)]
+    ChatGpt(#[from] chatgpt::AuthError),
 }
 
 /// What the proxy forwards, and for whom.
@@ -83,6 +93,8 @@ pub struct ProxySettings {
     pub allowed: Vec<String>,
     /// The key of per-run tokens ([`ENV_RUN_KEY`]), if any.
     pub run_key: Option<String>,
+    /// A ChatGPT sign-in to forward with instead of `api_key` ([`chatgpt::ENV_AUTH_FILE`]).
+    pub chatgpt: Option<ChatGptSettings>,
 }
 
 impl std::fmt::Debug for ProxySettings {
@@ -94,6 +106,7 @@ impl std::fmt::Debug for ProxySettings {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("allowed", &self.allowed)
             .field("run_key", &self.run_key.as_ref().map(|_| "<redacted>"))
+            .field("chatgpt", &self.chatgpt)
             .finish()
     }
 }
@@ -157,7 +170,17 @@ impl ProxySettings {
             api_key: api_key.filter(|k| !k.is_empty()),
             allowed,
             run_key: None,
+            chatgpt: None,
         })
+    }
+
+    /// Forwards with the ChatGPT sign-in of `settings` instead of an API key.
+    pub fn with_chatgpt(self, settings: ChatGptSettings) -> ProxySettings {
+        ProxySettings {
+            chatgpt: Some(settings),
+            api_key: None,
+            ..self
+        }
     }
 
     /// Also accepts the per-run tokens derived from `key` ([`ENV_RUN_KEY`]).
@@ -177,7 +200,8 @@ impl ProxySettings {
         })
     }
 
-    /// From [`ENV_UPSTREAM`], [`ENV_TOKEN`], [`ENV_API_KEY`] and [`ENV_ALLOW`].
+    /// From [`ENV_UPSTREAM`], [`ENV_TOKEN`], [`ENV_API_KEY`], [`ENV_ALLOW`], [`ENV_RUN_KEY`],
+    /// [`chatgpt::ENV_AUTH_FILE`] and [`chatgpt::ENV_TOKEN_URL`].
     pub fn from_env() -> Result<ProxySettings, ProxyError> {
         let get = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let upstream = get(ENV_UPSTREAM).ok_or(ProxyError::Setting {
@@ -196,7 +220,13 @@ impl ProxySettings {
                 .collect(),
             None => DEFAULT_ALLOWED.iter().map(|s| s.to_string()).collect(),
         };
-        let s = ProxySettings::new(&upstream, &token, get(ENV_API_KEY), allowed)?;
+        let mut s = ProxySettings::new(&upstream, &token, get(ENV_API_KEY), allowed)?;
+        if let Some(file) = get(chatgpt::ENV_AUTH_FILE) {
+            s = s.with_chatgpt(ChatGptSettings {
+                auth_file: file.into(),
+                token_url: get(chatgpt::ENV_TOKEN_URL).unwrap_or_else(|| chatgpt::TOKEN_URL.into()),
+            });
+        }
         match get(ENV_RUN_KEY) {
             Some(k) => s.with_run_key(&k),
             None => Ok(s),
@@ -332,6 +362,19 @@ pub fn upstream_headers(incoming: &HeaderMap, api_key: Option<&str>) -> HeaderMa
     headers
 }
 
+/// The headers sent upstream with a ChatGPT sign-in: the allowlisted ones, `authorization:
+/// Bearer <access token>` and `chatgpt-account-id` (both marked sensitive). Pure.
+pub fn chatgpt_headers(incoming: &HeaderMap, creds: &Credentials) -> HeaderMap {
+    let mut headers = upstream_headers(incoming, Some(&creds.access_token));
+    if let Some(id) = &creds.account_id
+        && let Ok(mut v) = HeaderValue::from_str(id)
+    {
+        v.set_sensitive(true);
+        headers.insert(header::HeaderName::from_static(chatgpt::ACCOUNT_HEADER), v);
+    }
+    headers
+}
+
 fn skip_response_header(name: &header::HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -392,6 +435,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
     let client = upstream_client()?;
+    let auth = match &settings.chatgpt {
+        Some(c) => Some(Arc::new(ChatGptAuth::load(c, client.clone())?)),
+        None => None,
+    };
     let settings = Arc::new(settings);
     let addr = listener.local_addr().ok();
     info!(
@@ -401,8 +448,8 @@ pub async fn serve(
         "egress proxy listening"
     );
     let handler = move |req: Request<Incoming>| {
-        let (settings, client) = (settings.clone(), client.clone());
-        async move { handle(&settings, &client, req).await }
+        let (settings, client, auth) = (settings.clone(), client.clone(), auth.clone());
+        async move { handle(&settings, &client, auth.as_deref(), req).await }
     };
     codex_orchestrator_http::serve(
         listener,
@@ -418,6 +465,7 @@ pub async fn serve(
 async fn handle(
     s: &ProxySettings,
     client: &reqwest::Client,
+    signin: Option<&ChatGptAuth>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -463,7 +511,21 @@ async fn handle(
         }
     };
     let bytes_in = body.len();
-    let headers = upstream_headers(&parts.headers, s.api_key.as_deref());
+    let refused = |e: chatgpt::AuthError| {
+        warn!(%method, path = %pq, status = 401, "proxy: no ChatGPT credentials");
+        json_error(StatusCode::UNAUTHORIZED, &format!("egress proxy: {e}"))
+    };
+    let creds = match signin {
+        Some(a) => match a.current().await {
+            Ok(c) => Some(c),
+            Err(e) => return refused(e),
+        },
+        None => None,
+    };
+    let headers = match &creds {
+        Some(c) => chatgpt_headers(&parts.headers, c),
+        None => upstream_headers(&parts.headers, s.api_key.as_deref()),
+    };
     // Names only (values may be secrets); the ones every request carries are not news.
     let dropped: Vec<&str> = parts
         .headers
@@ -477,12 +539,27 @@ async fn handle(
                 )
         })
         .collect();
-    let upstream = client
-        .request(method.clone(), &url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
+    let send = |headers: HeaderMap| {
+        client
+            .request(method.clone(), &url)
+            .headers(headers)
+            .body(body.clone())
+            .send()
+    };
+    let mut upstream = send(headers).await;
+    // The backend refused the access token: refresh it (unless another request already did)
+    // and try once more.
+    if let (Some(a), Some(c), Ok(r)) = (signin, &creds, &upstream)
+        && r.status() == StatusCode::UNAUTHORIZED
+    {
+        match a.after_unauthorized(c.generation).await {
+            Ok(fresh) if fresh.generation != c.generation => {
+                upstream = send(chatgpt_headers(&parts.headers, &fresh)).await;
+            }
+            Ok(_) => {}
+            Err(e) => return refused(e),
+        }
+    }
     let resp = match upstream {
         Ok(r) => r,
         Err(e) => {
@@ -545,3 +622,6 @@ pub async fn main(args: ProxyArgs) -> Result<(), ProxyError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_chatgpt;

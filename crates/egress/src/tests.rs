@@ -29,6 +29,7 @@ fn settings_parse_and_refuse() {
             api_key: Some("sk-real".into()),
             allowed: vec!["responses".into(), "models".into()],
             run_key: None,
+            chatgpt: None,
         }
     );
     assert_eq!(settings("http://mock:8080").base_path, "");

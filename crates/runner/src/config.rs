@@ -30,7 +30,19 @@
 //! base_url = "https://example.openai.azure.com/openai/v1"
 //! env_key = "AZURE_OPENAI_API_KEY"
 //! extra = { query_params = { "api-version" = "2025-04-01-preview" } }
+//!
+//! [auth]                              # how runs without a provider reach OpenAI
+//! mode = "chatgpt"                    # "api_key" (default: CODEX_API_KEY) | "chatgpt"
+//! chatgpt_auth_file = "/home/me/.codex/auth.json"  # default $CODEX_HOME/auth.json, ~/.codex/auth.json
 //! ```
+//!
+//! With `[auth] mode = "chatgpt"` (environment: `CODEX_ORCHESTRATOR_AUTH_MODE`,
+//! `CODEX_ORCHESTRATOR_CHATGPT_AUTH_FILE`) a run without a provider uses the ChatGPT sign-in of
+//! a Codex `auth.json` (`codex login`): only the run's egress proxy reads it (its directory is
+//! mounted into the proxy container, which runs as the file's owner), forwards to the ChatGPT
+//! backend with its tokens, refreshes them and writes the file back
+//! (`codex_orchestrator_egress::chatgpt`). The sandbox gets the per-run token as always. A run
+//! that names a provider uses that provider's key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +102,43 @@ impl Default for DockerConfig {
     }
 }
 
+/// How runs without a provider authenticate to OpenAI (`[auth] mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// `CODEX_API_KEY` (or `OPENAI_API_KEY`) from the orchestrator's environment.
+    #[default]
+    ApiKey,
+    /// A ChatGPT sign-in: a Codex `auth.json`.
+    Chatgpt,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// The `auth.json` of the ChatGPT sign-in (absolute); default
+    /// [`resolve_chatgpt_auth_file`].
+    pub chatgpt_auth_file: Option<PathBuf>,
+}
+
+/// The `auth.json` of a ChatGPT sign-in: `configured`, else `$CODEX_HOME/auth.json`, else
+/// `$HOME/.codex/auth.json` (codex's own places). Pure.
+pub fn resolve_chatgpt_auth_file(
+    configured: Option<&Path>,
+    codex_home: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+) -> PathBuf {
+    let set = |v: Option<&std::ffi::OsStr>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    match (configured, set(codex_home), set(home)) {
+        (Some(p), _, _) => p.to_path_buf(),
+        (None, Some(c), _) => c.join("auth.json"),
+        (None, None, Some(h)) => h.join(".codex").join("auth.json"),
+        (None, None, None) => PathBuf::from("/root/.codex/auth.json"),
+    }
+}
+
 /// A `[providers.<name>]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +164,8 @@ pub struct Config {
     pub allow_full_access: bool,
     pub docker: DockerConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// How runs without a provider authenticate (`[auth]`).
+    pub auth: AuthConfig,
     /// Cap of a run's stored event log (`events.jsonl`), in MiB: past it, events are still
     /// folded and counted (`result.event_log`) but not stored; the run's completion always is.
     pub max_event_log_mb: u64,
@@ -142,6 +193,7 @@ impl Default for Config {
             allow_full_access: false,
             docker: DockerConfig::default(),
             providers: BTreeMap::new(),
+            auth: AuthConfig::default(),
             max_event_log_mb: DEFAULT_MAX_EVENT_LOG_MB,
             verify: VerifyDefaults::default(),
             max_workspace_growth_mb: DEFAULT_MAX_WORKSPACE_GROWTH_MB,
@@ -269,6 +321,21 @@ impl Config {
                 "CODEX_ORCHESTRATOR_ALLOW_FULL_ACCESS" => {
                     cfg.allow_full_access = matches!(v.as_str(), "1" | "true" | "yes")
                 }
+                "CODEX_ORCHESTRATOR_AUTH_MODE" => {
+                    cfg.auth.mode = match v.trim() {
+                        "api_key" => AuthMode::ApiKey,
+                        "chatgpt" => AuthMode::Chatgpt,
+                        other => {
+                            return Err(ConfigError::Invalid {
+                                key: k.clone(),
+                                message: format!("`{other}` is not `api_key` or `chatgpt`"),
+                            });
+                        }
+                    }
+                }
+                "CODEX_ORCHESTRATOR_CHATGPT_AUTH_FILE" => {
+                    cfg.auth.chatgpt_auth_file = Some(PathBuf::from(v))
+                }
                 _ => {}
             }
         }
@@ -342,6 +409,14 @@ impl Config {
                 "an image name is empty".into(),
             ));
         }
+        if let Some(f) = &self.auth.chatgpt_auth_file
+            && !f.is_absolute()
+        {
+            return Err(bad(
+                "auth.chatgpt_auth_file",
+                format!("`{}` must be an absolute path", f.display()),
+            ));
+        }
         if let Some(p) = &self.default_provider
             && !self.providers.contains_key(p)
         {
@@ -356,6 +431,17 @@ impl Config {
                 .map_err(|m| bad(&format!("providers.{name}"), m))?;
         }
         Ok(())
+    }
+
+    /// The `auth.json` runs without a provider sign in with, when `[auth] mode = "chatgpt"`.
+    pub fn chatgpt_auth_file(&self) -> Option<PathBuf> {
+        (self.auth.mode == AuthMode::Chatgpt).then(|| {
+            resolve_chatgpt_auth_file(
+                self.auth.chatgpt_auth_file.as_deref(),
+                std::env::var_os("CODEX_HOME").as_deref(),
+                std::env::var_os("HOME").as_deref(),
+            )
+        })
     }
 
     /// The provider named `name` as a [`ModelProvider`] (which must exist).
@@ -400,6 +486,80 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_section_and_the_chatgpt_auth_file() {
+        let file = r#"
+            [auth]
+            mode = "chatgpt"
+            chatgpt_auth_file = "/home/me/.codex/auth.json"
+        "#;
+        let none = BTreeMap::new();
+        let cfg = Config::from_parts(
+            Some(file),
+            Path::new("/c.toml"),
+            &none,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.auth,
+            AuthConfig {
+                mode: AuthMode::Chatgpt,
+                chatgpt_auth_file: Some("/home/me/.codex/auth.json".into()),
+            }
+        );
+        assert_eq!(
+            cfg.chatgpt_auth_file(),
+            Some(PathBuf::from("/home/me/.codex/auth.json"))
+        );
+        assert_eq!(Config::default().chatgpt_auth_file(), None);
+        // The environment overrides; a relative path or an unknown mode is refused.
+        let mut env = BTreeMap::new();
+        env.insert(
+            "CODEX_ORCHESTRATOR_AUTH_MODE".to_string(),
+            "api_key".to_string(),
+        );
+        let cfg = Config::from_parts(
+            Some(file),
+            Path::new("/c.toml"),
+            &env,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.auth.mode, AuthMode::ApiKey);
+        env.insert(
+            "CODEX_ORCHESTRATOR_AUTH_MODE".to_string(),
+            "oauth".to_string(),
+        );
+        let e = Config::from_parts(None, Path::new("/c.toml"), &env, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`oauth` is not `api_key` or `chatgpt`"), "{e}");
+        let e = Config::from_parts(
+            Some("[auth]\nchatgpt_auth_file = \"auth.json\""),
+            Path::new("/c.toml"),
+            &none,
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("must be an absolute path"), "{e}");
+        // Where codex keeps it.
+        let os = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(
+            resolve_chatgpt_auth_file(None, os("/ch").as_deref(), os("/h").as_deref()),
+            PathBuf::from("/ch/auth.json")
+        );
+        assert_eq!(
+            resolve_chatgpt_auth_file(None, os("").as_deref(), os("/h").as_deref()),
+            PathBuf::from("/h/.codex/auth.json")
+        );
+        assert_eq!(
+            resolve_chatgpt_auth_file(Some(Path::new("/x/a.json")), os("/ch").as_deref(), None),
+            PathBuf::from("/x/a.json")
+        );
+    }
 
     #[test]
     fn file_env_flags_layering() {

@@ -106,6 +106,18 @@ pub(super) async fn start_egress(
         mode,
         store_key: inner.store_key.clone(),
         env: egress.proxy_env.clone(),
+        auth: match (&egress.proxy_auth_dir, inner.cfg.chatgpt_auth_file()) {
+            (Some(dir), Some(file)) => {
+                let meta = std::fs::metadata(&file).map_err(|e| {
+                    RunnerError::InvalidRequest(format!(
+                        "ChatGPT sign-in: cannot read {}: {e}",
+                        file.display()
+                    ))
+                })?;
+                Some((dir.clone(), meta.uid(), meta.gid()))
+            }
+            _ => None,
+        },
     });
     inner.remove_container(&pname).await;
     inner
@@ -220,7 +232,10 @@ pub(super) async fn drive(
             .provider
             .clone()
             .or_else(|| inner.cfg.default_provider());
-        let egress = egress_plan(provider.as_ref(), &secrets, &new_token())?;
+        let egress = match (&provider, inner.cfg.chatgpt_auth_file()) {
+            (None, Some(file)) => chatgpt_egress_plan(&file, &new_token())?,
+            _ => egress_plan(provider.as_ref(), &secrets, &new_token())?,
+        };
         let (name_, body, fallback) =
             build_container(&inner, &id, &req, &policy, timeout, &egress)?;
         if let Err(e) = start_egress(&inner, &id, req.mode, &egress).await {

@@ -196,6 +196,21 @@ impl DockerRunner {
                 },
                 None => Ok(vec![]),
             },
+            None if self.inner.cfg.chatgpt_auth_file().is_some() => {
+                // The proxy reads the sign-in; here only whether it is there, for an early error.
+                let file = self.inner.cfg.chatgpt_auth_file().unwrap_or_default();
+                match std::fs::metadata(&file) {
+                    Ok(m) if m.is_file() => Ok(vec![]),
+                    Ok(_) => Err(RunnerError::InvalidRequest(format!(
+                        "ChatGPT sign-in: {} is not a file",
+                        file.display()
+                    ))),
+                    Err(e) => Err(RunnerError::InvalidRequest(format!(
+                        "ChatGPT sign-in: cannot read {}: {e} (sign in with `codex login`, or set [auth] chatgpt_auth_file)",
+                        file.display()
+                    ))),
+                }
+            }
             None => match env("CODEX_API_KEY").or_else(|| env("OPENAI_API_KEY")) {
                 Some(v) => Ok(vec![("CODEX_API_KEY".into(), v)]),
                 None => Err(RunnerError::InvalidRequest(

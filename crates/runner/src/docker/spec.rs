@@ -74,6 +74,52 @@ pub struct EgressPlan {
     pub sandbox_env: Vec<String>,
     /// `KEY=value` entries for the proxy (upstream, token, real key).
     pub proxy_env: Vec<String>,
+    /// With a ChatGPT sign-in: the host directory of its `auth.json`, mounted into the proxy
+    /// (and only the proxy) at [`PROXY_AUTH_DIR`], read-write so that a refresh is written back.
+    pub proxy_auth_dir: Option<PathBuf>,
+}
+
+/// Where the proxy container sees the directory of a ChatGPT sign-in's `auth.json`.
+pub const PROXY_AUTH_DIR: &str = "/codex-auth";
+
+/// The egress plan of a run signed in with ChatGPT (the host's `auth_file`): the sandbox's
+/// codex gets the proxy at the ChatGPT backend's path (`/backend-api/codex`) with the per-run
+/// token as its key; the proxy forwards to the ChatGPT backend with the sign-in's tokens
+/// (`codex_orchestrator_egress::chatgpt`). Pure.
+pub fn chatgpt_egress_plan(auth_file: &Path, token: &str) -> Result<EgressPlan, RunnerError> {
+    let upstream = proxy::chatgpt::CHATGPT_BASE_URL;
+    let (Some(dir), Some(name)) = (auth_file.parent(), auth_file.file_name()) else {
+        return Err(RunnerError::InvalidRequest(format!(
+            "ChatGPT sign-in: `{}` is not a file path",
+            auth_file.display()
+        )));
+    };
+    let allowed: Vec<String> = proxy::DEFAULT_ALLOWED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let settings = ProxySettings::new(upstream, token, None, allowed)
+        .map_err(|e| RunnerError::InvalidRequest(format!("ChatGPT sign-in: {e}")))?;
+    Ok(EgressPlan {
+        sandbox_provider: ModelProvider {
+            name: "openai-via-proxy".to_string(),
+            base_url: format!("http://{PROXY_ALIAS}:{PROXY_PORT}{}", settings.base_path),
+            env_key: Some(TOKEN_ENV.to_string()),
+            wire_api: Default::default(),
+            extra: Default::default(),
+        },
+        sandbox_env: vec![format!("{TOKEN_ENV}={token}")],
+        proxy_env: vec![
+            format!("{}={upstream}", proxy::ENV_UPSTREAM),
+            format!("{}={token}", proxy::ENV_TOKEN),
+            format!(
+                "{}={PROXY_AUTH_DIR}/{}",
+                proxy::chatgpt::ENV_AUTH_FILE,
+                name.to_string_lossy()
+            ),
+        ],
+        proxy_auth_dir: Some(dir.to_path_buf()),
+    })
 }
 
 /// The egress plan of a run. Pure: `provider` is the run's provider (`None` = OpenAI),
@@ -118,6 +164,7 @@ pub fn egress_plan(
         sandbox_provider,
         sandbox_env: vec![format!("{TOKEN_ENV}={token}")],
         proxy_env,
+        proxy_auth_dir: None,
     })
 }
 
@@ -136,6 +183,10 @@ pub struct ProxyInputs {
     pub mode: SecurityMode,
     pub store_key: String,
     pub env: Vec<String>,
+    /// A ChatGPT sign-in's directory ([`EgressPlan::proxy_auth_dir`]) and the uid:gid of its
+    /// `auth.json`'s owner, which the proxy then runs as (never 0: a root-owned file is read
+    /// as [`FALLBACK_UID`], so it must be readable to it).
+    pub auth: Option<(PathBuf, u32, u32)>,
 }
 
 /// The egress proxy container of a run: our binary from the runner image, unprivileged,
@@ -160,7 +211,10 @@ pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
             "--listen".to_string(),
             format!("0.0.0.0:{PROXY_PORT}"),
         ]),
-        user: Some(format!("{FALLBACK_UID}:{FALLBACK_UID}")),
+        user: Some(match &p.auth {
+            Some((_, uid, gid)) if *uid != 0 => format!("{uid}:{gid}"),
+            _ => format!("{FALLBACK_UID}:{FALLBACK_UID}"),
+        }),
         env: Some(p.env.clone()),
         labels: Some(run_labels(&p.run_id, &p.store_key, p.mode, ROLE_PROXY)),
         host_config: Some(HostConfig {
@@ -174,6 +228,15 @@ pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
             memory_swap: Some(memory),
             pids_limit: Some(PROXY_PIDS),
             ipc_mode: Some("private".to_string()),
+            mounts: p.auth.as_ref().map(|(dir, _, _)| {
+                vec![Mount {
+                    target: Some(PROXY_AUTH_DIR.to_string()),
+                    source: Some(dir.to_string_lossy().into_owned()),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(false),
+                    ..Default::default()
+                }]
+            }),
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {
@@ -342,6 +405,7 @@ mod tests {
                     format!("CODEX_ORCHESTRATOR_PROXY_TOKEN={token}"),
                     "CODEX_ORCHESTRATOR_PROXY_API_KEY=sk-mock-secret".into(),
                 ],
+                proxy_auth_dir: None,
             }
         );
         // No provider: OpenAI, with CODEX_API_KEY.
@@ -376,6 +440,60 @@ mod tests {
         assert!(e.contains("without credentials"), "{e}");
     }
 
+    /// A ChatGPT sign-in: the sandbox gets the proxy at the ChatGPT backend's path and the
+    /// token, nothing of the sign-in; the proxy gets the file's directory and runs as its owner.
+    #[test]
+    fn chatgpt_plan_gives_the_sign_in_to_the_proxy_only() {
+        let token = new_token();
+        let plan = chatgpt_egress_plan(Path::new("/home/me/.codex/auth.json"), &token).unwrap();
+        assert_eq!(
+            plan,
+            EgressPlan {
+                sandbox_provider: ModelProvider {
+                    name: "openai-via-proxy".into(),
+                    base_url: "http://model-proxy:8080/backend-api/codex".into(),
+                    env_key: Some(TOKEN_ENV.into()),
+                    wire_api: Default::default(),
+                    extra: Default::default(),
+                },
+                sandbox_env: vec![format!("{TOKEN_ENV}={token}")],
+                proxy_env: vec![
+                    "CODEX_ORCHESTRATOR_PROXY_UPSTREAM=https://chatgpt.com/backend-api/codex"
+                        .into(),
+                    format!("CODEX_ORCHESTRATOR_PROXY_TOKEN={token}"),
+                    "CODEX_ORCHESTRATOR_PROXY_CHATGPT_AUTH_FILE=/codex-auth/auth.json".into(),
+                ],
+                proxy_auth_dir: Some("/home/me/.codex".into()),
+            }
+        );
+        assert!(chatgpt_egress_plan(Path::new("/"), &token).is_err());
+        let inputs = |uid| ProxyInputs {
+            run_id: RunId::parse("20261124040512-3fa9c2d1").unwrap(),
+            image: "runner:1".into(),
+            mode: SecurityMode::Readonly,
+            store_key: "0123456789abcdef".into(),
+            env: plan.proxy_env.clone(),
+            auth: Some(("/home/me/.codex".into(), uid, 1000)),
+        };
+        let (_, body) = proxy_spec(&inputs(1000));
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(
+            body.host_config.unwrap().mounts,
+            Some(vec![Mount {
+                target: Some("/codex-auth".into()),
+                source: Some("/home/me/.codex".into()),
+                typ: Some(MountType::BIND),
+                read_only: Some(false),
+                ..Default::default()
+            }])
+        );
+        // Never root.
+        assert_eq!(
+            proxy_spec(&inputs(0)).1.user.as_deref(),
+            Some("10001:10001")
+        );
+    }
+
     #[test]
     fn proxy_container_is_hardened_and_on_the_run_network() {
         let id = RunId::parse("20261124040512-3fa9c2d1").unwrap();
@@ -385,6 +503,7 @@ mod tests {
             mode: SecurityMode::WorkspaceWrite,
             store_key: "0123456789abcdef".into(),
             env: vec!["A=b".into()],
+            auth: None,
         });
         assert_eq!(name, "codex-proxy-20261124040512-3fa9c2d1");
         let mut endpoints = HashMap::new();

@@ -368,6 +368,10 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
             attempt: 0,
         }],
         omitted_commands: 0,
+        mcp_tool_calls: vec![],
+        omitted_mcp_tool_calls: 0,
+        web_searches: vec![],
+        omitted_web_searches: 0,
         errors: vec![],
         omitted_errors: 0,
         limits_hit: None,
@@ -376,6 +380,7 @@ async fn run_succeeds_with_command_patch_usage_and_answer() {
         // The agent binary on the host: not the sandbox's PID 1.
         agent_isolation: Some("model processes run under the agent's uid: they cannot read its memory, descriptors or environment (it is not dumpable), but they can signal it (it is not the sandbox's PID 1) and read and write its private files".into()),
         event_log: None,
+        degraded: None,
         usage: UsageReport {
             per_attempt: vec![total],
             total,

@@ -116,12 +116,24 @@ pub struct Progress {
     pub files_changed: u64,
     /// Non-fatal `error` events and error items.
     pub errors_seen: u64,
+    /// MCP tool calls completed (failed ones included).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mcp_tool_calls: u64,
+    /// MCP tool calls that failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mcp_tool_calls_failed: u64,
+    /// Web searches completed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_searches: u64,
     /// One line describing the most recent item (for progress displays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_item: Option<String>,
     /// The command currently running, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_command: Option<String>,
+    /// The MCP tool call (`server.tool`) or web search (`search: query`) in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_tool: Option<String>,
     /// Total token usage so far (all attempts).
     pub tokens: TokenUsage,
 }
@@ -239,4 +251,8 @@ fn one_line(s: &str, n: usize) -> String {
     } else {
         format!("{}…", crate::text::chars(&one_line, n))
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

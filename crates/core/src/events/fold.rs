@@ -259,11 +259,12 @@ impl RunFold {
     }
 
     /// Why the latest attempt's codex stream cannot be used, or `None` when it can: it had no
-    /// thread, turn or item event (a codex version whose stream drifted into shapes this
-    /// decoder does not know). The agent then falls back on codex's last message
+    /// thread, turn or item event but lines of shapes this decoder does not know (a codex
+    /// version whose stream drifted). A codex that printed nothing at all (e.g. it refused its
+    /// flags) is not drift. The agent then falls back on codex's last message
     /// (`result.degraded`).
     pub fn unusable_stream(&self) -> Option<String> {
-        if self.cur.turn_events {
+        if self.cur.turn_events || self.cur.unknown_lines == 0 {
             return None;
         }
         Some(format!(

@@ -236,6 +236,8 @@ impl RunStatus {
         }
         if let Some(c) = &p.current_command {
             s.push_str(&format!(" · running {}", one_line(c, 60)));
+        } else if let Some(t) = &p.current_tool {
+            s.push_str(&format!(" · using {}", one_line(t, 60)));
         } else if let Some(i) = &p.last_item {
             s.push_str(&format!(" · {}", one_line(i, 60)));
         }
@@ -255,4 +257,25 @@ fn one_line(s: &str, n: usize) -> String {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_line_names_the_running_tool_when_no_command_runs() {
+        let mut st = RunStatus::new_queued(
+            "20261124040000-0123abcd".parse().unwrap(),
+            SecurityMode::Readonly,
+            PathBuf::from("/ws"),
+        );
+        st.phase = RunPhase::Running;
+        st.progress.current_tool = Some("search: rust serde".into());
+        st.progress.last_item = Some("searching `rust serde`".into());
+        assert_eq!(
+            st.progress_line(),
+            "[20261124040000-0123abcd] running · 0 cmds · 0 files · 0 tokens · using search: rust serde"
+        );
+    }
 }

@@ -342,4 +342,9 @@ fn a_stream_of_unknown_shapes_is_unusable() {
         r#"{"type":"thread.started","thread_id":"t"}"#,
     ]);
     assert_eq!(usable.unusable_stream(), None);
+    let silent = fold_lines(&[
+        r#"{"type":"orchestrator.attempt.started","attempt":0,"kind":"initial"}"#,
+        r#"{"type":"error","message":"warning"}"#,
+    ]);
+    assert_eq!(silent.unusable_stream(), None, "no drift: nothing unknown");
 }

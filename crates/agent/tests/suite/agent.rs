@@ -854,10 +854,12 @@ async fn a_stream_of_unknown_shapes_ends_degraded_with_the_last_message() {
         ]
     );
     let (phase, reason, message, result, patch, last_message) = done.completed();
-    let reason_text = "codex's event stream had no thread, turn or item event (3 line(s) of an unknown shape)";
+    let reason_text =
+        "codex's event stream had no thread, turn or item event (3 line(s) of an unknown shape)";
     let message_text =
         format!("degraded: {reason_text}; the result comes from codex's last message");
-    let last = "Added a greeting.\n::MCP_STATUS:: tests: 3 passed\n  ::MCP_STATUS:: files: hello.txt\n";
+    let last =
+        "Added a greeting.\n::MCP_STATUS:: tests: 3 passed\n  ::MCP_STATUS:: files: hello.txt\n";
     assert_eq!(
         (phase, reason, message.as_deref()),
         (

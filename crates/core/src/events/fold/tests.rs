@@ -335,7 +335,9 @@ fn a_stream_of_unknown_shapes_is_unusable() {
     ]);
     assert_eq!(
         unknown.unusable_stream().as_deref(),
-        Some("codex's event stream had no thread, turn or item event (2 line(s) of an unknown shape)")
+        Some(
+            "codex's event stream had no thread, turn or item event (2 line(s) of an unknown shape)"
+        )
     );
     let usable = fold_lines(&[
         r#"{"type":"orchestrator.attempt.started","attempt":0,"kind":"initial"}"#,

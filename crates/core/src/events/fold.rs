@@ -802,7 +802,12 @@ impl RunFold {
         }
         match stage {
             Stage::Started | Stage::Updated => {
-                let display = one_line(&["search: ", query], MAX_SUMMARY_CHARS);
+                // codex starts a search before it knows the query (`"query":""`).
+                let display = if query.is_empty() {
+                    "web search".to_owned()
+                } else {
+                    one_line(&["search: ", query], MAX_SUMMARY_CHARS)
+                };
                 self.track_tool(id, None, display);
                 self.set_last_item(&["searching `", query, "`"]);
             }

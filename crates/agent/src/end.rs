@@ -141,10 +141,23 @@ pub(crate) async fn complete<W: AsyncWrite + Unpin>(
         exit,
         patch,
         last_message,
+        degraded,
         verify,
         unreviewed,
     } = finish;
     let mut result = stream.fold.result();
+    if let Some(reason) = &degraded {
+        let text = last_message
+            .as_deref()
+            .map(|m| stream.redactor.redact(m).into_owned());
+        result.degraded = Some(codex_orchestrator_core::events::degraded(
+            reason,
+            text.as_deref(),
+        ));
+        if result.summary.is_none() {
+            result.summary = text.map(|m| cap_text(&m, spec.max_patch_bytes).0);
+        }
+    }
     result.verify = verify;
     if let Some((list, omitted)) = unreviewed {
         result.unreviewed_changes = list;
@@ -153,7 +166,10 @@ pub(crate) async fn complete<W: AsyncWrite + Unpin>(
     result.agent_isolation = ISOLATION.get().cloned();
     result.event_log = Some(stream.fold.oversized()).filter(|c| c.any());
     if let Some(schema) = &spec.output_schema {
-        let answer = stream.fold.final_answer().map(str::to_owned);
+        let answer = match &degraded {
+            None => stream.fold.final_answer().map(str::to_owned),
+            Some(_) => result.summary.clone(),
+        };
         outcome::apply_output_contract(schema, answer.as_deref(), &mut decision, &mut result);
     }
     if let Some(what) = hit.describe() {

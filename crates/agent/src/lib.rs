@@ -276,6 +276,9 @@ struct Finish {
     exit: Option<ExitInfo>,
     patch: Option<PatchOutput>,
     last_message: Option<String>,
+    /// Why codex's event stream could not be used, when the result falls back on its last
+    /// message (`result.degraded`).
+    degraded: Option<String>,
     verify: Option<VerifyResult>,
     /// Changes on disk the patch does not carry, and how many more were not listed.
     unreviewed: Option<(Vec<model::UnreviewedChange>, u64)>,
@@ -288,6 +291,7 @@ impl Finish {
             exit: None,
             patch: None,
             last_message: None,
+            degraded: None,
             verify: None,
             unreviewed: None,
         }
@@ -563,6 +567,7 @@ async fn drive<W: AsyncWrite + Unpin>(
         attempt: 0,
         decision: first.decision,
         exit: first.exit,
+        degraded: first.degraded,
         verify: None,
     };
     if state.decision.phase == RunPhase::Succeeded
@@ -609,6 +614,7 @@ async fn drive<W: AsyncWrite + Unpin>(
         exit: state.exit,
         patch,
         last_message,
+        degraded: state.degraded,
         verify: state.verify,
         unreviewed,
     })
@@ -639,6 +645,8 @@ struct AttemptCtx<'a> {
 struct AttemptOutcome {
     decision: Decision,
     exit: Option<ExitInfo>,
+    /// Why codex's event stream could not be used (`RunFold::unusable_stream`), if it could not.
+    degraded: Option<String>,
 }
 
 /// The run's state across attempts.
@@ -647,6 +655,8 @@ struct LoopState {
     attempt: u32,
     decision: Decision,
     exit: Option<ExitInfo>,
+    /// The latest attempt's [`AttemptOutcome::degraded`].
+    degraded: Option<String>,
     verify: Option<VerifyResult>,
 }
 
@@ -689,6 +699,7 @@ async fn codex_attempt<W: AsyncWrite + Unpin>(
             return Ok(AttemptOutcome {
                 decision: Decision::failed(TerminalReason::AgentError, e.to_string()),
                 exit: None,
+                degraded: None,
             });
         }
     };
@@ -706,9 +717,24 @@ async fn codex_attempt<W: AsyncWrite + Unpin>(
         end.exit,
         &end.stderr_tail,
     );
+    // The drift fallback: a stream without any thread, turn or item event (a codex version
+    // whose stream this decoder cannot read) still ends with codex's last message.
+    let degraded = end
+        .stop
+        .is_none()
+        .then(|| stream.fold.unusable_stream())
+        .flatten();
+    let decision = match &degraded {
+        Some(reason) => {
+            let wrote = std::fs::metadata(ctx.last_message_file).is_ok_and(|m| m.len() > 0);
+            outcome::degraded_decision(decision, reason, end.exit, wrote)
+        }
+        None => decision,
+    };
     Ok(AttemptOutcome {
         decision,
         exit: Some(end.exit),
+        degraded,
     })
 }
 

@@ -180,6 +180,35 @@ pub fn decide(
     }
 }
 
+/// The decision for an attempt whose event stream could not be used (`reason`, from
+/// `RunFold::unusable_stream`): when codex exited 0 and wrote its last message the run
+/// `succeeded`/`completed` on that message, the message saying the result is degraded;
+/// otherwise `decision` stands, its message naming the reason too. Pure.
+pub fn degraded_decision(
+    decision: Decision,
+    reason: &str,
+    exit: ExitInfo,
+    wrote_last_message: bool,
+) -> Decision {
+    if exit.code == Some(0) && wrote_last_message {
+        return Decision {
+            phase: RunPhase::Succeeded,
+            reason: TerminalReason::Completed,
+            message: Some(format!(
+                "degraded: {reason}; the result comes from codex's last message"
+            )),
+        };
+    }
+    let message = match decision.message {
+        Some(m) => format!("{m} (degraded: {reason})"),
+        None => format!("degraded: {reason}"),
+    };
+    Decision {
+        message: Some(message),
+        ..decision
+    }
+}
+
 /// Applies the output contract to a finished run with an output schema: validates the final
 /// answer and fills `result.output` (the parsed answer) or `result.output_errors`. A run that
 /// would succeed but whose answer breaks the contract (or has no answer) ends
@@ -257,6 +286,36 @@ mod tests {
             code: Some(code),
             signal: None,
         }
+    }
+
+    #[test]
+    fn a_degraded_attempt_succeeds_only_on_exit_0_with_a_last_message() {
+        let no_terminal = || decide(None, &CodexOutcome::NoTerminal, exit(0), &[]);
+        assert_eq!(
+            degraded_decision(no_terminal(), "no turn events", exit(0), true),
+            Decision {
+                phase: RunPhase::Succeeded,
+                reason: TerminalReason::Completed,
+                message: Some(
+                    "degraded: no turn events; the result comes from codex's last message".into()
+                ),
+            }
+        );
+        assert_eq!(
+            degraded_decision(no_terminal(), "no turn events", exit(0), false),
+            Decision::failed(
+                TerminalReason::CodexExited,
+                "codex exited with code 0 without a terminal event (degraded: no turn events)"
+            )
+        );
+        let failed = decide(None, &CodexOutcome::NoTerminal, exit(2), &[]);
+        assert_eq!(
+            degraded_decision(failed, "no turn events", exit(2), true),
+            Decision::failed(
+                TerminalReason::CodexExited,
+                "codex exited with code 2 without a terminal event (degraded: no turn events)"
+            )
+        );
     }
 
     #[test]

@@ -125,6 +125,7 @@ pub(crate) async fn verify_loop<W: AsyncWrite + Unpin>(
         )
         .await?;
         state.exit = out.exit;
+        state.degraded = out.degraded;
         if out.decision.phase != RunPhase::Succeeded {
             state.decision = out.decision;
             break;
@@ -318,6 +319,7 @@ pub(crate) async fn schema_retry<W: AsyncWrite + Unpin>(
     )
     .await?;
     state.exit = out.exit;
+    state.degraded = out.degraded;
     state.decision = out.decision;
     if state.decision.phase == RunPhase::Succeeded
         && let (Some(vspec), Some(prev)) = (&ctx.spec.verify, state.verify.take())

@@ -381,6 +381,10 @@ async fn command_patch_usage_and_answer_with(codex: std::path::PathBuf) {
             attempt: 0,
         }],
         omitted_commands: 0,
+        mcp_tool_calls: vec![],
+        omitted_mcp_tool_calls: 0,
+        web_searches: vec![],
+        omitted_web_searches: 0,
         errors: vec![],
         omitted_errors: 0,
         limits_hit: None,
@@ -389,6 +393,7 @@ async fn command_patch_usage_and_answer_with(codex: std::path::PathBuf) {
         // The agent binary on the host: not the sandbox's PID 1.
         agent_isolation: Some("model processes run under the agent's uid: they cannot read its memory, descriptors or environment (it is not dumpable), but they can signal it (it is not the sandbox's PID 1) and read and write its private files".into()),
         event_log: None,
+        degraded: None,
         usage: UsageReport {
             per_attempt: vec![total],
             total,
@@ -859,6 +864,93 @@ async fn codex_exit_without_terminal_event_redacts_secrets_and_caps_the_patch() 
     );
     assert_eq!(result.summary, None);
     assert_eq!(result.codex_exit_code, Some(3));
+}
+
+/// A codex whose stream drifted beyond recognition: only JSON shapes the decoder does not know,
+/// no thread or turn event; it still edits a file and writes its last message (`-o`) with
+/// `::MCP_STATUS::` marker lines, and exits 0.
+const DRIFTED_CODEX: &str = r#"#!/bin/sh
+out=""
+while [ $# -gt 0 ]; do
+  if [ "$1" = "-o" ]; then out="$2"; shift; fi
+  shift
+done
+echo '{"type":"session.created","session":{"id":"s-1"}}'
+echo '{"type":"response.output_text.delta","delta":"Added"}'
+echo '{"type":"session.finished","status":"ok"}'
+printf 'hi\n' > hello.txt
+printf 'Added a greeting.\n::MCP_STATUS:: tests: 3 passed\n  ::MCP_STATUS:: files: hello.txt\n' > "$out"
+exit 0
+"#;
+
+#[tokio::test]
+async fn a_stream_of_unknown_shapes_ends_degraded_with_the_last_message() {
+    let env = Env::new();
+    let fake = env.tmp.path().join("drifted-codex");
+    std::fs::write(&fake, DRIFTED_CODEX).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = env.spec(None, "Add a greeting.");
+    spec.codex_bin = fake;
+    let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(
+        done.types(),
+        [
+            "orchestrator.run.started",
+            "orchestrator.attempt.started",
+            "session.created",
+            "response.output_text.delta",
+            "session.finished",
+            "orchestrator.attempt.completed",
+            "orchestrator.run.completed",
+        ]
+    );
+    let (phase, reason, message, result, patch, last_message) = done.completed();
+    let reason_text =
+        "codex's event stream had no thread, turn or item event (3 line(s) of an unknown shape)";
+    let message_text =
+        format!("degraded: {reason_text}; the result comes from codex's last message");
+    let last =
+        "Added a greeting.\n::MCP_STATUS:: tests: 3 passed\n  ::MCP_STATUS:: files: hello.txt\n";
+    assert_eq!(
+        (phase, reason, message.as_deref()),
+        (
+            RunPhase::Succeeded,
+            Some(TerminalReason::Completed),
+            Some(message_text.as_str())
+        )
+    );
+    let patch = patch.expect("inline patch");
+    assert_eq!(
+        result,
+        RunResult {
+            message: Some(message_text.clone()),
+            summary: Some(last.into()),
+            usage: UsageReport {
+                per_attempt: vec![TokenUsage::default()],
+                total: TokenUsage::default(),
+            },
+            attempts: 1,
+            patch: Some(PatchInfo {
+                bytes: patch.len() as u64,
+                sha256: Some(sha256_hex(patch.as_bytes())),
+                files: vec!["hello.txt".into()],
+                insertions: 1,
+                deletions: 0,
+                truncated: false,
+            }),
+            codex_exit_code: Some(0),
+            agent_isolation: Some("model processes run under the agent's uid: they cannot read its memory, descriptors or environment (it is not dumpable), but they can signal it (it is not the sandbox's PID 1) and read and write its private files".into()),
+            degraded: Some(model::Degraded {
+                reason: reason_text.into(),
+                mcp_status: vec!["tests: 3 passed".into(), "files: hello.txt".into()],
+            }),
+            reason: Some(TerminalReason::Completed),
+            ..RunResult::empty(RunPhase::Succeeded)
+        }
+    );
+    assert_eq!(last_message.as_deref(), Some(last));
 }
 
 // ---------------------------------------------------------------------------------------------

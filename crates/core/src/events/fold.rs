@@ -29,12 +29,16 @@ use super::decode::Decoded;
 use super::orchestrator::{AttemptKind, OrchestratorEvent};
 use super::types::{CodexEvent, Event, ItemDetails, ItemStatus, ThreadItem, parse_line};
 use crate::model::{
-    CommandRecord, FileChange, FileChangeKind, Progress, RunPhase, RunResult, TerminalReason,
-    TokenUsage, UsageReport, VerifySummary,
+    CommandRecord, FileChange, FileChangeKind, McpToolCallRecord, Progress, RunPhase, RunResult,
+    TerminalReason, TokenUsage, UsageReport, VerifySummary, WebSearchRecord,
 };
 
 /// Commands listed in the result; later ones are only counted (`omitted_commands`).
 pub const MAX_COMMANDS: usize = 1000;
+/// MCP tool calls listed in the result; later ones are only counted (`omitted_mcp_tool_calls`).
+pub const MAX_MCP_TOOL_CALLS: usize = 1000;
+/// Web searches listed in the result; later ones are only counted (`omitted_web_searches`).
+pub const MAX_WEB_SEARCHES: usize = 1000;
 /// Error messages listed in the result; later ones are only counted (`omitted_errors`).
 pub const MAX_ERRORS: usize = 50;
 /// Distinct changed files listed (and deduplicated exactly).
@@ -90,6 +94,16 @@ struct Running {
     display: String,
 }
 
+/// An MCP tool call or web search in progress.
+#[derive(Debug, Clone)]
+struct RunningTool {
+    attempt: u32,
+    id: String,
+    /// Index into `mcp_tool_calls` (MCP calls that fit under the cap; never for searches).
+    record: Option<usize>,
+    display: String,
+}
+
 /// Per-attempt state, reset when an attempt begins.
 #[derive(Debug, Clone, Default)]
 struct AttemptState {
@@ -108,6 +122,10 @@ struct AttemptState {
     usage: TokenUsage,
     /// `usage` came from `orchestrator.attempt.completed`.
     usage_reported: bool,
+    /// A thread, turn or item event of codex was seen in this attempt.
+    turn_events: bool,
+    /// Lines of a shape the decoder does not know, in this attempt.
+    unknown_lines: u64,
 }
 
 /// The fold. Feed it lines (or events); read progress and results at any time.
@@ -136,6 +154,11 @@ pub struct RunFold {
     running: Vec<Running>,
     commands: Vec<CommandRecord>,
     omitted_commands: u64,
+    running_tools: Vec<RunningTool>,
+    mcp_tool_calls: Vec<McpToolCallRecord>,
+    omitted_mcp_tool_calls: u64,
+    web_searches: Vec<WebSearchRecord>,
+    omitted_web_searches: u64,
     errors: Vec<String>,
     omitted_errors: u64,
     changed_files: Vec<FileChange>,
@@ -174,6 +197,11 @@ impl RunFold {
             running: Vec::new(),
             commands: Vec::new(),
             omitted_commands: 0,
+            running_tools: Vec::new(),
+            mcp_tool_calls: Vec::new(),
+            omitted_mcp_tool_calls: 0,
+            web_searches: Vec::new(),
+            omitted_web_searches: 0,
             errors: Vec::new(),
             omitted_errors: 0,
             changed_files: Vec::new(),
@@ -224,8 +252,25 @@ impl RunFold {
         match ev {
             Event::Codex(c) => self.apply_codex(c),
             Event::Orchestrator(o) => self.apply_orchestrator(o),
-            Event::Unknown { .. } => {}
+            Event::Unknown { .. } => {
+                self.cur.unknown_lines = self.cur.unknown_lines.saturating_add(1);
+            }
         }
+    }
+
+    /// Why the latest attempt's codex stream cannot be used, or `None` when it can: it had no
+    /// thread, turn or item event but lines of shapes this decoder does not know (a codex
+    /// version whose stream drifted). A codex that printed nothing at all (e.g. it refused its
+    /// flags) is not drift. The agent then falls back on codex's last message
+    /// (`result.degraded`).
+    pub fn unusable_stream(&self) -> Option<String> {
+        if self.cur.turn_events || self.cur.unknown_lines == 0 {
+            return None;
+        }
+        Some(format!(
+            "codex's event stream had no thread, turn or item event ({} line(s) of an unknown shape)",
+            self.cur.unknown_lines
+        ))
     }
 
     pub fn progress(&self) -> &Progress {
@@ -405,6 +450,10 @@ impl RunFold {
             changed_files: self.changed_files.clone(),
             commands: self.commands.clone(),
             omitted_commands: self.omitted_commands,
+            mcp_tool_calls: self.mcp_tool_calls.clone(),
+            omitted_mcp_tool_calls: self.omitted_mcp_tool_calls,
+            web_searches: self.web_searches.clone(),
+            omitted_web_searches: self.omitted_web_searches,
             errors: self.errors.clone(),
             omitted_errors: self.omitted_errors,
             usage: self.usage(),
@@ -420,6 +469,8 @@ impl RunFold {
             agent_isolation: None,
             // The agent fills it from [`RunFold::oversized`], the orchestrator from its log sink.
             event_log: None,
+            // The agent sets it when the stream was unusable ([`RunFold::unusable_stream`]).
+            degraded: None,
         }
     }
 
@@ -441,7 +492,9 @@ impl RunFold {
         self.attempts = self.attempts.max(n.saturating_add(1));
         self.cur = AttemptState::default();
         self.running.clear();
+        self.running_tools.clear();
         self.progress.current_command = None;
+        self.progress.current_tool = None;
         self.set_attempt_usage(n, TokenUsage::default());
     }
 
@@ -559,6 +612,14 @@ impl RunFold {
     }
 
     fn apply_codex(&mut self, ev: &CodexEvent) {
+        self.apply_codex_event(ev);
+        if !matches!(ev, CodexEvent::Error { .. }) {
+            // After the event: a `thread.started` may have begun a new attempt.
+            self.cur.turn_events = true;
+        }
+    }
+
+    fn apply_codex_event(&mut self, ev: &CodexEvent) {
         match ev {
             CodexEvent::ThreadStarted { thread_id } => {
                 if !self.attempt_open {
@@ -617,6 +678,8 @@ impl RunFold {
     fn end_turn(&mut self) {
         self.running.clear();
         self.progress.current_command = None;
+        self.running_tools.clear();
+        self.progress.current_tool = None;
     }
 
     fn apply_item(&mut self, item: &ThreadItem, stage: Stage) {
@@ -663,24 +726,22 @@ impl RunFold {
             ItemDetails::McpToolCall {
                 server,
                 tool,
+                arguments,
+                result,
+                error,
                 status,
-                ..
             } => {
-                let what = match (stage, status) {
-                    (Stage::Completed, ItemStatus::Failed) => format!("{server}.{tool} failed"),
-                    (Stage::Completed, _) => format!("called {server}.{tool}"),
-                    _ => format!("calling {server}.{tool}"),
+                let call = McpCall {
+                    server,
+                    tool,
+                    arguments,
+                    result: result.as_ref(),
+                    error: error.as_deref(),
+                    status,
                 };
-                self.set_last_item(&[&what]);
+                self.apply_mcp_tool_call(&item.id, &call, stage);
             }
-            ItemDetails::WebSearch { query, .. } => {
-                let verb = if stage == Stage::Completed {
-                    "searched"
-                } else {
-                    "searching"
-                };
-                self.set_last_item(&[verb, " `", query, "`"]);
-            }
+            ItemDetails::WebSearch { query, .. } => self.apply_web_search(&item.id, query, stage),
             ItemDetails::TodoList { items } => {
                 let done = items.iter().filter(|t| t.completed).count();
                 self.set_last_item(&[&format!("todo {done}/{} done", items.len())]);
@@ -694,6 +755,114 @@ impl RunFold {
             }
             ItemDetails::Other { item_type } => self.set_last_item(&[item_type]),
         }
+    }
+
+    fn apply_mcp_tool_call(&mut self, id: &str, call: &McpCall<'_>, stage: Stage) {
+        let name = one_line(&[call.server, ".", call.tool], MAX_SUMMARY_CHARS);
+        let status = match (call.status, stage) {
+            (ItemStatus::Other(s), Stage::Completed) if s.is_empty() => "completed",
+            (ItemStatus::Other(s), _) if s.is_empty() => "in_progress",
+            (s, _) => s.as_str(),
+        };
+        let pos = self.running_tool(id);
+        let record = match pos.map(|p| self.running_tools.remove(p)) {
+            Some(r) => r.record,
+            None => self.push_mcp_tool_call(call, status),
+        };
+        let failed = stage == Stage::Completed && mcp_call_failed(call);
+        let error = failed.then(|| mcp_error(call));
+        if let Some(rec) = record.and_then(|i| self.mcp_tool_calls.get_mut(i)) {
+            rec.status = status.to_owned();
+            rec.arguments_bytes = json_size(call.arguments);
+            rec.error = error.as_deref().map(|e| cap_text(e).to_owned());
+        }
+        match stage {
+            Stage::Started | Stage::Updated => {
+                self.track_tool(id, record, name.clone());
+                self.set_last_item(&["calling ", &name]);
+            }
+            Stage::Completed => {
+                self.progress.mcp_tool_calls += 1;
+                self.progress.current_tool = self.running_tools.last().map(|r| r.display.clone());
+                match error {
+                    Some(e) => {
+                        self.progress.mcp_tool_calls_failed += 1;
+                        self.push_error(&format!("MCP tool {name} failed: {e}"));
+                        self.set_last_item(&[&name, " failed"]);
+                    }
+                    None => self.set_last_item(&["called ", &name]),
+                }
+            }
+        }
+    }
+
+    fn apply_web_search(&mut self, id: &str, query: &str, stage: Stage) {
+        if let Some(p) = self.running_tool(id) {
+            self.running_tools.remove(p);
+        }
+        match stage {
+            Stage::Started | Stage::Updated => {
+                // codex starts a search before it knows the query (`"query":""`).
+                let display = if query.is_empty() {
+                    "web search".to_owned()
+                } else {
+                    one_line(&["search: ", query], MAX_SUMMARY_CHARS)
+                };
+                self.track_tool(id, None, display);
+                self.set_last_item(&["searching `", query, "`"]);
+            }
+            Stage::Completed => {
+                self.progress.web_searches += 1;
+                if self.web_searches.len() >= MAX_WEB_SEARCHES {
+                    self.omitted_web_searches += 1;
+                } else {
+                    self.web_searches.push(WebSearchRecord {
+                        query: cap_text(query).to_owned(),
+                        attempt: self.attempt,
+                    });
+                }
+                self.progress.current_tool = self.running_tools.last().map(|r| r.display.clone());
+                self.set_last_item(&["searched `", query, "`"]);
+            }
+        }
+    }
+
+    /// Index in `running_tools` of the current attempt's item `id`.
+    fn running_tool(&self, id: &str) -> Option<usize> {
+        let attempt = self.attempt;
+        self.running_tools
+            .iter()
+            .position(|r| r.attempt == attempt && r.id == id)
+    }
+
+    /// Remembers a started tool call or search and shows it as the current tool.
+    fn track_tool(&mut self, id: &str, record: Option<usize>, display: String) {
+        if self.running_tools.len() >= MAX_IN_PROGRESS {
+            self.running_tools.remove(0);
+        }
+        self.progress.current_tool = Some(display.clone());
+        self.running_tools.push(RunningTool {
+            attempt: self.attempt,
+            id: id.to_owned(),
+            record,
+            display,
+        });
+    }
+
+    fn push_mcp_tool_call(&mut self, call: &McpCall<'_>, status: &str) -> Option<usize> {
+        if self.mcp_tool_calls.len() >= MAX_MCP_TOOL_CALLS {
+            self.omitted_mcp_tool_calls += 1;
+            return None;
+        }
+        self.mcp_tool_calls.push(McpToolCallRecord {
+            server: cap_text(call.server).to_owned(),
+            tool: cap_text(call.tool).to_owned(),
+            arguments_bytes: json_size(call.arguments),
+            status: status.to_owned(),
+            error: None,
+            attempt: self.attempt,
+        });
+        Some(self.mcp_tool_calls.len() - 1)
     }
 
     fn apply_command(
@@ -846,6 +1015,70 @@ enum Stage {
     Started,
     Updated,
     Completed,
+}
+
+/// The fields of an `mcp_tool_call` item the fold reads.
+struct McpCall<'a> {
+    server: &'a str,
+    tool: &'a str,
+    arguments: &'a serde_json::Value,
+    result: Option<&'a serde_json::Value>,
+    error: Option<&'a str>,
+    status: &'a ItemStatus,
+}
+
+/// A completed MCP tool call failed: codex says `failed` (the tool returned `isError`; codex
+/// 0.147 then sets `result` and leaves `error` null) or gives an `error` (the call itself
+/// failed).
+fn mcp_call_failed(call: &McpCall<'_>) -> bool {
+    matches!(call.status, ItemStatus::Failed | ItemStatus::Declined) || call.error.is_some()
+}
+
+/// Why a failed MCP tool call failed: codex's `error.message`, else the text blocks of the
+/// tool's `result.content`, else a generic sentence.
+fn mcp_error(call: &McpCall<'_>) -> String {
+    if let Some(e) = call.error.filter(|e| !e.trim().is_empty()) {
+        return e.to_owned();
+    }
+    let texts: Vec<&str> = call
+        .result
+        .and_then(|r| r.get("content"))
+        .and_then(serde_json::Value::as_array)
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter_map(|b| b.get("text").and_then(serde_json::Value::as_str))
+                .filter(|t| !t.trim().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if texts.is_empty() {
+        "the tool reported an error".to_owned()
+    } else {
+        texts.join("\n")
+    }
+}
+
+/// Size of `v` as compact JSON, in bytes (0 for an absent value), without building the text.
+fn json_size(v: &serde_json::Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len() as u64);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    if v.is_null() {
+        return 0;
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, v) {
+        Ok(()) => c.0,
+        Err(_) => 0,
+    }
 }
 
 /// The net kind of two successive changes to one path.

@@ -15,6 +15,7 @@
 //! [`RunStatus`]: crate::model::RunStatus
 
 pub mod decode;
+pub mod degraded;
 pub mod fold;
 pub mod orchestrator;
 pub mod types;
@@ -24,9 +25,11 @@ use std::path::Path;
 
 pub use crate::model::RunResult;
 pub use decode::{DEFAULT_MAX_LINE, Decoded, LineDecoder, MAX_TERMINAL_LINE, TERMINAL_LINE_PREFIX};
+pub use degraded::{MCP_STATUS_MARKER, degraded, mcp_status_lines};
 pub use fold::{
     CodexOutcome, Completion, Conclusion, MAX_ATTEMPTS_TRACKED, MAX_CHANGED_FILES, MAX_COMMANDS,
-    MAX_ERRORS, MAX_IN_PROGRESS, MAX_SUMMARY_CHARS, MAX_TEXT, RunFold, Summary, SummaryStatus,
+    MAX_ERRORS, MAX_IN_PROGRESS, MAX_MCP_TOOL_CALLS, MAX_SUMMARY_CHARS, MAX_TEXT, MAX_WEB_SEARCHES,
+    RunFold, Summary, SummaryStatus,
 };
 pub use orchestrator::{AttemptKind, OrchestratorEvent};
 pub use types::{

@@ -10,8 +10,9 @@ pub mod verify;
 
 pub use request::{ModelProvider, RunId, RunIdError, RunRequest, RunSpec, WireApi};
 pub use result::{
-    CommandRecord, DiskChange, EventLogCut, FileChange, FileChangeKind, LimitsHit, OutputError,
-    PatchInfo, RunResult, TokenUsage, UnreviewedChange, UnreviewedKind, UsageReport,
+    CommandRecord, Degraded, DiskChange, EventLogCut, FileChange, FileChangeKind, LimitsHit,
+    McpToolCallRecord, OutputError, PatchInfo, RunResult, TokenUsage, UnreviewedChange,
+    UnreviewedKind, UsageReport, WebSearchRecord,
 };
 pub use security::{NetworkAccess, SecurityMode, SecurityPolicy};
 pub use status::{BackendRef, Progress, RunPhase, RunStatus, TerminalReason};

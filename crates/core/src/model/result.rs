@@ -95,6 +95,46 @@ pub struct CommandRecord {
     pub attempt: u32,
 }
 
+/// One MCP tool call codex made (from `mcp_tool_call` items).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct McpToolCallRecord {
+    /// The MCP server's name in codex's configuration.
+    pub server: String,
+    pub tool: String,
+    /// Size of the call's `arguments` as compact JSON, in bytes (the arguments themselves
+    /// are not kept: they can be large and can hold anything the model wrote).
+    pub arguments_bytes: u64,
+    /// `in_progress`, `completed`, `failed`, or whatever codex reported.
+    pub status: String,
+    /// Why it failed: codex's `error.message`, else the text the tool returned with its
+    /// error (a failed call has `result` set and `error` null, crates/testkit/fixtures/codex-exec-0.147/README.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Which attempt made it (0 = first run).
+    pub attempt: u32,
+}
+
+/// One web search codex made (from `web_search` items).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WebSearchRecord {
+    pub query: String,
+    /// Which attempt made it (0 = first run).
+    pub attempt: u32,
+}
+
+/// The result was made without codex's event stream: the stream of this codex version could
+/// not be used (no thread or turn events, only shapes the decoder does not know), so the
+/// answer comes from codex's last message (its `-o` file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Degraded {
+    /// Why the stream could not be used.
+    pub reason: String,
+    /// The `::MCP_STATUS::` marker lines of the last message (the text after the marker),
+    /// the fallback protocol for a stream that changed in a breaking way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_status: Vec<String>,
+}
+
 /// The patch of everything the run changed, relative to the workspace at start.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PatchInfo {
@@ -252,7 +292,20 @@ pub struct RunResult {
     /// Commands not listed because the list reached its cap.
     #[serde(default)]
     pub omitted_commands: u64,
-    /// Error messages seen (turn failures, error events and error items), capped.
+    /// MCP tool calls codex made, capped (see `omitted_mcp_tool_calls`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_tool_calls: Vec<McpToolCallRecord>,
+    /// MCP tool calls not listed because the list reached its cap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_mcp_tool_calls: u64,
+    /// Web searches codex made, capped (see `omitted_web_searches`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub web_searches: Vec<WebSearchRecord>,
+    /// Web searches not listed because the list reached its cap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_web_searches: u64,
+    /// Error messages seen (turn failures, error events and error items, failed file changes
+    /// and MCP tool calls), capped.
     pub errors: Vec<String>,
     /// Errors not listed because the list reached its cap.
     #[serde(default)]
@@ -293,6 +346,10 @@ pub struct RunResult {
     /// What the event stream's bounds cut (absent when nothing was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_log: Option<EventLogCut>,
+    /// Set when codex's event stream could not be used and the result comes from its last
+    /// message (absent for a normal run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<Degraded>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -310,6 +367,10 @@ impl RunResult {
             changed_files: Vec::new(),
             commands: Vec::new(),
             omitted_commands: 0,
+            mcp_tool_calls: Vec::new(),
+            omitted_mcp_tool_calls: 0,
+            web_searches: Vec::new(),
+            omitted_web_searches: 0,
             errors: Vec::new(),
             omitted_errors: 0,
             usage: UsageReport::default(),
@@ -324,6 +385,7 @@ impl RunResult {
             omitted_unreviewed_changes: 0,
             agent_isolation: None,
             event_log: None,
+            degraded: None,
         }
     }
 }

@@ -116,12 +116,24 @@ pub struct Progress {
     pub files_changed: u64,
     /// Non-fatal `error` events and error items.
     pub errors_seen: u64,
+    /// MCP tool calls completed (failed ones included).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mcp_tool_calls: u64,
+    /// MCP tool calls that failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mcp_tool_calls_failed: u64,
+    /// Web searches completed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_searches: u64,
     /// One line describing the most recent item (for progress displays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_item: Option<String>,
     /// The command currently running, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_command: Option<String>,
+    /// The MCP tool call (`server.tool`) or web search (`search: query`) in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_tool: Option<String>,
     /// Total token usage so far (all attempts).
     pub tokens: TokenUsage,
 }
@@ -224,6 +236,8 @@ impl RunStatus {
         }
         if let Some(c) = &p.current_command {
             s.push_str(&format!(" · running {}", one_line(c, 60)));
+        } else if let Some(t) = &p.current_tool {
+            s.push_str(&format!(" · using {}", one_line(t, 60)));
         } else if let Some(i) = &p.last_item {
             s.push_str(&format!(" · {}", one_line(i, 60)));
         }
@@ -238,5 +252,30 @@ fn one_line(s: &str, n: usize) -> String {
         one_line
     } else {
         format!("{}…", crate::text::chars(&one_line, n))
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_line_names_the_running_tool_when_no_command_runs() {
+        let mut st = RunStatus::new_queued(
+            "20261124040000-0123abcd".parse().unwrap(),
+            SecurityMode::Readonly,
+            PathBuf::from("/ws"),
+        );
+        st.phase = RunPhase::Running;
+        st.progress.current_tool = Some("search: rust serde".into());
+        st.progress.last_item = Some("searching `rust serde`".into());
+        assert_eq!(
+            st.progress_line(),
+            "[20261124040000-0123abcd] running · 0 cmds · 0 files · 0 tokens · using search: rust serde"
+        );
     }
 }

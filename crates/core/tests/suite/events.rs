@@ -792,9 +792,17 @@ fn web_search_item_with_duplicate_id() {
         fold.progress(),
         &Progress {
             events_seen: 4,
+            web_searches: 1,
             last_item: Some("searched `codex exec json`".into()),
             ..Progress::default()
         }
+    );
+    assert_eq!(
+        fold.result().web_searches,
+        vec![codex_orchestrator_core::model::WebSearchRecord {
+            query: "codex exec json".into(),
+            attempt: 0,
+        }]
     );
     fold.feed_line(br#"{"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"Found it."}}"#);
     fold.feed_line(br#"{"type":"turn.completed","usage":{"input_tokens":5}}"#);

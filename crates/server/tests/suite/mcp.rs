@@ -464,6 +464,10 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
             attempt: 0,
         }],
         omitted_commands: 0,
+        mcp_tool_calls: vec![],
+        omitted_mcp_tool_calls: 0,
+        web_searches: vec![],
+        omitted_web_searches: 0,
         errors: vec![],
         omitted_errors: 0,
         limits_hit: None,
@@ -471,6 +475,7 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
         omitted_unreviewed_changes: 0,
         agent_isolation: None,
         event_log: None,
+        degraded: None,
         usage: UsageReport {
             per_attempt: vec![TokenUsage {
                 input_tokens: 100,

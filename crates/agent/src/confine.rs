@@ -69,7 +69,10 @@ pub enum Enforced {
 /// `READ_DIR`). Every entry of every ancestor directory of a hidden path is listed, except the
 /// hidden paths and the ancestors themselves. Reads directories only.
 pub fn rules(hidden: &[PathBuf]) -> std::io::Result<Vec<(PathBuf, bool)>> {
-    let hidden: Vec<PathBuf> = hidden.iter().map(|p| normalize(p)).collect();
+    let hidden: Vec<PathBuf> = hidden
+        .iter()
+        .map(|p| codex_orchestrator_core::policy::roots::normalize(p))
+        .collect();
     let mut ancestors: Vec<PathBuf> = Vec::new();
     for h in &hidden {
         let mut a = h.parent();
@@ -92,10 +95,6 @@ pub fn rules(hidden: &[PathBuf]) -> std::io::Result<Vec<(PathBuf, bool)>> {
         }
     }
     Ok(out)
-}
-
-fn normalize(p: &Path) -> PathBuf {
-    codex_orchestrator_core::policy::roots::normalize(p)
 }
 
 /// Restricts the calling thread (and what it executes) to everything but `hidden`.

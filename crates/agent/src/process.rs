@@ -31,9 +31,8 @@ pub fn signal_group(pgid: Option<Pid>, sig: Signal) {
 /// where that set is exactly the sandbox: [`SANDBOX_ENV`] is `1`, the agent is not root, and
 /// it is PID 1 or a child of PID 1 (the container's init). Returns whether it signalled.
 pub fn kill_rest_of_sandbox() -> bool {
-    let in_sandbox = std::env::var(SANDBOX_ENV).as_deref() == Ok("1");
     let pid1 = Pid::from_raw(1);
-    if !in_sandbox || geteuid().is_root() || !(getpid() == pid1 || getppid() == pid1) {
+    if !in_sandbox() || geteuid().is_root() || !(getpid() == pid1 || getppid() == pid1) {
         return false;
     }
     match kill(Pid::from_raw(-1), Signal::SIGKILL) {
@@ -64,7 +63,7 @@ pub fn make_undumpable() -> bool {
 /// then the kernel drops every signal from inside the sandbox that the agent has no handler
 /// for (SIGKILL and SIGSTOP included), and orphaned processes become its children.
 pub fn is_sandbox_init() -> bool {
-    std::env::var(SANDBOX_ENV).as_deref() == Ok("1") && getpid() == Pid::from_raw(1)
+    in_sandbox() && getpid() == Pid::from_raw(1)
 }
 
 /// The agent's own children (codex, verify commands): the [`reap_orphans`] loop leaves them

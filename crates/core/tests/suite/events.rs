@@ -528,38 +528,44 @@ fn f2_http_401_turn_failed_message() {
     let thread = "01a20ba8-a561-72b1-b1f2-24ff29e3b8c9";
     assert_eq!(
         summarize_fixture("f2-http-401"),
-        Summary {
-            status: SummaryStatus {
-                phase: RunPhase::Failed,
-                reason: Some(TerminalReason::CodexFailed),
-                message: Some(msg.into()),
-                attempt: 0,
-                attempts: 1,
-                codex_outcome: CodexOutcome::TurnFailed {
-                    message: msg.into()
-                },
-                exit_code: Some(1),
-                thread_id: Some(thread.into()),
-                progress: Progress {
-                    events_seen: 5,
-                    errors_seen: 2,
-                    last_item: Some(format!("error: {msg}")),
-                    ..Progress::default()
-                },
-            },
-            result: RunResult {
-                reason: Some(TerminalReason::CodexFailed),
-                message: Some(msg.into()),
-                thread_id: Some(thread.into()),
-                // The last `error` repeats turn.failed's message: listed once.
-                errors: vec![retry, msg.into()],
-                usage: one_attempt(TokenUsage::default()),
-                attempts: 1,
-                codex_exit_code: Some(1),
-                ..RunResult::empty(RunPhase::Failed)
-            },
-        }
+        retried_then_failed(thread, &retry, msg)
     );
+}
+
+/// The summary of a one-turn stream of five events: `error` (`retry`), `error` (`msg`), then
+/// `turn.failed` with `msg`, codex exiting 1. The last `error` repeats turn.failed's message:
+/// it is listed once.
+fn retried_then_failed(thread: &str, retry: &str, msg: &str) -> Summary {
+    Summary {
+        status: SummaryStatus {
+            phase: RunPhase::Failed,
+            reason: Some(TerminalReason::CodexFailed),
+            message: Some(msg.into()),
+            attempt: 0,
+            attempts: 1,
+            codex_outcome: CodexOutcome::TurnFailed {
+                message: msg.into(),
+            },
+            exit_code: Some(1),
+            thread_id: Some(thread.into()),
+            progress: Progress {
+                events_seen: 5,
+                errors_seen: 2,
+                last_item: Some(format!("error: {msg}")),
+                ..Progress::default()
+            },
+        },
+        result: RunResult {
+            reason: Some(TerminalReason::CodexFailed),
+            message: Some(msg.into()),
+            thread_id: Some(thread.into()),
+            errors: vec![retry.into(), msg.into()],
+            usage: one_attempt(TokenUsage::default()),
+            attempts: 1,
+            codex_exit_code: Some(1),
+            ..RunResult::empty(RunPhase::Failed)
+        },
+    }
 }
 
 #[test]
@@ -1349,36 +1355,7 @@ fn f5_http_429_of_codex_0_163_lists_the_retry_and_the_failure_once() {
     let thread = "01a22705-9d54-7123-a614-91928539112e";
     assert_eq!(
         fold_lines(&s.events()).summary(Some(s.exit_code())),
-        Summary {
-            status: SummaryStatus {
-                phase: RunPhase::Failed,
-                reason: Some(TerminalReason::CodexFailed),
-                message: Some(msg.into()),
-                attempt: 0,
-                attempts: 1,
-                codex_outcome: CodexOutcome::TurnFailed {
-                    message: msg.into()
-                },
-                exit_code: Some(1),
-                thread_id: Some(thread.into()),
-                progress: Progress {
-                    events_seen: 5,
-                    errors_seen: 2,
-                    last_item: Some(format!("error: {msg}")),
-                    ..Progress::default()
-                },
-            },
-            result: RunResult {
-                reason: Some(TerminalReason::CodexFailed),
-                message: Some(msg.into()),
-                thread_id: Some(thread.into()),
-                errors: vec![retry, msg.into()],
-                usage: one_attempt(TokenUsage::default()),
-                attempts: 1,
-                codex_exit_code: Some(1),
-                ..RunResult::empty(RunPhase::Failed)
-            },
-        },
+        retried_then_failed(thread, &retry, msg),
         "{}",
         s.name
     );

@@ -1019,6 +1019,27 @@ pub(super) async fn stop_cleanly(mut child: tokio::process::Child) {
     assert!(status.success(), "{status}");
 }
 
+/// `codex_run_status` of run `id`, polled (bounded) until the run has ended.
+pub(super) async fn status_once_ended(
+    peer: &rmcp::service::Peer<RoleClient>,
+    tools: &BTreeMap<String, Tool>,
+    id: &str,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let st = call_ok(peer, tools, "codex_run_status", json!({"run_id": id})).await;
+        if st["phase"]
+            .as_str()
+            .and_then(|p| p.parse::<RunPhase>().ok())
+            .is_some_and(RunPhase::is_terminal)
+        {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "{st:#}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// A free port on 127.0.0.1.
 pub(super) fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1092,19 +1113,7 @@ async fn gateway_binary_drives_real_docker_runs_per_tenant() {
     )
     .await;
     let id = out["run_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let st = loop {
-        let st = call_ok(pa, &tools, "codex_run_status", json!({"run_id": id})).await;
-        if st["phase"]
-            .as_str()
-            .and_then(|p| p.parse::<RunPhase>().ok())
-            .is_some_and(RunPhase::is_terminal)
-        {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "{st:#}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let st = status_once_ended(pa, &tools, &id).await;
     let art = call_ok(pa, &tools, "codex_run_artifacts", json!({"run_id": id})).await;
     assert_eq!(
         (&st["phase"], &st["reason"]),

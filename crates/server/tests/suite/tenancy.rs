@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use codex_orchestrator_core::model::RunPhase;
 use codex_orchestrator_testkit::docker::{DockerEnv, chown_tree, git_workspace};
 use rmcp::model::Tool;
 use rmcp::service::RunningService;
@@ -182,19 +180,7 @@ async fn gateway_tenants_cannot_widen_their_roots_or_reach_protected_directories
     )
     .await;
     let id = out["run_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let st = loop {
-        let st = call_ok(pb, &tools, "codex_run_status", json!({"run_id": id})).await;
-        if st["phase"]
-            .as_str()
-            .and_then(|p| p.parse::<RunPhase>().ok())
-            .is_some_and(RunPhase::is_terminal)
-        {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "{st:#}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let st = super::gateway::status_once_ended(pb, &tools, &id).await;
     assert_eq!(
         (&st["phase"], &st["reason"]),
         (&json!("succeeded"), &json!("completed")),

@@ -81,6 +81,12 @@ fn cases() -> Vec<Case> {
         }),
         ("image", |r| r.image = Some("attacker/runner:latest".into())),
         ("prompt too large", |r| r.prompt = "x".repeat(200 * 1024)),
+        ("workspace growth over the server's limit", |r| {
+            r.workspace_growth_limit_mb = Some(1 << 20)
+        }),
+        ("workspace growth of zero", |r| {
+            r.workspace_growth_limit_mb = Some(0)
+        }),
     ]
 }
 
@@ -122,7 +128,7 @@ async fn every_bad_request_gets_the_same_refusal_from_both_runners_before_anythi
     );
 
     let cases = cases();
-    assert_eq!(cases.len(), 13);
+    assert_eq!(cases.len(), 15);
     for (name, change) in cases {
         let mut local = good(ws.path().to_path_buf());
         let mut remote = good(PathBuf::from("https://git.example/team/app.git#main"));

@@ -19,6 +19,7 @@ pub mod image;
 pub mod kubeapi;
 pub mod mock;
 pub mod mockmodel;
+pub mod patches;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

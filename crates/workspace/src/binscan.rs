@@ -249,31 +249,9 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    /// Encodes `data` as git's base85 lines (52 bytes per line).
-    pub(crate) fn encode_lines(data: &[u8]) -> String {
-        let mut out = String::new();
-        for chunk in data.chunks(52) {
-            let len_c = if chunk.len() <= 26 {
-                b'A' + chunk.len() as u8 - 1
-            } else {
-                b'a' + chunk.len() as u8 - 27
-            };
-            out.push(len_c as char);
-            for group in chunk.chunks(4) {
-                let mut w = [0u8; 4];
-                w[..group.len()].copy_from_slice(group);
-                let mut acc = u32::from_be_bytes(w);
-                let mut five = [0u8; 5];
-                for slot in five.iter_mut().rev() {
-                    *slot = B85[(acc % 85) as usize];
-                    acc /= 85;
-                }
-                out.push_str(std::str::from_utf8(&five).unwrap());
-            }
-            out.push('\n');
-        }
-        out
-    }
+    /// Encodes `data` as git's base85 lines (the testkit's encoder, checked against our
+    /// decoder in `base85_round_trips`).
+    use codex_orchestrator_testkit::patches::git_base85_lines as encode_lines;
 
     fn zlib(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());

@@ -912,49 +912,16 @@ async fn mcp_apply_locks_each_workspace_alone_with_a_bounded_wait() {
     c.close().await;
 }
 
-/// git's base85 lines for `data` (52 bytes per line).
-fn base85_lines(data: &[u8]) -> String {
-    const B85: &[u8; 85] =
-        b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";
-    let mut out = String::new();
-    for chunk in data.chunks(52) {
-        let n = chunk.len() as u8;
-        out.push(if n <= 26 { b'A' + n - 1 } else { b'a' + n - 27 } as char);
-        for group in chunk.chunks(4) {
-            let mut w = [0u8; 4];
-            w[..group.len()].copy_from_slice(group);
-            let mut acc = u32::from_be_bytes(w);
-            let mut five = [0u8; 5];
-            for slot in five.iter_mut().rev() {
-                *slot = B85[(acc % 85) as usize];
-                acc /= 85;
-            }
-            out.extend(five.iter().map(|b| *b as char));
-        }
-        out.push('\n');
-    }
-    out
-}
-
 const GIB: u64 = 1 << 30;
 
 /// The base85 lines of 1 GiB of zeros, zlib-compressed (about 6 MB; built once).
-static BOMB_LINES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    use std::io::Write as _;
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    let block = vec![0u8; 1 << 20];
-    for _ in 0..1024 {
-        z.write_all(&block).unwrap();
-    }
-    base85_lines(&z.finish().unwrap())
-});
+static BOMB_LINES: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| codex_orchestrator_testkit::patches::zero_bomb_lines(GIB));
 
 /// A real bomb: a patch adding `zeros.bin` as a `literal` hunk of 1 GiB of zeros that declares
 /// `declared` bytes.
 fn bomb_patch(lines: &str, declared: u64) -> String {
-    format!(
-        "diff --git a/zeros.bin b/zeros.bin\nnew file mode 100644\nindex 0000000000000000000000000000000000000000..1111111111111111111111111111111111111111\nGIT binary patch\nliteral {declared}\n{lines}\nliteral 0\nHcmV?d00001\n\n"
-    )
+    codex_orchestrator_testkit::patches::binary_literal_patch("zeros.bin", lines, declared)
 }
 
 /// Peak resident set of this process (the in-process server), in MiB.

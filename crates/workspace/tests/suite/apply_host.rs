@@ -3,7 +3,6 @@
 //! repository-like patches, and binary-hunk inflation bombs. Real files, real threads.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -267,46 +266,11 @@ fn rss_mib() -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// git's base85 lines for `data` (52 bytes per line).
-fn base85_lines(data: &[u8]) -> String {
-    const B85: &[u8; 85] =
-        b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";
-    let mut out = String::with_capacity(data.len() * 5 / 4 + data.len() / 26);
-    for chunk in data.chunks(52) {
-        let n = chunk.len() as u8;
-        out.push(if n <= 26 { b'A' + n - 1 } else { b'a' + n - 27 } as char);
-        for group in chunk.chunks(4) {
-            let mut w = [0u8; 4];
-            w[..group.len()].copy_from_slice(group);
-            let mut acc = u32::from_be_bytes(w);
-            let mut five = [0u8; 5];
-            for slot in five.iter_mut().rev() {
-                *slot = B85[(acc % 85) as usize];
-                acc /= 85;
-            }
-            out.extend(five.iter().map(|b| *b as char));
-        }
-        out.push('\n');
-    }
-    out
-}
-
 /// A `GIT binary patch` adding `path` whose literal holds `zeros` zero bytes (zlib), declaring
 /// `declared` bytes.
 pub fn zero_bomb(path: &str, zeros: u64, declared: u64) -> String {
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-    let block = vec![0u8; 1 << 20];
-    let mut left = zeros;
-    while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        z.write_all(&block[..n]).unwrap();
-        left -= n as u64;
-    }
-    let data = z.finish().unwrap();
-    format!(
-        "diff --git a/{path} b/{path}\nnew file mode 100644\nindex 0000000000000000000000000000000000000000..1111111111111111111111111111111111111111\nGIT binary patch\nliteral {declared}\n{}\nliteral 0\nHcmV?d00001\n\n",
-        base85_lines(&data)
-    )
+    use codex_orchestrator_testkit::patches::{binary_literal_patch, zero_bomb_lines};
+    binary_literal_patch(path, &zero_bomb_lines(zeros), declared)
 }
 
 #[test]

@@ -24,8 +24,18 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{/* The model proxy's upstream: the ChatGPT backend with a ChatGPT sign-in, else
+modelProxy.upstream. */}}
+{{- define "co.modelProxyUpstream" -}}
+{{- if .Values.modelProxy.chatgptAuth.secretName -}}
+https://chatgpt.com/backend-api/codex
+{{- else -}}
+{{ .Values.modelProxy.upstream }}
+{{- end -}}
+{{- end -}}
+
 {{- define "co.runnerImage" -}}
-{{ .Values.runnerImage.repository }}:{{ .Values.runnerImage.tag | default .Chart.AppVersion }}
+{{ .Values.runnerImage.repository }}:{{ .Values.runnerImage.tag | default (printf "%s-codex%s" .Chart.AppVersion .Values.runnerImage.codexVersion) }}
 {{- end -}}
 
 {{- define "co.tokensSecret" -}}

@@ -19,12 +19,15 @@ pub struct CodexInvocation<'a> {
     pub prompt: &'a str,
     /// `Some(thread_id)` for a fix attempt: `codex exec [flags] resume <thread_id> <prompt>`.
     pub resume_thread: Option<&'a str>,
+    /// Features switched off (`--disable <name>` each): the running codex version's list
+    /// (`codex_orchestrator_core::codex::disabled_features`), so no name it lacks is passed.
+    pub disabled_features: &'a [&'a str],
 }
 
 /// The arguments after the codex binary:
 ///
 /// `exec --json -C <workdir> -o <file> [--output-schema <file>] [-m <model>]
-/// [-c model_provider=<name> -c model_providers.<name>=<table>] --disable plugins
+/// [-c model_provider=<name> -c model_providers.<name>=<table>] [--disable <feature>]…
 /// -c analytics.enabled=false --dangerously-bypass-approvals-and-sandbox --skip-git-repo-check
 /// [resume <thread_id>] -- <prompt>`
 ///
@@ -53,9 +56,11 @@ pub fn codex_args(inv: &CodexInvocation<'_>) -> Vec<OsString> {
         a.push("-c".into());
         a.push(format!("model_providers.{}={}", p.name, p.to_toml_inline()).into());
     }
+    for f in inv.disabled_features {
+        a.push("--disable".into());
+        a.push(OsString::from(*f));
+    }
     for s in [
-        "--disable",
-        "plugins",
         "-c",
         "analytics.enabled=false",
         "--dangerously-bypass-approvals-and-sandbox",
@@ -98,6 +103,7 @@ mod tests {
             provider: None,
             prompt: "Say hello.",
             resume_thread: None,
+            disabled_features: &["plugins", "daemon_auto_start"],
         };
         assert_eq!(
             strs(codex_args(&inv)),
@@ -110,6 +116,8 @@ mod tests {
                 "/tmp/run/last_message.txt",
                 "--disable",
                 "plugins",
+                "--disable",
+                "daemon_auto_start",
                 "-c",
                 "analytics.enabled=false",
                 "--dangerously-bypass-approvals-and-sandbox",
@@ -142,6 +150,7 @@ mod tests {
             provider: Some(&provider),
             prompt: "-starts with a dash",
             resume_thread: None,
+            disabled_features: &["plugins"],
         };
         let common = [
             "exec",

@@ -336,13 +336,15 @@ async fn run_spec<W: AsyncWrite + Unpin>(
     let redactor = Redactor::from_env(&secret_names(&spec));
     let fold = RunFold::new().with_workspace_root(&workdir);
     let mut stream = Stream::new(out, fold, redactor);
+    let codex = CodexFacts::probe(&spec).await;
     stream
         .emit(&OrchestratorEvent::RunStarted {
             stream_version: model::STREAM_VERSION,
             orchestrator_version: model::VERSION.to_string(),
             run_id: spec.run_id.clone(),
             mode: spec.mode,
-            model: spec.model.clone(),
+            model: codex.model.clone(),
+            codex_version: codex.version.clone(),
             workdir: workdir.clone(),
             started_at: jiff::Timestamp::now(),
             deadline_secs: spec.deadline_secs,
@@ -353,7 +355,7 @@ async fn run_spec<W: AsyncWrite + Unpin>(
     let limits_before = limits::observe(&limit_mounts);
     let tmp = RunTmp::create(&spec);
     let finish = match &tmp {
-        Ok(tmp) => drive(&spec, &workdir, tmp, &mut stream, &limits).await?,
+        Ok(tmp) => drive(&spec, &codex, &workdir, tmp, &mut stream, &limits).await?,
         Err(e) => Finish::early(Decision::failed(
             TerminalReason::AgentError,
             format!("cannot create the agent's temp dir: {e}"),
@@ -380,6 +382,69 @@ async fn run_spec<W: AsyncWrite + Unpin>(
     Ok(exit)
 }
 
+/// What the agent learnt of the codex it runs, and the command-line facts that follow from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CodexFacts {
+    /// The version `codex --version` printed (`None` when it could not be asked).
+    version: Option<String>,
+    /// The model passed with `-m`: the spec's, else the version's fallback.
+    model: Option<String>,
+    /// `--disable` names for this version.
+    disabled_features: Vec<&'static str>,
+}
+
+/// How long `codex --version` may take.
+const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl CodexFacts {
+    async fn probe(spec: &RunSpec) -> CodexFacts {
+        let version = probe_codex_version(&spec.codex_bin).await;
+        Self::for_version(spec, version)
+    }
+
+    /// Pure: the facts for a codex that reported `version`.
+    fn for_version(spec: &RunSpec, version: Option<String>) -> CodexFacts {
+        use codex_orchestrator_core::codex;
+        CodexFacts {
+            model: spec
+                .model
+                .clone()
+                .or_else(|| codex::fallback_model(version.as_deref()).map(str::to_string)),
+            disabled_features: codex::disabled_features(version.as_deref()),
+            version,
+        }
+    }
+}
+
+/// `codex --version`, bounded; `None` (logged) when it does not answer with a version line.
+async fn probe_codex_version(codex_bin: &Path) -> Option<String> {
+    let mut cmd = tokio::process::Command::new(codex_bin);
+    // Not in the workspace: whatever the binary does when asked its version stays out of it.
+    cmd.arg("--version")
+        .current_dir(std::env::temp_dir())
+        .env_remove(SPEC_ENV)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(VERSION_PROBE_TIMEOUT, cmd.output()).await {
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let v = codex_orchestrator_core::codex::parse_version_line(&text).map(str::to_string);
+            if v.is_none() {
+                tracing::warn!(output = %text.trim(), "codex --version printed no version");
+            }
+            v
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot run codex --version");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("codex --version did not answer in time");
+            None
+        }
+    }
+}
+
 /// Variables whose values are always redacted when set: the built-in provider's keys.
 pub const ALWAYS_SECRET: &[&str] = &["CODEX_API_KEY", "OPENAI_API_KEY"];
 
@@ -399,6 +464,7 @@ pub fn secret_names(spec: &RunSpec) -> Vec<String> {
 /// Everything between run.started and run.completed.
 async fn drive<W: AsyncWrite + Unpin>(
     spec: &RunSpec,
+    codex: &CodexFacts,
     workdir: &Path,
     tmp: &RunTmp,
     stream: &mut Stream<W>,
@@ -547,6 +613,7 @@ async fn drive<W: AsyncWrite + Unpin>(
     let last_message_file = tmp.io.join("last_message.txt");
     let ctx = AttemptCtx {
         spec,
+        codex,
         workdir,
         last_message_file: &last_message_file,
         schema_file: schema_file.as_deref(),
@@ -636,6 +703,7 @@ impl<T> Drop for AbortOnDrop<T> {
 /// What every codex invocation of a run shares.
 struct AttemptCtx<'a> {
     spec: &'a RunSpec,
+    codex: &'a CodexFacts,
     workdir: &'a Path,
     last_message_file: &'a Path,
     schema_file: Option<&'a Path>,
@@ -675,10 +743,11 @@ async fn codex_attempt<W: AsyncWrite + Unpin>(
         workdir: ctx.workdir,
         last_message_file: ctx.last_message_file,
         output_schema_file: ctx.schema_file,
-        model: ctx.spec.model.as_deref(),
+        model: ctx.codex.model.as_deref(),
         provider: ctx.spec.provider.as_ref(),
         prompt,
         resume_thread: resume,
+        disabled_features: &ctx.codex.disabled_features,
     };
     let cmd = codex_command(ctx.spec, ctx.workdir, &inv);
     stream

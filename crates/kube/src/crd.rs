@@ -67,7 +67,12 @@ pub struct CodexRunSpec {
     /// allows overrides). Absent = the controller's runner image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Model name (absent = the controller's default).
+    /// The Codex CLI version to run (a supported one: 0.147.0 or 0.163.0). Absent = the runner
+    /// image's. The controller must have an image of it (`--codex-image`), unless `image` is
+    /// set (which must then hold it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codex_version: Option<String>,
+    /// Model name (absent = the controller's default, else the codex version's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// A custom model provider (Azure, a gateway, a local model).

@@ -94,6 +94,7 @@ async fn main() {
         let t0 = Instant::now();
         let id = runner
             .submit(RunRequest {
+                codex_version: None,
                 prompt: "say ok".into(),
                 workspace: ws.path().to_path_buf(),
                 mode: SecurityMode::WorkspaceWrite,

@@ -6,13 +6,14 @@
 //! max_concurrent_runs = 2
 //! default_timeout_secs = 300
 //! max_timeout_secs = 3600
-//! default_model = "gpt-5.5"
+//! codex_version = "0.163.0"           # the Codex CLI of runs that name none (default: newest supported)
+//! default_model = "gpt-5.5"           # absent = the codex version's default (see below)
 //! default_provider = "azure"          # a key of [providers]; absent = OpenAI (CODEX_API_KEY)
 //! max_event_log_mb = 64               # a run's stored events.jsonl; past it events are counted
 //! max_workspace_growth_mb = 2048      # write modes: the run stops when the workspace grew this much
 //!
 //! [docker]
-//! image = "codex-orchestrator-runner:0.1.0"
+//! image = "codex-orchestrator-runner:0.1.0-codex0.163.0"   # absent = the codex version's image
 //! network = "bridge"
 //! memory_mb = 4096
 //! cpus = 2.0
@@ -36,6 +37,12 @@
 //! chatgpt_auth_file = "/home/me/.codex/auth.json"  # default $CODEX_HOME/auth.json, ~/.codex/auth.json
 //! ```
 //!
+//! The Codex CLI versions are those of `codex_orchestrator_core::codex::SUPPORTED`; a request
+//! may name one (`codex_version`), whose runner image is then built on first use when
+//! `docker.image` is not set, or must be `docker.image` or one of `allowed_images` (by its
+//! codex-version label). Without a `default_model`, codex 0.163 uses its own default model and
+//! 0.147 gets `gpt-5.5` (its own default needs a code-mode host its wheel lacks).
+//!
 //! With `[auth] mode = "chatgpt"` (environment: `CODEX_ORCHESTRATOR_AUTH_MODE`,
 //! `CODEX_ORCHESTRATOR_CHATGPT_AUTH_FILE`) a run without a provider uses the ChatGPT sign-in of
 //! a Codex `auth.json` (`codex login`): only the run's egress proxy reads it (its directory is
@@ -53,8 +60,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use codex_orchestrator_core::model::{ModelProvider, VerifyDefaults, WireApi};
-
-pub use codex_orchestrator_core::policy::DEFAULT_MODEL;
 
 /// Default of [`Config::max_event_log_mb`].
 pub const DEFAULT_MAX_EVENT_LOG_MB: u64 = 64;
@@ -159,6 +164,8 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     pub default_timeout_secs: u64,
     pub max_timeout_secs: u64,
+    /// The Codex CLI version of runs that name none (its runner image is the default image).
+    pub codex_version: String,
     pub default_model: Option<String>,
     pub default_provider: Option<String>,
     pub allow_full_access: bool,
@@ -188,7 +195,8 @@ impl Default for Config {
             max_concurrent_runs: 2,
             default_timeout_secs: 300,
             max_timeout_secs: 3600,
-            default_model: Some(DEFAULT_MODEL.into()),
+            codex_version: codex_orchestrator_core::codex::DEFAULT_VERSION.to_string(),
+            default_model: None,
             default_provider: None,
             allow_full_access: false,
             docker: DockerConfig::default(),
@@ -244,6 +252,7 @@ pub const DEFAULT_MAX_WORKSPACE_GROWTH_MB: u64 = 2048;
 pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub image: Option<String>,
+    pub codex_version: Option<String>,
     pub network: Option<String>,
     pub max_concurrent_runs: Option<usize>,
     pub allow_full_access: Option<bool>,
@@ -308,6 +317,7 @@ impl Config {
             match k.as_str() {
                 "CODEX_ORCHESTRATOR_STATE_DIR" => cfg.state_dir = PathBuf::from(v),
                 "CODEX_ORCHESTRATOR_IMAGE" => cfg.docker.image = Some(v.clone()),
+                "CODEX_ORCHESTRATOR_CODEX_VERSION" => cfg.codex_version = v.trim().to_string(),
                 "CODEX_ORCHESTRATOR_NETWORK" => cfg.docker.network = v.clone(),
                 "CODEX_ORCHESTRATOR_MAX_CONCURRENT_RUNS" => {
                     cfg.max_concurrent_runs = parse_num(k, v)? as usize
@@ -345,6 +355,9 @@ impl Config {
         if let Some(v) = &ov.image {
             cfg.docker.image = Some(v.clone());
         }
+        if let Some(v) = &ov.codex_version {
+            cfg.codex_version = v.clone();
+        }
         if let Some(v) = &ov.network {
             cfg.docker.network = v.clone();
         }
@@ -380,6 +393,9 @@ impl Config {
                     self.max_timeout_secs
                 ),
             ));
+        }
+        if let Err(e) = codex_orchestrator_core::codex::require(&self.codex_version) {
+            return Err(bad("codex_version", e.to_string()));
         }
         if self.max_event_log_mb == 0 {
             return Err(bad("max_event_log_mb", "must be at least 1".into()));
@@ -475,11 +491,12 @@ impl Config {
         }
     }
 
+    /// The default runner image: `docker.image`, else the image of `codex_version`.
     pub fn runner_image(&self) -> String {
         self.docker
             .image
             .clone()
-            .unwrap_or_else(crate::image::default_runner_tag)
+            .unwrap_or_else(|| crate::image::runner_image_tag(&self.codex_version))
     }
 }
 

@@ -304,6 +304,7 @@ mod tests {
             orchestrator_version: codex_orchestrator_core::model::VERSION.into(),
             run_id: id,
             mode: SecurityMode::WorkspaceWrite,
+            codex_version: Some("0.163.0".into()),
             model: None,
             workdir: "/workspace".into(),
             started_at: jiff::Timestamp::UNIX_EPOCH,

@@ -176,6 +176,7 @@ mod tests {
 
     fn req(ws: &Path) -> RunRequest {
         RunRequest {
+            codex_version: None,
             prompt: "hi".into(),
             workspace: ws.to_path_buf(),
             mode: SecurityMode::Readonly,

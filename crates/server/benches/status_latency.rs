@@ -74,6 +74,7 @@ impl Drop for Containers {
 
 fn request(ws: &Path) -> RunRequest {
     RunRequest {
+        codex_version: None,
         prompt: "status latency bench".into(),
         workspace: ws.to_path_buf(),
         mode: SecurityMode::Readonly,

@@ -575,6 +575,7 @@ impl OrchestratorServer {
             schema_retry: p.schema_retry,
             verify,
             image: None,
+            codex_version: p.codex_version,
             labels: BTreeMap::new(),
             confirm_full_access: p.confirm_full_access,
             workspace_growth_limit_mb: p.workspace_growth_limit_mb,

@@ -235,6 +235,17 @@ impl DockerEnv {
         self.runner_with(self.config()).await
     }
 
+    /// The runner for requests naming `codex` (`None`: the default version, the runner
+    /// image's): the runner image of that version, built on first use, is an allowed image,
+    /// so the runner picks it for a request naming the version (see [`for_codex`]).
+    pub async fn runner_for_codex(&self, codex: Option<&str>) -> DockerRunner {
+        let mut cfg = self.config();
+        if let Some(v) = codex {
+            cfg.docker.allowed_images = vec![super::image::test_runner_image_for(v).await];
+        }
+        self.runner_with(cfg).await
+    }
+
     pub async fn runner_with(&self, cfg: Config) -> DockerRunner {
         DockerRunner::with_docker(self.docker.clone(), cfg, self.image.clone())
             .await
@@ -319,6 +330,20 @@ async fn remove_all(docker: &Docker, key: &str, mock: &str, network: &str) {
     let _ = docker.remove_network(network).await;
 }
 
+/// `req` naming `codex` (`None`: naming none, so the default version runs).
+pub fn for_codex(
+    mut req: codex_orchestrator_core::model::RunRequest,
+    codex: Option<&str>,
+) -> codex_orchestrator_core::model::RunRequest {
+    req.codex_version = codex.map(str::to_string);
+    req
+}
+
+/// The codex version a run of `codex` reports (`result.codex_version`).
+pub fn ran_codex(codex: Option<&str>) -> &str {
+    codex.unwrap_or(codex_orchestrator_core::codex::DEFAULT_VERSION)
+}
+
 /// A request for a Docker test run: `prompt` in `ws` under `mode`, a 120 s deadline, the
 /// server's defaults for everything else.
 pub fn request(
@@ -327,6 +352,7 @@ pub fn request(
     prompt: &str,
 ) -> codex_orchestrator_core::model::RunRequest {
     codex_orchestrator_core::model::RunRequest {
+        codex_version: None,
         prompt: prompt.into(),
         workspace: ws.to_path_buf(),
         mode,

@@ -13,7 +13,6 @@ use bollard::query_parameters::{
 };
 use codex_orchestrator_runner::image::{self, ImageOptions};
 use futures::StreamExt;
-use tokio::sync::OnceCell;
 
 /// Label on everything tests create (containers, networks, throwaway images); `.ci/run`
 /// removes leftovers carrying it.
@@ -96,30 +95,43 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// Build options for the binary under test (codex from `CODEX_ORCHESTRATOR_CODEX_BIN` or the
-/// cache, downloaded if missing).
+/// Build options for the binary under test and the default codex version (its files from
+/// the cache, downloaded if missing).
 pub fn test_image_options() -> ImageOptions {
+    test_image_options_for(image::DEFAULT_CODEX_VERSION)
+}
+
+/// Build options for the binary under test and `codex_version`.
+pub fn test_image_options_for(codex_version: &str) -> ImageOptions {
     let mut opts = ImageOptions::new(agent_bin(), egress_bin());
-    opts.codex_binary = std::env::var_os("CODEX_ORCHESTRATOR_CODEX_BIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
+    opts.codex_version = codex_version.to_string();
     opts
 }
 
-/// The runner image (`codex-orchestrator-runner:<version>`) for the binary under test, built
-/// on first use (offline base from debootstrap, cached across runs by its content key) and
-/// cached for the rest of the process. Every Docker test calls this.
+/// The runner image of the default codex version
+/// (`codex-orchestrator-runner:<version>-codex<codex version>`) for the binary under test,
+/// built on first use (offline base from debootstrap, cached across runs by its content key)
+/// and cached for the rest of the process. Every Docker test calls this (or
+/// [`test_runner_image_for`]).
 pub async fn test_runner_image() -> String {
-    static TAG: OnceCell<String> = OnceCell::const_new();
-    TAG.get_or_init(|| async {
-        let docker = docker().await;
-        let info = image::ensure_runner_image(&docker, &test_image_options())
-            .await
-            .unwrap_or_else(|e| panic!("runner image: {e}"));
-        info.tag
-    })
-    .await
-    .clone()
+    test_runner_image_for(image::DEFAULT_CODEX_VERSION).await
+}
+
+/// The runner image of `codex_version` for the binary under test, built on first use like
+/// [`test_runner_image`]'s.
+pub async fn test_runner_image_for(codex_version: &str) -> String {
+    static TAGS: tokio::sync::Mutex<BTreeMap<String, String>> =
+        tokio::sync::Mutex::const_new(BTreeMap::new());
+    let mut tags = TAGS.lock().await;
+    if let Some(tag) = tags.get(codex_version) {
+        return tag.clone();
+    }
+    let docker = docker().await;
+    let info = image::ensure_runner_image(&docker, &test_image_options_for(codex_version))
+        .await
+        .unwrap_or_else(|e| panic!("runner image of codex {codex_version}: {e}"));
+    tags.insert(codex_version.to_string(), info.tag.clone());
+    info.tag
 }
 
 /// Labels for a throwaway object.

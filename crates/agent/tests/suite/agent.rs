@@ -272,7 +272,21 @@ async fn run_succeeds_the_same_way_with_codex_0_163() {
     command_patch_usage_and_answer_with(codex_orchestrator_testkit::codex_bin_0_163()).await;
 }
 
+/// What a real codex binary says its version is.
+fn codex_version_of(codex: &std::path::Path) -> String {
+    let out = std::process::Command::new(codex)
+        .arg("--version")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .strip_prefix("codex-cli ")
+        .unwrap()
+        .to_string()
+}
+
 async fn command_patch_usage_and_answer_with(codex: std::path::PathBuf) {
+    let version = codex_version_of(&codex);
     let env = Env::new();
     let mock = Mock::start(MockScript::new(vec![
         respond(
@@ -359,6 +373,7 @@ async fn command_patch_usage_and_answer_with(codex: std::path::PathBuf) {
     );
     let patch = patch.expect("inline patch");
     let expected = RunResult {
+        codex_version: Some(version),
         phase: RunPhase::Succeeded,
         reason: Some(TerminalReason::Completed),
         message: None,
@@ -795,6 +810,7 @@ async fn missing_codex_binary_is_an_agent_error() {
 /// A stand-in for codex (the agent's process handling, not codex's behaviour, is under test):
 /// prints events carrying secrets, writes a file, complains on stderr and exits 3.
 const FAKE_CODEX: &str = r#"#!/bin/sh
+[ "$1" = --version ] && { echo "codex-cli 9.9.9"; exit 0; }
 echo '{"type":"thread.started","thread_id":"0190fake-0000-7000-8000-000000000000"}'
 echo '{"type":"turn.started"}'
 printf '{"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"key %s and %s"}}\n' "$MOCK_API_KEY" "$OTHER_SECRET"
@@ -870,6 +886,7 @@ async fn codex_exit_without_terminal_event_redacts_secrets_and_caps_the_patch() 
 /// no thread or turn event; it still edits a file and writes its last message (`-o`) with
 /// `::MCP_STATUS::` marker lines, and exits 0.
 const DRIFTED_CODEX: &str = r#"#!/bin/sh
+[ "$1" = --version ] && { echo "codex-cli 0.163.0"; exit 0; }
 out=""
 while [ $# -gt 0 ]; do
   if [ "$1" = "-o" ]; then out="$2"; shift; fi
@@ -927,6 +944,7 @@ async fn a_stream_of_unknown_shapes_ends_degraded_with_the_last_message() {
         RunResult {
             message: Some(message_text.clone()),
             summary: Some(last.into()),
+            codex_version: Some("0.163.0".into()),
             usage: UsageReport {
                 per_attempt: vec![TokenUsage::default()],
                 total: TokenUsage::default(),
@@ -1092,6 +1110,7 @@ async fn schema_prose_answer_fails_as_not_json() {
 /// A stand-in for codex that ignores SIGTERM (so does its `sleep`, which inherits the ignored
 /// disposition): the agent must escalate to SIGKILL.
 const STUBBORN_CODEX: &str = r#"#!/bin/sh
+[ "$1" = --version ] && { echo "codex-cli 0.163.0"; exit 0; }
 trap '' TERM
 echo '{"type":"thread.started","thread_id":"0190fake-0000-7000-8000-000000000001"}'
 echo '{"type":"turn.started"}'
@@ -1256,6 +1275,7 @@ fn run_agent_measuring_rss(env: &Env, spec: &RunSpec, name: &str) -> (i32, i64) 
 /// real codex peaks at about 100 MB by itself, which would hide the agent's own peak; the real
 /// codex with real checks runs in tests/suite/verify.rs.
 const QUICK_CODEX: &str = r#"#!/bin/sh
+[ "$1" = --version ] && { echo "codex-cli 0.163.0"; exit 0; }
 echo '{"type":"thread.started","thread_id":"0190fake-0000-7000-8000-000000000002"}'
 echo '{"type":"turn.started"}'
 echo '{"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"done"}}'
@@ -1345,4 +1365,64 @@ async fn verify_commands_cannot_see_the_api_key() {
     let step = &result.verify.unwrap().rounds[0].steps[0];
     assert_eq!(step.output_tail, "key=unset\n0\n");
     assert!(!done.raw.contains(MOCK_KEY));
+}
+
+/// The codex command line follows the version the codex binary reports: the features a
+/// version knows are switched off (0.163's `daemon_auto_start` is never passed to 0.147, which
+/// would refuse it, nor to a version we do not know), and without a chosen model 0.147 gets
+/// `gpt-5.5` while newer versions use their own default. `run.started` and the result say
+/// which version ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_codex_command_line_follows_the_reported_version() {
+    use std::os::unix::fs::PermissionsExt;
+    for (version, disabled, model) in [
+        ("0.147.0", vec!["plugins"], Some("gpt-5.5")),
+        ("0.163.0", vec!["plugins", "daemon_auto_start"], None),
+        ("9.9.9", vec!["plugins"], None),
+    ] {
+        let env = Env::new();
+        let argv_file = env.tmp.path().join("argv.txt");
+        let fake = env.tmp.path().join("codex");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\n\
+                 [ \"$1\" = --version ] && {{ echo \"codex-cli {version}\"; exit 0; }}\n\
+                 printf '%s\\n' \"$@\" > {argv}\n{rest}",
+                argv = argv_file.display(),
+                rest = QUICK_CODEX.split_once("exit 0; }\n").unwrap().1
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut spec = env.spec(None, "Nothing to do.");
+        spec.codex_bin = fake;
+        spec.model = None;
+        let done = wait_agent(start_agent(&env, &spec, false, &[])).await;
+        assert!(done.status.success(), "{}", done.stderr);
+        let argv: Vec<String> = std::fs::read_to_string(&argv_file)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let after = |flag: &str| -> Vec<&str> {
+            argv.windows(2)
+                .filter(|w| w[0] == flag)
+                .map(|w| w[1].as_str())
+                .collect()
+        };
+        assert_eq!(
+            (after("--disable"), after("-m")),
+            (disabled, model.into_iter().collect::<Vec<_>>()),
+            "codex {version}: {argv:?}"
+        );
+        let started = done.orchestrator("orchestrator.run.started")[0].clone();
+        assert_eq!(
+            (started.get("codex_version"), started.get("model")),
+            (Some(&json!(version)), model.map(|m| json!(m)).as_ref()),
+            "codex {version}"
+        );
+        let (_, _, _, result, _, _) = done.completed();
+        assert_eq!(result.codex_version.as_deref(), Some(version));
+    }
 }

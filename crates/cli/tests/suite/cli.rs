@@ -187,10 +187,40 @@ async fn image_show_reports_the_runner_image() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["version"], json!(codex_orchestrator_core::model::VERSION));
-    assert_eq!(v["codex_version"], json!("0.147.0"));
+    assert_eq!(v["codex_version"], json!("0.163.0"));
     assert_eq!(
         v["entrypoint"],
         json!(["/usr/local/bin/codex-orchestrator-agent", "agent"])
+    );
+    // By codex version: the same image (its default tag), and a clear refusal of a version
+    // that is not supported.
+    let by_version = bin()
+        .args(["image", "show", "--codex-version", "0.163.0"])
+        .output()
+        .unwrap();
+    assert!(
+        by_version.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_version.stderr)
+    );
+    let w: Value = serde_json::from_slice(&by_version.stdout).unwrap();
+    assert_eq!((&w["id"], &w["tag"]), (&v["id"], &v["tag"]));
+    let unsupported = bin()
+        .args(["image", "show", "--codex-version", "0.150.0"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            unsupported.status.code(),
+            String::from_utf8_lossy(&unsupported.stderr)
+                .trim()
+                .to_string()
+        ),
+        (
+            Some(1),
+            "error: Codex CLI 0.150.0 is not supported; supported versions: 0.147.0, 0.163.0"
+                .to_string()
+        )
     );
     let missing = bin()
         .args([

@@ -150,6 +150,8 @@ pub struct RunFold {
     /// Usage of finished attempts beyond [`MAX_ATTEMPTS_TRACKED`].
     overflow_usage: TokenUsage,
     codex_exit_code: Option<i64>,
+    /// The codex version `orchestrator.run.started` named.
+    codex_version: Option<String>,
 
     running: Vec<Running>,
     commands: Vec<CommandRecord>,
@@ -194,6 +196,7 @@ impl RunFold {
             per_attempt_sum: TokenUsage::default(),
             overflow_usage: TokenUsage::default(),
             codex_exit_code: None,
+            codex_version: None,
             running: Vec::new(),
             commands: Vec::new(),
             omitted_commands: 0,
@@ -460,6 +463,7 @@ impl RunFold {
             attempts: self.attempts,
             patch: None,
             codex_exit_code: self.codex_exit_code,
+            codex_version: self.codex_version.clone(),
             output: None,
             output_errors: Vec::new(),
             verify: None,
@@ -522,8 +526,13 @@ impl RunFold {
 
     fn apply_orchestrator(&mut self, ev: &OrchestratorEvent) {
         match ev {
-            OrchestratorEvent::RunStarted { workdir, .. } => {
+            OrchestratorEvent::RunStarted {
+                workdir,
+                codex_version,
+                ..
+            } => {
                 self.run_started = true;
+                self.codex_version.clone_from(codex_version);
                 if self.root.is_none() || self.root_from_stream {
                     self.root = Some(workdir.clone());
                     self.root_from_stream = true;

@@ -36,8 +36,13 @@ pub enum OrchestratorEvent {
         orchestrator_version: String,
         run_id: RunId,
         mode: SecurityMode,
+        /// The model passed to codex (`None`: codex's own default).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         model: Option<String>,
+        /// The Codex CLI version the agent found (`codex --version`); absent when it could not
+        /// be asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        codex_version: Option<String>,
         /// Directory codex works in (inside the sandbox).
         workdir: PathBuf,
         #[schemars(with = "String")]

@@ -231,6 +231,10 @@ pub struct RunRequest {
     /// Runner image override (must be allowed by the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The Codex CLI version to run (one of `crate::codex::SUPPORTED`); absent = the server's.
+    /// The run's image must hold it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codex_version: Option<String>,
     /// Free-form labels recorded with the run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,

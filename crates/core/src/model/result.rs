@@ -318,6 +318,9 @@ pub struct RunResult {
     /// Exit code of the last codex invocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codex_exit_code: Option<i64>,
+    /// The Codex CLI version that ran (as the agent found it; absent when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codex_version: Option<String>,
     /// The final answer parsed as JSON, when the run had an output schema and the answer
     /// satisfied it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -377,6 +380,7 @@ impl RunResult {
             attempts: 0,
             patch: None,
             codex_exit_code: None,
+            codex_version: None,
             output: None,
             output_errors: Vec::new(),
             verify: None,

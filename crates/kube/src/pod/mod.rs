@@ -86,6 +86,10 @@ pub struct PodSettings {
     /// without the model proxy); see `codex_orchestrator_core::policy::cluster`. The library
     /// default is [`SecretRule::Any`]; the controller binary always passes a list.
     pub allowed_secrets: SecretRule,
+    /// The Codex CLI version of `policy.runner_image`.
+    pub runner_codex_version: String,
+    /// Images of other codex versions (version → image), for CodexRuns naming one.
+    pub codex_images: BTreeMap<String, String>,
 }
 
 /// The in-cluster egress proxy (`codex-orchestrator proxy` behind a Service; the Helm chart
@@ -157,11 +161,8 @@ pub fn default_policy() -> AdmissionPolicy {
         allow_full_access: false,
         default_timeout_secs: 1800,
         max_timeout_secs: 4 * 3600,
-        default_model: Some(codex_orchestrator_core::policy::DEFAULT_MODEL.to_string()),
-        runner_image: format!(
-            "codex-orchestrator-runner:{}",
-            codex_orchestrator_core::model::VERSION
-        ),
+        default_model: None,
+        runner_image: codex_orchestrator_core::contract::default_runner_image(),
         images: ImageRule::Listed(Vec::new()),
         verify_defaults: VerifyDefaults::default(),
         // The workspace is an emptyDir with a size limit (or a claim with its own size).
@@ -195,6 +196,8 @@ impl Default for PodSettings {
             max_patch_bytes: 8 * 1024 * 1024,
             model_proxy: None,
             allowed_secrets: SecretRule::Any,
+            runner_codex_version: codex_orchestrator_core::codex::DEFAULT_VERSION.to_string(),
+            codex_images: BTreeMap::new(),
         }
     }
 }
@@ -230,6 +233,36 @@ pub enum PodError {
     ProviderWithProxy(String),
     #[error("cannot encode the run spec: {0}")]
     Encode(String),
+    #[error("{0}")]
+    CodexVersion(String),
+}
+
+/// The image of a CodexRun's Pod (pure): `spec.image` (which admission allowed), else the
+/// image of `spec.codexVersion` (the runner image when it holds that version, else one of
+/// `codex_images`), else the runner image. A version this controller has no image of is
+/// refused, naming the versions it has.
+pub fn image_for(spec: &crate::crd::CodexRunSpec, s: &PodSettings) -> Result<String, PodError> {
+    if let Some(image) = &spec.image {
+        return Ok(image.clone());
+    }
+    let Some(wanted) = &spec.codex_version else {
+        return Ok(s.policy.runner_image.clone());
+    };
+    if *wanted == s.runner_codex_version {
+        return Ok(s.policy.runner_image.clone());
+    }
+    if let Some(image) = s.codex_images.get(wanted) {
+        return Ok(image.clone());
+    }
+    let mut have: Vec<&str> = s.codex_images.keys().map(String::as_str).collect();
+    have.push(&s.runner_codex_version);
+    have.sort();
+    have.dedup();
+    Err(PodError::CodexVersion(format!(
+        "codexVersion {wanted}: this controller has no runner image of it (it has images of {}); \
+         leave codexVersion out or ask the operator to add one (--codex-image {wanted}=<image>)",
+        have.join(", ")
+    )))
 }
 
 /// The run id of a `CodexRun`: its creation time (UTC) and the first 8 hex digits of its uid,
@@ -382,11 +415,7 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
     };
     let sec = container_security(&policy, uid);
     // The admission rules allowed `spec.image` if it is set.
-    let image = cr
-        .spec
-        .image
-        .clone()
-        .unwrap_or_else(|| s.policy.runner_image.clone());
+    let image = image_for(&cr.spec, s)?;
     let ro = policy.workspace_read_only;
 
     let mut volumes = Vec::new();

@@ -49,6 +49,7 @@ pub fn request_of(cr: &CodexRun) -> Result<RunRequest, PodError> {
         }),
     };
     Ok(RunRequest {
+        codex_version: spec.codex_version.clone(),
         prompt: spec.prompt.clone(),
         workspace: PathBuf::from(crate::runner::source_text(&spec.source)),
         mode: spec.security_mode,

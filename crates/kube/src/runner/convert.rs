@@ -169,6 +169,7 @@ pub fn codexrun_for(
         security_mode: req.mode,
         source,
         image: req.image.clone(),
+        codex_version: req.codex_version.clone(),
         model: req.model.clone(),
         model_provider: req.provider.as_ref().map(|p| ModelProviderSpec {
             name: p.name.clone(),

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 fn request(ws: &str) -> RunRequest {
     RunRequest {
+        codex_version: None,
         prompt: "Fix the tests".into(),
         workspace: PathBuf::from(ws),
         mode: SecurityMode::Readonly,

@@ -33,24 +33,18 @@ struct Rendered {
 }
 
 fn render() -> BTreeMap<String, Rendered> {
-    let root = codex_orchestrator_testkit::repo_root();
-    let out = std::process::Command::new(codex_orchestrator_testkit::helm_python())
-        .current_dir(root)
-        .args([
-            ".ci/helm_chart.py",
-            "charts/codex-orchestrator",
-            DEFAULT,
-            NONDEFAULT,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm_chart.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let all: BTreeMap<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
-    all.into_iter()
+    render_files(&[DEFAULT, NONDEFAULT])
+}
+
+/// Renders the chart with each values file (paths from the repository root, or absolute); a
+/// values file the chart refuses panics here (see [`render_errors`]).
+fn render_files(files: &[&str]) -> BTreeMap<String, Rendered> {
+    helm_chart(files)
+        .into_iter()
+        .map(|(k, v)| {
+            assert!(v.get("error").is_none(), "{k}: {}", v["error"]);
+            (k, v)
+        })
         .map(|(k, v)| {
             let mut objects = Vec::new();
             let mut notes = String::new();
@@ -86,6 +80,24 @@ fn render() -> BTreeMap<String, Rendered> {
             )
         })
         .collect()
+}
+
+/// `.ci/helm_chart.py` over `files`: per file, the lint report, manifests and CRDs, or the
+/// error the chart refused it with.
+fn helm_chart(files: &[&str]) -> BTreeMap<String, Value> {
+    let root = codex_orchestrator_testkit::repo_root();
+    let out = std::process::Command::new(codex_orchestrator_testkit::helm_python())
+        .current_dir(root)
+        .args([".ci/helm_chart.py", "charts/codex-orchestrator"])
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm_chart.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn of_kind<'a>(r: &'a Rendered, kind: &str) -> Vec<&'a Value> {
@@ -618,6 +630,26 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
         };
         assert!(gw.contains(&want_mode.to_string()), "{gw:?}");
         let ctl = args("co-codex-orchestrator-controller");
+        // The runner image names its codex version; other versions' images come from
+        // codexImages.
+        let runner_image = if values == NONDEFAULT {
+            "registry.example/codex-orchestrator-runner:0.1.0-rc1"
+        } else {
+            "codex-orchestrator-runner:0.1.0-codex0.163.0"
+        };
+        assert!(
+            ctl.contains(&format!("--runner-image={runner_image}"))
+                && ctl.contains(&"--runner-codex-version=0.163.0".to_string()),
+            "{ctl:?}"
+        );
+        assert_eq!(
+            ctl.contains(
+                &"--codex-image=0.147.0=registry.example/codex-orchestrator-runner:0.1.0-rc1-codex0.147.0"
+                    .to_string()
+            ),
+            values == NONDEFAULT,
+            "{ctl:?}"
+        );
         let proxy_args = [
             "--model-proxy-url=http://co-codex-orchestrator-model-proxy.tools.svc.cluster.local:8080/v1".to_string(),
             "--model-proxy-token-secret=co-codex-orchestrator-model-proxy-token".to_string(),
@@ -845,4 +877,134 @@ fn the_admission_policy_admits_and_refuses_like_the_controller() {
         let want: Vec<Vec<String>> = cases.into_iter().map(|(_, _, w)| w).collect();
         assert_eq!(got, want, "{values}");
     }
+}
+
+/// The egress proxy signs in with ChatGPT from a Secret (`modelProxy.chatgptAuth`): the
+/// sign-in is copied into a memory-backed volume only the proxy mounts, the proxy forwards to
+/// the ChatGPT backend and gets no API key, the run Pods reach it at the backend's path, and
+/// more than one replica (two refreshers of one sign-in) is refused.
+#[test]
+fn the_model_proxy_signs_in_with_chatgpt_from_a_secret() {
+    const CHATGPT: &str = "charts/codex-orchestrator/ci/chatgpt-values.yaml";
+    let dir = tempfile::tempdir().unwrap();
+    let two = dir.path().join("two-replicas.yaml");
+    std::fs::write(
+        &two,
+        "modelProxy:\n  replicas: 2\n  chatgptAuth: {secretName: codex-chatgpt}\n",
+    )
+    .unwrap();
+    let two = two.to_string_lossy().into_owned();
+    let mut all = helm_chart(&[CHATGPT, &two]);
+    let refused = all.remove(&two).unwrap();
+    assert!(
+        refused["error"].as_str().unwrap().contains(
+            "modelProxy.chatgptAuth needs modelProxy.replicas: 1 (two proxies refreshing one \
+             ChatGPT sign-in would invalidate each other's tokens)"
+        ),
+        "{refused}"
+    );
+    let r = render_files(&[CHATGPT]).remove(CHATGPT).unwrap();
+    assert_eq!(r.lint["errors"], serde_json::json!([]), "{:#}", r.lint);
+    let proxy: Deployment = typed(
+        of_kind(&r, "Deployment")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == "co-codex-orchestrator-model-proxy")
+            .unwrap(),
+    );
+    assert_eq!(proxy.spec.replicas, Some(1));
+    let t = proxy.spec.template;
+    let pod = Pod {
+        metadata: t.metadata.unwrap_or_default(),
+        spec: t.spec,
+        status: None,
+    };
+    assert_eq!(restricted_violations(&pod), Vec::<String>::new());
+    let spec = pod.spec.unwrap();
+    let volumes = serde_json::to_value(spec.volumes.unwrap()).unwrap();
+    assert_eq!(
+        volumes,
+        serde_json::json!([
+            {"name": "chatgpt-secret", "secret": {"secretName": "codex-chatgpt", "defaultMode": 0o440,
+             "items": [{"key": "auth.json", "path": "auth.json"}]}},
+            {"name": "chatgpt", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+        ])
+    );
+    let init = &spec.init_containers.unwrap()[0];
+    assert_eq!(
+        init.command.clone().unwrap(),
+        [
+            "/bin/sh",
+            "-c",
+            "cp /chatgpt-secret/auth.json /chatgpt/auth.json && chmod 0600 /chatgpt/auth.json"
+        ]
+    );
+    let c = &spec.containers[0];
+    let env: BTreeMap<String, String> = c
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let v = match (e.value, e.value_from) {
+                (Some(v), _) => v,
+                (None, Some(f)) => {
+                    let k = f.secret_key_ref.unwrap();
+                    format!("secret:{}/{}", k.name, k.key)
+                }
+                _ => String::new(),
+            };
+            (e.name, v)
+        })
+        .collect();
+    assert_eq!(
+        env,
+        BTreeMap::from([
+            ("RUST_LOG".to_string(), "info".to_string()),
+            (
+                "CODEX_ORCHESTRATOR_PROXY_UPSTREAM".to_string(),
+                "https://chatgpt.com/backend-api/codex".to_string()
+            ),
+            (
+                "CODEX_ORCHESTRATOR_PROXY_TOKEN".to_string(),
+                "secret:co-codex-orchestrator-model-proxy-token/token".to_string()
+            ),
+            (
+                "CODEX_ORCHESTRATOR_PROXY_RUN_KEY".to_string(),
+                "secret:co-codex-orchestrator-model-proxy-token/run-key".to_string()
+            ),
+            (
+                "CODEX_ORCHESTRATOR_PROXY_CHATGPT_AUTH_FILE".to_string(),
+                "/chatgpt/auth.json".to_string()
+            ),
+        ])
+    );
+    let mounts: Vec<(String, Option<bool>)> = c
+        .volume_mounts
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.mount_path, m.read_only))
+        .collect();
+    assert_eq!(mounts, [("/chatgpt".to_string(), None)]);
+    // Only the proxy mounts the sign-in.
+    for d in of_kind(&r, "Deployment") {
+        if d["metadata"]["name"] != "co-codex-orchestrator-model-proxy" {
+            assert!(!d.to_string().contains("codex-chatgpt"), "{d}");
+        }
+    }
+    let controller = of_kind(&r, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "co-codex-orchestrator-controller")
+        .unwrap();
+    let args: Vec<String> = serde_json::from_value(
+        controller["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+    )
+    .unwrap();
+    assert!(
+        args.contains(
+            &"--model-proxy-url=http://co-codex-orchestrator-model-proxy.tools.svc.cluster.local:8080/backend-api/codex"
+                .to_string()
+        ),
+        "{args:?}"
+    );
 }

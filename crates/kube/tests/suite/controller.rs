@@ -269,6 +269,7 @@ fn agent_stream() -> (String, codex_orchestrator_core::model::RunResult) {
             orchestrator_version: codex_orchestrator_core::model::VERSION.into(),
             run_id,
             mode: SecurityMode::WorkspaceWrite,
+            codex_version: Some("0.163.0".into()),
             model: Some("gpt-5.5".into()),
             workdir: "/workspace".into(),
             started_at: jiff::Timestamp::now(),

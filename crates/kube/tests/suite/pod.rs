@@ -47,6 +47,7 @@ pub fn test_run(name: &str, mode: SecurityMode, source: SourceSpec) -> CodexRun 
     let mut cr = CodexRun::new(
         name,
         CodexRunSpec {
+            codex_version: None,
             prompt: "Fix the bug".into(),
             security_mode: mode,
             source,
@@ -81,7 +82,8 @@ fn expected_spec(mode: SecurityMode) -> RunSpec {
         mode,
         workspace: "/workspace".into(),
         scratch_dir: (mode == SecurityMode::Readonly).then(|| "/scratch/ws".into()),
-        model: Some("gpt-5.5".into()),
+        // No default model: the codex version picks (crates/core/src/codex.rs).
+        model: None,
         provider: None,
         output_schema: None,
         schema_retry: false,
@@ -610,4 +612,66 @@ fn with_the_egress_proxy_the_pod_gets_the_proxy_token_never_the_api_key() {
         Some(&json!({"name": PROXY_TOKEN_ENV, "value": token}))
     );
     assert!(!format!("{keyed:?}").contains(key));
+}
+
+/// `spec.codexVersion` picks the Pod's image: the runner image when it holds that version,
+/// the controller's image of it otherwise; a version it has no image of, or one that is not
+/// supported, is refused with the versions that are there. `spec.image` wins (admission
+/// allowed it).
+#[test]
+fn codex_version_picks_the_pod_image() {
+    let s = PodSettings {
+        codex_images: std::collections::BTreeMap::from([(
+            "0.147.0".to_string(),
+            "registry.example/runner:0.1.0-codex0.147.0".to_string(),
+        )]),
+        ..PodSettings::default()
+    };
+    let image_of = |version: Option<&str>, s: &PodSettings| {
+        let mut cr = test_run("v", SecurityMode::Readonly, git_source());
+        cr.spec.codex_version = version.map(str::to_string);
+        build_pod(&cr, s).map(|pod| {
+            let spec = pod.spec.unwrap();
+            let images: Vec<Option<String>> = spec
+                .init_containers
+                .unwrap_or_default()
+                .into_iter()
+                .chain(spec.containers)
+                .map(|c| c.image)
+                .collect();
+            images
+        })
+    };
+    let runner = s.policy.runner_image.clone();
+    assert_eq!(
+        image_of(None, &s).unwrap(),
+        vec![Some(runner.clone()), Some(runner.clone())]
+    );
+    assert_eq!(
+        image_of(Some("0.163.0"), &s).unwrap(),
+        vec![Some(runner.clone()), Some(runner.clone())]
+    );
+    let old = "registry.example/runner:0.1.0-codex0.147.0".to_string();
+    assert_eq!(
+        image_of(Some("0.147.0"), &s).unwrap(),
+        vec![Some(old.clone()), Some(old)]
+    );
+    let none = PodSettings::default();
+    assert_eq!(
+        image_of(Some("0.147.0"), &none).unwrap_err().to_string(),
+        "codexVersion 0.147.0: this controller has no runner image of it (it has images of \
+         0.163.0); leave codexVersion out or ask the operator to add one (--codex-image \
+         0.147.0=<image>)"
+    );
+    assert_eq!(
+        image_of(Some("0.150.0"), &s).unwrap_err().to_string(),
+        "Codex CLI 0.150.0 is not supported; supported versions: 0.147.0, 0.163.0"
+    );
+    // The agent is told nothing of it: it asks the codex it finds (`codex --version`).
+    let mut cr = test_run("v", SecurityMode::Readonly, git_source());
+    cr.spec.codex_version = Some("0.147.0".into());
+    assert_eq!(
+        run_spec(&cr, &s).unwrap(),
+        expected_spec(SecurityMode::Readonly)
+    );
 }

@@ -117,6 +117,7 @@ impl Fake {
 
 fn request(ws: &str) -> RunRequest {
     RunRequest {
+        codex_version: None,
         prompt: "Make x 2".into(),
         workspace: PathBuf::from(ws),
         mode: SecurityMode::WorkspaceWrite,

@@ -240,6 +240,60 @@ impl DockerRunner {
     }
 }
 
+impl DockerRunner {
+    /// A request naming a codex version gets an image that holds it: the image it named
+    /// (which must), the runner image when it does, else — with the default images — that
+    /// version's runner image (built on first use), else an allowed image that holds it.
+    /// Nothing is created when none does.
+    async fn resolve_codex_image(&self, req: &mut RunRequest) -> Result<(), RunnerError> {
+        let Some(wanted) = req.codex_version.clone() else {
+            return Ok(());
+        };
+        let docker = &self.inner.docker;
+        let refuse = |e: crate::image::ImageError| RunnerError::InvalidRequest(e.to_string());
+        if let Some(image) = &req.image {
+            let info = crate::image::check_runner_image(docker, image).await?;
+            return info.check_codex(&wanted).map_err(refuse);
+        }
+        let runner = crate::image::check_runner_image(docker, &self.inner.image).await?;
+        if runner.check_codex(&wanted).is_ok() {
+            return Ok(());
+        }
+        if self.inner.cfg.docker.image.is_none() {
+            let mut opts = crate::image::ImageOptions::for_current_exe()?;
+            opts.codex_version = wanted.clone();
+            info!(codex_version = %wanted, "making sure the runner image of this codex version exists");
+            let info = crate::image::ensure_runner_image(docker, &opts).await?;
+            req.image = Some(info.tag);
+            return Ok(());
+        }
+        for image in &self.inner.cfg.docker.allowed_images {
+            if let Ok(info) = crate::image::check_runner_image(docker, image).await
+                && info.check_codex(&wanted).is_ok()
+            {
+                req.image = Some(image.clone());
+                return Ok(());
+            }
+        }
+        Err(RunnerError::InvalidRequest(no_image_for_codex(
+            &wanted,
+            &self.inner.image,
+            runner.codex_version.as_deref(),
+        )))
+    }
+}
+
+/// Why a request for codex `wanted` has no image on a server whose runner image is fixed
+/// (pure).
+fn no_image_for_codex(wanted: &str, runner: &str, runner_codex: Option<&str>) -> String {
+    format!(
+        "no runner image of this server holds Codex CLI {wanted}: its runner image {runner} holds \
+         {}, and none of its allowed images does; leave codex_version out, or ask the operator \
+         to build one (`codex-orchestrator image build --codex-version {wanted}`) and allow it",
+        runner_codex.unwrap_or("an unknown version")
+    )
+}
+
 impl Inner {
     fn runs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Arc<RunHandle>>> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
@@ -290,8 +344,9 @@ pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
 #[async_trait]
 impl Runner for DockerRunner {
     async fn submit(&self, req: RunRequest) -> Result<RunId, RunnerError> {
-        let req = self.validate(req)?;
+        let mut req = self.validate(req)?;
         let secrets = self.secrets_for(&req)?;
+        self.resolve_codex_image(&mut req).await?;
         let id = RunId::generate();
         let status = RunStatus::new_queued(id.clone(), req.mode, req.workspace.clone());
         let run_dir = self.inner.store.create(&req, &status)?;

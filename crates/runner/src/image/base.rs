@@ -1,4 +1,5 @@
-//! The offline base image: `debootstrap --variant=minbase` of Debian bookworm plus the Codex CLI,
+//! The offline base image: `debootstrap --variant=minbase` of Debian bookworm (the Codex CLI is
+//! added by the runner image, one per codex version, on top of this one base),
 //! streamed as a tar into the engine's image import (`POST /images/create?fromSrc=-`). No
 //! registry is needed. Needs root (debootstrap chroots and creates device nodes).
 
@@ -11,8 +12,8 @@ use futures::StreamExt;
 use tokio::process::Command;
 use tokio_util::io::ReaderStream;
 
-use super::recipe::{BASE_RECIPE, BaseRecipe, CODEX_PATH_IN_IMAGE, MOUNT_POINTS, base_tag};
-use super::{ImageError, TempDir, long_timeout, sha256_file};
+use super::recipe::{BASE_RECIPE, BaseRecipe, MOUNT_POINTS, base_tag};
+use super::{ImageError, TempDir, long_timeout};
 
 /// Default Debian mirror; override with `CODEX_ORCHESTRATOR_DEBIAN_MIRROR`.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -24,8 +25,7 @@ pub struct BaseImage {
     pub reference: String,
     /// Image id (`sha256:…`).
     pub id: String,
-    /// sha256 of its codex binary, when we built it (from its label).
-    pub codex_sha256: Option<String>,
+
     /// True if this call built it.
     pub built: bool,
 }
@@ -56,47 +56,22 @@ pub async fn inspect_base(
 ) -> Result<Option<BaseImage>, ImageError> {
     match super::inspect_optional(docker, reference).await? {
         None => Ok(None),
-        Some(inspect) => {
-            let labels = super::labels_of(&inspect);
-            Ok(Some(BaseImage {
-                reference: reference.to_string(),
-                id: inspect.id.unwrap_or_default(),
-                codex_sha256: codex_orchestrator_core::contract::labels::get(
-                    &labels,
-                    super::recipe::LABEL_CODEX_SHA256,
-                )
-                .cloned(),
-                built: false,
-            }))
-        }
+        Some(inspect) => Ok(Some(BaseImage {
+            reference: reference.to_string(),
+            id: inspect.id.unwrap_or_default(),
+            built: false,
+        })),
     }
 }
 
-/// Build (or reuse) `codex-orchestrator-base:<key>` from [`BASE_RECIPE`] and the given codex
-/// binary. The caller holds the image build lock.
-pub async fn ensure_base_image(
-    docker: &Docker,
-    codex_binary: Option<&Path>,
-    force: bool,
-) -> Result<BaseImage, ImageError> {
+/// Build (or reuse) `codex-orchestrator-base:<key>` from [`BASE_RECIPE`]. The caller holds the image build lock.
+pub async fn ensure_base_image(docker: &Docker, force: bool) -> Result<BaseImage, ImageError> {
     let recipe = &BASE_RECIPE;
     let tag = base_tag(recipe);
     if !force && let Some(found) = inspect_base(docker, &tag).await? {
         tracing::debug!(image = %tag, id = %found.id, "reusing the cached base image");
         return Ok(found);
     }
-    let codex = match codex_binary {
-        Some(p) => {
-            let p = p.to_path_buf();
-            let checked = p.clone();
-            super::blocking(move || super::codex::verify_codex_binary(&checked)).await??;
-            p
-        }
-        None => super::blocking(|| super::codex::ensure_codex_binary(None)).await??,
-    };
-    let codex_for_hash = codex.clone();
-    let codex_sha256 = super::blocking(move || sha256_file(&codex_for_hash)).await??;
-
     preflight()?;
     let started = std::time::Instant::now();
     let rootfs = TempDir::new_in(&std::env::temp_dir(), "codex-orchestrator-rootfs")?;
@@ -112,22 +87,12 @@ pub async fn ensure_base_image(
     if !output.status.success() {
         return Err(ImageError::command("debootstrap", &output));
     }
-    tracing::info!(
-        elapsed_s = started.elapsed().as_secs(),
-        "debootstrap done; adding codex"
-    );
+    tracing::info!(elapsed_s = started.elapsed().as_secs(), "debootstrap done");
     let root = rootfs.path().to_path_buf();
-    let codex_src = codex.clone();
-    super::blocking(move || customize_rootfs(recipe, &root, &codex_src)).await??;
+    super::blocking(move || customize_rootfs(recipe, &root)).await??;
 
     tracing::info!(image = %tag, "importing the rootfs into the Docker engine");
-    import_rootfs(
-        docker,
-        rootfs.path(),
-        &tag,
-        recipe.import_changes(&codex_sha256),
-    )
-    .await?;
+    import_rootfs(docker, rootfs.path(), &tag, recipe.import_changes()).await?;
     drop(rootfs);
     let found = inspect_base(docker, &tag)
         .await?
@@ -184,18 +149,9 @@ fn preflight() -> Result<(), ImageError> {
     Ok(())
 }
 
-/// Add codex, mount points and extra files; empty the caches the recipe names.
-fn customize_rootfs(recipe: &BaseRecipe, root: &Path, codex: &Path) -> Result<(), ImageError> {
+/// Add mount points and extra files; empty the caches the recipe names.
+fn customize_rootfs(recipe: &BaseRecipe, root: &Path) -> Result<(), ImageError> {
     use std::os::unix::fs::PermissionsExt;
-    let rel = CODEX_PATH_IN_IMAGE.trim_start_matches('/');
-    let dest = root.join(rel);
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ImageError::io("create", parent, e))?;
-    }
-    std::fs::copy(codex, &dest)
-        .map_err(|e| ImageError::io("copy codex into the rootfs", &dest, e))?;
-    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| ImageError::io("chmod", &dest, e))?;
     for (m, mode) in MOUNT_POINTS {
         let d = root.join(m);
         std::fs::create_dir_all(&d).map_err(|e| ImageError::io("create", &d, e))?;
@@ -328,7 +284,7 @@ mod tests {
     }
 
     #[test]
-    fn customize_adds_codex_dirs_files_and_empties_caches() {
+    fn customize_adds_dirs_files_and_empties_caches() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
@@ -336,16 +292,8 @@ mod tests {
         std::fs::write(root.join("var/cache/apt/archives/git.deb"), "x").unwrap();
         std::fs::write(root.join("var/cache/apt/archives/partial/y.deb"), "y").unwrap();
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        let codex = dir.path().join("codex");
-        std::fs::write(&codex, "binary").unwrap();
-        customize_rootfs(&BASE_RECIPE, &root, &codex).unwrap();
-
-        let installed = root.join("usr/local/bin/codex");
-        assert_eq!(std::fs::read(&installed).unwrap(), b"binary");
-        assert_eq!(
-            std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777,
-            0o755
-        );
+        customize_rootfs(&BASE_RECIPE, &root).unwrap();
+        assert!(!root.join("usr/local/bin/codex").exists());
         let modes: Vec<(&str, u32)> = MOUNT_POINTS
             .iter()
             .map(|(m, _)| {

@@ -1,5 +1,6 @@
-//! Building the runner image: reuse it when its content hash matches, else build it from the
-//! Dockerfile, the base and our two binaries; check a user-provided base's codex.
+//! Building the runner image of one codex version: reuse it when its content hash matches, else
+//! build it from the Dockerfile, the base, the codex release's files and our two binaries; then
+//! check the codex in the new image.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,32 +17,43 @@ pub async fn ensure_runner_image(
     docker: &Docker,
     opts: &ImageOptions,
 ) -> Result<ImageInfo, ImageError> {
+    let release = codex_orchestrator_core::codex::require(&opts.codex_version)?;
     let tag = opts.runner_tag();
     let (agent, egress) = (opts.agent_binary.clone(), opts.egress_binary.clone());
-    let (agent_sha256, egress_sha256) =
-        blocking(move || Ok::<_, ImageError>((sha256_file(&agent)?, sha256_file(&egress)?)))
-            .await??;
+    let given = opts.codex_binary.clone();
+    let (agent_sha256, egress_sha256, codex, codex_sha256) = blocking(move || {
+        let codex = match &given {
+            Some(p) => codex::codex_files_beside(p, release)?,
+            None => codex::ensure_codex_files(None, release)?,
+        };
+        let mut shas = Vec::with_capacity(codex.files.len());
+        for (name, path) in &codex.files {
+            shas.push((*name, sha256_file(path)?));
+        }
+        let pairs: Vec<(&str, &str)> = shas.iter().map(|(n, s)| (*n, s.as_str())).collect();
+        let codex_sha256 = recipe::codex_files_sha256(&pairs);
+        Ok::<_, ImageError>((
+            sha256_file(&agent)?,
+            sha256_file(&egress)?,
+            codex,
+            codex_sha256,
+        ))
+    })
+    .await??;
     let _lock = BuildLock::acquire().await?;
 
     let base = match &opts.base_image {
         Some(reference) => base::inspect_base(docker, reference)
             .await?
-            .map(|b| BaseImage {
-                // A user base's codex is part of its id; do not trust a label we did not set.
-                codex_sha256: None,
-                ..b
-            })
             .ok_or_else(|| ImageError::BaseMissing {
                 image: reference.clone(),
             })?,
-        None => {
-            base::ensure_base_image(docker, opts.codex_binary.as_deref(), opts.rebuild_base).await?
-        }
+        None => base::ensure_base_image(docker, opts.rebuild_base).await?,
     };
     let content_hash = recipe::ContentInputs {
         agent_sha256: &agent_sha256,
         egress_sha256: &egress_sha256,
-        codex_sha256: base.codex_sha256.as_deref(),
+        codex_sha256: &codex_sha256,
         dockerfile: RUNNER_DOCKERFILE,
         base_id: &base.id,
     }
@@ -52,20 +64,20 @@ pub async fn ensure_runner_image(
         let info = ImageInfo::from_inspect(&tag, inspect, false);
         if !opts.force && info.content_hash.as_deref() == Some(content_hash.as_str()) {
             info.check_version()?;
+            info.check_codex(release.version)?;
             tracing::debug!(image = %tag, id = %info.id, "runner image is up to date");
             return Ok(info);
         }
     }
 
-    build_runner(docker, opts, &tag, &base, &content_hash).await?;
+    build_runner(docker, opts, &tag, &base, &codex, &content_hash).await?;
     let inspect = inspect_optional(docker, &tag)
         .await?
         .ok_or_else(|| ImageError::Missing { image: tag.clone() })?;
     let info = ImageInfo::from_inspect(&tag, &inspect, true);
     info.check_version()?;
-    if opts.base_image.is_some()
-        && let Err(e) = verify_codex_in_image(docker, &info.id).await
-    {
+    info.check_codex(release.version)?;
+    if let Err(e) = verify_codex_in_image(docker, &info.id, release).await {
         // Do not leave a runner image that cannot work under the runner tag.
         remove_if_unused(docker, &info.id).await;
         return Err(e);
@@ -83,20 +95,33 @@ pub(crate) async fn build_runner(
     opts: &ImageOptions,
     tag: &str,
     base: &BaseImage,
+    codex: &CodexFiles,
     content_hash: &str,
 ) -> Result<(), ImageError> {
     let started = std::time::Instant::now();
-    tracing::info!(image = %tag, base = %base.reference, "building the runner image");
+    let codex_version = codex.release.version;
+    tracing::info!(image = %tag, base = %base.reference, codex = codex_version, "building the runner image");
     let (agent, egress) = (opts.agent_binary.clone(), opts.egress_binary.clone());
+    let codex_paths = codex.files.clone();
     let context = blocking(move || -> Result<Vec<u8>, ImageError> {
         let agent_bytes = read_binary(&agent)?;
         let egress_bytes = read_binary(&egress)?;
-        recipe::build_context(RUNNER_DOCKERFILE, &agent_bytes, &egress_bytes)
+        let mut codex_bytes = Vec::with_capacity(codex_paths.len());
+        for (name, path) in &codex_paths {
+            let bytes = std::fs::read(path)
+                .map_err(|e| ImageError::io("read a codex file for the image", path, e))?;
+            codex_bytes.push((*name, bytes));
+        }
+        let codex_files: Vec<(&str, &[u8])> = codex_bytes
+            .iter()
+            .map(|(n, b)| (*n, b.as_slice()))
+            .collect();
+        recipe::build_context(RUNNER_DOCKERFILE, &agent_bytes, &egress_bytes, &codex_files)
             .map_err(|e| ImageError::io("pack the build context", &agent, e))
     })
     .await??;
     let build_args: HashMap<String, String> =
-        recipe::runner_build_args(&base.reference, content_hash)
+        recipe::runner_build_args(&base.reference, codex_version, content_hash)
             .into_iter()
             .collect();
     let labels: HashMap<String, String> = opts.extra_labels.clone().into_iter().collect();
@@ -133,9 +158,13 @@ pub(crate) async fn build_runner(
 }
 
 /// Run `/usr/local/bin/codex --version` in a throwaway container of `image` (no network,
-/// unprivileged, read-only root) and check it prints [`recipe::CODEX_VERSION_LINE`]. Used for
-/// user-provided bases, whose contents we did not assemble.
-pub async fn verify_codex_in_image(docker: &Docker, image: &str) -> Result<(), ImageError> {
+/// unprivileged, read-only root) and check it prints the release's version line: the codex in
+/// a freshly built image runs there (on a user-provided base too).
+pub async fn verify_codex_in_image(
+    docker: &Docker,
+    image: &str,
+    release: &codex_orchestrator_core::codex::CodexRelease,
+) -> Result<(), ImageError> {
     use bollard::models::{ContainerCreateBody, HostConfig};
     let name = format!("codex-orchestrator-check-{}", uuid::Uuid::new_v4().simple());
     let body = ContainerCreateBody {
@@ -177,12 +206,13 @@ pub async fn verify_codex_in_image(docker: &Docker, image: &str) -> Result<(), I
     }
     let (code, stdout, stderr) = outcome?;
     let found = stdout.trim();
-    if code == 0 && found == recipe::CODEX_VERSION_LINE {
+    let expected = release.version_line();
+    if code == 0 && found == expected {
         Ok(())
     } else {
         Err(ImageError::CodexVersion {
             path: PathBuf::from(format!("{image}:{}", recipe::CODEX_PATH_IN_IMAGE)),
-            expected: recipe::CODEX_VERSION_LINE.to_string(),
+            expected,
             found: format!(
                 "exit {code}: {found}{}",
                 if stderr.trim().is_empty() {

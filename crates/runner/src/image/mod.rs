@@ -2,22 +2,25 @@
 //!
 //! Two images:
 //! * **base** `codex-orchestrator-base:<key>` — Debian bookworm minbase (debootstrap) with
-//!   ca-certificates, git, python3, procps, the Codex CLI 0.147.0 at `/usr/local/bin/codex`, and
-//!   the mount points `/workspace`, `/scratch`, `/home/codex`. Imported as one layer. `<key>` is a
-//!   hash of the recipe ([`recipe::BASE_RECIPE`]), so the tag *is* the cache key: a base with the
-//!   right tag is reused, never rebuilt (unless asked with `rebuild_base`).
-//! * **runner** `codex-orchestrator-runner:<version>` — `docker/runner.Dockerfile` on top of the
-//!   base: our two small binaries, the in-sandbox agent
-//!   `/usr/local/bin/codex-orchestrator-agent` (the entrypoint, `… agent`) and the egress proxy
-//!   `/usr/local/bin/codex-orchestrator-egress`; labels `codex-orchestrator.dev/version`,
-//!   `/codex-version` and `/content-hash` (sha256 over both binaries, the codex binary, the
-//!   Dockerfile text and the base image id). [`ensure_runner_image`] reuses the tag exactly when its content hash matches, so
-//!   a changed agent binary always gives a rebuilt image; the image it replaces is removed when
-//!   nothing else references it.
+//!   ca-certificates, git, python3, pytest, make, procps, and the mount points `/workspace`,
+//!   `/scratch`, `/home/codex`. Imported as one layer. `<key>` is a hash of the recipe
+//!   ([`recipe::BASE_RECIPE`]), so the tag *is* the cache key: a base with the right tag is
+//!   reused, never rebuilt (unless asked with `rebuild_base`). One base serves every codex
+//!   version.
+//! * **runner** `codex-orchestrator-runner:<version>-codex<codex version>` —
+//!   `docker/runner.Dockerfile` on top of the base: the files of one supported Codex CLI release
+//!   (`codex_orchestrator_core::codex::SUPPORTED`: `codex`, and where the release ships them
+//!   `codex-code-mode-host` and `rg`) in `/usr/local/bin`, and our two small binaries, the
+//!   in-sandbox agent `/usr/local/bin/codex-orchestrator-agent` (the entrypoint, `… agent`) and
+//!   the egress proxy `/usr/local/bin/codex-orchestrator-egress`; labels
+//!   `codex-orchestrator.dev/version`, `/codex-version` and `/content-hash` (sha256 over both
+//!   binaries, the codex files, the Dockerfile text and the base image id). Images of several
+//!   codex versions coexist. [`ensure_runner_image`] reuses a tag exactly when its content hash
+//!   matches, so a changed agent binary always gives a rebuilt image; the image it replaces is
+//!   removed when nothing else references it.
 //!
-//! A user-provided base (`base_image`, e.g. built online from `docker/base.Dockerfile`) must
-//! already contain `/usr/local/bin/codex`; we then use it as is (its id stands for its codex in
-//! the content hash) and ignore `codex_binary`.
+//! A user-provided base (`base_image`, e.g. built online from `docker/base.Dockerfile`) is used
+//! as is; the runner layer adds codex to it like to ours.
 //!
 //! Builds are serialised across processes with a lock file in the cache dir. The base build
 //! needs root (debootstrap) and the `debootstrap` and `tar` tools; the codex download needs
@@ -48,9 +51,14 @@ use codex_orchestrator_core::model::VERSION;
 pub use base::BaseImage;
 pub use build::{ensure_runner_image, verify_codex_in_image};
 
-pub use codex::{cached_codex_path, default_cache_dir, ensure_codex_binary, verify_codex_binary};
+pub use codex::{
+    CodexFiles, cached_codex_dir, codex_files_beside, default_cache_dir, ensure_codex_files,
+    verify_codex_binary,
+};
+pub use codex_orchestrator_core::codex::{DEFAULT_VERSION as DEFAULT_CODEX_VERSION, Unsupported};
+pub use codex_orchestrator_core::contract::runner_image_tag;
 pub use recipe::{
-    BASE_REPO, CODEX_VERSION, LABEL_CODEX_VERSION, LABEL_CONTENT_HASH, LABEL_KIND, LABEL_VERSION,
+    BASE_REPO, LABEL_CODEX_VERSION, LABEL_CONTENT_HASH, LABEL_KIND, LABEL_VERSION,
     RUNNER_DOCKERFILE, RUNNER_REPO, default_runner_tag,
 };
 
@@ -77,10 +85,38 @@ pub enum ImageError {
     )]
     Layout { image: String, entrypoint: String },
     #[error(
-        "base image {image} does not exist (give --base-image an image that holds \
-         /usr/local/bin/codex, e.g. one built from docker/base.Dockerfile)"
+        "runner image {image} holds Codex CLI {image_codex}, not {wanted}; build one with \
+         `codex-orchestrator image build --codex-version {wanted}`"
+    )]
+    CodexMismatch {
+        image: String,
+        image_codex: String,
+        wanted: String,
+    },
+    #[error(transparent)]
+    UnsupportedCodex(#[from] Unsupported),
+    #[error(
+        "base image {image} does not exist (give --base-image an existing Debian-based image, \
+         e.g. one built from docker/base.Dockerfile)"
     )]
     BaseMissing { image: String },
+    #[error("{} does not match its pinned sha256: expected {expected}, found {found}", file.display())]
+    Checksum {
+        file: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "Codex CLI {version} at {} needs `{missing}` beside it ({} is missing); give the \
+         directory the openai-codex-cli-bin wheel unpacks to, or leave --codex-bin out",
+        codex.display(), expected.display()
+    )]
+    CodexCompanion {
+        codex: PathBuf,
+        version: String,
+        missing: String,
+        expected: PathBuf,
+    },
     #[error("Docker engine: {context}: {source}")]
     Docker {
         context: String,
@@ -189,12 +225,14 @@ pub struct ImageOptions {
     /// The egress proxy to put in the image (`codex-orchestrator-egress`, or a full
     /// `codex-orchestrator`, which has the same `proxy` command).
     pub egress_binary: PathBuf,
-    /// The codex binary for the offline base (default: the cached one, fetched if missing).
+    /// The Codex CLI version the image holds (one of `codex_orchestrator_core::codex::SUPPORTED`).
+    pub codex_version: String,
+    /// That version's codex binary, with the release's other files beside it (default: the
+    /// cached files, fetched if missing).
     pub codex_binary: Option<PathBuf>,
-    /// Use this existing image (which must hold `/usr/local/bin/codex`) as the base instead of
-    /// building our own offline.
+    /// Use this existing image as the base instead of building our own offline.
     pub base_image: Option<String>,
-    /// Tag of the runner image (default `codex-orchestrator-runner:<version>`).
+    /// Tag of the runner image (default [`runner_image_tag`] of the codex version).
     pub tag: Option<String>,
     /// Rebuild the runner image even if an up-to-date one exists.
     pub force: bool,
@@ -210,6 +248,7 @@ impl ImageOptions {
         Self {
             agent_binary: agent_binary.into(),
             egress_binary: egress_binary.into(),
+            codex_version: DEFAULT_CODEX_VERSION.to_string(),
             codex_binary: None,
             base_image: None,
             tag: None,
@@ -244,7 +283,9 @@ impl ImageOptions {
 
     /// The runner tag these options build.
     pub fn runner_tag(&self) -> String {
-        self.tag.clone().unwrap_or_else(default_runner_tag)
+        self.tag
+            .clone()
+            .unwrap_or_else(|| runner_image_tag(&self.codex_version))
     }
 }
 
@@ -310,6 +351,20 @@ impl ImageInfo {
             });
         }
         Ok(())
+    }
+}
+
+impl ImageInfo {
+    /// The image must hold Codex CLI `wanted` (its codex-version label).
+    pub fn check_codex(&self, wanted: &str) -> Result<(), ImageError> {
+        match self.codex_version.as_deref() {
+            Some(v) if v == wanted => Ok(()),
+            other => Err(ImageError::CodexMismatch {
+                image: self.tag.clone(),
+                image_codex: other.unwrap_or("(no codex-version label)").to_string(),
+                wanted: wanted.to_string(),
+            }),
+        }
     }
 }
 

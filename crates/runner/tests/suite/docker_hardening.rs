@@ -53,6 +53,7 @@ async fn busy_run(
 ) -> (codex_orchestrator_core::model::RunId, String) {
     let id = runner
         .submit(RunRequest {
+            codex_version: None,
             prompt: "sleep".into(),
             workspace: ws.to_path_buf(),
             mode,

@@ -1,5 +1,6 @@
 //! The runner image against the real Docker engine: offline base, content-hash caching,
-//! labels, entrypoint, the real codex inside, and clear version errors.
+//! labels, entrypoint, the real codex of each supported version inside (images of both
+//! coexist on one base), and clear version errors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -14,27 +15,36 @@ use futures::StreamExt;
 
 use codex_orchestrator_testkit::image::{
     ImageGuard, TEST_LABEL, agent_bin, docker, egress_bin, run_once, test_image_options,
-    test_labels, test_runner_image, unique_name,
+    test_labels, test_runner_image, test_runner_image_for, unique_name,
 };
 
 const ENTRYPOINT: [&str; 2] = ["/usr/local/bin/codex-orchestrator-agent", "agent"];
 
-/// The content hash the runner image must carry, recomputed from its inputs.
+/// The combined sha256 of a codex release's cached files, recomputed.
+fn codex_files_sha(version: &str) -> String {
+    let release = codex_orchestrator_core::codex::require(version).expect("supported");
+    let files = image::ensure_codex_files(None, release).expect("cached codex");
+    let shas: Vec<(&str, String)> = files
+        .files
+        .iter()
+        .map(|(n, p)| (*n, image::sha256_file(p).expect("hash")))
+        .collect();
+    let pairs: Vec<(&str, &str)> = shas.iter().map(|(n, s)| (*n, s.as_str())).collect();
+    recipe::codex_files_sha256(&pairs)
+}
+
+/// The content hash the runner image of the default codex version must carry, recomputed
+/// from its inputs.
 async fn expected_content_hash(docker: &bollard::Docker, agent: &std::path::Path) -> String {
     let base_tag = recipe::base_tag(&recipe::BASE_RECIPE);
     let base = docker
         .inspect_image(&base_tag)
         .await
         .expect("base image exists");
-    let codex_sha = base
-        .config
-        .and_then(|c| c.labels)
-        .and_then(|l| l.get(recipe::LABEL_CODEX_SHA256).cloned())
-        .expect("base has a codex sha256 label");
     recipe::ContentInputs {
         agent_sha256: &image::sha256_file(agent).expect("hash agent"),
         egress_sha256: &image::sha256_file(&egress_bin()).expect("hash egress"),
-        codex_sha256: Some(&codex_sha),
+        codex_sha256: &codex_files_sha(image::DEFAULT_CODEX_VERSION),
         dockerfile: image::RUNNER_DOCKERFILE,
         base_id: base.id.as_deref().expect("base id"),
     }
@@ -69,7 +79,10 @@ async fn runner_image_has_labels_entrypoint_and_a_working_codex() {
         .await
         .expect("check");
     let hash = expected_content_hash(&docker, &agent_bin()).await;
-    assert_eq!(tag, format!("codex-orchestrator-runner:{VERSION}"));
+    assert_eq!(
+        tag,
+        format!("codex-orchestrator-runner:{VERSION}-codex0.163.0")
+    );
     assert_eq!(
         (
             info.entrypoint.clone(),
@@ -81,7 +94,7 @@ async fn runner_image_has_labels_entrypoint_and_a_working_codex() {
         (
             ENTRYPOINT.iter().map(|s| s.to_string()).collect(),
             Some(VERSION.to_string()),
-            Some("0.147.0".to_string()),
+            Some("0.163.0".to_string()),
             Some(hash),
             Some("runner".to_string()),
         )
@@ -89,7 +102,8 @@ async fn runner_image_has_labels_entrypoint_and_a_working_codex() {
 
     // The real codex, the tools the model needs and the mount points, as an unprivileged user
     // on a read-only root filesystem.
-    let script = "codex --version; \
+    let script = "codex --version; codex-code-mode-host --help >/dev/null 2>&1; echo host $?; \
+                  rg --version | head -1 | cut -d' ' -f1; \
                   for d in /workspace /scratch /home/codex; do test -d $d && echo dir $d; done; \
                   git --version | cut -d' ' -f1-2; python3 -c 'print(\"python ok\")'; \
                   ps -o comm= -p $$; test -x /usr/local/bin/codex-orchestrator-agent && echo agent ok; \
@@ -101,7 +115,7 @@ async fn runner_image_has_labels_entrypoint_and_a_working_codex() {
         (done.exit_code, done.stdout.as_str(), done.stderr.as_str()),
         (
             0,
-            "codex-cli 0.147.0\n\
+            "codex-cli 0.163.0\nhost 0\nripgrep\n\
              dir /workspace\ndir /scratch\ndir /home/codex\n\
              git version\npython ok\nsh\nagent ok\negress ok\n*\n\
              /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/workspace\n\
@@ -109,6 +123,77 @@ async fn runner_image_has_labels_entrypoint_and_a_working_codex() {
             ""
         )
     );
+}
+
+/// The runner images of both supported codex versions coexist, on the one base: each holds
+/// its own release's files and says so in its label.
+#[tokio::test]
+async fn images_of_both_codex_versions_coexist_on_one_base() {
+    let docker = docker().await;
+    let new = test_runner_image().await;
+    let old = test_runner_image_for("0.147.0").await;
+    assert_eq!(
+        old,
+        format!("codex-orchestrator-runner:{VERSION}-codex0.147.0")
+    );
+    let (new_info, old_info) = (
+        image::check_runner_image(&docker, &new).await.expect("new"),
+        image::check_runner_image(&docker, &old).await.expect("old"),
+    );
+    assert_eq!(
+        (
+            new_info.codex_version.as_deref(),
+            old_info.codex_version.as_deref()
+        ),
+        (Some("0.163.0"), Some("0.147.0"))
+    );
+    assert_ne!(new_info.id, old_info.id);
+    old_info.check_codex("0.147.0").expect("0.147.0");
+    let err = old_info.check_codex("0.163.0").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "runner image {old} holds Codex CLI 0.147.0, not 0.163.0; build one with \
+             `codex-orchestrator image build --codex-version 0.163.0`"
+        )
+    );
+    let base_id = docker
+        .inspect_image(&recipe::base_tag(&recipe::BASE_RECIPE))
+        .await
+        .expect("base")
+        .id
+        .expect("id");
+    for tag in [&new, &old] {
+        let history = docker.image_history(tag).await.expect("history");
+        assert!(
+            history.iter().any(|h| h.id == base_id),
+            "{tag} is not built on {base_id}"
+        );
+    }
+    // 0.147.0's wheel ships codex alone.
+    let script = "codex --version; command -v codex-code-mode-host rg || echo none";
+    let done = run_once(&docker, &old, &["/bin/sh", "-c", script]).await;
+    assert_eq!(
+        (done.exit_code, done.stdout.as_str()),
+        (0, "codex-cli 0.147.0\nnone\n")
+    );
+}
+
+#[tokio::test]
+async fn an_unsupported_codex_version_is_refused_with_the_supported_ones() {
+    let docker = docker().await;
+    let err = image::ensure_runner_image(&docker, &test_image_options_for_version("0.150.0"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Codex CLI 0.150.0 is not supported; supported versions: 0.147.0, 0.163.0"
+    );
+    assert!(matches!(err, ImageError::UnsupportedCodex(_)), "{err:?}");
+}
+
+fn test_image_options_for_version(v: &str) -> ImageOptions {
+    codex_orchestrator_testkit::image::test_image_options_for(v)
 }
 
 #[tokio::test]
@@ -301,7 +386,7 @@ async fn a_user_base_is_used_as_is() {
     let expected_hash = recipe::ContentInputs {
         agent_sha256: &image::sha256_file(&agent_bin()).expect("hash"),
         egress_sha256: &image::sha256_file(&egress_bin()).expect("hash"),
-        codex_sha256: None,
+        codex_sha256: &codex_files_sha(image::DEFAULT_CODEX_VERSION),
         dockerfile: image::RUNNER_DOCKERFILE,
         base_id: &base_id,
     }
@@ -309,7 +394,7 @@ async fn a_user_base_is_used_as_is() {
     let expected_labels = BTreeMap::from([
         (LABEL_KIND.to_string(), "runner".to_string()),
         (LABEL_VERSION.to_string(), VERSION.to_string()),
-        (LABEL_CODEX_VERSION.to_string(), "0.147.0".to_string()),
+        (LABEL_CODEX_VERSION.to_string(), "0.163.0".to_string()),
         (LABEL_CONTENT_HASH.to_string(), expected_hash.clone()),
         (TEST_LABEL.to_string(), "1".to_string()),
     ]);
@@ -337,28 +422,34 @@ async fn a_user_base_is_used_as_is() {
 }
 
 #[test]
-fn the_codex_binary_is_downloaded_into_an_empty_cache() {
+fn a_codex_release_is_downloaded_into_an_empty_cache_and_checked() {
     let cache = tempfile::tempdir().expect("tempdir");
-    let path = image::ensure_codex_binary(Some(cache.path())).expect("download codex");
-    assert_eq!(path, image::cached_codex_path(cache.path()));
-    image::verify_codex_binary(&path).expect("codex --version");
+    let release = codex_orchestrator_core::codex::require("0.147.0").expect("supported");
+    let files = image::ensure_codex_files(Some(cache.path()), release).expect("download codex");
+    let dir = image::cached_codex_dir(cache.path(), release);
+    assert_eq!(files.files, vec![("codex", dir.join("codex"))]);
+    image::verify_codex_binary(files.codex(), release).expect("codex --version");
     // Nothing else is left in the cache dir (the download dir is cleaned up).
-    let entries: Vec<_> = std::fs::read_dir(path.parent().expect("parent"))
+    let entries: Vec<_> = std::fs::read_dir(&dir)
         .expect("list")
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("codex")]);
+    // The cached copy is reused, not fetched again.
+    let again = image::ensure_codex_files(Some(cache.path()), release).expect("cached");
+    assert_eq!(again, files);
 }
 
+/// A user base's own `codex` (here a fake of another version) is replaced by the release's:
+/// the runner layer always brings codex, and the built image is checked by running it.
 #[tokio::test]
-async fn a_user_base_without_the_right_codex_is_refused() {
+async fn a_user_base_with_another_codex_gets_the_release_codex() {
     let docker = docker().await;
     test_runner_image().await; // makes sure our offline base exists
     let base = recipe::base_tag(&recipe::BASE_RECIPE);
 
-    // A "user base" whose codex is another version.
-    let bad_base = format!("{}:1", unique_name("codex-orchestrator-test-badbase"));
-    let _base_guard = ImageGuard(bad_base.clone());
+    let other_base = format!("{}:1", unique_name("codex-orchestrator-test-otherbase"));
+    let _base_guard = ImageGuard(other_base.clone());
     let dockerfile =
         format!("FROM {base}\nCOPY codex /usr/local/bin/codex\nLABEL {TEST_LABEL}=\"1\"\n");
     let mut ctx = tar::Builder::new(Vec::new());
@@ -372,7 +463,7 @@ async fn a_user_base_without_the_right_codex_is_refused() {
     .expect("tar");
     let ctx = ctx.into_inner().expect("tar");
     let options = BuildImageOptionsBuilder::default()
-        .t(&bad_base)
+        .t(&other_base)
         .rm(true)
         .forcerm(true)
         .build();
@@ -384,38 +475,18 @@ async fn a_user_base_without_the_right_codex_is_refused() {
     let tag = format!("{}:1", unique_name("codex-orchestrator-test-runner"));
     let _guard = ImageGuard(tag.clone());
     let opts = ImageOptions {
-        base_image: Some(bad_base.clone()),
+        base_image: Some(other_base.clone()),
         tag: Some(tag.clone()),
         extra_labels: test_labels(),
         ..test_image_options()
     };
-    let err = image::ensure_runner_image(&docker, &opts)
+    let info = image::ensure_runner_image(&docker, &opts)
         .await
-        .unwrap_err();
-    match err {
-        ImageError::CodexVersion {
-            path,
-            expected,
-            found,
-        } => assert_eq!(
-            (path.to_string_lossy().into_owned(), expected, found),
-            (
-                format!("{}:/usr/local/bin/codex", path_image(&path)),
-                "codex-cli 0.147.0".to_string(),
-                "exit 0: codex-cli 0.0.1".to_string()
-            )
-        ),
-        other => panic!("expected CodexVersion, got {other:?}"),
-    }
-    // No unusable runner image is left under the tag.
-    let check = image::check_runner_image(&docker, &tag).await.unwrap_err();
-    assert!(matches!(check, ImageError::Missing { .. }), "{check:?}");
-}
-
-/// The image id part of `<id>:/usr/local/bin/codex`.
-fn path_image(path: &std::path::Path) -> String {
-    let s = path.to_string_lossy();
-    let id = s.trim_end_matches(":/usr/local/bin/codex");
-    assert!(id.starts_with("sha256:"), "{s}");
-    id.to_string()
+        .expect("build");
+    assert_eq!(info.codex_version.as_deref(), Some("0.163.0"));
+    let done = run_once(&docker, &tag, &["codex", "--version"]).await;
+    assert_eq!(
+        (done.exit_code, done.stdout.as_str()),
+        (0, "codex-cli 0.163.0\n")
+    );
 }

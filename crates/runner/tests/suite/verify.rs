@@ -85,7 +85,7 @@ async fn run_to_end(
     RunResult,
     codex_orchestrator_runner::Artifacts,
 ) {
-    let runner = env.runner().await;
+    let runner = env.runner_for_codex(req.codex_version.as_deref()).await;
     let id = runner.submit(req).await.unwrap();
     let st = runner.wait(&id, Duration::from_secs(300)).await.unwrap();
     let art = runner.artifacts(&id).await.unwrap();
@@ -95,6 +95,17 @@ async fn run_to_end(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_test_is_fixed_in_one_fix_attempt() {
+    a_failing_test_is_fixed_in_one_fix_attempt_on(None).await;
+}
+
+/// The same with codex 0.147.0, chosen per request (the representative Docker set runs on both
+/// supported versions; see docker_e2e.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_test_is_fixed_in_one_fix_attempt_with_codex_0_147() {
+    a_failing_test_is_fixed_in_one_fix_attempt_on(Some("0.147.0")).await;
+}
+
+async fn a_failing_test_is_fixed_in_one_fix_attempt_on(codex: Option<&str>) {
     let mut env = DockerEnv::start(json!([
         {"output": [{"apply_patch": WRONG_FIX}], "usage": usage(1000, 100, 10, 1)},
         {"output": [{"message": "add() now multiplies."}], "usage": usage(1100, 200, 20, 2)},
@@ -103,8 +114,15 @@ async fn a_failing_test_is_fixed_in_one_fix_attempt() {
     ]))
     .await;
     let ws = python_workspace();
-    let (st, r, art) =
-        run_to_end(&env, request(ws.path(), SecurityMode::WorkspaceWrite, None)).await;
+    let req = codex_orchestrator_testkit::docker::for_codex(
+        request(ws.path(), SecurityMode::WorkspaceWrite, None),
+        codex,
+    );
+    let (st, r, art) = run_to_end(&env, req).await;
+    assert_eq!(
+        r.codex_version.as_deref(),
+        Some(codex_orchestrator_testkit::docker::ran_codex(codex))
+    );
     assert_eq!(
         (st.phase, st.reason),
         (RunPhase::Succeeded, Some(TerminalReason::Completed)),

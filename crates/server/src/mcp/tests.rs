@@ -66,6 +66,7 @@ fn argument_errors_name_the_field() {
     assert_eq!(
         ok,
         CodexRunParams {
+            codex_version: None,
             prompt: "x".into(),
             workspace: None,
             security_mode: None,

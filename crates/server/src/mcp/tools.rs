@@ -126,9 +126,14 @@ pub struct CodexRunParams {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub workspace_growth_limit_mb: Option<u64>,
-    /// Model name (e.g. `gpt-5.5`). Default: the server's configured model.
+    /// Model name (e.g. `gpt-5.5`). Default: the server's configured model, else the Codex
+    /// version's own default.
     #[serde(default)]
     pub model: Option<String>,
+    /// The Codex CLI version to run: `0.147.0` or `0.163.0` (the supported versions). Default:
+    /// the server's (the newest unless configured). result.codex_version says which ran.
+    #[serde(default)]
+    pub codex_version: Option<String>,
     /// false (default): return at once with the run id; follow the run with
     /// codex_run_status. true: block until the run ends (or the server's wait limit
     /// passes) and return the final status and result.

@@ -21,6 +21,7 @@ use serde_json::json;
 /// A request that passes every rule, for a workspace given as the backend expects it.
 fn good(workspace: PathBuf) -> RunRequest {
     RunRequest {
+        codex_version: None,
         prompt: "Fix the failing test".into(),
         workspace,
         mode: SecurityMode::WorkspaceWrite,

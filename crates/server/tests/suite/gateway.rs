@@ -342,6 +342,7 @@ pub(super) fn settings() -> KubeRunnerSettings {
 
 pub(super) fn request(ws: &str) -> RunRequest {
     RunRequest {
+        codex_version: None,
         prompt: "Make x 2".into(),
         workspace: PathBuf::from(ws),
         mode: SecurityMode::WorkspaceWrite,

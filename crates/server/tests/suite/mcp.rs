@@ -448,6 +448,7 @@ pub(crate) fn project_with_patch(root: &Path) -> (PathBuf, String) {
 
 pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -> RunResult {
     RunResult {
+        codex_version: None,
         phase,
         reason: Some(reason),
         message: None,
@@ -549,6 +550,7 @@ async fn mcp_run_status_artifacts_diff_and_list_through_a_client() {
     assert_eq!(
         *fake.submitted.lock().unwrap(),
         vec![RunRequest {
+            codex_version: None,
             prompt: "Make f return 2".into(),
             workspace: ws.clone(),
             mode: SecurityMode::WorkspaceWrite,

@@ -1001,6 +1001,7 @@ async fn mcp_binary_refuses_a_bomb_patch_and_its_peak_rss_stays_small() {
     let id = RunId::generate();
     let mut status = RunStatus::new_queued(id.clone(), SecurityMode::Readonly, ws.clone());
     let req = RunRequest {
+        codex_version: None,
         prompt: "Add zeros".into(),
         workspace: ws.clone(),
         mode: SecurityMode::Readonly,

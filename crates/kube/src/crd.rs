@@ -359,6 +359,14 @@ pub struct ResultSummary {
     pub changed_files_count: u64,
     pub commands_run: u64,
     pub commands_failed: u64,
+    /// MCP tool calls codex made, and how many failed (each failure is also an error).
+    #[serde(default)]
+    pub mcp_tool_calls: u64,
+    #[serde(default)]
+    pub mcp_tool_calls_failed: u64,
+    /// Web searches codex made.
+    #[serde(default)]
+    pub web_searches: u64,
     pub errors: u64,
     pub attempts: u32,
     pub tokens: TokenUsage,
@@ -371,6 +379,13 @@ pub struct ResultSummary {
     /// With the verify loop: whether the last round passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_passed: Option<bool>,
+    /// The Codex CLI version that ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codex_version: Option<String>,
+    /// Why the result came from codex's last message instead of its event stream (the
+    /// stream could not be used); absent for a normal run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// The object holding a finished run's artifacts.

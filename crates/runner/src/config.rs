@@ -35,6 +35,7 @@
 //! [auth]                              # how runs without a provider reach OpenAI
 //! mode = "chatgpt"                    # "api_key" (default: CODEX_API_KEY) | "chatgpt"
 //! chatgpt_auth_file = "/home/me/.codex/auth.json"  # default $CODEX_HOME/auth.json, ~/.codex/auth.json
+//! chatgpt_base_url = "https://chatgpt.com/backend-api/codex"  # the default (codex's own)
 //! ```
 //!
 //! The Codex CLI versions are those of `codex_orchestrator_core::codex::SUPPORTED`; a request
@@ -126,6 +127,9 @@ pub struct AuthConfig {
     /// The `auth.json` of the ChatGPT sign-in (absolute); default
     /// [`resolve_chatgpt_auth_file`].
     pub chatgpt_auth_file: Option<PathBuf>,
+    /// The backend the proxy forwards a ChatGPT sign-in's requests to (codex's own
+    /// `chatgpt_base_url`); default [`codex_orchestrator_egress::chatgpt::CHATGPT_BASE_URL`].
+    pub chatgpt_base_url: Option<String>,
 }
 
 /// The `auth.json` of a ChatGPT sign-in: `configured`, else `$CODEX_HOME/auth.json`, else
@@ -346,6 +350,9 @@ impl Config {
                 "CODEX_ORCHESTRATOR_CHATGPT_AUTH_FILE" => {
                     cfg.auth.chatgpt_auth_file = Some(PathBuf::from(v))
                 }
+                "CODEX_ORCHESTRATOR_CHATGPT_BASE_URL" => {
+                    cfg.auth.chatgpt_base_url = Some(v.trim().to_string())
+                }
                 _ => {}
             }
         }
@@ -433,6 +440,14 @@ impl Config {
                 format!("`{}` must be an absolute path", f.display()),
             ));
         }
+        if let Some(u) = &self.auth.chatgpt_base_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(bad(
+                "auth.chatgpt_base_url",
+                format!("`{u}` is not an http(s) URL"),
+            ));
+        }
         if let Some(p) = &self.default_provider
             && !self.providers.contains_key(p)
         {
@@ -447,6 +462,14 @@ impl Config {
                 .map_err(|m| bad(&format!("providers.{name}"), m))?;
         }
         Ok(())
+    }
+
+    /// The backend a ChatGPT sign-in's requests go to.
+    pub fn chatgpt_base_url(&self) -> &str {
+        self.auth
+            .chatgpt_base_url
+            .as_deref()
+            .unwrap_or(codex_orchestrator_egress::chatgpt::CHATGPT_BASE_URL)
     }
 
     /// The `auth.json` runs without a provider sign in with, when `[auth] mode = "chatgpt"`.
@@ -524,7 +547,12 @@ mod tests {
             AuthConfig {
                 mode: AuthMode::Chatgpt,
                 chatgpt_auth_file: Some("/home/me/.codex/auth.json".into()),
+                chatgpt_base_url: None,
             }
+        );
+        assert_eq!(
+            cfg.chatgpt_base_url(),
+            "https://chatgpt.com/backend-api/codex"
         );
         assert_eq!(
             cfg.chatgpt_auth_file(),
@@ -562,6 +590,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("must be an absolute path"), "{e}");
+        // The backend: codex's own unless set (a gateway in front of it); only http(s).
+        let mut env = BTreeMap::new();
+        env.insert(
+            "CODEX_ORCHESTRATOR_CHATGPT_BASE_URL".to_string(),
+            "http://gw.internal/backend-api/codex".to_string(),
+        );
+        let cfg =
+            Config::from_parts(None, Path::new("/c.toml"), &env, &Overrides::default()).unwrap();
+        assert_eq!(
+            cfg.chatgpt_base_url(),
+            "http://gw.internal/backend-api/codex"
+        );
+        let e = Config::from_parts(
+            Some("[auth]\nchatgpt_base_url = \"chatgpt.com\""),
+            Path::new("/c.toml"),
+            &none,
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`chatgpt.com` is not an http(s) URL"), "{e}");
         // Where codex keeps it.
         let os = |s: &str| Some(std::ffi::OsString::from(s));
         assert_eq!(

@@ -53,12 +53,20 @@ pub struct DockerEnv {
     pub network: String,
     pub mock: String,
     pub state: tempfile::TempDir,
+    /// The bearer token the mock counts as authorised.
+    mock_key: String,
     cleaned: bool,
 }
 
 impl DockerEnv {
     /// Creates the network and starts the mock with `script` (the mock-model script JSON).
     pub async fn start(script: Value) -> DockerEnv {
+        Self::start_with_mock_key(script, MOCK_KEY).await
+    }
+
+    /// Like [`start`](Self::start), with the mock counting `key` as the authorised bearer
+    /// token (a ChatGPT sign-in's access token, say) instead of [`MOCK_KEY`].
+    pub async fn start_with_mock_key(script: Value, key: &str) -> DockerEnv {
         set_mock_key();
         let image = super::image::test_runner_image().await;
         let docker = Docker::connect_with_local_defaults().expect("docker");
@@ -81,6 +89,7 @@ impl DockerEnv {
             network,
             mock,
             state: tempfile::tempdir().expect("state dir"),
+            mock_key: key.to_string(),
             cleaned: false,
         };
         env.start_mock(script, labels).await;
@@ -132,7 +141,7 @@ impl DockerEnv {
                 "--expect-api-key-env".into(),
                 MOCK_KEY_ENV.into(),
             ]),
-            env: Some(vec![format!("{MOCK_KEY_ENV}={MOCK_KEY}")]),
+            env: Some(vec![format!("{MOCK_KEY_ENV}={}", self.mock_key)]),
             user: Some(format!("{WS_UID}:{WS_UID}")),
             labels: Some(labels),
             host_config: Some(HostConfig {
@@ -328,6 +337,27 @@ async fn remove_all(docker: &Docker, key: &str, mock: &str, network: &str) {
     }
     let _ = docker.remove_container(mock, Some(rm)).await;
     let _ = docker.remove_network(network).await;
+}
+
+/// A ChatGPT sign-in as `codex login` writes it (`auth.json`): an access token that is a JWT
+/// expiring in an hour (so no refresh is due), a refresh token and the account id. Returns
+/// (the document, the access token).
+pub fn chatgpt_auth_json(account: &str) -> (Value, String) {
+    use base64::Engine;
+    let b = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let exp = jiff::Timestamp::now().as_second() + 3600;
+    let access = format!(
+        "{}.{}.sig-test",
+        b(serde_json::json!({"alg": "RS256"})),
+        b(serde_json::json!({"exp": exp}))
+    );
+    let doc = serde_json::json!({
+        "OPENAI_API_KEY": null,
+        "tokens": {"id_token": "id-test", "access_token": access,
+                   "refresh_token": "refresh-test-0001", "account_id": account},
+        "last_refresh": "2026-11-29T00:00:00Z"
+    });
+    (doc, access)
 }
 
 /// `req` naming `codex` (`None`: naming none, so the default version runs).

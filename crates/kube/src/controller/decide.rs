@@ -432,6 +432,13 @@ pub fn summarize_result(r: &RunResult) -> ResultSummary {
             .iter()
             .filter(|c| c.exit_code.is_some_and(|e| e != 0))
             .count() as u64,
+        mcp_tool_calls: r.mcp_tool_calls.len() as u64 + r.omitted_mcp_tool_calls,
+        mcp_tool_calls_failed: r
+            .mcp_tool_calls
+            .iter()
+            .filter(|c| c.status == "failed" || c.error.is_some())
+            .count() as u64,
+        web_searches: r.web_searches.len() as u64 + r.omitted_web_searches,
         errors: r.errors.len() as u64 + r.omitted_errors,
         attempts: r.attempts,
         tokens: r.usage.total,
@@ -442,5 +449,7 @@ pub fn summarize_result(r: &RunResult) -> ResultSummary {
             .then_some(true)
             .or_else(|| (!r.output_errors.is_empty()).then_some(false)),
         verify_passed: r.verify.as_ref().map(|v| v.status == VerifyStatus::Passed),
+        codex_version: r.codex_version.clone(),
+        degraded: r.degraded.as_ref().map(|d| d.reason.clone()),
     }
 }

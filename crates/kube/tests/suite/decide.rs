@@ -417,3 +417,50 @@ fn secrets_only_from_the_allowlist() {
         Step::CreatePod(Box::new(build_pod(&cr, &settings.pod).unwrap()))
     );
 }
+
+/// The status keeps counts of everything the result lists (MCP tool calls and their failures,
+/// web searches, omitted ones included), the codex version and a degraded run's reason.
+#[test]
+fn the_status_summary_counts_tool_calls_searches_and_names_the_codex_version() {
+    use codex_orchestrator_core::model::{Degraded, McpToolCallRecord, RunResult, WebSearchRecord};
+    use codex_orchestrator_kube::controller::summarize_result;
+    use codex_orchestrator_kube::crd::ResultSummary;
+    let call = |status: &str, error: Option<&str>| McpToolCallRecord {
+        server: "docs".into(),
+        tool: "search".into(),
+        arguments_bytes: 12,
+        status: status.into(),
+        error: error.map(str::to_string),
+        attempt: 0,
+    };
+    let r = RunResult {
+        mcp_tool_calls: vec![call("completed", None), call("failed", Some("boom"))],
+        omitted_mcp_tool_calls: 3,
+        web_searches: vec![WebSearchRecord {
+            query: "rust".into(),
+            attempt: 0,
+        }],
+        omitted_web_searches: 1,
+        errors: vec!["boom".into()],
+        codex_version: Some("0.147.0".into()),
+        degraded: Some(Degraded {
+            reason: "no thread, turn or item event".into(),
+            mcp_status: vec![],
+        }),
+        attempts: 1,
+        ..RunResult::empty(RunPhase::Succeeded)
+    };
+    assert_eq!(
+        summarize_result(&r),
+        ResultSummary {
+            mcp_tool_calls: 5,
+            mcp_tool_calls_failed: 1,
+            web_searches: 2,
+            errors: 1,
+            attempts: 1,
+            codex_version: Some("0.147.0".into()),
+            degraded: Some("no thread, turn or item event".into()),
+            ..ResultSummary::default()
+        }
+    );
+}

@@ -233,7 +233,9 @@ pub(super) async fn drive(
             .clone()
             .or_else(|| inner.cfg.default_provider());
         let egress = match (&provider, inner.cfg.chatgpt_auth_file()) {
-            (None, Some(file)) => chatgpt_egress_plan(&file, &new_token())?,
+            (None, Some(file)) => {
+                chatgpt_egress_plan(&file, inner.cfg.chatgpt_base_url(), &new_token())?
+            }
             _ => egress_plan(provider.as_ref(), &secrets, &new_token())?,
         };
         let (name_, body, fallback) =

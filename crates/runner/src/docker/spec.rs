@@ -86,8 +86,11 @@ pub const PROXY_AUTH_DIR: &str = "/codex-auth";
 /// codex gets the proxy at the ChatGPT backend's path (`/backend-api/codex`) with the per-run
 /// token as its key; the proxy forwards to the ChatGPT backend with the sign-in's tokens
 /// (`codex_orchestrator_egress::chatgpt`). Pure.
-pub fn chatgpt_egress_plan(auth_file: &Path, token: &str) -> Result<EgressPlan, RunnerError> {
-    let upstream = proxy::chatgpt::CHATGPT_BASE_URL;
+pub fn chatgpt_egress_plan(
+    auth_file: &Path,
+    upstream: &str,
+    token: &str,
+) -> Result<EgressPlan, RunnerError> {
     let (Some(dir), Some(name)) = (auth_file.parent(), auth_file.file_name()) else {
         return Err(RunnerError::InvalidRequest(format!(
             "ChatGPT sign-in: `{}` is not a file path",
@@ -445,7 +448,12 @@ mod tests {
     #[test]
     fn chatgpt_plan_gives_the_sign_in_to_the_proxy_only() {
         let token = new_token();
-        let plan = chatgpt_egress_plan(Path::new("/home/me/.codex/auth.json"), &token).unwrap();
+        let plan = chatgpt_egress_plan(
+            Path::new("/home/me/.codex/auth.json"),
+            proxy::chatgpt::CHATGPT_BASE_URL,
+            &token,
+        )
+        .unwrap();
         assert_eq!(
             plan,
             EgressPlan {
@@ -466,7 +474,9 @@ mod tests {
                 proxy_auth_dir: Some("/home/me/.codex".into()),
             }
         );
-        assert!(chatgpt_egress_plan(Path::new("/"), &token).is_err());
+        assert!(
+            chatgpt_egress_plan(Path::new("/"), proxy::chatgpt::CHATGPT_BASE_URL, &token).is_err()
+        );
         let inputs = |uid| ProxyInputs {
             run_id: RunId::parse("20261124040512-3fa9c2d1").unwrap(),
             image: "runner:1".into(),

@@ -1477,7 +1477,12 @@ async fn mcp_binary_drives_real_docker_runs_end_to_end() {
     let ws = git_workspace();
     let ws_c = canonical(ws.path());
     let cfg = env.state.path().join("config.toml");
-    std::fs::write(&cfg, toml::to_string(&env.config()).unwrap()).unwrap();
+    // Runs name a codex version: the default (0.163.0, the runner image) or 0.147.0 (its
+    // runner image allowed).
+    let mut config = env.config();
+    config.docker.allowed_images =
+        vec![codex_orchestrator_testkit::image::test_runner_image_for("0.147.0").await];
+    std::fs::write(&cfg, toml::to_string(&config).unwrap()).unwrap();
     let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
     cmd.arg("--config")
         .arg(&cfg)
@@ -1500,6 +1505,7 @@ async fn mcp_binary_drives_real_docker_runs_end_to_end() {
     );
     assert_eq!(st["workspace"], json!(ws_c));
     assert_eq!(art["result"]["summary"], "Added sub() and NOTES.md.");
+    assert_eq!(art["result"]["codex_version"], "0.163.0");
     assert_eq!(art["final_message"], "Added sub() and NOTES.md.");
     let events = &art["events"];
     assert_eq!(events["end"], true);
@@ -1547,12 +1553,14 @@ async fn mcp_binary_drives_real_docker_runs_end_to_end() {
     let out = h
         .ok(
             "codex_run",
-            json!({"prompt": "Propose a README intro", "security_mode": "readonly", "wait": true}),
+            json!({"prompt": "Propose a README intro", "security_mode": "readonly", "wait": true,
+                   "codex_version": "0.147.0"}),
         )
         .await;
     assert_eq!(out["finished"], true, "{out:#}");
     assert_eq!(out["status"]["phase"], "succeeded", "{out:#}");
     assert_eq!(out["result"]["summary"], "Proposed a README intro.");
+    assert_eq!(out["result"]["codex_version"], "0.147.0");
     let id2 = out["run_id"].as_str().unwrap().to_owned();
     let mut messages = Vec::new();
     while let Ok(p) = h.progress.try_recv() {
@@ -1627,6 +1635,123 @@ async fn mcp_binary_drives_real_docker_runs_end_to_end() {
         h.ok("codex_run_cancel", json!({"run_id": id})).await["outcome"],
         "already_finished"
     );
+    h.close().await;
+    assert!(env.store_containers().await.is_empty());
+    env.cleanup().await;
+}
+
+/// A run started through the real binary's MCP tools with a ChatGPT sign-in (`[auth] mode =
+/// "chatgpt"`): the run's egress proxy forwards to the ChatGPT backend (the mock, at the
+/// backend's path) with the sign-in's access token and account header; the sandbox and every
+/// artifact hold none of its tokens, and an unsupported codex version is refused first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_binary_runs_with_a_chatgpt_sign_in() {
+    use codex_orchestrator_testkit::docker::{DockerEnv, WS_UID, chatgpt_auth_json, git_workspace};
+    let account = "acc-test-42";
+    let (doc, access) = chatgpt_auth_json(account);
+    let mut env =
+        DockerEnv::start_with_mock_key(json!([{"output": [{"message": "Signed in."}]}]), &access)
+            .await;
+    let ws = git_workspace();
+    // The sign-in, owned (as `codex login` leaves it) by an unprivileged user, mode 0600.
+    let home = tempfile::tempdir().unwrap();
+    let auth = home.path().join("auth.json");
+    let text = serde_json::to_string_pretty(&doc).unwrap();
+    std::fs::write(&auth, &text).unwrap();
+    std::fs::set_permissions(&auth, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let uid = Some(nix::unistd::Uid::from_raw(WS_UID));
+        let gid = Some(nix::unistd::Gid::from_raw(WS_UID));
+        nix::unistd::chown(home.path(), uid, gid).unwrap();
+        nix::unistd::chown(&auth, uid, gid).unwrap();
+    }
+    let mut config = env.config();
+    config.default_provider = None;
+    config.auth.mode = codex_orchestrator_runner::config::AuthMode::Chatgpt;
+    config.auth.chatgpt_auth_file = Some(auth.clone());
+    config.auth.chatgpt_base_url = Some("http://mock:8080/backend-api/codex".into());
+    let cfg = env.state.path().join("config.toml");
+    std::fs::write(&cfg, toml::to_string(&config).unwrap()).unwrap();
+    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["mcp", "--allowed-root"])
+        .arg(ws.path())
+        .env("RUST_LOG", "warn")
+        .env_remove("CODEX_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .kill_on_drop(true);
+    let h = Harness::connect(rmcp::transport::TokioChildProcess::new(cmd).unwrap()).await;
+
+    let refused = h
+        .err(
+            "codex_run",
+            json!({"prompt": "hi", "codex_version": "0.150.0"}),
+        )
+        .await;
+    assert!(
+        refused
+            .contains("Codex CLI 0.150.0 is not supported; supported versions: 0.147.0, 0.163.0"),
+        "{refused}"
+    );
+    let out = h
+        .ok("codex_run", json!({"prompt": "Say hi", "wait": true}))
+        .await;
+    assert_eq!(
+        (
+            &out["status"]["phase"],
+            &out["result"]["summary"],
+            &out["result"]["codex_version"]
+        ),
+        (&json!("succeeded"), &json!("Signed in."), &json!("0.163.0")),
+        "{out:#}"
+    );
+    let reqs = env.mock_requests().await;
+    let seen: Vec<(String, String, bool, String)> = reqs
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap_or_default().to_string(),
+                r["path"].as_str().unwrap_or_default().to_string(),
+                r["authorized"].as_bool().unwrap_or(false),
+                r["headers"]["chatgpt-account-id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .filter(|(method, ..)| method == "POST")
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(
+            "POST".to_string(),
+            "/backend-api/codex/responses".to_string(),
+            true,
+            account.to_string()
+        )]
+    );
+    // None of the sign-in's tokens is in anything the run left; the sign-in is as it was (no
+    // refresh was due).
+    let mut stack = vec![env.state.path().to_path_buf()];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p != cfg {
+                files += 1;
+                let bytes = std::fs::read(&p).unwrap();
+                let text = String::from_utf8_lossy(&bytes);
+                for secret in [access.as_str(), "refresh-test-0001", "id-test"] {
+                    assert!(!text.contains(secret), "{} holds a token", p.display());
+                }
+            }
+        }
+    }
+    assert!(files >= 5, "only {files} files under the state dir");
+    assert_eq!(std::fs::read_to_string(&auth).unwrap(), text);
     h.close().await;
     assert!(env.store_containers().await.is_empty());
     env.cleanup().await;

@@ -108,6 +108,27 @@ pub fn test_image_options_for(codex_version: &str) -> ImageOptions {
     opts
 }
 
+/// A stand-in for a codex release's files, for image tests about caching and layout rather than
+/// codex itself (the real files are 370 MB): `codex` answers `--version` with the release's
+/// line, the other files are small scripts. Lives as long as the returned directory.
+pub fn fake_codex_release(version: &str) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let release = codex_orchestrator_core::codex::require(version).expect("a supported version");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (_, name) in release.files {
+        let body = if *name == "codex" {
+            format!("#!/bin/sh\necho '{}'\n", release.version_line())
+        } else {
+            format!("#!/bin/sh\necho 'fake {name}'\n")
+        };
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).expect("write a fake codex file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let codex = dir.path().join("codex");
+    (dir, codex)
+}
+
 /// The runner image of the default codex version
 /// (`codex-orchestrator-runner:<version>-codex<codex version>`) for the binary under test,
 /// built on first use (offline base from debootstrap, cached across runs by its content key)

@@ -14,8 +14,8 @@ use codex_orchestrator_runner::image::{
 use futures::StreamExt;
 
 use codex_orchestrator_testkit::image::{
-    ImageGuard, TEST_LABEL, agent_bin, docker, egress_bin, run_once, test_image_options,
-    test_labels, test_runner_image, test_runner_image_for, unique_name,
+    ImageGuard, TEST_LABEL, agent_bin, docker, egress_bin, fake_codex_release, run_once,
+    test_image_options, test_labels, test_runner_image, test_runner_image_for, unique_name,
 };
 
 const ENTRYPOINT: [&str; 2] = ["/usr/local/bin/codex-orchestrator-agent", "agent"];
@@ -23,7 +23,11 @@ const ENTRYPOINT: [&str; 2] = ["/usr/local/bin/codex-orchestrator-agent", "agent
 /// The combined sha256 of a codex release's cached files, recomputed.
 fn codex_files_sha(version: &str) -> String {
     let release = codex_orchestrator_core::codex::require(version).expect("supported");
-    let files = image::ensure_codex_files(None, release).expect("cached codex");
+    codex_files_sha_of(&image::ensure_codex_files(None, release).expect("cached codex"))
+}
+
+/// The combined sha256 of a release's files.
+fn codex_files_sha_of(files: &image::CodexFiles) -> String {
     let shas: Vec<(&str, String)> = files
         .files
         .iter()
@@ -34,8 +38,12 @@ fn codex_files_sha(version: &str) -> String {
 }
 
 /// The content hash the runner image of the default codex version must carry, recomputed
-/// from its inputs.
-async fn expected_content_hash(docker: &bollard::Docker, agent: &std::path::Path) -> String {
+/// from its inputs (`codex_sha`: [`codex_files_sha`] of the files it was built with).
+async fn expected_content_hash(
+    docker: &bollard::Docker,
+    agent: &std::path::Path,
+    codex_sha: &str,
+) -> String {
     let base_tag = recipe::base_tag(&recipe::BASE_RECIPE);
     let base = docker
         .inspect_image(&base_tag)
@@ -44,7 +52,7 @@ async fn expected_content_hash(docker: &bollard::Docker, agent: &std::path::Path
     recipe::ContentInputs {
         agent_sha256: &image::sha256_file(agent).expect("hash agent"),
         egress_sha256: &image::sha256_file(&egress_bin()).expect("hash egress"),
-        codex_sha256: &codex_files_sha(image::DEFAULT_CODEX_VERSION),
+        codex_sha256: codex_sha,
         dockerfile: image::RUNNER_DOCKERFILE,
         base_id: base.id.as_deref().expect("base id"),
     }
@@ -78,7 +86,12 @@ async fn runner_image_has_labels_entrypoint_and_a_working_codex() {
     let info = image::check_runner_image(&docker, &tag)
         .await
         .expect("check");
-    let hash = expected_content_hash(&docker, &agent_bin()).await;
+    let hash = expected_content_hash(
+        &docker,
+        &agent_bin(),
+        &codex_files_sha(image::DEFAULT_CODEX_VERSION),
+    )
+    .await;
     assert_eq!(
         tag,
         format!("codex-orchestrator-runner:{VERSION}-codex0.163.0")
@@ -215,9 +228,15 @@ async fn a_changed_agent_binary_gives_a_rebuilt_image_and_force_rebuilds() {
 
     let tag = format!("{}:1", unique_name("codex-orchestrator-test-runner"));
     let _guard = ImageGuard(tag.clone());
+    // A stand-in for codex's files: this is about the agent binary and the cache, and the
+    // three builds below stay small.
+    let (_fake, fake_codex) = fake_codex_release(image::DEFAULT_CODEX_VERSION);
+    let release = codex_orchestrator_core::codex::require(image::DEFAULT_CODEX_VERSION).unwrap();
+    let fake_sha = codex_files_sha_of(&image::codex_files_beside(&fake_codex, release).unwrap());
     let mut opts = ImageOptions {
         tag: Some(tag.clone()),
         extra_labels: test_labels(),
+        codex_binary: Some(fake_codex.clone()),
         ..test_image_options()
     };
     opts.agent_binary = changed.clone();
@@ -229,7 +248,7 @@ async fn a_changed_agent_binary_gives_a_rebuilt_image_and_force_rebuilds() {
     assert_ne!(built.content_hash, main.content_hash);
     assert_eq!(
         built.content_hash,
-        Some(expected_content_hash(&docker, &changed).await)
+        Some(expected_content_hash(&docker, &changed, &fake_sha).await)
     );
     assert_eq!(built.labels.get(TEST_LABEL).map(String::as_str), Some("1"));
 
@@ -374,10 +393,14 @@ async fn a_user_base_is_used_as_is() {
         .expect("id");
     let tag = format!("{}:1", unique_name("codex-orchestrator-test-userbase"));
     let _guard = ImageGuard(tag.clone());
+    let (_fake, fake_codex) = fake_codex_release(image::DEFAULT_CODEX_VERSION);
+    let release = codex_orchestrator_core::codex::require(image::DEFAULT_CODEX_VERSION).unwrap();
+    let fake_sha = codex_files_sha_of(&image::codex_files_beside(&fake_codex, release).unwrap());
     let opts = ImageOptions {
         base_image: Some(base.clone()),
         tag: Some(tag.clone()),
         extra_labels: test_labels(),
+        codex_binary: Some(fake_codex),
         ..test_image_options()
     };
     let info = image::ensure_runner_image(&docker, &opts)
@@ -386,7 +409,7 @@ async fn a_user_base_is_used_as_is() {
     let expected_hash = recipe::ContentInputs {
         agent_sha256: &image::sha256_file(&agent_bin()).expect("hash"),
         egress_sha256: &image::sha256_file(&egress_bin()).expect("hash"),
-        codex_sha256: &codex_files_sha(image::DEFAULT_CODEX_VERSION),
+        codex_sha256: &fake_sha,
         dockerfile: image::RUNNER_DOCKERFILE,
         base_id: &base_id,
     }
@@ -474,10 +497,13 @@ async fn a_user_base_with_another_codex_gets_the_release_codex() {
 
     let tag = format!("{}:1", unique_name("codex-orchestrator-test-runner"));
     let _guard = ImageGuard(tag.clone());
+    // The release's files (a small stand-in answering like 0.163.0).
+    let (_fake, fake_codex) = fake_codex_release(image::DEFAULT_CODEX_VERSION);
     let opts = ImageOptions {
         base_image: Some(other_base.clone()),
         tag: Some(tag.clone()),
         extra_labels: test_labels(),
+        codex_binary: Some(fake_codex),
         ..test_image_options()
     };
     let info = image::ensure_runner_image(&docker, &opts)

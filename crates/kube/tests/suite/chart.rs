@@ -100,6 +100,26 @@ fn helm_chart(files: &[&str]) -> BTreeMap<String, Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A container's environment: name → value, or `secret:<name>/<key>` for a Secret reference.
+fn env_of(c: &k8s_openapi::api::core::v1::Container) -> BTreeMap<String, String> {
+    c.env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let v = match (e.value, e.value_from) {
+                (Some(v), _) => v,
+                (None, Some(f)) => {
+                    let k = f.secret_key_ref.unwrap();
+                    format!("secret:{}/{}", k.name, k.key)
+                }
+                _ => String::new(),
+            };
+            (e.name, v)
+        })
+        .collect()
+}
+
 fn of_kind<'a>(r: &'a Rendered, kind: &str) -> Vec<&'a Value> {
     r.objects.iter().filter(|o| o["kind"] == kind).collect()
 }
@@ -379,23 +399,7 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
                 assert!(spec.volumes.is_none(), "{values}: {:?}", spec.volumes);
                 let c = &spec.containers[0];
                 assert_eq!(c.args.clone().unwrap(), ["proxy", "--listen=0.0.0.0:8080"]);
-                let env: BTreeMap<String, String> = c
-                    .env
-                    .clone()
-                    .unwrap()
-                    .into_iter()
-                    .map(|e| {
-                        let v = match (e.value, e.value_from) {
-                            (Some(v), _) => v,
-                            (None, Some(f)) => {
-                                let k = f.secret_key_ref.unwrap();
-                                format!("secret:{}/{}", k.name, k.key)
-                            }
-                            _ => String::new(),
-                        };
-                        (e.name, v)
-                    })
-                    .collect();
+                let env = env_of(c);
                 assert_eq!(
                     env,
                     BTreeMap::from([
@@ -939,23 +943,7 @@ fn the_model_proxy_signs_in_with_chatgpt_from_a_secret() {
         ]
     );
     let c = &spec.containers[0];
-    let env: BTreeMap<String, String> = c
-        .env
-        .clone()
-        .unwrap()
-        .into_iter()
-        .map(|e| {
-            let v = match (e.value, e.value_from) {
-                (Some(v), _) => v,
-                (None, Some(f)) => {
-                    let k = f.secret_key_ref.unwrap();
-                    format!("secret:{}/{}", k.name, k.key)
-                }
-                _ => String::new(),
-            };
-            (e.name, v)
-        })
-        .collect();
+    let env = env_of(c);
     assert_eq!(
         env,
         BTreeMap::from([

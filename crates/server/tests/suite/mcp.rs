@@ -1320,6 +1320,25 @@ pub(crate) fn binary_command(root: &Path, state: &Path) -> tokio::process::Comma
     cmd
 }
 
+/// The real binary's `mcp` over stdio with `config` written to `<state>/config.toml` and
+/// `root` as its allowed root.
+pub(crate) fn binary_with_config(
+    config: &codex_orchestrator_runner::config::Config,
+    state: &Path,
+    root: &Path,
+) -> tokio::process::Command {
+    let cfg = state.join("config.toml");
+    std::fs::write(&cfg, toml::to_string(config).unwrap()).unwrap();
+    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["mcp", "--allowed-root"])
+        .arg(root)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    cmd
+}
+
 fn snapshot_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/mcp_tools.json")
 }
@@ -1476,20 +1495,12 @@ async fn mcp_binary_drives_real_docker_runs_end_to_end() {
     .await;
     let ws = git_workspace();
     let ws_c = canonical(ws.path());
-    let cfg = env.state.path().join("config.toml");
     // Runs name a codex version: the default (0.163.0, the runner image) or 0.147.0 (its
     // runner image allowed).
     let mut config = env.config();
     config.docker.allowed_images =
         vec![codex_orchestrator_testkit::image::test_runner_image_for("0.147.0").await];
-    std::fs::write(&cfg, toml::to_string(&config).unwrap()).unwrap();
-    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
-    cmd.arg("--config")
-        .arg(&cfg)
-        .args(["mcp", "--allowed-root"])
-        .arg(ws.path())
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
+    let cmd = binary_with_config(&config, env.state.path(), ws.path());
     let mut h = Harness::connect(rmcp::transport::TokioChildProcess::new(cmd).unwrap()).await;
 
     // 1. workspace_write, wait=false, polled to the end.
@@ -1671,16 +1682,8 @@ async fn mcp_binary_runs_with_a_chatgpt_sign_in() {
     config.auth.chatgpt_auth_file = Some(auth.clone());
     config.auth.chatgpt_base_url = Some("http://mock:8080/backend-api/codex".into());
     let cfg = env.state.path().join("config.toml");
-    std::fs::write(&cfg, toml::to_string(&config).unwrap()).unwrap();
-    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
-    cmd.arg("--config")
-        .arg(&cfg)
-        .args(["mcp", "--allowed-root"])
-        .arg(ws.path())
-        .env("RUST_LOG", "warn")
-        .env_remove("CODEX_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .kill_on_drop(true);
+    let mut cmd = binary_with_config(&config, env.state.path(), ws.path());
+    cmd.env_remove("CODEX_API_KEY").env_remove("OPENAI_API_KEY");
     let h = Harness::connect(rmcp::transport::TokioChildProcess::new(cmd).unwrap()).await;
 
     let refused = h

@@ -1027,19 +1027,11 @@ async fn mcp_binary_refuses_a_bomb_patch_and_its_peak_rss_stays_small() {
         )
         .unwrap();
     store.write_file(&id, PATCH, bomb.as_bytes()).unwrap();
-    let cfg = state.path().join("config.toml");
     let config = codex_orchestrator_runner::config::Config {
         state_dir: state.path().to_path_buf(),
         ..Default::default()
     };
-    std::fs::write(&cfg, toml::to_string(&config).unwrap()).unwrap();
-    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
-    cmd.arg("--config")
-        .arg(&cfg)
-        .args(["mcp", "--allowed-root"])
-        .arg(root.path())
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
+    let cmd = super::mcp::binary_with_config(&config, state.path(), root.path());
     let transport = rmcp::transport::TokioChildProcess::new(cmd).unwrap();
     let pid = transport.id().unwrap().to_string();
     let c = Client::connect(transport, None, false).await;

@@ -42,6 +42,7 @@ pub mod confine;
 mod end;
 pub mod fetch;
 pub mod fix;
+pub mod forkbomb;
 pub mod growth;
 pub mod limits;
 pub mod outcome;
@@ -552,6 +553,13 @@ async fn drive<W: AsyncWrite + Unpin>(
     } else {
         None
     };
+    // In a sandbox (its own pids cgroup): a fork bomb the pids limit holds stops the run.
+    let _forkbomb = process::in_sandbox().then(|| {
+        AbortOnDrop(tokio::spawn(forkbomb::watch(
+            PathBuf::from("/sys/fs/cgroup"),
+            limits.stop.clone(),
+        )))
+    });
     let _growth = spec
         .workspace_growth_limit_bytes
         .filter(|_| spec.scratch_dir.is_none())

@@ -103,23 +103,37 @@ pub(crate) async fn build_runner(
     tracing::info!(image = %tag, base = %base.reference, codex = codex_version, "building the runner image");
     let (agent, egress) = (opts.agent_binary.clone(), opts.egress_binary.clone());
     let codex_paths = codex.files.clone();
-    let context = blocking(move || -> Result<Vec<u8>, ImageError> {
+    // The context goes through a file, not memory: codex's files are hundreds of MB.
+    let tmp = TempDir::new_in(&std::env::temp_dir(), "codex-orchestrator-context")?;
+    let context = tmp.path().join("context.tar");
+    let written = context.clone();
+    blocking(move || -> Result<(), ImageError> {
         let agent_bytes = read_binary(&agent)?;
         let egress_bytes = read_binary(&egress)?;
-        let mut codex_bytes = Vec::with_capacity(codex_paths.len());
+        let mut codex_files = Vec::with_capacity(codex_paths.len());
         for (name, path) in &codex_paths {
-            let bytes = std::fs::read(path)
-                .map_err(|e| ImageError::io("read a codex file for the image", path, e))?;
-            codex_bytes.push((*name, bytes));
+            let open = |e| ImageError::io("read a codex file for the image", path, e);
+            let file = std::fs::File::open(path).map_err(open)?;
+            let size = file.metadata().map_err(open)?.len();
+            codex_files.push((*name, size, std::io::BufReader::new(file)));
         }
-        let codex_files: Vec<(&str, &[u8])> = codex_bytes
-            .iter()
-            .map(|(n, b)| (*n, b.as_slice()))
-            .collect();
-        recipe::build_context(RUNNER_DOCKERFILE, &agent_bytes, &egress_bytes, &codex_files)
-            .map_err(|e| ImageError::io("pack the build context", &agent, e))
+        let pack = |e| ImageError::io("pack the build context", &written, e);
+        let out = std::io::BufWriter::new(std::fs::File::create(&written).map_err(pack)?);
+        let mut out = recipe::write_build_context(
+            out,
+            RUNNER_DOCKERFILE,
+            &agent_bytes,
+            &egress_bytes,
+            codex_files,
+        )
+        .map_err(pack)?;
+        std::io::Write::flush(&mut out).map_err(pack)
     })
     .await??;
+    let file = tokio::fs::File::open(&context)
+        .await
+        .map_err(|e| ImageError::io("open the build context", &context, e))?;
+    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
     let build_args: HashMap<String, String> =
         recipe::runner_build_args(&base.reference, codex_version, content_hash)
             .into_iter()
@@ -135,7 +149,7 @@ pub(crate) async fn build_runner(
         .labels(&labels)
         .build();
     let long = long_timeout(docker);
-    let mut stream = long.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut stream = long.build_image(options, None, Some(body));
     let mut log = String::new();
     while let Some(item) = stream.next().await {
         match item {

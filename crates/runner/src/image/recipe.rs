@@ -231,30 +231,37 @@ pub fn runner_labels(codex_version: &str, content_hash: &str) -> BTreeMap<String
     ])
 }
 
-/// An in-memory tar build context: `Dockerfile`, our two binaries and the codex release's
-/// files under [`CODEX_CONTEXT_DIR`] (all binaries mode 0755).
-pub fn build_context(
+/// Writes the tar build context to `out`: `Dockerfile`, the codex release's files under
+/// [`CODEX_CONTEXT_DIR`] (each `(name, size, contents)`, streamed: they are hundreds of MB) and
+/// our two binaries (all binaries mode 0755). Equal inputs give equal bytes.
+pub fn write_build_context<W: Write, R: std::io::Read>(
+    out: W,
     dockerfile: &str,
     agent_binary: &[u8],
     egress_binary: &[u8],
-    codex_files: &[(&str, &[u8])],
-) -> std::io::Result<Vec<u8>> {
-    let codex_len: usize = codex_files.iter().map(|(_, b)| b.len() + 1024).sum();
-    let mut builder = tar::Builder::new(Vec::with_capacity(
-        agent_binary.len() + egress_binary.len() + codex_len + 4096,
-    ));
+    codex_files: Vec<(&str, u64, R)>,
+) -> std::io::Result<W> {
+    let mut builder = tar::Builder::new(out);
     append_file(&mut builder, "Dockerfile", dockerfile.as_bytes(), 0o644)?;
-    for (name, bytes) in codex_files {
-        append_file(
-            &mut builder,
-            &format!("{CODEX_CONTEXT_DIR}/{name}"),
-            bytes,
-            0o755,
-        )?;
+    for (name, size, contents) in codex_files {
+        let mut header = file_header(size, 0o755);
+        builder.append_data(&mut header, format!("{CODEX_CONTEXT_DIR}/{name}"), contents)?;
     }
     append_file(&mut builder, AGENT_FILE_NAME, agent_binary, 0o755)?;
     append_file(&mut builder, EGRESS_FILE_NAME, egress_binary, 0o755)?;
     builder.into_inner()
+}
+
+/// A regular file's tar header with fixed metadata.
+fn file_header(size: u64, mode: u32) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header
 }
 
 /// Append one regular file with fixed metadata (so equal inputs give equal contexts).
@@ -264,13 +271,7 @@ pub fn append_file<W: Write>(
     data: &[u8],
     mode: u32,
 ) -> std::io::Result<()> {
-    let mut header = tar::Header::new_gnu();
-    header.set_size(data.len() as u64);
-    header.set_mode(mode);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::Regular);
+    let mut header = file_header(data.len() as u64, mode);
     builder.append_data(&mut header, name, data)
 }
 
@@ -425,9 +426,19 @@ mod tests {
 
     #[test]
     fn build_context_holds_dockerfile_and_executable_binaries() {
-        let codex: [(&str, &[u8]); 2] = [("codex", b"\x7fELF-codex"), ("rg", b"\x7fELF-rg")];
-        let bytes =
-            build_context("FROM scratch\n", b"\x7fELF-ish", b"\x7fELF-egress", &codex).unwrap();
+        let build = || {
+            let codex: Vec<(&str, u64, &[u8])> =
+                vec![("codex", 11, b"\x7fELF-codex"), ("rg", 8, b"\x7fELF-rg")];
+            write_build_context(
+                Vec::new(),
+                "FROM scratch\n",
+                b"\x7fELF-ish",
+                b"\x7fELF-egress",
+                codex,
+            )
+            .unwrap()
+        };
+        let bytes = build();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let entries: Vec<(String, u32, Vec<u8>)> = archive
             .entries()
@@ -459,9 +470,6 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(
-            bytes,
-            build_context("FROM scratch\n", b"\x7fELF-ish", b"\x7fELF-egress", &codex).unwrap()
-        );
+        assert_eq!(bytes, build());
     }
 }

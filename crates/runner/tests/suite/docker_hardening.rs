@@ -229,3 +229,49 @@ async fn run_container_is_hardened() {
     assert!(env.store_containers().await.is_empty());
     env.cleanup().await;
 }
+
+/// A fork bomb that outlives its command holds the pids limit: codex would wait for it until
+/// the run's deadline. The agent sees the limit refusing forks second after second and stops
+/// the run `failed`/`resource_limit` with the figure, killing the bomb, long before the
+/// deadline (crates/agent/src/forkbomb.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lasting_fork_bomb_stops_the_run_at_the_process_limit() {
+    use codex_orchestrator_core::model::TerminalReason;
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"exec": "bash -c 'b(){ b | b & }; b' >/dev/null 2>&1; sleep 600"}]},
+        {"output": [{"message": "never"}]}
+    ]))
+    .await;
+    let ws = git_workspace();
+    let mut cfg = env.config();
+    cfg.docker.pids_limit = 128;
+    let runner = env.runner_with(cfg).await;
+    let mut req = codex_orchestrator_testkit::docker::request(
+        ws.path(),
+        SecurityMode::WorkspaceWrite,
+        "fork",
+    );
+    req.timeout_secs = Some(100);
+    let started = Instant::now();
+    let id = runner.submit(req).await.unwrap();
+    let st = runner.wait(&id, Duration::from_secs(150)).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Failed, Some(TerminalReason::ResourceLimit)),
+        "{st:#?}"
+    );
+    let r = runner.artifacts(&id).await.unwrap().result.unwrap();
+    let m = st.message.clone().unwrap();
+    assert!(
+        m.contains("the process limit refused ") && m.contains("without a pause"),
+        "{m}"
+    );
+    assert!(r.limits_hit.is_some_and(|h| h.pids > 0));
+    assert!(
+        took < Duration::from_secs(60),
+        "stopped only after {took:?}"
+    );
+    assert!(env.store_containers().await.is_empty());
+    env.cleanup().await;
+}

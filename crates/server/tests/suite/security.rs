@@ -763,7 +763,8 @@ async fn resource_abuse_is_contained_reported_and_spares_a_concurrent_run() {
     }
     // Fork bomb: contained by the pids limit, and the run says which limit was hit. Whether
     // codex itself still gets a process or thread while the bomb holds the limit is a race:
-    // either it completes its turn, or it fails and the run ends `resource_limit`.
+    // either it completes its turn, or it fails (or the agent stops the run because the limit
+    // keeps refusing forks) and the run ends `resource_limit`.
     let (st, r, events) = &fork_bomb;
     assert!(
         matches!(
@@ -776,13 +777,15 @@ async fn resource_abuse_is_contained_reported_and_spares_a_concurrent_run() {
     let hit = r.limits_hit.clone().unwrap();
     assert!(hit.pids > 0 && hit.oom_kills == 0, "{hit:?}");
     let m = st.message.clone().unwrap();
+    // Either way the run says which limit was hit: in the message (the agent's own stop when
+    // the bomb kept the limit refusing, crates/agent/src/forkbomb.rs, or the summary of the
+    // limits hit) and as the one warning.
+    assert!(m.contains("the process limit refused "), "{m}");
+    let w = warnings(events);
     assert!(
-        m.starts_with("sandbox limits were hit: the process limit refused "),
-        "{m}"
+        w.len() == 1 && w[0].starts_with("sandbox limits were hit: the process limit refused "),
+        "{w:?}"
     );
-    // The warning is the limit part of the message ("; then: …" adds codex's failure).
-    let limit_part = m.split("; then: ").next().unwrap().to_string();
-    assert_eq!(warnings(events), vec![limit_part]);
     if st.phase == RunPhase::Succeeded {
         assert_eq!(r.commands[0].exit_code, Some(0), "{:?}", r.commands);
     }

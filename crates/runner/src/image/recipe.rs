@@ -427,8 +427,11 @@ mod tests {
     #[test]
     fn build_context_holds_dockerfile_and_executable_binaries() {
         let build = || {
-            let codex: Vec<(&str, u64, &[u8])> =
-                vec![("codex", 11, b"\x7fELF-codex"), ("rg", 8, b"\x7fELF-rg")];
+            let files: [(&str, &[u8]); 2] = [("codex", b"\x7fELF-codex"), ("rg", b"\x7fELF-rg")];
+            let codex: Vec<(&str, u64, &[u8])> = files
+                .iter()
+                .map(|(n, b)| (*n, b.len() as u64, *b))
+                .collect();
             write_build_context(
                 Vec::new(),
                 "FROM scratch\n",

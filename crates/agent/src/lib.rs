@@ -556,7 +556,7 @@ async fn drive<W: AsyncWrite + Unpin>(
     // In a sandbox (its own pids cgroup): a fork bomb the pids limit holds stops the run.
     let _forkbomb = process::in_sandbox().then(|| {
         AbortOnDrop(tokio::spawn(forkbomb::watch(
-            PathBuf::from("/sys/fs/cgroup"),
+            PathBuf::from(limits::CGROUP_ROOT),
             limits.stop.clone(),
         )))
     });

@@ -15,7 +15,10 @@ pub fn counter(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// Reads the counters under the cgroup mount `root` (normally `/sys/fs/cgroup`).
+/// The sandbox's own cgroup, as a container sees it.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Reads the counters under the cgroup mount `root` (normally [`CGROUP_ROOT`]).
 pub fn cgroup_counters(root: &Path) -> (u64, u64) {
     let read = |rel: &str| std::fs::read_to_string(root.join(rel)).ok();
     let pids = read("pids.events")
@@ -85,7 +88,7 @@ pub fn since(now: &LimitsHit, baseline: &LimitsHit) -> LimitsHit {
 
 /// Everything hit, from the real cgroup and the given tmpfs mounts.
 pub fn observe(mounts: &[PathBuf]) -> LimitsHit {
-    let (pids, oom_kills) = cgroup_counters(Path::new("/sys/fs/cgroup"));
+    let (pids, oom_kills) = cgroup_counters(Path::new(CGROUP_ROOT));
     LimitsHit {
         pids,
         oom_kills,

@@ -238,9 +238,7 @@ impl DockerRunner {
             .map(|b| b / (1024 * 1024));
         Ok(req)
     }
-}
 
-impl DockerRunner {
     /// A request naming a codex version gets an image that holds it: the image it named
     /// (which must), the runner image when it does, else — with the default images — that
     /// version's runner image (built on first use), else an allowed image that holds it.

@@ -88,6 +88,9 @@ fn cases() -> Vec<Case> {
         ("workspace growth of zero", |r| {
             r.workspace_growth_limit_mb = Some(0)
         }),
+        ("unsupported codex version", |r| {
+            r.codex_version = Some("0.150.0".into())
+        }),
     ]
 }
 
@@ -129,7 +132,7 @@ async fn every_bad_request_gets_the_same_refusal_from_both_runners_before_anythi
     );
 
     let cases = cases();
-    assert_eq!(cases.len(), 15);
+    assert_eq!(cases.len(), 16);
     for (name, change) in cases {
         let mut local = good(ws.path().to_path_buf());
         let mut remote = good(PathBuf::from("https://git.example/team/app.git#main"));

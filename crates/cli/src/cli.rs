@@ -111,6 +111,12 @@ pub struct McpArgs {
     /// With --http: allow a non-loopback address (only behind an authenticating gateway).
     #[arg(long, requires = "http")]
     pub allow_remote: bool,
+    /// Who approves a patch apply (`codex_patch_apply`) and a full_access run: auto (ask the
+    /// user through the MCP client where it can — elicitation — otherwise the model-set flag
+    /// approve / confirm_full_access is enough), human (always the user; refused when the
+    /// client cannot ask), client (the model-set flag is enough; nobody is asked).
+    #[arg(long, value_name = "POLICY", default_value = "auto")]
+    pub approval: codex_orchestrator_server::mcp::ApprovalPolicy,
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +250,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
                 default_mode: a.default_mode,
                 client_roots: Default::default(),
                 protected: cfg.protected_dirs(),
+                approval: a.approval,
             }
             .resolve()
             .map_err(|e| CliError::new(2, e))?;

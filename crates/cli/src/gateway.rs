@@ -68,6 +68,11 @@ pub struct GatewayArgs {
     /// Security mode of a run that names none.
     #[arg(long, default_value = "workspace_write")]
     pub default_mode: codex_orchestrator_core::model::SecurityMode,
+    /// Who approves a patch apply and a full_access run: auto (ask the tenant's user through
+    /// the MCP client where it can, otherwise the model-set flag is enough), human (always
+    /// the user; refused when the client cannot ask), client (the flag is enough).
+    #[arg(long, value_name = "POLICY", default_value = "auto")]
+    pub approval: codex_orchestrator_core::policy::approval::ApprovalPolicy,
     /// kube: namespace of the CodexRuns (default: the client's namespace).
     #[arg(long, env = "CODEX_ORCHESTRATOR_NAMESPACE")]
     pub namespace: Option<String>,
@@ -180,6 +185,7 @@ pub async fn main(
                 default_mode: a.default_mode,
                 client_roots: ClientRootsPolicy::Ignore,
                 protected,
+                approval: a.approval,
             },
             audit: Some(codex_orchestrator_runner::audit::ServerAudit::new(
                 &cfg.state_dir,

@@ -114,6 +114,25 @@ pub enum Action {
     Cancel,
     PatchApply,
     PatchCheck,
+    /// A decision on an approval (see [`ApprovalRecord`]): outcome `asked`, `accepted`,
+    /// `declined`, `cancelled`, `failed`, `by_flag` or `refused`.
+    Approval,
+    /// A task-augmented `codex_run` (MCP Tasks) was cancelled with `tasks/cancel`.
+    TaskCancel,
+}
+
+/// What an [`Action::Approval`] entry was about and how it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// The server's approval policy (`auto`, `human`, `client`).
+    pub policy: String,
+    /// `patch_apply` or `full_access_run`.
+    pub subject: String,
+    /// `elicitation` (a request to the client in the session), `input_request` (an MCP
+    /// 2026-07-28 input request), or `flag` (the model-set argument; nobody asked).
+    pub channel: String,
+    /// What the human was shown (files and insertions/deletions, or the workspace).
+    pub summary: String,
 }
 
 /// One line of the server's `audit.jsonl`.
@@ -136,6 +155,9 @@ pub struct ServerEntry {
     /// The workspace of a patch apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<PathBuf>,
+    /// The approval an [`Action::Approval`] entry records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRecord>,
 }
 
 impl ServerEntry {
@@ -149,6 +171,7 @@ impl ServerEntry {
             detail: None,
             request: None,
             workspace: None,
+            approval: None,
         }
     }
 }

@@ -414,6 +414,7 @@ impl Gateway {
         let server = match self.tenant_mcp.get(tenant) {
             _ if self.factory.remote() => {
                 OrchestratorServer::remote(runner, self.cfg.mcp.max_wait, self.cfg.mcp.default_mode)
+                    .with_approval(self.cfg.mcp.approval)
             }
             Some(mcp) => OrchestratorServer::new(runner, mcp.clone())?,
             None => {

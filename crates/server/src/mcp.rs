@@ -33,11 +33,14 @@
 //! `paths`, `roots` and the runner; splitting by tool would scatter the shared argument checks.
 
 pub mod apply;
+pub mod approval;
 pub mod args;
 pub use codex_orchestrator_workspace::patch as diff;
 pub mod http;
 pub mod paths;
+pub mod resources;
 pub mod roots;
+pub mod tasks;
 pub mod tools;
 
 use std::collections::BTreeMap;
@@ -56,6 +59,9 @@ use tracing::{info, warn};
 
 use tools::*;
 
+use approval::Reply;
+use rmcp::handler::server::tool::{InputResponses as InputAnswers, RequestState};
+
 use args::parse_run_id;
 pub use args::{
     Args, ToolError, cap_events, check_output_schema, cut_text, input_schema, parse_args,
@@ -63,6 +69,7 @@ pub use args::{
 };
 
 use codex_orchestrator_core::model::{RunId, RunRequest, RunStatus, SecurityMode};
+pub use codex_orchestrator_core::policy::approval::ApprovalPolicy;
 use codex_orchestrator_core::policy::roots::{self as policy_roots, ClientRootsPolicy, Protected};
 use codex_orchestrator_runner::error::RunnerError;
 use codex_orchestrator_runner::{CancelOutcome, ListFilter, Runner};
@@ -97,6 +104,9 @@ pub struct McpConfig {
     pub client_roots: ClientRootsPolicy,
     /// Directories no workspace may be, lie in or contain (the orchestrator's own data).
     pub protected: Vec<Protected>,
+    /// Whether a model-set flag approves a patch apply or a `full_access` run, or a human
+    /// must be asked ([`approval`]).
+    pub approval: ApprovalPolicy,
 }
 
 impl Default for McpConfig {
@@ -108,6 +118,7 @@ impl Default for McpConfig {
             default_mode: SecurityMode::WorkspaceWrite,
             client_roots: ClientRootsPolicy::Widen,
             protected: Vec::new(),
+            approval: ApprovalPolicy::Auto,
         }
     }
 }
@@ -199,6 +210,9 @@ pub struct OrchestratorServer {
     apply_lock_wait: Duration,
     /// The gateway tenant this server serves (named in every audit record).
     tenant: Option<String>,
+    /// Approvals asked by input request, waiting for the client's retry (shared by clones:
+    /// a stateless client's retry may reach another session value).
+    approvals: approval::SharedPending,
 }
 
 impl Clone for OrchestratorServer {
@@ -212,6 +226,7 @@ impl Clone for OrchestratorServer {
             remote: self.remote,
             apply_lock_wait: self.apply_lock_wait,
             tenant: self.tenant.clone(),
+            approvals: self.approvals.clone(),
         }
     }
 }
@@ -236,6 +251,7 @@ impl OrchestratorServer {
             remote: false,
             apply_lock_wait: apply::APPLY_LOCK_WAIT,
             tenant: None,
+            approvals: Arc::default(),
         })
     }
 
@@ -265,7 +281,7 @@ impl OrchestratorServer {
     /// Appends to the audit log (off the async threads: it fsyncs).
     pub(crate) async fn audit(
         &self,
-        peer: &rmcp::service::Peer<RoleServer>,
+        ctx: &RequestContext<RoleServer>,
         f: impl FnOnce(
             codex_orchestrator_runner::audit::Actor,
         ) -> codex_orchestrator_runner::audit::ServerEntry,
@@ -273,9 +289,7 @@ impl OrchestratorServer {
         let Some(audit) = self.audit.clone() else {
             return;
         };
-        let client = peer
-            .peer_info()
-            .map(|i| (i.client_info.name.clone(), i.client_info.version.clone()));
+        let client = ctx.client_info().map(|i| (i.name, i.version));
         let actor = match &self.tenant {
             Some(t) => codex_orchestrator_runner::audit::Actor::gateway(t, client),
             None => codex_orchestrator_runner::audit::Actor::mcp(client),
@@ -312,7 +326,15 @@ impl OrchestratorServer {
             remote: true,
             apply_lock_wait: apply::APPLY_LOCK_WAIT,
             tenant: None,
+            approvals: Arc::default(),
         }
+    }
+
+    /// Sets the approval policy ([`McpConfig::approval`]; for [`remote`](Self::remote)
+    /// servers, whose configuration is built here).
+    pub fn with_approval(mut self, policy: ApprovalPolicy) -> Self {
+        Arc::make_mut(&mut self.cfg).approval = policy;
+        self
     }
 
     /// True for a [`remote`](Self::remote) server.
@@ -496,6 +518,19 @@ impl OrchestratorServer {
     }
 }
 
+/// What the human is asked before a `full_access` run, and its short form for the audit log.
+fn full_access_text(req: &RunRequest) -> (String, String) {
+    const PROMPT_SHOWN: usize = 600;
+    let (prompt, cut) = cut_text(&req.prompt, PROMPT_SHOWN);
+    let message = format!(
+        "Start a full_access Codex run in {}? Codex gets network access and writes to the workspace without a read-only guard.\nTask: {prompt}{}",
+        req.workspace.display(),
+        if cut { " …" } else { "" }
+    );
+    let summary = format!("full_access run in {}", req.workspace.display());
+    (message, summary)
+}
+
 fn next_step(st: &RunStatus) -> String {
     if st.phase.is_terminal() {
         format!(
@@ -510,26 +545,23 @@ fn next_step(st: &RunStatus) -> String {
     }
 }
 
-#[tool_router]
+/// What [`OrchestratorServer::start_run`] did.
+pub(crate) enum Started {
+    Run(RunId),
+    /// The client must ask its user first (a `full_access` run, 2026-07-28 protocol).
+    Input(rmcp::model::InputRequiredResult),
+}
+
 impl OrchestratorServer {
-    #[tool(
-        name = "codex_run",
-        description = "Delegate a coding task to OpenAI Codex (`codex exec`), which runs in an isolated, hardened Docker sandbox with the workspace mounted. By default (wait=false) it returns a run_id at once: poll codex_run_status until the run has ended, then read the answer and outcome with codex_run_artifacts and review the changes with codex_git_diff. security_mode workspace_write (default) lets Codex edit the workspace in place; readonly leaves the workspace untouched and yields a patch only. For a machine-readable answer pass output_schema: a bundled schema name (default_output, code_change, analysis_report, test_results) or an inline strict JSON Schema; the validated answer is then in result.output.",
-        input_schema = input_schema::<CodexRunParams>(),
-        annotations(
-            title = "Run a Codex task",
-            read_only_hint = false,
-            destructive_hint = true,
-            idempotent_hint = false,
-            open_world_hint = true
-        )
-    )]
-    async fn codex_run(
+    /// Checks a `codex_run` request, asks for approval where the policy says so, submits it
+    /// and audits the submission. Shared by the tool and its task-augmented form.
+    pub(crate) async fn start_run(
         &self,
-        Args(args): Args<CodexRunParams>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<CodexRunOutput>, ToolError> {
-        let p = args?;
+        p: CodexRunParams,
+        ctx: &RequestContext<RoleServer>,
+        input_responses: Option<rmcp::model::InputResponses>,
+        request_state: Option<String>,
+    ) -> Result<Started, ToolError> {
         if p.prompt.trim().is_empty() {
             return Err(ToolError::new(
                 "prompt is empty: describe the task for Codex",
@@ -564,7 +596,7 @@ impl OrchestratorServer {
                 "schema_retry needs output_schema: give the schema the answer must match",
             ));
         }
-        let req = RunRequest {
+        let mut req = RunRequest {
             prompt: p.prompt,
             workspace,
             mode,
@@ -580,10 +612,31 @@ impl OrchestratorServer {
             confirm_full_access: p.confirm_full_access,
             workspace_growth_limit_mb: p.workspace_growth_limit_mb,
         };
+        if mode == SecurityMode::FullAccess {
+            // The approval is bound to the request as shown (before the flag is set).
+            let key = serde_json::to_vec(&req).unwrap_or_default();
+            let (message, summary) = full_access_text(&req);
+            let ask = approval::Ask {
+                subject: codex_orchestrator_core::policy::approval::Subject::FullAccessRun,
+                flag: req.confirm_full_access,
+                message,
+                summary,
+                key: &key,
+                no_flag: None,
+                input_responses,
+                request_state,
+            };
+            match self.approve(ctx, ask).await? {
+                // A human's yes confirms it; otherwise the flag stays as the model set it, and
+                // the admission policy refuses a run that lacks it.
+                approval::Gate::Go { human } => req.confirm_full_access |= human,
+                approval::Gate::Input(r) => return Ok(Started::Input(r)),
+            }
+        }
         let audited = self.audit.is_some().then(|| req.clone());
         let submitted = self.runner.submit(req).await;
         if let Some(req) = audited {
-            self.audit(&ctx.peer, |actor| {
+            self.audit(ctx, |actor| {
                 use codex_orchestrator_runner::audit::{Action, ServerEntry};
                 let mut e = match &submitted {
                     Ok(id) => {
@@ -604,7 +657,62 @@ impl OrchestratorServer {
         }
         let id = submitted?;
         info!(run_id = %id, %mode, wait = p.wait, "codex_run: run submitted");
-        let status = if p.wait {
+        Ok(Started::Run(id))
+    }
+
+    /// `codex_run`'s result for a run in `status` (its result when it has ended).
+    pub(crate) async fn run_output(
+        &self,
+        id: RunId,
+        status: RunStatus,
+    ) -> Result<CodexRunOutput, ToolError> {
+        let result = if status.phase.is_terminal() {
+            self.runner.artifacts(&id).await?.result
+        } else {
+            None
+        };
+        Ok(CodexRunOutput {
+            run_id: id,
+            finished: status.phase.is_terminal(),
+            next: next_step(&status),
+            status,
+            result,
+        })
+    }
+}
+
+#[tool_router]
+impl OrchestratorServer {
+    #[tool(
+        name = "codex_run",
+        description = "Delegate a coding task to OpenAI Codex (`codex exec`), which runs in an isolated, hardened Docker sandbox with the workspace mounted. By default (wait=false) it returns a run_id at once: poll codex_run_status until the run has ended, then read the answer and outcome with codex_run_artifacts and review the changes with codex_git_diff. security_mode workspace_write (default) lets Codex edit the workspace in place; readonly leaves the workspace untouched and yields a patch only. For a machine-readable answer pass output_schema: a bundled schema name (default_output, code_change, analysis_report, test_results) or an inline strict JSON Schema; the validated answer is then in result.output.",
+        input_schema = input_schema::<CodexRunParams>(),
+        output_schema = rmcp::handler::server::tool::schema_for_output::<CodexRunOutput>(),
+        annotations(
+            title = "Run a Codex task",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn codex_run(
+        &self,
+        Args(args): Args<CodexRunParams>,
+        ctx: RequestContext<RoleServer>,
+        InputAnswers(input_responses): InputAnswers,
+        RequestState(request_state): RequestState,
+    ) -> Result<Reply<Json<CodexRunOutput>>, ToolError> {
+        let p = args?;
+        let wait = p.wait;
+        let id = match self
+            .start_run(p, &ctx, input_responses, request_state)
+            .await?
+        {
+            Started::Run(id) => id,
+            Started::Input(r) => return Ok(Reply::Input(r)),
+        };
+        let status = if wait {
             self.wait_for_end(&id, &ctx).await?
         } else {
             self.runner.status(&id).await.map_err(|e| {
@@ -613,18 +721,7 @@ impl OrchestratorServer {
                 ))
             })?
         };
-        let result = if status.phase.is_terminal() {
-            self.runner.artifacts(&id).await?.result
-        } else {
-            None
-        };
-        Ok(Json(CodexRunOutput {
-            run_id: id,
-            finished: status.phase.is_terminal(),
-            next: next_step(&status),
-            status,
-            result,
-        }))
+        Ok(Reply::Done(Json(self.run_output(id, status).await?)))
     }
 
     #[tool(
@@ -702,7 +799,7 @@ impl OrchestratorServer {
             Err(RunnerError::NotFound(_)) => return Ok(not_found()),
             Err(e) => return Err(e.into()),
         };
-        self.audit(&ctx.peer, |actor| {
+        self.audit(&ctx, |actor| {
             let outcome = match out.outcome {
                 CancelResult::Cancelling => "cancelling",
                 CancelResult::AlreadyFinished => "already_finished",
@@ -898,8 +995,89 @@ impl ServerHandler for OrchestratorServer {
         if self.cfg.client_roots != ClientRootsPolicy::Ignore {
             self.client_roots.ensure(&context.peer).await;
         }
+        if request.name == "codex_run" && tasks::client_uses_tasks(&context) {
+            return self
+                .codex_run_task(
+                    request.arguments,
+                    request.input_responses,
+                    request.request_state,
+                    &context,
+                )
+                .await;
+        }
+        let name = request.name.clone();
         let tcc = ToolCallContext::new(self, request, context);
-        self.tool_router.call(tcc).await
+        let mut response = self.tool_router.call(tcc).await?;
+        // Results about one run link to its resources.
+        if let rmcp::model::CallToolResponse::Complete(r) = &mut response
+            && r.is_error != Some(true)
+            && matches!(
+                name.as_ref(),
+                "codex_run" | "codex_run_status" | "codex_run_artifacts"
+            )
+            && let Some(sc) = &r.structured_content
+        {
+            let status = sc.get("status").unwrap_or(sc);
+            if let Ok(st) = serde_json::from_value::<RunStatus>(status.clone()) {
+                r.content.extend(resources::links(&st));
+            }
+        }
+        Ok(response)
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, ErrorData> {
+        self.get_run_task(&request.task_id).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.cancel_run_task(&request.task_id, &context).await
+    }
+
+    async fn update_task(
+        &self,
+        request: rmcp::model::UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.update_run_task(&request.task_id).await
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        if self.cfg.client_roots != ClientRootsPolicy::Ignore {
+            self.client_roots.ensure(&context.peer).await;
+        }
+        self.list_run_resources(request.as_ref().and_then(|r| r.cursor.as_deref()))
+            .await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        Ok(Self::run_resource_templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        if self.cfg.client_roots != ClientRootsPolicy::Ignore {
+            self.client_roots.ensure(&context.peer).await;
+        }
+        self.read_run_resource(&request.uri).await.map(Into::into)
     }
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
@@ -915,7 +1093,13 @@ impl ServerHandler for OrchestratorServer {
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_tasks()
+                .build(),
+        )
             .with_server_info(
                 Implementation::new("codex-orchestrator", codex_orchestrator_core::model::VERSION)
                     .with_title("Codex Orchestrator"),

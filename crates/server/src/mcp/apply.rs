@@ -40,6 +40,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use rmcp::handler::server::tool::{InputResponses as InputAnswers, RequestState};
+use sha2::Digest;
+
+use super::approval::{self, Reply};
 use super::{Args, OrchestratorServer, ToolError, input_schema, parse_run_id};
 use codex_orchestrator_core::model::{RunId, RunStatus, SecurityMode};
 use codex_orchestrator_runner::ListFilter;
@@ -291,7 +295,7 @@ impl OrchestratorServer {
         outcome: &str,
         why: &str,
     ) {
-        self.audit(&ctx.peer, |actor| {
+        self.audit(ctx, |actor| {
             let mut e = codex_orchestrator_runner::audit::ServerEntry::new(actor, action, outcome);
             e.run_id = Some(id.clone());
             e.workspace = workspace.map(Path::to_path_buf);
@@ -308,6 +312,7 @@ impl OrchestratorServer {
         name = "codex_patch_apply",
         description = "Apply the patch of a finished run to the workspace — all or nothing, and only with approve: true. Workflow: run with security_mode readonly (Codex works on a copy; the workspace stays untouched), review the change with codex_git_diff, optionally call this with check_only: true to see whether it still applies, then call it with approve: true. If any file does not apply cleanly (the workspace changed meanwhile, or the patch is applied already) nothing is written and `conflicts` names each file and why. Every check and apply is recorded in the run's applies.jsonl.",
         input_schema = input_schema::<ApplyParams>(),
+        output_schema = rmcp::handler::server::tool::schema_for_output::<ApplyOutput>(),
         annotations(
             title = "Apply a run's patch",
             read_only_hint = false,
@@ -320,7 +325,9 @@ impl OrchestratorServer {
         &self,
         Args(args): Args<ApplyParams>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<ApplyOutput>, ToolError> {
+        InputAnswers(input_responses): InputAnswers,
+        RequestState(request_state): RequestState,
+    ) -> Result<Reply<Json<ApplyOutput>>, ToolError> {
         let p = args?;
         let id = parse_run_id(&p.run_id)?;
         if self.is_remote() {
@@ -331,10 +338,17 @@ impl OrchestratorServer {
                 .await;
             return Err(ToolError(msg));
         }
-        if !p.approve && !p.check_only {
-            return Err(ToolError(format!(
-                "approval required: codex_patch_apply changes files in the workspace only with approve: true. Review the change first (codex_git_diff with run_id `{id}`) and get the user's consent; check_only: true tells whether the patch applies cleanly without writing anything."
-            )));
+        let no_flag = format!(
+            "approval required: codex_patch_apply changes files in the workspace only with approve: true. Review the change first (codex_git_diff with run_id `{id}`) and get the user's consent; check_only: true tells whether the patch applies cleanly without writing anything."
+        );
+        // Without the flag and without a human to ask, refuse before reading anything.
+        if !p.check_only
+            && !p.approve
+            && !approval::client_can_ask(&ctx)
+            && self.config().approval
+                != codex_orchestrator_core::policy::approval::ApprovalPolicy::Human
+        {
+            return Err(ToolError(no_flag));
         }
         let art = self.runner.artifacts(&id).await?;
         self.check_visible(&art.status)?;
@@ -360,7 +374,7 @@ impl OrchestratorServer {
         };
         let patch = art.patch.unwrap_or_default();
         if patch.trim().is_empty() {
-            return Ok(Json(ApplyOutput {
+            return Ok(Reply::Done(Json(ApplyOutput {
                 run_id: id.clone(),
                 workspace: workspace.display().to_string(),
                 check_only: p.check_only,
@@ -372,7 +386,35 @@ impl OrchestratorServer {
                 record: None,
                 log: None,
                 log_error: None,
-            }));
+            })));
+        }
+        if !p.check_only {
+            // Asked before the workspace lock is taken: a human may take minutes.
+            let key = format!(
+                "patch_apply\0{id}\0{}\0{}",
+                workspace.display(),
+                hex::encode(sha2::Sha256::digest(patch.as_bytes()))
+            );
+            let (message, summary) = approval_text(&id, &workspace, &patch);
+            match self
+                .approve(
+                    &ctx,
+                    approval::Ask {
+                        subject: codex_orchestrator_core::policy::approval::Subject::PatchApply,
+                        flag: p.approve,
+                        message,
+                        summary,
+                        key: key.as_bytes(),
+                        no_flag: Some(no_flag),
+                        input_responses,
+                        request_state,
+                    },
+                )
+                .await?
+            {
+                approval::Gate::Go { .. } => {}
+                approval::Gate::Input(r) => return Ok(Reply::Input(r)),
+            }
         }
 
         let _guard = match WorkspaceLocks::global()
@@ -490,7 +532,7 @@ impl OrchestratorServer {
         if let Some(e) = &log_error {
             warn!(run_id = %id, "{e}");
         }
-        self.audit(&ctx.peer, |actor| {
+        self.audit(&ctx, |actor| {
             use codex_orchestrator_runner::audit::{Action, ServerEntry};
             let action = if check_only {
                 Action::PatchCheck
@@ -517,7 +559,7 @@ impl OrchestratorServer {
             client = record.client.as_ref().map(|c| c.name.as_str()).unwrap_or("-"),
             "codex_patch_apply"
         );
-        Ok(Json(ApplyOutput {
+        Ok(Reply::Done(Json(ApplyOutput {
             run_id: id.clone(),
             workspace: workspace.display().to_string(),
             check_only,
@@ -529,9 +571,42 @@ impl OrchestratorServer {
             record: Some(record),
             log,
             log_error,
-        }))
+        })))
     }
 }
+
+/// What the human is asked, and its one-line form for the audit log: the files with their
+/// insertions and deletions (at most [`MAX_ASKED_FILES`] named).
+fn approval_text(id: &RunId, workspace: &Path, patch: &str) -> (String, String) {
+    let parsed = super::diff::parse_patch(patch);
+    let t = parsed.totals();
+    let mut lines: Vec<String> = parsed
+        .files
+        .iter()
+        .take(MAX_ASKED_FILES)
+        .map(|f| format!("  {} (+{} -{})", f.path, f.insertions, f.deletions))
+        .collect();
+    if parsed.files.len() > MAX_ASKED_FILES {
+        lines.push(format!(
+            "  … and {} more files",
+            parsed.files.len() - MAX_ASKED_FILES
+        ));
+    }
+    let totals = format!(
+        "{} file(s), {} insertion(s), {} deletion(s)",
+        t.files_changed, t.insertions, t.deletions
+    );
+    let message = format!(
+        "Apply the changes Codex made in run {id} to {}?\n{}\n{totals}.",
+        workspace.display(),
+        lines.join("\n")
+    );
+    let summary = format!("run {id} into {}: {totals}", workspace.display());
+    (message, summary)
+}
+
+/// Files named one by one in an approval request.
+const MAX_ASKED_FILES: usize = 20;
 
 #[cfg(test)]
 mod tests {

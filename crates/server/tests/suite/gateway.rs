@@ -982,6 +982,12 @@ async fn gateway_audit_log_names_the_tenant_of_every_record() {
         normal,
         vec![
             json!({"actor": gw("alpha"), "action": "submit", "run_id": id, "outcome": "accepted"}),
+            // beta's client cannot elicit: the model-set confirm_full_access approves (policy
+            // auto), then admission refuses full_access on this gateway.
+            json!({"actor": gw("beta"), "action": "approval", "outcome": "by_flag", "approval": {
+                "policy": "auto", "subject": "full_access_run", "channel": "flag",
+                "summary": format!("full_access run in {REPO}")
+            }}),
             json!({"actor": gw("beta"), "action": "submit", "outcome": "refused", "detail": refused}),
             json!({"actor": gw("alpha"), "action": "cancel", "run_id": id, "outcome": "cancelling"}),
             json!({"actor": gw("beta"), "action": "patch_apply", "run_id": id, "outcome": "refused", "detail": e}),

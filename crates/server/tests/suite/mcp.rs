@@ -48,9 +48,9 @@ struct FakeRun {
 }
 
 #[derive(Default)]
-struct FakeRunner {
+pub(crate) struct FakeRunner {
     runs: Mutex<BTreeMap<RunId, FakeRun>>,
-    submitted: Mutex<Vec<RunRequest>>,
+    pub(crate) submitted: Mutex<Vec<RunRequest>>,
     /// `wait` calls in progress.
     waiting: AtomicUsize,
     cancels: AtomicUsize,
@@ -71,20 +71,20 @@ impl Drop for Counting<'_> {
 }
 
 impl FakeRunner {
-    fn ids(&self) -> Vec<RunId> {
+    pub(crate) fn ids(&self) -> Vec<RunId> {
         self.runs.lock().unwrap().keys().cloned().collect()
     }
 
-    fn status_of(&self, id: &RunId) -> RunStatus {
+    pub(crate) fn status_of(&self, id: &RunId) -> RunStatus {
         self.runs.lock().unwrap()[id].status.borrow().clone()
     }
 
-    fn update(&self, id: &RunId, f: impl FnOnce(&mut RunStatus)) {
+    pub(crate) fn update(&self, id: &RunId, f: impl FnOnce(&mut RunStatus)) {
         self.runs.lock().unwrap()[id].status.send_modify(f);
     }
 
     /// Adds a run directly (as if another client had started it).
-    fn insert(&self, workspace: &Path, phase: RunPhase) -> RunId {
+    pub(crate) fn insert(&self, workspace: &Path, phase: RunPhase) -> RunId {
         let id = RunId::generate();
         let mut st = RunStatus::new_queued(id.clone(), SecurityMode::Readonly, workspace.into());
         st.phase = phase;
@@ -103,7 +103,7 @@ impl FakeRunner {
     }
 
     /// Ends a run with everything it produced.
-    fn finish(
+    pub(crate) fn finish(
         &self,
         id: &RunId,
         result: RunResult,

@@ -1073,6 +1073,7 @@ async fn mcp_binary_refuses_a_bomb_patch_and_its_peak_rss_stays_small() {
         got,
         vec![
             ("patch_check".into(), "refused".into(), why.clone()),
+            ("approval".into(), "by_flag".into(), "-".into()),
             ("patch_apply".into(), "refused".into(), why)
         ]
     );

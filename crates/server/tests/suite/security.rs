@@ -331,6 +331,8 @@ async fn mcp_runs_leave_no_key_anywhere_and_are_audited() {
         vec![
             ("submit".into(), "accepted".into(), id1.clone()),
             ("submit".into(), "refused".into(), "-".into()),
+            // The client cannot elicit: under the default policy the model-set flag approves.
+            ("approval".into(), "by_flag".into(), "-".into()),
             ("submit".into(), "accepted".into(), id2.clone()),
             ("cancel".into(), "already_finished".into(), id2.clone()),
         ]

@@ -189,8 +189,12 @@ pub const HELM_SDK_VERSION: &str = "0.2.2";
 /// The version of cel-python (a CEL interpreter) the chart tests evaluate the admission
 /// policy's expressions with (`.ci/vap_cel.py`).
 pub const CEL_PYTHON_VERSION: &str = "0.5.0";
+/// The version of the official Python MCP SDK (`mcp`) whose client the protocol tests drive
+/// (`crates/testkit/py/mcp_client.py`; pinned in `crates/testkit/py/requirements.txt` too).
+pub const MCP_SDK_VERSION: &str = "2.3.0";
 
-/// The Python of a venv holding helm-python-sdk and cel-python, for the chart tests:
+/// The Python of the test venv, holding helm-python-sdk and cel-python (the chart tests) and
+/// the MCP SDK (the Python client tests):
 /// `CODEX_ORCHESTRATOR_HELM_PYTHON` if set, else `$XDG_CACHE_HOME/codex-orchestrator/helm-venv`
 /// (or under `~/.cache`), created on first use with `python3 -m venv` and pip (what `.ci/run`
 /// does too). Concurrent test processes wait for one another (a lock file); a half-made venv
@@ -212,7 +216,7 @@ pub fn helm_python() -> PathBuf {
             .args([
                 "-c",
                 &format!(
-                    "import helm_python, celpy, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '{HELM_SDK_VERSION}' or m.version('cel-python') != '{CEL_PYTHON_VERSION}')"
+                    "import helm_python, celpy, mcp, importlib.metadata as m, sys; sys.exit(m.version('helm-python-sdk') != '{HELM_SDK_VERSION}' or m.version('cel-python') != '{CEL_PYTHON_VERSION}' or m.version('mcp') != '{MCP_SDK_VERSION}')"
                 ),
             ])
             .output()
@@ -228,7 +232,7 @@ pub fn helm_python() -> PathBuf {
         return python;
     }
     let hint = format!(
-        "the chart tests need helm-python-sdk {HELM_SDK_VERSION} and cel-python {CEL_PYTHON_VERSION} in {}: run .ci/run once (it installs them), or `python3 -m venv {0} && {0}/bin/pip install helm-python-sdk=={HELM_SDK_VERSION} cel-python=={CEL_PYTHON_VERSION}`",
+        "the chart and Python-client tests need helm-python-sdk {HELM_SDK_VERSION}, cel-python {CEL_PYTHON_VERSION} and mcp {MCP_SDK_VERSION} in {}: run .ci/run once (it installs them), or `python3 -m venv {0} && {0}/bin/pip install helm-python-sdk=={HELM_SDK_VERSION} cel-python=={CEL_PYTHON_VERSION} mcp=={MCP_SDK_VERSION}`",
         venv.display()
     );
     let building = cache.join(format!("helm-venv.tmp-{}", std::process::id()));
@@ -245,10 +249,18 @@ pub fn helm_python() -> PathBuf {
     run(Command::new(building.join("bin/python"))
         .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
         .arg(format!("helm-python-sdk=={HELM_SDK_VERSION}"))
-        .arg(format!("cel-python=={CEL_PYTHON_VERSION}")));
+        .arg(format!("cel-python=={CEL_PYTHON_VERSION}"))
+        .arg(format!("mcp=={MCP_SDK_VERSION}")));
     let _ = std::fs::remove_dir_all(&venv);
     std::fs::rename(&building, &venv).expect("place the helm venv");
     // A venv's scripts name its own path; python itself does not care where it was built.
     assert!(ready(&python), "{hint}");
     python
+}
+
+/// The driver of the official Python MCP SDK client (`crates/testkit/py/mcp_client.py`) and
+/// the Python that runs it (the test venv, [`helm_python`]).
+pub fn python_mcp_client() -> (PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/mcp_client.py");
+    (helm_python(), script)
 }

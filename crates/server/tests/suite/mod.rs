@@ -4,5 +4,6 @@ mod lifecycle;
 mod mcp;
 mod mcp_apply;
 mod mcp_protocol;
+mod python_client;
 mod security;
 mod tenancy;

@@ -1293,3 +1293,99 @@ async fn gateway_load_50_sessions_polling_status() {
     assert_eq!(errors, 0);
     g.stop().await;
 }
+
+#[tokio::test]
+async fn gateway_tasks_and_resources_are_the_tenants_own() {
+    use rmcp::model::{
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, GetTaskParams, ProtocolVersion,
+        ReadResourceRequestParams, TaskPayload,
+    };
+    let api = FakeApi::start();
+    let g = kube_gateway(&api).await;
+    codex_orchestrator_testkit::init_tls();
+    let client = |token: &str| {
+        let t = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(format!("http://{}/mcp", g.addr))
+                .auth_header(token),
+        );
+        super::mcp_protocol::ProtoClient::new(ProtocolVersion::V_2025_11_25)
+            .with_tasks()
+            .serve(t)
+    };
+    let alpha = client(ALPHA).await.unwrap();
+    let beta = client(BETA).await.unwrap();
+    let (pa, pb) = (alpha.peer(), beta.peer());
+    let p = CallToolRequestParams::new("codex_run").with_arguments(
+        json!({"prompt": "Make x 2", "workspace": REPO, "security_mode": "readonly"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let CallToolResponse::Task(t) = pa.call_tool_once(p).await.unwrap() else {
+        panic!("no task");
+    };
+    let id = RunId::parse(&t.task.task_id).unwrap();
+    assert_eq!(api.run_of(&id).labels()[LABEL_TENANT], "alpha");
+    let got = pa
+        .get_task(GetTaskParams::new(id.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(got.task.payload, TaskPayload::Working);
+
+    // beta: the task is unknown, cannot be cancelled; the resources are not listed or read.
+    let unknown = format!("unknown task `{id}`");
+    let e = pb
+        .get_task(GetTaskParams::new(id.to_string()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(&unknown), "{e}");
+    let e = pb
+        .cancel_task(CancelTaskParams::new(id.to_string()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(&unknown), "{e}");
+    assert!(!api.run_of(&id).spec.cancel);
+    assert_eq!(pb.list_all_resources().await.unwrap(), vec![]);
+    let e = pb
+        .read_resource(ReadResourceRequestParams::new(format!(
+            "codex-run://{id}/result"
+        )))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(&format!("no run `{id}`")), "{e}");
+
+    // alpha: listed and readable; its task cancel reaches the CodexRun.
+    let uris: Vec<String> = pa
+        .list_all_resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uri)
+        .collect();
+    assert_eq!(
+        uris,
+        vec![
+            format!("codex-run://{id}/result"),
+            format!("codex-run://{id}/events")
+        ]
+    );
+    let r = pa
+        .read_resource(ReadResourceRequestParams::new(format!(
+            "codex-run://{id}/result"
+        )))
+        .await
+        .unwrap();
+    let rmcp::model::ResourceContents::TextResourceContents { text, .. } = &r.contents[0] else {
+        panic!("not text");
+    };
+    let body: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(body["run_id"], json!(id));
+    assert_eq!(body["status"]["workspace"], REPO);
+    pa.cancel_task(CancelTaskParams::new(id.to_string()))
+        .await
+        .unwrap();
+    assert!(api.run_of(&id).spec.cancel);
+    alpha.cancel().await.unwrap();
+    beta.cancel().await.unwrap();
+    g.stop().await;
+}

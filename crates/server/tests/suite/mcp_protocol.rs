@@ -34,7 +34,7 @@ const VERSIONS: [ProtocolVersion; 3] = [
 /// A client in one protocol version that may declare tasks and elicitation, answering every
 /// elicitation with `answer` and recording what it was asked.
 #[derive(Clone)]
-struct ProtoClient {
+pub(super) struct ProtoClient {
     version: ProtocolVersion,
     tasks: bool,
     answer: Option<(ElicitationAction, Value)>,
@@ -42,7 +42,7 @@ struct ProtoClient {
 }
 
 impl ProtoClient {
-    fn new(version: ProtocolVersion) -> Self {
+    pub(super) fn new(version: ProtocolVersion) -> Self {
         ProtoClient {
             version,
             tasks: false,
@@ -50,7 +50,7 @@ impl ProtoClient {
             asked: Arc::default(),
         }
     }
-    fn with_tasks(mut self) -> Self {
+    pub(super) fn with_tasks(mut self) -> Self {
         self.tasks = true;
         self
     }

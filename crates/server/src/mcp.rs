@@ -213,6 +213,8 @@ pub struct OrchestratorServer {
     /// Approvals asked by input request, waiting for the client's retry (shared by clones:
     /// a stateless client's retry may reach another session value).
     approvals: approval::SharedPending,
+    /// This session's resource subscriptions (not shared with clones: one per session).
+    subscriptions: Arc<resources::Subscriptions>,
 }
 
 impl Clone for OrchestratorServer {
@@ -227,6 +229,7 @@ impl Clone for OrchestratorServer {
             apply_lock_wait: self.apply_lock_wait,
             tenant: self.tenant.clone(),
             approvals: self.approvals.clone(),
+            subscriptions: Arc::default(),
         }
     }
 }
@@ -252,6 +255,7 @@ impl OrchestratorServer {
             apply_lock_wait: apply::APPLY_LOCK_WAIT,
             tenant: None,
             approvals: Arc::default(),
+            subscriptions: Arc::default(),
         })
     }
 
@@ -327,6 +331,7 @@ impl OrchestratorServer {
             apply_lock_wait: apply::APPLY_LOCK_WAIT,
             tenant: None,
             approvals: Arc::default(),
+            subscriptions: Arc::default(),
         }
     }
 
@@ -1061,6 +1066,29 @@ impl ServerHandler for OrchestratorServer {
             .await
     }
 
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if self.cfg.client_roots != ClientRootsPolicy::Ignore {
+            self.client_roots.ensure(&context.peer).await;
+        }
+        self.subscribe_run_resource(&request.uri, context.peer.clone())
+            .await
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.unsubscribe_run_resource(&request.uri);
+        Ok(())
+    }
+
     async fn list_resource_templates(
         &self,
         _request: Option<rmcp::model::PaginatedRequestParams>,
@@ -1097,6 +1125,7 @@ impl ServerHandler for OrchestratorServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .enable_tasks()
                 .build(),
         )

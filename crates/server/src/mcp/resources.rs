@@ -14,6 +14,12 @@
 //! newest run first, and shows only the runs this server shows (the tenant's own, inside
 //! the roots), as the read tools do. Tool results of `codex_run`, `codex_run_status` and
 //! `codex_run_artifacts` carry links to a run's resources.
+//!
+//! Subscriptions (`resources/subscribe`, sessions of 2025-06-18 and 2025-11-25): a client
+//! subscribed to any of a run's resources gets `notifications/resources/updated` for that URI
+//! when the run ends. One watcher per URI (at most [`MAX_SUBSCRIPTIONS`] a session), stopped
+//! by `resources/unsubscribe` or when the session ends. The stateless 2026-07-28 protocol's
+//! `subscriptions/listen` is not offered.
 
 use rmcp::ErrorData;
 use rmcp::model::{
@@ -40,6 +46,27 @@ pub const DEFAULT_PAGE_BYTES: usize = 256 * 1024;
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Default events in one page of the event log.
 pub const DEFAULT_EVENTS_PAGE: u64 = 200;
+/// Subscriptions one session may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+/// One wait of a subscription's watcher, and how many it makes at most (a day).
+const WATCH_STEP: std::time::Duration = std::time::Duration::from_secs(60);
+const WATCH_STEPS: u32 = 24 * 60;
+
+/// The resource subscriptions of one session: a watcher per URI, stopped on unsubscribe or
+/// when the session (and with it this value) goes away.
+#[derive(Default)]
+pub(crate) struct Subscriptions {
+    watchers: std::sync::Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        let map = self.watchers.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (_, w) in map.drain() {
+            w.abort();
+        }
+    }
+}
 
 /// One of a run's resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +221,80 @@ fn not_found(uri: &str, why: impl std::fmt::Display) -> ErrorData {
 }
 
 impl OrchestratorServer {
+    /// `resources/subscribe`: notify the client when the run of `uri` ends.
+    pub(crate) async fn subscribe_run_resource(
+        &self,
+        uri: &str,
+        peer: rmcp::Peer<rmcp::RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let t =
+            parse_uri(uri).map_err(|m| ErrorData::invalid_params(m, Some(json!({"uri": uri}))))?;
+        let st = match self.runner.status(&t.run_id).await {
+            Ok(st) => st,
+            Err(RunnerError::NotFound(_)) => {
+                return Err(not_found(uri, format!("no run `{}`", t.run_id)));
+            }
+            Err(e) => return Err(ErrorData::internal_error(e.to_string(), None)),
+        };
+        if self.check_visible(&st).is_err() {
+            return Err(not_found(uri, format!("no run `{}`", t.run_id)));
+        }
+        let mut map = self
+            .subscriptions
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| !w.is_finished());
+        if map.contains_key(uri) {
+            return Ok(());
+        }
+        if map.len() >= MAX_SUBSCRIPTIONS {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "at most {MAX_SUBSCRIPTIONS} resource subscriptions per session; unsubscribe from some first"
+                ),
+                None,
+            ));
+        }
+        let (runner, id, owned) = (self.runner.clone(), t.run_id.clone(), uri.to_owned());
+        let watcher = tokio::spawn(async move {
+            for _ in 0..WATCH_STEPS {
+                match runner.wait(&id, WATCH_STEP).await {
+                    Ok(st) if st.phase.is_terminal() => {
+                        if let Err(e) = peer
+                            .notify_resource_updated(
+                                rmcp::model::ResourceUpdatedNotificationParam::new(owned.clone()),
+                            )
+                            .await
+                        {
+                            tracing::warn!(uri = %owned, "cannot notify the subscriber: {e}");
+                        }
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(uri = %owned, "the subscription's run cannot be read: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+        map.insert(uri.to_owned(), watcher.abort_handle());
+        Ok(())
+    }
+
+    /// `resources/unsubscribe` (unknown URIs are fine: nothing to stop).
+    pub(crate) fn unsubscribe_run_resource(&self, uri: &str) {
+        let mut map = self
+            .subscriptions
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = map.remove(uri) {
+            w.abort();
+        }
+    }
+
     /// `resources/list`: the parts of the runs this server shows, newest run first, paged.
     pub(crate) async fn list_run_resources(
         &self,

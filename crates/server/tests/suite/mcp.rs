@@ -407,7 +407,7 @@ impl Harness {
 }
 
 /// Polls `cond` every 20 ms until it holds (panics after [`BOUND`]).
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + BOUND;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -39,6 +39,8 @@ pub(super) struct ProtoClient {
     tasks: bool,
     answer: Option<(ElicitationAction, Value)>,
     asked: Arc<Mutex<Vec<String>>>,
+    /// URIs of `notifications/resources/updated`, in order.
+    updated: Arc<Mutex<Vec<String>>>,
 }
 
 impl ProtoClient {
@@ -48,6 +50,7 @@ impl ProtoClient {
             tasks: false,
             answer: None,
             asked: Arc::default(),
+            updated: Arc::default(),
         }
     }
     pub(super) fn with_tasks(mut self) -> Self {
@@ -72,6 +75,14 @@ impl ClientHandler for ProtoClient {
         let caps: ClientCapabilities = serde_json::from_value(caps).unwrap();
         ClientConfig::new(caps, Implementation::new("proto-test-client", "1.2.3"))
             .with_protocol_version(self.version.clone())
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.updated.lock().unwrap().push(params.uri);
     }
 
     async fn create_elicitation(
@@ -815,6 +826,67 @@ async fn mcp_resources_list_and_read_in_pages_only_the_runs_this_server_shows() 
         }
         c.close().await;
     }
+}
+
+#[tokio::test]
+#[allow(deprecated)]
+async fn mcp_a_subscriber_hears_when_the_run_ends() {
+    use rmcp::model::SubscribeRequestParams;
+    let root = tempfile::tempdir().unwrap();
+    let root_c = canonical(root.path());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let runner = Arc::new(FakeRunner::default());
+    let (a, b, c) = (
+        runner.insert(&root_c, RunPhase::Running),
+        runner.insert(&root_c, RunPhase::Running),
+        runner.insert(&root_c, RunPhase::Running),
+    );
+    let hidden = runner.insert(&canonical(elsewhere.path()), RunPhase::Running);
+    let client = ProtoClient::new(ProtocolVersion::V_2025_11_25);
+    let updated = client.updated.clone();
+    let conn = Conn::start(
+        server(runner.clone(), &root_c, ApprovalPolicy::Auto),
+        client,
+    )
+    .await;
+    let peer = conn.client.peer();
+    let sub =
+        |id: &RunId, part: &str| SubscribeRequestParams::new(format!("codex-run://{id}/{part}"));
+    peer.subscribe(sub(&a, "result")).await.unwrap();
+    peer.subscribe(sub(&b, "patch")).await.unwrap();
+    peer.unsubscribe(rmcp::model::UnsubscribeRequestParams::new(format!(
+        "codex-run://{b}/patch"
+    )))
+    .await
+    .unwrap();
+    for bad in [
+        sub(&hidden, "result"),
+        SubscribeRequestParams::new("file:///etc/passwd"),
+    ] {
+        assert!(peer.subscribe(bad).await.is_err());
+    }
+    let done = || result_for(RunPhase::Succeeded, TerminalReason::Completed, "");
+    runner.finish(&b, done(), None, "b", vec![]);
+    runner.finish(&a, done(), None, "a", vec![]);
+    super::mcp::eventually("the end of run a is notified", || {
+        !updated.lock().unwrap().is_empty()
+    })
+    .await;
+    peer.subscribe(sub(&c, "events")).await.unwrap();
+    runner.finish(&c, done(), None, "c", vec![]);
+    super::mcp::eventually("the end of run c is notified", || {
+        updated.lock().unwrap().len() >= 2
+    })
+    .await;
+    assert_eq!(
+        updated.lock().unwrap().clone(),
+        vec![
+            format!("codex-run://{a}/result"),
+            format!("codex-run://{c}/events")
+        ],
+        "b was unsubscribed"
+    );
+    conn.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------

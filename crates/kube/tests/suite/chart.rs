@@ -633,6 +633,12 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
             "--default-mode=workspace_write"
         };
         assert!(gw.contains(&want_mode.to_string()), "{gw:?}");
+        let want_approval = if values == NONDEFAULT {
+            "--approval=human"
+        } else {
+            "--approval=auto"
+        };
+        assert!(gw.contains(&want_approval.to_string()), "{gw:?}");
         let ctl = args("co-codex-orchestrator-controller");
         // The runner image names its codex version; other versions' images come from
         // codexImages.

@@ -397,6 +397,12 @@ mod tests {
         assert!(!p.take("forged", &d1), "an unknown handle");
         assert!(p.take(&h, &d1));
         assert!(!p.take(&h, &d1), "used once");
+        // A flood of unanswered requests: the oldest go first, memory stays bounded.
+        let first = p.insert(d1);
+        let handles: Vec<String> = (0..MAX_PENDING).map(|_| p.insert(d2)).collect();
+        assert_eq!(p.entries.lock().unwrap().len(), MAX_PENDING);
+        assert!(!p.take(&first, &d1), "evicted");
+        assert!(p.take(&handles[MAX_PENDING - 1], &d2));
     }
 
     #[test]

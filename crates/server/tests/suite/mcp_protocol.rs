@@ -544,6 +544,23 @@ async fn mcp_approval_policy_decides_whether_the_models_flag_is_enough() {
     assert!(c.asked.lock().unwrap().is_empty());
     c.close().await;
 
+    // A 2025-03-26 client that declares elicitation anyway cannot be asked: the flag decides.
+    let c = Conn::start(
+        server(runner.clone(), &root_c, ApprovalPolicy::Auto),
+        ProtoClient::new(ProtocolVersion::V_2025_03_26)
+            .answering(accept.0.clone(), accept.1.clone()),
+    )
+    .await;
+    let r = c
+        .call("codex_patch_apply", json!({"run_id": id, "approve": false}))
+        .await;
+    assert!(
+        error_text(&r).starts_with("approval required: codex_patch_apply changes files"),
+        "{r:?}"
+    );
+    assert!(c.asked.lock().unwrap().is_empty());
+    c.close().await;
+
     // A full_access run asks before it starts; declined → nothing submitted, accepted →
     // submitted with the confirmation set.
     for (answer, started) in [

@@ -121,6 +121,8 @@ pub struct ApplyParams {
     pub run_id: String,
     /// Must be true to change the workspace: set it only after the user (or you, if you were
     /// asked to decide) reviewed the change with codex_git_diff. Not needed with check_only.
+    /// Where your client can ask its user, the server asks them to confirm (their answer
+    /// decides; the server's approval policy may require it).
     #[serde(default)]
     pub approve: bool,
     /// true: only check whether the patch applies cleanly and report conflicts; nothing is
@@ -310,7 +312,7 @@ impl OrchestratorServer {
 impl OrchestratorServer {
     #[tool(
         name = "codex_patch_apply",
-        description = "Apply the patch of a finished run to the workspace — all or nothing, and only with approve: true. Workflow: run with security_mode readonly (Codex works on a copy; the workspace stays untouched), review the change with codex_git_diff, optionally call this with check_only: true to see whether it still applies, then call it with approve: true. If any file does not apply cleanly (the workspace changed meanwhile, or the patch is applied already) nothing is written and `conflicts` names each file and why. Every check and apply is recorded in the run's applies.jsonl.",
+        description = "Apply the patch of a finished run to the workspace — all or nothing, and only when approved: approve: true, or the user's confirmation where the client can ask its user (the server's approval policy decides which counts). Workflow: run with security_mode readonly (Codex works on a copy; the workspace stays untouched), review the change with codex_git_diff, optionally call this with check_only: true to see whether it still applies, then call it with approve: true. If any file does not apply cleanly (the workspace changed meanwhile, or the patch is applied already) nothing is written and `conflicts` names each file and why. Every check and apply is recorded in the run's applies.jsonl.",
         input_schema = input_schema::<ApplyParams>(),
         output_schema = rmcp::handler::server::tool::schema_for_output::<ApplyOutput>(),
         annotations(

@@ -3,7 +3,9 @@
 //! bounding what goes back (text, event pages). Failures are [`ToolError`]s: tool results with
 //! `isError: true` and a message the model can act on.
 
-use std::sync::Arc;
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use rmcp::ErrorData;
 use rmcp::handler::server::common::{FromContextPart, schema_for_input};
@@ -64,17 +66,41 @@ pub fn input_schema<T: schemars::JsonSchema + 'static>() -> Arc<JsonObject> {
     })
 }
 
+/// The compiled validator of `T`'s input schema, made once per type (compiling one costs far
+/// more than a call: it is on the path of every tool call).
+fn validator_for<T: schemars::JsonSchema + 'static>() -> Option<Arc<jsonschema::Validator>> {
+    type Cache = RwLock<HashMap<TypeId, Option<Arc<jsonschema::Validator>>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    let key = TypeId::of::<T>();
+    if let Some(v) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return v.clone();
+    }
+    let schema = serde_json::Value::Object(input_schema::<T>().as_ref().clone());
+    let v = match jsonschema::validator_for(&schema) {
+        Ok(v) => Some(Arc::new(v)),
+        Err(e) => {
+            warn!("input schema of {}: {e}", std::any::type_name::<T>());
+            None
+        }
+    };
+    cache
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, v.clone());
+    v
+}
+
 /// Checks `args` against `T`'s input schema (errors name the field) and deserialises it.
 pub fn parse_args<T>(tool: &str, args: JsonObject) -> Result<T, ToolError>
 where
     T: DeserializeOwned + schemars::JsonSchema + 'static,
 {
     let value = serde_json::Value::Object(args);
-    let parsed = serde_json::from_value::<T>(value.clone());
-    let schema = serde_json::Value::Object(input_schema::<T>().as_ref().clone());
+    let parsed = T::deserialize(&value);
     let mut problems = Vec::new();
     let mut vague = false;
-    if let Ok(validator) = jsonschema::validator_for(&schema) {
+    if let Some(validator) = validator_for::<T>() {
         for e in validator.iter_errors(&value).take(5) {
             use jsonschema::error::ValidationErrorKind as K;
             vague |= matches!(e.kind(), K::AnyOf { .. } | K::OneOfNotValid { .. });

@@ -346,7 +346,7 @@ async fn mcp_clients_without_tasks_get_the_tool_result_as_before() {
 
 /// A finished readonly run of a project with a patch; returns the runner, the run and the
 /// workspace.
-fn finished_readonly(root: &Path) -> (Arc<FakeRunner>, RunId, std::path::PathBuf) {
+pub(super) fn finished_readonly(root: &Path) -> (Arc<FakeRunner>, RunId, std::path::PathBuf) {
     let (ws, patch) = project_with_patch(root);
     let runner = Arc::new(FakeRunner::default());
     let id = runner.insert(&ws, RunPhase::Running);
@@ -946,17 +946,15 @@ async fn mcp_binary_task_completes_is_cancelled_and_outlives_a_restart() {
         panic!("task {id} did not end in 120 s");
     };
     let client = start().await;
-    let once = |args: Value| CallToolRequestParams::new("codex_run").with_arguments(obj(args));
-    let CallToolResponse::Task(t) = client
-        .peer()
-        .call_tool_once(once(
-            json!({"prompt": "Look around", "security_mode": "readonly"}),
-        ))
-        .await
-        .unwrap()
-    else {
-        panic!("no task");
+    let task = |peer: rmcp::service::Peer<RoleClient>, prompt: &'static str| async move {
+        let p = CallToolRequestParams::new("codex_run")
+            .with_arguments(obj(json!({"prompt": prompt, "security_mode": "readonly"})));
+        match peer.call_tool_once(p).await.unwrap() {
+            CallToolResponse::Task(t) => t,
+            other => panic!("no task: {other:?}"),
+        }
     };
+    let t = task(client.peer().clone(), "Look around").await;
     let done = poll(client.peer().clone(), t.task.task_id.clone()).await;
     let TaskPayload::Completed { result } = &done.task.payload else {
         panic!("{done:?}");
@@ -967,16 +965,8 @@ async fn mcp_binary_task_completes_is_cancelled_and_outlives_a_restart() {
     assert_eq!(out["result"]["summary"], "Looked around.", "{out:#}");
 
     // A second run, cancelled through its task while codex runs a command.
-    let CallToolResponse::Task(t2) = client
-        .peer()
-        .call_tool_once(once(
-            json!({"prompt": "Wait a minute", "security_mode": "readonly"}),
-        ))
-        .await
-        .unwrap()
-    else {
-        panic!("no task");
-    };
+    let t2 = task(client.peer().clone(), "Wait a minute").await;
+    let mut seen = false;
     for _ in 0..120 {
         let t = client
             .peer()
@@ -989,10 +979,12 @@ async fn mcp_binary_task_completes_is_cancelled_and_outlives_a_restart() {
             .as_deref()
             .is_some_and(|m| m.contains("sleep 60"))
         {
+            seen = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert!(seen, "the task's status message shows the running command");
     client
         .peer()
         .cancel_task(CancelTaskParams::new(t2.task.task_id.clone()))

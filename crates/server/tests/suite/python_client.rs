@@ -4,17 +4,15 @@
 //! (the real binary).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use codex_orchestrator_core::model::{RunPhase, TerminalReason};
 use codex_orchestrator_server::mcp::http::HttpListener;
 use codex_orchestrator_server::mcp::{ApprovalPolicy, McpConfig, OrchestratorServer};
 use codex_orchestrator_testkit::docker::tree_contents;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::mcp::{FakeRunner, canonical, project_with_patch, result_for};
+use super::mcp::canonical;
 
 const TOOLS: [&str; 7] = [
     "codex_git_diff",
@@ -80,16 +78,11 @@ fn text(result: &Value) -> String {
 async fn python_sdk_client_over_http_in_each_protocol_version() {
     let root = tempfile::tempdir().unwrap();
     let root_c = canonical(root.path());
-    let (ws, patch) = project_with_patch(&root_c);
-    let runner = Arc::new(FakeRunner::default());
-    let id = runner.insert(&ws, RunPhase::Running);
-    runner.finish(
-        &id,
-        result_for(RunPhase::Succeeded, TerminalReason::Completed, &patch),
-        Some(&patch),
-        "Changed app.py.",
-        vec![json!({"type": "turn.completed"})],
-    );
+    let (runner, id, ws) = super::mcp_protocol::finished_readonly(&root_c);
+    let patch = {
+        use codex_orchestrator_runner::Runner;
+        runner.artifacts(&id).await.unwrap().patch.unwrap()
+    };
     let server = OrchestratorServer::new(
         runner.clone(),
         McpConfig {

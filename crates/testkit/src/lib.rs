@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod bins;
 pub mod docker;
 pub mod image;

@@ -311,6 +311,41 @@ pub async fn run(
         .await
         .map_err(|e| Error::Setup(format!("cannot connect to the Kubernetes API: {e}")))?;
     let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    serve(client, ns, all_namespaces, settings, listen, stop).await
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The controller's event loop over `client` until `stop` is cancelled: [`run`] without
+/// the connection set-up and the signals (the tests run it against their API server).
+pub async fn serve(
+    client: Client,
+    ns: String,
+    all_namespaces: bool,
+    settings: Settings,
+    listen: SocketAddr,
+    stop: CancellationToken,
+) -> Result<(), Error> {
     let (runs, pods): (Api<CodexRun>, Api<Pod>) = if all_namespaces {
         (Api::all(client.clone()), Api::all(client.clone()))
     } else {
@@ -370,8 +405,9 @@ pub async fn run(
             m2.set_ready(true);
         }
     });
+    let stopped = stop.clone();
     controller
-        .shutdown_on_signal()
+        .graceful_shutdown_on(async move { stopped.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {

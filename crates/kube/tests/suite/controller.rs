@@ -241,17 +241,17 @@ fn the_run() -> CodexRun {
     cr
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-fn running(started: &str) -> Value {
+pub(super) fn running(started: &str) -> Value {
     json!({"phase": "Running", "containerStatuses": [{
         "name": "agent", "image": "runner", "imageID": "", "ready": true, "restartCount": 0,
         "state": {"running": {"startedAt": started}}}]})
 }
 
-fn terminated(phase: &str, code: i32, reason: &str) -> Value {
+pub(super) fn terminated(phase: &str, code: i32, reason: &str) -> Value {
     json!({"phase": phase, "containerStatuses": [{
         "name": "agent", "image": "runner", "imageID": "", "ready": false, "restartCount": 0,
         "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": now(), "finishedAt": now()}}}]})
@@ -259,7 +259,7 @@ fn terminated(phase: &str, code: i32, reason: &str) -> Value {
 
 /// A real codex transcript (fixture `c-apply-patch`) wrapped the way the agent wraps it,
 /// ending with `orchestrator.run.completed`; returns (clean event stream, agent's result).
-fn agent_stream() -> (String, codex_orchestrator_core::model::RunResult) {
+pub(super) fn agent_stream() -> (String, codex_orchestrator_core::model::RunResult) {
     let codex =
         std::fs::read_to_string(codex_fixtures().join("c-apply-patch/events.jsonl")).unwrap();
     let run_id = RunId::parse("20260501100000-0a1b2c3d").unwrap();
@@ -314,7 +314,7 @@ fn agent_stream() -> (String, codex_orchestrator_core::model::RunResult) {
 }
 
 /// The pod-log shape: agent stderr lines interleaved with the events (CRLF on some).
-fn pod_log(clean: &str) -> String {
+pub(super) fn pod_log(clean: &str) -> String {
     let mut out = String::from("2026-05-01T10:00:00Z  INFO codex-orchestrator: agent starting\n");
     for (i, l) in clean.lines().enumerate() {
         out.push_str(l);

@@ -1,6 +1,7 @@
+mod apiserver;
 mod chart;
-mod controller;
+pub(crate) mod controller;
 mod crd;
 mod decide;
-mod pod;
-mod tenancy;
+pub(crate) mod pod;
+pub(crate) mod tenancy;

@@ -115,7 +115,7 @@ impl Fake {
     }
 }
 
-fn request(ws: &str) -> RunRequest {
+pub(super) fn request(ws: &str) -> RunRequest {
     RunRequest {
         codex_version: None,
         prompt: "Make x 2".into(),

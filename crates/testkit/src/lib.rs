@@ -20,6 +20,7 @@ pub mod image;
 pub mod kubeapi;
 pub mod mock;
 pub mod mockmodel;
+pub mod nodeagent;
 pub mod patches;
 
 use std::path::{Path, PathBuf};

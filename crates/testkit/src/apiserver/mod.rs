@@ -193,7 +193,8 @@ fn status_object(code: u16, reason: &str, message: &str) -> Value {
         "message": message, "reason": reason, "code": code})
 }
 
-fn now() -> String {
+/// The time as the API server writes timestamps.
+pub fn now() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()

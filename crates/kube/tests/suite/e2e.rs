@@ -1,0 +1,433 @@
+//! End to end on this machine: the strict API server of the testkit, its node agent running
+//! Pods on the real Docker engine, the real controller event loop, the gateway's Kubernetes
+//! runner, the real agent and the real codex; only the model is mocked (a container on the
+//! test's network, reachable as `mock`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use codex_orchestrator_core::model::{RunPhase, SecurityMode};
+use codex_orchestrator_kube::controller::Settings;
+use codex_orchestrator_kube::crd::SecretKeyRef;
+use codex_orchestrator_kube::pod::{ModelProxy, PodSettings};
+use codex_orchestrator_kube::runner::{KubeRunner, KubeRunnerSettings};
+use codex_orchestrator_runner::Runner;
+use codex_orchestrator_testkit::apiserver::ApiServer;
+use codex_orchestrator_testkit::docker::{DockerEnv, MOCK_KEY, WS_UID, chown_tree};
+use codex_orchestrator_testkit::nodeagent::{NodeAgent, NodeOptions};
+use codex_orchestrator_testkit::{git, write};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::apiserver::strict_api;
+
+const NS: &str = "tools";
+const BOUND: Duration = Duration::from_secs(120);
+
+async fn create(api: &ApiServer, v: Value) {
+    let kind = v["kind"].as_str().unwrap().to_owned();
+    let plural = match kind.as_str() {
+        "Secret" => "secrets",
+        "ConfigMap" => "configmaps",
+        "Pod" => "pods",
+        "PersistentVolumeClaim" => "persistentvolumeclaims",
+        k => panic!("{k}"),
+    };
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("", "v1", &kind),
+        plural,
+    );
+    let dynapi: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(api.client(NS), NS, &ar);
+    let obj: kube::api::DynamicObject = serde_json::from_value(v).unwrap();
+    dynapi
+        .create(&kube::api::PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {kind}: {e}"));
+}
+
+async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pod_log(api: &ApiServer, pod: &str, container: &str) -> String {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(api.client(NS), NS);
+    let lp = kube::api::LogParams {
+        container: Some(container.into()),
+        ..Default::default()
+    };
+    pods.logs(pod, &lp).await.unwrap_or_default()
+}
+
+/// The node agent runs a Pod as a kubelet would: init container first (writing into an
+/// emptyDir shared with the main container), env from a Secret and a ConfigMap, a Secret as
+/// files, a read-only mount that stays read-only, the Pod's user and fsGroup, a read-only root
+/// filesystem; status and logs as a kubelet reports them; a missing image and a missing
+/// Secret key leave the container waiting with the kubelet's reasons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_agent_runs_a_pod_as_a_kubelet_would() {
+    let mut env = DockerEnv::start(json!([])).await;
+    let api = ApiServer::new();
+    let claim_dir = tempfile::tempdir().unwrap();
+    write(claim_dir.path(), "data.txt", "claim data\n");
+    let node = NodeAgent::start(
+        api.clone(),
+        env.docker.clone(),
+        NodeOptions {
+            network: env.network.clone(),
+            claims: HashMap::from([("claim".to_string(), claim_dir.path().to_path_buf())]),
+        },
+    )
+    .await;
+    create(
+        &api,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": NS},
+        "data": {"token": "czNjcjN0", "file.txt": "ZmlsZSBjb250ZW50"}}),
+    )
+    .await;
+    create(
+        &api,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": NS},
+        "data": {"greeting": "hello"}}),
+    )
+    .await;
+    create(&api, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "claim", "namespace": NS}, "spec": {}})).await;
+    let sc = json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}});
+    let script = "id -u; id -G; echo TOKEN=$TOKEN GREETING=$GREETING; cat /shared/made-by-init; cat /secret/file.txt; echo; cat /claim/data.txt; touch /claim/x 2>/dev/null && echo claim-writable || echo claim-readonly; touch /rootfs 2>/dev/null && echo root-writable || echo root-readonly; ls -ld /shared | cut -c1-10";
+    create(&api, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": NS},
+        "spec": {
+            "securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 2000},
+            "initContainers": [{"name": "init", "image": env.image, "command": ["sh", "-c", "echo init > /shared/made-by-init; echo init-done"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}], "securityContext": sc}],
+            "containers": [{"name": "main", "image": env.image, "command": ["sh", "-c", script],
+                "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
+                        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "greeting"}}}],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}, {"name": "sec", "mountPath": "/secret", "readOnly": true},
+                    {"name": "data", "mountPath": "/claim", "readOnly": true}],
+                "securityContext": sc}],
+            "volumes": [{"name": "shared", "emptyDir": {}}, {"name": "sec", "secret": {"secretName": "s"}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "claim"}}]
+        }})).await;
+    let st = until("p1 ends", || {
+        let p = api.get("pods", NS, "p1")?;
+        matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+            .then(|| p["status"].clone())
+    })
+    .await;
+    let main_log = pod_log(&api, "p1", "main").await;
+    assert_eq!(st["phase"], "Succeeded", "{st:#}\n{main_log}");
+    assert_eq!(
+        st["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    assert_eq!(
+        st["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    assert_eq!(pod_log(&api, "p1", "init").await, "init-done\n");
+    assert_eq!(
+        main_log,
+        "10001\n10001 2000\nTOKEN=s3cr3t GREETING=hello\ninit\nfile content\nclaim data\nclaim-readonly\nroot-readonly\ndrwxrwsrwx\n"
+    );
+
+    // A missing image and a missing Secret key: waiting, with the kubelet's reasons.
+    for (name, image, env_ref, reason) in [
+        ("p2", "no-such-image:1", json!([]), "ErrImagePull"),
+        (
+            "p3",
+            env.image.as_str(),
+            json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "nope"}}}]),
+            "CreateContainerConfigError",
+        ),
+    ] {
+        create(&api, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+            "spec": {"containers": [{"name": "main", "image": image, "command": ["true"], "env": env_ref}]}})).await;
+        let w = until(name, || {
+            let p = api.get("pods", NS, name)?;
+            p["status"]["containerStatuses"][0]["state"]["waiting"]
+                .as_object()
+                .cloned()
+        })
+        .await;
+        assert_eq!(w["reason"], reason, "{name}: {w:?}");
+        assert_eq!(
+            api.get("pods", NS, name).unwrap()["status"]["phase"],
+            "Pending"
+        );
+    }
+
+    // A deleted running Pod has its container stopped.
+    create(&api, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p4", "namespace": NS},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": env.image, "command": ["sleep", "300"]}]}})).await;
+    until("p4 runs", || {
+        (api.get("pods", NS, "p4")?["status"]["phase"] == "Running").then_some(())
+    })
+    .await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(api.client(NS), NS);
+    pods.delete("p4", &Default::default()).await.unwrap();
+    let filters: HashMap<String, Vec<String>> =
+        HashMap::from([("name".to_string(), vec!["p4-main".to_string()])]);
+    let running = || {
+        let docker = env.docker.clone();
+        let filters = filters.clone();
+        async move {
+            docker
+                .list_containers(Some(
+                    bollard::query_parameters::ListContainersOptionsBuilder::new()
+                        .filters(&filters)
+                        .build(),
+                ))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while running().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted Pod's container still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node.stop().await;
+    env.cleanup().await;
+}
+
+/// A CodexRun from a git source, through the gateway's Kubernetes runner, the real controller
+/// loop, the node agent (the real `fetch` init container against a git server on the test
+/// network, then the real agent and codex): it succeeds with the patch in its artifacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codexrun_from_git_runs_end_to_end() {
+    let patch = "*** Begin Patch\n*** Update File: README.md\n@@\n # calc\n+\n+Adds and subtracts.\n*** End Patch\n";
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"apply_patch": patch}]},
+        {"output": [{"message": "Added a README line."}]}
+    ]))
+    .await;
+    // A git server on the test network: `git://gitserver/app.git`.
+    let repo_root = tempfile::tempdir().unwrap();
+    let work = repo_root.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    write(&work, "README.md", "# calc\n\nA tiny calculator.\n");
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "init"]);
+    git(
+        repo_root.path(),
+        &["clone", "-q", "--bare", "work", "app.git"],
+    );
+    chown_tree(repo_root.path(), WS_UID);
+    let gitserver = codex_orchestrator_testkit::docker::unique("cxo-test-git");
+    let mut labels = HashMap::new();
+    labels.insert(
+        codex_orchestrator_testkit::docker::TEST_LABEL.to_string(),
+        "1".to_string(),
+    );
+    env.docker
+        .create_container(
+            Some(
+                bollard::query_parameters::CreateContainerOptionsBuilder::new()
+                    .name(&gitserver)
+                    .build(),
+            ),
+            bollard::models::ContainerCreateBody {
+                image: Some(env.image.clone()),
+                entrypoint: Some(vec!["git".into()]),
+                cmd: Some(
+                    [
+                        "daemon",
+                        "--export-all",
+                        "--base-path=/srv",
+                        "--reuseaddr",
+                        "--listen=0.0.0.0",
+                        "/srv",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+                user: Some(format!("{WS_UID}:{WS_UID}")),
+                labels: Some(labels),
+                host_config: Some(bollard::models::HostConfig {
+                    network_mode: Some(env.network.clone()),
+                    binds: Some(vec![format!("{}:/srv:ro", repo_root.path().display())]),
+                    ..Default::default()
+                }),
+                networking_config: Some(bollard::models::NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        env.network.clone(),
+                        bollard::models::EndpointSettings {
+                            aliases: Some(vec!["gitserver".into()]),
+                            ..Default::default()
+                        },
+                    )])),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    env.docker.start_container(&gitserver, None).await.unwrap();
+
+    let api = strict_api();
+    let node = NodeAgent::start(
+        api.clone(),
+        env.docker.clone(),
+        NodeOptions {
+            network: env.network.clone(),
+            claims: HashMap::new(),
+        },
+    )
+    .await;
+    // The mock stands in for the model proxy: the Pod's proxy token is the key the mock takes.
+    create(&api, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "proxy-token", "namespace": NS},
+        "stringData": {}, "data": {"token": base64_of(MOCK_KEY)}})).await;
+    let mut pod = PodSettings::default();
+    pod.policy.runner_image = env.image.clone();
+    pod.model_proxy = Some(ModelProxy {
+        base_url: "http://mock:8080/v1".into(),
+        token_secret: "proxy-token".into(),
+        token_key: "token".into(),
+        run_key: None,
+    });
+    let settings = Settings {
+        pod,
+        status_interval: Duration::from_millis(200),
+        tail_wait: Duration::from_secs(10),
+        retail_backoff: Duration::from_millis(200),
+        scheduling_timeout: Duration::from_secs(60),
+        ..Settings::default()
+    };
+    let stop = CancellationToken::new();
+    let client = api.client(NS);
+    let controller = tokio::spawn(codex_orchestrator_kube::controller::serve(
+        client.clone(),
+        NS.into(),
+        false,
+        settings,
+        "127.0.0.1:0".parse().unwrap(),
+        stop.clone(),
+    ));
+    let runner = KubeRunner::for_tenant(
+        client.clone(),
+        NS,
+        "alpha",
+        KubeRunnerSettings {
+            auth_secret: Some(SecretKeyRef {
+                name: "proxy-token".into(),
+                key: "token".into(),
+            }),
+            ..KubeRunnerSettings::default()
+        },
+    );
+    let mut req = super::tenancy::request("git://gitserver/app.git");
+    req.mode = SecurityMode::WorkspaceWrite;
+    req.verify = Some(codex_orchestrator_core::model::VerifyOptions {
+        enabled: Some(false),
+        ..Default::default()
+    });
+    let id = runner.submit(req).await.unwrap();
+    let st = {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            let st = runner.status(&id).await.unwrap();
+            if st.phase.is_terminal() {
+                break st;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run did not end: {st:?}\npods: {:#?}",
+                api.list("pods")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let art = runner.artifacts(&id).await.unwrap();
+    assert_eq!(
+        st.phase,
+        RunPhase::Succeeded,
+        "{st:#?}\n{:#?}\n{:#?}",
+        art.result,
+        api.list("pods")
+    );
+    assert_eq!(art.last_message.as_deref(), Some("Added a README line."));
+    let p = art.patch.unwrap_or_default();
+    assert!(p.contains("+Adds and subtracts."), "{p}");
+    // The whole CodexRun status, times and the thread id (codex's own) aside.
+    let cr = api.list("codexruns").pop().unwrap();
+    let name = cr["metadata"]["name"].as_str().unwrap().to_owned();
+    let mut status = cr["status"].clone();
+    for c in status["conditions"].as_array_mut().unwrap() {
+        c["lastTransitionTime"] = json!("<time>");
+    }
+    for k in ["finishedAt", "startedAt", "threadId"] {
+        assert!(status[k].is_string(), "{k}");
+        status[k] = json!("<set>");
+    }
+    let zero_tokens = json!({"cache_write_input_tokens": 0, "cached_input_tokens": 0, "input_tokens": 0,
+        "output_tokens": 0, "reasoning_output_tokens": 0});
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(p.as_bytes()))
+    };
+    assert_eq!(
+        status,
+        json!({
+            "artifacts": {"keys": ["events.jsonl.gz", "last_message.txt", "patch.diff", "result.json"],
+                "kind": "ConfigMap", "name": format!("{name}-artifacts")},
+            "attempt": 0,
+            "conditions": [
+                {"lastTransitionTime": "<time>", "message": "the agent container started", "reason": "AgentStarted", "status": "True", "type": "Started"},
+                {"lastTransitionTime": "<time>", "message": "succeeded", "reason": "Succeeded", "status": "True", "type": "Finished"}
+            ],
+            "exitCode": 0,
+            "finishedAt": "<set>",
+            "message": "succeeded",
+            "observedGeneration": 1,
+            "phase": "succeeded",
+            "podName": format!("{name}-run"),
+            "progress": {"commands_failed": 0, "commands_run": 0, "errors_seen": 0, "events_seen": 10, "files_changed": 1,
+                "last_item": "answered", "malformed_lines": 0, "oversized_lines": 0, "tokens": zero_tokens},
+            "reason": "completed",
+            "result": {"attempts": 1, "changedFiles": ["README.md"], "changedFilesCount": 1, "codexVersion": "0.163.0",
+                "commandsFailed": 0, "commandsRun": 0, "errors": 0, "mcpToolCalls": 0, "mcpToolCallsFailed": 0,
+                "patch": {"bytes": p.len(), "deletions": 0, "files": ["README.md"], "insertions": 2, "sha256": sha, "truncated": false},
+                "summary": "Added a README line.", "tokens": zero_tokens, "webSearches": 0},
+            "runId": id.as_str(),
+            "startedAt": "<set>",
+            "threadId": "<set>"
+        })
+    );
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), controller).await;
+    node.stop().await;
+    let _ = env
+        .docker
+        .remove_container(
+            &gitserver,
+            Some(
+                bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .build(),
+            ),
+        )
+        .await;
+    env.cleanup().await;
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

@@ -20,6 +20,9 @@
 //! `FailedMount` message. A Pod deleted from the API server has its container stopped (with
 //! its grace period) and removed.
 //!
+//! Scheduling is one check: a Pod requesting more memory than the node's allocatable
+//! ([`NodeOptions::allocatable_memory`]) stays `Unschedulable`.
+//!
 //! Not modelled: `emptyDir` size limits and `medium: Memory` (a host directory either way),
 //! restarts (`restartPolicy` is taken as `Never`), probes, sidecars, more than one main
 //! container, `activeDeadlineSeconds`, host ports, DNS of Services (the test gives containers
@@ -64,9 +67,14 @@ pub struct NodeOptions {
     pub network: String,
     /// PersistentVolumeClaim name → the host directory that is its volume.
     pub claims: HashMap<String, PathBuf>,
+    /// The node's allocatable memory (bytes; `None`: unlimited). A Pod requesting more is
+    /// not scheduled: `PodScheduled` false, reason `Unschedulable`, as the scheduler reports.
+    pub allocatable_memory: Option<i64>,
 }
 
 struct Ctx {
+    /// Pods (uid) whose containers this agent is running.
+    active: Mutex<HashSet<String>>,
     api: ApiServer,
     docker: Docker,
     label: String,
@@ -85,6 +93,7 @@ impl NodeAgent {
             .expect("node agent directory");
         let stop = CancellationToken::new();
         let ctx = Arc::new(Ctx {
+            active: Mutex::default(),
             api,
             docker: docker.clone(),
             label: label.clone(),
@@ -627,7 +636,41 @@ fn terminated(name: &str, image: &str, code: i64, reason: &str, started: &str) -
         "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": crate::apiserver::now()}}})
 }
 
+/// The memory a Pod requests: its main containers together, or its largest init container.
+fn requested_memory(pod: &Value) -> i64 {
+    let req = |c: &Value| {
+        c["resources"]["requests"]["memory"]
+            .as_str()
+            .and_then(bytes_of)
+            .unwrap_or(0)
+    };
+    let mains: i64 = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(req)
+        .sum();
+    let init = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(req)
+        .max()
+        .unwrap_or(0);
+    mains.max(init)
+}
+
 async fn run_pod(ctx: Arc<Ctx>, pod: Value) {
+    if let Some(cap) = ctx.opts.allocatable_memory
+        && requested_memory(&pod) > cap
+    {
+        ctx.set_status(
+            &pod,
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient memory."}]}),
+        );
+        return;
+    }
     let inits: Vec<Value> = pod["spec"]["initContainers"]
         .as_array()
         .cloned()

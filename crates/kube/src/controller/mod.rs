@@ -200,6 +200,16 @@ impl Context {
         }
     }
 
+    /// Stops every tailer (the controller is shutting down: nothing may write a status after
+    /// the loop has ended — a successor's writes would be overwritten).
+    pub fn shutdown(&self) {
+        for e in self.runs_lock().drain().map(|(_, e)| e) {
+            if let Some(t) = e.tail_lock().take() {
+                t.task.abort();
+            }
+        }
+    }
+
     /// Number of runs with a live log tailer.
     pub fn active_tails(&self) -> usize {
         self.runs_lock()
@@ -367,6 +377,7 @@ pub async fn serve(
     );
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context::new(client, settings, metrics.clone()));
+    let ctx_at_end = ctx.clone();
     let controller = Controller::new(runs, watcher::Config::default()).owns(
         pods,
         watcher::Config::default().labels(&format!(
@@ -415,6 +426,7 @@ pub async fn serve(
             }
         })
         .await;
+    ctx_at_end.shutdown();
     shutdown.cancel();
     let _ = server.await;
     info!("controller stopped");

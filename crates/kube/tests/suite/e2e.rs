@@ -87,6 +87,7 @@ async fn node_agent_runs_a_pod_as_a_kubelet_would() {
         NodeOptions {
             network: env.network.clone(),
             claims: HashMap::from([("claim".to_string(), claim_dir.path().to_path_buf())]),
+            allocatable_memory: None,
         },
     )
     .await;
@@ -206,154 +207,232 @@ async fn node_agent_runs_a_pod_as_a_kubelet_would() {
     env.cleanup().await;
 }
 
-/// A CodexRun from a git source, through the gateway's Kubernetes runner, the real controller
-/// loop, the node agent (the real `fetch` init container against a git server on the test
-/// network, then the real agent and codex): it succeeds with the patch in its artifacts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_codexrun_from_git_runs_end_to_end() {
-    let patch = "*** Begin Patch\n*** Update File: README.md\n@@\n # calc\n+\n+Adds and subtracts.\n*** End Patch\n";
-    let mut env = DockerEnv::start(json!([
-        {"output": [{"apply_patch": patch}]},
-        {"output": [{"message": "Added a README line."}]}
-    ]))
-    .await;
-    // A git server on the test network: `git://gitserver/app.git`.
-    let repo_root = tempfile::tempdir().unwrap();
-    let work = repo_root.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    write(&work, "README.md", "# calc\n\nA tiny calculator.\n");
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-qm", "init"]);
-    git(
-        repo_root.path(),
-        &["clone", "-q", "--bare", "work", "app.git"],
-    );
-    chown_tree(repo_root.path(), WS_UID);
-    let gitserver = codex_orchestrator_testkit::docker::unique("cxo-test-git");
-    let mut labels = HashMap::new();
-    labels.insert(
-        codex_orchestrator_testkit::docker::TEST_LABEL.to_string(),
-        "1".to_string(),
-    );
-    env.docker
-        .create_container(
-            Some(
-                bollard::query_parameters::CreateContainerOptionsBuilder::new()
-                    .name(&gitserver)
-                    .build(),
-            ),
-            bollard::models::ContainerCreateBody {
-                image: Some(env.image.clone()),
-                entrypoint: Some(vec!["git".into()]),
-                cmd: Some(
-                    [
-                        "daemon",
-                        "--export-all",
-                        "--base-path=/srv",
-                        "--reuseaddr",
-                        "--listen=0.0.0.0",
-                        "/srv",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                ),
-                user: Some(format!("{WS_UID}:{WS_UID}")),
-                labels: Some(labels),
-                host_config: Some(bollard::models::HostConfig {
-                    network_mode: Some(env.network.clone()),
-                    binds: Some(vec![format!("{}:/srv:ro", repo_root.path().display())]),
-                    ..Default::default()
-                }),
-                networking_config: Some(bollard::models::NetworkingConfig {
-                    endpoints_config: Some(HashMap::from([(
-                        env.network.clone(),
-                        bollard::models::EndpointSettings {
-                            aliases: Some(vec!["gitserver".into()]),
-                            ..Default::default()
-                        },
-                    )])),
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    env.docker.start_container(&gitserver, None).await.unwrap();
+/// Everything an end-to-end CodexRun needs: the Docker environment with the mock model, a
+/// git server (`git://gitserver/app.git`, a README), the strict API server with its node
+/// agent, the real controller loop and the gateway's Kubernetes runner for tenant `alpha`.
+struct Cluster {
+    env: DockerEnv,
+    gitserver: String,
+    _repo: tempfile::TempDir,
+    api: ApiServer,
+    node: NodeAgent,
+    settings: Settings,
+    controller: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), codex_orchestrator_kube::controller::Error>>,
+    )>,
+    runner: KubeRunner,
+}
 
-    let api = strict_api();
-    let node = NodeAgent::start(
-        api.clone(),
-        env.docker.clone(),
-        NodeOptions {
+impl Cluster {
+    async fn start(
+        script: Value,
+        tweak: impl FnOnce(&mut Settings),
+        node: impl FnOnce(&mut NodeOptions),
+    ) -> Cluster {
+        let env = DockerEnv::start(script).await;
+        let repo = tempfile::tempdir().unwrap();
+        let work = repo.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        write(&work, "README.md", "# calc\n\nA tiny calculator.\n");
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-qm", "init"]);
+        git(repo.path(), &["clone", "-q", "--bare", "work", "app.git"]);
+        chown_tree(repo.path(), WS_UID);
+        let gitserver = codex_orchestrator_testkit::docker::unique("cxo-test-git");
+        let labels = HashMap::from([(
+            codex_orchestrator_testkit::docker::TEST_LABEL.to_string(),
+            "1".to_string(),
+        )]);
+        env.docker
+            .create_container(
+                Some(
+                    bollard::query_parameters::CreateContainerOptionsBuilder::new()
+                        .name(&gitserver)
+                        .build(),
+                ),
+                bollard::models::ContainerCreateBody {
+                    image: Some(env.image.clone()),
+                    entrypoint: Some(vec!["git".into()]),
+                    cmd: Some(
+                        [
+                            "daemon",
+                            "--export-all",
+                            "--base-path=/srv",
+                            "--reuseaddr",
+                            "--listen=0.0.0.0",
+                            "/srv",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                    ),
+                    user: Some(format!("{WS_UID}:{WS_UID}")),
+                    labels: Some(labels),
+                    host_config: Some(bollard::models::HostConfig {
+                        network_mode: Some(env.network.clone()),
+                        binds: Some(vec![format!("{}:/srv:ro", repo.path().display())]),
+                        ..Default::default()
+                    }),
+                    networking_config: Some(bollard::models::NetworkingConfig {
+                        endpoints_config: Some(HashMap::from([(
+                            env.network.clone(),
+                            bollard::models::EndpointSettings {
+                                aliases: Some(vec!["gitserver".into()]),
+                                ..Default::default()
+                            },
+                        )])),
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        env.docker.start_container(&gitserver, None).await.unwrap();
+        let api = strict_api();
+        let mut opts = NodeOptions {
             network: env.network.clone(),
             claims: HashMap::new(),
-        },
-    )
-    .await;
-    // The mock stands in for the model proxy: the Pod's proxy token is the key the mock takes.
-    create(&api, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "proxy-token", "namespace": NS},
-        "stringData": {}, "data": {"token": base64_of(MOCK_KEY)}})).await;
-    let mut pod = PodSettings::default();
-    pod.policy.runner_image = env.image.clone();
-    pod.model_proxy = Some(ModelProxy {
-        base_url: "http://mock:8080/v1".into(),
-        token_secret: "proxy-token".into(),
-        token_key: "token".into(),
-        run_key: None,
-    });
-    let settings = Settings {
-        pod,
-        status_interval: Duration::from_millis(200),
-        tail_wait: Duration::from_secs(10),
-        retail_backoff: Duration::from_millis(200),
-        scheduling_timeout: Duration::from_secs(60),
-        ..Settings::default()
-    };
-    let stop = CancellationToken::new();
-    let client = api.client(NS);
-    let controller = tokio::spawn(codex_orchestrator_kube::controller::serve(
-        client.clone(),
-        NS.into(),
-        false,
-        settings,
-        "127.0.0.1:0".parse().unwrap(),
-        stop.clone(),
-    ));
-    let runner = KubeRunner::for_tenant(
-        client.clone(),
-        NS,
-        "alpha",
-        KubeRunnerSettings {
-            auth_secret: Some(SecretKeyRef {
-                name: "proxy-token".into(),
-                key: "token".into(),
-            }),
-            ..KubeRunnerSettings::default()
-        },
-    );
+            allocatable_memory: None,
+        };
+        node(&mut opts);
+        let node = NodeAgent::start(api.clone(), env.docker.clone(), opts).await;
+        // The mock stands in for the model proxy: the Pod's proxy token is the key it takes.
+        create(&api, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "proxy-token", "namespace": NS},
+            "data": {"token": base64_of(MOCK_KEY)}})).await;
+        let mut pod = PodSettings::default();
+        pod.policy.runner_image = env.image.clone();
+        pod.model_proxy = Some(ModelProxy {
+            base_url: "http://mock:8080/v1".into(),
+            token_secret: "proxy-token".into(),
+            token_key: "token".into(),
+            run_key: None,
+        });
+        let mut settings = Settings {
+            pod,
+            status_interval: Duration::from_millis(200),
+            tail_wait: Duration::from_secs(10),
+            retail_backoff: Duration::from_millis(200),
+            scheduling_timeout: Duration::from_secs(60),
+            ..Settings::default()
+        };
+        tweak(&mut settings);
+        let runner = KubeRunner::for_tenant(
+            api.client(NS),
+            NS,
+            "alpha",
+            KubeRunnerSettings {
+                auth_secret: Some(SecretKeyRef {
+                    name: "proxy-token".into(),
+                    key: "token".into(),
+                }),
+                ..KubeRunnerSettings::default()
+            },
+        );
+        let mut c = Cluster {
+            env,
+            gitserver,
+            _repo: repo,
+            api,
+            node,
+            settings,
+            controller: None,
+            runner,
+        };
+        c.start_controller();
+        c
+    }
+
+    fn start_controller(&mut self) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(codex_orchestrator_kube::controller::serve(
+            self.api.client(NS),
+            NS.into(),
+            false,
+            self.settings.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            stop.clone(),
+        ));
+        self.controller = Some((stop, task));
+    }
+
+    async fn stop_controller(&mut self) {
+        if let Some((stop, task)) = self.controller.take() {
+            stop.cancel();
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    async fn wait_end(
+        &self,
+        id: &codex_orchestrator_core::model::RunId,
+    ) -> codex_orchestrator_core::model::RunStatus {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            let st = self.runner.status(id).await.unwrap();
+            if st.phase.is_terminal() {
+                return st;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run did not end: {st:?}\npods: {:#?}",
+                self.api.list("pods")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        self.stop_controller().await;
+        self.node.stop().await;
+        let _ = self
+            .env
+            .docker
+            .remove_container(
+                &self.gitserver,
+                Some(
+                    bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .build(),
+                ),
+            )
+            .await;
+        self.env.cleanup().await;
+    }
+}
+
+fn git_request() -> codex_orchestrator_core::model::RunRequest {
     let mut req = super::tenancy::request("git://gitserver/app.git");
     req.mode = SecurityMode::WorkspaceWrite;
     req.verify = Some(codex_orchestrator_core::model::VerifyOptions {
         enabled: Some(false),
         ..Default::default()
     });
-    let id = runner.submit(req).await.unwrap();
-    let st = {
-        let deadline = tokio::time::Instant::now() + BOUND;
-        loop {
-            let st = runner.status(&id).await.unwrap();
-            if st.phase.is_terminal() {
-                break st;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "run did not end: {st:?}\npods: {:#?}",
-                api.list("pods")
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    req
+}
+
+/// A CodexRun from a git source, through the gateway's Kubernetes runner, the real controller
+/// loop, the node agent (the real `fetch` init container against the git server, then the
+/// real agent and codex): it succeeds with the patch in its artifacts and this whole status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codexrun_from_git_runs_end_to_end() {
+    let patch = "*** Begin Patch\n*** Update File: README.md\n@@\n # calc\n+\n+Adds and subtracts.\n*** End Patch\n";
+    let c = Cluster::start(
+        json!([
+            {"output": [{"apply_patch": patch}]},
+            {"output": [{"message": "Added a README line."}]}
+        ]),
+        |_| {},
+        |_| {},
+    )
+    .await;
+    let (api, runner) = (&c.api, &c.runner);
+    let id = runner.submit(git_request()).await.unwrap();
+    let st = c.wait_end(&id).await;
     let art = runner.artifacts(&id).await.unwrap();
     assert_eq!(
         st.phase,
@@ -410,21 +489,163 @@ async fn a_codexrun_from_git_runs_end_to_end() {
             "threadId": "<set>"
         })
     );
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(20), controller).await;
-    node.stop().await;
-    let _ = env
-        .docker
-        .remove_container(
-            &gitserver,
-            Some(
-                bollard::query_parameters::RemoveContainerOptionsBuilder::new()
-                    .force(true)
-                    .build(),
-            ),
+    c.stop().await;
+}
+
+/// Runs that cannot start fail fast with their reasons (an image that does not exist, a Pod no
+/// node can take); a cancel stops a run mid-command; a run past its timeout ends `timed_out`,
+/// and a controller restart in the middle re-tails its log without counting anything twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_cancel_timeout_and_a_controller_restart() {
+    use codex_orchestrator_core::model::TerminalReason;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("codex_orchestrator_kube=debug,kube_runtime=warn")
+        .with_test_writer()
+        .try_init();
+    // Two runs get `sleep 60`; when codex comes back to the model (its command yields after a
+    // while), the model never answers.
+    let sleep = json!({"output": [{"exec": "sleep 60"}]});
+    let hang = json!({"hang": true});
+    let mut c = Cluster::start(
+        json!([sleep, sleep, hang, hang]),
+        |s| {
+            s.scheduling_timeout = Duration::from_secs(2);
+            s.pod
+                .codex_images
+                .insert("0.147.0".into(), "no-such-image:1".into());
+        },
+        |n| n.allocatable_memory = Some(8 << 30),
+    )
+    .await;
+    // An image that does not exist.
+    let mut req = git_request();
+    req.codex_version = Some("0.147.0".into());
+    let no_image = c.runner.submit(req).await.unwrap();
+    // A Pod no node can take (a CodexRun applied directly, asking for 64 GiB).
+    let runs: kube::Api<codex_orchestrator_kube::crd::CodexRun> =
+        kube::Api::namespaced(c.api.client(NS), NS);
+    let mut big = super::pod::test_run(
+        "too-big",
+        SecurityMode::WorkspaceWrite,
+        codex_orchestrator_kube::crd::SourceSpec {
+            git: Some(codex_orchestrator_kube::crd::GitSource {
+                url: "git://gitserver/app.git".into(),
+                revision: None,
+                credentials_secret: None,
+            }),
+            pvc: None,
+        },
+    );
+    big.metadata.namespace = None;
+    big.metadata.uid = None;
+    big.metadata.creation_timestamp = None;
+    big.spec.auth_secret_ref = Some(SecretKeyRef {
+        name: "proxy-token".into(),
+        key: "token".into(),
+    });
+    big.spec.resources = Some(
+        serde_json::from_value(
+            json!({"requests": {"memory": "64Gi"}, "limits": {"memory": "64Gi"}}),
         )
-        .await;
-    env.cleanup().await;
+        .unwrap(),
+    );
+    runs.create(&kube::api::PostParams::default(), &big)
+        .await
+        .unwrap();
+    // A run cancelled mid-command, and one that runs past its timeout.
+    let cancelled = c.runner.submit(git_request()).await.unwrap();
+    let mut req = git_request();
+    req.timeout_secs = Some(15);
+    let timed = c.runner.submit(req).await.unwrap();
+    let running_sleep = |id: &codex_orchestrator_core::model::RunId| {
+        let runner = &c.runner;
+        let id = id.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + BOUND;
+            loop {
+                let st = runner.status(&id).await.unwrap();
+                if st
+                    .progress
+                    .current_command
+                    .as_deref()
+                    .is_some_and(|c| c.contains("sleep 60"))
+                {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{id} never ran its command: {st:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    running_sleep(&cancelled).await;
+    running_sleep(&timed).await;
+    c.runner.cancel(&cancelled).await.unwrap();
+    // The controller restarts while `timed` runs.
+    c.stop_controller().await;
+    c.start_controller();
+
+    let st = c.wait_end(&no_image).await;
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Failed, Some(TerminalReason::SandboxError)),
+        "{st:?}"
+    );
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("no-such-image:1"),
+        "{st:?}"
+    );
+    let big_status = {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            let cr = runs.get("too-big").await.unwrap();
+            if let Some(s) = cr
+                .status
+                .filter(|s| s.phase.is_some_and(|p| p.is_terminal()))
+            {
+                break s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "too-big did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert_eq!(big_status.phase, Some(RunPhase::Failed));
+    assert!(
+        big_status
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot be scheduled: 0/1 nodes are available: 1 Insufficient memory."),
+        "{big_status:?}"
+    );
+    let st = c.wait_end(&cancelled).await;
+    assert_eq!(st.phase, RunPhase::Cancelled, "{st:?}");
+    let st = c.wait_end(&timed).await;
+    assert_eq!(st.phase, RunPhase::TimedOut, "{st:?}");
+    // Re-tailed from the start after the restart: every event counted once.
+    let pod = match &st.backend {
+        Some(codex_orchestrator_core::model::BackendRef::Kubernetes { pod, .. }) => pod.clone(),
+        other => panic!("{other:?}"),
+    };
+    let log = c.api.log_text(NS, &pod, "agent").unwrap();
+    let events = log
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["type"].is_string()))
+        .count() as u64;
+    assert!(events > 3, "{log}");
+    assert_eq!(
+        st.progress.events_seen, events,
+        "counted once: {st:?}\n{log}"
+    );
+    c.stop().await;
 }
 
 fn base64_of(s: &str) -> String {

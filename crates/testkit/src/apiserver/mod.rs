@@ -30,9 +30,13 @@
 //! exists); structural pruning of unknown fields; defaulting; strategic-merge list semantics
 //! and keyed list ownership in server-side apply (lists are atomic); `managedFields` in the
 //! returned objects; field selectors other than name and namespace; pagination snapshots
-//! (`continue` is an offset into the current list); graceful Pod termination (a deleted Pod
-//! goes at once unless it has finalizers); scheduling; watch caches per resource version
-//! (history is one list for all resources).
+//! (`continue` is an offset into the current list); scheduling (the node agent binds Pods);
+//! watch caches per resource version (history is one list for all resources).
+//!
+//! Pod deletion is graceful as on a real cluster: a Pod bound to a node (`spec.nodeName`, set
+//! by the test's node agent, [`ApiServer::bind_pod`]) is marked with `deletionTimestamp` and
+//! stays until the node has stopped it ([`ApiServer::finish_pod_deletion`]) unless the grace
+//! period asked for is zero; an unbound Pod goes at once.
 
 pub mod schema;
 pub mod selector;
@@ -409,6 +413,32 @@ impl ApiServer {
         true
     }
 
+    /// Binds a Pod to a node (`spec.nodeName`), as the scheduler does: from then on its deletion
+    /// is graceful (the Pod stays, marked, until the node finishes it).
+    pub fn bind_pod(&self, namespace: &str, name: &str, node: &str) -> bool {
+        let mut st = self.lock();
+        let key: Key = ("pods".into(), namespace.into(), name.into());
+        let Some(mut v) = st.objects.get(&key).map(|s| s.value.clone()) else {
+            return false;
+        };
+        v["spec"]["nodeName"] = json!(node);
+        self.store(&mut st, key, v, "MODIFIED");
+        true
+    }
+
+    /// The node's last word on a Pod being deleted: its containers have stopped, the Pod goes.
+    pub fn finish_pod_deletion(&self, namespace: &str, name: &str) {
+        let mut st = self.lock();
+        let key: Key = ("pods".into(), namespace.into(), name.into());
+        let marked = st
+            .objects
+            .get(&key)
+            .is_some_and(|s| !s.value["metadata"]["deletionTimestamp"].is_null());
+        if marked {
+            self.remove(&mut st, &key);
+        }
+    }
+
     /// Appends to a container's log.
     pub fn append_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
         self.lock()
@@ -418,6 +448,14 @@ impl ApiServer {
             .text
             .push_str(text);
         self.logs_changed.send_modify(|n| *n += 1);
+    }
+
+    /// A container's log as written so far (also after its Pod is gone).
+    pub fn log_text(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
+        self.lock()
+            .logs
+            .get(&(namespace.into(), pod.into(), container.into()))
+            .map(|l| l.text.clone())
     }
 
     /// Ends a container's log (its container has exited): followers see the end.
@@ -1037,7 +1075,30 @@ impl ApiServer {
                 );
             }
         }
-        match self.delete_key(&mut st, &key) {
+        // A Pod bound to a node ends gracefully: marked now, gone when the node has stopped
+        // it (unless the grace period asked for is zero).
+        let bound = t.kind.plural == "pods"
+            && cur["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty());
+        let grace = opts["gracePeriodSeconds"]
+            .as_i64()
+            .or(cur["spec"]["terminationGracePeriodSeconds"].as_i64())
+            .unwrap_or(30);
+        if bound && grace > 0 {
+            if cur["metadata"]["deletionTimestamp"].is_null() {
+                let mut v = cur;
+                v["metadata"]["deletionTimestamp"] = json!(now());
+                v["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                let v = self.store(&mut st, key, v, "MODIFIED");
+                return respond(200, &v);
+            }
+            return respond(200, &cur);
+        }
+        match self
+            .remove(&mut st, &key)
+            .or_else(|| self.delete_key(&mut st, &key))
+        {
             Some(v) => respond(200, &v),
             None => not_found(t, name),
         }

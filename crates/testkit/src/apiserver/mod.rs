@@ -1095,10 +1095,7 @@ impl ApiServer {
             }
             return respond(200, &cur);
         }
-        match self
-            .remove(&mut st, &key)
-            .or_else(|| self.delete_key(&mut st, &key))
-        {
+        match self.delete_key(&mut st, &key) {
             Some(v) => respond(200, &v),
             None => not_found(t, name),
         }

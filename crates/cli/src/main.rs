@@ -22,6 +22,9 @@ fn main() {
             e.code
         }
     };
-    drop(rt);
+    // Background work still running (the backend's warm-up hashing a runner image's files, a
+    // run's driver) must not hold the exit: give it a moment, then go. Runs continue in their
+    // sandboxes and the next server re-attaches to them.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
     std::process::exit(code);
 }

@@ -492,6 +492,67 @@ async fn a_codexrun_from_git_runs_end_to_end() {
     c.stop().await;
 }
 
+/// A `readonly` run on a tenant's PersistentVolumeClaim: Codex works on a copy, the patch is
+/// in the artifacts, and the claim's directory is byte-for-byte what it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readonly_run_on_a_claim_leaves_it_unchanged() {
+    use codex_orchestrator_testkit::docker::tree_contents;
+    let patch = "*** Begin Patch\n*** Update File: README.md\n@@\n # calc\n+\n+Adds and subtracts.\n*** End Patch\n";
+    let claim = tempfile::tempdir().unwrap();
+    let app = claim.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    write(&app, "README.md", "# calc\n\nA tiny calculator.\n");
+    git(&app, &["init", "-q", "-b", "main"]);
+    git(&app, &["add", "-A"]);
+    git(&app, &["commit", "-qm", "init"]);
+    chown_tree(claim.path(), WS_UID);
+    let claim_dir = claim.path().to_path_buf();
+    let c = Cluster::start(
+        json!([
+            {"output": [{"apply_patch": patch}]},
+            {"output": [{"message": "Proposed a README line."}]}
+        ]),
+        |_| {},
+        move |n| {
+            n.claims.insert("team-ws".into(), claim_dir);
+        },
+    )
+    .await;
+    create(&c.api, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "team-ws", "namespace": NS, "labels": {"codex-orchestrator.dev/tenant": "alpha"}}, "spec": {}}))
+    .await;
+    let before = tree_contents(claim.path());
+    let mut req = super::tenancy::request("pvc:team-ws/app");
+    req.mode = SecurityMode::Readonly;
+    let id = c.runner.submit(req).await.unwrap();
+    let st = c.wait_end(&id).await;
+    let art = c.runner.artifacts(&id).await.unwrap();
+    assert_eq!(st.phase, RunPhase::Succeeded, "{st:#?}\n{:#?}", art.result);
+    assert!(
+        art.patch
+            .unwrap_or_default()
+            .contains("+Adds and subtracts.")
+    );
+    assert_eq!(art.last_message.as_deref(), Some("Proposed a README line."));
+    assert_eq!(
+        tree_contents(claim.path()),
+        before,
+        "the claim is byte-for-byte unchanged"
+    );
+    // The Pod mounted the claim read-only.
+    let pod = c.api.list("pods").pop().unwrap();
+    let mounts = pod["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let ws = mounts
+        .iter()
+        .find(|m| m["mountPath"] == "/workspace")
+        .unwrap();
+    assert_eq!(ws["readOnly"], true, "{mounts:?}");
+    c.stop().await;
+}
+
 /// Runs that cannot start fail fast with their reasons (an image that does not exist, a Pod no
 /// node can take); a cancel stops a run mid-command; a run past its timeout ends `timed_out`,
 /// and a controller restart in the middle re-tails its log without counting anything twice.

@@ -260,22 +260,6 @@ fn random_suffix() -> String {
         .collect()
 }
 
-/// JSON merge patch (RFC 7386).
-fn merge_patch(a: &mut Value, b: &Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                if v.is_null() {
-                    a.remove(k);
-                } else {
-                    merge_patch(a.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (a, b) => *a = b.clone(),
-    }
-}
-
 /// What a request addressed.
 struct Target {
     kind: &'static Kind,
@@ -1034,7 +1018,7 @@ impl ApiServer {
                         );
                     }
                 } else {
-                    merge_patch(&mut new, &body);
+                    crate::kubeapi::merge(&mut new, &body);
                 }
                 if !names_version {
                     new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();

@@ -68,11 +68,12 @@ pub use args::{
     resolve_mode,
 };
 
-use codex_orchestrator_core::model::{RunId, RunRequest, RunStatus, SecurityMode};
+use codex_orchestrator_core::model::{RunId, RunPhase, RunRequest, RunStatus, SecurityMode};
 pub use codex_orchestrator_core::policy::approval::ApprovalPolicy;
 use codex_orchestrator_core::policy::roots::{self as policy_roots, ClientRootsPolicy, Protected};
 use codex_orchestrator_runner::error::RunnerError;
 use codex_orchestrator_runner::{CancelOutcome, ListFilter, Runner};
+use serde::Deserialize;
 
 /// Default of [`McpConfig::max_wait`].
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(900);
@@ -1022,9 +1023,15 @@ impl ServerHandler for OrchestratorServer {
             )
             && let Some(sc) = &r.structured_content
         {
+            // Only the run id and the phase are needed (the status is not parsed whole).
             let status = sc.get("status").unwrap_or(sc);
-            if let Ok(st) = serde_json::from_value::<RunStatus>(status.clone()) {
-                r.content.extend(resources::links(&st));
+            if let (Some(id), Ok(phase)) = (
+                status["run_id"]
+                    .as_str()
+                    .and_then(|s| s.parse::<RunId>().ok()),
+                RunPhase::deserialize(&status["phase"]),
+            ) {
+                r.content.extend(resources::links(&id, phase));
             }
         }
         Ok(response)

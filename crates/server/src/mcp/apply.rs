@@ -343,14 +343,22 @@ impl OrchestratorServer {
         let no_flag = format!(
             "approval required: codex_patch_apply changes files in the workspace only with approve: true. Review the change first (codex_git_diff with run_id `{id}`) and get the user's consent; check_only: true tells whether the patch applies cleanly without writing anything."
         );
-        // Without the flag and without a human to ask, refuse before reading anything.
-        if !p.check_only
-            && !p.approve
-            && !approval::client_can_ask(&ctx)
-            && self.config().approval
-                != codex_orchestrator_core::policy::approval::ApprovalPolicy::Human
+        // Refused by the approval rule itself when nobody could be asked: before reading
+        // anything (a client that can ask but may not goes through `approve`, which audits).
         {
-            return Err(ToolError(no_flag));
+            use codex_orchestrator_core::policy::approval::{Decision, Subject, decide};
+            let can_ask = approval::client_can_ask(&ctx);
+            if !p.check_only
+                && !can_ask
+                && decide(
+                    self.config().approval,
+                    can_ask,
+                    p.approve,
+                    Subject::PatchApply,
+                ) == Decision::NoFlag
+            {
+                return Err(ToolError(no_flag));
+            }
         }
         let art = self.runner.artifacts(&id).await?;
         self.check_visible(&art.status)?;

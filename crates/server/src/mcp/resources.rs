@@ -28,7 +28,7 @@ use rmcp::model::{
 };
 use serde_json::json;
 
-use codex_orchestrator_core::model::{RunId, RunPhase, RunStatus};
+use codex_orchestrator_core::model::{RunId, RunPhase};
 use codex_orchestrator_runner::ListFilter;
 use codex_orchestrator_runner::error::RunnerError;
 
@@ -197,19 +197,19 @@ pub fn byte_page(text: &str, offset: u64, limit: usize) -> (&str, Option<u64>) {
     (&text[start..end], next)
 }
 
-fn resource(id: &RunId, st: &RunStatus, part: Part) -> Resource {
+fn resource(id: &RunId, phase: RunPhase, part: Part) -> Resource {
     Resource::new(uri(id, part), format!("{id}/{}", part.name()))
-        .with_title(format!("Run {id}: {} ({})", part.name(), st.phase))
+        .with_title(format!("Run {id}: {} ({phase})", part.name()))
         .with_description(part.describe())
         .with_mime_type(part.mime())
 }
 
-/// Resource links to a run's parts that exist now (for tool results).
-pub fn links(st: &RunStatus) -> Vec<ContentBlock> {
+/// Resource links to the parts of run `id` that exist in `phase` (for tool results).
+pub fn links(id: &RunId, phase: RunPhase) -> Vec<ContentBlock> {
     Part::ALL
         .into_iter()
-        .filter(|p| p.exists(st.phase))
-        .map(|p| ContentBlock::resource_link(resource(&st.run_id, st, p)))
+        .filter(|p| p.exists(phase))
+        .map(|p| ContentBlock::resource_link(resource(id, phase, p)))
         .collect()
 }
 
@@ -322,7 +322,7 @@ impl OrchestratorServer {
                 Part::ALL
                     .into_iter()
                     .filter(|p| p.exists(st.phase))
-                    .map(|p| resource(&st.run_id, st, p))
+                    .map(|p| resource(&st.run_id, st.phase, p))
             })
             .collect();
         let page: Vec<Resource> = all.iter().skip(start).take(LIST_PAGE).cloned().collect();

@@ -7,7 +7,8 @@
 //! * [`docker`] — a per-test Docker environment: an internal network, the mock model as a
 //!   container on it, a state dir, and a guaranteed clean-up; [`image`] — the runner image of
 //!   the binaries under test, and guards for throwaway objects.
-//! * [`kubeapi`] — an in-memory stand-in for the Kubernetes API server.
+//! * [`apiserver`] — a strict in-process Kubernetes API server behind kube's `Client`;
+//!   [`nodeagent`] — a kubelet stand-in running its Pods on the Docker engine.
 //! * [`bins`] — the workspace's binaries, built on first use.
 //! * fixtures and small helpers: the real codex binary, real git repositories.
 
@@ -17,7 +18,6 @@ pub mod apiserver;
 pub mod bins;
 pub mod docker;
 pub mod image;
-pub mod kubeapi;
 pub mod mock;
 pub mod mockmodel;
 pub mod nodeagent;

@@ -2,7 +2,9 @@
 //! real Docker engine and reports them back as a kubelet does.
 //!
 //! For each Pod it sees: the volumes are made (`emptyDir` as a host directory owned by the
-//! Pod's `fsGroup` with the setgid bit, as the kubelet prepares it; a PersistentVolumeClaim as
+//! Pod's `fsGroup` with the setgid bit, as the kubelet prepares it; `emptyDir` with
+//! `medium: Memory` as a tmpfs Docker volume shared by the Pod's containers, sized to its
+//! `sizeLimit` (writes past it fail with ENOSPC, as on a node); a PersistentVolumeClaim as
 //! the host directory the test maps the claim to; `secret`, `configMap` and `projected` volumes
 //! as read-only files), the init containers run one after another, then the main container,
 //! each with the Pod's image, command, args, env (`value`, `secretKeyRef`, `configMapKeyRef`),
@@ -23,8 +25,8 @@
 //! Scheduling is one check: a Pod requesting more memory than the node's allocatable
 //! ([`NodeOptions::allocatable_memory`]) stays `Unschedulable`.
 //!
-//! Not modelled: `emptyDir` size limits and `medium: Memory` (a host directory either way),
-//! restarts (`restartPolicy` is taken as `Never`), probes, sidecars, more than one main
+//! Not modelled: the `sizeLimit` of a disk-backed `emptyDir` (a kubelet evicts a Pod that
+//! exceeds it; here the directory just grows), `subPath` into a Memory `emptyDir`, restarts (`restartPolicy` is taken as `Never`), probes, sidecars, more than one main
 //! container, `activeDeadlineSeconds`, host ports, DNS of Services (the test gives containers
 //! network aliases instead), NetworkPolicy.
 
@@ -70,6 +72,14 @@ pub struct NodeOptions {
     /// The node's allocatable memory (bytes; `None`: unlimited). A Pod requesting more is
     /// not scheduled: `PodScheduled` false, reason `Unschedulable`, as the scheduler reports.
     pub allocatable_memory: Option<i64>,
+}
+
+/// Where a Pod's volume is.
+enum Vol {
+    /// A host directory, bind-mounted.
+    Dir(PathBuf),
+    /// A tmpfs Docker volume (an `emptyDir` with `medium: Memory`).
+    Memory(String),
 }
 
 struct Ctx {
@@ -161,6 +171,26 @@ impl NodeAgent {
                     )
                     .await;
             }
+        }
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                bollard::query_parameters::ListVolumesOptionsBuilder::new()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .ok()
+            .and_then(|l| l.volumes)
+            .unwrap_or_default();
+        for v in volumes {
+            let _ = self
+                .docker
+                .remove_volume(
+                    &v.name,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await;
         }
         let _ = std::process::Command::new("rm")
             .arg("-rf")
@@ -284,8 +314,8 @@ impl Ctx {
         Ok(out)
     }
 
-    /// Makes the Pod's volumes; name → host path.
-    fn volumes(&self, pod: &Value) -> Result<HashMap<String, PathBuf>, Waiting> {
+    /// Makes the Pod's volumes; name → where it is.
+    async fn volumes(&self, pod: &Value) -> Result<HashMap<String, Vol>, Waiting> {
         let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
         let uid = pod["metadata"]["uid"].as_str().unwrap_or("x");
         let fs_group = pod["spec"]["securityContext"]["fsGroup"]
@@ -296,7 +326,41 @@ impl Ctx {
         for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
             let name = v["name"].as_str().unwrap_or("").to_owned();
             let dir = base.join(&name);
-            if v["emptyDir"].is_object() {
+            if v["emptyDir"]["medium"] == "Memory" {
+                let volume = format!("{}-{uid}-{name}", self.label);
+                let mut o = match fs_group {
+                    Some(g) => format!("mode=2777,gid={g}"),
+                    None => "mode=1777".to_owned(),
+                };
+                if let Some(limit) = v["emptyDir"]["sizeLimit"].as_str() {
+                    let bytes = bytes_of(limit).ok_or_else(|| {
+                        Waiting(
+                            "ContainerCreating",
+                            format!("volume {name}: sizeLimit {limit:?} is not a quantity"),
+                        )
+                    })?;
+                    o.push_str(&format!(",size={bytes}"));
+                }
+                let opts = HashMap::from([
+                    ("type".to_owned(), "tmpfs".to_owned()),
+                    ("device".to_owned(), "tmpfs".to_owned()),
+                    ("o".to_owned(), o),
+                ]);
+                self.docker
+                    .create_volume(bollard::models::VolumeCreateRequest {
+                        name: Some(volume.clone()),
+                        driver: Some("local".into()),
+                        driver_opts: Some(opts),
+                        labels: Some(HashMap::from([(
+                            TEST_LABEL.to_string(),
+                            self.label.clone(),
+                        )])),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| Waiting("ContainerCreating", format!("volume {name}: {e}")))?;
+                out.insert(name, Vol::Memory(volume));
+            } else if v["emptyDir"].is_object() {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| Waiting("ContainerCreating", e.to_string()))?;
                 if let Some(g) = fs_group {
@@ -305,7 +369,7 @@ impl Ctx {
                 } else {
                     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
                 }
-                out.insert(name, dir);
+                out.insert(name, Vol::Dir(dir));
             } else if let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() {
                 if self.api.get("persistentvolumeclaims", ns, claim).is_none() {
                     return Err(Waiting(
@@ -321,7 +385,7 @@ impl Ctx {
                         ),
                     ));
                 };
-                out.insert(name, host.clone());
+                out.insert(name, Vol::Dir(host.clone()));
             } else if v["secret"].is_object()
                 || v["configMap"].is_object()
                 || v["projected"].is_object()
@@ -416,7 +480,7 @@ impl Ctx {
                         }
                     }
                 }
-                out.insert(name, dir);
+                out.insert(name, Vol::Dir(dir));
             } else {
                 return Err(Waiting(
                     "ContainerCreating",
@@ -427,12 +491,82 @@ impl Ctx {
         Ok(out)
     }
 
+    /// Starts the Pod's sandbox holding its Memory volumes (`None`: it has none): a container
+    /// of the Pod's first image that only sleeps, with no network and no capabilities.
+    async fn hold(
+        &self,
+        pod: &Value,
+        vols: &HashMap<String, Vol>,
+    ) -> Result<Option<String>, Waiting> {
+        let mounts: Vec<Mount> = vols
+            .iter()
+            .filter_map(|(name, v)| match v {
+                Vol::Memory(volume) => Some(Mount {
+                    target: Some(format!("/held/{name}")),
+                    source: Some(volume.clone()),
+                    typ: Some(MountType::VOLUME),
+                    read_only: Some(true),
+                    ..Default::default()
+                }),
+                Vol::Dir(_) => None,
+            })
+            .collect();
+        if mounts.is_empty() {
+            return Ok(None);
+        }
+        let first = pod["spec"]["initContainers"][0]["image"]
+            .as_str()
+            .or(pod["spec"]["containers"][0]["image"].as_str())
+            .unwrap_or("");
+        let name = format!(
+            "{}-{}-sandbox",
+            self.label,
+            pod["metadata"]["name"].as_str().unwrap_or("pod")
+        );
+        let body = ContainerCreateBody {
+            image: Some(first.to_owned()),
+            entrypoint: Some(vec!["sleep".into(), "2147483647".into()]),
+            user: Some("65534:65534".into()),
+            labels: Some(HashMap::from([(
+                TEST_LABEL.to_string(),
+                self.label.clone(),
+            )])),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                mounts: Some(mounts),
+                readonly_rootfs: Some(true),
+                cap_drop: Some(vec!["ALL".into()]),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let fail = |e: bollard::errors::Error| {
+            Waiting("ContainerCreating", format!("the Pod sandbox: {e}"))
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                body,
+            )
+            .await
+            .map_err(fail)?;
+        self.docker
+            .start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(fail)?;
+        Ok(Some(name))
+    }
+
     /// The Docker container for `c` (created, not started), or why not.
     async fn create(
         &self,
         pod: &Value,
         c: &Value,
-        vols: &HashMap<String, PathBuf>,
+        vols: &HashMap<String, Vol>,
     ) -> Result<String, Waiting> {
         let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
         let image = c["image"].as_str().unwrap_or("");
@@ -463,21 +597,36 @@ impl Ctx {
         let mut mounts = Vec::new();
         for m in c["volumeMounts"].as_array().into_iter().flatten() {
             let vname = m["name"].as_str().unwrap_or("");
-            let Some(host) = vols.get(vname) else {
-                return Err(Waiting(
-                    "CreateContainerConfigError",
-                    format!("volume mount {vname}: no such volume"),
-                ));
+            let sub = m["subPath"].as_str().filter(|s| !s.is_empty());
+            let (source, typ) = match (vols.get(vname), sub) {
+                (None, _) => {
+                    return Err(Waiting(
+                        "CreateContainerConfigError",
+                        format!("volume mount {vname}: no such volume"),
+                    ));
+                }
+                (Some(Vol::Memory(_)), Some(_)) => {
+                    return Err(Waiting(
+                        "CreateContainerConfigError",
+                        format!(
+                            "volume mount {vname}: subPath into a Memory emptyDir is not modelled"
+                        ),
+                    ));
+                }
+                (Some(Vol::Memory(volume)), None) => (volume.clone(), MountType::VOLUME),
+                (Some(Vol::Dir(host)), sub) => {
+                    let mut source = host.clone();
+                    if let Some(sub) = sub {
+                        source = source.join(sub);
+                        let _ = std::fs::create_dir_all(&source);
+                    }
+                    (source.to_string_lossy().into_owned(), MountType::BIND)
+                }
             };
-            let mut source = host.clone();
-            if let Some(sub) = m["subPath"].as_str().filter(|s| !s.is_empty()) {
-                source = source.join(sub);
-                let _ = std::fs::create_dir_all(&source);
-            }
             mounts.push(Mount {
                 target: m["mountPath"].as_str().map(str::to_owned),
-                source: Some(source.to_string_lossy().into_owned()),
-                typ: Some(MountType::BIND),
+                source: Some(source),
+                typ: Some(typ),
                 read_only: Some(m["readOnly"] == true),
                 ..Default::default()
             });
@@ -689,7 +838,7 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Value) {
         json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
             "initContainerStatuses": init_statuses, "containerStatuses": main_statuses})
     };
-    let vols = match ctx.volumes(&pod) {
+    let vols = match ctx.volumes(&pod).await {
         Ok(v) => v,
         Err(w) => {
             let st: Vec<Value> = mains
@@ -703,10 +852,57 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Value) {
             return;
         }
     };
+    // The Pod sandbox holds the Memory volumes mounted while the containers come and go (a
+    // tmpfs volume lives while some container mounts it).
+    let holder = match ctx.hold(&pod, &vols).await {
+        Ok(h) => h,
+        Err(w) => {
+            let st: Vec<Value> = mains
+                .iter()
+                .map(|c| {
+                    let (n, i) = name_image(c);
+                    waiting(&n, &i, &w)
+                })
+                .collect();
+            ctx.set_status(&pod, pending(vec![], st));
+            return;
+        }
+    };
+    run_containers(&ctx, &pod, &vols, &inits, &mains).await;
+    if let Some(h) = holder {
+        let _ = ctx
+            .docker
+            .remove_container(
+                &h,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await;
+    }
+}
+
+/// Runs the init containers in order, then the main container, reporting each step.
+async fn run_containers(
+    ctx: &Ctx,
+    pod: &Value,
+    vols: &HashMap<String, Vol>,
+    inits: &[Value],
+    mains: &[Value],
+) {
+    let pod = pod.clone();
+    let name_image = |c: &Value| {
+        (
+            c["name"].as_str().unwrap_or("").to_owned(),
+            c["image"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let pending = |init_statuses: Vec<Value>, main_statuses: Vec<Value>| {
+        json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+            "initContainerStatuses": init_statuses, "containerStatuses": main_statuses})
+    };
     let mut init_done = Vec::new();
-    for c in &inits {
+    for c in inits {
         let (n, i) = name_image(c);
-        let id = match ctx.create(&pod, c, &vols).await {
+        let id = match ctx.create(&pod, c, vols).await {
             Ok(id) => id,
             Err(w) => {
                 let mut st = init_done.clone();
@@ -730,7 +926,7 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Value) {
         return;
     };
     let (n, i) = name_image(c);
-    let id = match ctx.create(&pod, c, &vols).await {
+    let id = match ctx.create(&pod, c, vols).await {
         Ok(id) => id,
         Err(w) => {
             ctx.set_status(&pod, pending(init_done, vec![waiting(&n, &i, &w)]));

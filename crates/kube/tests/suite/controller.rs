@@ -1,162 +1,38 @@
-//! Controller scenarios against kube's `Client` over a tower-test mock API server (the
-//! controller-rs `fixtures.rs` pattern, with a small in-memory API server behind the mock so
-//! that scenarios can run the real reconcile in any order of requests). Every wait is bounded.
+//! Controller scenarios: the real reconcile, one step at a time, against the testkit's strict
+//! API server (resource versions, server-side apply, admission with the CRD's schema and the
+//! restricted Pod Security profile, graceful Pod deletion, garbage collection); the test plays
+//! the kubelet (Pod status and log). Every wait is bounded.
 //!
-//! Over 600 lines because the scenarios share one in-memory API server and its helpers; each
+//! Over 600 lines because the scenarios share one fake run, its log and their helpers; each
 //! scenario is a single test function.
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use codex_orchestrator_core::events::{AttemptKind, OrchestratorEvent, RunFold};
 use codex_orchestrator_core::model::{RunId, RunPhase, SecurityMode, TerminalReason, TokenUsage};
 use codex_orchestrator_kube::controller::{Context, Settings, reconcile};
 use codex_orchestrator_kube::crd::{CodexRun, CodexRunStatus};
 use codex_orchestrator_kube::metrics::Metrics;
-use codex_orchestrator_kube::pod::build_pod;
-use http::{Request, Response};
-use http_body_util::BodyExt;
+use codex_orchestrator_kube::pod::{build_pod, run_id_for};
+use codex_orchestrator_testkit::apiserver::ApiServer;
 use k8s_openapi::api::core::v1::Pod;
-use kube::client::Body;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use serde_json::{Value, json};
 
+use super::apiserver::strict_api;
 use super::pod::test_run;
 use codex_orchestrator_testkit::codex_fixtures;
-use codex_orchestrator_testkit::kubeapi::{self, merge, ok, status_resp};
 
-#[derive(Default)]
-struct ApiState {
-    run: Value,
-    pods: BTreeMap<String, Value>,
-    configmaps: BTreeMap<String, Value>,
-    events: Vec<Value>,
-    status_patches: Vec<(String, Value)>,
-    requests: Vec<String>,
-    /// Log of the agent container, served to every log request.
-    log: Vec<u8>,
-    log_requests: u32,
-    deleted: Vec<String>,
-    /// Bodies of the Pod DELETE requests (their preconditions).
-    delete_bodies: Vec<Value>,
-    pvcs: BTreeMap<String, Value>,
-}
+const NS: &str = "team-a";
 
-type Shared = Arc<Mutex<ApiState>>;
-
-/// Answers requests like a tiny API server holding one CodexRun, its Pod and ConfigMap.
-async fn handle(s: &Shared, req: Request<Body>) -> Response<Body> {
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let bytes: Bytes = req.into_body().collect().await.unwrap().to_bytes();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let mut st = s.lock().unwrap();
-    st.requests.push(format!("{method} {uri}"));
-    let parts: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
-    match (method.as_str(), parts.as_slice()) {
-        ("GET", ["api", "v1", "namespaces", _, "pods", name]) => match st.pods.get(*name) {
-            Some(p) => ok(p),
-            None => status_resp(404, "NotFound"),
-        },
-        ("POST", ["api", "v1", "namespaces", _, "pods"]) => {
-            let name = body["metadata"]["name"].as_str().unwrap().to_string();
-            let mut pod = body.clone();
-            pod["metadata"]["uid"] = json!("pod-uid-1");
-            pod["metadata"]["creationTimestamp"] = json!(jiff::Timestamp::now().to_string());
-            pod["status"] = json!({"phase": "Pending"});
-            st.pods.insert(name, pod.clone());
-            ok(&pod)
-        }
-        ("DELETE", ["api", "v1", "namespaces", _, "pods", name]) => {
-            st.delete_bodies.push(body.clone());
-            let want = &body["preconditions"]["uid"];
-            if let Some(p) = st.pods.get(*name)
-                && !want.is_null()
-                && p["metadata"]["uid"] != *want
-            {
-                return status_resp(409, "Conflict");
-            }
-            st.deleted.push(format!("pod/{name}"));
-            match st.pods.remove(*name) {
-                Some(p) => ok(&p),
-                None => status_resp(404, "NotFound"),
-            }
-        }
-        ("GET", ["api", "v1", "namespaces", _, "pods", _, "log"]) => {
-            st.log_requests += 1;
-            Response::builder()
-                .status(200)
-                .body(Body::from(st.log.clone()))
-                .unwrap()
-        }
-        (
-            "PATCH",
-            [
-                "apis",
-                "codex-orchestrator.dev",
-                "v1alpha1",
-                "namespaces",
-                _,
-                "codexruns",
-                _,
-                "status",
-            ],
-        ) => {
-            st.status_patches
-                .push((uri.query().unwrap_or("").to_string(), body.clone()));
-            st.run["status"] = body["status"].clone();
-            let run = st.run.clone();
-            ok(&run)
-        }
-        (
-            "DELETE",
-            [
-                "apis",
-                "codex-orchestrator.dev",
-                "v1alpha1",
-                "namespaces",
-                _,
-                "codexruns",
-                name,
-            ],
-        ) => {
-            st.deleted.push(format!("codexrun/{name}"));
-            let run = st.run.clone();
-            ok(&run)
-        }
-        ("GET", ["api", "v1", "namespaces", _, "persistentvolumeclaims", name]) => {
-            match st.pvcs.get(*name) {
-                Some(c) => ok(c),
-                None => status_resp(404, "NotFound"),
-            }
-        }
-        ("GET", ["api", "v1", "namespaces", _, "configmaps", name]) => {
-            match st.configmaps.get(*name) {
-                Some(c) => ok(c),
-                None => status_resp(404, "NotFound"),
-            }
-        }
-        ("PATCH", ["api", "v1", "namespaces", _, "configmaps", name]) => {
-            let mut cm = st.configmaps.get(*name).cloned().unwrap_or(json!({}));
-            merge(&mut cm, &body);
-            st.configmaps.insert(name.to_string(), cm.clone());
-            ok(&cm)
-        }
-        ("POST", ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => {
-            st.events.push(body.clone());
-            ok(&body)
-        }
-        _ => status_resp(404, "NotFound"),
-    }
-}
-
+/// The strict API server holding one CodexRun, and a controller context over it.
 struct Fake {
-    state: Shared,
+    api: ApiServer,
     ctx: Arc<Context>,
-    _server: tokio::task::JoinHandle<()>,
+    name: String,
 }
 
 fn settings() -> Settings {
@@ -169,35 +45,31 @@ fn settings() -> Settings {
     }
 }
 
-/// A client over the in-memory API server holding `state`.
-fn serve(state: &Shared) -> (Client, tokio::task::JoinHandle<()>) {
-    let s = state.clone();
-    kubeapi::client(move |req| {
-        let s = s.clone();
-        async move { handle_req(&s, req).await }
-    })
-}
-
+/// A strict API server holding `run` (created as `kubectl apply` would: the server sets its
+/// uid, creation time and version), with a controller context over it.
 fn fake(run: &CodexRun, settings: Settings) -> Fake {
-    let state: Shared = Arc::default();
-    state.lock().unwrap().run = serde_json::to_value(run).unwrap();
-    let (client, server) = serve(&state);
-    let ctx = Arc::new(Context::new(client, settings, Arc::new(Metrics::default())));
-    Fake {
-        state,
-        ctx,
-        _server: server,
+    let api = strict_api();
+    let mut v = serde_json::to_value(run).unwrap();
+    for k in ["uid", "creationTimestamp", "resourceVersion", "generation"] {
+        v["metadata"].as_object_mut().unwrap().remove(k);
     }
-}
-
-async fn handle_req(s: &Shared, req: Request<Body>) -> Response<Body> {
-    handle(s, req).await
+    api.insert(NS, v).unwrap();
+    let ctx = Arc::new(Context::new(
+        api.client(NS),
+        settings,
+        Arc::new(Metrics::default()),
+    ));
+    Fake {
+        api,
+        ctx,
+        name: run.name_any(),
+    }
 }
 
 impl Fake {
     /// The CodexRun as the API server holds it now (status included).
     fn run(&self) -> CodexRun {
-        serde_json::from_value(self.state.lock().unwrap().run.clone()).unwrap()
+        serde_json::from_value(self.api.get("codexruns", NS, &self.name).unwrap()).unwrap()
     }
     fn status(&self) -> CodexRunStatus {
         self.run().status.unwrap_or_default()
@@ -212,17 +84,34 @@ impl Fake {
         .expect("reconcile ok");
     }
     fn set_pod_status(&self, name: &str, status: Value) {
-        let mut st = self.state.lock().unwrap();
-        st.pods.get_mut(name).unwrap()["status"] = status;
+        assert!(self.api.set_pod_status(NS, name, status), "no Pod {name}");
+    }
+    /// Changes the CodexRun as its author would (a spec change, a new generation).
+    fn edit_run(&self, change: impl FnOnce(&mut Value)) {
+        assert!(self.api.edit("codexruns", NS, &self.name, change).unwrap());
     }
     fn event_reasons(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .unwrap()
-            .events
+        self.api
+            .list("events")
             .iter()
             .map(|e| e["reason"].as_str().unwrap().to_string())
             .collect()
+    }
+    /// The requests so far that start with `prefix` (`METHOD path?query`).
+    fn requests(&self, prefix: &str) -> Vec<String> {
+        self.api
+            .requests()
+            .into_iter()
+            .filter(|r| r.starts_with(prefix))
+            .collect()
+    }
+    fn pod(&self, name: &str) -> Option<Value> {
+        self.api.get("pods", NS, name)
+    }
+    /// Writes the agent container's whole log (the container has exited).
+    fn agent_log(&self, pod: &str, log: &str) {
+        self.api.append_log(NS, pod, "agent", log);
+        self.api.close_log(NS, pod, "agent");
     }
 }
 
@@ -377,33 +266,50 @@ async fn create_makes_the_pod_with_owner_ref_and_starting_status() {
     let cr = the_run();
     let f = fake(&cr, settings());
     f.reconcile().await;
-    {
-        let st = f.state.lock().unwrap();
-        // The pod is exactly the builder's (which the pod tests check whole).
-        let mut created: Pod = serde_json::from_value(st.pods["fix-bug-run"].clone()).unwrap();
-        created.status = None;
-        created.metadata.uid = None;
-        created.metadata.creation_timestamp = None;
-        assert_eq!(created, build_pod(&cr, &f.ctx.settings.pod).unwrap());
-        let owner = &created.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
-            ("CodexRun", "fix-bug", Some(true))
-        );
-        // One SSA status patch, forced, by our field manager.
-        assert_eq!(st.status_patches.len(), 1);
-        let (query, body) = &st.status_patches[0];
-        assert!(
-            query.contains("fieldManager=codex-orchestrator") && query.contains("force=true"),
-            "{query}"
-        );
-        assert_eq!(body["apiVersion"], "codex-orchestrator.dev/v1alpha1");
-        assert_eq!(body["kind"], "CodexRun");
-    }
+    // The pod is exactly the builder's for the stored run (the pod tests check it whole),
+    // with what the API server sets.
+    let stored = f.run();
+    let mut created: Pod = serde_json::from_value(f.pod("fix-bug-run").unwrap()).unwrap();
+    assert!(created.metadata.uid.is_some() && created.metadata.resource_version.is_some());
+    created.status = None;
+    created.metadata.uid = None;
+    created.metadata.creation_timestamp = None;
+    created.metadata.resource_version = None;
+    created.metadata.generation = None;
+    assert_eq!(created, build_pod(&stored, &f.ctx.settings.pod).unwrap());
+    let owner = &created.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            owner.uid.as_str(),
+            owner.controller
+        ),
+        (
+            "CodexRun",
+            "fix-bug",
+            stored.uid().unwrap().as_str(),
+            Some(true)
+        )
+    );
+    // One server-side apply of the status, forced, by our field manager (the server refuses
+    // an apply without apiVersion and kind).
+    let status_writes = f.requests(
+        "PATCH /apis/codex-orchestrator.dev/v1alpha1/namespaces/team-a/codexruns/fix-bug/status",
+    );
+    assert_eq!(status_writes.len(), 1, "{status_writes:?}");
+    assert!(
+        status_writes[0].contains("fieldManager=codex-orchestrator")
+            && status_writes[0].contains("force=true"),
+        "{status_writes:?}"
+    );
     let status = f.status();
     assert_eq!(status.phase, Some(RunPhase::Starting));
     assert_eq!(status.pod_name.as_deref(), Some("fix-bug-run"));
-    assert_eq!(status.run_id.as_deref(), Some("20260501100000-0a1b2c3d"));
+    assert_eq!(
+        status.run_id,
+        Some(run_id_for(&stored).unwrap().as_str().to_owned())
+    );
     assert_eq!(status.observed_generation, Some(1));
     let conds: Vec<(&str, &str)> = status
         .conditions
@@ -413,27 +319,22 @@ async fn create_makes_the_pod_with_owner_ref_and_starting_status() {
     assert_eq!(conds, [("Started", "False"), ("Finished", "False")]);
     assert_eq!(f.event_reasons(), ["Starting"]);
     // A second reconcile changes nothing (idempotent).
+    let rv = f.run().metadata.resource_version;
     f.reconcile().await;
-    let st = f.state.lock().unwrap();
-    assert_eq!(st.status_patches.len(), 1);
-    assert_eq!(st.pods.len(), 1);
-    assert_eq!(
-        st.requests
-            .iter()
-            .filter(|r| r.starts_with("POST /api/v1"))
-            .count(),
-        1
-    );
+    assert_eq!(f.run().metadata.resource_version, rv);
+    assert_eq!(f.requests("PATCH /apis").len(), 1);
+    assert_eq!(f.api.list("pods").len(), 1);
+    assert_eq!(f.requests("POST /api/v1").len(), 1);
 }
 
 /// Drives a run to "agent running" with `log` as its pod log; returns the fake.
 async fn running_run(cr: &CodexRun, log: String) -> Fake {
     let f = fake(cr, settings());
-    f.state.lock().unwrap().log = log.into_bytes();
     f.reconcile().await;
+    f.agent_log("fix-bug-run", &log);
     f.set_pod_status("fix-bug-run", running(&now()));
     f.reconcile().await;
-    let uid = cr.uid().unwrap();
+    let uid = f.run().uid().unwrap();
     assert!(
         f.ctx.wait_tail(&uid, Duration::from_secs(10)).await,
         "tailer ended"
@@ -456,14 +357,12 @@ async fn running_pod_log_from_a_real_fixture_becomes_progress() {
     assert!(st.progress.as_ref().unwrap().events_seen > 5);
     assert!(st.started_at.is_some());
     assert_eq!(f.event_reasons(), ["Starting", "Running"]);
-    let log_requests = f.state.lock().unwrap().log_requests;
-    assert_eq!(log_requests, 1);
-    // follow=true on the agent container
-    let reqs = f.state.lock().unwrap().requests.clone();
-    let log_req = reqs.iter().find(|r| r.contains("/log?")).unwrap();
+    // One log request, following the agent container.
+    let log_reqs = f.requests("GET /api/v1/namespaces/team-a/pods/fix-bug-run/log?");
+    assert_eq!(log_reqs.len(), 1, "{log_reqs:?}");
     assert!(
-        log_req.contains("container=agent") && log_req.contains("follow=true"),
-        "{log_req}"
+        log_reqs[0].contains("container=agent") && log_reqs[0].contains("follow=true"),
+        "{log_reqs:?}"
     );
 }
 
@@ -497,9 +396,12 @@ async fn succeeded_pod_ends_succeeded_with_an_artifacts_configmap() {
         summary.changed_files_count,
         result.changed_files.len() as u64
     );
-    let cms = f.state.lock().unwrap().configmaps.clone();
-    let cm = &cms["fix-bug-artifacts"];
+    let cm = &f.api.get("configmaps", NS, "fix-bug-artifacts").unwrap();
     assert_eq!(cm["metadata"]["ownerReferences"][0]["name"], "fix-bug");
+    assert_eq!(
+        cm["metadata"]["ownerReferences"][0]["uid"],
+        json!(f.run().uid().unwrap())
+    );
     assert_eq!(
         cm["data"]["patch.diff"],
         "diff --git a/hello.txt b/hello.txt\n+hello\n"
@@ -520,9 +422,9 @@ async fn succeeded_pod_ends_succeeded_with_an_artifacts_configmap() {
     assert_eq!(text, clean);
     assert_eq!(f.event_reasons(), ["Starting", "Running", "Succeeded"]);
     // Terminal runs are left alone.
-    let n = f.state.lock().unwrap().requests.len();
+    let n = f.api.requests().len();
     f.reconcile().await;
-    assert_eq!(f.state.lock().unwrap().requests.len(), n);
+    assert_eq!(f.api.requests().len(), n);
 }
 
 #[tokio::test]
@@ -530,19 +432,24 @@ async fn cancel_stops_the_pod_and_ends_cancelled() {
     let (clean, _) = agent_stream();
     let cr = the_run();
     let f = running_run(&cr, pod_log(&clean)).await;
-    f.state.lock().unwrap().run["spec"]["cancel"] = json!(true);
+    // The Pod is on a node: its deletion is graceful, it stays until the node stops it.
+    assert!(f.api.bind_pod(NS, "fix-bug-run", "node-1"));
+    f.edit_run(|v| v["spec"]["cancel"] = json!(true));
     f.reconcile().await;
-    assert_eq!(f.state.lock().unwrap().deleted, ["pod/fix-bug-run"]);
-    // Only the Pod as read: a Pod replaced under the same name in between is not deleted.
-    assert_eq!(
-        f.state.lock().unwrap().delete_bodies[0]["preconditions"],
-        json!({"uid": "pod-uid-1"})
+    let deletes = f.requests("DELETE");
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert!(
+        deletes[0].starts_with("DELETE /api/v1/namespaces/team-a/pods/fix-bug-run"),
+        "{deletes:?}"
     );
+    assert!(f.pod("fix-bug-run").unwrap()["metadata"]["deletionTimestamp"].is_string());
     assert_eq!(
         f.status().message.as_deref(),
         Some("cancelling: the pod is being stopped")
     );
     // The pod is gone now: the run ends cancelled, with what the log had.
+    f.api.finish_pod_deletion(NS, "fix-bug-run");
+    assert_eq!(f.pod("fix-bug-run"), None);
     f.reconcile().await;
     let st = f.status();
     assert_eq!(st.phase, Some(RunPhase::Cancelled));
@@ -556,8 +463,8 @@ async fn a_run_past_its_deadline_is_killed_and_ends_timed_out() {
     let mut cr = the_run();
     cr.spec.timeout_seconds = Some(60);
     let f = fake(&cr, settings());
-    f.state.lock().unwrap().log = b"[codex] still working\n".to_vec();
     f.reconcile().await;
+    f.agent_log("fix-bug-run", "[codex] still working\n");
     // Started 100 s ago; deadline 60 s + 30 s grace.
     let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(100);
     f.set_pod_status("fix-bug-run", running(&started.to_string()));
@@ -565,7 +472,8 @@ async fn a_run_past_its_deadline_is_killed_and_ends_timed_out() {
     let st = f.status();
     assert_eq!(st.phase, Some(RunPhase::TimedOut));
     assert_eq!(st.reason, Some(TerminalReason::Timeout));
-    assert_eq!(f.state.lock().unwrap().deleted, ["pod/fix-bug-run"]);
+    assert_eq!(f.requests("DELETE").len(), 1);
+    assert_eq!(f.pod("fix-bug-run"), None);
     assert_eq!(f.event_reasons(), ["Starting", "Running", "TimedOut"]);
 }
 
@@ -587,8 +495,16 @@ async fn an_unschedulable_pod_fails_after_the_scheduling_timeout_only() {
     );
     // Queued long enough: failed with that reason, pod deleted.
     let old = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(61)).to_string();
-    f.state.lock().unwrap().pods.get_mut("fix-bug-run").unwrap()["metadata"]["creationTimestamp"] =
-        json!(old);
+    assert!(
+        f.api
+            .edit(
+                "pods",
+                NS,
+                "fix-bug-run",
+                |p| p["metadata"]["creationTimestamp"] = json!(old)
+            )
+            .unwrap()
+    );
     f.reconcile().await;
     let st = f.status();
     assert_eq!(st.phase, Some(RunPhase::Failed));
@@ -599,7 +515,8 @@ async fn an_unschedulable_pod_fails_after_the_scheduling_timeout_only() {
             && msg.contains("gave up after 6"),
         "{msg}"
     );
-    assert_eq!(f.state.lock().unwrap().deleted, ["pod/fix-bug-run"]);
+    assert_eq!(f.requests("DELETE").len(), 1);
+    assert_eq!(f.pod("fix-bug-run"), None);
     assert_eq!(f.event_reasons(), ["Starting", "Failed"]);
 }
 
@@ -633,23 +550,20 @@ async fn a_controller_restart_retails_without_double_counting() {
     let f = running_run(&cr, pod_log(&clean)).await;
     let before = f.status();
     // A new controller (empty memory) sees the same running pod and the stored status.
-    let state = f.state.clone();
-    let (client2, _server) = serve(&state);
     let ctx2 = Arc::new(Context::new(
-        client2,
+        f.api.client(NS),
         settings(),
         Arc::new(Metrics::default()),
     ));
-    let run: CodexRun = serde_json::from_value(state.lock().unwrap().run.clone()).unwrap();
-    reconcile(Arc::new(run), ctx2.clone()).await.unwrap();
+    reconcile(Arc::new(f.run()), ctx2.clone()).await.unwrap();
     assert!(
-        ctx2.wait_tail(&cr.uid().unwrap(), Duration::from_secs(10))
+        ctx2.wait_tail(&f.run().uid().unwrap(), Duration::from_secs(10))
             .await
     );
-    let after: CodexRun = serde_json::from_value(state.lock().unwrap().run.clone()).unwrap();
-    let after = after.status.unwrap();
+    let after = f.status();
     assert_eq!(
-        state.lock().unwrap().log_requests,
+        f.requests("GET /api/v1/namespaces/team-a/pods/fix-bug-run/log?")
+            .len(),
         2,
         "the log was read again from the start"
     );
@@ -660,26 +574,23 @@ async fn a_controller_restart_retails_without_double_counting() {
     assert_eq!(after.phase, Some(RunPhase::Running));
     assert_eq!(after.started_at, before.started_at);
     // No second "Running" event after the restart.
-    let reasons: Vec<String> = state
-        .lock()
-        .unwrap()
-        .events
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(reasons, ["Starting", "Running"]);
+    assert_eq!(f.event_reasons(), ["Starting", "Running"]);
 }
 
 #[tokio::test]
 async fn a_deleted_codexrun_is_left_alone_and_its_tailer_dropped() {
-    let cr = the_run();
+    let mut cr = the_run();
+    // Another component's finalizer keeps the deleted run visible, marked.
+    cr.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     let f = fake(&cr, settings());
-    f.state.lock().unwrap().run["metadata"]["deletionTimestamp"] = json!(now());
+    let runs: kube::Api<CodexRun> = kube::Api::namespaced(f.api.client(NS), NS);
+    runs.delete("fix-bug", &Default::default()).await.unwrap();
+    assert!(f.run().metadata.deletion_timestamp.is_some());
+    let before = f.api.requests().len();
     f.reconcile().await;
-    let st = f.state.lock().unwrap();
     assert_eq!(
-        st.requests,
-        Vec::<String>::new(),
+        f.api.requests()[before..],
+        [] as [String; 0],
         "no API call for a deleted run"
     );
     assert_eq!(f.ctx.active_tails(), 0);
@@ -695,7 +606,7 @@ async fn full_access_is_refused_unless_allowed() {
     assert_eq!(st.phase, Some(RunPhase::Failed));
     assert_eq!(st.reason, Some(TerminalReason::SandboxError));
     assert!(st.message.unwrap().contains("--allow-full-access"));
-    assert!(f.state.lock().unwrap().pods.is_empty());
+    assert!(f.api.list("pods").is_empty());
 }
 
 #[tokio::test]
@@ -796,15 +707,24 @@ async fn finished_runs_are_deleted_after_their_ttl_only() {
         let f = running_run(&cr, pod_log(&clean)).await;
         f.set_pod_status("fix-bug-run", terminated("Succeeded", 0, "Completed"));
         f.reconcile().await;
-        assert_eq!(f.status().phase, Some(RunPhase::Succeeded));
-        f.reconcile().await;
-        let gone = f
-            .state
-            .lock()
-            .unwrap()
-            .deleted
-            .contains(&"codexrun/fix-bug".to_string());
+        assert_eq!(
+            f.event_reasons(),
+            ["Starting", "Running", "Succeeded"],
+            "ttl {ttl}"
+        );
+        // The run may go in the reconcile that ended it (no time to wait) or a later one.
+        if f.api.get("codexruns", NS, "fix-bug").is_some() {
+            assert_eq!(f.status().phase, Some(RunPhase::Succeeded));
+            f.reconcile().await;
+        }
+        let gone = f.api.get("codexruns", NS, "fix-bug").is_none();
         assert_eq!(gone, deleted, "ttl {ttl}");
+        // What the run owned goes with it (garbage collection), and only then.
+        assert_eq!(
+            f.api.get("configmaps", NS, "fix-bug-artifacts").is_none(),
+            deleted,
+            "ttl {ttl}"
+        );
     }
 }
 
@@ -858,7 +778,7 @@ async fn a_tenants_run_mounts_only_its_own_claim() {
     ] {
         let f = fake(&pvc_run(Some("alpha")), settings());
         if let Some(t) = claim_of {
-            f.state.lock().unwrap().pvcs.insert("data".into(), claim(t));
+            f.api.insert(NS, claim(t)).unwrap();
         }
         f.reconcile().await;
         let st = f.status();
@@ -870,33 +790,23 @@ async fn a_tenants_run_mounts_only_its_own_claim() {
                 Some(why)
             )
         );
-        let s = f.state.lock().unwrap();
-        assert!(s.pods.is_empty());
-        assert!(
-            !s.requests
-                .iter()
-                .any(|r| r.starts_with("POST /api/v1/namespaces/team-a/pods")),
-            "{:?}",
-            s.requests
+        assert!(f.api.list("pods").is_empty());
+        assert_eq!(
+            f.requests("POST /api/v1/namespaces/team-a/pods"),
+            [] as [String; 0]
         );
-        assert!(
-            s.requests
-                .iter()
-                .any(|r| r.starts_with("GET /api/v1/namespaces/team-a/persistentvolumeclaims/data")),
-            "{:?}",
-            s.requests
+        assert_eq!(
+            f.requests("GET /api/v1/namespaces/team-a/persistentvolumeclaims/data")
+                .len(),
+            1
         );
     }
     // Its own claim: the Pod, mounting it.
     let f = fake(&pvc_run(Some("alpha")), settings());
-    f.state
-        .lock()
-        .unwrap()
-        .pvcs
-        .insert("data".into(), claim(Some("alpha")));
+    f.api.insert(NS, claim(Some("alpha"))).unwrap();
     f.reconcile().await;
     assert_eq!(f.status().phase, Some(RunPhase::Starting));
-    let pod = f.state.lock().unwrap().pods["fix-bug-run"].clone();
+    let pod = f.pod("fix-bug-run").unwrap();
     assert_eq!(
         pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
         "data"
@@ -906,10 +816,8 @@ async fn a_tenants_run_mounts_only_its_own_claim() {
     f.reconcile().await;
     assert_eq!(f.status().phase, Some(RunPhase::Starting));
     assert!(
-        !f.state
-            .lock()
-            .unwrap()
-            .requests
+        !f.api
+            .requests()
             .iter()
             .any(|r| r.contains("persistentvolumeclaims"))
     );
@@ -921,17 +829,21 @@ async fn a_tenants_run_mounts_only_its_own_claim() {
 async fn objects_of_another_owner_at_the_derived_names_are_never_touched() {
     let cr = the_run();
     let f = fake(&cr, settings());
-    let squatter = json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "fix-bug-run", "namespace": "team-a", "uid": "other-pod",
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "name": "web", "uid": "rs-1"}]},
-        "spec": {"containers": [{"name": "web", "image": "nginx"}]},
-        "status": {"phase": "Running"}});
-    f.state
-        .lock()
-        .unwrap()
-        .pods
-        .insert("fix-bug-run".into(), squatter.clone());
+    // A Pod of a ReplicaSet, as admission lets it in (the restricted profile).
+    let sc = json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+        "capabilities": {"drop": ["ALL"]}});
+    let squatter = f
+        .api
+        .insert(
+            NS,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "fix-bug-run", "namespace": "team-a",
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "name": "web", "uid": "rs-1"}]},
+                "spec": {"automountServiceAccountToken": false, "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{"name": "web", "image": "nginx", "securityContext": sc}]}}),
+        )
+        .unwrap();
     f.reconcile().await;
     let st = f.status();
     assert_eq!(st.phase, Some(RunPhase::Failed));
@@ -941,19 +853,16 @@ async fn objects_of_another_owner_at_the_derived_names_are_never_touched() {
             "the Pod `fix-bug-run` exists but is not owned by this CodexRun (owners: ReplicaSet web (uid rs-1)); the controller does not adopt, change or delete it: remove it or give the CodexRun another name"
         )
     );
-    {
-        let s = f.state.lock().unwrap();
-        assert_eq!(s.pods["fix-bug-run"], squatter);
-        assert!(s.deleted.is_empty() && s.delete_bodies.is_empty());
-        assert!(
-            !s.requests
-                .iter()
-                .any(|r| r.starts_with("POST /api/v1/namespaces/team-a/pods")
-                    || r.starts_with("PATCH /api/v1/namespaces/team-a/pods")),
-            "{:?}",
-            s.requests
-        );
-    }
+    assert_eq!(f.pod("fix-bug-run").unwrap(), squatter);
+    assert_eq!(f.requests("DELETE"), [] as [String; 0]);
+    assert_eq!(
+        f.requests("POST /api/v1/namespaces/team-a/pods"),
+        [] as [String; 0]
+    );
+    assert_eq!(
+        f.requests("PATCH /api/v1/namespaces/team-a/pods"),
+        [] as [String; 0]
+    );
     assert_eq!(f.event_reasons(), ["Failed"]);
 
     // The artifacts name taken by a ConfigMap of someone else: not patched; the run ends as
@@ -961,14 +870,15 @@ async fn objects_of_another_owner_at_the_derived_names_are_never_touched() {
     let mut cr = the_run();
     cr.spec.cancel = true;
     let f = fake(&cr, settings());
-    let foreign = json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "fix-bug-artifacts", "namespace": "team-a"},
-        "data": {"config.yaml": "important: true"}});
-    f.state
-        .lock()
-        .unwrap()
-        .configmaps
-        .insert("fix-bug-artifacts".into(), foreign.clone());
+    let foreign = f
+        .api
+        .insert(
+            NS,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "fix-bug-artifacts", "namespace": "team-a"},
+                "data": {"config.yaml": "important: true"}}),
+        )
+        .unwrap();
     f.reconcile().await;
     let st = f.status();
     assert_eq!(st.phase, Some(RunPhase::Cancelled));
@@ -979,13 +889,12 @@ async fn objects_of_another_owner_at_the_derived_names_are_never_touched() {
             "cancelled before the pod was created; the artifacts were not stored: the ConfigMap `fix-bug-artifacts` exists but is not owned by this CodexRun (owners: none); the controller does not adopt, change or delete it: remove it or give the CodexRun another name"
         )
     );
-    let s = f.state.lock().unwrap();
-    assert_eq!(s.configmaps["fix-bug-artifacts"], foreign);
-    assert!(
-        !s.requests
-            .iter()
-            .any(|r| r.starts_with("PATCH /api/v1/namespaces/team-a/configmaps")),
-        "{:?}",
-        s.requests
+    assert_eq!(
+        f.api.get("configmaps", NS, "fix-bug-artifacts").unwrap(),
+        foreign
+    );
+    assert_eq!(
+        f.requests("PATCH /api/v1/namespaces/team-a/configmaps"),
+        [] as [String; 0]
     );
 }

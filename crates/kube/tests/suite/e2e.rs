@@ -24,25 +24,10 @@ use super::apiserver::strict_api;
 const NS: &str = "tools";
 const BOUND: Duration = Duration::from_secs(120);
 
-async fn create(api: &ApiServer, v: Value) {
-    let kind = v["kind"].as_str().unwrap().to_owned();
-    let plural = match kind.as_str() {
-        "Secret" => "secrets",
-        "ConfigMap" => "configmaps",
-        "Pod" => "pods",
-        "PersistentVolumeClaim" => "persistentvolumeclaims",
-        k => panic!("{k}"),
-    };
-    let ar = kube::api::ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk("", "v1", &kind),
-        plural,
-    );
-    let dynapi: kube::Api<kube::api::DynamicObject> =
-        kube::Api::namespaced_with(api.client(NS), NS, &ar);
-    let obj: kube::api::DynamicObject = serde_json::from_value(v).unwrap();
-    dynapi
-        .create(&kube::api::PostParams::default(), &obj)
-        .await
+/// Creates `v` in the test namespace as `kubectl create` would.
+fn create(api: &ApiServer, v: Value) {
+    let kind = v["kind"].clone();
+    api.insert(NS, v)
         .unwrap_or_else(|e| panic!("create {kind}: {e}"));
 }
 
@@ -71,7 +56,8 @@ async fn pod_log(api: &ApiServer, pod: &str, container: &str) -> String {
 }
 
 /// The node agent runs a Pod as a kubelet would: init container first (writing into an
-/// emptyDir shared with the main container), env from a Secret and a ConfigMap, a Secret as
+/// emptyDir shared with the main container, and into a Memory emptyDir that is a tmpfs of its
+/// sizeLimit), env from a Secret and a ConfigMap, a Secret as
 /// files, a read-only mount that stays read-only, the Pod's user and fsGroup, a read-only root
 /// filesystem; status and logs as a kubelet reports them; a missing image and a missing
 /// Secret key leave the container waiting with the kubelet's reasons.
@@ -95,31 +81,36 @@ async fn node_agent_runs_a_pod_as_a_kubelet_would() {
         &api,
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": NS},
         "data": {"token": "czNjcjN0", "file.txt": "ZmlsZSBjb250ZW50"}}),
-    )
-    .await;
+    );
     create(
         &api,
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": NS},
         "data": {"greeting": "hello"}}),
-    )
-    .await;
-    create(&api, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "claim", "namespace": NS}, "spec": {}})).await;
+    );
+    create(
+        &api,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "claim", "namespace": NS}, "spec": {}}),
+    );
     let sc = json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}});
-    let script = "id -u; id -G; echo TOKEN=$TOKEN GREETING=$GREETING; cat /shared/made-by-init; cat /secret/file.txt; echo; cat /claim/data.txt; touch /claim/x 2>/dev/null && echo claim-writable || echo claim-readonly; touch /rootfs 2>/dev/null && echo root-writable || echo root-readonly; ls -ld /shared | cut -c1-10";
-    create(&api, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": NS},
+    let script = "id -u; id -G; echo TOKEN=$TOKEN GREETING=$GREETING; cat /shared/made-by-init; cat /secret/file.txt; echo; cat /claim/data.txt; touch /claim/x 2>/dev/null && echo claim-writable || echo claim-readonly; touch /rootfs 2>/dev/null && echo root-writable || echo root-readonly; ls -ld /shared | cut -c1-10; \
+        cat /mem/made-by-init; stat -f -c %T /mem; head -c 2097152 /dev/zero > /mem/big 2>/dev/null && echo mem-unbounded || echo mem-full; [ $(du -k /mem | tail -1 | cut -f1) -le 1024 ] && echo mem-within-limit";
+    create(
+        &api,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": NS},
         "spec": {
             "securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 2000},
-            "initContainers": [{"name": "init", "image": env.image, "command": ["sh", "-c", "echo init > /shared/made-by-init; echo init-done"],
-                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}], "securityContext": sc}],
+            "initContainers": [{"name": "init", "image": env.image, "command": ["sh", "-c", "echo init > /shared/made-by-init; echo in-memory > /mem/made-by-init; echo init-done"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}, {"name": "mem", "mountPath": "/mem"}], "securityContext": sc}],
             "containers": [{"name": "main", "image": env.image, "command": ["sh", "-c", script],
                 "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
                         {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "greeting"}}}],
                 "volumeMounts": [{"name": "shared", "mountPath": "/shared"}, {"name": "sec", "mountPath": "/secret", "readOnly": true},
-                    {"name": "data", "mountPath": "/claim", "readOnly": true}],
+                    {"name": "data", "mountPath": "/claim", "readOnly": true}, {"name": "mem", "mountPath": "/mem"}],
                 "securityContext": sc}],
-            "volumes": [{"name": "shared", "emptyDir": {}}, {"name": "sec", "secret": {"secretName": "s"}},
+            "volumes": [{"name": "shared", "emptyDir": {}}, {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}, {"name": "sec", "secret": {"secretName": "s"}},
                 {"name": "data", "persistentVolumeClaim": {"claimName": "claim"}}]
-        }})).await;
+        }}),
+    );
     let st = until("p1 ends", || {
         let p = api.get("pods", NS, "p1")?;
         matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
@@ -139,7 +130,7 @@ async fn node_agent_runs_a_pod_as_a_kubelet_would() {
     assert_eq!(pod_log(&api, "p1", "init").await, "init-done\n");
     assert_eq!(
         main_log,
-        "10001\n10001 2000\nTOKEN=s3cr3t GREETING=hello\ninit\nfile content\nclaim data\nclaim-readonly\nroot-readonly\ndrwxrwsrwx\n"
+        "10001\n10001 2000\nTOKEN=s3cr3t GREETING=hello\ninit\nfile content\nclaim data\nclaim-readonly\nroot-readonly\ndrwxrwsrwx\nin-memory\ntmpfs\nmem-full\nmem-within-limit\n"
     );
 
     // A missing image and a missing Secret key: waiting, with the kubelet's reasons.
@@ -152,8 +143,11 @@ async fn node_agent_runs_a_pod_as_a_kubelet_would() {
             "CreateContainerConfigError",
         ),
     ] {
-        create(&api, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
-            "spec": {"containers": [{"name": "main", "image": image, "command": ["true"], "env": env_ref}]}})).await;
+        create(
+            &api,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+            "spec": {"containers": [{"name": "main", "image": image, "command": ["true"], "env": env_ref}]}}),
+        );
         let w = until(name, || {
             let p = api.get("pods", NS, name)?;
             p["status"]["containerStatuses"][0]["state"]["waiting"]
@@ -169,8 +163,11 @@ async fn node_agent_runs_a_pod_as_a_kubelet_would() {
     }
 
     // A deleted running Pod has its container stopped.
-    create(&api, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p4", "namespace": NS},
-        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": env.image, "command": ["sleep", "300"]}]}})).await;
+    create(
+        &api,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p4", "namespace": NS},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main", "image": env.image, "command": ["sleep", "300"]}]}}),
+    );
     until("p4 runs", || {
         (api.get("pods", NS, "p4")?["status"]["phase"] == "Running").then_some(())
     })
@@ -298,8 +295,11 @@ impl Cluster {
         node(&mut opts);
         let node = NodeAgent::start(api.clone(), env.docker.clone(), opts).await;
         // The mock stands in for the model proxy: the Pod's proxy token is the key it takes.
-        create(&api, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "proxy-token", "namespace": NS},
-            "data": {"token": base64_of(MOCK_KEY)}})).await;
+        create(
+            &api,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "proxy-token", "namespace": NS},
+            "data": {"token": base64_of(MOCK_KEY)}}),
+        );
         let mut pod = PodSettings::default();
         pod.policy.runner_image = env.image.clone();
         pod.model_proxy = Some(ModelProxy {
@@ -518,9 +518,11 @@ async fn a_readonly_run_on_a_claim_leaves_it_unchanged() {
         },
     )
     .await;
-    create(&c.api, json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "team-ws", "namespace": NS, "labels": {"codex-orchestrator.dev/tenant": "alpha"}}, "spec": {}}))
-    .await;
+    create(
+        &c.api,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "team-ws", "namespace": NS, "labels": {"codex-orchestrator.dev/tenant": "alpha"}}, "spec": {}}),
+    );
     let before = tree_contents(claim.path());
     let mut req = super::tenancy::request("pvc:team-ws/app");
     req.mode = SecurityMode::Readonly;

@@ -1,116 +1,44 @@
 //! The gateway's Kubernetes runner against a hostile tenant (issue 12): a `pvc:` workspace of
 //! another tenant, a Secret that is not on the allowlist, and a stored event log that is a
-//! gzip bomb. A small in-memory API server answers behind kube's `Client`; every refusal is
-//! checked for its message and for creating nothing.
+//! gzip bomb. The testkit's strict API server answers behind kube's `Client`; every refusal
+//! is checked for its message and for creating nothing.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use codex_orchestrator_core::model::{RunRequest, SecurityMode};
 use codex_orchestrator_core::policy::cluster::SecretRule;
+use codex_orchestrator_kube::pod::run_id_for;
 use codex_orchestrator_kube::runner::{
     KubeRunner, KubeRunnerSettings, REQUEST_LABEL_GIT_CREDENTIALS,
 };
 use codex_orchestrator_runner::Runner;
 use codex_orchestrator_runner::error::RunnerError;
-use http::Request;
-use http_body_util::BodyExt;
-use kube::client::Body;
+use codex_orchestrator_testkit::apiserver::ApiServer;
 use serde_json::{Value, json};
 
-use codex_orchestrator_testkit::kubeapi::{self, merge, ok, status_resp};
+use super::apiserver::strict_api;
 
-#[derive(Default)]
-struct State {
-    runs: BTreeMap<String, Value>,
-    pvcs: BTreeMap<String, Value>,
-    configmaps: BTreeMap<String, Value>,
-    requests: Vec<String>,
-}
-
-type Shared = Arc<Mutex<State>>;
-
-fn answer(st: &mut State, method: &str, path: &str, body: Value) -> http::Response<Body> {
-    st.requests.push(format!("{method} {path}"));
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match (method, parts.as_slice()) {
-        ("GET", ["api", "v1", "namespaces", _, "persistentvolumeclaims", name]) => {
-            match st.pvcs.get(*name) {
-                Some(c) => ok(c),
-                None => status_resp(404, "NotFound"),
-            }
-        }
-        ("GET", ["api", "v1", "namespaces", _, "configmaps", name]) => {
-            match st.configmaps.get(*name) {
-                Some(c) => ok(c),
-                None => status_resp(404, "NotFound"),
-            }
-        }
-        ("POST", [.., ns, "codexruns"]) => {
-            let name = body["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let mut cr = body.clone();
-            cr["metadata"]["namespace"] = json!(ns);
-            cr["metadata"]["uid"] = json!("0a1b2c3d-0000-4000-8000-000000000000");
-            cr["metadata"]["creationTimestamp"] = json!("2026-05-01T10:00:00Z");
-            st.runs.insert(name, cr.clone());
-            ok(&cr)
-        }
-        ("PATCH", [.., "codexruns", name]) => match st.runs.get_mut(*name) {
-            Some(r) => {
-                merge(r, &body);
-                ok(&r.clone())
-            }
-            None => status_resp(404, "NotFound"),
-        },
-        ("GET", [.., "codexruns"]) => ok(&json!({
-            "apiVersion": "codex-orchestrator.dev/v1alpha1", "kind": "CodexRunList",
-            "metadata": {"resourceVersion": "1"},
-            "items": st.runs.values().cloned().collect::<Vec<_>>()})),
-        _ => status_resp(404, "NotFound"),
-    }
-}
-
+/// The strict API server of the testkit and a client of it in namespace `runs`.
 struct Fake {
-    state: Shared,
+    api: ApiServer,
     client: kube::Client,
-    _server: tokio::task::JoinHandle<()>,
 }
 
 fn fake() -> Fake {
-    let state: Shared = Arc::default();
-    let s = state.clone();
-    let (client, server) = kubeapi::client(move |req: Request<Body>| {
-        let s = s.clone();
-        async move {
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let bytes: Bytes = req.into_body().collect().await.unwrap().to_bytes();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            answer(&mut s.lock().unwrap(), &method, &path, body)
-        }
-    });
-    Fake {
-        state,
-        client,
-        _server: server,
-    }
+    let api = strict_api();
+    let client = api.client("runs");
+    Fake { api, client }
 }
 
 impl Fake {
+    /// Every request that could change something.
     fn writes(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .unwrap()
-            .requests
-            .iter()
+        self.api
+            .requests()
+            .into_iter()
             .filter(|r| !r.starts_with("GET "))
-            .cloned()
             .collect()
     }
 }
@@ -137,7 +65,7 @@ pub(super) fn request(ws: &str) -> RunRequest {
 fn claim(name: &str, tenant: Option<&str>) -> Value {
     let labels = tenant.map_or(json!({}), |t| json!({"codex-orchestrator.dev/tenant": t}));
     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": "runs", "labels": labels}, "spec": {}})
+        "metadata": {"name": name, "labels": labels}, "spec": {}})
 }
 
 fn invalid(e: RunnerError) -> String {
@@ -153,14 +81,14 @@ fn invalid(e: RunnerError) -> String {
 #[tokio::test]
 async fn a_tenant_mounts_only_its_own_claims() {
     let f = fake();
-    {
-        let mut st = f.state.lock().unwrap();
-        st.pvcs
-            .insert("beta-data".into(), claim("beta-data", Some("beta")));
-        st.pvcs.insert("shared".into(), claim("shared", None));
-        st.pvcs
-            .insert("alpha-data".into(), claim("alpha-data", Some("alpha")));
+    for (name, tenant) in [
+        ("beta-data", Some("beta")),
+        ("shared", None),
+        ("alpha-data", Some("alpha")),
+    ] {
+        f.api.insert("runs", claim(name, tenant)).unwrap();
     }
+    f.api.insert("alpha", claim("shared", None)).unwrap();
     let alpha = KubeRunner::for_tenant(
         f.client.clone(),
         "runs",
@@ -185,10 +113,10 @@ async fn a_tenant_mounts_only_its_own_claims() {
         assert_eq!(invalid(e), why, "{ws}");
     }
     assert_eq!(f.writes(), Vec::<String>::new());
-    assert!(f.state.lock().unwrap().runs.is_empty());
+    assert!(f.api.list("codexruns").is_empty());
 
     alpha.submit(request("pvc:alpha-data/app")).await.unwrap();
-    let runs: Vec<Value> = f.state.lock().unwrap().runs.values().cloned().collect();
+    let runs = f.api.list("codexruns");
     assert_eq!(runs.len(), 1);
     assert_eq!(
         runs[0]["spec"]["source"],
@@ -200,7 +128,7 @@ async fn a_tenant_mounts_only_its_own_claims() {
     );
 
     // One namespace per tenant: the namespace `alpha` is the tenant's; its claims need no
-    // label. (The fake serves every namespace's claims from one table.)
+    // label.
     let own_ns = KubeRunner::for_tenant(
         f.client.clone(),
         "alpha",
@@ -237,7 +165,7 @@ async fn git_credentials_only_from_the_allowlist() {
         invalid(e),
         "spec.source.git.credentialsSecret names Secret `prod-db-password`, which is not on the allowlist of Secrets runs may use (allowed: `alpha-git`); refused: a run may only read Secrets the operator allowed (controller and gateway flag --allowed-secret, chart value allowedSecrets)"
     );
-    assert!(f.state.lock().unwrap().requests.is_empty());
+    assert_eq!(f.api.requests(), Vec::<String>::new());
 
     let none = KubeRunner::for_tenant(
         f.client.clone(),
@@ -252,10 +180,10 @@ async fn git_credentials_only_from_the_allowlist() {
         .insert(REQUEST_LABEL_GIT_CREDENTIALS.into(), "alpha-git".into());
     let e = none.submit(req.clone()).await.unwrap_err();
     assert!(invalid(e).contains("(the list is empty)"));
-    assert!(f.state.lock().unwrap().requests.is_empty());
+    assert_eq!(f.api.requests(), Vec::<String>::new());
 
     alpha.submit(req).await.unwrap();
-    let runs: Vec<Value> = f.state.lock().unwrap().runs.values().cloned().collect();
+    let runs = f.api.list("codexruns");
     assert_eq!(
         runs[0]["spec"]["source"]["git"]["credentialsSecret"],
         json!({"name": "alpha-git"})
@@ -295,43 +223,47 @@ async fn a_gzip_bomb_as_the_stored_event_log_is_a_clear_error() {
     let bomb = zero_bomb(1024);
     assert!(bomb.len() < 2 << 20, "{}", bomb.len());
     let bomb_len = bomb.len();
-    {
-        let mut st = f.state.lock().unwrap();
-        st.runs.insert(
-            "r".into(),
+    let run = f
+        .api
+        .insert(
+            "runs",
             json!({"apiVersion": "codex-orchestrator.dev/v1alpha1", "kind": "CodexRun",
-                "metadata": {"name": "r", "namespace": "runs",
-                    "uid": "0a1b2c3d-0000-4000-8000-000000000000",
-                    "creationTimestamp": "2026-05-01T10:00:00Z",
+                "metadata": {"name": "r",
                     "labels": {"app.kubernetes.io/managed-by": "codex-orchestrator",
-                        "codex-orchestrator.dev/tenant": "alpha",
-                        "codex-orchestrator.dev/run-id": "20260501100000-0a1b2c3d"}},
-                "spec": {"prompt": "p", "source": {"git": {"url": "https://g/r.git"}}},
-                "status": {"phase": "succeeded", "artifacts": {"kind": "ConfigMap",
-                    "name": "r-artifacts", "keys": ["events.jsonl.gz"]}}}),
-        );
-        let cm = ConfigMap {
-            metadata: kube::api::ObjectMeta {
-                name: Some("r-artifacts".into()),
-                namespace: Some("runs".into()),
-                ..Default::default()
-            },
-            binary_data: Some(BTreeMap::from([(
-                "events.jsonl.gz".to_string(),
-                ByteString(bomb),
-            )])),
+                        "codex-orchestrator.dev/tenant": "alpha"}},
+                "spec": {"prompt": "p", "source": {"git": {"url": "https://g/r.git"}}}}),
+        )
+        .unwrap();
+    let id = run_id_for(&serde_json::from_value(run).unwrap()).unwrap();
+    // What the controller writes at the end: the run id label, a status naming the artifacts.
+    f.api
+        .edit("codexruns", "runs", "r", |r| {
+            r["metadata"]["labels"]["codex-orchestrator.dev/run-id"] = json!(id.as_str());
+            r["status"] = json!({"phase": "succeeded", "runId": id.as_str(),
+                "artifacts": {"kind": "ConfigMap", "name": "r-artifacts", "keys": ["events.jsonl.gz"]}});
+        })
+        .unwrap();
+    let cm = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("r-artifacts".into()),
             ..Default::default()
-        };
-        st.configmaps
-            .insert("r-artifacts".into(), serde_json::to_value(&cm).unwrap());
-    }
+        },
+        binary_data: Some(BTreeMap::from([(
+            "events.jsonl.gz".to_string(),
+            ByteString(bomb),
+        )])),
+        ..Default::default()
+    };
+    let mut cm = serde_json::to_value(&cm).unwrap();
+    cm["apiVersion"] = json!("v1");
+    cm["kind"] = json!("ConfigMap");
+    f.api.insert("runs", cm).unwrap();
     let alpha = KubeRunner::for_tenant(
         f.client.clone(),
         "runs",
         "alpha",
         KubeRunnerSettings::default(),
     );
-    let id = codex_orchestrator_core::model::RunId::parse("20260501100000-0a1b2c3d").unwrap();
     let e = alpha.events(&id, 0, 100).await.unwrap_err();
     eprintln!("a {bomb_len}-byte gzip bomb (1 GiB inflated) refused: {e}");
     assert_eq!(

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use codex_orchestrator_core::model::{
     ModelProvider, RunRequest, SecurityMode, VerifyOptions, WireApi,
@@ -15,7 +14,7 @@ use codex_orchestrator_kube::runner::{KubeRunner, KubeRunnerSettings};
 use codex_orchestrator_runner::Runner;
 use codex_orchestrator_runner::config::Config;
 use codex_orchestrator_runner::docker::DockerRunner;
-use codex_orchestrator_testkit::kubeapi;
+use codex_orchestrator_testkit::apiserver::ApiServer;
 use serde_json::json;
 
 /// A request that passes every rule, for a workspace given as the backend expects it.
@@ -113,16 +112,9 @@ async fn every_bad_request_gets_the_same_refusal_from_both_runners_before_anythi
     let ws = tempfile::tempdir().unwrap();
 
     // The Kubernetes runner with the same rules, over an API server that records every call.
-    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = calls.clone();
-    let (client, _server) = kubeapi::client(move |req: http::Request<kube::client::Body>| {
-        seen.lock()
-            .unwrap()
-            .push(format!("{} {}", req.method(), req.uri()));
-        async { kubeapi::status_resp(500, "unexpected") }
-    });
+    let api = ApiServer::new();
     let kube_runner = KubeRunner::for_tenant(
-        client,
+        api.client("team-a"),
         "team-a",
         "team-a",
         KubeRunnerSettings {
@@ -183,7 +175,7 @@ async fn every_bad_request_gets_the_same_refusal_from_both_runners_before_anythi
         .await
         .unwrap();
     assert!(networks.is_empty(), "{networks:?}");
-    assert_eq!(calls.lock().unwrap().clone(), Vec::<String>::new());
+    assert_eq!(api.requests(), Vec::<String>::new());
 }
 
 /// An event log with what a real one can hold: blank lines, a line that is not JSON (a stray

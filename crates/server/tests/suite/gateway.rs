@@ -1,34 +1,31 @@
-//! The Kubernetes runner against an in-memory API server (kube's `Client` over a tower-test
-//! mock), and the gateway over real HTTP on 127.0.0.1 with rmcp's client: authentication,
-//! tenant isolation, the tool flow on the Kubernetes backend (in process, same fake API) and
-//! on the Docker backend (the real binary, real containers, the mock model). Every wait is
+//! The Kubernetes runner against the testkit's strict API server, and the gateway over real
+//! HTTP on 127.0.0.1 with rmcp's client: authentication, tenant isolation, the tool flow on
+//! the Kubernetes backend (in process, the same API server, the test playing the controller)
+//! and on the Docker backend (the real binary, real containers, the mock model). Every wait is
 //! bounded.
 //!
-//! Over 600 lines because the cases share one fake API server, one tenant set-up and one HTTP
-//! client helper.
+//! Over 600 lines because the cases share one API server set-up, one tenant set-up and one
+//! HTTP client helper.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use codex_orchestrator_core::model::{RunId, RunPhase, RunRequest, SecurityMode, TerminalReason};
 use codex_orchestrator_kube::artifacts::{ArtifactsObject, RunArtifacts, build_artifacts};
 use codex_orchestrator_kube::crd::{CodexRun, SecretKeyRef};
-use codex_orchestrator_kube::pod::run_id_for;
+use codex_orchestrator_kube::pod::{PodSettings, build_pod, run_id_for};
 use codex_orchestrator_kube::runner::KubeRunners;
 use codex_orchestrator_kube::runner::{KubeRunner, KubeRunnerSettings, LABEL_TENANT};
 use codex_orchestrator_runner::error::RunnerError;
 use codex_orchestrator_runner::{CancelOutcome, ListFilter, Runner};
 use codex_orchestrator_server::gateway::{Gateway, GatewayConfig, Tokens};
 use codex_orchestrator_server::mcp::McpConfig;
-use http::{Request, Response};
-use http_body_util::BodyExt;
-use kube::client::Body;
-use kube::{Client, ResourceExt};
+use codex_orchestrator_testkit::apiserver::ApiServer;
+use kube::{Client, CustomResourceExt, ResourceExt};
 use rmcp::model::Tool;
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -38,7 +35,6 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::mcp::{call_err, call_ok, result_for};
-use codex_orchestrator_testkit::kubeapi::{self, merge, ok, status_resp};
 
 pub(super) const BOUND: Duration = Duration::from_secs(20);
 pub(super) const NS: &str = "runs";
@@ -49,218 +45,41 @@ const PATCH: &str =
     "diff --git a/app.py b/app.py\n--- a/app.py\n+++ b/app.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n";
 
 // ---------------------------------------------------------------------------------------------
-// A tiny API server: CodexRuns (create, get, list by label selector, merge patch, delete),
-// ConfigMaps (get) and Pod logs.
-
-#[derive(Default)]
-struct ApiState {
-    runs: BTreeMap<String, Value>,
-    configmaps: BTreeMap<String, Value>,
-    logs: BTreeMap<String, String>,
-    requests: Vec<String>,
-    uids: u32,
-}
-
-type Shared = Arc<Mutex<ApiState>>;
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
-                out.push(u8::from_str_radix(h, 16).unwrap());
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-/// `k=v` pairs of the `labelSelector` query parameter.
-fn selector(query: Option<&str>) -> Vec<(String, String)> {
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| *k == "labelSelector")
-        .flat_map(|(_, v)| {
-            percent_decode(v)
-                .split(',')
-                .map(|p| {
-                    let (k, v) = p.split_once('=').expect("only equality selectors");
-                    (k.to_string(), v.to_string())
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn answer(s: &Shared, method: &str, uri: &http::Uri, body: Value) -> Response<Body> {
-    let mut st = s.lock().unwrap();
-    st.requests.push(format!("{method} {}", uri.path()));
-    let parts: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
-    match (method, parts.as_slice()) {
-        (
-            "POST",
-            [
-                "apis",
-                "codex-orchestrator.dev",
-                "v1alpha1",
-                "namespaces",
-                ns,
-                "codexruns",
-            ],
-        ) => {
-            let name = body["metadata"]["name"].as_str().unwrap().to_string();
-            if st.runs.contains_key(&name) {
-                return status_resp(409, "AlreadyExists");
-            }
-            st.uids += 1;
-            let mut cr = body.clone();
-            cr["metadata"]["namespace"] = json!(ns);
-            cr["metadata"]["uid"] = json!(format!("{:08x}-0000-4000-8000-000000000000", st.uids));
-            let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
-            cr["metadata"]["creationTimestamp"] = json!(now.to_string());
-            st.runs.insert(name, cr.clone());
-            ok(&cr)
-        }
-        (
-            "GET",
-            [
-                "apis",
-                "codex-orchestrator.dev",
-                "v1alpha1",
-                "namespaces",
-                ns,
-                "codexruns",
-            ],
-        ) => {
-            let sel = selector(uri.query());
-            let items: Vec<Value> = st
-                .runs
-                .values()
-                .filter(|r| r["metadata"]["namespace"] == json!(ns))
-                .filter(|r| {
-                    sel.iter()
-                        .all(|(k, v)| r["metadata"]["labels"][k] == json!(v))
-                })
-                .cloned()
-                .collect();
-            ok(
-                &json!({"apiVersion": "codex-orchestrator.dev/v1alpha1", "kind": "CodexRunList",
-                "metadata": {"resourceVersion": "1"}, "items": items}),
-            )
-        }
-        (
-            "PATCH",
-            [
-                "apis",
-                "codex-orchestrator.dev",
-                "v1alpha1",
-                "namespaces",
-                _,
-                "codexruns",
-                name,
-            ],
-        ) => match st.runs.get_mut(*name) {
-            Some(r) => {
-                merge(r, &body);
-                let r = r.clone();
-                ok(&r)
-            }
-            None => status_resp(404, "NotFound"),
-        },
-        (
-            "DELETE",
-            [
-                "apis",
-                "codex-orchestrator.dev",
-                "v1alpha1",
-                "namespaces",
-                _,
-                "codexruns",
-                name,
-            ],
-        ) => match st.runs.remove(*name) {
-            Some(r) => ok(&r),
-            None => status_resp(404, "NotFound"),
-        },
-        // The claim `work` is tenant alpha's (the runner checks a tenant's claim before it
-        // creates a CodexRun; crates/kube/tests/suite/tenancy.rs tests the refusals).
-        (
-            "GET",
-            [
-                "api",
-                "v1",
-                "namespaces",
-                ns,
-                "persistentvolumeclaims",
-                "work",
-            ],
-        ) => ok(&json!({
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "work", "namespace": ns,
-                "labels": {"codex-orchestrator.dev/tenant": "alpha"}}, "spec": {}})),
-        ("GET", ["api", "v1", "namespaces", _, "configmaps", name]) => {
-            match st.configmaps.get(*name) {
-                Some(c) => ok(c),
-                None => status_resp(404, "NotFound"),
-            }
-        }
-        ("GET", ["api", "v1", "namespaces", _, "pods", name, "log"]) => match st.logs.get(*name) {
-            Some(l) => Response::builder()
-                .status(200)
-                .body(Body::from(l.clone().into_bytes()))
-                .unwrap(),
-            None => status_resp(404, "NotFound"),
-        },
-        _ => status_resp(404, "NotFound"),
-    }
-}
+// The testkit's strict API server (CodexRuns validated against the CRD), and what the
+// controller would write, played by the test.
 
 pub(super) struct FakeApi {
-    state: Shared,
+    api: ApiServer,
     pub(super) client: Client,
-    _server: tokio::task::JoinHandle<()>,
 }
 
 impl FakeApi {
+    /// The server, holding the claim `work` of tenant alpha (the runner checks a tenant's
+    /// claim before it creates a CodexRun; crates/kube/tests/suite/tenancy.rs tests the
+    /// refusals).
     pub(super) fn start() -> FakeApi {
-        let state: Shared = Arc::default();
-        let s2 = state.clone();
-        let (client, server) = kubeapi::client(move |req: Request<Body>| {
-            let s2 = s2.clone();
-            async move {
-                let method = req.method().to_string();
-                let uri = req.uri().clone();
-                let bytes: Bytes = req.into_body().collect().await.unwrap().to_bytes();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                answer(&s2, &method, &uri, body)
-            }
-        });
+        let crd = serde_json::to_value(CodexRun::crd()).unwrap();
+        let api = ApiServer::builder()
+            .crd("codexruns", &crd, "v1alpha1")
+            .build();
+        api.insert(
+            NS,
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "work", "labels": {"codex-orchestrator.dev/tenant": "alpha"}},
+                "spec": {}}),
+        )
+        .unwrap();
         FakeApi {
-            state,
-            client,
-            _server: server,
+            client: api.client(NS),
+            api,
         }
     }
 
     fn runs(&self) -> Vec<CodexRun> {
-        let st = self.state.lock().unwrap();
-        st.runs
-            .values()
-            .map(|v| serde_json::from_value(v.clone()).unwrap())
+        self.api
+            .list("codexruns")
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
             .collect()
     }
 
@@ -272,10 +91,8 @@ impl FakeApi {
     }
 
     fn requests(&self, prefix: &str) -> usize {
-        self.state
-            .lock()
-            .unwrap()
-            .requests
+        self.api
+            .requests()
             .iter()
             .filter(|r| r.starts_with(prefix))
             .count()
@@ -285,19 +102,30 @@ impl FakeApi {
     pub(super) fn controller_running(&self, id: &RunId, log: &str) {
         let cr = self.run_of(id);
         let pod = format!("{}-run", cr.name_any());
-        let mut st = self.state.lock().unwrap();
-        st.logs.insert(pod.clone(), log.to_string());
-        let r = st.runs.get_mut(&cr.name_any()).unwrap();
-        r["status"] = json!({"phase": "running", "runId": id.as_str(), "podName": pod, "attempt": 0,
+        let built = build_pod(&cr, &PodSettings::default()).unwrap();
+        let mut built = serde_json::to_value(&built).unwrap();
+        built["apiVersion"] = json!("v1");
+        built["kind"] = json!("Pod");
+        if self.api.get("pods", NS, &pod).is_none() {
+            self.api.insert(NS, built).unwrap();
+        }
+        self.api.append_log(NS, &pod, "agent", log);
+        let status = json!({"phase": "running", "runId": id.as_str(), "podName": pod, "attempt": 0,
             "startedAt": "2026-01-02T03:04:05Z",
             "progress": {"events_seen": 2, "malformed_lines": 0, "oversized_lines": 0, "commands_run": 1,
                 "commands_failed": 0, "files_changed": 0, "errors_seen": 0,
                 "current_command": "pytest -q",
                 "tokens": {"input_tokens": 10, "cached_input_tokens": 0, "output_tokens": 1, "reasoning_output_tokens": 0}}});
+        assert!(
+            self.api
+                .edit("codexruns", NS, &cr.name_any(), |r| r["status"] = status)
+                .unwrap()
+        );
     }
 
     /// What the controller does at the end: the artifacts ConfigMap (built by the
-    /// controller's own builder) and a terminal status pointing at it; the Pod is gone.
+    /// controller's own builder) and a terminal status pointing at it; the Pod is gone (its
+    /// log with it).
     pub(super) fn controller_finish(&self, id: &RunId, log: &str) {
         let cr = self.run_of(id);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -313,19 +141,30 @@ impl FakeApi {
         let ArtifactsObject::ConfigMap(cm) = obj else {
             panic!("a ConfigMap")
         };
-        let mut st = self.state.lock().unwrap();
-        st.logs.clear();
-        st.configmaps
-            .insert(cm.name_any(), serde_json::to_value(&cm).unwrap());
-        let r = st.runs.get_mut(&cr.name_any()).unwrap();
-        let mut status = r["status"].clone();
-        merge(
-            &mut status,
-            &json!({"phase": "succeeded", "reason": "completed", "runId": id.as_str(),
+        let mut cm = serde_json::to_value(&cm).unwrap();
+        cm["apiVersion"] = json!("v1");
+        cm["kind"] = json!("ConfigMap");
+        self.api.insert(NS, cm).unwrap();
+        let pod = format!("{}-run", cr.name_any());
+        self.api.close_log(NS, &pod, "agent");
+        self.api.delete_object("pods", NS, &pod);
+        let done = json!({"phase": "succeeded", "reason": "completed", "runId": id.as_str(),
             "artifacts": serde_json::to_value(&aref).unwrap(), "exitCode": 0,
-            "finishedAt": "2026-01-02T03:05:05Z"}),
+            "finishedAt": "2026-01-02T03:05:05Z"});
+        assert!(
+            self.api
+                .edit("codexruns", NS, &cr.name_any(), |r| {
+                    let mut status = r["status"].take();
+                    if status.is_null() {
+                        status = json!({});
+                    }
+                    for (k, v) in done.as_object().unwrap() {
+                        status[k] = v.clone();
+                    }
+                    r["status"] = status;
+                })
+                .unwrap()
         );
-        r["status"] = status;
     }
 }
 

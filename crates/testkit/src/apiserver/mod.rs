@@ -385,29 +385,70 @@ impl ApiServer {
         self.epoch.send_modify(|e| *e += 1);
     }
 
+    /// Changes a stored object as another component would (a kubelet, the scheduler, a
+    /// controller the test plays): one write like any other — a new resource version, a watch
+    /// event — after the same schema and admission checks as a request. `Err` is the refusal's
+    /// message; `Ok(false)` means there is no such object.
+    pub fn edit(
+        &self,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) -> Result<bool, String> {
+        let key: Key = (plural.into(), namespace.into(), name.into());
+        let Some(mut v) = self.lock().objects.get(&key).map(|s| s.value.clone()) else {
+            return Ok(false);
+        };
+        let before = v.clone();
+        change(&mut v);
+        v["metadata"]["generation"] = json!(next_generation(&before, &v));
+        if let Err(s) = self.admission_status(plural, &v) {
+            return Err(s["message"].as_str().unwrap_or_default().to_owned());
+        }
+        let mut st = self.lock();
+        self.store(&mut st, key, v, "MODIFIED");
+        Ok(true)
+    }
+
+    /// Creates `v` in `namespace` as a POST of it would (the same checks; its apiVersion
+    /// and kind choose the resource): the stored object, or the refusal's message.
+    pub fn insert(&self, namespace: &str, v: Value) -> Result<Value, String> {
+        let kind = KINDS
+            .iter()
+            .find(|k| v["apiVersion"] == k.api_version && v["kind"] == k.kind)
+            .ok_or_else(|| format!("no resource for {}/{}", v["apiVersion"], v["kind"]))?;
+        let t = Target {
+            kind,
+            namespace: Some(namespace.to_owned()),
+            name: None,
+            sub: None,
+        };
+        self.create_value(&t, v)
+            .map_err(|s| s["message"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Deletes an object as another component would (finalizers and garbage collection as for
+    /// a request; a Pod goes at once, as with a zero grace period).
+    pub fn delete_object(&self, plural: &str, namespace: &str, name: &str) -> bool {
+        let mut st = self.lock();
+        let key: Key = (plural.into(), namespace.into(), name.into());
+        self.delete_key(&mut st, &key).is_some()
+    }
+
     /// Sets a Pod's status (as a kubelet does), a write like any other.
     pub fn set_pod_status(&self, namespace: &str, name: &str, status: Value) -> bool {
-        let mut st = self.lock();
-        let key: Key = ("pods".into(), namespace.into(), name.into());
-        let Some(mut v) = st.objects.get(&key).map(|s| s.value.clone()) else {
-            return false;
-        };
-        v["status"] = status;
-        self.store(&mut st, key, v, "MODIFIED");
-        true
+        self.edit("pods", namespace, name, |v| v["status"] = status)
+            .unwrap_or_else(|e| panic!("the Pod's status is refused: {e}"))
     }
 
     /// Binds a Pod to a node (`spec.nodeName`), as the scheduler does: from then on its deletion
     /// is graceful (the Pod stays, marked, until the node finishes it).
     pub fn bind_pod(&self, namespace: &str, name: &str, node: &str) -> bool {
-        let mut st = self.lock();
-        let key: Key = ("pods".into(), namespace.into(), name.into());
-        let Some(mut v) = st.objects.get(&key).map(|s| s.value.clone()) else {
-            return false;
-        };
-        v["spec"]["nodeName"] = json!(node);
-        self.store(&mut st, key, v, "MODIFIED");
-        true
+        self.edit("pods", namespace, name, |v| {
+            v["spec"]["nodeName"] = json!(node)
+        })
+        .unwrap_or_else(|e| panic!("the binding is refused: {e}"))
     }
 
     /// The node's last word on a Pod being deleted: its containers have stopped, the Pod goes.
@@ -545,6 +586,12 @@ impl ApiServer {
     }
 
     fn admit(&self, plural: &str, v: &Value) -> Result<(), Box<Response<RespBody>>> {
+        self.admission_status(plural, v)
+            .map_err(|s| Box::new(respond(s["code"].as_u64().map_or(500, |c| c as u16), &s)))
+    }
+
+    /// The `Status` refusing `v`, if the schema or an admission check refuses it.
+    fn admission_status(&self, plural: &str, v: &Value) -> Result<(), Value> {
         let name = v["metadata"]["name"].as_str().unwrap_or("");
         if let Some(crd) = self.crds.get(plural) {
             let errs = crd.violations(v);
@@ -561,16 +608,16 @@ impl ApiServer {
                     ),
                 );
                 s["details"] = json!({"name": name, "kind": plural, "causes": causes});
-                return Err(Box::new(respond(422, &s)));
+                return Err(s);
             }
         }
         for check in self.admission.get(plural).into_iter().flatten() {
             if let Err(m) = check(v) {
-                return Err(Box::new(failure(
+                return Err(status_object(
                     403,
                     "Forbidden",
                     &format!("{plural} \"{name}\" is forbidden: {m}"),
-                )));
+                ));
             }
         }
         Ok(())
@@ -692,28 +739,40 @@ impl ApiServer {
         Ok((items, st.rv))
     }
 
-    fn create(&self, t: &Target, mut v: Value) -> Response<RespBody> {
+    fn create(&self, t: &Target, v: Value) -> Response<RespBody> {
+        match self.create_value(t, v) {
+            Ok(v) => respond(201, &v),
+            Err(s) => respond(s["code"].as_u64().map_or(500, |c| c as u16), &s),
+        }
+    }
+
+    /// Creates `v` as a POST of it would; `Err` is the refusing `Status`.
+    fn create_value(&self, t: &Target, mut v: Value) -> Result<Value, Value> {
         let Some(ns) = t.namespace.clone() else {
-            return failure(405, "MethodNotAllowed", "create needs a namespace");
+            return Err(status_object(
+                405,
+                "MethodNotAllowed",
+                "create needs a namespace",
+            ));
         };
         if v["apiVersion"] != t.kind.api_version || v["kind"] != t.kind.kind {
-            return failure(
+            return Err(status_object(
                 400,
                 "BadRequest",
                 &format!(
                     "the API version/kind in the data ({}/{}) does not match the expected {}/{}",
                     v["apiVersion"], v["kind"], t.kind.api_version, t.kind.kind
                 ),
-            );
+            ));
         }
         if let Some(n) = v["metadata"]["namespace"].as_str()
             && n != ns
         {
-            return failure(
+            return Err(status_object(
                 400,
                 "BadRequest",
                 "the namespace of the provided object does not match the namespace sent on the request",
-            );
+            ));
         }
         let name = match (
             v["metadata"]["name"].as_str(),
@@ -722,14 +781,14 @@ impl ApiServer {
             (Some(n), _) if !n.is_empty() => n.to_owned(),
             (_, Some(g)) if !g.is_empty() => format!("{g}{}", random_suffix()),
             _ => {
-                return failure(
+                return Err(status_object(
                     422,
                     "Invalid",
                     &format!(
                         "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
                         t.kind.kind
                     ),
-                );
+                ));
             }
         };
         v["metadata"]["name"] = json!(name);
@@ -739,23 +798,20 @@ impl ApiServer {
         {
             o.remove("status");
         }
-        if let Err(r) = self.admit(t.kind.plural, &v) {
-            return *r;
-        }
+        self.admission_status(t.kind.plural, &v)?;
         let mut st = self.lock();
         let key: Key = (t.kind.plural.into(), ns, name.clone());
         if st.objects.contains_key(&key) {
-            return failure(
+            return Err(status_object(
                 409,
                 "AlreadyExists",
                 &format!("{} \"{name}\" already exists", t.kind.plural),
-            );
+            ));
         }
         v["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
         v["metadata"]["creationTimestamp"] = json!(now());
         v["metadata"]["generation"] = json!(1);
-        let v = self.store(&mut st, key, v, "ADDED");
-        respond(201, &v)
+        Ok(self.store(&mut st, key, v, "ADDED"))
     }
 
     /// Writes `new` over the current object (already admitted), checking the version the
@@ -812,20 +868,7 @@ impl ApiServer {
                 o.remove("status");
             }
         }
-        let strip = |v: &Value| {
-            let mut v = v.clone();
-            if let Some(o) = v.as_object_mut() {
-                o.remove("status");
-                o.remove("metadata");
-            }
-            v
-        };
-        let generation = cur["metadata"]["generation"].as_i64().unwrap_or(1);
-        new["metadata"]["generation"] = json!(if strip(&new) != strip(&cur) {
-            generation + 1
-        } else {
-            generation
-        });
+        new["metadata"]["generation"] = json!(next_generation(&cur, &new));
         new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
         if new == cur {
             return respond(200, &cur);
@@ -1018,7 +1061,7 @@ impl ApiServer {
                         );
                     }
                 } else {
-                    crate::kubeapi::merge(&mut new, &body);
+                    merge_patch(&mut new, &body);
                 }
                 if !names_version {
                     new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
@@ -1247,6 +1290,42 @@ impl ApiServer {
             }
         });
         Response::new(BodyExt::boxed(StreamBody::new(stream)))
+    }
+}
+
+/// The generation after `cur` becomes `new`: one more when anything but metadata and status
+/// changed.
+fn next_generation(cur: &Value, new: &Value) -> i64 {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("status");
+            o.remove("metadata");
+        }
+        v
+    };
+    let generation = cur["metadata"]["generation"].as_i64().unwrap_or(1);
+    if strip(new) != strip(cur) {
+        generation + 1
+    } else {
+        generation
+    }
+}
+
+/// JSON merge patch (RFC 7386): objects merge recursively, `null` removes, anything else
+/// replaces.
+pub fn merge_patch(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                if v.is_null() {
+                    a.remove(k);
+                } else {
+                    merge_patch(a.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (a, b) => *a = b.clone(),
     }
 }
 

@@ -8,7 +8,8 @@
 //!   container on it, a state dir, and a guaranteed clean-up; [`image`] — the runner image of
 //!   the binaries under test, and guards for throwaway objects.
 //! * [`apiserver`] — a strict in-process Kubernetes API server behind kube's `Client`;
-//!   [`nodeagent`] — a kubelet stand-in running its Pods on the Docker engine.
+//!   [`nodeagent`] — a kubelet stand-in running its Pods on the Docker engine; [`cluster`] —
+//!   the two with the mock model and a git server, the stage of an end-to-end test.
 //! * [`bins`] — the workspace's binaries, built on first use.
 //! * fixtures and small helpers: the real codex binary, real git repositories.
 
@@ -16,6 +17,7 @@
 
 pub mod apiserver;
 pub mod bins;
+pub mod cluster;
 pub mod docker;
 pub mod image;
 pub mod mock;

@@ -13,7 +13,8 @@ use codex_orchestrator_kube::pod::{ModelProxy, PodSettings};
 use codex_orchestrator_kube::runner::{KubeRunner, KubeRunnerSettings};
 use codex_orchestrator_runner::Runner;
 use codex_orchestrator_testkit::apiserver::ApiServer;
-use codex_orchestrator_testkit::docker::{DockerEnv, MOCK_KEY, WS_UID, chown_tree};
+use codex_orchestrator_testkit::cluster::{GIT_URL, PROXY_TOKEN_SECRET, Stage};
+use codex_orchestrator_testkit::docker::{DockerEnv, WS_UID, chown_tree};
 use codex_orchestrator_testkit::nodeagent::{NodeAgent, NodeOptions};
 use codex_orchestrator_testkit::{git, write};
 use serde_json::{Value, json};
@@ -204,15 +205,11 @@ async fn node_agent_runs_a_pod_as_a_kubelet_would() {
     env.cleanup().await;
 }
 
-/// Everything an end-to-end CodexRun needs: the Docker environment with the mock model, a
-/// git server (`git://gitserver/app.git`, a README), the strict API server with its node
-/// agent, the real controller loop and the gateway's Kubernetes runner for tenant `alpha`.
+/// Everything an end-to-end CodexRun needs: the testkit's stage (the mock model, the git
+/// server with a README at [`GIT_URL`], the strict API server and its node agent), the real
+/// controller loop and the gateway's Kubernetes runner for tenant `alpha`.
 struct Cluster {
-    env: DockerEnv,
-    gitserver: String,
-    _repo: tempfile::TempDir,
-    api: ApiServer,
-    node: NodeAgent,
+    stage: Stage,
     settings: Settings,
     controller: Option<(
         CancellationToken,
@@ -221,120 +218,64 @@ struct Cluster {
     runner: KubeRunner,
 }
 
+impl std::ops::Deref for Cluster {
+    type Target = Stage;
+    fn deref(&self) -> &Stage {
+        &self.stage
+    }
+}
+
+/// The controller's settings for a stage: Pods of the stage's runner image, the mock as the
+/// model proxy, fast status and re-tail intervals.
+pub(super) fn stage_settings(stage: &Stage) -> Settings {
+    let mut pod = PodSettings::default();
+    pod.policy.runner_image = stage.env.image.clone();
+    pod.model_proxy = Some(ModelProxy {
+        base_url: "http://mock:8080/v1".into(),
+        token_secret: PROXY_TOKEN_SECRET.0.into(),
+        token_key: PROXY_TOKEN_SECRET.1.into(),
+        run_key: None,
+    });
+    Settings {
+        pod,
+        status_interval: Duration::from_millis(200),
+        tail_wait: Duration::from_secs(10),
+        retail_backoff: Duration::from_millis(200),
+        scheduling_timeout: Duration::from_secs(60),
+        ..Settings::default()
+    }
+}
+
 impl Cluster {
     async fn start(
         script: Value,
         tweak: impl FnOnce(&mut Settings),
         node: impl FnOnce(&mut NodeOptions),
     ) -> Cluster {
-        let env = DockerEnv::start(script).await;
-        let repo = tempfile::tempdir().unwrap();
-        let work = repo.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        write(&work, "README.md", "# calc\n\nA tiny calculator.\n");
-        git(&work, &["init", "-q", "-b", "main"]);
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-qm", "init"]);
-        git(repo.path(), &["clone", "-q", "--bare", "work", "app.git"]);
-        chown_tree(repo.path(), WS_UID);
-        let gitserver = codex_orchestrator_testkit::docker::unique("cxo-test-git");
-        let labels = HashMap::from([(
-            codex_orchestrator_testkit::docker::TEST_LABEL.to_string(),
-            "1".to_string(),
-        )]);
-        env.docker
-            .create_container(
-                Some(
-                    bollard::query_parameters::CreateContainerOptionsBuilder::new()
-                        .name(&gitserver)
-                        .build(),
-                ),
-                bollard::models::ContainerCreateBody {
-                    image: Some(env.image.clone()),
-                    entrypoint: Some(vec!["git".into()]),
-                    cmd: Some(
-                        [
-                            "daemon",
-                            "--export-all",
-                            "--base-path=/srv",
-                            "--reuseaddr",
-                            "--listen=0.0.0.0",
-                            "/srv",
-                        ]
-                        .map(String::from)
-                        .to_vec(),
-                    ),
-                    user: Some(format!("{WS_UID}:{WS_UID}")),
-                    labels: Some(labels),
-                    host_config: Some(bollard::models::HostConfig {
-                        network_mode: Some(env.network.clone()),
-                        binds: Some(vec![format!("{}:/srv:ro", repo.path().display())]),
-                        ..Default::default()
-                    }),
-                    networking_config: Some(bollard::models::NetworkingConfig {
-                        endpoints_config: Some(HashMap::from([(
-                            env.network.clone(),
-                            bollard::models::EndpointSettings {
-                                aliases: Some(vec!["gitserver".into()]),
-                                ..Default::default()
-                            },
-                        )])),
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        env.docker.start_container(&gitserver, None).await.unwrap();
-        let api = strict_api();
-        let mut opts = NodeOptions {
-            network: env.network.clone(),
-            claims: HashMap::new(),
-            allocatable_memory: None,
-        };
-        node(&mut opts);
-        let node = NodeAgent::start(api.clone(), env.docker.clone(), opts).await;
-        // The mock stands in for the model proxy: the Pod's proxy token is the key it takes.
-        create(
-            &api,
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "proxy-token", "namespace": NS},
-            "data": {"token": base64_of(MOCK_KEY)}}),
-        );
-        let mut pod = PodSettings::default();
-        pod.policy.runner_image = env.image.clone();
-        pod.model_proxy = Some(ModelProxy {
-            base_url: "http://mock:8080/v1".into(),
-            token_secret: "proxy-token".into(),
-            token_key: "token".into(),
-            run_key: None,
-        });
-        let mut settings = Settings {
-            pod,
-            status_interval: Duration::from_millis(200),
-            tail_wait: Duration::from_secs(10),
-            retail_backoff: Duration::from_millis(200),
-            scheduling_timeout: Duration::from_secs(60),
-            ..Settings::default()
-        };
+        let stage = Stage::start(
+            script,
+            strict_api(),
+            NS,
+            &[("README.md", "# calc\n\nA tiny calculator.\n")],
+            node,
+        )
+        .await;
+        let mut settings = stage_settings(&stage);
         tweak(&mut settings);
         let runner = KubeRunner::for_tenant(
-            api.client(NS),
+            stage.api.client(NS),
             NS,
             "alpha",
             KubeRunnerSettings {
                 auth_secret: Some(SecretKeyRef {
-                    name: "proxy-token".into(),
-                    key: "token".into(),
+                    name: PROXY_TOKEN_SECRET.0.into(),
+                    key: PROXY_TOKEN_SECRET.1.into(),
                 }),
                 ..KubeRunnerSettings::default()
             },
         );
         let mut c = Cluster {
-            env,
-            gitserver,
-            _repo: repo,
-            api,
-            node,
+            stage,
             settings,
             controller: None,
             runner,
@@ -346,7 +287,7 @@ impl Cluster {
     fn start_controller(&mut self) {
         let stop = CancellationToken::new();
         let task = tokio::spawn(codex_orchestrator_kube::controller::serve(
-            self.api.client(NS),
+            self.stage.api.client(NS),
             NS.into(),
             false,
             self.settings.clone(),
@@ -388,25 +329,12 @@ impl Cluster {
 
     async fn stop(mut self) {
         self.stop_controller().await;
-        self.node.stop().await;
-        let _ = self
-            .env
-            .docker
-            .remove_container(
-                &self.gitserver,
-                Some(
-                    bollard::query_parameters::RemoveContainerOptionsBuilder::new()
-                        .force(true)
-                        .build(),
-                ),
-            )
-            .await;
-        self.env.cleanup().await;
+        self.stage.stop().await;
     }
 }
 
 fn git_request() -> codex_orchestrator_core::model::RunRequest {
-    let mut req = super::tenancy::request("git://gitserver/app.git");
+    let mut req = super::tenancy::request(GIT_URL);
     req.mode = SecurityMode::WorkspaceWrite;
     req.verify = Some(codex_orchestrator_core::model::VerifyOptions {
         enabled: Some(false),
@@ -592,7 +520,7 @@ async fn failures_cancel_timeout_and_a_controller_restart() {
         SecurityMode::WorkspaceWrite,
         codex_orchestrator_kube::crd::SourceSpec {
             git: Some(codex_orchestrator_kube::crd::GitSource {
-                url: "git://gitserver/app.git".into(),
+                url: GIT_URL.into(),
                 revision: None,
                 credentials_secret: None,
             }),
@@ -709,9 +637,4 @@ async fn failures_cancel_timeout_and_a_controller_restart() {
         "counted once: {st:?}\n{log}"
     );
     c.stop().await;
-}
-
-fn base64_of(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
 }

@@ -367,8 +367,8 @@ async fn kube_runner_submits_reads_cancels_and_scopes_runs_by_tenant() {
 // ---------------------------------------------------------------------------------------------
 // The gateway over HTTP, in process, on the Kubernetes backend.
 
-struct TestGateway {
-    addr: SocketAddr,
+pub(super) struct TestGateway {
+    pub(super) addr: SocketAddr,
     shutdown: CancellationToken,
     serving: tokio::task::JoinHandle<Result<(), codex_orchestrator_server::gateway::GatewayError>>,
     gw: Arc<Gateway>,
@@ -383,12 +383,23 @@ async fn kube_gateway_with(
     api: &FakeApi,
     audit: Option<codex_orchestrator_runner::audit::ServerAudit>,
 ) -> TestGateway {
+    gateway_over(api.client.clone(), NS, settings(), audit).await
+}
+
+/// The gateway in process on the Kubernetes backend over `client` (runs in `namespace`),
+/// tenants alpha and beta, on 127.0.0.1.
+pub(super) async fn gateway_over(
+    client: Client,
+    namespace: &str,
+    settings: KubeRunnerSettings,
+    audit: Option<codex_orchestrator_runner::audit::ServerAudit>,
+) -> TestGateway {
     let tokens = Tokens::parse(&format!("{ALPHA} alpha\n{BETA} beta\n")).unwrap();
     let factory = Arc::new(KubeRunners {
-        client: api.client.clone(),
-        namespace: NS.into(),
+        client,
+        namespace: namespace.into(),
         namespace_per_tenant: false,
-        settings: settings(),
+        settings,
     });
     let gw = Arc::new(
         Gateway::new(
@@ -422,7 +433,7 @@ async fn kube_gateway_with(
 }
 
 impl TestGateway {
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(BOUND, self.serving)
             .await

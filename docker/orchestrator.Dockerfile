@@ -13,13 +13,22 @@ ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin codex-orchestrator \
- && install -m 0755 target/release/codex-orchestrator /codex-orchestrator
+# A binary already built for this platform at prebuilt/codex-orchestrator in the build
+# context is taken as it is (how the tests build this image offline, with both images set to
+# the runner's debootstrapped base: crates/testkit/src/cluster.rs); otherwise it is built.
+RUN if [ -x prebuilt/codex-orchestrator ]; then \
+      install -m 0755 prebuilt/codex-orchestrator /codex-orchestrator; \
+    else \
+      cargo build --release --locked --bin codex-orchestrator \
+      && install -m 0755 target/release/codex-orchestrator /codex-orchestrator; \
+    fi
 
 FROM ${BASE_IMAGE}
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+RUN if [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends ca-certificates \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY --from=build /codex-orchestrator /usr/local/bin/codex-orchestrator
 USER 65532:65532
 ENV HOME=/tmp

@@ -4,11 +4,13 @@
 //! the CRD and admission it wants) and a [`NodeAgent`] running its Pods, and the Secret
 //! `proxy-token` whose key `token` is the mock's key (the mock stands in for the model proxy).
 //!
-//! The controller and the gateway are the caller's: they live in product crates this crate
-//! does not depend on.
+//! The controller and the gateway are the caller's: in process (they live in product crates
+//! this crate does not depend on), or as containers of the orchestrator image
+//! ([`orchestrator_image`], built here offline from docker/orchestrator.Dockerfile) that reach
+//! the API server at [`KUBE_API_URL`] ([`Stage::expose_api`]).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
@@ -20,6 +22,9 @@ use crate::nodeagent::{NodeAgent, NodeOptions};
 
 /// Where the git server serves the repository, as seen from the test's network.
 pub const GIT_URL: &str = "git://gitserver/app.git";
+/// Where containers on the test's network reach the API server (after
+/// [`Stage::expose_api`]).
+pub const KUBE_API_URL: &str = "http://kube-api:8080";
 /// The Secret (and its key) holding the model proxy's token.
 pub const PROXY_TOKEN_SECRET: (&str, &str) = ("proxy-token", "token");
 
@@ -32,8 +37,39 @@ pub struct Stage {
     pub repo: tempfile::TempDir,
     gitserver: String,
     _served: tempfile::TempDir,
+    exposed: Option<Exposed>,
 }
 
+/// The API server's socket, its relay container and the kubeconfig for containers.
+struct Exposed {
+    dir: tempfile::TempDir,
+    serving: tokio::task::JoinHandle<()>,
+    relay: String,
+}
+
+/// The relay: TCP 8080 on the test's network to the API server's unix socket (python3 of the
+/// runner image; the test process never listens on an address a container could reach).
+const RELAY: &str = r#"
+import asyncio
+async def pipe(r, w):
+    try:
+        while True:
+            data = await r.read(65536)
+            if not data:
+                break
+            w.write(data)
+            await w.drain()
+    finally:
+        w.close()
+async def handle(r, w):
+    ur, uw = await asyncio.open_unix_connection("/kube/api.sock")
+    await asyncio.gather(pipe(r, uw), pipe(ur, w), return_exceptions=True)
+async def main():
+    server = await asyncio.start_server(handle, "0.0.0.0", 8080)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"#;
 impl Stage {
     /// Starts everything: the mock model with `script`, the repository made of `files` (one
     /// commit on `main`), the git server, the node agent (its options changed by `node`) for
@@ -89,11 +125,93 @@ impl Stage {
             repo,
             gitserver,
             _served: served,
+            exposed: None,
         }
+    }
+
+    /// Makes the API server reachable from containers on the test's network at
+    /// [`KUBE_API_URL`] (once), and returns the directory to mount (read-only) into them: it
+    /// holds `config`, a kubeconfig for that address with `namespace` as its namespace.
+    pub async fn expose_api(&mut self, namespace: &str) -> PathBuf {
+        if let Some(e) = &self.exposed {
+            return e.dir.path().to_path_buf();
+        }
+        let dir = tempfile::tempdir().expect("the API server's directory");
+        let serving = self
+            .api
+            .serve_unix(&dir.path().join("api.sock"))
+            .expect("serve the API server on a unix socket");
+        // JSON is YAML: a kubeconfig for the relay's address, no credentials.
+        let kubeconfig = json!({"apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {"server": KUBE_API_URL}}],
+            "users": [{"name": "test", "user": {}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}],
+            "current-context": "test"})
+        .to_string();
+        crate::write(dir.path(), "config", &kubeconfig);
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
+        let _ = std::fs::set_permissions(
+            dir.path().join("config"),
+            std::fs::Permissions::from_mode(0o644),
+        );
+        let relay = unique("cxo-test-kube-api");
+        let env = &self.env;
+        env.docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&relay).build()),
+                ContainerCreateBody {
+                    image: Some(env.image.clone()),
+                    entrypoint: Some(vec!["python3".into(), "-c".into(), RELAY.into()]),
+                    user: Some(format!("{WS_UID}:{WS_UID}")),
+                    labels: Some(HashMap::from([(TEST_LABEL.to_string(), "1".to_string())])),
+                    host_config: Some(HostConfig {
+                        network_mode: Some(env.network.clone()),
+                        binds: Some(vec![format!("{}:/kube", dir.path().display())]),
+                        readonly_rootfs: Some(true),
+                        cap_drop: Some(vec!["ALL".into()]),
+                        ..Default::default()
+                    }),
+                    networking_config: Some(NetworkingConfig {
+                        endpoints_config: Some(HashMap::from([(
+                            env.network.clone(),
+                            EndpointSettings {
+                                aliases: Some(vec!["kube-api".into()]),
+                                ..Default::default()
+                            },
+                        )])),
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("the API relay container");
+        env.docker
+            .start_container(&relay, None)
+            .await
+            .expect("the API relay starts");
+        let path = dir.path().to_path_buf();
+        self.exposed = Some(Exposed {
+            dir,
+            serving,
+            relay,
+        });
+        path
     }
 
     /// Stops the node agent and removes every container and network of the stage.
     pub async fn stop(mut self) {
+        if let Some(e) = self.exposed.take() {
+            let _ = self
+                .env
+                .docker
+                .remove_container(
+                    &e.relay,
+                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                )
+                .await;
+            e.serving.abort();
+        }
         self.node.stop().await;
         let _ = self
             .env
@@ -152,4 +270,67 @@ async fn start_git_server(env: &DockerEnv, dir: &Path) -> String {
         .await
         .expect("the git server starts");
     name
+}
+
+/// The orchestrator image (docker/orchestrator.Dockerfile) holding the `codex-orchestrator`
+/// binary under test, built here without a registry: both of the Dockerfile's images are the
+/// runner's debootstrapped base, and the binary is given prebuilt. Tagged by the content of the
+/// binary and the Dockerfile; an image of that tag is reused.
+pub async fn orchestrator_image(docker: &bollard::Docker) -> String {
+    use futures::StreamExt;
+    let binary = crate::bins::cli();
+    let bytes = std::fs::read(&binary).expect("read the binary");
+    let dockerfile =
+        std::fs::read_to_string(crate::repo_root().join("docker/orchestrator.Dockerfile"))
+            .expect("docker/orchestrator.Dockerfile");
+    let sha = codex_orchestrator_runner::image::recipe::hex_sha256(
+        &[bytes.as_slice(), dockerfile.as_bytes()].concat(),
+    );
+    let tag = format!("codex-orchestrator-test:{}", &sha[..16]);
+    if docker.inspect_image(&tag).await.is_ok() {
+        return tag;
+    }
+    let base = codex_orchestrator_runner::image::base::ensure_base_image(docker, false)
+        .await
+        .expect("the offline base image");
+    let mut context = tar::Builder::new(Vec::new());
+    for (path, data, mode) in [
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("prebuilt/codex-orchestrator", bytes.as_slice(), 0o755),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        context
+            .append_data(&mut header, path, data)
+            .expect("pack the build context");
+    }
+    let context = context.into_inner().expect("pack the build context");
+    let args = HashMap::from([
+        ("RUST_IMAGE".to_string(), base.reference.clone()),
+        ("BASE_IMAGE".to_string(), base.reference.clone()),
+    ]);
+    let labels = HashMap::from([(TEST_LABEL.to_string(), "1".to_string())]);
+    let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(&tag)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&args)
+        .labels(&labels)
+        .build();
+    let mut stream = docker.build_image(
+        options,
+        None,
+        Some(bollard::body_full(bytes::Bytes::from(context))),
+    );
+    let mut log = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => log.push_str(info.stream.as_deref().unwrap_or_default()),
+            Err(e) => panic!("building the orchestrator image failed: {e}\n{log}"),
+        }
+    }
+    tag
 }

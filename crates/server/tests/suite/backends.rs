@@ -281,7 +281,7 @@ async fn the_same_event_log_gives_the_same_pages_on_both_runners() {
 
 /// The shape of a value: objects keep their keys (each with the shape of its value), arrays
 /// the shape of their first item, scalars their JSON type.
-fn shape(v: &Value) -> Value {
+pub(super) fn shape(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
         Value::Array(a) => Value::Array(a.first().map(shape).into_iter().collect()),
@@ -295,7 +295,7 @@ fn shape(v: &Value) -> Value {
 /// `v` without the members only one backend has: `backend` (a container, or a namespace and
 /// a Pod) and `run_dir` (the run's directory in the Docker backend's store on the host; a
 /// Kubernetes run's artifacts are a ConfigMap or Secret, named in its status).
-fn without_backend(v: &Value) -> Value {
+pub(super) fn without_backend(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
@@ -310,7 +310,7 @@ fn without_backend(v: &Value) -> Value {
 
 /// The strict API server as the controller meets it: CodexRuns checked against the CRD, Pods
 /// against the restricted Pod Security profile.
-fn strict_api() -> ApiServer {
+pub(super) fn strict_api() -> ApiServer {
     use kube::CustomResourceExt;
     let crd = serde_json::to_value(codex_orchestrator_kube::crd::CodexRun::crd()).unwrap();
     ApiServer::builder()
@@ -324,235 +324,4 @@ fn strict_api() -> ApiServer {
             }),
         )
         .build()
-}
-
-/// One request, two whole paths, the same answers: `mcp` (the real binary over stdio, the
-/// Docker backend, codex in a sandbox container) and the gateway on the Kubernetes backend
-/// (HTTP, the real controller loop, a Pod run by the node agent: the real `fetch` from the git
-/// server, the real agent and codex). The same repository and the same model answers give the
-/// same result, patch, diff and final message, tool results of the same shape (the few
-/// fields only one backend has are named), and the same refusals for the same bad requests.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_run_through_mcp_on_docker_and_the_gateway_on_kubernetes() {
-    use codex_orchestrator_testkit::cluster::{GIT_URL, PROXY_TOKEN_SECRET, Stage};
-    use codex_orchestrator_testkit::docker::{WS_UID, chown_tree};
-    use rmcp::ServiceExt;
-    use std::time::Duration;
-
-    const NS: &str = "tools";
-    let patch = "*** Begin Patch\n*** Update File: README.md\n@@\n # calc\n+\n+Adds and subtracts.\n*** End Patch\n";
-    let answers = json!([{"output": [{"apply_patch": patch}]},
-        {"output": [{"message": "Added a README line."}]}]);
-    // The mock answers in order: the Docker run first, then the Kubernetes run.
-    let script = json!([answers[0], answers[1], answers[0], answers[1]]);
-    let stage = Stage::start(
-        script,
-        strict_api(),
-        NS,
-        &[("README.md", "# calc\n\nA tiny calculator.\n")],
-        |_| {},
-    )
-    .await;
-
-    // The Docker path: `mcp` on a clone of the repository.
-    let ws = tempfile::tempdir().unwrap();
-    codex_orchestrator_testkit::git(
-        ws.path(),
-        &[
-            "clone",
-            "-q",
-            &stage.repo.path().display().to_string(),
-            "app",
-        ],
-    );
-    let app = ws.path().join("app");
-    chown_tree(ws.path(), WS_UID);
-    let cmd = super::mcp::binary_with_config(&stage.env.config(), stage.env.state.path(), &app);
-    let docker = ().serve(rmcp::transport::TokioChildProcess::new(cmd).unwrap()).await.unwrap();
-
-    // The Kubernetes path: the controller and the gateway over the stage's API server.
-    let mut pod = codex_orchestrator_kube::pod::PodSettings::default();
-    pod.policy.runner_image = stage.env.image.clone();
-    pod.model_proxy = Some(codex_orchestrator_kube::pod::ModelProxy {
-        base_url: "http://mock:8080/v1".into(),
-        token_secret: PROXY_TOKEN_SECRET.0.into(),
-        token_key: PROXY_TOKEN_SECRET.1.into(),
-        run_key: None,
-    });
-    let stop = tokio_util::sync::CancellationToken::new();
-    let controller = tokio::spawn(codex_orchestrator_kube::controller::serve(
-        stage.api.client(NS),
-        NS.into(),
-        false,
-        codex_orchestrator_kube::controller::Settings {
-            pod,
-            status_interval: Duration::from_millis(200),
-            ..Default::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-        stop.clone(),
-    ));
-    let gateway = super::gateway::gateway_over(
-        stage.api.client(NS),
-        NS,
-        KubeRunnerSettings {
-            auth_secret: Some(codex_orchestrator_kube::crd::SecretKeyRef {
-                name: PROXY_TOKEN_SECRET.0.into(),
-                key: PROXY_TOKEN_SECRET.1.into(),
-            }),
-            ..KubeRunnerSettings::default()
-        },
-        None,
-    )
-    .await;
-    let (kube, kube_tools) = super::gateway::connect(gateway.addr, super::gateway::ALPHA).await;
-    let docker_tools: std::collections::BTreeMap<String, rmcp::model::Tool> = docker
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.name.to_string(), t))
-        .collect();
-
-    // The same calls on each path; only the workspace differs (a directory, a git URL).
-    let mut outputs = Vec::new();
-    for (peer, tools, workspace) in [
-        (docker.peer(), &docker_tools, app.display().to_string()),
-        (kube.peer(), &kube_tools, GIT_URL.to_string()),
-    ] {
-        let run = super::mcp::call_ok(
-            peer,
-            tools,
-            "codex_run",
-            json!({"prompt": "Describe what calc does in the README.", "workspace": workspace,
-                "verify": false}),
-        )
-        .await;
-        let id = run["run_id"].as_str().unwrap().to_owned();
-        let status = super::gateway::status_once_ended(peer, tools, &id).await;
-        let artifacts =
-            super::mcp::call_ok(peer, tools, "codex_run_artifacts", json!({"run_id": id})).await;
-        let diff = super::mcp::call_ok(
-            peer,
-            tools,
-            "codex_git_diff",
-            json!({"run_id": id, "format": "stat"}),
-        )
-        .await;
-        let list = super::mcp::call_ok(peer, tools, "codex_run_list", json!({})).await;
-        let mut refusals = Vec::new();
-        for (tool, args) in [
-            ("codex_run", json!({"prompt": " ", "workspace": workspace})),
-            (
-                "codex_run",
-                json!({"prompt": "p", "workspace": workspace, "mode": "full_access"}),
-            ),
-            (
-                "codex_run",
-                json!({"prompt": "p", "workspace": workspace, "timeout": 0}),
-            ),
-            (
-                "codex_run",
-                json!({"prompt": "p", "workspace": workspace,
-                    "output_schema": {"type": "object", "properties": {"a": {"type": "string"}}}}),
-            ),
-            (
-                "codex_run_status",
-                json!({"run_id": "20260101000000-00000000"}),
-            ),
-            ("codex_git_diff", json!({"run_id": id, "format": "bogus"})),
-        ] {
-            let text = super::mcp::call_err(peer, tool, args).await;
-            refusals.push(text.replace(&id, "<run>"));
-        }
-        // Run ids differ by nature; everything else is compared as it is.
-        let norm = |v: Value| -> Value {
-            serde_json::from_str(&v.to_string().replace(&id, "<run>")).unwrap()
-        };
-        outputs.push((
-            norm(run),
-            norm(status),
-            norm(artifacts),
-            norm(diff),
-            norm(list),
-            refusals,
-        ));
-    }
-    let (d, k) = (&outputs[0], &outputs[1]);
-    let phases = |o: &(Value, Value, Value, Value, Value, Vec<String>)| {
-        (o.1["phase"].clone(), o.1["reason"].clone())
-    };
-    assert_eq!(
-        phases(d),
-        (json!("succeeded"), json!("completed")),
-        "{:#}",
-        d.2
-    );
-    assert_eq!(phases(k), phases(d), "{:#}", k.2);
-    // The same work: patch, diff, final message, summary, changed files.
-    assert_eq!(k.2["patch"], d.2["patch"]);
-    assert!(
-        d.2["patch"]
-            .as_str()
-            .unwrap()
-            .contains("+Adds and subtracts."),
-        "{:#}",
-        d.2
-    );
-    assert_eq!(k.3, d.3, "codex_git_diff");
-    assert_eq!(k.2["final_message"], d.2["final_message"]);
-    assert_eq!(k.2["result"]["summary"], d.2["result"]["summary"]);
-    assert_eq!(
-        k.2["result"]["changed_files"],
-        d.2["result"]["changed_files"]
-    );
-    // Where each run lives is the backend's own (`backend`: a container, or a namespace and
-    // a Pod); the Docker backend names it once the container exists.
-    assert_eq!(d.1["backend"]["kind"], "docker");
-    assert_eq!(
-        k.1["backend"],
-        json!({"kind": "kubernetes", "namespace": NS, "pod": k.1["backend"]["pod"]})
-    );
-    assert!(d.2["run_dir"].is_string() && k.2.get("run_dir").is_none());
-    // Apart from that, the same shapes.
-    let mut differ = Vec::new();
-    for (name, dv, kv) in [
-        ("codex_run", &d.0, &k.0),
-        ("codex_run_status", &d.1, &k.1),
-        ("codex_run_artifacts", &d.2, &k.2),
-        ("codex_run_list", &d.4, &k.4),
-    ] {
-        let (ds, ks) = (shape(&without_backend(dv)), shape(&without_backend(kv)));
-        if ds != ks {
-            differ.push(format!(
-                "{name}:\n docker {ds}\n kube   {ks}\n{dv:#}\n{kv:#}"
-            ));
-        }
-    }
-    assert!(differ.is_empty(), "{}", differ.join("\n\n"));
-    // The same refusals, each saying what is wrong.
-    eprintln!("refusals: {:#?}", d.5);
-    assert_eq!(k.5, d.5);
-    for (text, about) in d.5.iter().zip([
-        "prompt",
-        "full_access",
-        "timeout",
-        "output_schema",
-        "not found",
-        "format",
-    ]) {
-        assert!(text.contains(about), "{text}");
-    }
-
-    docker.cancel().await.unwrap();
-    kube.cancel().await.unwrap();
-    gateway.stop().await;
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(30), controller)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    stage.stop().await;
-    drop(ws);
 }

@@ -4,6 +4,7 @@ mod lifecycle;
 mod mcp;
 mod mcp_apply;
 mod mcp_protocol;
+mod orchestrator_image;
 mod python_client;
 mod security;
 mod tenancy;

@@ -347,6 +347,43 @@ impl ApiServer {
         kube::Client::new(svc, namespace)
     }
 
+    /// Serves this server over HTTP/1.1 on a new unix socket at `path` (mode 0666, so that a
+    /// container's relay of any uid can connect), until the returned task is aborted: how a
+    /// controller or gateway in a container reaches it (crates/testkit/src/cluster.rs).
+    pub fn serve_unix(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        use std::os::unix::fs::PermissionsExt;
+        let listener = tokio::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+        let me = self.clone();
+        Ok(tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let me = me.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let bytes = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let req = Request::from_parts(parts, Body::from(bytes.to_vec()));
+                                Ok::<_, Infallible>(me.handle(req).await)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -155,41 +155,13 @@ impl Stage {
             dir.path().join("config"),
             std::fs::Permissions::from_mode(0o644),
         );
-        let relay = unique("cxo-test-kube-api");
-        let env = &self.env;
-        env.docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(&relay).build()),
-                ContainerCreateBody {
-                    image: Some(env.image.clone()),
-                    entrypoint: Some(vec!["python3".into(), "-c".into(), RELAY.into()]),
-                    user: Some(format!("{WS_UID}:{WS_UID}")),
-                    labels: Some(HashMap::from([(TEST_LABEL.to_string(), "1".to_string())])),
-                    host_config: Some(HostConfig {
-                        network_mode: Some(env.network.clone()),
-                        binds: Some(vec![format!("{}:/kube", dir.path().display())]),
-                        readonly_rootfs: Some(true),
-                        cap_drop: Some(vec!["ALL".into()]),
-                        ..Default::default()
-                    }),
-                    networking_config: Some(NetworkingConfig {
-                        endpoints_config: Some(HashMap::from([(
-                            env.network.clone(),
-                            EndpointSettings {
-                                aliases: Some(vec!["kube-api".into()]),
-                                ..Default::default()
-                            },
-                        )])),
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("the API relay container");
-        env.docker
-            .start_container(&relay, None)
-            .await
-            .expect("the API relay starts");
+        let relay = service(
+            &self.env,
+            "kube-api",
+            ["python3", "-c", RELAY],
+            format!("{}:/kube", dir.path().display()),
+        )
+        .await;
         let path = dir.path().to_path_buf();
         self.exposed = Some(Exposed {
             dir,
@@ -227,35 +199,53 @@ impl Stage {
 
 /// `git daemon` serving `dir` read-only on the test's network as `gitserver`.
 async fn start_git_server(env: &DockerEnv, dir: &Path) -> String {
-    let name = unique("cxo-test-git");
-    let labels = HashMap::from([(TEST_LABEL.to_string(), "1".to_string())]);
-    let cmd = [
-        "daemon",
-        "--export-all",
-        "--base-path=/srv",
-        "--reuseaddr",
-        "--listen=0.0.0.0",
-        "/srv",
-    ];
+    service(
+        env,
+        "gitserver",
+        [
+            "git",
+            "daemon",
+            "--export-all",
+            "--base-path=/srv",
+            "--reuseaddr",
+            "--listen=0.0.0.0",
+            "/srv",
+        ],
+        format!("{}:/srv:ro", dir.display()),
+    )
+    .await
+}
+
+/// A container of the runner image running `entrypoint` as the workspace user on the test's
+/// network as `alias`, with `bind` mounted, a read-only root filesystem and no capabilities;
+/// started. Returns its name.
+async fn service<const N: usize>(
+    env: &DockerEnv,
+    alias: &str,
+    entrypoint: [&str; N],
+    bind: String,
+) -> String {
+    let name = unique(&format!("cxo-test-{alias}"));
     env.docker
         .create_container(
             Some(CreateContainerOptionsBuilder::new().name(&name).build()),
             ContainerCreateBody {
                 image: Some(env.image.clone()),
-                entrypoint: Some(vec!["git".into()]),
-                cmd: Some(cmd.map(String::from).to_vec()),
+                entrypoint: Some(entrypoint.map(String::from).to_vec()),
                 user: Some(format!("{WS_UID}:{WS_UID}")),
-                labels: Some(labels),
+                labels: Some(HashMap::from([(TEST_LABEL.to_string(), "1".to_string())])),
                 host_config: Some(HostConfig {
                     network_mode: Some(env.network.clone()),
-                    binds: Some(vec![format!("{}:/srv:ro", dir.display())]),
+                    binds: Some(vec![bind]),
+                    readonly_rootfs: Some(true),
+                    cap_drop: Some(vec!["ALL".into()]),
                     ..Default::default()
                 }),
                 networking_config: Some(NetworkingConfig {
                     endpoints_config: Some(HashMap::from([(
                         env.network.clone(),
                         EndpointSettings {
-                            aliases: Some(vec!["gitserver".into()]),
+                            aliases: Some(vec![alias.into()]),
                             ..Default::default()
                         },
                     )])),
@@ -264,11 +254,11 @@ async fn start_git_server(env: &DockerEnv, dir: &Path) -> String {
             },
         )
         .await
-        .expect("the git server container");
+        .unwrap_or_else(|e| panic!("the {alias} container: {e}"));
     env.docker
         .start_container(&name, None)
         .await
-        .expect("the git server starts");
+        .unwrap_or_else(|e| panic!("the {alias} container starts: {e}"));
     name
 }
 

@@ -780,6 +780,20 @@ fn waiting(name: &str, image: &str, w: &Waiting) -> Value {
         "state": {"waiting": {"reason": w.0, "message": w.1}}})
 }
 
+/// A container's name and image.
+fn name_image(c: &Value) -> (String, String) {
+    (
+        c["name"].as_str().unwrap_or("").to_owned(),
+        c["image"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// A Pending Pod's status: scheduled, with these container states.
+fn pending(init_statuses: Vec<Value>, main_statuses: Vec<Value>) -> Value {
+    json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+        "initContainerStatuses": init_statuses, "containerStatuses": main_statuses})
+}
+
 fn terminated(name: &str, image: &str, code: i64, reason: &str, started: &str) -> Value {
     json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0,
         "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": crate::apiserver::now()}}})
@@ -828,34 +842,15 @@ async fn run_pod(ctx: Arc<Ctx>, pod: Value) {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let name_image = |c: &Value| {
-        (
-            c["name"].as_str().unwrap_or("").to_owned(),
-            c["image"].as_str().unwrap_or("").to_owned(),
-        )
-    };
-    let pending = |init_statuses: Vec<Value>, main_statuses: Vec<Value>| {
-        json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
-            "initContainerStatuses": init_statuses, "containerStatuses": main_statuses})
-    };
-    let vols = match ctx.volumes(&pod).await {
-        Ok(v) => v,
-        Err(w) => {
-            let st: Vec<Value> = mains
-                .iter()
-                .map(|c| {
-                    let (n, i) = name_image(c);
-                    waiting(&n, &i, &w)
-                })
-                .collect();
-            ctx.set_status(&pod, pending(vec![], st));
-            return;
-        }
-    };
     // The Pod sandbox holds the Memory volumes mounted while the containers come and go (a
     // tmpfs volume lives while some container mounts it).
-    let holder = match ctx.hold(&pod, &vols).await {
-        Ok(h) => h,
+    let prepared = async {
+        let vols = ctx.volumes(&pod).await?;
+        let holder = ctx.hold(&pod, &vols).await?;
+        Ok::<_, Waiting>((vols, holder))
+    };
+    let (vols, holder) = match prepared.await {
+        Ok(v) => v,
         Err(w) => {
             let st: Vec<Value> = mains
                 .iter()
@@ -889,16 +884,6 @@ async fn run_containers(
     mains: &[Value],
 ) {
     let pod = pod.clone();
-    let name_image = |c: &Value| {
-        (
-            c["name"].as_str().unwrap_or("").to_owned(),
-            c["image"].as_str().unwrap_or("").to_owned(),
-        )
-    };
-    let pending = |init_statuses: Vec<Value>, main_statuses: Vec<Value>| {
-        json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
-            "initContainerStatuses": init_statuses, "containerStatuses": main_statuses})
-    };
     let mut init_done = Vec::new();
     for c in inits {
         let (n, i) = name_image(c);

@@ -456,13 +456,7 @@ pub(super) async fn connect(addr: SocketAddr, token: &str) -> (Client_, BTreeMap
         .await
         .expect("connects")
         .unwrap();
-    let tools = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.name.to_string(), t))
-        .collect();
+    let tools = super::mcp::tool_map(client.peer()).await;
     (client, tools)
 }
 

@@ -269,13 +269,8 @@ async fn mcp_stopped_while_a_run_starts_leaves_nothing_after_restart() {
     let mut env = DockerEnv::start(json!([{"output": [{"message": "done"}]}])).await;
     let ws = git_workspace();
     let (mut child, client) = start_mcp(&env, ws.path()).await;
-    let tools: std::collections::BTreeMap<String, rmcp::model::Tool> = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.name.to_string(), t))
-        .collect();
+    let tools: std::collections::BTreeMap<String, rmcp::model::Tool> =
+        super::mcp::tool_map(client.peer()).await;
     let (id, _guard, sandbox) =
         start_run_and_wait_for_its_network(&env, client.peer(), &tools, ws.path()).await;
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);

@@ -296,6 +296,16 @@ pub(crate) async fn call_tool(peer: &Peer<RoleClient>, name: &str, args: Value) 
 
 /// A successful call: returns its structured content, checked against the tool's output schema
 /// and against the text copy.
+/// Every tool the server lists, by name.
+pub(crate) async fn tool_map(peer: &Peer<RoleClient>) -> BTreeMap<String, Tool> {
+    peer.list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name.to_string(), t))
+        .collect()
+}
+
 pub(crate) async fn call_ok(
     peer: &Peer<RoleClient>,
     tools: &BTreeMap<String, Tool>,
@@ -358,13 +368,7 @@ impl Harness {
     {
         let (tx, progress) = mpsc::unbounded_channel();
         let client = ProgressClient(tx).serve(transport).await.unwrap();
-        let tools = client
-            .list_all_tools()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| (t.name.to_string(), t))
-            .collect();
+        let tools = super::mcp::tool_map(client.peer()).await;
         Harness {
             client,
             progress,

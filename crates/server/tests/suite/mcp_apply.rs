@@ -239,13 +239,7 @@ impl Client {
         .serve(transport)
         .await
         .unwrap();
-        let tools = client
-            .list_all_tools()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| (t.name.to_string(), t))
-            .collect();
+        let tools = super::mcp::tool_map(client.peer()).await;
         Client {
             client,
             roots,

@@ -272,13 +272,8 @@ async fn one_run_through_mcp_on_docker_and_the_orchestrator_image_on_kubernetes(
     // The Kubernetes path: the controller and the gateway from the orchestrator image.
     let cluster = Cluster::start(&mut stage).await;
     let (kube, kube_tools) = super::gateway::connect(cluster.addr, super::gateway::ALPHA).await;
-    let docker_tools: std::collections::BTreeMap<String, rmcp::model::Tool> = docker
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.name.to_string(), t))
-        .collect();
+    let docker_tools: std::collections::BTreeMap<String, rmcp::model::Tool> =
+        super::mcp::tool_map(docker.peer()).await;
 
     // The same calls on each path; only the workspace differs (a directory, a git URL).
     let mut outputs = Vec::new();

@@ -223,13 +223,8 @@ async fn mcp_runs_leave_no_key_anywhere_and_are_audited() {
     .serve(transport)
     .await
     .unwrap();
-    let tools: std::collections::BTreeMap<String, rmcp::model::Tool> = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.name.to_string(), t))
-        .collect();
+    let tools: std::collections::BTreeMap<String, rmcp::model::Tool> =
+        super::mcp::tool_map(client.peer()).await;
     let peer = client.peer().clone();
 
     // 1. A run whose commands print the key.

@@ -51,13 +51,7 @@ async fn connect(
     .await
     .expect("connects")
     .unwrap();
-    let tools = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| (t.name.to_string(), t))
-        .collect();
+    let tools = super::mcp::tool_map(client.peer()).await;
     (client, tools)
 }
 

@@ -365,16 +365,7 @@ impl ApiServer {
                     let svc =
                         hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                             let me = me.clone();
-                            async move {
-                                let (parts, body) = req.into_parts();
-                                let bytes = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                let req = Request::from_parts(parts, Body::from(bytes.to_vec()));
-                                Ok::<_, Infallible>(me.handle(req).await)
-                            }
+                            async move { Ok::<_, Infallible>(me.handle(req).await) }
                         });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -660,7 +651,7 @@ impl ApiServer {
         Ok(())
     }
 
-    async fn handle(&self, req: Request<Body>) -> Response<RespBody> {
+    async fn handle<B: http_body::Body>(&self, req: Request<B>) -> Response<RespBody> {
         let (parts, body) = req.into_parts();
         let bytes = body
             .collect()

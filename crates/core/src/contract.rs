@@ -145,6 +145,9 @@ pub mod labels {
     pub const ANNOTATION_WORKSPACE: &str = "codex-orchestrator.dev/workspace";
     /// Kubernetes annotation: the request's free-form labels as a JSON object.
     pub const ANNOTATION_REQUEST_LABELS: &str = "codex-orchestrator.dev/request-labels";
+    /// Kubernetes annotation: when the gateway submitted the run, to the nanosecond (orders
+    /// runs created within one second of `creationTimestamp`).
+    pub const ANNOTATION_QUEUED_AT: &str = "codex-orchestrator.dev/queued-at";
     /// Images: `base` or `runner`.
     pub const KIND: &str = "codex-orchestrator.dev/kind";
     /// Images: our version, the codex version and binary hash, the content hash, the base key.
@@ -219,6 +222,7 @@ mod tests {
             WORKSPACE_HASH,
             ANNOTATION_WORKSPACE,
             ANNOTATION_REQUEST_LABELS,
+            ANNOTATION_QUEUED_AT,
             KIND,
             VERSION,
             CODEX_VERSION,

@@ -268,14 +268,26 @@ async fn service<const N: usize>(
 /// binary and the Dockerfile; an image of that tag is reused.
 pub async fn orchestrator_image(docker: &bollard::Docker) -> String {
     use futures::StreamExt;
+    use sha2::Digest;
+    use std::io::Read;
+    // The binary (over 100 MB in a debug build) is streamed, never held in memory: tests share
+    // one process, whose peak memory a test measures.
     let binary = crate::bins::cli();
-    let bytes = std::fs::read(&binary).expect("read the binary");
     let dockerfile =
         std::fs::read_to_string(crate::repo_root().join("docker/orchestrator.Dockerfile"))
             .expect("docker/orchestrator.Dockerfile");
-    let sha = codex_orchestrator_runner::image::recipe::hex_sha256(
-        &[bytes.as_slice(), dockerfile.as_bytes()].concat(),
-    );
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(dockerfile.as_bytes());
+    let mut file = std::fs::File::open(&binary).expect("open the binary");
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).expect("read the binary");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let sha = hex::encode(hasher.finalize());
     let tag = format!("codex-orchestrator-test:{}", &sha[..16]);
     if docker.inspect_image(&tag).await.is_ok() {
         return tag;
@@ -283,20 +295,34 @@ pub async fn orchestrator_image(docker: &bollard::Docker) -> String {
     let base = codex_orchestrator_runner::image::base::ensure_base_image(docker, false)
         .await
         .expect("the offline base image");
-    let mut context = tar::Builder::new(Vec::new());
-    for (path, data, mode) in [
-        ("Dockerfile", dockerfile.as_bytes(), 0o644),
-        ("prebuilt/codex-orchestrator", bytes.as_slice(), 0o755),
-    ] {
+    let dir = tempfile::tempdir().expect("a context directory");
+    let context_path = dir.path().join("context.tar");
+    {
+        let out = std::fs::File::create(&context_path).expect("the build context");
+        let mut context = tar::Builder::new(std::io::BufWriter::new(out));
         let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
+        header.set_size(dockerfile.len() as u64);
+        header.set_mode(0o644);
         header.set_cksum();
         context
-            .append_data(&mut header, path, data)
+            .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
+            .expect("pack the build context");
+        let mut bin = std::fs::File::open(&binary).expect("open the binary");
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bin.metadata().expect("the binary's size").len());
+        header.set_mode(0o755);
+        header.set_cksum();
+        context
+            .append_data(&mut header, "prebuilt/codex-orchestrator", &mut bin)
+            .expect("pack the build context");
+        context
+            .into_inner()
+            .and_then(|mut w| std::io::Write::flush(&mut w))
             .expect("pack the build context");
     }
-    let context = context.into_inner().expect("pack the build context");
+    let context = tokio::fs::File::open(&context_path)
+        .await
+        .expect("open the build context");
     let args = HashMap::from([
         ("RUST_IMAGE".to_string(), base.reference.clone()),
         ("BASE_IMAGE".to_string(), base.reference.clone()),
@@ -313,7 +339,9 @@ pub async fn orchestrator_image(docker: &bollard::Docker) -> String {
     let mut stream = docker.build_image(
         options,
         None,
-        Some(bollard::body_full(bytes::Bytes::from(context))),
+        Some(bollard::body_try_stream(
+            tokio_util::io::ReaderStream::with_capacity(context, 1 << 20),
+        )),
     );
     let mut log = String::new();
     while let Some(item) = stream.next().await {

@@ -193,6 +193,27 @@ pub fn codexrun_for(
     Ok(cr)
 }
 
+/// When a run was queued: the gateway's `queued-at` annotation when it lies within the second
+/// of `creationTimestamp` (the API server's clock, to the second, is the authority; the
+/// annotation only orders runs within that second), else `creationTimestamp`. Pure.
+fn queued_at(cr: &CodexRun) -> jiff::Timestamp {
+    let created = cr
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(jiff::Timestamp::now, |t| t.0);
+    let precise = cr
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(codex_orchestrator_core::contract::labels::ANNOTATION_QUEUED_AT))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    match precise {
+        Some(p) if p.as_second() == created.as_second() => p,
+        _ => created,
+    }
+}
+
 /// The [`RunStatus`] of a CodexRun as the API server returned it (with uid and creation
 /// time). Pure. A run the controller has not seen yet is `queued`.
 pub fn status_of(cr: &CodexRun) -> Result<RunStatus, RunnerError> {
@@ -203,11 +224,7 @@ pub fn status_of(cr: &CodexRun) -> Result<RunStatus, RunnerError> {
 /// lifecycle from `s`. The inverse of [`set_lifecycle`] for the lifecycle fields. Pure.
 pub fn status_from(cr: &CodexRun, s: &CodexRunStatus) -> Result<RunStatus, RunnerError> {
     let id = run_id_for(cr).map_err(|e| RunnerError::Corrupt(e.to_string()))?;
-    let queued_at = cr
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or_else(jiff::Timestamp::now, |t| t.0);
+    let queued_at = queued_at(cr);
     let ns = cr.namespace().unwrap_or_default();
     let s = s.clone();
     Ok(RunStatus {

@@ -217,6 +217,10 @@ impl Runner for KubeRunner {
         self.check_claim(&cr).await?;
         let name = format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         cr.metadata.name = Some(name.clone());
+        cr.metadata.annotations.get_or_insert_default().insert(
+            codex_orchestrator_core::contract::labels::ANNOTATION_QUEUED_AT.to_string(),
+            jiff::Timestamp::now().to_string(),
+        );
         let created = self
             .runs
             .create(&PostParams::default(), &cr)

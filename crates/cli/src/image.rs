@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use codex_orchestrator_core::environment::Environment;
+use codex_orchestrator_runner::image::environment::ensure_environment_image;
 use codex_orchestrator_runner::image::{
     DEFAULT_CODEX_VERSION, ImageError, ImageInfo, ImageOptions, check_runner_image, connect_docker,
     ensure_runner_image, remove_stale_images, runner_image_tag,
@@ -66,6 +68,12 @@ pub struct BuildArgs {
     /// this executable, else this executable).
     #[arg(long, value_name = "PATH")]
     pub egress_bin: Option<PathBuf>,
+    /// Also build the environment image of this declaration (a project's
+    /// `.codex-orchestrator/environment.toml`: its Debian packages on top of the runner image;
+    /// docs/ENVIRONMENTS.md), unless one of its content key exists. Build output goes to
+    /// stderr.
+    #[arg(long, value_name = "FILE")]
+    pub environment: Option<PathBuf>,
 }
 
 impl BuildArgs {
@@ -96,8 +104,27 @@ pub async fn run_cli(args: ImageArgs) -> Result<(), ImageError> {
     let docker = connect_docker().await?;
     match args.command {
         ImageCommand::Build(build) => {
+            // A bad declaration is refused before anything is built.
+            let environment = match &build.environment {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| ImageError::io("read the environment", path, e))?;
+                    Some(Environment::parse(&text)?)
+                }
+                None => None,
+            };
             let info = ensure_runner_image(&docker, &build.to_options()?).await?;
-            print_json(&info)
+            match environment {
+                None => print_json(&info),
+                Some(env) => {
+                    let built =
+                        ensure_environment_image(&docker, &info.tag, &env, build.force, |line| {
+                            eprintln!("{line}");
+                        })
+                        .await?;
+                    print_json(&serde_json::json!({"runner": info, "environment": built}))
+                }
+            }
         }
         ImageCommand::Show { tag, codex_version } => {
             if let Some(v) = &codex_version {

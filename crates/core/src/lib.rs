@@ -6,6 +6,7 @@
 //! * [`schemas`] — bundled output schemas, the strict-mode check, answer validation.
 //! * [`policy`] — the security policy and every admission rule, as pure functions.
 //! * [`contract`] — the sandbox contract: mount points, environment names, labels.
+//! * [`environment`] — a project's declared environment (packages, setup, caches), checked.
 //! * [`terminal`] — how a run ended, decided from what a backend observed.
 //! * [`redact`] — secret redaction for everything relayed out of a sandbox.
 //! * [`runtoken`] — per-run model-proxy tokens derived from a key (Kubernetes).
@@ -14,6 +15,7 @@
 
 pub mod codex;
 pub mod contract;
+pub mod environment;
 pub mod events;
 pub mod model;
 pub mod policy;

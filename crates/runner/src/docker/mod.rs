@@ -9,6 +9,7 @@
 //! * [`tenants`] — a runner per tenant for the gateway.
 
 pub mod drive;
+pub mod environment;
 pub mod recover;
 pub mod spec;
 pub mod tenants;
@@ -345,6 +346,7 @@ impl Runner for DockerRunner {
         let mut req = self.validate(req)?;
         let secrets = self.secrets_for(&req)?;
         self.resolve_codex_image(&mut req).await?;
+        environment::apply(&self.inner.docker, &self.inner.image, &mut req).await?;
         let id = RunId::generate();
         let status = RunStatus::new_queued(id.clone(), req.mode, req.workspace.clone());
         let run_dir = self.inner.store.create(&req, &status)?;

@@ -31,6 +31,7 @@ pub mod base;
 mod build;
 
 pub mod codex;
+pub mod environment;
 pub mod recipe;
 
 use std::collections::{BTreeMap, HashMap};
@@ -159,6 +160,8 @@ pub enum ImageError {
     NeedsRoot,
     #[error("building image {image} failed: {message}")]
     Build { image: String, message: String },
+    #[error(transparent)]
+    Environment(#[from] codex_orchestrator_core::environment::EnvironmentError),
     #[error("no cache directory: neither XDG_CACHE_HOME nor HOME is set")]
     NoCacheDir,
     #[error("background task failed: {0}")]
@@ -168,7 +171,7 @@ pub enum ImageError {
 }
 
 impl ImageError {
-    pub(crate) fn io(context: &str, path: &Path, source: std::io::Error) -> Self {
+    pub fn io(context: &str, path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             context: context.to_string(),
             path: path.to_path_buf(),

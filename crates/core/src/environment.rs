@@ -1,0 +1,519 @@
+//! Project environments: what a project's sandbox holds besides the runner image — Debian
+//! packages, a setup script, non-secret variables, cache directories, the verify commands and
+//! the hosts its setup may reach — declared in the workspace at [`FILE`]. Parsing and every
+//! check are here, pure; nothing is built or run from a declaration that fails a check, and the
+//! error names the field.
+//!
+//! The content key ([`Environment::image_key`]) names what an environment image holds: the same
+//! runner image and the same packages give the same key, whatever else the file says (setup,
+//! variables and verify commands do not change the image).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Where a workspace declares its environment.
+pub const FILE: &str = ".codex-orchestrator/environment.toml";
+
+/// Most packages one environment may add.
+pub const MAX_PACKAGES: usize = 64;
+/// Most hosts a setup may be allowed to reach.
+pub const MAX_HOSTS: usize = 64;
+/// Most cache directories.
+pub const MAX_CACHES: usize = 16;
+/// Most variables.
+pub const MAX_VARS: usize = 64;
+/// Largest setup script, in bytes.
+pub const MAX_SETUP_BYTES: usize = 64 * 1024;
+/// Largest variable value or verify command, in bytes.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// A project's environment, as declared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// Debian (bookworm) packages added to the runner image, e.g. `cargo`, `golang-go`,
+    /// `nodejs`, `npm`, `build-essential`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    /// A shell script run in the workspace before the agent, with network access limited to
+    /// the allowed hosts (e.g. `cargo fetch`, `npm ci`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
+    /// Environment variables for the setup, codex and the verify commands. Not for secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Absolute directories kept between runs of this environment (e.g.
+    /// `/home/codex/.cargo/registry`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<String>,
+    /// Hosts the setup may reach besides the defaults (`*.example.com` allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
+    /// The verify commands (each replaces the detected ones of its kind).
+    #[serde(default, skip_serializing_if = "EnvironmentVerify::is_empty")]
+    pub verify: EnvironmentVerify,
+}
+
+/// Verify commands an environment names (shell command lines run in the workspace).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentVerify {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+}
+
+impl EnvironmentVerify {
+    pub fn is_empty(&self) -> bool {
+        self.build.is_none() && self.lint.is_none() && self.test.is_none()
+    }
+}
+
+/// Why a declaration is refused: the field (`packages[2]`, `env.PATH`, …) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvironmentError {
+    #[error("{FILE} is not valid TOML for an environment: {0}")]
+    Syntax(String),
+    #[error("{FILE}: `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> EnvironmentError {
+    EnvironmentError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Variables the sandbox sets itself; an environment may not replace them.
+const RESERVED_VARS: &[&str] = &[
+    "HOME",
+    "PATH",
+    "USER",
+    "SHELL",
+    "PWD",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+];
+/// Prefixes of variables the sandbox and codex own.
+const RESERVED_PREFIXES: &[&str] = &["CODEX_", "LD_"];
+/// Words in a variable's name that mark a secret (refused: secrets never go in a workspace
+/// file).
+const SECRET_WORDS: &[&str] = &["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY"];
+/// Directories a cache may not be (or be inside of, for the first group).
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib64",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib/dpkg",
+    "/workspace",
+];
+
+impl Environment {
+    /// Parses and checks a declaration.
+    pub fn parse(text: &str) -> Result<Environment, EnvironmentError> {
+        let env: Environment =
+            toml::from_str(text).map_err(|e| EnvironmentError::Syntax(e.message().to_owned()))?;
+        env.check()?;
+        Ok(env)
+    }
+
+    /// Every rule; the first broken one is the error.
+    pub fn check(&self) -> Result<(), EnvironmentError> {
+        if self.packages.len() > MAX_PACKAGES {
+            return Err(invalid(
+                "packages",
+                format!("{} packages; at most {MAX_PACKAGES}", self.packages.len()),
+            ));
+        }
+        for (i, p) in self.packages.iter().enumerate() {
+            check_package(p).map_err(|m| invalid(format!("packages[{i}]"), m))?;
+            if self.packages[..i].contains(p) {
+                return Err(invalid(
+                    format!("packages[{i}]"),
+                    format!("`{p}` is listed twice"),
+                ));
+            }
+        }
+        if let Some(s) = &self.setup {
+            if s.trim().is_empty() {
+                return Err(invalid("setup", "empty; leave it out instead"));
+            }
+            if s.len() > MAX_SETUP_BYTES {
+                return Err(invalid(
+                    "setup",
+                    format!("{} bytes; at most {MAX_SETUP_BYTES}", s.len()),
+                ));
+            }
+            if s.contains('\0') {
+                return Err(invalid("setup", "contains a NUL byte"));
+            }
+        }
+        if self.env.len() > MAX_VARS {
+            return Err(invalid(
+                "env",
+                format!("{} variables; at most {MAX_VARS}", self.env.len()),
+            ));
+        }
+        for (k, v) in &self.env {
+            check_var(k, v).map_err(|m| invalid(format!("env.{k}"), m))?;
+        }
+        if self.caches.len() > MAX_CACHES {
+            return Err(invalid(
+                "caches",
+                format!("{} directories; at most {MAX_CACHES}", self.caches.len()),
+            ));
+        }
+        for (i, c) in self.caches.iter().enumerate() {
+            check_cache(c).map_err(|m| invalid(format!("caches[{i}]"), m))?;
+            if self.caches[..i].contains(c) {
+                return Err(invalid(
+                    format!("caches[{i}]"),
+                    format!("`{c}` is listed twice"),
+                ));
+            }
+        }
+        if self.allow_hosts.len() > MAX_HOSTS {
+            return Err(invalid(
+                "allow_hosts",
+                format!("{} hosts; at most {MAX_HOSTS}", self.allow_hosts.len()),
+            ));
+        }
+        for (i, h) in self.allow_hosts.iter().enumerate() {
+            check_host(h).map_err(|m| invalid(format!("allow_hosts[{i}]"), m))?;
+        }
+        for (kind, cmd) in [
+            ("build", &self.verify.build),
+            ("lint", &self.verify.lint),
+            ("test", &self.verify.test),
+        ] {
+            if let Some(c) = cmd {
+                check_command(c).map_err(|m| invalid(format!("verify.{kind}"), m))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The content key of the environment image built from `runner_image_id` (the runner
+    /// image's id, `sha256:…`) with these packages: hex SHA-256 of both, packages sorted.
+    pub fn image_key(&self, runner_image_id: &str) -> String {
+        let mut packages: Vec<&str> = self.packages.iter().map(String::as_str).collect();
+        packages.sort_unstable();
+        let mut h = Sha256::new();
+        h.update(b"codex-orchestrator environment image v1\n");
+        h.update(runner_image_id.as_bytes());
+        for p in packages {
+            h.update(b"\n");
+            h.update(p.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// A Debian package name (Debian policy 5.6.7: lowercase letters, digits, `+`, `-`, `.`; at
+/// least two characters, starting with a letter or digit).
+fn check_package(p: &str) -> Result<(), String> {
+    let ok = p.len() >= 2
+        && p.len() <= 100
+        && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && p.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{p}` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`; no versions or options)"
+        ))
+    }
+}
+
+fn check_var(k: &str, v: &str) -> Result<(), String> {
+    let name_ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !name_ok {
+        return Err(
+            "not a variable name (letters, digits and `_`, not starting with a digit)".into(),
+        );
+    }
+    if RESERVED_VARS.contains(&k) || RESERVED_PREFIXES.iter().any(|p| k.starts_with(p)) {
+        return Err("set by the sandbox itself; an environment may not replace it".into());
+    }
+    let upper = k.to_ascii_uppercase();
+    if SECRET_WORDS.iter().any(|w| upper.contains(w)) {
+        return Err(
+            "looks like a secret; a workspace file is no place for one (the egress proxy holds the credentials)"
+                .into(),
+        );
+    }
+    if v.len() > MAX_VALUE_BYTES {
+        return Err(format!("{} bytes; at most {MAX_VALUE_BYTES}", v.len()));
+    }
+    if v.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    Ok(())
+}
+
+fn check_cache(c: &str) -> Result<(), String> {
+    if !c.starts_with('/') {
+        return Err(format!("`{c}` is not an absolute path"));
+    }
+    let parts: Vec<&str> = c.split('/').filter(|s| !s.is_empty()).collect();
+    if parts.is_empty() {
+        return Err("the root directory cannot be a cache".into());
+    }
+    if parts.iter().any(|p| *p == "." || *p == "..") || c.contains("//") || c.ends_with('/') {
+        return Err(format!(
+            "`{c}` is not a normal path (no `.`, `..`, `//` or trailing `/`)"
+        ));
+    }
+    for d in SYSTEM_DIRS {
+        let inside = c == *d || c.starts_with(&format!("{d}/"));
+        let above = d.starts_with(&format!("{c}/"));
+        if inside || above {
+            return Err(format!(
+                "`{c}` is or holds a directory the sandbox needs as it is (`{d}`); use a directory of its own, e.g. under /home/codex or /var/cache"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_host(h: &str) -> Result<(), String> {
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    let labels: Vec<&str> = name.split('.').collect();
+    let ok = name.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{h}` is not a host name (e.g. `registry.npmjs.org` or `*.example.com`; no addresses, ports or schemes)"
+        ))
+    }
+}
+
+fn check_command(c: &str) -> Result<(), String> {
+    if c.trim().is_empty() {
+        return Err("empty; leave it out instead".into());
+    }
+    if c.len() > MAX_VALUE_BYTES {
+        return Err(format!("{} bytes; at most {MAX_VALUE_BYTES}", c.len()));
+    }
+    if c.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUST: &str = r#"
+packages = ["cargo", "rustc"]
+setup = "cargo fetch"
+caches = ["/home/codex/.cargo/registry"]
+allow_hosts = ["crates.io", "*.crates.io"]
+
+[env]
+CARGO_TERM_COLOR = "never"
+
+[verify]
+test = "cargo test --offline"
+"#;
+
+    #[test]
+    fn a_whole_declaration_parses_to_this_object() {
+        assert_eq!(
+            Environment::parse(RUST).unwrap(),
+            Environment {
+                packages: vec!["cargo".into(), "rustc".into()],
+                setup: Some("cargo fetch".into()),
+                env: BTreeMap::from([("CARGO_TERM_COLOR".into(), "never".into())]),
+                caches: vec!["/home/codex/.cargo/registry".into()],
+                allow_hosts: vec!["crates.io".into(), "*.crates.io".into()],
+                verify: EnvironmentVerify {
+                    build: None,
+                    lint: None,
+                    test: Some("cargo test --offline".into()),
+                },
+            }
+        );
+        assert_eq!(Environment::parse("").unwrap(), Environment::default());
+    }
+
+    #[test]
+    fn every_bad_declaration_names_its_field() {
+        let f = FILE;
+        for (text, want) in [
+            (
+                "packages = [\"Cargo\"]",
+                format!(
+                    "{f}: `packages[0]`: `Cargo` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`; no versions or options)"
+                ),
+            ),
+            (
+                "packages = [\"cargo=1.0\"]",
+                format!(
+                    "{f}: `packages[0]`: `cargo=1.0` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`; no versions or options)"
+                ),
+            ),
+            (
+                "packages = [\"--allow-unauthenticated\"]",
+                format!(
+                    "{f}: `packages[0]`: `--allow-unauthenticated` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`; no versions or options)"
+                ),
+            ),
+            (
+                "packages = [\"npm\", \"npm\"]",
+                format!("{f}: `packages[1]`: `npm` is listed twice"),
+            ),
+            (
+                "setup = \"  \"",
+                format!("{f}: `setup`: empty; leave it out instead"),
+            ),
+            (
+                "[env]\nPATH = \"/evil\"",
+                format!(
+                    "{f}: `env.PATH`: set by the sandbox itself; an environment may not replace it"
+                ),
+            ),
+            (
+                "[env]\nCODEX_HOME = \"/x\"",
+                format!(
+                    "{f}: `env.CODEX_HOME`: set by the sandbox itself; an environment may not replace it"
+                ),
+            ),
+            (
+                "[env]\nNPM_TOKEN = \"x\"",
+                format!(
+                    "{f}: `env.NPM_TOKEN`: looks like a secret; a workspace file is no place for one (the egress proxy holds the credentials)"
+                ),
+            ),
+            (
+                "[env]\n\"1X\" = \"x\"",
+                format!(
+                    "{f}: `env.1X`: not a variable name (letters, digits and `_`, not starting with a digit)"
+                ),
+            ),
+            (
+                "caches = [\"cache\"]",
+                format!("{f}: `caches[0]`: `cache` is not an absolute path"),
+            ),
+            (
+                "caches = [\"/home/../etc\"]",
+                format!(
+                    "{f}: `caches[0]`: `/home/../etc` is not a normal path (no `.`, `..`, `//` or trailing `/`)"
+                ),
+            ),
+            (
+                "caches = [\"/usr/local\"]",
+                format!(
+                    "{f}: `caches[0]`: `/usr/local` is or holds a directory the sandbox needs as it is (`/usr`); use a directory of its own, e.g. under /home/codex or /var/cache"
+                ),
+            ),
+            (
+                "caches = [\"/var\"]",
+                format!(
+                    "{f}: `caches[0]`: `/var` is or holds a directory the sandbox needs as it is (`/var/lib/dpkg`); use a directory of its own, e.g. under /home/codex or /var/cache"
+                ),
+            ),
+            (
+                "caches = [\"/\"]",
+                format!("{f}: `caches[0]`: the root directory cannot be a cache"),
+            ),
+            (
+                "allow_hosts = [\"https://crates.io\"]",
+                format!(
+                    "{f}: `allow_hosts[0]`: `https://crates.io` is not a host name (e.g. `registry.npmjs.org` or `*.example.com`; no addresses, ports or schemes)"
+                ),
+            ),
+            (
+                "allow_hosts = [\"10.0.0.1\"]",
+                format!(
+                    "{f}: `allow_hosts[0]`: `10.0.0.1` is not a host name (e.g. `registry.npmjs.org` or `*.example.com`; no addresses, ports or schemes)"
+                ),
+            ),
+            (
+                "allow_hosts = [\"localhost\"]",
+                format!(
+                    "{f}: `allow_hosts[0]`: `localhost` is not a host name (e.g. `registry.npmjs.org` or `*.example.com`; no addresses, ports or schemes)"
+                ),
+            ),
+            (
+                "[verify]\ntest = \"\"",
+                format!("{f}: `verify.test`: empty; leave it out instead"),
+            ),
+        ] {
+            assert_eq!(
+                Environment::parse(text).unwrap_err().to_string(),
+                want,
+                "{text}"
+            );
+        }
+        let unknown = Environment::parse("package = [\"cargo\"]").unwrap_err();
+        assert!(
+            matches!(&unknown, EnvironmentError::Syntax(m) if m.contains("unknown field `package`")),
+            "{unknown}"
+        );
+        let too_many = format!(
+            "packages = [{}]",
+            (0..65)
+                .map(|i| format!("\"p{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(
+            Environment::parse(&too_many).unwrap_err().to_string(),
+            format!("{f}: `packages`: 65 packages; at most 64")
+        );
+    }
+
+    #[test]
+    fn the_image_key_depends_on_the_runner_image_and_the_set_of_packages_only() {
+        let a = Environment::parse(RUST).unwrap();
+        let mut b = a.clone();
+        b.packages.reverse();
+        b.setup = Some("cargo fetch --locked".into());
+        b.verify.test = None;
+        assert_eq!(a.image_key("sha256:1"), b.image_key("sha256:1"));
+        assert_ne!(a.image_key("sha256:1"), a.image_key("sha256:2"));
+        b.packages.push("golang-go".into());
+        assert_ne!(a.image_key("sha256:1"), b.image_key("sha256:1"));
+        assert_eq!(a.image_key("sha256:1").len(), 64);
+    }
+}

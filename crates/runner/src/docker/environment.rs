@@ -1,0 +1,162 @@
+//! A workspace's declared environment on the Docker backend (docs/ENVIRONMENTS.md): the run
+//! gets the environment image of the runner image it would have used, and the declaration's
+//! verify commands where the request names none.
+
+use std::path::Path;
+
+use bollard::Docker;
+use codex_orchestrator_core::environment::{Environment, EnvironmentVerify, FILE};
+use codex_orchestrator_core::model::{RunRequest, VerifyOptions};
+use tracing::{debug, info};
+
+use crate::error::RunnerError;
+
+/// Largest declaration read, in bytes.
+const MAX_FILE_BYTES: u64 = 256 * 1024;
+
+/// The declaration in `workspace`, if it has one: a regular file (not a link), checked.
+pub fn read_declaration(workspace: &Path) -> Result<Option<Environment>, String> {
+    let path = workspace.join(FILE);
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{FILE}: {e}")),
+    };
+    if !meta.is_file() {
+        return Err(format!(
+            "{FILE} is not a regular file (a link or a directory is not read)"
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{FILE} is {} bytes; at most {MAX_FILE_BYTES}",
+            meta.len()
+        ));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{FILE}: {e}"))?;
+    Environment::parse(&text)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// The first declared field this version does not carry out (pure): a run never silently
+/// ignores part of its environment.
+pub fn not_carried_out(env: &Environment) -> Option<&'static str> {
+    [
+        ("setup", env.setup.is_some()),
+        ("env", !env.env.is_empty()),
+        ("caches", !env.caches.is_empty()),
+        ("allow_hosts", !env.allow_hosts.is_empty()),
+    ]
+    .into_iter()
+    .find_map(|(field, set)| set.then_some(field))
+}
+
+/// The request's verify options with the environment's commands for the kinds it names none
+/// of (pure): what a request says wins over the workspace's file.
+pub fn merge_verify(req: Option<VerifyOptions>, env: &EnvironmentVerify) -> Option<VerifyOptions> {
+    if env.is_empty() {
+        return req;
+    }
+    let mut v = req.unwrap_or_default();
+    v.build = v.build.or_else(|| env.build.clone());
+    v.lint = v.lint.or_else(|| env.lint.clone());
+    v.test = v.test.or_else(|| env.test.clone());
+    Some(v)
+}
+
+/// Applies the workspace's declaration to `req`: the environment image on top of the image the
+/// run would use (`req.image`, else `default_image`), built if missing, and the verify
+/// commands. A bad declaration refuses the request before anything exists.
+pub async fn apply(
+    docker: &Docker,
+    default_image: &str,
+    req: &mut RunRequest,
+) -> Result<(), RunnerError> {
+    let Some(env) = read_declaration(&req.workspace).map_err(RunnerError::InvalidRequest)? else {
+        return Ok(());
+    };
+    if let Some(field) = not_carried_out(&env) {
+        return Err(RunnerError::InvalidRequest(format!(
+            "{FILE}: `{field}` is part of the format but this version does not carry it out yet \
+             (packages and verify commands only); remove it rather than have it ignored"
+        )));
+    }
+    let base = req
+        .image
+        .clone()
+        .unwrap_or_else(|| default_image.to_owned());
+    let image = crate::image::environment::ensure_environment_image(docker, &base, &env, false, |line| {
+        debug!(target: "codex_orchestrator::image::build", "{line}");
+    })
+    .await
+    .map_err(|e| match e {
+        crate::image::ImageError::Build { .. } => RunnerError::InvalidRequest(format!(
+            "the environment of {FILE} could not be built (is every package a Debian bookworm package?): {e}"
+        )),
+        other => other.into(),
+    })?;
+    if image.built {
+        info!(image = %image.tag, packages = ?image.packages, "environment image built");
+    }
+    req.image = Some(image.tag);
+    req.verify = merge_verify(req.verify.take(), &env.verify);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_requests_verify_commands_win_over_the_files() {
+        let file = EnvironmentVerify {
+            build: Some("make".into()),
+            lint: None,
+            test: Some("cargo test --offline".into()),
+        };
+        let req = VerifyOptions {
+            test: Some("cargo nextest run".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            merge_verify(Some(req), &file),
+            Some(VerifyOptions {
+                build: Some("make".into()),
+                test: Some("cargo nextest run".into()),
+                ..Default::default()
+            })
+        );
+        assert_eq!(merge_verify(None, &EnvironmentVerify::default()), None);
+    }
+
+    #[test]
+    fn fields_not_carried_out_yet_are_named() {
+        let mut env = Environment::parse("packages = [\"cargo\"]").unwrap();
+        assert_eq!(not_carried_out(&env), None);
+        env.caches = vec!["/home/codex/.cargo/registry".into()];
+        assert_eq!(not_carried_out(&env), Some("caches"));
+        env.setup = Some("cargo fetch".into());
+        assert_eq!(not_carried_out(&env), Some("setup"));
+    }
+
+    #[test]
+    fn a_link_or_an_oversized_file_is_not_read() {
+        let ws = tempfile::tempdir().unwrap();
+        assert_eq!(read_declaration(ws.path()), Ok(None));
+        std::fs::create_dir_all(ws.path().join(".codex-orchestrator")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", ws.path().join(FILE)).unwrap();
+        assert_eq!(
+            read_declaration(ws.path()),
+            Err(format!(
+                "{FILE} is not a regular file (a link or a directory is not read)"
+            ))
+        );
+        std::fs::remove_file(ws.path().join(FILE)).unwrap();
+        std::fs::write(ws.path().join(FILE), vec![b'#'; 300 * 1024]).unwrap();
+        assert_eq!(
+            read_declaration(ws.path()),
+            Err(format!("{FILE} is 307200 bytes; at most 262144"))
+        );
+    }
+}

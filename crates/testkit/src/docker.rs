@@ -408,6 +408,20 @@ pub fn git_workspace() -> tempfile::TempDir {
     dir
 }
 
+/// A workspace of `files` (path, text): one commit, owned by [`WS_UID`].
+pub fn workspace_of(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("workspace");
+    let p = dir.path();
+    for (path, text) in files {
+        crate::write(p, path, text);
+    }
+    crate::git(p, &["init", "-q"]);
+    crate::git(p, &["add", "-A"]);
+    crate::git(p, &["commit", "-q", "-m", "initial"]);
+    chown_tree(p, WS_UID);
+    dir
+}
+
 pub fn chown_tree(p: &Path, uid: u32) {
     std::os::unix::fs::lchown(p, Some(uid), Some(uid)).expect("chown");
     if p.is_dir() && !p.is_symlink() {

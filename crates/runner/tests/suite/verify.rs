@@ -12,8 +12,7 @@ use codex_orchestrator_core::model::{
 use codex_orchestrator_runner::Runner;
 use serde_json::{Value, json};
 
-use codex_orchestrator_testkit::docker::{DockerEnv, WS_UID, chown_tree, tree_contents};
-use codex_orchestrator_testkit::{git, write};
+use codex_orchestrator_testkit::docker::{DockerEnv, tree_contents};
 
 const BUGGY: &str = "def add(a, b):\n    return a - b\n";
 const WRONG_FIX: &str = "*** Begin Patch\n*** Update File: calc.py\n@@\n def add(a, b):\n-    return a - b\n+    return a * b\n*** End Patch\n";
@@ -40,20 +39,14 @@ fn tokens(input: u64, cached: u64, output: u64, reasoning: u64) -> TokenUsage {
 /// A git repository with a buggy `add` and a pytest suite configured by pytest.ini, owned by
 /// the unprivileged test uid.
 fn python_workspace() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    write(p, "calc.py", BUGGY);
-    write(p, "pytest.ini", "[pytest]\ntestpaths = tests\n");
-    write(
-        p,
-        "tests/test_calc.py",
-        "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_add_zero():\n    assert add(0, 0) == 0\n",
-    );
-    git(p, &["init", "-q"]);
-    git(p, &["add", "-A"]);
-    git(p, &["commit", "-q", "-m", "initial"]);
-    chown_tree(p, WS_UID);
-    dir
+    codex_orchestrator_testkit::docker::workspace_of(&[
+        ("calc.py", BUGGY),
+        ("pytest.ini", "[pytest]\ntestpaths = tests\n"),
+        (
+            "tests/test_calc.py",
+            "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_add_zero():\n    assert add(0, 0) == 0\n",
+        ),
+    ])
 }
 
 fn request(ws: &Path, mode: SecurityMode, verify: Option<VerifyOptions>) -> RunRequest {

@@ -36,6 +36,19 @@ pub struct EnvImage {
     pub packages: Vec<String>,
 }
 
+/// The lock of the builds of `tag` in this process.
+fn build_lock(tag: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    LOCKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(tag.to_owned())
+        .or_default()
+        .clone()
+}
+
 /// The Dockerfile of an environment image (pure). Package names were checked
 /// (`Environment::check`): they cannot carry options or shell syntax.
 pub fn environment_dockerfile(packages: &[String]) -> String {
@@ -78,6 +91,10 @@ pub async fn ensure_environment_image(
     let tag = format!("{ENV_REPOSITORY}:{}", &key[..16]);
     let mut packages = env.packages.clone();
     packages.sort_unstable();
+    // Runs of one new environment submitted together build it once: the others wait here,
+    // then find it.
+    let lock = build_lock(&tag);
+    let _building = lock.lock().await;
     if !force && let Some(existing) = inspect_optional(docker, &tag).await? {
         return Ok(EnvImage {
             id: existing.id.unwrap_or_default(),
@@ -164,6 +181,18 @@ pub async fn ensure_environment_image(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builds_of_one_tag_share_one_lock() {
+        assert!(std::sync::Arc::ptr_eq(
+            &build_lock("env:a"),
+            &build_lock("env:a")
+        ));
+        assert!(!std::sync::Arc::ptr_eq(
+            &build_lock("env:a"),
+            &build_lock("env:b")
+        ));
+    }
 
     #[test]
     fn the_dockerfile_installs_the_sorted_packages_and_labels_the_image() {

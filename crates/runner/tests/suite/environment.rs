@@ -10,7 +10,7 @@ use codex_orchestrator_core::model::{
     RunPhase, SecurityMode, StepKind, TerminalReason, TestCounts, VerifyCommand, VerifyStatus,
 };
 use codex_orchestrator_runner::Runner;
-use codex_orchestrator_runner::image::environment::{ENV_REPOSITORY, LABEL_FROM};
+use codex_orchestrator_runner::image::environment::{ENV_REPOSITORY, LABEL_FROM, LABEL_PACKAGES};
 use codex_orchestrator_testkit::docker::{DockerEnv, tree_contents};
 use codex_orchestrator_testkit::write;
 use serde_json::json;
@@ -142,7 +142,10 @@ async fn a_rust_crate_is_fixed_with_cargo_test_in_its_environment() {
             bollard::query_parameters::ListImagesOptionsBuilder::new()
                 .filters(&std::collections::HashMap::from([(
                     "label".to_string(),
-                    vec![format!("{LABEL_FROM}={runner_id}")],
+                    vec![
+                        format!("{LABEL_FROM}={runner_id}"),
+                        format!("{LABEL_PACKAGES}=cargo"),
+                    ],
                 )]))
                 .build(),
         ))
@@ -184,5 +187,80 @@ async fn a_bad_declaration_refuses_the_run_naming_the_field() {
     );
     assert!(runner.store().list().unwrap().is_empty());
     assert_eq!(env.store_containers().await, Vec::<String>::new());
+    env.cleanup().await;
+}
+
+const GO_LIB: &str = "package calc\n\nfunc Add(a, b int) int {\n\treturn a - b\n}\n";
+const GO_TEST: &str = "package calc\n\nimport \"testing\"\n\nfunc TestAdd(t *testing.T) {\n\tif got := Add(2, 3); got != 5 {\n\t\tt.Fatalf(\"Add(2, 3) = %d, want 5\", got)\n\t}\n}\n";
+const GO_FIX: &str = "*** Begin Patch\n*** Update File: calc.go\n@@\n func Add(a, b int) int {\n-\treturn a - b\n+\treturn a + b\n }\n*** End Patch\n";
+
+/// Likewise a Go module: `go build`, `go vet` and `go test` (detected from go.mod) run in the
+/// sandbox of its environment image (`golang-go`), offline, with the caches in the sandbox's
+/// home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_module_is_fixed_with_go_test_in_its_environment() {
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"message": "I read the module."}]},
+        {"output": [{"apply_patch": GO_FIX}]},
+        {"output": [{"message": "Fixed Add()."}]}
+    ]))
+    .await;
+    let ws = codex_orchestrator_testkit::docker::workspace_of(&[
+        ("go.mod", "module example.com/calc\n\ngo 1.19\n"),
+        ("calc.go", GO_LIB),
+        ("calc_test.go", GO_TEST),
+        (
+            ".codex-orchestrator/environment.toml",
+            "packages = [\"golang-go\"]\n",
+        ),
+    ]);
+    let runner = env.runner().await;
+    let mut req = codex_orchestrator_testkit::docker::request(
+        ws.path(),
+        SecurityMode::WorkspaceWrite,
+        "Make the tests pass.",
+    );
+    req.timeout_secs = Some(600);
+    let id = runner.submit(req).await.unwrap();
+    let st = runner.wait(&id, Duration::from_secs(600)).await.unwrap();
+    let art = runner.artifacts(&id).await.unwrap();
+    let r = art.result.clone().expect("result");
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Succeeded, Some(TerminalReason::Completed)),
+        "{st:#?}\n{r:#?}"
+    );
+    let v = r.verify.clone().expect("verify result");
+    assert_eq!(v.status, VerifyStatus::Passed, "{v:#?}");
+    let commands: Vec<(StepKind, &str)> = v
+        .commands
+        .iter()
+        .map(|c| (c.kind, c.command.as_str()))
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            (StepKind::Build, "go build ./..."),
+            (StepKind::Lint, "go vet ./..."),
+            (StepKind::Test, "go test ./...")
+        ]
+    );
+    assert_eq!(v.rounds.len(), 2);
+    let test = |round: usize| {
+        v.rounds[round]
+            .steps
+            .iter()
+            .find(|s| s.kind == StepKind::Test)
+            .unwrap_or_else(|| panic!("round {round} ran go test: {v:#?}"))
+    };
+    assert_eq!((test(0).passed, test(0).exit_code), (false, Some(1)));
+    assert!(
+        test(0).output_tail.contains("Add(2, 3) = -1, want 5"),
+        "{}",
+        test(0).output_tail
+    );
+    assert_eq!((test(1).passed, test(1).exit_code), (true, Some(0)));
+    let patch = art.patch.clone().unwrap_or_default();
+    assert!(patch.contains("+\treturn a + b"), "{patch}");
     env.cleanup().await;
 }

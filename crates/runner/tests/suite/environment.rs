@@ -38,21 +38,27 @@ fn rust_workspace() -> tempfile::TempDir {
     ])
 }
 
-/// A Rust crate with a failing unit test is fixed through the verify loop, `cargo test`
-/// (detected from Cargo.toml) running in the sandbox of the environment image; the image is
-/// the runner image plus `cargo`, labelled with the runner image it came from.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rust_crate_is_fixed_with_cargo_test_in_its_environment() {
-    let mut env = DockerEnv::start(json!([
-        {"output": [{"message": "I read the crate."}]},
-        {"output": [{"apply_patch": FIX}]},
-        {"output": [{"message": "Fixed add()."}]}
+/// Runs "Make the tests pass." on `ws` with a model that first only reads, then applies `fix`
+/// and says `done`: the run must succeed with its verify loop passed in the second round.
+/// Returns the environment (for clean-up and inspection), the verify result and the patch.
+async fn fixed_by_the_verify_loop(
+    ws: &std::path::Path,
+    fix: &str,
+    done: &str,
+) -> (
+    DockerEnv,
+    codex_orchestrator_core::model::VerifyResult,
+    String,
+) {
+    let env = DockerEnv::start(json!([
+        {"output": [{"message": "I read the project."}]},
+        {"output": [{"apply_patch": fix}]},
+        {"output": [{"message": done}]}
     ]))
     .await;
-    let ws = rust_workspace();
     let runner = env.runner().await;
     let mut req = codex_orchestrator_testkit::docker::request(
-        ws.path(),
+        ws,
         SecurityMode::WorkspaceWrite,
         "Make the tests pass.",
     );
@@ -66,8 +72,33 @@ async fn a_rust_crate_is_fixed_with_cargo_test_in_its_environment() {
         (RunPhase::Succeeded, Some(TerminalReason::Completed)),
         "{st:#?}\n{r:#?}"
     );
+    assert_eq!(r.summary.as_deref(), Some(done));
     let v = r.verify.clone().expect("verify result");
     assert_eq!(v.status, VerifyStatus::Passed, "{v:#?}");
+    assert_eq!(v.rounds.len(), 2, "{v:#?}");
+    (env, v, art.patch.unwrap_or_default())
+}
+
+/// The step of `kind` in verify round `round`.
+fn step(
+    v: &codex_orchestrator_core::model::VerifyResult,
+    round: usize,
+    kind: StepKind,
+) -> &codex_orchestrator_core::model::StepRecord {
+    v.rounds[round]
+        .steps
+        .iter()
+        .find(|s| s.kind == kind)
+        .unwrap_or_else(|| panic!("round {round} has no {kind:?} step: {v:#?}"))
+}
+
+/// A Rust crate with a failing unit test is fixed through the verify loop, `cargo test`
+/// (detected from Cargo.toml) running in the sandbox of the environment image; the image is
+/// the runner image plus `cargo`, labelled with the runner image it came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_crate_is_fixed_with_cargo_test_in_its_environment() {
+    let ws = rust_workspace();
+    let (mut env, v, patch) = fixed_by_the_verify_loop(ws.path(), FIX, "Fixed add().").await;
     assert_eq!(
         v.commands,
         vec![
@@ -83,23 +114,9 @@ async fn a_rust_crate_is_fixed_with_cargo_test_in_its_environment() {
             }
         ]
     );
-    assert_eq!(v.rounds.len(), 2);
-    let test_step = |round: usize| {
-        v.rounds[round]
-            .steps
-            .iter()
-            .find(|s| s.kind == StepKind::Test)
-            .unwrap_or_else(|| panic!("round {round} ran cargo test: {v:#?}"))
-    };
-    let build_step = |round: usize| {
-        v.rounds[round]
-            .steps
-            .iter()
-            .find(|s| s.kind == StepKind::Build)
-            .unwrap_or_else(|| panic!("round {round} ran cargo build: {v:#?}"))
-    };
-    assert!(build_step(0).passed && build_step(1).passed, "{v:#?}");
-    let (failed, passed) = (test_step(0), test_step(1));
+    let build = |round| step(&v, round, StepKind::Build);
+    assert!(build(0).passed && build(1).passed, "{v:#?}");
+    let (failed, passed) = (step(&v, 0, StepKind::Test), step(&v, 1, StepKind::Test));
     assert_eq!((failed.passed, failed.exit_code), (false, Some(101)));
     assert!(
         failed
@@ -118,12 +135,10 @@ async fn a_rust_crate_is_fixed_with_cargo_test_in_its_environment() {
             skipped: 0
         })
     );
-    assert_eq!(r.summary.as_deref(), Some("Fixed add()."));
     // The fix is in the workspace and the patch; the build output (git-ignored `target/`, as
     // after a local `cargo test`) is not in the patch.
     let files = tree_contents(ws.path());
     assert!(String::from_utf8_lossy(&files[std::path::Path::new("src/lib.rs")]).contains("a + b"));
-    let patch = art.patch.clone().unwrap_or_default();
     assert!(
         patch.contains("+    a + b") && !patch.contains("target/"),
         "{patch}"
@@ -199,12 +214,6 @@ const GO_FIX: &str = "*** Begin Patch\n*** Update File: calc.go\n@@\n func Add(a
 /// home.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_go_module_is_fixed_with_go_test_in_its_environment() {
-    let mut env = DockerEnv::start(json!([
-        {"output": [{"message": "I read the module."}]},
-        {"output": [{"apply_patch": GO_FIX}]},
-        {"output": [{"message": "Fixed Add()."}]}
-    ]))
-    .await;
     let ws = codex_orchestrator_testkit::docker::workspace_of(&[
         ("go.mod", "module example.com/calc\n\ngo 1.19\n"),
         ("calc.go", GO_LIB),
@@ -214,24 +223,7 @@ async fn a_go_module_is_fixed_with_go_test_in_its_environment() {
             "packages = [\"golang-go\"]\n",
         ),
     ]);
-    let runner = env.runner().await;
-    let mut req = codex_orchestrator_testkit::docker::request(
-        ws.path(),
-        SecurityMode::WorkspaceWrite,
-        "Make the tests pass.",
-    );
-    req.timeout_secs = Some(600);
-    let id = runner.submit(req).await.unwrap();
-    let st = runner.wait(&id, Duration::from_secs(600)).await.unwrap();
-    let art = runner.artifacts(&id).await.unwrap();
-    let r = art.result.clone().expect("result");
-    assert_eq!(
-        (st.phase, st.reason),
-        (RunPhase::Succeeded, Some(TerminalReason::Completed)),
-        "{st:#?}\n{r:#?}"
-    );
-    let v = r.verify.clone().expect("verify result");
-    assert_eq!(v.status, VerifyStatus::Passed, "{v:#?}");
+    let (mut env, v, patch) = fixed_by_the_verify_loop(ws.path(), GO_FIX, "Fixed Add().").await;
     let commands: Vec<(StepKind, &str)> = v
         .commands
         .iter()
@@ -245,14 +237,7 @@ async fn a_go_module_is_fixed_with_go_test_in_its_environment() {
             (StepKind::Test, "go test ./...")
         ]
     );
-    assert_eq!(v.rounds.len(), 2);
-    let test = |round: usize| {
-        v.rounds[round]
-            .steps
-            .iter()
-            .find(|s| s.kind == StepKind::Test)
-            .unwrap_or_else(|| panic!("round {round} ran go test: {v:#?}"))
-    };
+    let test = |round| step(&v, round, StepKind::Test);
     assert_eq!((test(0).passed, test(0).exit_code), (false, Some(1)));
     assert!(
         test(0).output_tail.contains("Add(2, 3) = -1, want 5"),
@@ -260,7 +245,6 @@ async fn a_go_module_is_fixed_with_go_test_in_its_environment() {
         test(0).output_tail
     );
     assert_eq!((test(1).passed, test(1).exit_code), (true, Some(0)));
-    let patch = art.patch.clone().unwrap_or_default();
     assert!(patch.contains("+\treturn a + b"), "{patch}");
     env.cleanup().await;
 }

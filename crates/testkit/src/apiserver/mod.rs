@@ -425,7 +425,9 @@ impl ApiServer {
         change: impl FnOnce(&mut Value),
     ) -> Result<bool, String> {
         let key: Key = (plural.into(), namespace.into(), name.into());
-        let Some(mut v) = self.lock().objects.get(&key).map(|s| s.value.clone()) else {
+        // One lock from the read to the write: no concurrent write is lost in between.
+        let mut st = self.lock();
+        let Some(mut v) = st.objects.get(&key).map(|s| s.value.clone()) else {
             return Ok(false);
         };
         let before = v.clone();
@@ -434,7 +436,6 @@ impl ApiServer {
         if let Err(s) = self.admission_status(plural, &v) {
             return Err(s["message"].as_str().unwrap_or_default().to_owned());
         }
-        let mut st = self.lock();
         self.store(&mut st, key, v, "MODIFIED");
         Ok(true)
     }

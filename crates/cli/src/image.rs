@@ -74,6 +74,15 @@ pub struct BuildArgs {
     /// stderr.
     #[arg(long, value_name = "FILE")]
     pub environment: Option<PathBuf>,
+    /// With --environment: a PEM bundle of extra CA certificates to add to the environment
+    /// image's system store (as the server's `[environment] ca_file` does).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "environment",
+        env = "CODEX_ORCHESTRATOR_CA_FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl BuildArgs {
@@ -117,11 +126,24 @@ pub async fn run_cli(args: ImageArgs) -> Result<(), ImageError> {
             match environment {
                 None => print_json(&info),
                 Some(env) => {
-                    let built =
-                        ensure_environment_image(&docker, &info.tag, &env, build.force, |line| {
+                    let ca = match &build.ca_file {
+                        Some(p) => Some(
+                            std::fs::read(p)
+                                .map_err(|e| ImageError::io("read the CA bundle", p, e))?,
+                        ),
+                        None => None,
+                    };
+                    let built = ensure_environment_image(
+                        &docker,
+                        &info.tag,
+                        &env,
+                        ca.as_deref(),
+                        build.force,
+                        |line| {
                             eprintln!("{line}");
-                        })
-                        .await?;
+                        },
+                    )
+                    .await?;
                     print_json(&serde_json::json!({"runner": info, "environment": built}))
                 }
             }

@@ -107,11 +107,18 @@ const RESERVED_VARS: &[&str] = &[
     "no_proxy",
     "ALL_PROXY",
     "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CARGO_HTTP_CAINFO",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "GIT_SSL_CAINFO",
+    "CURL_CA_BUNDLE",
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
 ];
 /// Prefixes of variables the sandbox and codex own.
-const RESERVED_PREFIXES: &[&str] = &["CODEX_", "LD_"];
+const RESERVED_PREFIXES: &[&str] = &["CODEX_", "LD_", "GIT_CONFIG_"];
 /// Words in a variable's name that mark a secret (refused: secrets never go in a workspace
 /// file).
 const SECRET_WORDS: &[&str] = &["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY"];
@@ -233,6 +240,140 @@ impl Environment {
     }
 }
 
+/// Hosts a setup may reach when the server's configuration names none: the package
+/// registries of Rust, Python, Node and Go (downloads included), nothing that takes uploads
+/// from an anonymous client.
+pub const DEFAULT_SETUP_HOSTS: &[&str] = &[
+    "crates.io",
+    "index.crates.io",
+    "static.crates.io",
+    "pypi.org",
+    "files.pythonhosted.org",
+    "registry.npmjs.org",
+    "registry.yarnpkg.com",
+    "proxy.golang.org",
+    "sum.golang.org",
+];
+
+/// Files at the workspace's root whose content decides what a setup installs: when none of
+/// them (and nothing else of the setup's inputs) changed, an earlier setup's result is reused.
+pub const SETUP_INPUT_FILES: &[&str] = &[
+    "Cargo.toml",
+    "Cargo.lock",
+    "rust-toolchain.toml",
+    "package.json",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "go.mod",
+    "go.sum",
+    "pyproject.toml",
+    "requirements.txt",
+    "requirements-dev.txt",
+    "poetry.lock",
+    "uv.lock",
+    "Pipfile.lock",
+    "Gemfile.lock",
+    "composer.lock",
+];
+
+/// Whether `host` (a name from a CONNECT request) matches `pattern`: the same name, or for
+/// `*.example.com` any name below `example.com` (not `example.com` itself). Case does not
+/// matter; a trailing dot is ignored. Pure.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let pattern = pattern.to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+        None => host == pattern,
+    }
+}
+
+/// Whether any of `patterns` lets a setup reach `host`.
+pub fn host_allowed<S: AsRef<str>>(patterns: &[S], host: &str) -> bool {
+    patterns.iter().any(|p| host_matches(p.as_ref(), host))
+}
+
+/// Whether `declared` (a host or `*.` pattern) asks for nothing beyond `server`'s patterns.
+fn host_covered<S: AsRef<str>>(server: &[S], declared: &str) -> bool {
+    match declared.strip_prefix("*.") {
+        None => host_allowed(server, declared),
+        Some(suffix) => server.iter().any(|p| {
+            p.as_ref()
+                .strip_prefix("*.")
+                .is_some_and(|s| suffix == s || suffix.ends_with(&format!(".{s}")))
+        }),
+    }
+}
+
+impl Environment {
+    /// The hosts this environment's setup may reach on a server allowing `server`: the
+    /// declared ones when it declares any (each must lie within the server's list: a
+    /// workspace file can narrow what its setup reaches, never widen it), else the server's.
+    pub fn setup_hosts<S: AsRef<str>>(
+        &self,
+        server: &[S],
+    ) -> Result<Vec<String>, EnvironmentError> {
+        if self.allow_hosts.is_empty() {
+            return Ok(server.iter().map(|s| s.as_ref().to_owned()).collect());
+        }
+        for (i, h) in self.allow_hosts.iter().enumerate() {
+            if !host_covered(server, h) {
+                return Err(invalid(
+                    format!("allow_hosts[{i}]"),
+                    format!(
+                        "`{h}` is not on this server's setup allowlist ([environment] allow_hosts); a workspace may only narrow it"
+                    ),
+                ));
+            }
+        }
+        Ok(self.allow_hosts.clone())
+    }
+
+    /// The key of one setup's result: the image it runs in, the script, variables, caches and
+    /// hosts, the extra CA bundle, the workspace and the content of its
+    /// [`SETUP_INPUT_FILES`] (`inputs`: name and content of those present). Pure.
+    pub fn setup_key(
+        &self,
+        image: &str,
+        hosts: &[String],
+        ca: Option<&[u8]>,
+        workspace: &str,
+        inputs: &[(String, Vec<u8>)],
+    ) -> String {
+        let mut h = Sha256::new();
+        let mut field = |name: &str, value: &[u8]| {
+            h.update(name.as_bytes());
+            h.update((value.len() as u64).to_le_bytes());
+            h.update(value);
+        };
+        field("v", b"codex-orchestrator setup v1");
+        field("image", image.as_bytes());
+        field(
+            "setup",
+            self.setup.as_deref().unwrap_or_default().as_bytes(),
+        );
+        for (k, v) in &self.env {
+            field("env", k.as_bytes());
+            field("value", v.as_bytes());
+        }
+        for c in &self.caches {
+            field("cache", c.as_bytes());
+        }
+        for host in hosts {
+            field("host", host.as_bytes());
+        }
+        field("ca", ca.unwrap_or_default());
+        field("workspace", workspace.as_bytes());
+        for (name, content) in inputs {
+            field("file", name.as_bytes());
+            field("content", content);
+        }
+        hex::encode(h.finalize())
+    }
+}
+
 /// A Debian package name (Debian policy 5.6.7: lowercase letters, digits, `+`, `-`, `.`; at
 /// least two characters, starting with a letter or digit).
 fn check_package(p: &str) -> Result<(), String> {
@@ -342,6 +483,86 @@ fn check_command(c: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_patterns_match_names_not_suffixes() {
+        assert!(host_matches("crates.io", "crates.io"));
+        assert!(host_matches("crates.io", "Crates.IO."));
+        assert!(!host_matches("crates.io", "static.crates.io"));
+        assert!(!host_matches("crates.io", "evilcrates.io"));
+        assert!(host_matches("*.crates.io", "static.crates.io"));
+        assert!(host_matches("*.crates.io", "a.b.crates.io"));
+        assert!(!host_matches("*.crates.io", "crates.io"));
+        assert!(!host_matches("*.crates.io", "evilcrates.io"));
+        assert!(!host_matches("*.crates.io", "crates.io.evil.example"));
+        assert!(host_allowed(DEFAULT_SETUP_HOSTS, "registry.npmjs.org"));
+        assert!(!host_allowed(DEFAULT_SETUP_HOSTS, "example.com"));
+    }
+
+    #[test]
+    fn a_workspace_can_narrow_the_setup_allowlist_but_not_widen_it() {
+        let server = vec!["pypi.org".to_string(), "*.crates.io".to_string()];
+        let none = Environment::default();
+        assert_eq!(none.setup_hosts(&server).unwrap(), server);
+        let narrow = Environment {
+            allow_hosts: vec![
+                "static.crates.io".into(),
+                "*.crates.io".into(),
+                "*.x.crates.io".into(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(narrow.setup_hosts(&server).unwrap(), narrow.allow_hosts);
+        let wide = Environment {
+            allow_hosts: vec!["pypi.org".into(), "evil.example".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            wide.setup_hosts(&server).unwrap_err().to_string(),
+            format!(
+                "{FILE}: `allow_hosts[1]`: `evil.example` is not on this server's setup allowlist ([environment] allow_hosts); a workspace may only narrow it"
+            )
+        );
+        let wider = Environment {
+            allow_hosts: vec!["*.io".into()],
+            ..Default::default()
+        };
+        assert!(wider.setup_hosts(&server).is_err());
+    }
+
+    #[test]
+    fn the_setup_key_changes_with_every_input() {
+        let env = Environment::parse(RUST).unwrap();
+        let hosts = vec!["*.crates.io".to_string()];
+        let lock = vec![("Cargo.lock".to_string(), b"v1".to_vec())];
+        let key =
+            |e: &Environment,
+             image: &str,
+             ca: Option<&[u8]>,
+             ws: &str,
+             files: &[(String, Vec<u8>)]| { e.setup_key(image, &hosts, ca, ws, files) };
+        let base = key(&env, "img", None, "/w", &lock);
+        assert_eq!(base, key(&env, "img", None, "/w", &lock));
+        let mut other = env.clone();
+        other.setup = Some("cargo fetch --locked".into());
+        let changed = [
+            key(&env, "img2", None, "/w", &lock),
+            key(&env, "img", Some(b"ca"), "/w", &lock),
+            key(&env, "img", None, "/w2", &lock),
+            key(
+                &env,
+                "img",
+                None,
+                "/w",
+                &[("Cargo.lock".to_string(), b"v2".to_vec())],
+            ),
+            key(&env, "img", None, "/w", &[]),
+            key(&other, "img", None, "/w", &lock),
+        ];
+        for k in changed {
+            assert_ne!(k, base);
+        }
+    }
 
     const RUST: &str = r#"
 packages = ["cargo", "rustc"]

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub mod chatgpt;
+pub mod connect;
 use chatgpt::{ChatGptAuth, ChatGptSettings, Credentials};
 
 /// Port the proxy listens on inside its container.

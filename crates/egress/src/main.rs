@@ -20,6 +20,9 @@ enum Command {
     /// Forward only the model API, check the run's token and inject the real API key
     /// (settings from the environment).
     Proxy(codex_orchestrator_egress::ProxyArgs),
+    /// The setup proxy: tunnel HTTPS (CONNECT) to the allowed hosts only (allowlist from the
+    /// environment), one JSON line per decision on stdout.
+    ConnectProxy(codex_orchestrator_egress::connect::ConnectProxyArgs),
 }
 
 #[tokio::main]
@@ -30,8 +33,11 @@ async fn main() {
         .with_ansi(false)
         .with_target(false)
         .try_init();
-    let Command::Proxy(args) = cli.command;
-    if let Err(e) = codex_orchestrator_egress::main(args).await {
+    let done = match cli.command {
+        Command::Proxy(args) => codex_orchestrator_egress::main(args).await,
+        Command::ConnectProxy(args) => codex_orchestrator_egress::connect::main(args).await,
+    };
+    if let Err(e) = done {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -108,6 +108,58 @@ impl Default for DockerConfig {
     }
 }
 
+/// Project environments (`[environment]`, docs/ENVIRONMENTS.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// Hosts (names, or `*.example.com`) a setup script may reach over HTTPS; a workspace's
+    /// `allow_hosts` can only narrow this list.
+    pub allow_hosts: Vec<String>,
+    /// Longest a setup script may run.
+    pub setup_timeout_secs: u64,
+    /// Docker network the setup proxy reaches the allowed hosts through (the setup container
+    /// itself is only on the run's own internal setup network).
+    pub network: String,
+    /// A PEM bundle of extra CA certificates (a TLS-inspecting proxy's): added to the system
+    /// store of environment images, given to pip, cargo, npm, git and curl in setup and
+    /// sandbox, and trusted by the egress proxy upstream.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for EnvironmentConfig {
+    fn default() -> Self {
+        EnvironmentConfig {
+            allow_hosts: codex_orchestrator_core::environment::DEFAULT_SETUP_HOSTS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+            setup_timeout_secs: 900,
+            network: "bridge".into(),
+            ca_file: None,
+        }
+    }
+}
+
+impl EnvironmentConfig {
+    /// The extra CA bundle's bytes (checked to hold a certificate), if one is configured.
+    pub fn ca_bundle(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).map_err(|e| ConfigError::Invalid {
+            key: "environment.ca_file".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        if !String::from_utf8_lossy(&bytes).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ConfigError::Invalid {
+                key: "environment.ca_file".into(),
+                message: format!("{} holds no PEM certificate", path.display()),
+            });
+        }
+        Ok(Some(bytes))
+    }
+}
+
 /// How runs without a provider authenticate to OpenAI (`[auth] mode`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -177,6 +229,8 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// How runs without a provider authenticate (`[auth]`).
     pub auth: AuthConfig,
+    /// Project environments: the setup allowlist, its time limit, extra CA certificates.
+    pub environment: EnvironmentConfig,
     /// Cap of a run's stored event log (`events.jsonl`), in MiB: past it, events are still
     /// folded and counted (`result.event_log`) but not stored; the run's completion always is.
     pub max_event_log_mb: u64,
@@ -206,6 +260,7 @@ impl Default for Config {
             docker: DockerConfig::default(),
             providers: BTreeMap::new(),
             auth: AuthConfig::default(),
+            environment: EnvironmentConfig::default(),
             max_event_log_mb: DEFAULT_MAX_EVENT_LOG_MB,
             verify: VerifyDefaults::default(),
             max_workspace_growth_mb: DEFAULT_MAX_WORKSPACE_GROWTH_MB,
@@ -350,6 +405,7 @@ impl Config {
                 "CODEX_ORCHESTRATOR_CHATGPT_AUTH_FILE" => {
                     cfg.auth.chatgpt_auth_file = Some(PathBuf::from(v))
                 }
+                "CODEX_ORCHESTRATOR_CA_FILE" => cfg.environment.ca_file = Some(PathBuf::from(v)),
                 "CODEX_ORCHESTRATOR_CHATGPT_BASE_URL" => {
                     cfg.auth.chatgpt_base_url = Some(v.trim().to_string())
                 }
@@ -446,6 +502,44 @@ impl Config {
             return Err(bad(
                 "auth.chatgpt_base_url",
                 format!("`{u}` is not an http(s) URL"),
+            ));
+        }
+        let e = &self.environment;
+        if e.allow_hosts.is_empty() {
+            return Err(bad(
+                "environment.allow_hosts",
+                "empty: a setup could reach nothing (name the registries it may use)".into(),
+            ));
+        }
+        let as_declared = codex_orchestrator_core::environment::Environment {
+            allow_hosts: e.allow_hosts.clone(),
+            ..Default::default()
+        };
+        if let Err(codex_orchestrator_core::environment::EnvironmentError::Invalid {
+            field,
+            message,
+        }) = as_declared.check()
+        {
+            return Err(bad(&format!("environment.{field}"), message));
+        }
+        if e.network.is_empty() || e.network == "host" {
+            return Err(bad(
+                "environment.network",
+                "the host network is never allowed for the setup proxy".into(),
+            ));
+        }
+        if e.setup_timeout_secs == 0 {
+            return Err(bad(
+                "environment.setup_timeout_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(f) = &e.ca_file
+            && !f.is_absolute()
+        {
+            return Err(bad(
+                "environment.ca_file",
+                format!("`{}` must be an absolute path", f.display()),
             ));
         }
         if let Some(p) = &self.default_provider
@@ -663,6 +757,56 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_section_and_its_ca_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let file = format!(
+            "[environment]\nallow_hosts = [\"*.corp.example\"]\nsetup_timeout_secs = 60\nca_file = \"{}\"",
+            pem.display()
+        );
+        let cfg = Config::from_parts(
+            Some(&file),
+            Path::new("/c.toml"),
+            &BTreeMap::new(),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.environment,
+            EnvironmentConfig {
+                allow_hosts: vec!["*.corp.example".into()],
+                setup_timeout_secs: 60,
+                network: "bridge".into(),
+                ca_file: Some(pem.clone()),
+            }
+        );
+        assert_eq!(
+            cfg.environment.ca_bundle().unwrap(),
+            Some(std::fs::read(&pem).unwrap())
+        );
+        assert_eq!(Config::default().environment.ca_bundle().unwrap(), None);
+        assert!(
+            Config::default()
+                .environment
+                .allow_hosts
+                .contains(&"registry.npmjs.org".to_string())
+        );
+        std::fs::write(&pem, "not a certificate").unwrap();
+        assert_eq!(
+            cfg.environment.ca_bundle().unwrap_err().to_string(),
+            format!(
+                "invalid setting `environment.ca_file`: {} holds no PEM certificate",
+                pem.display()
+            )
+        );
+    }
+
+    #[test]
     fn invalid_settings_are_named() {
         let env = BTreeMap::new();
         let ov = Overrides::default();
@@ -672,6 +816,16 @@ mod tests {
             ("[docker]\nnetwork = \"host\"", "docker.network"),
             ("default_provider = \"nope\"", "default_provider"),
             ("[providers.x]\nbase_url = \"ftp://a\"", "providers.x"),
+            ("[environment]\nallow_hosts = []", "environment.allow_hosts"),
+            (
+                "[environment]\nallow_hosts = [\"10.0.0.1\"]",
+                "environment.allow_hosts[0]",
+            ),
+            (
+                "[environment]\nsetup_timeout_secs = 0",
+                "environment.setup_timeout_secs",
+            ),
+            ("[environment]\nca_file = \"ca.pem\"", "environment.ca_file"),
         ];
         for (text, key) in cases {
             let e = Config::from_parts(Some(text), Path::new("/c.toml"), &env, &ov).unwrap_err();

@@ -409,6 +409,7 @@ async fn command_patch_usage_and_answer_with(codex: std::path::PathBuf) {
         agent_isolation: Some("model processes run under the agent's uid: they cannot read its memory, descriptors or environment (it is not dumpable), but they can signal it (it is not the sandbox's PID 1) and read and write its private files".into()),
         event_log: None,
         degraded: None,
+        setup: None,
         usage: UsageReport {
             per_attempt: vec![total],
             total,

@@ -475,6 +475,7 @@ impl RunFold {
             event_log: None,
             // The agent sets it when the stream was unusable ([`RunFold::unusable_stream`]).
             degraded: None,
+            setup: None,
         }
     }
 

@@ -11,8 +11,8 @@ pub mod verify;
 pub use request::{ModelProvider, RunId, RunIdError, RunRequest, RunSpec, WireApi};
 pub use result::{
     CommandRecord, Degraded, DiskChange, EventLogCut, FileChange, FileChangeKind, LimitsHit,
-    McpToolCallRecord, OutputError, PatchInfo, RunResult, TokenUsage, UnreviewedChange,
-    UnreviewedKind, UsageReport, WebSearchRecord,
+    McpToolCallRecord, OutputError, PatchInfo, RunResult, SetupCache, SetupReport, TokenUsage,
+    UnreviewedChange, UnreviewedKind, UsageReport, WebSearchRecord,
 };
 pub use security::{NetworkAccess, SecurityMode, SecurityPolicy};
 pub use status::{BackendRef, Progress, RunPhase, RunStatus, TerminalReason};

@@ -353,6 +353,45 @@ pub struct RunResult {
     /// message (absent for a normal run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<Degraded>,
+    /// The environment's setup phase (absent when the environment has no setup script).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<SetupReport>,
+}
+
+/// How a setup used what earlier runs left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SetupCache {
+    /// An earlier setup with the same inputs succeeded and what it made is still there: the
+    /// script did not run.
+    Hit,
+    /// The script ran with the cache directories an earlier run filled.
+    Warm,
+    /// The script ran with empty cache directories (or none).
+    Cold,
+}
+
+/// The setup phase of a run: the environment's script, run with network limited to the
+/// allowed hosts before the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SetupReport {
+    pub cache: SetupCache,
+    /// Wall time of the phase (0 on a hit).
+    pub duration_ms: u64,
+    /// Exit code of the script (absent on a hit, or when it was killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// The last lines of its output (stdout and stderr together).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output_tail: String,
+    /// The hosts it was allowed to reach.
+    pub allowed_hosts: Vec<String>,
+    /// Connections the egress proxy refused (`host:port`, or what was asked), first 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+    /// The cache directories mounted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -390,6 +429,7 @@ impl RunResult {
             agent_isolation: None,
             event_log: None,
             degraded: None,
+            setup: None,
         }
     }
 }

@@ -99,6 +99,9 @@ pub enum TerminalReason {
     Lost,
     /// The agent itself failed (a bug or an unexpected environment).
     AgentError,
+    /// The environment's setup script failed (or changed files that are not git-ignored, or
+    /// ran out of time); the result's `setup` holds its output tail.
+    SetupFailed,
 }
 
 /// Live counters, updated from the event stream. Small and cheap to copy.

@@ -29,6 +29,7 @@ use codex_orchestrator_core::terminal::{self, Observed};
 use futures::StreamExt;
 use tracing::{info, warn};
 
+use super::setup::SetupOutcome;
 use super::spec::*;
 use super::{Inner, RunHandle, Start, is_not_found};
 use crate::error::{RunnerError, StoreError};
@@ -129,11 +130,12 @@ pub(super) async fn start_egress(
         .await?;
     connect(inner, &inner.cfg.docker.network, &pname, None).await?;
     inner.docker.start_container(&pname, None).await?;
-    wait_proxy_ready(inner, &pname).await
+    wait_ready(inner, &pname, "egress proxy listening").await
 }
 
-/// Waits (bounded) until the proxy logs that it listens; fails with its log if it exits.
-async fn wait_proxy_ready(inner: &Inner, name: &str) -> Result<(), RunnerError> {
+/// Waits (bounded) until a proxy logs `marker` (that it listens); fails with its log if it
+/// exits.
+pub(super) async fn wait_ready(inner: &Inner, name: &str, marker: &str) -> Result<(), RunnerError> {
     let deadline = Instant::now() + PROXY_READY_TIMEOUT;
     let mut delay = Duration::from_millis(20);
     loop {
@@ -145,7 +147,7 @@ async fn wait_proxy_ready(inner: &Inner, name: &str) -> Result<(), RunnerError> 
         while let Some(Ok(chunk)) = logs.next().await {
             text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
-        if text.contains("egress proxy listening") {
+        if text.contains(marker) {
             return Ok(());
         }
         let running = matches!(
@@ -155,7 +157,7 @@ async fn wait_proxy_ready(inner: &Inner, name: &str) -> Result<(), RunnerError> 
         if !running || Instant::now() >= deadline {
             let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
             return Err(RunnerError::docker(format!(
-                "the egress proxy did not start{}: {tail}",
+                "the proxy {name} did not start{}: {tail}",
                 if running { " in time" } else { "" }
             )));
         }
@@ -225,6 +227,7 @@ pub(super) async fn drive(
     let policy = SecurityPolicy::for_mode(req.mode);
     let timeout = req.timeout_secs.unwrap_or(inner.cfg.default_timeout_secs);
 
+    let mut setup_report = None;
     if let Start::Fresh = start {
         sink.update(true, |s| s.phase = RunPhase::Starting)?;
         let secrets = inner.secrets_lock().remove(&id).unwrap_or_default();
@@ -238,8 +241,44 @@ pub(super) async fn drive(
             }
             _ => egress_plan(provider.as_ref(), &secrets, &new_token())?,
         };
+        let plan = super::environment::load(&inner.store, &id)?;
+        if let Some(plan) = &plan
+            && plan.environment.setup.is_some()
+        {
+            sink.update(true, |s| {
+                s.message = Some("setting up the environment".into())
+            })?;
+            match run_setup(&inner, &id, &req, plan, &handle).await? {
+                SetupOutcome::Ready(report) => {
+                    // Kept for the result, which a re-attached drive writes.
+                    let json = serde_json::to_vec(&report)
+                        .map_err(|e| RunnerError::Internal(e.to_string()))?;
+                    inner
+                        .store
+                        .write_file(&id, super::setup::SETUP_REPORT, &json)?;
+                    setup_report = Some(report);
+                    sink.update(true, |s| s.message = None)?;
+                }
+                SetupOutcome::Failed(report, message) => {
+                    let ended = terminal::Terminal::new(
+                        RunPhase::Failed,
+                        TerminalReason::SetupFailed,
+                        message,
+                    );
+                    return end_before_sandbox(&inner, &id, &mut sink, &ended, report);
+                }
+                SetupOutcome::Cancelled(report) => {
+                    let ended = terminal::Terminal::new(
+                        RunPhase::Cancelled,
+                        TerminalReason::Cancelled,
+                        "cancelled during the environment's setup",
+                    );
+                    return end_before_sandbox(&inner, &id, &mut sink, &ended, report);
+                }
+            }
+        }
         let (name_, body, fallback) =
-            build_container(&inner, &id, &req, &policy, timeout, &egress)?;
+            build_container(&inner, &id, &req, &policy, timeout, &egress, plan.as_ref())?;
         if let Err(e) = start_egress(&inner, &id, req.mode, &egress).await {
             inner.remove_run(&id).await;
             return Err(e);
@@ -433,6 +472,12 @@ pub(super) async fn drive(
     });
     let mut result = lifecycle::result_of(Some(fold), &ended);
     lifecycle::add_log_cut(&mut result, out.cut());
+    result.setup = setup_report.or_else(|| {
+        // A re-attached run: the report its start kept.
+        std::fs::read(inner.store.path(&id, super::setup::SETUP_REPORT))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    });
     inner.store.write_result(&id, &result)?;
     if let Some(c) = fold.completed() {
         if let Some(p) = &c.patch {
@@ -453,6 +498,64 @@ pub(super) async fn drive(
     Ok(())
 }
 
+/// Runs the setup phase of a run whose environment has a script.
+async fn run_setup(
+    inner: &Inner,
+    id: &RunId,
+    req: &RunRequest,
+    plan: &super::setup::RunEnvironment,
+    handle: &RunHandle,
+) -> Result<SetupOutcome, RunnerError> {
+    let (uid, gid, _) = workspace_user(&req.workspace)?;
+    let image = req.image.clone().unwrap_or_else(|| inner.image.clone());
+    let run = super::setup::SetupRun {
+        id,
+        mode: req.mode,
+        workspace: &req.workspace,
+        image: &image,
+        uid,
+        gid,
+        plan,
+        cancel: &handle.cancel,
+    };
+    let outcome = super::setup::run(inner, &run).await;
+    if outcome.is_err() {
+        super::setup::remove_setup(inner, id).await;
+    }
+    outcome
+}
+
+/// Ends a run before its sandbox existed (its setup failed or was cancelled): the result with
+/// the setup's report, the terminal status, nothing left behind.
+fn end_before_sandbox(
+    inner: &Inner,
+    id: &RunId,
+    sink: &mut StatusSink<'_>,
+    ended: &terminal::Terminal,
+    report: codex_orchestrator_core::model::SetupReport,
+) -> Result<(), RunnerError> {
+    let mut result = lifecycle::result_of(None, ended);
+    result.setup = Some(report);
+    inner.store.write_result(id, &result)?;
+    sink.update(true, |s| {
+        lifecycle::finish(s, ended, None, None, jiff::Timestamp::now())
+    })?;
+    info!(phase = %ended.phase, "run finished before its sandbox");
+    Ok(())
+}
+
+/// The uid and gid a run's containers use (the workspace owner's, or the fallback for root),
+/// and whether it is the fallback.
+fn workspace_user(workspace: &std::path::Path) -> Result<(u32, u32, bool), RunnerError> {
+    let meta = std::fs::metadata(workspace).map_err(|e| {
+        RunnerError::InvalidRequest(format!(
+            "workspace `{}` cannot be used: {e}",
+            workspace.display()
+        ))
+    })?;
+    Ok(sandbox_user(meta.uid(), meta.gid()))
+}
+
 /// Copies the fold's live view into the status (throttled writes; phase changes at once).
 fn publish(sink: &mut StatusSink<'_>, fold: &RunFold) -> Result<(), StoreError> {
     sink.update(false, |s| lifecycle::apply_fold(s, fold))
@@ -467,14 +570,9 @@ fn build_container(
     policy: &SecurityPolicy,
     timeout: u64,
     egress: &EgressPlan,
+    plan: Option<&super::setup::RunEnvironment>,
 ) -> Result<BuiltContainer, RunnerError> {
-    let meta = std::fs::metadata(&req.workspace).map_err(|e| {
-        RunnerError::InvalidRequest(format!(
-            "workspace `{}` cannot be used: {e}",
-            req.workspace.display()
-        ))
-    })?;
-    let (uid, gid, fallback) = sandbox_user(meta.uid(), meta.gid());
+    let (uid, gid, fallback) = workspace_user(&req.workspace)?;
     // Write modes: the host's `.git` is masked by a private copy (admission refused `.git`
     // files and symlinks there).
     let private_git = !policy.workspace_read_only
@@ -519,10 +617,18 @@ fn build_container(
             .map(|(k, v)| format!("{k}={v}")),
     );
     env.extend(egress.sandbox_env.iter().cloned());
+    let image = req.image.clone().unwrap_or_else(|| inner.image.clone());
+    let caches = match plan {
+        Some(p) => {
+            env.extend(super::setup::environment_env(&p.environment, p.extra_ca));
+            super::setup::run_caches(&inner.store_key, &image, uid, gid, &p.environment.caches)
+        }
+        None => Vec::new(),
+    };
     let d = &inner.cfg.docker;
     let (name, body) = container_spec(&ContainerInputs {
         run_id: id.clone(),
-        image: req.image.clone().unwrap_or_else(|| inner.image.clone()),
+        image,
         policy: policy.clone(),
         workspace: req.workspace.clone(),
         uid,
@@ -538,6 +644,7 @@ fn build_container(
         env,
         store_key: inner.store_key.clone(),
         private_git,
+        caches,
     });
     Ok((name, body, fallback))
 }

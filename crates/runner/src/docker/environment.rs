@@ -9,7 +9,11 @@ use codex_orchestrator_core::environment::{Environment, EnvironmentVerify, FILE}
 use codex_orchestrator_core::model::{RunRequest, VerifyOptions};
 use tracing::{debug, info};
 
-use crate::error::RunnerError;
+use super::setup::{RUN_ENVIRONMENT_FILE, RunEnvironment};
+use crate::config::Config;
+use crate::error::{RunnerError, StoreError};
+use crate::store::RunStore;
+use codex_orchestrator_core::model::RunId;
 
 /// Largest declaration read, in bytes.
 const MAX_FILE_BYTES: u64 = 256 * 1024;
@@ -39,19 +43,6 @@ pub fn read_declaration(workspace: &Path) -> Result<Option<Environment>, String>
         .map_err(|e| e.to_string())
 }
 
-/// The first declared field this version does not carry out (pure): a run never silently
-/// ignores part of its environment.
-pub fn not_carried_out(env: &Environment) -> Option<&'static str> {
-    [
-        ("setup", env.setup.is_some()),
-        ("env", !env.env.is_empty()),
-        ("caches", !env.caches.is_empty()),
-        ("allow_hosts", !env.allow_hosts.is_empty()),
-    ]
-    .into_iter()
-    .find_map(|(field, set)| set.then_some(field))
-}
-
 /// The request's verify options with the environment's commands for the kinds it names none
 /// of (pure): what a request says wins over the workspace's file.
 pub fn merge_verify(req: Option<VerifyOptions>, env: &EnvironmentVerify) -> Option<VerifyOptions> {
@@ -67,28 +58,38 @@ pub fn merge_verify(req: Option<VerifyOptions>, env: &EnvironmentVerify) -> Opti
 
 /// Applies the workspace's declaration to `req`: the environment image on top of the image the
 /// run would use (`req.image`, else `default_image`), built if missing, and the verify
-/// commands. A bad declaration refuses the request before anything exists.
+/// commands. Returns what the run's start needs (its setup, variables, caches, hosts). A bad
+/// declaration refuses the request before anything exists.
 pub async fn apply(
     docker: &Docker,
     default_image: &str,
+    cfg: &Config,
     req: &mut RunRequest,
-) -> Result<(), RunnerError> {
+) -> Result<Option<RunEnvironment>, RunnerError> {
     let Some(env) = read_declaration(&req.workspace).map_err(RunnerError::InvalidRequest)? else {
-        return Ok(());
+        return Ok(None);
     };
-    if let Some(field) = not_carried_out(&env) {
-        return Err(RunnerError::InvalidRequest(format!(
-            "{FILE}: `{field}` is part of the format but this version does not carry it out yet \
-             (packages and verify commands only); remove it rather than have it ignored"
-        )));
-    }
+    let hosts = env
+        .setup_hosts(&cfg.environment.allow_hosts)
+        .map_err(|e| RunnerError::InvalidRequest(e.to_string()))?;
+    let ca = cfg
+        .environment
+        .ca_bundle()
+        .map_err(|e| RunnerError::Internal(e.to_string()))?;
     let base = req
         .image
         .clone()
         .unwrap_or_else(|| default_image.to_owned());
-    let image = crate::image::environment::ensure_environment_image(docker, &base, &env, false, |line| {
-        debug!(target: "codex_orchestrator::image::build", "{line}");
-    })
+    let image = crate::image::environment::ensure_environment_image(
+        docker,
+        &base,
+        &env,
+        ca.as_deref(),
+        false,
+        |line| {
+            debug!(target: "codex_orchestrator::image::build", "{line}");
+        },
+    )
     .await
     .map_err(|e| match e {
         crate::image::ImageError::Build { .. } => RunnerError::InvalidRequest(format!(
@@ -101,7 +102,31 @@ pub async fn apply(
     }
     req.image = Some(image.tag);
     req.verify = merge_verify(req.verify.take(), &env.verify);
+    Ok(Some(RunEnvironment {
+        environment: env,
+        hosts,
+        extra_ca: ca.is_some(),
+    }))
+}
+
+/// Keeps what the run's start needs in its directory.
+pub fn save(store: &RunStore, id: &RunId, plan: &RunEnvironment) -> Result<(), RunnerError> {
+    let bytes =
+        serde_json::to_vec_pretty(plan).map_err(|e| RunnerError::Internal(e.to_string()))?;
+    store.write_file(id, RUN_ENVIRONMENT_FILE, &bytes)?;
     Ok(())
+}
+
+/// What [`save`] kept, if the run has an environment.
+pub fn load(store: &RunStore, id: &RunId) -> Result<Option<RunEnvironment>, RunnerError> {
+    let path = store.path(id, RUN_ENVIRONMENT_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RunnerError::Internal(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("read", path, e).into()),
+    }
 }
 
 #[cfg(test)]
@@ -128,16 +153,6 @@ mod tests {
             })
         );
         assert_eq!(merge_verify(None, &EnvironmentVerify::default()), None);
-    }
-
-    #[test]
-    fn fields_not_carried_out_yet_are_named() {
-        let mut env = Environment::parse("packages = [\"cargo\"]").unwrap();
-        assert_eq!(not_carried_out(&env), None);
-        env.caches = vec!["/home/codex/.cargo/registry".into()];
-        assert_eq!(not_carried_out(&env), Some("caches"));
-        env.setup = Some("cargo fetch".into());
-        assert_eq!(not_carried_out(&env), Some("setup"));
     }
 
     #[test]

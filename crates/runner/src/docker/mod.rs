@@ -11,6 +11,7 @@
 pub mod drive;
 pub mod environment;
 pub mod recover;
+pub mod setup;
 pub mod spec;
 pub mod tenants;
 
@@ -322,6 +323,7 @@ impl Inner {
     async fn remove_run(&self, id: &RunId) {
         self.remove_container(&container_name(id)).await;
         self.remove_container(&proxy_name(id)).await;
+        setup::remove_setup(self, id).await;
         if let Err(e) = self.docker.remove_network(&network_name(id)).await
             && !is_not_found(&e)
         {
@@ -346,10 +348,19 @@ impl Runner for DockerRunner {
         let mut req = self.validate(req)?;
         let secrets = self.secrets_for(&req)?;
         self.resolve_codex_image(&mut req).await?;
-        environment::apply(&self.inner.docker, &self.inner.image, &mut req).await?;
+        let plan = environment::apply(
+            &self.inner.docker,
+            &self.inner.image,
+            &self.inner.cfg,
+            &mut req,
+        )
+        .await?;
         let id = RunId::generate();
         let status = RunStatus::new_queued(id.clone(), req.mode, req.workspace.clone());
         let run_dir = self.inner.store.create(&req, &status)?;
+        if let Some(plan) = &plan {
+            environment::save(&self.inner.store, &id, plan)?;
+        }
         if req.mode == SecurityMode::FullAccess {
             crate::audit::record_request(&run_dir, &id, &req)
                 .map_err(|e| StoreError::io("write", run_dir.join(crate::audit::AUDIT_LOG), e))?;

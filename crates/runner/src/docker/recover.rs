@@ -24,9 +24,10 @@ impl DockerRunner {
     pub(super) async fn recover(&self) -> Result<(), RunnerError> {
         let inner = &self.inner;
         let mut live: HashMap<String, String> = HashMap::new(); // run id -> container id
-        // Proxies and networks of runs (run id -> container id / network name).
-        let mut proxies: HashMap<String, String> = HashMap::new();
-        let mut networks: HashMap<String, String> = HashMap::new();
+        // Networks of runs (run id -> network name).
+        // Proxies and setup containers of runs (run id, container id).
+        let mut helpers: Vec<(String, String)> = Vec::new();
+        let mut networks: Vec<(String, String)> = Vec::new();
         // Objects of this store, under today's label and under an earlier version's.
         let store_labels =
             std::iter::once(LABEL_STORE.to_string()).chain(labels::legacy(LABEL_STORE));
@@ -44,8 +45,14 @@ impl DockerRunner {
                 let Some(l) = c.labels.as_ref() else { continue };
                 if let (Some(id), Some(run)) = (c.id.clone(), labels::get(l, LABEL_RUN_ID).cloned())
                 {
-                    if labels::get(l, LABEL_ROLE).map(String::as_str) == Some(ROLE_PROXY) {
-                        proxies.insert(run, id);
+                    let role = labels::get(l, LABEL_ROLE).map(String::as_str);
+                    if matches!(
+                        role,
+                        Some(
+                            ROLE_PROXY | super::setup::ROLE_SETUP | super::setup::ROLE_SETUP_PROXY
+                        )
+                    ) {
+                        helpers.push((run, id));
                     } else {
                         live.insert(run, id);
                     }
@@ -57,7 +64,7 @@ impl DockerRunner {
                 if let (Some(name), Some(run)) =
                     (n.name.clone(), labels::get(l, LABEL_RUN_ID).cloned())
                 {
-                    networks.insert(run, name);
+                    networks.push((run, name));
                 }
             }
         }
@@ -114,7 +121,7 @@ impl DockerRunner {
                 self.finish_lost(st, why)?;
             }
         }
-        for (run, container) in live.into_iter().chain(proxies) {
+        for (run, container) in live.into_iter().chain(helpers) {
             if !keep.contains(&run) {
                 info!(run_id = %run, "removing orphaned container");
                 let _ = inner

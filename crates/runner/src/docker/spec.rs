@@ -274,6 +274,9 @@ pub struct ContainerInputs {
     /// Mask the workspace's `.git` (write modes with a `.git` directory): the host's mounted
     /// read-only at [`HOST_GIT_MOUNT`], a private tmpfs over `/workspace/.git`.
     pub private_git: bool,
+    /// The environment's cache volumes `(volume, path)`, mounted read-only: the agent phase
+    /// uses what the setup put there but cannot change what later runs' setups find.
+    pub caches: Vec<(String, String)>,
 }
 
 /// The container for one run, derived from the security policy. Pure.
@@ -331,6 +334,7 @@ pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
             ),
         );
     }
+    mounts.extend(super::setup::cache_mounts(&i.caches, true));
     let memory = (i.memory_mb * 1024 * 1024) as i64;
     let host_config = HostConfig {
         mounts: Some(mounts),
@@ -585,7 +589,25 @@ mod tests {
             env: vec!["A=b".into()],
             store_key: "0123456789abcdef".into(),
             private_git: false,
+            caches: vec![],
         }
+    }
+
+    #[test]
+    fn cache_volumes_are_read_only_in_the_sandbox() {
+        let mut i = inputs(SecurityMode::WorkspaceWrite);
+        i.caches = vec![("codex-cache-1".into(), "/home/codex/.cargo".into())];
+        let mounts = container_spec(&i).1.host_config.unwrap().mounts.unwrap();
+        assert_eq!(
+            mounts.last(),
+            Some(&Mount {
+                target: Some("/home/codex/.cargo".into()),
+                source: Some("codex-cache-1".into()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(true),
+                ..Default::default()
+            })
+        );
     }
 
     #[test]

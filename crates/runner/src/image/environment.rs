@@ -49,9 +49,52 @@ fn build_lock(tag: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
         .clone()
 }
 
+/// Where an environment image keeps the extra CA bundle (also in its system store).
+pub const EXTRA_CA_PATH: &str = "/usr/local/share/ca-certificates/codex-orchestrator-extra.crt";
+/// The system store of the runner's Debian base.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// The file the build context carries the extra CA bundle in.
+const CA_CONTEXT_FILE: &str = "extra-ca.crt";
+
+/// The variables that make pip, requests, cargo, npm/node, git and curl trust the system
+/// store of an environment image with an extra CA bundle (pure; none without one).
+pub fn ca_env(extra_ca: bool) -> Vec<(String, String)> {
+    if !extra_ca {
+        return Vec::new();
+    }
+    [
+        ("SSL_CERT_FILE", SYSTEM_CA_BUNDLE),
+        ("REQUESTS_CA_BUNDLE", SYSTEM_CA_BUNDLE),
+        ("PIP_CERT", SYSTEM_CA_BUNDLE),
+        ("CARGO_HTTP_CAINFO", SYSTEM_CA_BUNDLE),
+        ("GIT_SSL_CAINFO", SYSTEM_CA_BUNDLE),
+        ("CURL_CA_BUNDLE", SYSTEM_CA_BUNDLE),
+        ("NODE_EXTRA_CA_CERTS", EXTRA_CA_PATH),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// The tag of the environment image of `env` on the runner image `from_id`, with the extra CA
+/// bundle `ca` (pure): the content key, and the bundle's hash when there is one.
+pub fn environment_tag(env: &Environment, from_id: &str, ca: Option<&[u8]>) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let mut key = env.image_key(from_id);
+    if let Some(ca) = ca {
+        let mut h = Sha256::new();
+        h.update(key.as_bytes());
+        h.update(b"\nextra-ca\n");
+        h.update(ca);
+        key = hex::encode(h.finalize());
+    }
+    (format!("{ENV_REPOSITORY}:{}", &key[..16]), key)
+}
+
 /// The Dockerfile of an environment image (pure). Package names were checked
-/// (`Environment::check`): they cannot carry options or shell syntax.
-pub fn environment_dockerfile(packages: &[String]) -> String {
+/// (`Environment::check`): they cannot carry options or shell syntax. With `extra_ca`, the
+/// context's bundle joins the system store.
+pub fn environment_dockerfile(packages: &[String], extra_ca: bool) -> String {
     let mut sorted = packages.to_vec();
     sorted.sort_unstable();
     let install = if sorted.is_empty() {
@@ -62,8 +105,13 @@ pub fn environment_dockerfile(packages: &[String]) -> String {
             sorted.join(" ")
         )
     };
+    let ca = if extra_ca {
+        format!("COPY {CA_CONTEXT_FILE} {EXTRA_CA_PATH}\nRUN update-ca-certificates\n")
+    } else {
+        String::new()
+    };
     format!(
-        "ARG RUNNER_IMAGE\nFROM ${{RUNNER_IMAGE}}\nUSER 0:0\n{install}ARG CONTENT_HASH\nARG FROM_ID\nLABEL {kind}=\"environment\" \\\n      {hash}=\"${{CONTENT_HASH}}\" \\\n      {from}=\"${{FROM_ID}}\" \\\n      {pk}=\"{list}\"\n",
+        "ARG RUNNER_IMAGE\nFROM ${{RUNNER_IMAGE}}\nUSER 0:0\n{ca}{install}ARG CONTENT_HASH\nARG FROM_ID\nLABEL {kind}=\"environment\" \\\n      {hash}=\"${{CONTENT_HASH}}\" \\\n      {from}=\"${{FROM_ID}}\" \\\n      {pk}=\"{list}\"\n",
         kind = label::KIND,
         hash = label::CONTENT_HASH,
         from = LABEL_FROM,
@@ -72,12 +120,14 @@ pub fn environment_dockerfile(packages: &[String]) -> String {
     )
 }
 
-/// The environment image of `env` on top of `runner_image`: reused when its tag exists (and
-/// `force` is false), else built; `progress` gets each line of the build's output.
+/// The environment image of `env` on top of `runner_image` (with the extra CA bundle `ca`):
+/// reused when its tag exists (and `force` is false), else built; `progress` gets each line
+/// of the build's output.
 pub async fn ensure_environment_image(
     docker: &Docker,
     runner_image: &str,
     env: &Environment,
+    ca: Option<&[u8]>,
     force: bool,
     mut progress: impl FnMut(&str),
 ) -> Result<EnvImage, ImageError> {
@@ -87,8 +137,7 @@ pub async fn ensure_environment_image(
             image: runner_image.to_string(),
         })?;
     let from_id = runner.id.unwrap_or_default();
-    let key = env.image_key(&from_id);
-    let tag = format!("{ENV_REPOSITORY}:{}", &key[..16]);
+    let (tag, key) = environment_tag(env, &from_id, ca);
     let mut packages = env.packages.clone();
     packages.sort_unstable();
     // Runs of one new environment submitted together build it once: the others wait here,
@@ -103,13 +152,8 @@ pub async fn ensure_environment_image(
             packages,
         });
     }
-    let dockerfile = environment_dockerfile(&env.packages);
+    let dockerfile = environment_dockerfile(&env.packages, ca.is_some());
     let mut context = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_cksum();
     let pack = |e| {
         ImageError::io(
             "pack the build context",
@@ -117,9 +161,18 @@ pub async fn ensure_environment_image(
             e,
         )
     };
-    context
-        .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
-        .map_err(pack)?;
+    let mut files = vec![("Dockerfile", dockerfile.as_bytes())];
+    if let Some(ca) = ca {
+        files.push((CA_CONTEXT_FILE, ca));
+    }
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        context.append_data(&mut header, name, data).map_err(pack)?;
+    }
     let context = context.into_inner().map_err(pack)?;
     let args = HashMap::from([
         ("RUNNER_IMAGE".to_string(), runner_image.to_string()),
@@ -197,9 +250,41 @@ mod tests {
     #[test]
     fn the_dockerfile_installs_the_sorted_packages_and_labels_the_image() {
         assert_eq!(
-            environment_dockerfile(&["rustc".into(), "cargo".into()]),
+            environment_dockerfile(&["rustc".into(), "cargo".into()], false),
             "ARG RUNNER_IMAGE\nFROM ${RUNNER_IMAGE}\nUSER 0:0\nRUN apt-get update \\\n && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends cargo rustc \\\n && rm -rf /var/lib/apt/lists/*\nARG CONTENT_HASH\nARG FROM_ID\nLABEL codex-orchestrator.dev/kind=\"environment\" \\\n      codex-orchestrator.dev/content-hash=\"${CONTENT_HASH}\" \\\n      codex-orchestrator.dev/environment-from=\"${FROM_ID}\" \\\n      codex-orchestrator.dev/environment-packages=\"cargo rustc\"\n"
         );
-        assert!(!environment_dockerfile(&[]).contains("apt-get"));
+        assert!(!environment_dockerfile(&[], false).contains("apt-get"));
+        assert_eq!(
+            environment_dockerfile(&[], true),
+            "ARG RUNNER_IMAGE\nFROM ${RUNNER_IMAGE}\nUSER 0:0\nCOPY extra-ca.crt /usr/local/share/ca-certificates/codex-orchestrator-extra.crt\nRUN update-ca-certificates\nARG CONTENT_HASH\nARG FROM_ID\nLABEL codex-orchestrator.dev/kind=\"environment\" \\\n      codex-orchestrator.dev/content-hash=\"${CONTENT_HASH}\" \\\n      codex-orchestrator.dev/environment-from=\"${FROM_ID}\" \\\n      codex-orchestrator.dev/environment-packages=\"\"\n"
+        );
+    }
+
+    #[test]
+    fn an_extra_ca_bundle_gives_another_tag() {
+        let env = Environment::parse("packages = [\"cargo\"]").unwrap();
+        let (plain, key) = environment_tag(&env, "sha256:1", None);
+        assert_eq!(plain, format!("codex-orchestrator-env:{}", &key[..16]));
+        assert_eq!(key, env.image_key("sha256:1"));
+        let (with_ca, _) = environment_tag(&env, "sha256:1", Some(b"pem"));
+        let (other_ca, _) = environment_tag(&env, "sha256:1", Some(b"pem2"));
+        assert_ne!(plain, with_ca);
+        assert_ne!(with_ca, other_ca);
+        assert_eq!(ca_env(false), Vec::new());
+        assert_eq!(
+            ca_env(true)
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "SSL_CERT_FILE",
+                "REQUESTS_CA_BUNDLE",
+                "PIP_CERT",
+                "CARGO_HTTP_CAINFO",
+                "GIT_SSL_CAINFO",
+                "CURL_CA_BUNDLE",
+                "NODE_EXTRA_CA_CERTS"
+            ]
+        );
     }
 }

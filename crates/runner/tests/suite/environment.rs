@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use codex_orchestrator_core::model::{
-    RunPhase, SecurityMode, StepKind, TerminalReason, TestCounts, VerifyCommand, VerifyStatus,
+    RunPhase, SecurityMode, SetupCache, StepKind, TerminalReason, TestCounts, VerifyCommand,
+    VerifyStatus,
 };
 use codex_orchestrator_runner::Runner;
 use codex_orchestrator_runner::image::environment::{ENV_REPOSITORY, LABEL_FROM, LABEL_PACKAGES};
@@ -246,5 +247,312 @@ async fn a_go_module_is_fixed_with_go_test_in_its_environment() {
     );
     assert_eq!((test(1).passed, test(1).exit_code), (true, Some(0)));
     assert!(patch.contains("+\treturn a + b"), "{patch}");
+    env.cleanup().await;
+}
+
+/// The runner of `env` with the host's CA bundle as the extra CA bundle: this machine's
+/// network re-signs TLS, as a corporate TLS-inspecting proxy does, so a setup reaches the
+/// registries only trusting it.
+async fn runner_with_host_ca(env: &DockerEnv) -> codex_orchestrator_runner::docker::DockerRunner {
+    let mut cfg = env.config();
+    cfg.environment.ca_file = Some("/etc/ssl/certs/ca-certificates.crt".into());
+    env.runner_with(cfg).await
+}
+
+/// Tries to reach a registry from the sandbox: directly, through the run's model proxy and
+/// through a setup proxy's name. Prints one line per way.
+const PROBE: &str = r#"import threading, urllib.request as u
+results = {}
+def probe(name, proxy):
+    opener = u.build_opener(u.ProxyHandler({"https": proxy} if proxy else {}))
+    try:
+        opener.open("https://pypi.org/simple/six/", timeout=10)
+        results[name] = "REACHED"
+    except Exception as e:
+        results[name] = "BLOCKED " + type(e).__name__
+ways = [("direct", None), ("via-model-proxy", "http://model-proxy:8080"), ("via-setup-proxy", "http://setup-proxy:3128")]
+threads = [threading.Thread(target=probe, args=w, daemon=True) for w in ways]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(20)
+for name, _ in ways:
+    print(name, results.get(name, "BLOCKED (no answer in 20 s)"))
+"#;
+
+/// A setup that fetches `six` from PyPI (pypi.org for its index, files.pythonhosted.org
+/// for the wheel: two allowed hosts, over TLS the host's CA bundle vouches for) into a cache
+/// directory that PYTHONPATH names.
+const PY_ENVIRONMENT: &str = r#"setup = '''
+python3 - <<'PY'
+import io, json, os, urllib.request, zipfile
+index = urllib.request.Request("https://pypi.org/simple/six/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+files = json.load(urllib.request.urlopen(index, timeout=60))["files"]
+url = next(f["url"] for f in files if f["filename"] == "six-1.16.0-py2.py3-none-any.whl")
+wheel = urllib.request.urlopen(url, timeout=60).read()
+zipfile.ZipFile(io.BytesIO(wheel)).extractall(os.path.expanduser("~/deps"))
+print("installed six from", url.split("/")[2])
+PY
+'''
+caches = ["/home/codex/deps"]
+
+[env]
+PYTHONPATH = "/home/codex/deps"
+"#;
+
+/// The setup phase end to end: a Python project whose test needs `six` gets it from PyPI in
+/// its setup (network limited to the allowlist, through the setup proxy, trusting the extra
+/// CA bundle) into a cache volume; the sandbox then runs the test with it, while a registry
+/// stays out of the agent's reach (directly, through the model proxy, through the setup
+/// proxy's name). The second run on the same workspace and inputs skips the setup: a cache
+/// hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_fetches_dependencies_once_and_the_agent_phase_stays_offline() {
+    let ws = codex_orchestrator_testkit::docker::workspace_of(&[
+        ("calc.py", "def add(a, b):\n    return a - b\n"),
+        (
+            "test_calc.py",
+            "import six\n\nfrom calc import add\n\n\ndef test_add():\n    assert six.PY3\n    assert add(2, 3) == 5\n",
+        ),
+        ("probe.py", PROBE),
+        (".gitignore", "__pycache__/\n"),
+        (".codex-orchestrator/environment.toml", PY_ENVIRONMENT),
+    ]);
+    let fix = "*** Begin Patch\n*** Update File: calc.py\n@@\n def add(a, b):\n-    return a - b\n+    return a + b\n*** End Patch\n";
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"exec": "python3 probe.py", "yield_time_ms": 30000}]},
+        {"output": [{"message": "I read the project."}]},
+        {"output": [{"apply_patch": fix}]},
+        {"output": [{"message": "Fixed add()."}]},
+        {"output": [{"message": "Nothing to do."}]}
+    ]))
+    .await;
+    let runner = runner_with_host_ca(&env).await;
+    let run = |prompt: &str| {
+        let mut req = codex_orchestrator_testkit::docker::request(
+            ws.path(),
+            SecurityMode::WorkspaceWrite,
+            prompt,
+        );
+        req.timeout_secs = Some(600);
+        req
+    };
+    let started = std::time::Instant::now();
+    let first = runner.submit(run("Make the tests pass.")).await.unwrap();
+    let st = runner.wait(&first, Duration::from_secs(900)).await.unwrap();
+    let first_secs = started.elapsed().as_secs_f64();
+    let r = runner
+        .artifacts(&first)
+        .await
+        .unwrap()
+        .result
+        .expect("result");
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Succeeded, Some(TerminalReason::Completed)),
+        "{st:#?}\n{r:#?}"
+    );
+    let setup = r.setup.clone().expect("setup report");
+    assert_eq!(
+        (
+            setup.cache,
+            setup.exit_code,
+            setup.refused.clone(),
+            setup.caches.clone()
+        ),
+        (
+            SetupCache::Cold,
+            Some(0),
+            Vec::<String>::new(),
+            vec!["/home/codex/deps".to_string()]
+        ),
+        "{setup:#?}"
+    );
+    assert!(
+        setup
+            .output_tail
+            .contains("installed six from files.pythonhosted.org"),
+        "{setup:#?}"
+    );
+    assert_eq!(
+        setup.allowed_hosts,
+        codex_orchestrator_core::environment::DEFAULT_SETUP_HOSTS
+    );
+    // The test needed six: it failed on the bug, then passed, importing it from the cache.
+    let v = r.verify.clone().expect("verify");
+    assert_eq!(v.status, VerifyStatus::Passed, "{v:#?}");
+    let test = |round| step(&v, round, StepKind::Test);
+    assert!(
+        !test(0).passed && test(0).output_tail.contains("assert -1 == 5"),
+        "{v:#?}"
+    );
+    assert!(test(1).passed, "{v:#?}");
+    // The agent phase reached no registry, by any way.
+    let outputs: Vec<String> = env
+        .mock_requests()
+        .await
+        .iter()
+        .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
+        .filter(|i| i["type"] == "function_call_output")
+        .map(|i| i["output"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let probe = outputs.join("\n");
+    for way in ["direct", "via-model-proxy", "via-setup-proxy"] {
+        assert!(probe.contains(&format!("{way} BLOCKED")), "{way}: {probe}");
+    }
+    assert!(!probe.contains("REACHED"), "{probe}");
+
+    // The second run: same inputs, the cache volume still there → no setup.
+    let started = std::time::Instant::now();
+    let second = runner.submit(run("Check the tests.")).await.unwrap();
+    let st = runner
+        .wait(&second, Duration::from_secs(900))
+        .await
+        .unwrap();
+    let second_secs = started.elapsed().as_secs_f64();
+    let r2 = runner
+        .artifacts(&second)
+        .await
+        .unwrap()
+        .result
+        .expect("result");
+    assert_eq!(st.phase, RunPhase::Succeeded, "{st:#?}\n{r2:#?}");
+    let hit = r2.setup.clone().expect("setup report");
+    assert_eq!(
+        (hit.cache, hit.duration_ms, hit.exit_code),
+        (SetupCache::Hit, 0, None),
+        "{hit:#?}"
+    );
+    assert!(
+        r2.verify.expect("verify").rounds[0]
+            .steps
+            .iter()
+            .all(|s| s.passed)
+    );
+    eprintln!(
+        "python setup: first run {first_secs:.1} s (setup {} ms, cold), second run {second_secs:.1} s (cache hit)",
+        setup.duration_ms
+    );
+    assert_eq!(env.store_containers().await, Vec::<String>::new());
+    env.cleanup().await;
+}
+
+/// A setup that reaches for a host off the allowlist is refused by the setup proxy (and the
+/// refusal is in the result); a failing setup ends the run `failed`/`setup_failed` with its
+/// output tail, before any sandbox or model request; so does a setup that changes files git
+/// does not ignore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_setup_ends_the_run_with_its_output_and_refusals() {
+    let ws = codex_orchestrator_testkit::docker::workspace_of(&[
+        ("calc.py", "def add(a, b):\n    return a + b\n"),
+        (
+            ".codex-orchestrator/environment.toml",
+            r#"setup = '''
+echo "preparing the build"
+python3 - <<'PY'
+import urllib.request
+urllib.request.urlopen("https://pypi.org/simple/six/", timeout=60)
+print("allowed host reached")
+try:
+    urllib.request.urlopen("https://example.com/", timeout=60)
+except OSError as e:
+    raise SystemExit(f"example.com: {e}")
+PY
+'''
+"#,
+        ),
+    ]);
+    let before = tree_contents(ws.path());
+    let mut env = DockerEnv::start(json!([])).await;
+    let runner = runner_with_host_ca(&env).await;
+    let req = codex_orchestrator_testkit::docker::request(
+        ws.path(),
+        SecurityMode::WorkspaceWrite,
+        "Make the tests pass.",
+    );
+    let id = runner.submit(req.clone()).await.unwrap();
+    let st = runner.wait(&id, Duration::from_secs(600)).await.unwrap();
+    let r = runner.artifacts(&id).await.unwrap().result.expect("result");
+    assert_eq!(
+        (st.phase, st.reason, st.message.as_deref()),
+        (
+            RunPhase::Failed,
+            Some(TerminalReason::SetupFailed),
+            Some("the setup script exited with code 1; see result.setup.output_tail")
+        ),
+        "{r:#?}"
+    );
+    let setup = r.setup.clone().expect("setup report");
+    assert_eq!(
+        (setup.cache, setup.exit_code, setup.refused.clone()),
+        (
+            SetupCache::Cold,
+            Some(1),
+            vec!["example.com:443 (not on the setup allowlist)".to_string()]
+        ),
+        "{setup:#?}"
+    );
+    for want in [
+        "preparing the build",
+        "allowed host reached",
+        "example.com: <urlopen error Tunnel connection failed: 403 Refused>",
+        "codex-orchestrator: the setup script exited with code 1",
+    ] {
+        assert!(setup.output_tail.contains(want), "{want}: {setup:#?}");
+    }
+    assert!(r.commands.is_empty() && r.summary.is_none(), "{r:#?}");
+    assert_eq!(tree_contents(ws.path()), before);
+    let run_dir = runner.store().run_dir(&id);
+    assert!(
+        std::fs::read_to_string(run_dir.join("setup.log"))
+            .unwrap()
+            .contains("preparing the build")
+    );
+
+    // A setup that writes where git looks.
+    let ws2 = codex_orchestrator_testkit::docker::workspace_of(&[
+        ("calc.py", "def add(a, b):\n    return a + b\n"),
+        (
+            ".codex-orchestrator/environment.toml",
+            "setup = \"echo generated > stray.txt\"\n",
+        ),
+    ]);
+    let req = codex_orchestrator_testkit::docker::request(
+        ws2.path(),
+        SecurityMode::WorkspaceWrite,
+        "Make the tests pass.",
+    );
+    let id = runner.submit(req).await.unwrap();
+    let st = runner.wait(&id, Duration::from_secs(600)).await.unwrap();
+    let r = runner.artifacts(&id).await.unwrap().result.expect("result");
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Failed, Some(TerminalReason::SetupFailed)),
+        "{r:#?}"
+    );
+    let setup = r.setup.expect("setup report");
+    assert_eq!(setup.exit_code, Some(97), "{setup:#?}");
+    assert!(
+        setup
+            .output_tail
+            .contains("the setup changed files that are not git-ignored")
+            && setup.output_tail.contains("?? stray.txt"),
+        "{setup:#?}"
+    );
+    // Nothing reached the model; nothing of either run is left.
+    assert!(env.mock_requests().await.is_empty());
+    assert_eq!(env.store_containers().await, Vec::<String>::new());
+    let nets = env
+        .docker
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await
+        .unwrap();
+    assert!(
+        !nets.iter().any(|n| n
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("codex-setup-net-"))),
+        "{nets:?}"
+    );
     env.cleanup().await;
 }

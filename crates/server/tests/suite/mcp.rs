@@ -481,6 +481,7 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
         agent_isolation: None,
         event_log: None,
         degraded: None,
+        setup: None,
         usage: UsageReport {
             per_attempt: vec![TokenUsage {
                 input_tokens: 100,

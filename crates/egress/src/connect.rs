@@ -1,0 +1,379 @@
+//! The setup proxy (`codex-orchestrator-egress connect-proxy`): the only way out of a setup
+//! container's network (docs/ENVIRONMENTS.md). It tunnels `CONNECT host:443` to hosts on its
+//! allowlist ([`ENV_ALLOW`], matched by name with
+//! `codex_orchestrator_core::environment::host_matches`) and refuses everything else: other
+//! methods (plain HTTP could carry any `Host`), other ports, addresses instead of names, names
+//! off the list. TLS stays end to end (the proxy sees only the host name), so the setup
+//! container trusts the registries itself (the extra CA bundle, if the network re-signs TLS).
+//!
+//! Every decision is one JSON line on stdout (`{"allowed":…,"target":…,"reason":…}`), which
+//! the runner reads into the run's result; diagnostics go to stderr.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use codex_orchestrator_core::environment::host_allowed;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::ProxyError;
+
+/// Comma-separated host names and `*.` patterns the setup may reach.
+pub const ENV_ALLOW: &str = "CODEX_ORCHESTRATOR_SETUP_ALLOW";
+/// Port the setup proxy listens on inside its container.
+pub const CONNECT_PORT: u16 = 3128;
+/// The only port a tunnel may go to.
+pub const ALLOWED_PORTS: &[u16] = &[443];
+/// Largest request head read.
+const MAX_HEAD: usize = 8 * 1024;
+/// Time for a client to send its request head, and to connect upstream.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most tunnels open at once.
+const MAX_TUNNELS: usize = 256;
+
+/// What the proxy does with one request head. Pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Tunnel to this host and port.
+    Tunnel { host: String, port: u16 },
+    /// Refuse with this status line and reason; `target` is what was asked for.
+    Refuse {
+        status: u16,
+        target: String,
+        reason: String,
+    },
+}
+
+/// Decides on a request head (its first line is what counts).
+pub fn decide<S: AsRef<str>>(allow: &[S], ports: &[u16], head: &str) -> Decision {
+    let line = head.lines().next().unwrap_or_default();
+    let mut parts = line.split(' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let refuse = |status: u16, reason: &str| Decision::Refuse {
+        status,
+        target: target.chars().take(300).collect(),
+        reason: reason.to_owned(),
+    };
+    if method != "CONNECT" {
+        return refuse(
+            405,
+            "only CONNECT (HTTPS to an allowed host) goes through the setup proxy",
+        );
+    }
+    let Some((host, port)) = target.rsplit_once(':') else {
+        return refuse(400, "CONNECT target is not host:port");
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return refuse(400, "CONNECT target is not host:port");
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+        return refuse(403, "an address, not a host name");
+    }
+    if !ports.contains(&port) {
+        return refuse(403, "only port 443");
+    }
+    if !host_allowed(allow, host) {
+        return refuse(403, "not on the setup allowlist");
+    }
+    Decision::Tunnel {
+        host: host.to_ascii_lowercase(),
+        port,
+    }
+}
+
+/// The allowlist from the environment.
+pub fn allow_from_env() -> Result<Vec<String>, ProxyError> {
+    let raw = std::env::var(ENV_ALLOW).unwrap_or_default();
+    let allow: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if allow.is_empty() {
+        return Err(ProxyError::Setting {
+            name: ENV_ALLOW,
+            message: "no host is allowed (set a comma-separated list)".into(),
+        });
+    }
+    Ok(allow)
+}
+
+/// One decision as the line the runner reads.
+fn record(allowed: bool, target: &str, reason: &str) {
+    let line = serde_json::json!({"allowed": allowed, "target": target, "reason": reason});
+    println!("{line}");
+}
+
+/// Serves on `listener` until `shutdown` is cancelled.
+pub async fn serve(allow: Vec<String>, listener: TcpListener, shutdown: CancellationToken) {
+    serve_ports(allow, ALLOWED_PORTS.to_vec(), listener, shutdown).await
+}
+
+/// [`serve`] with other ports than 443 allowed (tests tunnel to a loopback port).
+pub async fn serve_ports(
+    allow: Vec<String>,
+    ports: Vec<u16>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    let addr = listener.local_addr().ok();
+    info!(?addr, ?allow, "setup proxy listening");
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_TUNNELS));
+    let policy = std::sync::Arc::new((allow, ports));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, "too many tunnels; connection dropped");
+            continue;
+        };
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            tunnel(&policy.0, &policy.1, stream).await;
+            drop(permit);
+        });
+    }
+    info!("setup proxy stopped");
+}
+
+/// Reads the head (up to the blank line), bounded in size and time.
+async fn read_head(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let rest = buf.split_off(end + 4);
+                return Some((String::from_utf8_lossy(&buf).into_owned(), rest));
+            }
+            if buf.len() > MAX_HEAD {
+                return Some((String::from_utf8_lossy(&buf).into_owned(), Vec::new()));
+            }
+        }
+    };
+    tokio::time::timeout(HEAD_TIMEOUT, read)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn tunnel(allow: &[String], ports: &[u16], mut client: TcpStream) {
+    let Some((head, rest)) = read_head(&mut client).await else {
+        return;
+    };
+    let (host, port) = match decide(allow, ports, &head) {
+        Decision::Tunnel { host, port } => (host, port),
+        Decision::Refuse {
+            status,
+            target,
+            reason,
+        } => {
+            record(false, &target, &reason);
+            info!(%target, %reason, "setup proxy: refused");
+            let body = format!("setup proxy: {reason}\n");
+            let resp = format!(
+                "HTTP/1.1 {status} Refused\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(resp.as_bytes()).await;
+            return;
+        }
+    };
+    let target = format!("{host}:{port}");
+    let upstream =
+        tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect((host.as_str(), port))).await;
+    let mut upstream = match upstream {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            record(false, &target, &format!("unreachable: {e}"));
+            let _ = client
+                .write_all(b"HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\n\r\n")
+                .await;
+            return;
+        }
+        Err(_) => {
+            record(false, &target, "unreachable: timed out");
+            let _ = client
+                .write_all(b"HTTP/1.1 504 Gateway Timeout\r\nconnection: close\r\n\r\n")
+                .await;
+            return;
+        }
+    };
+    record(true, &target, "allowed");
+    if client
+        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if !rest.is_empty() && upstream.write_all(&rest).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// `connect-proxy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectProxyArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:3128")]
+    pub listen: SocketAddr,
+}
+
+/// Runs the setup proxy until SIGTERM/SIGINT.
+pub async fn main(args: ConnectProxyArgs) -> Result<(), ProxyError> {
+    let allow = allow_from_env()?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ProxyError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    serve(allow, listener, codex_orchestrator_http::cancel_on_signal()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16, target: &str, reason: &str) -> Decision {
+        Decision::Refuse {
+            status,
+            target: target.into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn only_connect_to_an_allowed_name_on_443_tunnels() {
+        let allow = ["crates.io", "*.crates.io"];
+        assert_eq!(
+            decide(
+                &allow,
+                ALLOWED_PORTS,
+                "CONNECT Static.Crates.io:443 HTTP/1.1\r\nHost: x\r\n\r\n"
+            ),
+            Decision::Tunnel {
+                host: "static.crates.io".into(),
+                port: 443
+            }
+        );
+        let only_connect = "only CONNECT (HTTPS to an allowed host) goes through the setup proxy";
+        for (head, want) in [
+            (
+                "CONNECT evil.example:443 HTTP/1.1",
+                refused(403, "evil.example:443", "not on the setup allowlist"),
+            ),
+            (
+                "CONNECT crates.io.evil.example:443 HTTP/1.1",
+                refused(
+                    403,
+                    "crates.io.evil.example:443",
+                    "not on the setup allowlist",
+                ),
+            ),
+            (
+                "CONNECT crates.io:22 HTTP/1.1",
+                refused(403, "crates.io:22", "only port 443"),
+            ),
+            (
+                "CONNECT 151.101.0.1:443 HTTP/1.1",
+                refused(403, "151.101.0.1:443", "an address, not a host name"),
+            ),
+            (
+                "CONNECT [::1]:443 HTTP/1.1",
+                refused(403, "[::1]:443", "an address, not a host name"),
+            ),
+            (
+                "GET http://crates.io/ HTTP/1.1",
+                refused(405, "http://crates.io/", only_connect),
+            ),
+            (
+                "CONNECT crates.io HTTP/1.1",
+                refused(400, "crates.io", "CONNECT target is not host:port"),
+            ),
+            ("", refused(405, "", only_connect)),
+        ] {
+            assert_eq!(decide(&allow, ALLOWED_PORTS, head), want, "{head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_gets_its_reason_and_nothing_is_dialled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(vec!["crates.io".into()], listener, stop.clone()));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).await.unwrap();
+        assert_eq!(
+            answer,
+            "HTTP/1.1 403 Refused\r\ncontent-type: text/plain\r\ncontent-length: 40\r\nconnection: close\r\n\r\nsetup proxy: not on the setup allowlist\n"
+        );
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_allowed_connect_tunnels_bytes_both_ways() {
+        // An echo upstream on loopback, reached by a name the allowlist holds.
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_port = upstream.local_addr().unwrap().port();
+        let echo = tokio::spawn(async move {
+            let (mut s, _) = upstream.accept().await.unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_ports(
+            vec!["localhost".into()],
+            vec![up_port],
+            listener,
+            stop.clone(),
+        ));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        // Bytes sent right behind the head go upstream too.
+        c.write_all(format!("CONNECT localhost:{up_port} HTTP/1.1\r\n\r\nhello").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = vec![0u8; 39 + 5];
+        c.read_exact(&mut answer).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&answer),
+            "HTTP/1.1 200 Connection Established\r\n\r\nhello"
+        );
+        echo.await.unwrap();
+        stop.cancel();
+        server.await.unwrap();
+    }
+}

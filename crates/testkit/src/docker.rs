@@ -337,6 +337,30 @@ async fn remove_all(docker: &Docker, key: &str, mock: &str, network: &str) {
     }
     let _ = docker.remove_container(mock, Some(rm)).await;
     let _ = docker.remove_network(network).await;
+    // The store's networks and cache volumes (a run that ended leaves none of the first; the
+    // second outlive runs by design).
+    let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_STORE}={key}")])]);
+    let nets = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    for n in docker.list_networks(Some(nets)).await.unwrap_or_default() {
+        if let Some(name) = n.name {
+            let _ = docker.remove_network(&name).await;
+        }
+    }
+    let vols = bollard::query_parameters::ListVolumesOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    if let Ok(list) = docker.list_volumes(Some(vols)).await {
+        for v in list.volumes.unwrap_or_default() {
+            let _ = docker
+                .remove_volume(
+                    &v.name,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await;
+        }
+    }
 }
 
 /// A ChatGPT sign-in as `codex login` writes it (`auth.json`): an access token that is a JWT

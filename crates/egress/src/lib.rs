@@ -56,6 +56,9 @@ pub const ENV_RUN_KEY: &str = "CODEX_ORCHESTRATOR_PROXY_RUN_KEY";
 pub const ENV_API_KEY: &str = "CODEX_ORCHESTRATOR_PROXY_API_KEY";
 /// Comma-separated endpoints allowed under the base path (default [`DEFAULT_ALLOWED`]).
 pub const ENV_ALLOW: &str = "CODEX_ORCHESTRATOR_PROXY_ALLOW";
+/// A PEM bundle of extra CA certificates the proxy trusts for its upstream, besides the
+/// system's (a TLS-inspecting corporate proxy's; `[environment] ca_file`).
+pub const ENV_EXTRA_CA: &str = "CODEX_ORCHESTRATOR_PROXY_EXTRA_CA";
 /// Endpoints codex uses.
 pub const DEFAULT_ALLOWED: &[&str] = &["responses", "models"];
 /// Largest request body forwarded (codex sends the whole conversation every turn).
@@ -406,12 +409,54 @@ fn json_error(code: StatusCode, message: &str) -> Response<Body> {
 }
 
 /// The upstream HTTP client: rustls with the system's roots (the runner image has
-/// ca-certificates), HTTP/1.1, no redirects, no system proxy.
+/// ca-certificates) and those of the extra CA bundle at [`ENV_EXTRA_CA`], if set; HTTP/1.1,
+/// no redirects, no system proxy.
 pub fn upstream_client() -> Result<reqwest::Client, ProxyError> {
+    let extra = match std::env::var_os(ENV_EXTRA_CA) {
+        Some(path) if !path.is_empty() => {
+            Some(std::fs::read(&path).map_err(|e| ProxyError::Setting {
+                name: ENV_EXTRA_CA,
+                message: format!("cannot read {}: {e}", std::path::Path::new(&path).display()),
+            })?)
+        }
+        _ => None,
+    };
+    upstream_client_with(extra.as_deref(), true)
+}
+
+/// [`upstream_client`] with the extra bundle `extra_ca` (PEM) and, with `system_roots`, the
+/// system's roots.
+pub fn upstream_client_with(
+    extra_ca: Option<&[u8]>,
+    system_roots: bool,
+) -> Result<reqwest::Client, ProxyError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
-        let _ = roots.add(cert);
+    if system_roots {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+    }
+    if let Some(pem) = extra_ca {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| ProxyError::Setting {
+                name: ENV_EXTRA_CA,
+                message: format!("not a PEM certificate bundle: {e}"),
+            })?;
+            roots.add(cert).map_err(|e| ProxyError::Setting {
+                name: ENV_EXTRA_CA,
+                message: format!("a certificate cannot be trusted: {e}"),
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ProxyError::Setting {
+                name: ENV_EXTRA_CA,
+                message: "the bundle holds no certificate".into(),
+            });
+        }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)

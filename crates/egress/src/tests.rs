@@ -387,3 +387,72 @@ fn per_run_tokens_from_the_run_key() {
     );
     assert!(!format!("{s:?}").contains(KEY));
 }
+
+/// A TLS upstream whose certificate a private CA signed (as a TLS-inspecting proxy re-signs
+/// every site): reached with that CA as the extra bundle, refused without it. Returns the
+/// CA's PEM and the port.
+async fn tls_upstream_of_a_private_ca() -> (String, u16) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (ca_cert.pem(), port)
+}
+
+#[tokio::test]
+async fn the_upstream_is_trusted_through_the_extra_ca_bundle_only() {
+    let (ca_pem, port) = tls_upstream_of_a_private_ca().await;
+    let url = format!("https://localhost:{port}/v1/models");
+    let trusting = upstream_client_with(Some(ca_pem.as_bytes()), true).unwrap();
+    let resp = trusting.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "ok");
+    let system_only = upstream_client_with(None, true).unwrap();
+    let e = system_only.get(&url).send().await.unwrap_err();
+    assert!(e.is_connect(), "{e:?}");
+    // A bundle without a certificate is a setting error, not an empty trust store.
+    assert_eq!(
+        upstream_client_with(Some(b"not a certificate"), false)
+            .unwrap_err()
+            .to_string(),
+        "proxy setting CODEX_ORCHESTRATOR_PROXY_EXTRA_CA: the bundle holds no certificate"
+    );
+}

@@ -119,6 +119,7 @@ pub(super) async fn start_egress(
             }
             _ => None,
         },
+        extra_ca: inner.cfg.environment.ca_file.clone(),
     });
     inner.remove_container(&pname).await;
     inner

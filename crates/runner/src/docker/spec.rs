@@ -190,7 +190,13 @@ pub struct ProxyInputs {
     /// `auth.json`'s owner, which the proxy then runs as (never 0: a root-owned file is read
     /// as [`FALLBACK_UID`], so it must be readable to it).
     pub auth: Option<(PathBuf, u32, u32)>,
+    /// The extra CA bundle (`[environment] ca_file`), mounted read-only at
+    /// [`PROXY_EXTRA_CA`] for the proxy's upstream connections.
+    pub extra_ca: Option<PathBuf>,
 }
+
+/// Where the proxy container sees the extra CA bundle.
+pub const PROXY_EXTRA_CA: &str = "/etc/codex-orchestrator/extra-ca.pem";
 
 /// The egress proxy container of a run: our binary from the runner image, unprivileged,
 /// read-only, small, on the run's network under the name [`PROXY_ALIAS`] (the runner connects
@@ -206,6 +212,27 @@ pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
         },
     );
     let memory = (PROXY_MEMORY_MB * 1024 * 1024) as i64;
+    let mut mounts = Vec::new();
+    let mut env = p.env.clone();
+    if let Some((dir, _, _)) = &p.auth {
+        mounts.push(Mount {
+            target: Some(PROXY_AUTH_DIR.to_string()),
+            source: Some(dir.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(false),
+            ..Default::default()
+        });
+    }
+    if let Some(ca) = &p.extra_ca {
+        mounts.push(Mount {
+            target: Some(PROXY_EXTRA_CA.to_string()),
+            source: Some(ca.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        env.push(format!("{}={PROXY_EXTRA_CA}", proxy::ENV_EXTRA_CA));
+    }
     let body = ContainerCreateBody {
         image: Some(p.image.clone()),
         entrypoint: Some(vec![EGRESS_BIN.to_string()]),
@@ -218,7 +245,7 @@ pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
             Some((_, uid, gid)) if *uid != 0 => format!("{uid}:{gid}"),
             _ => format!("{FALLBACK_UID}:{FALLBACK_UID}"),
         }),
-        env: Some(p.env.clone()),
+        env: Some(env),
         labels: Some(run_labels(&p.run_id, &p.store_key, p.mode, ROLE_PROXY)),
         host_config: Some(HostConfig {
             network_mode: Some(net),
@@ -231,15 +258,7 @@ pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
             memory_swap: Some(memory),
             pids_limit: Some(PROXY_PIDS),
             ipc_mode: Some("private".to_string()),
-            mounts: p.auth.as_ref().map(|(dir, _, _)| {
-                vec![Mount {
-                    target: Some(PROXY_AUTH_DIR.to_string()),
-                    source: Some(dir.to_string_lossy().into_owned()),
-                    typ: Some(MountType::BIND),
-                    read_only: Some(false),
-                    ..Default::default()
-                }]
-            }),
+            mounts: Some(mounts).filter(|m| !m.is_empty()),
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {
@@ -488,6 +507,7 @@ mod tests {
             store_key: "0123456789abcdef".into(),
             env: plan.proxy_env.clone(),
             auth: Some(("/home/me/.codex".into(), uid, 1000)),
+            extra_ca: None,
         };
         let (_, body) = proxy_spec(&inputs(1000));
         assert_eq!(body.user.as_deref(), Some("1000:1000"));
@@ -506,6 +526,25 @@ mod tests {
             proxy_spec(&inputs(0)).1.user.as_deref(),
             Some("10001:10001")
         );
+        // The extra CA bundle: read-only, and named to the proxy.
+        let mut with_ca = inputs(1000);
+        with_ca.auth = None;
+        with_ca.extra_ca = Some("/etc/corp/ca.pem".into());
+        let (_, body) = proxy_spec(&with_ca);
+        assert_eq!(
+            body.host_config.unwrap().mounts,
+            Some(vec![Mount {
+                target: Some("/etc/codex-orchestrator/extra-ca.pem".into()),
+                source: Some("/etc/corp/ca.pem".into()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            }])
+        );
+        assert_eq!(
+            body.env.unwrap().last().map(String::as_str),
+            Some("CODEX_ORCHESTRATOR_PROXY_EXTRA_CA=/etc/codex-orchestrator/extra-ca.pem")
+        );
     }
 
     #[test]
@@ -518,6 +557,7 @@ mod tests {
             store_key: "0123456789abcdef".into(),
             env: vec!["A=b".into()],
             auth: None,
+            extra_ca: None,
         });
         assert_eq!(name, "codex-proxy-20261124040512-3fa9c2d1");
         let mut endpoints = HashMap::new();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use codex_orchestrator_core::environment::Environment;
 use codex_orchestrator_runner::image::environment::ensure_environment_image;
+use codex_orchestrator_runner::image::inventory::{inventory, prune};
 use codex_orchestrator_runner::image::{
     DEFAULT_CODEX_VERSION, ImageError, ImageInfo, ImageOptions, check_runner_image, connect_docker,
     ensure_runner_image, remove_stale_images, runner_image_tag,
@@ -33,8 +34,27 @@ pub enum ImageCommand {
         #[arg(long, value_name = "VERSION")]
         codex_version: Option<String>,
     },
-    /// Remove dangling images left behind by earlier builds.
-    Prune,
+    /// List this server's images (base, runner, environment) and the environments' cache
+    /// volumes, with sizes, ages and the containers using them (JSON).
+    List,
+    /// Remove dangling images left behind by earlier builds; with --environments also the
+    /// environment images no container uses, with --caches the unused cache volumes.
+    Prune {
+        /// Also remove environment images no container uses (a later run rebuilds its own).
+        #[arg(long)]
+        environments: bool,
+        /// Only those at least this many days old (with --environments).
+        #[arg(
+            long,
+            value_name = "DAYS",
+            default_value_t = 0,
+            requires = "environments"
+        )]
+        older_than_days: u32,
+        /// Also remove the cache volumes no container uses (the next setup starts cold).
+        #[arg(long)]
+        caches: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -161,9 +181,20 @@ pub async fn run_cli(args: ImageArgs) -> Result<(), ImageError> {
             }
             print_json(&info)
         }
-        ImageCommand::Prune => {
+        ImageCommand::List => print_json(&inventory(&docker).await?),
+        ImageCommand::Prune {
+            environments,
+            older_than_days,
+            caches,
+        } => {
             let removed = remove_stale_images(&docker).await?;
-            print_json(&serde_json::json!({ "removed": removed }))
+            let more = if environments || caches {
+                let older_than = environments.then_some(i64::from(older_than_days) * 86_400);
+                Some(prune(&docker, older_than, caches).await?)
+            } else {
+                None
+            };
+            print_json(&serde_json::json!({ "removed": removed, "environments_and_caches": more }))
         }
     }
 }
@@ -268,7 +299,33 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["image", "prune"]).unwrap(),
-            ImageCommand::Prune
+            ImageCommand::Prune {
+                environments: false,
+                older_than_days: 0,
+                caches: false
+            }
+        ));
+        assert!(matches!(
+            parse(&[
+                "image",
+                "prune",
+                "--environments",
+                "--older-than-days",
+                "7",
+                "--caches"
+            ])
+            .unwrap(),
+            ImageCommand::Prune {
+                environments: true,
+                older_than_days: 7,
+                caches: true
+            }
+        ));
+        // An age applies to environment images only.
+        assert!(parse(&["image", "prune", "--older-than-days", "7"]).is_err());
+        assert!(matches!(
+            parse(&["image", "list"]).unwrap(),
+            ImageCommand::List
         ));
     }
 }

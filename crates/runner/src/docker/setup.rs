@@ -42,8 +42,7 @@ pub const ROLE_SETUP: &str = "setup";
 pub const ROLE_SETUP_PROXY: &str = "setup-proxy";
 /// The setup proxy's name on the setup network.
 pub const SETUP_PROXY_ALIAS: &str = "setup-proxy";
-/// Label of a cache volume: the directory it holds.
-pub const LABEL_CACHE_PATH: &str = "codex-orchestrator.dev/cache-path";
+pub use crate::image::inventory::LABEL_CACHE_PATH;
 /// The run directory's copy of what the run's environment asks of its start.
 pub const RUN_ENVIRONMENT_FILE: &str = "environment.json";
 /// The setup's report, kept in the run directory until the result holds it.

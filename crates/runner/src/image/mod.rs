@@ -32,6 +32,7 @@ mod build;
 
 pub mod codex;
 pub mod environment;
+pub mod inventory;
 pub mod recipe;
 
 use std::collections::{BTreeMap, HashMap};

@@ -16,6 +16,11 @@ use codex_orchestrator_testkit::docker::{DockerEnv, tree_contents};
 use codex_orchestrator_testkit::write;
 use serde_json::json;
 
+/// Tests of this file that run environment images hold this shared; the pruning test holds it
+/// alone (it removes every unused environment image, which would pull one from under a run
+/// between its build and its containers).
+static ENV_IMAGES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 const LIB: &str = "pub fn add(a: i32, b: i32) -> i32 {\n    a - b\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(super::add(2, 3), 5);\n    }\n\n    #[test]\n    fn adds_zero() {\n        assert_eq!(super::add(0, 0), 0);\n    }\n}\n";
 const FIX: &str = "*** Begin Patch\n*** Update File: src/lib.rs\n@@\n pub fn add(a: i32, b: i32) -> i32 {\n-    a - b\n+    a + b\n }\n*** End Patch\n";
 
@@ -96,6 +101,7 @@ async fn fixed_by_the_verify_loop(
     done: &str,
     again: bool,
 ) -> Fixed {
+    let _images = ENV_IMAGES.read().await;
     let env = DockerEnv::start(json!([
         {"output": [{"message": "I read the project."}]},
         {"output": [{"apply_patch": fix}]},
@@ -410,6 +416,7 @@ PYTHONPATH = "/home/codex/deps"
 /// hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setup_fetches_dependencies_once_and_the_agent_phase_stays_offline() {
+    let _images = ENV_IMAGES.read().await;
     let ws = codex_orchestrator_testkit::docker::workspace_of(&[
         ("calc.py", "def add(a, b):\n    return a - b\n"),
         (
@@ -545,6 +552,7 @@ async fn a_setup_fetches_dependencies_once_and_the_agent_phase_stays_offline() {
 /// does not ignore.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_setup_ends_the_run_with_its_output_and_refusals() {
+    let _images = ENV_IMAGES.read().await;
     let ws = codex_orchestrator_testkit::docker::workspace_of(&[
         ("calc.py", "def add(a, b):\n    return a + b\n"),
         (
@@ -722,4 +730,78 @@ async fn a_node_package_is_fixed_with_npm_test_in_its_environment() {
     assert!(f.patch.contains("+  return a + b;"), "{}", f.patch);
     let mut env = f.env;
     env.cleanup().await;
+}
+
+/// `image list` and `image prune` on the real engine: an environment image is listed with its
+/// size, age and users; pruning keeps it while a container uses it and removes it after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_images_are_listed_with_their_users_and_pruned_when_unused() {
+    use codex_orchestrator_runner::image::environment::ensure_environment_image;
+    use codex_orchestrator_runner::image::inventory::{inventory, prune};
+    let _alone = ENV_IMAGES.write().await;
+    let docker = bollard::Docker::connect_with_local_defaults().unwrap();
+    let runner = codex_orchestrator_testkit::image::test_runner_image().await;
+    // A CA bundle of its own makes this image this test's alone.
+    let host = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap();
+    let ca = format!("# {}\n{host}", uuid::Uuid::new_v4());
+    let env = codex_orchestrator_core::environment::Environment::default();
+    let built =
+        ensure_environment_image(&docker, &runner, &env, Some(ca.as_bytes()), false, |_| {})
+            .await
+            .unwrap();
+    assert!(built.built);
+    let entry = |inv: &codex_orchestrator_runner::image::inventory::Inventory| {
+        inv.images.iter().find(|i| i.id == built.id).cloned()
+    };
+    let listed = entry(&inventory(&docker).await.unwrap()).expect("listed");
+    assert_eq!(
+        (
+            listed.kind.as_str(),
+            listed.tags.clone(),
+            listed.used_by.clone()
+        ),
+        ("environment", vec![built.tag.clone()], Vec::<String>::new())
+    );
+    assert!(listed.size_bytes > 0 && listed.age_secs < 600, "{listed:?}");
+    let runner_id = docker.inspect_image(&runner).await.unwrap().id;
+    assert_eq!(listed.from, runner_id);
+    // In use by a (created, never started) container: listed as its user, kept by prune.
+    let name = format!("cxo-test-user-{}", uuid::Uuid::new_v4().simple());
+    docker
+        .create_container(
+            Some(
+                bollard::query_parameters::CreateContainerOptionsBuilder::new()
+                    .name(&name)
+                    .build(),
+            ),
+            bollard::models::ContainerCreateBody {
+                image: Some(built.tag.clone()),
+                entrypoint: Some(vec!["/bin/true".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let listed = entry(&inventory(&docker).await.unwrap()).expect("listed");
+    assert_eq!(listed.used_by, vec![name.clone()]);
+    let pruned = prune(&docker, Some(0), false).await.unwrap();
+    assert!(pruned.kept_in_use.contains(&built.tag), "{pruned:?}");
+    assert!(!pruned.removed_images.contains(&built.tag), "{pruned:?}");
+    docker
+        .remove_container(
+            &name,
+            Some(
+                bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .build(),
+            ),
+        )
+        .await
+        .unwrap();
+    // Unused, but younger than a day: kept; with no age limit: removed.
+    let pruned = prune(&docker, Some(86_400), false).await.unwrap();
+    assert!(!pruned.removed_images.contains(&built.tag), "{pruned:?}");
+    let pruned = prune(&docker, Some(0), false).await.unwrap();
+    assert!(pruned.removed_images.contains(&built.tag), "{pruned:?}");
+    assert_eq!(entry(&inventory(&docker).await.unwrap()), None);
 }

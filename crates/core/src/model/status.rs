@@ -218,6 +218,14 @@ impl RunStatus {
     pub fn progress_line(&self) -> String {
         let p = &self.progress;
         let mut s = format!("[{}] {}", self.run_id, self.phase);
+        // Before the agent runs, the message says what the start is doing (building the
+        // environment image, running its setup).
+        if matches!(self.phase, RunPhase::Queued | RunPhase::Starting)
+            && let Some(m) = &self.message
+        {
+            s.push_str(&format!(" · {}", one_line(m.trim(), 100)));
+            return s;
+        }
         if self.attempt > 0 {
             s.push_str(&format!(" · fix attempt {}", self.attempt));
         }
@@ -265,6 +273,21 @@ fn is_zero(n: &u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_line_says_what_the_start_is_doing() {
+        let mut st = RunStatus::new_queued(
+            RunId::parse("20261124040512-3fa9c2d1").unwrap(),
+            crate::model::SecurityMode::Readonly,
+            "/w".into(),
+        );
+        st.phase = RunPhase::Starting;
+        st.message = Some("building the environment image: Step 3/6 : RUN apt-get update\n".into());
+        assert_eq!(
+            st.progress_line(),
+            "[20261124040512-3fa9c2d1] starting · building the environment image: Step 3/6 : RUN apt-get update"
+        );
+    }
 
     #[test]
     fn progress_line_names_the_running_tool_when_no_command_runs() {

@@ -224,7 +224,7 @@ pub(super) async fn drive(
         }
     };
 
-    let req = inner.store.read_request(&id)?;
+    let mut req = inner.store.read_request(&id)?;
     let policy = SecurityPolicy::for_mode(req.mode);
     let timeout = req.timeout_secs.unwrap_or(inner.cfg.default_timeout_secs);
 
@@ -243,6 +243,38 @@ pub(super) async fn drive(
             _ => egress_plan(provider.as_ref(), &secrets, &new_token())?,
         };
         let plan = super::environment::load(&inner.store, &id)?;
+        if let Some(plan) = &plan {
+            sink.update(true, |s| {
+                s.message = Some("preparing the environment image".into())
+            })?;
+            let built = super::environment::build_image(&inner.docker, &inner.cfg, plan, |line| {
+                let line = line.to_owned();
+                if let Err(e) = sink.update(false, |s| {
+                    s.message = Some(format!("building the environment image: {line}"))
+                }) {
+                    warn!(error = %e, "cannot record the build's progress");
+                }
+            })
+            .await;
+            match built {
+                Ok(tag) => req.image = Some(tag),
+                Err(message) => {
+                    let ended = terminal::Terminal::new(
+                        RunPhase::Failed,
+                        TerminalReason::SetupFailed,
+                        message,
+                    );
+                    inner
+                        .store
+                        .write_result(&id, &lifecycle::result_of(None, &ended))?;
+                    sink.update(true, |s| {
+                        lifecycle::finish(s, &ended, None, None, jiff::Timestamp::now())
+                    })?;
+                    return Ok(());
+                }
+            }
+            sink.update(true, |s| s.message = None)?;
+        }
         if let Some(plan) = &plan
             && plan.environment.setup.is_some()
         {

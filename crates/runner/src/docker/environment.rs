@@ -7,7 +7,7 @@ use std::path::Path;
 use bollard::Docker;
 use codex_orchestrator_core::environment::{Environment, EnvironmentVerify, FILE};
 use codex_orchestrator_core::model::{RunRequest, VerifyOptions};
-use tracing::{debug, info};
+use tracing::info;
 
 use super::setup::{RUN_ENVIRONMENT_FILE, RunEnvironment};
 use crate::config::Config;
@@ -56,12 +56,13 @@ pub fn merge_verify(req: Option<VerifyOptions>, env: &EnvironmentVerify) -> Opti
     Some(v)
 }
 
-/// Applies the workspace's declaration to `req`: the environment image on top of the image the
-/// run would use (`req.image`, else `default_image`), built if missing, and the verify
-/// commands. Returns what the run's start needs (its setup, variables, caches, hosts). A bad
-/// declaration refuses the request before anything exists.
-pub async fn apply(
-    docker: &Docker,
+/// Applies the workspace's declaration to `req` at submit: checks it (a bad declaration
+/// refuses the request before anything exists), takes its verify commands where the request
+/// names none, and returns what the run's start needs — the image to build the environment
+/// image on (`req.image`, else `default_image`), the setup, variables, caches and hosts. The
+/// environment image is built when the run starts ([`build_image`]), so that its progress
+/// shows in the run's status.
+pub fn apply(
     default_image: &str,
     cfg: &Config,
     req: &mut RunRequest,
@@ -80,33 +81,47 @@ pub async fn apply(
         .image
         .clone()
         .unwrap_or_else(|| default_image.to_owned());
-    let image = crate::image::environment::ensure_environment_image(
-        docker,
-        &base,
-        &env,
-        ca.as_deref(),
-        false,
-        |line| {
-            debug!(target: "codex_orchestrator::image::build", "{line}");
-        },
-    )
-    .await
-    .map_err(|e| match e {
-        crate::image::ImageError::Build { .. } => RunnerError::InvalidRequest(format!(
-            "the environment of {FILE} could not be built (is every package a Debian bookworm package?): {e}"
-        )),
-        other => other.into(),
-    })?;
-    if image.built {
-        info!(image = %image.tag, packages = ?image.packages, "environment image built");
-    }
-    req.image = Some(image.tag);
     req.verify = merge_verify(req.verify.take(), &env.verify);
     Ok(Some(RunEnvironment {
         environment: env,
         hosts,
         extra_ca: ca.is_some(),
+        base_image: base,
     }))
+}
+
+/// Builds the run's environment image unless it exists (`progress` gets each line of the
+/// build); returns its tag. A failed build is the run's failure, with apt's output tail.
+pub async fn build_image(
+    docker: &Docker,
+    cfg: &Config,
+    plan: &RunEnvironment,
+    progress: impl FnMut(&str),
+) -> Result<String, String> {
+    let ca = if plan.extra_ca {
+        cfg.environment.ca_bundle().map_err(|e| e.to_string())?
+    } else {
+        None
+    };
+    let image = crate::image::environment::ensure_environment_image(
+        docker,
+        &plan.base_image,
+        &plan.environment,
+        ca.as_deref(),
+        false,
+        progress,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::image::ImageError::Build { .. } => format!(
+            "the environment of {FILE} could not be built (is every package a Debian bookworm package?): {e}"
+        ),
+        other => format!("the environment image could not be built: {other}"),
+    })?;
+    if image.built {
+        info!(image = %image.tag, packages = ?image.packages, "environment image built");
+    }
+    Ok(image.tag)
 }
 
 /// Keeps what the run's start needs in its directory.

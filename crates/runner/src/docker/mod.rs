@@ -348,13 +348,7 @@ impl Runner for DockerRunner {
         let mut req = self.validate(req)?;
         let secrets = self.secrets_for(&req)?;
         self.resolve_codex_image(&mut req).await?;
-        let plan = environment::apply(
-            &self.inner.docker,
-            &self.inner.image,
-            &self.inner.cfg,
-            &mut req,
-        )
-        .await?;
+        let plan = environment::apply(&self.inner.image, &self.inner.cfg, &mut req)?;
         let id = RunId::generate();
         let status = RunStatus::new_queued(id.clone(), req.mode, req.workspace.clone());
         let run_dir = self.inner.store.create(&req, &status)?;

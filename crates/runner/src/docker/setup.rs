@@ -70,6 +70,8 @@ pub struct RunEnvironment {
     pub hosts: Vec<String>,
     /// Whether its image carries the server's extra CA bundle.
     pub extra_ca: bool,
+    /// The runner image its environment image is built on.
+    pub base_image: String,
 }
 
 pub fn setup_name(id: &RunId) -> String {

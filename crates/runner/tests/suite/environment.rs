@@ -448,7 +448,33 @@ async fn a_setup_fetches_dependencies_once_and_the_agent_phase_stays_offline() {
     };
     let started = std::time::Instant::now();
     let first = runner.submit(run("Make the tests pass.")).await.unwrap();
+    // What the CLI and MCP progress show while the run starts (from its status).
+    let watch = {
+        let (runner, id) = (runner.clone(), first.clone());
+        tokio::spawn(async move {
+            let mut lines: Vec<String> = Vec::new();
+            for _ in 0..6000 {
+                let st = runner.status(&id).await.unwrap();
+                let line = st.progress_line();
+                if lines.last() != Some(&line) {
+                    lines.push(line);
+                }
+                if st.phase.is_terminal() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            lines
+        })
+    };
     let st = runner.wait(&first, Duration::from_secs(900)).await.unwrap();
+    let lines = watch.await.unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("[{first}] starting · setting up the environment")),
+        "{lines:#?}"
+    );
     let first_secs = started.elapsed().as_secs_f64();
     let r = runner
         .artifacts(&first)
@@ -648,6 +674,40 @@ PY
             .contains("the setup changed files that are not git-ignored")
             && setup.output_tail.contains("?? stray.txt"),
         "{setup:#?}"
+    );
+    // A package the mirror does not have: the environment image cannot be built, and the run
+    // ends the same way, with apt's words.
+    let ws3 = codex_orchestrator_testkit::docker::workspace_of(&[
+        ("calc.py", "def add(a, b):\n    return a + b\n"),
+        (
+            ".codex-orchestrator/environment.toml",
+            "packages = [\"cxo-no-such-package\"]\n",
+        ),
+    ]);
+    let id = runner
+        .submit(codex_orchestrator_testkit::docker::request(
+            ws3.path(),
+            SecurityMode::WorkspaceWrite,
+            "Make the tests pass.",
+        ))
+        .await
+        .unwrap();
+    let st = runner.wait(&id, Duration::from_secs(600)).await.unwrap();
+    let message = st.message.clone().unwrap_or_default();
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Failed, Some(TerminalReason::SetupFailed)),
+        "{st:#?}"
+    );
+    assert!(
+        message.starts_with(
+            "the environment of .codex-orchestrator/environment.toml could not be built (is every package a Debian bookworm package?)"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("Unable to locate package cxo-no-such-package"),
+        "{message}"
     );
     // Nothing reached the model; nothing of either run is left.
     assert!(env.mock_requests().await.is_empty());

@@ -70,6 +70,10 @@ pub enum Command {
     /// the model API, checks the run's token and injects the real API key.
     #[command(hide = true)]
     Proxy(codex_orchestrator_egress::ProxyArgs),
+    /// The setup proxy (docs/ENVIRONMENTS.md): tunnels HTTPS (CONNECT) to the allowed hosts
+    /// only; with a run key, only for a run's setup token.
+    #[command(hide = true)]
+    ConnectProxy(codex_orchestrator_egress::connect::ConnectProxyArgs),
     /// Build or inspect the runner image.
     Image(crate::image::ImageArgs),
     /// Serve the MCP tools (codex_run, codex_run_status, …) over stdio for an MCP client
@@ -223,6 +227,10 @@ pub async fn dispatch(cli: Cli) -> Result<i32, CliError> {
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),
         Command::Proxy(a) => codex_orchestrator_egress::main(a.clone())
+            .await
+            .map(|_| 0)
+            .map_err(|e| CliError::new(1, e)),
+        Command::ConnectProxy(a) => codex_orchestrator_egress::connect::main(a.clone())
             .await
             .map(|_| 0)
             .map_err(|e| CliError::new(1, e)),

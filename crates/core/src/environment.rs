@@ -278,6 +278,55 @@ pub const SETUP_INPUT_FILES: &[&str] = &[
     "composer.lock",
 ];
 
+/// The setup's entry script, run with `bash -c` and the environment's script as `$1` (the same
+/// on both backends): runs the script with `bash -eo pipefail`, then refuses a setup that
+/// changed what git tracks or would track (exit [`EXIT_UNIGNORED_CHANGES`]): those changes
+/// would end up in the run's patch.
+pub const SETUP_WRAPPER: &str = r#"snap() { if git -C /workspace rev-parse --is-inside-work-tree >/dev/null 2>&1; then git -C /workspace --no-optional-locks status --porcelain=v1 --untracked-files=all; fi; }
+before=$(snap)
+bash --noprofile --norc -eo pipefail -c "$1"
+rc=$?
+if [ "$rc" -ne 0 ]; then echo "codex-orchestrator: the setup script exited with code $rc" >&2; exit "$rc"; fi
+after=$(snap)
+if [ "$before" != "$after" ]; then
+  echo "codex-orchestrator: the setup changed files that are not git-ignored (they would end up in the run's patch); write dependencies to ignored paths or caches:" >&2
+  diff <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep '^>' | head -n 20 >&2
+  exit 97
+fi"#;
+
+/// Exit code of [`SETUP_WRAPPER`] when the script changed files that are not git-ignored.
+pub const EXIT_UNIGNORED_CHANGES: i64 = 97;
+
+/// The variables of a setup whose way out is the proxy at `proxy_url` (`None`: no proxy, so
+/// no network), besides the environment's own: every tool pointed at the proxy, git allowed
+/// in a workspace another uid owns, non-interactive. Pure.
+pub fn setup_env(proxy_url: Option<&str>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    if let Some(url) = proxy_url {
+        for k in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+            out.push((k.into(), url.into()));
+        }
+        out.push(("NO_PROXY".into(), String::new()));
+        out.push(("no_proxy".into(), String::new()));
+    }
+    for (k, v) in [
+        ("GIT_CONFIG_COUNT", "1"),
+        ("GIT_CONFIG_KEY_0", "safe.directory"),
+        ("GIT_CONFIG_VALUE_0", "*"),
+        ("CI", "true"),
+    ] {
+        out.push((k.into(), v.into()));
+    }
+    out
+}
+
+/// The sub-directory of a cache claim that holds cache `path` (Kubernetes; pure): stable,
+/// one per path.
+pub fn cache_sub_path(path: &str) -> String {
+    let h = Sha256::digest(path.as_bytes());
+    format!("cache-{}", &hex::encode(h)[..16])
+}
+
 /// Whether `host` (a name from a CONNECT request) matches `pattern`: the same name, or for
 /// `*.example.com` any name below `example.com` (not `example.com` itself). Case does not
 /// matter; a trailing dot is ignored. Pure.

@@ -19,6 +19,15 @@ pub const PREFIX: &str = "cor1";
 /// Shortest key accepted.
 pub const MIN_KEY_LEN: usize = 32;
 
+/// The key of setup tokens (the setup proxy's, `codex_orchestrator_egress::connect`) derived
+/// from the run key: a run's model token (which its agent holds) is no setup token, and a
+/// setup token (which only its setup init container holds) is no model token. Pure.
+pub fn setup_key(run_key: &[u8]) -> Vec<u8> {
+    let mut k = b"codex-orchestrator setup proxy\n".to_vec();
+    k.extend_from_slice(run_key);
+    k
+}
+
 /// Why a token is refused (said in the proxy's log only; the sandbox gets a bare 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -91,6 +100,17 @@ mod tests {
     use super::*;
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn model_and_setup_tokens_do_not_stand_in_for_each_other() {
+        let run = "3fa9c2d1-0000-4000-8000-000000000001";
+        let model = derive(KEY, run, 2000).unwrap();
+        let setup = derive(&setup_key(KEY), run, 2000).unwrap();
+        assert_eq!(verify(KEY, &model, 1000).as_deref(), Ok(run));
+        assert_eq!(verify(&setup_key(KEY), &setup, 1000).as_deref(), Ok(run));
+        assert!(verify(&setup_key(KEY), &model, 1000).is_err());
+        assert!(verify(KEY, &setup, 1000).is_err());
+    }
     const UID: &str = "0a1b2c3d-0000-4000-8000-000000000000";
 
     #[test]

@@ -6,6 +6,12 @@
 //! off the list. TLS stays end to end (the proxy sees only the host name), so the setup
 //! container trusts the registries itself (the extra CA bundle, if the network re-signs TLS).
 //!
+//! With a run key ([`crate::ENV_RUN_KEY`], the in-cluster setup proxy shared by every run),
+//! a CONNECT must also carry `Proxy-Authorization: Basic` with a setup token the controller
+//! derived for the run (`codex_orchestrator_core::runtoken::setup_key`) as its password: only
+//! a run's setup init container holds one, so the agent containers, which can reach the
+//! proxy's Service, cannot tunnel through it (`407` otherwise).
+//!
 //! Every decision is one JSON line on stdout (`{"allowed":…,"target":…,"reason":…}`), which
 //! the runner reads into the run's result; diagnostics go to stderr.
 
@@ -113,20 +119,62 @@ fn record(allowed: bool, target: &str, reason: &str) {
 
 /// Serves on `listener` until `shutdown` is cancelled.
 pub async fn serve(allow: Vec<String>, listener: TcpListener, shutdown: CancellationToken) {
-    serve_ports(allow, ALLOWED_PORTS.to_vec(), listener, shutdown).await
+    let policy = Policy {
+        allow,
+        ports: ALLOWED_PORTS.to_vec(),
+        run_key: None,
+    };
+    serve_policy(policy, listener, shutdown).await
 }
 
-/// [`serve`] with other ports than 443 allowed (tests tunnel to a loopback port).
-pub async fn serve_ports(
-    allow: Vec<String>,
-    ports: Vec<u16>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) {
+/// What the setup proxy lets through.
+#[derive(Clone)]
+pub struct Policy {
+    /// Host names and `*.` patterns.
+    pub allow: Vec<String>,
+    /// Ports a tunnel may go to ([`ALLOWED_PORTS`]; tests use a loopback port).
+    pub ports: Vec<u16>,
+    /// With a run key, every CONNECT needs a setup token of it.
+    pub run_key: Option<String>,
+}
+
+/// Whether a request head carries a valid setup token of `run_key` at `now` (pure).
+pub fn authorized(run_key: &str, head: &str, now: i64) -> bool {
+    use base64::Engine;
+    let Some(value) = head.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("proxy-authorization")
+            .then(|| value.trim().to_owned())
+    }) else {
+        return false;
+    };
+    let Some(b64) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return false;
+    };
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&raw);
+    let token = text.split_once(':').map_or(text.as_ref(), |(_, p)| p);
+    let key = codex_orchestrator_core::runtoken::setup_key(run_key.as_bytes());
+    codex_orchestrator_core::runtoken::verify(&key, token, now).is_ok()
+}
+
+/// [`serve`] with a [`Policy`].
+pub async fn serve_policy(policy: Policy, listener: TcpListener, shutdown: CancellationToken) {
     let addr = listener.local_addr().ok();
-    info!(?addr, ?allow, "setup proxy listening");
+    info!(
+        ?addr,
+        allow = ?policy.allow,
+        tokens = policy.run_key.is_some(),
+        "setup proxy listening"
+    );
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_TUNNELS));
-    let policy = std::sync::Arc::new((allow, ports));
+    let policy = std::sync::Arc::new(policy);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -145,7 +193,7 @@ pub async fn serve_ports(
         };
         let policy = policy.clone();
         tokio::spawn(async move {
-            tunnel(&policy.0, &policy.1, stream).await;
+            tunnel(&policy, stream).await;
             drop(permit);
         });
     }
@@ -178,11 +226,21 @@ async fn read_head(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
         .flatten()
 }
 
-async fn tunnel(allow: &[String], ports: &[u16], mut client: TcpStream) {
+async fn tunnel(policy: &Policy, mut client: TcpStream) {
     let Some((head, rest)) = read_head(&mut client).await else {
         return;
     };
-    let (host, port) = match decide(allow, ports, &head) {
+    let mut decision = decide(&policy.allow, &policy.ports, &head);
+    if let (Decision::Tunnel { host, port }, Some(key)) = (&decision, &policy.run_key)
+        && !authorized(key, &head, jiff::Timestamp::now().as_second())
+    {
+        decision = Decision::Refuse {
+            status: 407,
+            target: format!("{host}:{port}"),
+            reason: "no valid setup token".into(),
+        };
+    }
+    let (host, port) = match decision {
         Decision::Tunnel { host, port } => (host, port),
         Decision::Refuse {
             status,
@@ -192,8 +250,13 @@ async fn tunnel(allow: &[String], ports: &[u16], mut client: TcpStream) {
             record(false, &target, &reason);
             info!(%target, %reason, "setup proxy: refused");
             let body = format!("setup proxy: {reason}\n");
+            let challenge = if status == 407 {
+                "proxy-authenticate: Basic realm=\"codex-orchestrator setup\"\r\n"
+            } else {
+                ""
+            };
             let resp = format!(
-                "HTTP/1.1 {status} Refused\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status} Refused\r\n{challenge}content-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = client.write_all(resp.as_bytes()).await;
@@ -245,13 +308,36 @@ pub struct ConnectProxyArgs {
 /// Runs the setup proxy until SIGTERM/SIGINT.
 pub async fn main(args: ConnectProxyArgs) -> Result<(), ProxyError> {
     let allow = allow_from_env()?;
+    let run_key = match std::env::var(crate::ENV_RUN_KEY) {
+        Ok(k) if k.len() >= codex_orchestrator_core::runtoken::MIN_KEY_LEN => Some(k),
+        Ok(k) if !k.is_empty() => {
+            return Err(ProxyError::Setting {
+                name: crate::ENV_RUN_KEY,
+                message: format!(
+                    "at least {} characters",
+                    codex_orchestrator_core::runtoken::MIN_KEY_LEN
+                ),
+            });
+        }
+        _ => None,
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| ProxyError::Listen {
             addr: args.listen,
             source,
         })?;
-    serve(allow, listener, codex_orchestrator_http::cancel_on_signal()).await;
+    let policy = Policy {
+        allow,
+        ports: ALLOWED_PORTS.to_vec(),
+        run_key,
+    };
+    serve_policy(
+        policy,
+        listener,
+        codex_orchestrator_http::cancel_on_signal(),
+    )
+    .await;
     Ok(())
 }
 
@@ -355,9 +441,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve_ports(
-            vec!["localhost".into()],
-            vec![up_port],
+        let server = tokio::spawn(serve_policy(
+            Policy {
+                allow: vec!["localhost".into()],
+                ports: vec![up_port],
+                run_key: None,
+            },
             listener,
             stop.clone(),
         ));
@@ -373,6 +462,67 @@ mod tests {
             "HTTP/1.1 200 Connection Established\r\n\r\nhello"
         );
         echo.await.unwrap();
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn with_a_run_key_only_a_setup_token_opens_a_tunnel() {
+        use base64::Engine;
+        let key = "k".repeat(40);
+        let run = "3fa9c2d1-0000-4000-8000-000000000001";
+        let basic = |token: &str| {
+            let b = base64::engine::general_purpose::STANDARD.encode(format!("run:{token}"));
+            format!("CONNECT crates.io:443 HTTP/1.1\r\nProxy-Authorization: Basic {b}\r\n\r\n")
+        };
+        let setup = codex_orchestrator_core::runtoken::derive(
+            &codex_orchestrator_core::runtoken::setup_key(key.as_bytes()),
+            run,
+            2000,
+        )
+        .unwrap();
+        let model = codex_orchestrator_core::runtoken::derive(key.as_bytes(), run, 2000).unwrap();
+        assert!(authorized(&key, &basic(&setup), 1000));
+        // A run's model token (its agent holds one) is not a setup token.
+        assert!(!authorized(&key, &basic(&model), 1000));
+        // Expired, absent, malformed.
+        assert!(!authorized(&key, &basic(&setup), 3000));
+        assert!(!authorized(
+            &key,
+            "CONNECT crates.io:443 HTTP/1.1\r\n\r\n",
+            1000
+        ));
+        assert!(!authorized(
+            &key,
+            "CONNECT crates.io:443 HTTP/1.1\r\nProxy-Authorization: Bearer x\r\n\r\n",
+            1000
+        ));
+    }
+
+    #[tokio::test]
+    async fn without_a_token_a_keyed_proxy_answers_407() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_policy(
+            Policy {
+                allow: vec!["crates.io".into()],
+                ports: ALLOWED_PORTS.to_vec(),
+                run_key: Some("k".repeat(40)),
+            },
+            listener,
+            stop.clone(),
+        ));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"CONNECT crates.io:443 HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).await.unwrap();
+        assert_eq!(
+            answer,
+            "HTTP/1.1 407 Refused\r\nproxy-authenticate: Basic realm=\"codex-orchestrator setup\"\r\ncontent-type: text/plain\r\ncontent-length: 34\r\nconnection: close\r\n\r\nsetup proxy: no valid setup token\n"
+        );
         stop.cancel();
         server.await.unwrap();
     }

@@ -55,8 +55,6 @@ const TAIL_LINES: usize = 40;
 const TAIL_BYTES: usize = 4096;
 /// Largest input file hashed into the setup key (a bigger one is hashed by size and mtime).
 const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
-/// Exit code of the wrapper when the script changed files that are not git-ignored.
-pub const EXIT_UNIGNORED_CHANGES: i64 = 97;
 /// Most refused connections listed in the result.
 const MAX_REFUSED: usize = 32;
 /// Memory of the setup proxy.
@@ -117,19 +115,7 @@ pub fn environment_env(env: &Environment, extra_ca: bool) -> Vec<String> {
         .collect()
 }
 
-/// Runs the script (`$1`) with `bash -eo pipefail`, then refuses a setup that changed what
-/// git tracks or would track: those changes would end up in the run's patch.
-pub const WRAPPER: &str = r#"snap() { if git -C /workspace rev-parse --is-inside-work-tree >/dev/null 2>&1; then git -C /workspace --no-optional-locks status --porcelain=v1 --untracked-files=all; fi; }
-before=$(snap)
-bash --noprofile --norc -eo pipefail -c "$1"
-rc=$?
-if [ "$rc" -ne 0 ]; then echo "codex-orchestrator: the setup script exited with code $rc" >&2; exit "$rc"; fi
-after=$(snap)
-if [ "$before" != "$after" ]; then
-  echo "codex-orchestrator: the setup changed files that are not git-ignored (they would end up in the run's patch); write dependencies to ignored paths or caches:" >&2
-  diff <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep '^>' | head -n 20 >&2
-  exit 97
-fi"#;
+pub use codex_orchestrator_core::environment::{EXIT_UNIGNORED_CHANGES, SETUP_WRAPPER as WRAPPER};
 
 /// Everything the setup containers depend on. Plain data, so the specs are pure.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,16 +189,11 @@ pub fn setup_spec(i: &SetupInputs) -> (String, ContainerCreateBody) {
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    for k in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
-        env.push(format!("{k}={proxy}"));
-    }
-    env.push("NO_PROXY=".to_string());
-    env.push("no_proxy=".to_string());
-    // The workspace may belong to another uid than the one git runs as.
-    env.push("GIT_CONFIG_COUNT=1".to_string());
-    env.push("GIT_CONFIG_KEY_0=safe.directory".to_string());
-    env.push("GIT_CONFIG_VALUE_0=*".to_string());
-    env.push("CI=true".to_string());
+    env.extend(
+        codex_orchestrator_core::environment::setup_env(Some(&proxy))
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
     env.extend(i.env.iter().cloned());
     let memory = (i.memory_mb * 1024 * 1024) as i64;
     let body = ContainerCreateBody {

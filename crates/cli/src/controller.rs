@@ -90,6 +90,19 @@ pub struct ControllerArgs {
         value_parser = parse_run_key
     )]
     pub model_proxy_run_key: Option<RunKey>,
+    /// The setup proxy as run Pods reach it (e.g. `http://co-setup-proxy.ns.svc:3128`): the
+    /// only way out of a CodexRun's `setup` init container (docs/ENVIRONMENTS.md). Needs
+    /// --model-proxy-run-key (each setup gets a token of its own). Without it, a setup has no
+    /// network.
+    #[arg(long, value_name = "URL")]
+    pub setup_proxy_url: Option<String>,
+    /// Longest a CodexRun's setup may take (seconds).
+    #[arg(long, default_value_t = 900)]
+    pub setup_timeout: u64,
+    /// The environment images carry an extra CA bundle (built with `image build --environment
+    /// --ca-file`): point pip, cargo, npm, git and curl at the system store that holds it.
+    #[arg(long)]
+    pub extra_ca: bool,
     /// A Secret CodexRuns may name (`source.git.credentialsSecret`, and `authSecretRef`
     /// without the model proxy); repeatable. Without any, a CodexRun naming a Secret is
     /// refused.
@@ -150,6 +163,9 @@ impl ControllerArgs {
         s.pod.uid = self.run_as_uid;
         s.pod.runner_codex_version = self.runner_codex_version.clone();
         s.pod.codex_images = self.codex_images.iter().cloned().collect();
+        s.pod.setup_proxy = self.setup_proxy_url.clone();
+        s.pod.setup_timeout_secs = self.setup_timeout;
+        s.pod.extra_ca = self.extra_ca;
         s.scheduling_timeout = Duration::from_secs(self.scheduling_timeout);
         s.artifacts_in_secret = self.artifacts_in_secret;
         s.pod.allowed_secrets = SecretRule::listed(self.allowed_secrets.iter().cloned());

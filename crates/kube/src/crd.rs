@@ -102,6 +102,12 @@ pub struct CodexRunSpec {
     /// Set to true to stop the run; it ends `cancelled`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
+    /// The project's environment (docs/ENVIRONMENTS.md): variables, cache directories and a
+    /// setup script run by an init container before the agent. Its Debian packages are
+    /// built into `image` (an environment image built with `image build --environment` and
+    /// pushed by the team's pipeline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentSpec>,
     /// Delete the CodexRun (and everything it owns) this many seconds after it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
@@ -157,6 +163,49 @@ pub struct PvcSource {
         "message": "subPath must be relative and must not contain '..'"
     }]))]
     pub sub_path: Option<String>,
+}
+
+/// What runs before the agent, and what it and the agent share (the fields of
+/// `.codex-orchestrator/environment.toml` that are not built into the image).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentSpec {
+    /// A shell script run in the workspace by the `setup` init container (the sandbox's user,
+    /// `bash -eo pipefail`), with HTTPS to the allowed registries through the chart's setup
+    /// proxy only. It may write git-ignored paths of the workspace and the caches; anything
+    /// else git would see fails the run (`failed`/`setup_failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub setup: Option<String>,
+    /// Non-secret variables for the setup, codex and the verify commands.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Absolute directories the setup fills and the agent reads (read-only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub caches: Vec<String>,
+    /// A PersistentVolumeClaim (in the run's namespace) that keeps the caches between runs,
+    /// one sub-directory per cache; without it they last as long as the Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub cache_claim: Option<String>,
+}
+
+impl EnvironmentSpec {
+    /// The declaration this stands for, checked by the same rules as the workspace file.
+    pub fn to_environment(
+        &self,
+    ) -> Result<codex_orchestrator_core::environment::Environment, String> {
+        let env = codex_orchestrator_core::environment::Environment {
+            setup: self.setup.clone(),
+            env: self.env.clone(),
+            caches: self.caches.clone(),
+            ..Default::default()
+        };
+        env.check()
+            .map_err(|e| e.to_string().replace(codex_orchestrator_core::environment::FILE, "environment"))?;
+        Ok(env)
+    }
 }
 
 /// A reference to an object in the run's namespace.

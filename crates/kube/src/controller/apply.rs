@@ -213,16 +213,8 @@ async fn finish_from_pod(
     entry: &Arc<RunEntry>,
     pod: &Pod,
 ) -> Result<Action, Error> {
-    if let Some(msg) = init_failure(pod) {
-        return finish(
-            ctx,
-            cr,
-            entry,
-            Terminal::new(RunPhase::Failed, TerminalReason::SandboxError, msg),
-            None,
-            None,
-        )
-        .await;
+    if let Some(ended) = init_failure(pod) {
+        return finish(ctx, cr, entry, ended, None, None).await;
     }
     let name = pod.name_any();
     // The tailer's fold when it reached the end of the log; else re-read it from the start.

@@ -13,7 +13,7 @@ use codex_orchestrator_core::terminal::Terminal;
 
 use super::Settings;
 use crate::crd::{CodexRun, CodexRunStatus, ResultSummary};
-use crate::pod::{AGENT_CONTAINER, build_pod, not_owned_message, owned_by};
+use crate::pod::{AGENT_CONTAINER, SETUP_CONTAINER, build_pod, not_owned_message, owned_by};
 
 /// Changed files listed in the status summary.
 const MAX_STATUS_FILES: usize = 50;
@@ -315,17 +315,35 @@ pub fn agent_status(pod: &Pod) -> Option<&ContainerStatus> {
         .find(|c| c.name == AGENT_CONTAINER)
 }
 
-/// A failed init container (the fetch step): its message.
-pub fn init_failure(pod: &Pod) -> Option<String> {
+/// A failed init container: the fetch step (`failed`/`sandbox_error`) or the environment's
+/// setup (`failed`/`setup_failed`), with its output tail (the kubelet's termination message,
+/// `FallbackToLogsOnError`).
+pub fn init_failure(pod: &Pod) -> Option<Terminal> {
     let st = pod.status.as_ref()?;
     st.init_container_statuses.iter().flatten().find_map(|c| {
         let t = c.state.as_ref()?.terminated.as_ref()?;
+        let tail = t.message.as_deref().unwrap_or("no message").trim();
         (t.exit_code != 0).then(|| {
-            format!(
-                "fetching the source failed (exit {}): {}",
-                t.exit_code,
-                t.message.as_deref().unwrap_or("no message").trim()
-            )
+            if c.name == SETUP_CONTAINER {
+                let what = if i64::from(t.exit_code)
+                    == codex_orchestrator_core::environment::EXIT_UNIGNORED_CHANGES
+                {
+                    "the setup changed files that are not git-ignored (they would end up in the run's patch)".to_string()
+                } else {
+                    format!("the setup script exited with code {}", t.exit_code)
+                };
+                Terminal::new(
+                    RunPhase::Failed,
+                    TerminalReason::SetupFailed,
+                    format!("{what}: {tail}"),
+                )
+            } else {
+                Terminal::new(
+                    RunPhase::Failed,
+                    TerminalReason::SandboxError,
+                    format!("fetching the source failed (exit {}): {tail}", t.exit_code),
+                )
+            }
         })
     })
 }
@@ -451,5 +469,50 @@ pub fn summarize_result(r: &RunResult) -> ResultSummary {
         verify_passed: r.verify.as_ref().map(|v| v.status == VerifyStatus::Passed),
         codex_version: r.codex_version.clone(),
         degraded: r.degraded.as_ref().map(|d| d.reason.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod_with_init(name: &str, exit_code: i32, message: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "r-run"},
+            "status": {"initContainerStatuses": [{
+                "name": name, "image": "img", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": exit_code, "message": message}}
+            }]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_failed_setup_ends_setup_failed_and_a_failed_fetch_sandbox_error() {
+        assert_eq!(
+            init_failure(&pod_with_init("setup", 1, "npm ERR! 404 left-pad\n")),
+            Some(Terminal::new(
+                RunPhase::Failed,
+                TerminalReason::SetupFailed,
+                "the setup script exited with code 1: npm ERR! 404 left-pad"
+            ))
+        );
+        assert_eq!(
+            init_failure(&pod_with_init("setup", 97, "?? stray.txt")),
+            Some(Terminal::new(
+                RunPhase::Failed,
+                TerminalReason::SetupFailed,
+                "the setup changed files that are not git-ignored (they would end up in the run's patch): ?? stray.txt"
+            ))
+        );
+        assert_eq!(
+            init_failure(&pod_with_init("fetch", 128, "fatal: repository not found")),
+            Some(Terminal::new(
+                RunPhase::Failed,
+                TerminalReason::SandboxError,
+                "fetching the source failed (exit 128): fatal: repository not found"
+            ))
+        );
+        assert_eq!(init_failure(&pod_with_init("setup", 0, "done")), None);
     }
 }

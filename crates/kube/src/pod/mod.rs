@@ -44,6 +44,8 @@ use codex_orchestrator_core::policy::cluster::{RefRefusal, SecretRule};
 pub const AGENT_CONTAINER: &str = "agent";
 /// Name of the init container that fetches a git source.
 pub const FETCH_CONTAINER: &str = "fetch";
+/// Name of the init container that runs the environment's setup script.
+pub const SETUP_CONTAINER: &str = "setup";
 /// Path of our agent binary in the runner image (its `agent` and `fetch` commands).
 pub use codex_orchestrator_core::contract::AGENT_BIN as BINARY;
 /// Label keys: the contract's (the same prefix as on Docker), and Kubernetes' recommended ones.
@@ -90,6 +92,15 @@ pub struct PodSettings {
     pub runner_codex_version: String,
     /// Images of other codex versions (version → image), for CodexRuns naming one.
     pub codex_images: BTreeMap<String, String>,
+    /// The setup proxy's URL as run Pods reach it (`http://co-setup-proxy.ns.svc:3128`):
+    /// the only way out of a `setup` init container. Without it a setup has no network.
+    pub setup_proxy: Option<String>,
+    /// Longest a setup may take (added to the Pod's `activeDeadlineSeconds`; its token
+    /// expires with it).
+    pub setup_timeout_secs: u64,
+    /// The environment images carry the operator's extra CA bundle (`image build
+    /// --environment --ca-file`): point the tools at the system store that holds it.
+    pub extra_ca: bool,
 }
 
 /// The in-cluster egress proxy (`codex-orchestrator proxy` behind a Service; the Helm chart
@@ -150,6 +161,31 @@ pub fn run_token(
         .ok_or(PodError::Metadata("usable uid"))
 }
 
+/// The setup token of `cr` (the setup proxy's, `codex_orchestrator_core::runtoken::setup_key`):
+/// valid from its creation for its setup's time plus the Pod's slack. Pure.
+pub fn setup_token(cr: &CodexRun, key: &RunKey, s: &PodSettings) -> Result<String, PodError> {
+    let uid = cr
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(PodError::Metadata("uid"))?;
+    let created = cr
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .ok_or(PodError::Metadata("creationTimestamp"))?
+        .0
+        .as_second();
+    let span = i64::try_from(s.setup_timeout_secs.saturating_add(s.deadline_slack_secs))
+        .unwrap_or(i64::MAX);
+    codex_orchestrator_core::runtoken::derive(
+        &codex_orchestrator_core::runtoken::setup_key(key.0.as_bytes()),
+        uid,
+        created.saturating_add(span),
+    )
+    .ok_or(PodError::Metadata("usable uid"))
+}
+
 /// The Pod's variable holding the proxy token (its codex's "API key").
 pub use codex_orchestrator_core::contract::TOKEN_ENV as PROXY_TOKEN_ENV;
 
@@ -198,6 +234,9 @@ impl Default for PodSettings {
             allowed_secrets: SecretRule::Any,
             runner_codex_version: codex_orchestrator_core::codex::DEFAULT_VERSION.to_string(),
             codex_images: BTreeMap::new(),
+            setup_proxy: None,
+            setup_timeout_secs: 900,
+            extra_ca: false,
         }
     }
 }
@@ -235,6 +274,8 @@ pub enum PodError {
     Encode(String),
     #[error("{0}")]
     CodexVersion(String),
+    #[error("{0}")]
+    Environment(String),
 }
 
 /// The image of a CodexRun's Pod (pure): `spec.image` (which admission allowed), else the
@@ -507,6 +548,136 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
         mounts.push(mount("scratch", SCRATCH_MOUNT, false, None));
     }
 
+    // The environment: its caches (a claim's sub-directories, or the Pod's own emptyDirs),
+    // read-write for the setup, read-only for the agent; its variables for both.
+    let environment = match &cr.spec.environment {
+        Some(e) => Some((e, e.to_environment().map_err(PodError::Environment)?)),
+        None => None,
+    };
+    let mut env_vars: Vec<EnvVar> = Vec::new();
+    let mut cache_mounts: Vec<(String, String, Option<String>)> = Vec::new();
+    if let Some((spec_env, declared)) = &environment {
+        for (k, v) in &declared.env {
+            env_vars.push(self::env(k, v.clone()));
+        }
+        if s.extra_ca {
+            for (k, v) in codex_orchestrator_runner::image::environment::ca_env(true) {
+                env_vars.push(self::env(&k, v));
+            }
+        }
+        match &spec_env.cache_claim {
+            Some(claim) => {
+                volumes.push(Volume {
+                    name: "caches".to_string(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.clone(),
+                        read_only: None,
+                    }),
+                    ..Default::default()
+                });
+                for path in &declared.caches {
+                    cache_mounts.push((
+                        "caches".to_string(),
+                        path.clone(),
+                        Some(codex_orchestrator_core::environment::cache_sub_path(path)),
+                    ));
+                }
+            }
+            None => {
+                for (i, path) in declared.caches.iter().enumerate() {
+                    let name = format!("cache-{i}");
+                    volumes.push(empty_dir(&name, &s.scratch_size));
+                    cache_mounts.push((name, path.clone(), None));
+                }
+            }
+        }
+        mounts.extend(
+            cache_mounts
+                .iter()
+                .map(|(v, path, sub)| mount(v, path, true, sub.as_deref())),
+        );
+    }
+    let agent_resources = cr
+        .spec
+        .resources
+        .clone()
+        .unwrap_or_else(|| s.default_resources.clone());
+    let mut setup_secs = 0u64;
+    if let Some((_, declared)) = &environment
+        && let Some(script) = &declared.setup
+    {
+        setup_secs = s.setup_timeout_secs;
+        let mut setup_env: Vec<EnvVar> = codex_orchestrator_core::contract::base_env()
+            .into_iter()
+            .map(|(k, v)| self::env(k, v))
+            .collect();
+        let proxy = match &s.setup_proxy {
+            None => None,
+            Some(url) => {
+                let Some(ModelProxy {
+                    run_key: Some(key), ..
+                }) = &s.model_proxy
+                else {
+                    return Err(PodError::Environment(
+                        "the setup proxy needs the model proxy's run key (--model-proxy-run-key) to give each setup a token of its own".into(),
+                    ));
+                };
+                let token = setup_token(cr, key, s)?;
+                let (scheme, rest) = url.split_once("://").unwrap_or(("http", url.as_str()));
+                Some(format!("{scheme}://run:{token}@{rest}"))
+            }
+        };
+        setup_env.extend(
+            codex_orchestrator_core::environment::setup_env(proxy.as_deref())
+                .into_iter()
+                .map(|(k, v)| self::env(&k, v)),
+        );
+        setup_env.extend(env_vars.iter().cloned());
+        let mut setup_mounts = vec![
+            mount("workspace", WORKSPACE_MOUNT, ro, ws_sub_path),
+            mount("home", HOME_DIR, false, None),
+            mount("tmp", "/tmp", false, None),
+        ];
+        // A fetched repository's .git is read-only to the setup: no hooks, no history
+        // rewritten (a claim's workspace may have none, and a sub-path mount would create it).
+        if cr.spec.source.git.is_some() && !ro {
+            setup_mounts.push(mount(
+                "workspace",
+                &format!("{WORKSPACE_MOUNT}/.git"),
+                true,
+                Some(".git"),
+            ));
+        }
+        setup_mounts.extend(
+            cache_mounts
+                .iter()
+                .map(|(v, path, sub)| mount(v, path, false, sub.as_deref())),
+        );
+        init_containers.push(Container {
+            name: SETUP_CONTAINER.to_string(),
+            image: Some(image.clone()),
+            image_pull_policy: Some("IfNotPresent".to_string()),
+            command: Some(vec![
+                "/bin/bash".to_string(),
+                "--noprofile".to_string(),
+                "--norc".to_string(),
+                "-c".to_string(),
+            ]),
+            args: Some(vec![
+                codex_orchestrator_core::environment::SETUP_WRAPPER.to_string(),
+                "codex-setup".to_string(),
+                script.clone(),
+            ]),
+            env: Some(setup_env),
+            working_dir: Some(WORKSPACE_MOUNT.to_string()),
+            volume_mounts: Some(setup_mounts),
+            resources: Some(agent_resources.clone()),
+            security_context: Some(sec.clone()),
+            termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+            ..Default::default()
+        });
+    }
+
     let mut env = vec![env(SPEC_ENV, spec_json)];
     env.extend(
         codex_orchestrator_core::contract::base_env()
@@ -515,6 +686,7 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
     );
     // Human log lines on stderr: in the merged pod log they can never pass for events.
     env.push(self::env("CODEX_ORCHESTRATOR_LOG_FORMAT", "human"));
+    env.extend(env_vars);
     match &s.model_proxy {
         // The run's own token, derived from the run key, never the API key.
         Some(ModelProxy {
@@ -545,12 +717,7 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
         env: Some(env),
         working_dir: Some(WORKSPACE_MOUNT.to_string()),
         volume_mounts: Some(mounts),
-        resources: Some(
-            cr.spec
-                .resources
-                .clone()
-                .unwrap_or_else(|| s.default_resources.clone()),
-        ),
+        resources: Some(agent_resources),
         security_context: Some(sec),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
@@ -568,8 +735,11 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             active_deadline_seconds: Some(
-                (spec.deadline_secs.saturating_add(s.deadline_slack_secs)).min(i64::MAX as u64)
-                    as i64,
+                (spec
+                    .deadline_secs
+                    .saturating_add(s.deadline_slack_secs)
+                    .saturating_add(setup_secs))
+                .min(i64::MAX as u64) as i64,
             ),
             termination_grace_period_seconds: Some(s.stop_grace_secs),
             security_context: Some(PodSecurityContext {

@@ -184,6 +184,7 @@ pub fn codexrun_for(
         timeout_seconds: req.timeout_secs,
         resources: None,
         cancel: false,
+        environment: None,
         ttl_seconds_after_finished: settings.ttl_seconds_after_finished,
     };
     let mut cr = CodexRun::new("", spec);

@@ -64,6 +64,7 @@ pub fn test_run(name: &str, mode: SecurityMode, source: SourceSpec) -> CodexRun 
             timeout_seconds: Some(600),
             resources: None,
             cancel: false,
+            environment: None,
             ttl_seconds_after_finished: None,
         },
     );
@@ -673,5 +674,134 @@ fn codex_version_picks_the_pod_image() {
     assert_eq!(
         run_spec(&cr, &s).unwrap(),
         expected_spec(SecurityMode::Readonly)
+    );
+}
+
+/// A CodexRun's environment: its setup runs as the `setup` init container (after the fetch),
+/// as the sandbox's user, reaching out only through the setup proxy with a setup token of
+/// its own (which the agent never sees; a model token is no setup token); caches on the
+/// claim, read-write for the setup and read-only for the agent; the variables for both.
+#[test]
+fn a_setup_runs_as_an_init_container_behind_the_setup_proxy_with_its_own_token() {
+    use codex_orchestrator_kube::crd::EnvironmentSpec;
+    use codex_orchestrator_kube::pod::{ModelProxy, RunKey};
+    let key = RunKey("k".repeat(40));
+    let settings = PodSettings {
+        model_proxy: Some(ModelProxy {
+            base_url: "http://co-model-proxy.team-a.svc:8080/v1".into(),
+            token_secret: "co-model-proxy-token".into(),
+            token_key: "token".into(),
+            run_key: Some(key.clone()),
+        }),
+        setup_proxy: Some("http://co-setup-proxy.team-a.svc:3128".into()),
+        ..PodSettings::default()
+    };
+    let mut cr = test_run("deps", SecurityMode::WorkspaceWrite, git_source());
+    cr.spec.auth_secret_ref = None;
+    cr.spec.environment = Some(EnvironmentSpec {
+        setup: Some("npm ci".into()),
+        env: [("NPM_CONFIG_FUND".to_string(), "false".to_string())].into(),
+        caches: vec!["/home/codex/.npm".into()],
+        cache_claim: Some("npm-cache".into()),
+    });
+    let pod = build_pod(&cr, &settings).unwrap();
+    assert_eq!(restricted_violations(&pod), Vec::<String>::new());
+    let v = serde_json::to_value(&pod).unwrap();
+    let created = jiff::Timestamp::from_second(1_777_629_600).unwrap();
+    assert_eq!(
+        cr.metadata.creation_timestamp.as_ref().unwrap().0,
+        created
+    );
+    let token = codex_orchestrator_core::runtoken::derive(
+        &codex_orchestrator_core::runtoken::setup_key(key.0.as_bytes()),
+        UID,
+        1_777_629_600 + 900 + 900,
+    )
+    .unwrap();
+    let proxy = format!("http://run:{token}@co-setup-proxy.team-a.svc:3128");
+    let sub = codex_orchestrator_core::environment::cache_sub_path("/home/codex/.npm");
+    assert_eq!(
+        v["spec"]["initContainers"][1],
+        json!({
+            "name": "setup",
+            "image": PodSettings::default().policy.runner_image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/bash", "--noprofile", "--norc", "-c"],
+            "args": [codex_orchestrator_core::environment::SETUP_WRAPPER, "codex-setup", "npm ci"],
+            "env": [
+                {"name": "CODEX_ORCHESTRATOR_SANDBOX", "value": "1"},
+                {"name": "HOME", "value": "/home/codex"},
+                {"name": "TMPDIR", "value": "/tmp"},
+                {"name": "LANG", "value": "C.UTF-8"},
+                {"name": "PATH", "value": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+                {"name": "USER", "value": "codex"},
+                {"name": "LOGNAME", "value": "codex"},
+                {"name": "GIT_AUTHOR_NAME", "value": "Codex"},
+                {"name": "GIT_AUTHOR_EMAIL", "value": "codex@sandbox.invalid"},
+                {"name": "GIT_COMMITTER_NAME", "value": "Codex"},
+                {"name": "GIT_COMMITTER_EMAIL", "value": "codex@sandbox.invalid"},
+                {"name": "HTTPS_PROXY", "value": proxy},
+                {"name": "https_proxy", "value": proxy},
+                {"name": "HTTP_PROXY", "value": proxy},
+                {"name": "http_proxy", "value": proxy},
+                {"name": "NO_PROXY", "value": ""},
+                {"name": "no_proxy", "value": ""},
+                {"name": "GIT_CONFIG_COUNT", "value": "1"},
+                {"name": "GIT_CONFIG_KEY_0", "value": "safe.directory"},
+                {"name": "GIT_CONFIG_VALUE_0", "value": "*"},
+                {"name": "CI", "value": "true"},
+                {"name": "NPM_CONFIG_FUND", "value": "false"}
+            ],
+            "workingDir": "/workspace",
+            "volumeMounts": [
+                {"name": "workspace", "mountPath": "/workspace"},
+                {"name": "home", "mountPath": "/home/codex"},
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "workspace", "mountPath": "/workspace/.git", "readOnly": true, "subPath": ".git"},
+                {"name": "caches", "mountPath": "/home/codex/.npm", "subPath": sub}
+            ],
+            "resources": agent_resources(),
+            "securityContext": security(),
+            "terminationMessagePolicy": "FallbackToLogsOnError"
+        })
+    );
+    assert_eq!(v["spec"]["initContainers"][0]["name"], json!("fetch"));
+    let agent = &v["spec"]["containers"][0];
+    assert_eq!(
+        agent["volumeMounts"].as_array().unwrap().last(),
+        Some(&json!({"name": "caches", "mountPath": "/home/codex/.npm", "readOnly": true, "subPath": sub}))
+    );
+    assert!(
+        agent["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "NPM_CONFIG_FUND", "value": "false"}))
+    );
+    assert!(!agent.to_string().contains(&token), "{agent}");
+    assert_eq!(
+        v["spec"]["volumes"].as_array().unwrap().last(),
+        Some(&json!({"name": "caches", "persistentVolumeClaim": {"claimName": "npm-cache"}}))
+    );
+    // The setup's time is part of the Pod's deadline.
+    assert_eq!(v["spec"]["activeDeadlineSeconds"], json!(600 + 900 + 900));
+
+    // Without a run key there is no setup token: refused rather than an open proxy.
+    let mut keyless = settings.clone();
+    if let Some(p) = keyless.model_proxy.as_mut() {
+        p.run_key = None;
+    }
+    assert_eq!(
+        build_pod(&cr, &keyless).unwrap_err(),
+        PodError::Environment(
+            "the setup proxy needs the model proxy's run key (--model-proxy-run-key) to give each setup a token of its own".into()
+        )
+    );
+    // The declaration's rules hold here too, naming the field.
+    let mut secret = cr.clone();
+    secret.spec.environment.as_mut().unwrap().env =
+        [("NPM_TOKEN".to_string(), "x".to_string())].into();
+    assert_eq!(
+        build_pod(&secret, &settings).unwrap_err().to_string(),
+        "environment: `env.NPM_TOKEN`: looks like a secret; a workspace file is no place for one (the egress proxy holds the credentials)"
     );
 }

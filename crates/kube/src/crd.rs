@@ -202,8 +202,10 @@ impl EnvironmentSpec {
             caches: self.caches.clone(),
             ..Default::default()
         };
-        env.check()
-            .map_err(|e| e.to_string().replace(codex_orchestrator_core::environment::FILE, "environment"))?;
+        env.check().map_err(|e| {
+            e.to_string()
+                .replace(codex_orchestrator_core::environment::FILE, "environment")
+        })?;
         Ok(env)
     }
 }

@@ -708,10 +708,7 @@ fn a_setup_runs_as_an_init_container_behind_the_setup_proxy_with_its_own_token()
     assert_eq!(restricted_violations(&pod), Vec::<String>::new());
     let v = serde_json::to_value(&pod).unwrap();
     let created = jiff::Timestamp::from_second(1_777_629_600).unwrap();
-    assert_eq!(
-        cr.metadata.creation_timestamp.as_ref().unwrap().0,
-        created
-    );
+    assert_eq!(cr.metadata.creation_timestamp.as_ref().unwrap().0, created);
     let token = codex_orchestrator_core::runtoken::derive(
         &codex_orchestrator_core::runtoken::setup_key(key.0.as_bytes()),
         UID,
@@ -769,7 +766,9 @@ fn a_setup_runs_as_an_init_container_behind_the_setup_proxy_with_its_own_token()
     let agent = &v["spec"]["containers"][0];
     assert_eq!(
         agent["volumeMounts"].as_array().unwrap().last(),
-        Some(&json!({"name": "caches", "mountPath": "/home/codex/.npm", "readOnly": true, "subPath": sub}))
+        Some(
+            &json!({"name": "caches", "mountPath": "/home/codex/.npm", "readOnly": true, "subPath": sub})
+        )
     );
     assert!(
         agent["env"]

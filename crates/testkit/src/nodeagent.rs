@@ -794,9 +794,47 @@ fn pending(init_statuses: Vec<Value>, main_statuses: Vec<Value>) -> Value {
         "initContainerStatuses": init_statuses, "containerStatuses": main_statuses})
 }
 
-fn terminated(name: &str, image: &str, code: i64, reason: &str, started: &str) -> Value {
+fn terminated(
+    name: &str,
+    image: &str,
+    code: i64,
+    reason: &str,
+    started: &str,
+    message: Option<String>,
+) -> Value {
+    let mut t = json!({"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": crate::apiserver::now()});
+    if let Some(m) = message {
+        t["message"] = json!(m);
+    }
     json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0,
-        "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": crate::apiserver::now()}}})
+        "state": {"terminated": t}})
+}
+
+/// A failed container's termination message as a kubelet makes it with
+/// `terminationMessagePolicy: FallbackToLogsOnError`: the last 80 lines of its log, at most
+/// 2048 bytes (no container here writes `/dev/termination-log`).
+async fn fallback_message(ctx: &Ctx, c: &Value, id: &str, code: i64) -> Option<String> {
+    if code == 0 || c["terminationMessagePolicy"] != "FallbackToLogsOnError" {
+        return None;
+    }
+    let mut s = ctx.docker.logs(
+        id,
+        Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
+    );
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = s.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let mut tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    if tail.len() > 2048 {
+        let mut cut = tail.len() - 2048;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail = tail[cut..].to_owned();
+    }
+    Some(tail)
 }
 
 /// The memory a Pod requests: its main containers together, or its largest init container.
@@ -901,7 +939,8 @@ async fn run_containers(
         st.push(json!({"name": n, "image": i, "imageID": "", "ready": false, "restartCount": 0, "state": {"running": {"startedAt": started}}}));
         ctx.set_status(&pod, pending(st, vec![]));
         let (code, reason) = ctx.run(&pod, &n, &id).await;
-        init_done.push(terminated(&n, &i, code, &reason, &started));
+        let message = fallback_message(ctx, c, &id, code).await;
+        init_done.push(terminated(&n, &i, code, &reason, &started, message));
         if code != 0 {
             ctx.set_status(&pod, json!({"phase": "Failed", "initContainerStatuses": init_done, "containerStatuses": []}));
             return;
@@ -926,10 +965,11 @@ async fn run_containers(
                 "started": true, "state": {"running": {"startedAt": started}}}]}),
     );
     let (code, reason) = ctx.run(&pod, &n, &id).await;
+    let message = fallback_message(ctx, c, &id, code).await;
     let phase = if code == 0 { "Succeeded" } else { "Failed" };
     ctx.set_status(
         &pod,
         json!({"phase": phase, "startTime": started, "initContainerStatuses": init_done,
-            "containerStatuses": [terminated(&n, &i, code, &reason, &started)]}),
+            "containerStatuses": [terminated(&n, &i, code, &reason, &started, message)]}),
     );
 }

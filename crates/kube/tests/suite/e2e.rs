@@ -638,3 +638,126 @@ async fn failures_cancel_timeout_and_a_controller_restart() {
     );
     c.stop().await;
 }
+
+/// A CodexRun's environment on the node agent: the `setup` init container runs after the
+/// fetch, as the sandbox's user, with the run's variables, and fills a cache that the agent
+/// then reads but cannot write; a failing setup ends its run `failed`/`setup_failed` with the
+/// output tail, before any model request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codexruns_setup_runs_before_the_agent_and_a_failing_one_ends_it() {
+    use codex_orchestrator_core::model::TerminalReason;
+    use codex_orchestrator_kube::crd::{CodexRun, EnvironmentSpec};
+    let probe = "cat /home/codex/deps/ready; (echo x > /home/codex/deps/x) 2>&1 || echo the cache is read-only";
+    let c = Cluster::start(
+        json!([
+            {"output": [{"exec": probe}]},
+            {"output": [{"message": "Read the dependencies."}]}
+        ]),
+        |_| {},
+        |_| {},
+    )
+    .await;
+    let runs: kube::Api<CodexRun> = kube::Api::namespaced(c.api.client(NS), NS);
+    let run_with = |name: &str, setup: &str| {
+        let mut cr = super::pod::test_run(
+            name,
+            SecurityMode::WorkspaceWrite,
+            codex_orchestrator_kube::crd::SourceSpec {
+                git: Some(codex_orchestrator_kube::crd::GitSource {
+                    url: GIT_URL.into(),
+                    revision: None,
+                    credentials_secret: None,
+                }),
+                pvc: None,
+            },
+        );
+        cr.metadata.namespace = None;
+        cr.metadata.uid = None;
+        cr.metadata.creation_timestamp = None;
+        cr.spec.auth_secret_ref = Some(SecretKeyRef {
+            name: PROXY_TOKEN_SECRET.0.into(),
+            key: PROXY_TOKEN_SECRET.1.into(),
+        });
+        cr.spec.verify = Some(codex_orchestrator_kube::crd::VerifyConfig {
+            enabled: Some(false),
+            ..Default::default()
+        });
+        cr.spec.environment = Some(EnvironmentSpec {
+            setup: Some(setup.into()),
+            env: [("DEPS_FLAVOUR".to_string(), "pinned".to_string())].into(),
+            caches: vec!["/home/codex/deps".into()],
+            cache_claim: None,
+        });
+        cr
+    };
+    let pp = kube::api::PostParams::default();
+    runs.create(
+        &pp,
+        &run_with(
+            "setup-ok",
+            "echo \"deps: $DEPS_FLAVOUR\" > /home/codex/deps/ready && id -u && echo setup done",
+        ),
+    )
+    .await
+    .unwrap();
+    runs.create(
+        &pp,
+        &run_with(
+            "setup-broken",
+            "echo resolving dependencies; echo 'no such package: left-pad' >&2; exit 3",
+        ),
+    )
+    .await
+    .unwrap();
+    let ended = |name: &'static str| {
+        let runs = runs.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + BOUND;
+            loop {
+                let cr = runs.get(name).await.unwrap();
+                if let Some(s) = cr
+                    .status
+                    .filter(|s| s.phase.is_some_and(|p| p.is_terminal()))
+                {
+                    return s;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{name} did not end");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let broken = ended("setup-broken").await;
+    assert_eq!(
+        (broken.phase, broken.reason, broken.message.as_deref()),
+        (
+            Some(RunPhase::Failed),
+            Some(TerminalReason::SetupFailed),
+            Some(
+                "the setup script exited with code 3: resolving dependencies\nno such package: left-pad\ncodex-orchestrator: the setup script exited with code 3"
+            )
+        ),
+        "{broken:?}"
+    );
+    let ok = ended("setup-ok").await;
+    assert_eq!(ok.phase, Some(RunPhase::Succeeded), "{ok:?}");
+    assert_eq!(
+        pod_log(&c.api, "setup-ok-run", "setup").await,
+        "10001\nsetup done\n"
+    );
+    // The agent read what the setup left in the cache, and could not write there.
+    let outputs: String = c
+        .env
+        .mock_requests()
+        .await
+        .iter()
+        .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
+        .filter(|i| i["type"] == "function_call_output")
+        .map(|i| i["output"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(outputs.contains("deps: pinned"), "{outputs}");
+    assert!(
+        outputs.contains("Read-only file system") && outputs.contains("the cache is read-only"),
+        "{outputs}"
+    );
+    c.stop().await;
+}

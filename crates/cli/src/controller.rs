@@ -28,9 +28,17 @@ pub struct ControllerArgs {
     /// The runner image (the agent, codex, the egress proxy).
     #[arg(long, env = "CODEX_ORCHESTRATOR_RUNNER_IMAGE")]
     pub runner_image: Option<String>,
-    /// Let CodexRuns choose another image in `spec.image`.
+    /// Let CodexRuns choose any other image in `spec.image`.
     #[arg(long)]
     pub allow_image_override: bool,
+    /// An image CodexRuns may name in `spec.image` besides the runner image (an environment
+    /// image the team built with `image build --environment` and pushed); repeatable.
+    #[arg(
+        long = "allowed-image",
+        value_name = "IMAGE",
+        conflicts_with = "allow_image_override"
+    )]
+    pub allowed_images: Vec<String>,
     /// The Codex CLI version the runner image holds (default: the newest supported).
     #[arg(long, value_name = "VERSION", default_value = codex_orchestrator_core::codex::DEFAULT_VERSION,
           value_parser = parse_codex_version)]
@@ -153,6 +161,8 @@ impl ControllerArgs {
         }
         if self.allow_image_override {
             p.images = ImageRule::Any;
+        } else if !self.allowed_images.is_empty() {
+            p.images = ImageRule::Listed(self.allowed_images.clone());
         }
         p.allow_full_access = self.allow_full_access;
         if self.default_model.is_some() {
@@ -246,5 +256,37 @@ mod tests {
             let err = parse(&[bad]).unwrap_err().to_string();
             assert!(err.contains(message), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn environment_images_and_the_setup_proxy_reach_the_pod_settings() {
+        let a = parse(&[
+            "--allowed-image=registry.example/team/env:0123",
+            "--setup-proxy-url=http://co-setup-proxy.tools.svc:3128",
+            "--setup-timeout=300",
+            "--extra-ca",
+        ])
+        .unwrap();
+        let s = a.settings();
+        assert_eq!(
+            (
+                s.pod.policy.images.clone(),
+                s.pod.setup_proxy.clone(),
+                s.pod.setup_timeout_secs,
+                s.pod.extra_ca
+            ),
+            (
+                ImageRule::Listed(vec!["registry.example/team/env:0123".into()]),
+                Some("http://co-setup-proxy.tools.svc:3128".to_string()),
+                300,
+                true
+            )
+        );
+        let d = parse(&[]).unwrap().settings();
+        assert_eq!(
+            (d.pod.setup_proxy, d.pod.setup_timeout_secs, d.pod.extra_ca),
+            (None, 900, false)
+        );
+        assert!(parse(&["--allow-image-override", "--allowed-image=x:1"]).is_err());
     }
 }

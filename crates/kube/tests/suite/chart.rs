@@ -738,6 +738,16 @@ fn chart_renders_lints_and_passes_the_manifest_checks() {
             values == NONDEFAULT,
             "{ctl:?}"
         );
+        // Environment images the controller lets CodexRuns name (allowedImages).
+        let images: Vec<&String> = ctl
+            .iter()
+            .filter(|a| a.starts_with("--allowed-image="))
+            .collect();
+        if values == NONDEFAULT {
+            assert_eq!(images, ["--allowed-image=registry.example/team/env:0123"]);
+        } else {
+            assert!(images.is_empty(), "{ctl:?}");
+        }
         // The gateway admits by the controller's rules, full_access included.
         assert_eq!(
             gw.contains(&"--allow-full-access".to_string()),

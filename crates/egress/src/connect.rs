@@ -345,6 +345,24 @@ pub async fn main(args: ConnectProxyArgs) -> Result<(), ProxyError> {
 mod tests {
     use super::*;
 
+    /// A setup proxy of `policy` on a loopback port: its address, and how to stop it.
+    async fn spawn(policy: Policy) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_policy(policy, listener, stop.clone()));
+        (addr, stop, server)
+    }
+
+    /// The proxy's whole answer to `head` (it closes the connection after a refusal).
+    async fn answer(addr: SocketAddr, head: &[u8]) -> String {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(head).await.unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
     fn refused(status: u16, target: &str, reason: &str) -> Decision {
         Decision::Refuse {
             status,
@@ -409,18 +427,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connect_gets_its_reason_and_nothing_is_dialled() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(vec!["crates.io".into()], listener, stop.clone()));
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = String::new();
-        c.read_to_string(&mut answer).await.unwrap();
+        let (addr, stop, server) = spawn(Policy {
+            allow: vec!["crates.io".into()],
+            ports: ALLOWED_PORTS.to_vec(),
+            run_key: None,
+        })
+        .await;
         assert_eq!(
-            answer,
+            answer(
+                addr,
+                b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+            )
+            .await,
             "HTTP/1.1 403 Refused\r\ncontent-type: text/plain\r\ncontent-length: 40\r\nconnection: close\r\n\r\nsetup proxy: not on the setup allowlist\n"
         );
         stop.cancel();
@@ -438,18 +456,12 @@ mod tests {
             s.read_exact(&mut buf).await.unwrap();
             s.write_all(&buf).await.unwrap();
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(serve_policy(
-            Policy {
-                allow: vec!["localhost".into()],
-                ports: vec![up_port],
-                run_key: None,
-            },
-            listener,
-            stop.clone(),
-        ));
+        let (addr, stop, server) = spawn(Policy {
+            allow: vec!["localhost".into()],
+            ports: vec![up_port],
+            run_key: None,
+        })
+        .await;
         let mut c = TcpStream::connect(addr).await.unwrap();
         // Bytes sent right behind the head go upstream too.
         c.write_all(format!("CONNECT localhost:{up_port} HTTP/1.1\r\n\r\nhello").as_bytes())
@@ -501,26 +513,14 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_token_a_keyed_proxy_answers_407() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(serve_policy(
-            Policy {
-                allow: vec!["crates.io".into()],
-                ports: ALLOWED_PORTS.to_vec(),
-                run_key: Some("k".repeat(40)),
-            },
-            listener,
-            stop.clone(),
-        ));
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(b"CONNECT crates.io:443 HTTP/1.1\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = String::new();
-        c.read_to_string(&mut answer).await.unwrap();
+        let (addr, stop, server) = spawn(Policy {
+            allow: vec!["crates.io".into()],
+            ports: ALLOWED_PORTS.to_vec(),
+            run_key: Some("k".repeat(40)),
+        })
+        .await;
         assert_eq!(
-            answer,
+            answer(addr, b"CONNECT crates.io:443 HTTP/1.1\r\n\r\n").await,
             "HTTP/1.1 407 Refused\r\nproxy-authenticate: Basic realm=\"codex-orchestrator setup\"\r\ncontent-type: text/plain\r\ncontent-length: 34\r\nconnection: close\r\n\r\nsetup proxy: no valid setup token\n"
         );
         stop.cancel();

@@ -214,6 +214,19 @@ impl DockerEnv {
             .collect()
     }
 
+    /// What codex sent back to the model as command outputs (`function_call_output` items
+    /// of the requests the mock received), in order, joined by newlines.
+    pub async fn tool_outputs(&self) -> String {
+        self.mock_requests()
+            .await
+            .iter()
+            .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
+            .filter(|i| i["type"] == "function_call_output")
+            .map(|i| i["output"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     pub fn config(&self) -> Config {
         let mut cfg = Config {
             state_dir: self.state.path().to_path_buf(),

@@ -141,18 +141,7 @@ pub fn run_token(
     deadline_secs: u64,
     slack_secs: u64,
 ) -> Result<String, PodError> {
-    let uid = cr
-        .metadata
-        .uid
-        .as_deref()
-        .ok_or(PodError::Metadata("uid"))?;
-    let created = cr
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .ok_or(PodError::Metadata("creationTimestamp"))?
-        .0
-        .as_second();
+    let (uid, created) = uid_and_creation(cr)?;
     let span = i64::try_from(deadline_secs.saturating_add(slack_secs)).unwrap_or(i64::MAX);
     let expires = created
         .saturating_add(span)
@@ -161,9 +150,8 @@ pub fn run_token(
         .ok_or(PodError::Metadata("usable uid"))
 }
 
-/// The setup token of `cr` (the setup proxy's, `codex_orchestrator_core::runtoken::setup_key`):
-/// valid from its creation for its setup's time plus the Pod's slack. Pure.
-pub fn setup_token(cr: &CodexRun, key: &RunKey, s: &PodSettings) -> Result<String, PodError> {
+/// The uid and the creation time (Unix seconds) of a CodexRun, which the API server sets.
+fn uid_and_creation(cr: &CodexRun) -> Result<(&str, i64), PodError> {
     let uid = cr
         .metadata
         .uid
@@ -176,6 +164,13 @@ pub fn setup_token(cr: &CodexRun, key: &RunKey, s: &PodSettings) -> Result<Strin
         .ok_or(PodError::Metadata("creationTimestamp"))?
         .0
         .as_second();
+    Ok((uid, created))
+}
+
+/// The setup token of `cr` (the setup proxy's, `codex_orchestrator_core::runtoken::setup_key`):
+/// valid from its creation for its setup's time plus the Pod's slack. Pure.
+pub fn setup_token(cr: &CodexRun, key: &RunKey, s: &PodSettings) -> Result<String, PodError> {
+    let (uid, created) = uid_and_creation(cr)?;
     let span = i64::try_from(s.setup_timeout_secs.saturating_add(s.deadline_slack_secs))
         .unwrap_or(i64::MAX);
     codex_orchestrator_core::runtoken::derive(

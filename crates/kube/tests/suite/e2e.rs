@@ -343,6 +343,31 @@ fn git_request() -> codex_orchestrator_core::model::RunRequest {
     req
 }
 
+/// A CodexRun of the git server's repository as `kubectl apply` would send it (no uid, no
+/// creation time: the API server sets them), its key being the proxy token.
+fn git_codexrun(name: &str) -> codex_orchestrator_kube::crd::CodexRun {
+    let mut cr = super::pod::test_run(
+        name,
+        SecurityMode::WorkspaceWrite,
+        codex_orchestrator_kube::crd::SourceSpec {
+            git: Some(codex_orchestrator_kube::crd::GitSource {
+                url: GIT_URL.into(),
+                revision: None,
+                credentials_secret: None,
+            }),
+            pvc: None,
+        },
+    );
+    cr.metadata.namespace = None;
+    cr.metadata.uid = None;
+    cr.metadata.creation_timestamp = None;
+    cr.spec.auth_secret_ref = Some(SecretKeyRef {
+        name: PROXY_TOKEN_SECRET.0.into(),
+        key: PROXY_TOKEN_SECRET.1.into(),
+    });
+    cr
+}
+
 /// A CodexRun from a git source, through the gateway's Kubernetes runner, the real controller
 /// loop, the node agent (the real `fetch` init container against the git server, then the
 /// real agent and codex): it succeeds with the patch in its artifacts and this whole status.
@@ -515,25 +540,7 @@ async fn failures_cancel_timeout_and_a_controller_restart() {
     // A Pod no node can take (a CodexRun applied directly, asking for 64 GiB).
     let runs: kube::Api<codex_orchestrator_kube::crd::CodexRun> =
         kube::Api::namespaced(c.api.client(NS), NS);
-    let mut big = super::pod::test_run(
-        "too-big",
-        SecurityMode::WorkspaceWrite,
-        codex_orchestrator_kube::crd::SourceSpec {
-            git: Some(codex_orchestrator_kube::crd::GitSource {
-                url: GIT_URL.into(),
-                revision: None,
-                credentials_secret: None,
-            }),
-            pvc: None,
-        },
-    );
-    big.metadata.namespace = None;
-    big.metadata.uid = None;
-    big.metadata.creation_timestamp = None;
-    big.spec.auth_secret_ref = Some(SecretKeyRef {
-        name: "proxy-token".into(),
-        key: "token".into(),
-    });
+    let mut big = git_codexrun("too-big");
     big.spec.resources = Some(
         serde_json::from_value(
             json!({"requests": {"memory": "64Gi"}, "limits": {"memory": "64Gi"}}),
@@ -659,25 +666,7 @@ async fn a_codexruns_setup_runs_before_the_agent_and_a_failing_one_ends_it() {
     .await;
     let runs: kube::Api<CodexRun> = kube::Api::namespaced(c.api.client(NS), NS);
     let run_with = |name: &str, setup: &str| {
-        let mut cr = super::pod::test_run(
-            name,
-            SecurityMode::WorkspaceWrite,
-            codex_orchestrator_kube::crd::SourceSpec {
-                git: Some(codex_orchestrator_kube::crd::GitSource {
-                    url: GIT_URL.into(),
-                    revision: None,
-                    credentials_secret: None,
-                }),
-                pvc: None,
-            },
-        );
-        cr.metadata.namespace = None;
-        cr.metadata.uid = None;
-        cr.metadata.creation_timestamp = None;
-        cr.spec.auth_secret_ref = Some(SecretKeyRef {
-            name: PROXY_TOKEN_SECRET.0.into(),
-            key: PROXY_TOKEN_SECRET.1.into(),
-        });
+        let mut cr = git_codexrun(name);
         cr.spec.verify = Some(codex_orchestrator_kube::crd::VerifyConfig {
             enabled: Some(false),
             ..Default::default()
@@ -745,15 +734,7 @@ async fn a_codexruns_setup_runs_before_the_agent_and_a_failing_one_ends_it() {
         "10001\nsetup done\n"
     );
     // The agent read what the setup left in the cache, and could not write there.
-    let outputs: String = c
-        .env
-        .mock_requests()
-        .await
-        .iter()
-        .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
-        .filter(|i| i["type"] == "function_call_output")
-        .map(|i| i["output"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let outputs = c.env.tool_outputs().await;
     assert!(outputs.contains("deps: pinned"), "{outputs}");
     assert!(
         outputs.contains("Read-only file system") && outputs.contains("the cache is read-only"),

@@ -25,7 +25,7 @@ use bollard::query_parameters::{
     WaitContainerOptionsBuilder,
 };
 use codex_orchestrator_core::contract::labels::MANAGER;
-use codex_orchestrator_core::contract::{EGRESS_BIN, FALLBACK_UID, HOME_DIR, WORKSPACE_MOUNT};
+use codex_orchestrator_core::contract::{EGRESS_BIN, FALLBACK_UID, WORKSPACE_MOUNT};
 use codex_orchestrator_core::environment::{Environment, SETUP_INPUT_FILES};
 use codex_orchestrator_core::model::{RunId, SecurityMode, SetupCache, SetupReport};
 use codex_orchestrator_egress::connect::{CONNECT_PORT, ENV_ALLOW};
@@ -155,25 +155,11 @@ pub fn proxy_url() -> String {
 /// no capabilities, the workspace (read-only in `readonly`), the caches read-write, the
 /// setup network only, every tool pointed at the setup proxy.
 pub fn setup_spec(i: &SetupInputs) -> (String, ContainerCreateBody) {
-    let mut tmpfs = HashMap::new();
-    tmpfs.insert(
-        "/tmp".to_string(),
-        format!("rw,exec,nosuid,nodev,size={}m,mode=1777", i.tmp_mb),
-    );
-    tmpfs.insert(
-        HOME_DIR.to_string(),
-        format!(
-            "rw,exec,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
-            i.home_mb, i.uid, i.gid
-        ),
-    );
-    let mut mounts = vec![Mount {
-        target: Some(WORKSPACE_MOUNT.to_string()),
-        source: Some(i.workspace.to_string_lossy().into_owned()),
-        typ: Some(MountType::BIND),
-        read_only: Some(i.mode == SecurityMode::Readonly),
-        ..Default::default()
-    }];
+    let tmpfs = super::spec::user_tmpfs(i.tmp_mb, i.home_mb, i.uid, i.gid);
+    let mut mounts = vec![super::spec::workspace_bind(
+        &i.workspace,
+        i.mode == SecurityMode::Readonly,
+    )];
     if i.protect_git {
         mounts.push(Mount {
             target: Some(format!("{WORKSPACE_MOUNT}/.git")),
@@ -265,19 +251,7 @@ pub fn setup_proxy_spec(i: &SetupInputs) -> (String, ContainerCreateBody) {
             i.mode,
             ROLE_SETUP_PROXY,
         )),
-        host_config: Some(HostConfig {
-            network_mode: Some(net),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".to_string()]),
-            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
-            privileged: Some(false),
-            init: Some(true),
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            pids_limit: Some(128),
-            ipc_mode: Some("private".to_string()),
-            ..Default::default()
-        }),
+        host_config: Some(super::spec::proxy_host(net, memory)),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(endpoints),
         }),

@@ -248,18 +248,8 @@ pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
         env: Some(env),
         labels: Some(run_labels(&p.run_id, &p.store_key, p.mode, ROLE_PROXY)),
         host_config: Some(HostConfig {
-            network_mode: Some(net),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".to_string()]),
-            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
-            privileged: Some(false),
-            init: Some(true),
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            pids_limit: Some(PROXY_PIDS),
-            ipc_mode: Some("private".to_string()),
             mounts: Some(mounts).filter(|m| !m.is_empty()),
-            ..Default::default()
+            ..proxy_host(net, memory)
         }),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(endpoints),
@@ -267,6 +257,24 @@ pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
         ..Default::default()
     };
     (proxy_name(&p.run_id), body)
+}
+
+/// The host side of a proxy container (the model proxy's, the setup proxy's): on `network`,
+/// read-only, no capabilities, no new privileges, `memory` bytes, few processes. Pure.
+pub(crate) fn proxy_host(network: String, memory: i64) -> HostConfig {
+    HostConfig {
+        network_mode: Some(network),
+        readonly_rootfs: Some(true),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+        privileged: Some(false),
+        init: Some(true),
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        pids_limit: Some(PROXY_PIDS),
+        ipc_mode: Some("private".to_string()),
+        ..Default::default()
+    }
 }
 
 /// Everything the container spec depends on. Plain data, so [`container_spec`] is pure.
@@ -298,22 +306,37 @@ pub struct ContainerInputs {
     pub caches: Vec<(String, String)>,
 }
 
+/// The tmpfs mounts every container of a run that runs the project's code has: `/tmp` and
+/// the user's own `HOME` (sizes in MiB). Pure.
+pub(crate) fn user_tmpfs(tmp_mb: u64, home_mb: u64, uid: u32, gid: u32) -> HashMap<String, String> {
+    HashMap::from([
+        (
+            "/tmp".to_string(),
+            format!("rw,exec,nosuid,nodev,size={tmp_mb}m,mode=1777"),
+        ),
+        (
+            HOME_DIR.to_string(),
+            format!("rw,exec,nosuid,nodev,size={home_mb}m,mode=0700,uid={uid},gid={gid}"),
+        ),
+    ])
+}
+
+/// The workspace at [`WORKSPACE_MOUNT`]. Pure.
+pub(crate) fn workspace_bind(workspace: &Path, read_only: bool) -> Mount {
+    Mount {
+        target: Some(WORKSPACE_MOUNT.to_string()),
+        source: Some(workspace.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
 /// The container for one run, derived from the security policy. Pure.
 pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
     let labels = run_labels(&i.run_id, &i.store_key, i.policy.mode, ROLE_SANDBOX);
 
-    let mut tmpfs = HashMap::new();
-    tmpfs.insert(
-        "/tmp".to_string(),
-        format!("rw,exec,nosuid,nodev,size={}m,mode=1777", i.tmp_mb),
-    );
-    tmpfs.insert(
-        HOME_DIR.to_string(),
-        format!(
-            "rw,exec,nosuid,nodev,size={}m,mode=0700,uid={},gid={}",
-            i.home_mb, i.uid, i.gid
-        ),
-    );
+    let mut tmpfs = user_tmpfs(i.tmp_mb, i.home_mb, i.uid, i.gid);
     tmpfs.insert(
         AGENT_DIR.to_string(),
         format!(
@@ -330,13 +353,7 @@ pub fn container_spec(i: &ContainerInputs) -> (String, ContainerCreateBody) {
             ),
         );
     }
-    let mut mounts = vec![Mount {
-        target: Some(WORKSPACE_MOUNT.to_string()),
-        source: Some(i.workspace.to_string_lossy().into_owned()),
-        typ: Some(MountType::BIND),
-        read_only: Some(i.policy.workspace_read_only),
-        ..Default::default()
-    }];
+    let mut mounts = vec![workspace_bind(&i.workspace, i.policy.workspace_read_only)];
     if i.private_git {
         mounts.push(Mount {
             target: Some(HOST_GIT_MOUNT.to_string()),

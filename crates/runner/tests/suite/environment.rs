@@ -523,15 +523,7 @@ async fn a_setup_fetches_dependencies_once_and_the_agent_phase_stays_offline() {
     );
     assert!(test(1).passed, "{v:#?}");
     // The agent phase reached no registry, by any way.
-    let outputs: Vec<String> = env
-        .mock_requests()
-        .await
-        .iter()
-        .flat_map(|r| r["body"]["input"].as_array().cloned().unwrap_or_default())
-        .filter(|i| i["type"] == "function_call_output")
-        .map(|i| i["output"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    let probe = outputs.join("\n");
+    let probe = env.tool_outputs().await;
     for way in ["direct", "via-model-proxy", "via-setup-proxy"] {
         assert!(probe.contains(&format!("{way} BLOCKED")), "{way}: {probe}");
     }

@@ -693,7 +693,8 @@ async fn a_codexruns_setup_runs_before_the_agent_and_a_failing_one_ends_it() {
         &pp,
         &run_with(
             "setup-broken",
-            "echo resolving dependencies; echo 'no such package: left-pad' >&2; exit 3",
+            // One stream: Docker keeps the order within stdout or stderr, not across them.
+            "echo resolving dependencies >&2; echo 'no such package: left-pad' >&2; exit 3",
         ),
     )
     .await

@@ -1863,7 +1863,19 @@ async fn mcp_over_streamable_http_serves_the_same_tools_and_shuts_down() {
         .expect("the HTTP server stops on shutdown")
         .unwrap()
         .unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    // The listening socket goes with the server's last task: bounded wait until connecting
+    // is refused.
+    let closed = async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .is_ok(),
+        "{addr} still accepts connections after shutdown"
+    );
     let _ = h.client.cancel().await;
 }
 

@@ -200,54 +200,61 @@ pub struct Pruned {
     pub kept_in_use: Vec<String>,
 }
 
-/// Removes the environment images that nothing uses and that are at least
+/// What a prune would remove (pure): the environment images nothing uses that are at least
 /// `environments_older_than` seconds old (none without it), and with `caches` the cache
-/// volumes nothing uses. Runner and base images are left alone (rebuilding them takes
-/// minutes).
+/// volumes nothing uses; what is in use is listed as kept. Runner and base images are left
+/// alone (rebuilding them takes minutes).
+pub fn prune_plan(inv: &Inventory, environments_older_than: Option<i64>, caches: bool) -> Pruned {
+    let mut out = Pruned::default();
+    if let Some(min_age) = environments_older_than {
+        for image in inv.images.iter().filter(|i| i.kind == "environment") {
+            let name = image.tags.first().cloned().unwrap_or(image.id.clone());
+            if !image.used_by.is_empty() {
+                out.kept_in_use.push(name);
+            } else if image.age_secs >= min_age {
+                out.removed_images.push(name);
+            }
+        }
+    }
+    if caches {
+        for cache in &inv.caches {
+            if cache.used_by.is_empty() {
+                out.removed_caches.push(cache.name.clone());
+            } else {
+                out.kept_in_use.push(cache.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Removes what `plan` names (images by tag or id, untagging every tag; cache volumes by
+/// name); returns it.
+pub async fn remove(docker: &Docker, plan: Pruned) -> Result<Pruned, ImageError> {
+    for image in &plan.removed_images {
+        let options = RemoveImageOptionsBuilder::default().force(true).build();
+        docker
+            .remove_image(image, Some(options), None)
+            .await
+            .map_err(|e| ImageError::docker(format!("remove image {image}"), e))?;
+    }
+    for cache in &plan.removed_caches {
+        docker
+            .remove_volume(cache, None::<RemoveVolumeOptions>)
+            .await
+            .map_err(|e| ImageError::docker(format!("remove volume {cache}"), e))?;
+    }
+    Ok(plan)
+}
+
+/// Removes the environment images and cache volumes [`prune_plan`] names.
 pub async fn prune(
     docker: &Docker,
     environments_older_than: Option<i64>,
     caches: bool,
 ) -> Result<Pruned, ImageError> {
     let inv = inventory(docker).await?;
-    let mut out = Pruned::default();
-    let min_age_secs = environments_older_than.unwrap_or(i64::MAX);
-    let environments = inv
-        .images
-        .iter()
-        .filter(|i| environments_older_than.is_some() && i.kind == "environment");
-    for image in environments {
-        if !image.used_by.is_empty() {
-            out.kept_in_use
-                .push(image.tags.first().cloned().unwrap_or(image.id.clone()));
-            continue;
-        }
-        if image.age_secs < min_age_secs {
-            continue;
-        }
-        // Untag every tag, then the image goes (a child image would keep it; none is ours).
-        let options = RemoveImageOptionsBuilder::default().force(true).build();
-        docker
-            .remove_image(&image.id, Some(options), None)
-            .await
-            .map_err(|e| ImageError::docker(format!("remove image {}", image.id), e))?;
-        out.removed_images
-            .push(image.tags.first().cloned().unwrap_or(image.id.clone()));
-    }
-    if caches {
-        for cache in &inv.caches {
-            if !cache.used_by.is_empty() {
-                out.kept_in_use.push(cache.name.clone());
-                continue;
-            }
-            docker
-                .remove_volume(&cache.name, None::<RemoveVolumeOptions>)
-                .await
-                .map_err(|e| ImageError::docker(format!("remove volume {}", cache.name), e))?;
-            out.removed_caches.push(cache.name.clone());
-        }
-    }
-    Ok(out)
+    remove(docker, prune_plan(&inv, environments_older_than, caches)).await
 }
 
 #[cfg(test)]
@@ -328,6 +335,49 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_prune_removes_what_nothing_uses_and_keeps_the_rest() {
+        let entry = |tag: &str, kind: &str, age: i64, used: bool| ImageEntry {
+            id: format!("sha256:{tag}"),
+            tags: vec![tag.to_string()],
+            kind: kind.to_string(),
+            size_bytes: 1,
+            age_secs: age,
+            packages: vec![],
+            from: None,
+            used_by: if used { vec!["c".into()] } else { vec![] },
+        };
+        let cache = |name: &str, used: bool| CacheEntry {
+            name: name.into(),
+            path: "/p".into(),
+            store: "s".into(),
+            size_bytes: None,
+            used_by: if used { vec!["c".into()] } else { vec![] },
+        };
+        let inv = Inventory {
+            images: vec![
+                entry("env:old", "environment", 90_000, false),
+                entry("env:new", "environment", 10, false),
+                entry("env:used", "environment", 90_000, true),
+                entry("runner:1", "runner", 90_000, false),
+            ],
+            caches: vec![cache("v1", false), cache("v2", true)],
+        };
+        assert_eq!(
+            prune_plan(&inv, Some(86_400), true),
+            Pruned {
+                removed_images: vec!["env:old".into()],
+                removed_caches: vec!["v1".into()],
+                kept_in_use: vec!["env:used".into(), "v2".into()],
+            }
+        );
+        assert_eq!(
+            prune_plan(&inv, Some(0), false).removed_images,
+            vec!["env:old".to_string(), "env:new".into()]
+        );
+        assert_eq!(prune_plan(&inv, None, false), Pruned::default());
     }
 
     #[test]

@@ -16,11 +16,6 @@ use codex_orchestrator_testkit::docker::{DockerEnv, tree_contents};
 use codex_orchestrator_testkit::write;
 use serde_json::json;
 
-/// Tests of this file that run environment images hold this shared; the pruning test holds it
-/// alone (it removes every unused environment image, which would pull one from under a run
-/// between its build and its containers).
-static ENV_IMAGES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
 const LIB: &str = "pub fn add(a: i32, b: i32) -> i32 {\n    a - b\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(super::add(2, 3), 5);\n    }\n\n    #[test]\n    fn adds_zero() {\n        assert_eq!(super::add(0, 0), 0);\n    }\n}\n";
 const FIX: &str = "*** Begin Patch\n*** Update File: src/lib.rs\n@@\n pub fn add(a: i32, b: i32) -> i32 {\n-    a - b\n+    a + b\n }\n*** End Patch\n";
 
@@ -101,7 +96,6 @@ async fn fixed_by_the_verify_loop(
     done: &str,
     again: bool,
 ) -> Fixed {
-    let _images = ENV_IMAGES.read().await;
     let env = DockerEnv::start(json!([
         {"output": [{"message": "I read the project."}]},
         {"output": [{"apply_patch": fix}]},
@@ -416,7 +410,6 @@ PYTHONPATH = "/home/codex/deps"
 /// hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setup_fetches_dependencies_once_and_the_agent_phase_stays_offline() {
-    let _images = ENV_IMAGES.read().await;
     let ws = codex_orchestrator_testkit::docker::workspace_of(&[
         ("calc.py", "def add(a, b):\n    return a - b\n"),
         (
@@ -570,7 +563,6 @@ async fn a_setup_fetches_dependencies_once_and_the_agent_phase_stays_offline() {
 /// does not ignore.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_setup_ends_the_run_with_its_output_and_refusals() {
-    let _images = ENV_IMAGES.read().await;
     let ws = codex_orchestrator_testkit::docker::workspace_of(&[
         ("calc.py", "def add(a, b):\n    return a + b\n"),
         (
@@ -789,8 +781,7 @@ async fn a_node_package_is_fixed_with_npm_test_in_its_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_images_are_listed_with_their_users_and_pruned_when_unused() {
     use codex_orchestrator_runner::image::environment::ensure_environment_image;
-    use codex_orchestrator_runner::image::inventory::{inventory, prune};
-    let _alone = ENV_IMAGES.write().await;
+    use codex_orchestrator_runner::image::inventory::{inventory, prune_plan, remove};
     let docker = bollard::Docker::connect_with_local_defaults().unwrap();
     let runner = codex_orchestrator_testkit::image::test_runner_image().await;
     // A CA bundle of its own makes this image this test's alone.
@@ -836,9 +827,11 @@ async fn environment_images_are_listed_with_their_users_and_pruned_when_unused()
         .unwrap();
     let listed = entry(&inventory(&docker).await.unwrap()).expect("listed");
     assert_eq!(listed.used_by, vec![name.clone()]);
-    let pruned = prune(&docker, Some(0), false).await.unwrap();
-    assert!(pruned.kept_in_use.contains(&built.tag), "{pruned:?}");
-    assert!(!pruned.removed_images.contains(&built.tag), "{pruned:?}");
+    // What a prune would do, planned from the engine's real state (this test removes only its
+    // own image: other environment images on the engine are other tests' or the user's).
+    let plan = prune_plan(&inventory(&docker).await.unwrap(), Some(0), false);
+    assert!(plan.kept_in_use.contains(&built.tag), "{plan:?}");
+    assert!(!plan.removed_images.contains(&built.tag), "{plan:?}");
     docker
         .remove_container(
             &name,
@@ -851,9 +844,17 @@ async fn environment_images_are_listed_with_their_users_and_pruned_when_unused()
         .await
         .unwrap();
     // Unused, but younger than a day: kept; with no age limit: removed.
-    let pruned = prune(&docker, Some(86_400), false).await.unwrap();
-    assert!(!pruned.removed_images.contains(&built.tag), "{pruned:?}");
-    let pruned = prune(&docker, Some(0), false).await.unwrap();
-    assert!(pruned.removed_images.contains(&built.tag), "{pruned:?}");
+    let inv = inventory(&docker).await.unwrap();
+    assert!(
+        !prune_plan(&inv, Some(86_400), false)
+            .removed_images
+            .contains(&built.tag)
+    );
+    let mut plan = prune_plan(&inv, Some(0), false);
+    assert!(plan.removed_images.contains(&built.tag), "{plan:?}");
+    plan.removed_images.retain(|t| *t == built.tag);
+    plan.kept_in_use.clear();
+    let removed = remove(&docker, plan).await.unwrap();
+    assert_eq!(removed.removed_images, vec![built.tag.clone()]);
     assert_eq!(entry(&inventory(&docker).await.unwrap()), None);
 }

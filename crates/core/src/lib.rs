@@ -17,6 +17,7 @@ pub mod codex;
 pub mod contract;
 pub mod environment;
 pub mod events;
+pub mod judge;
 pub mod model;
 pub mod policy;
 pub mod redact;

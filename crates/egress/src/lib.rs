@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub mod budget;
 pub mod chatgpt;
 pub mod connect;
 use chatgpt::{ChatGptAuth, ChatGptSettings, Credentials};
@@ -99,6 +100,8 @@ pub struct ProxySettings {
     pub run_key: Option<String>,
     /// A ChatGPT sign-in to forward with instead of `api_key` ([`chatgpt::ENV_AUTH_FILE`]).
     pub chatgpt: Option<ChatGptSettings>,
+    /// The run's budget ([`budget`]).
+    pub budget: budget::Budget,
 }
 
 impl std::fmt::Debug for ProxySettings {
@@ -111,6 +114,7 @@ impl std::fmt::Debug for ProxySettings {
             .field("allowed", &self.allowed)
             .field("run_key", &self.run_key.as_ref().map(|_| "<redacted>"))
             .field("chatgpt", &self.chatgpt)
+            .field("budget", &self.budget)
             .finish()
     }
 }
@@ -175,6 +179,7 @@ impl ProxySettings {
             allowed,
             run_key: None,
             chatgpt: None,
+            budget: budget::Budget::default(),
         })
     }
 
@@ -225,6 +230,7 @@ impl ProxySettings {
             None => DEFAULT_ALLOWED.iter().map(|s| s.to_string()).collect(),
         };
         let mut s = ProxySettings::new(&upstream, &token, get(ENV_API_KEY), allowed)?;
+        s.budget = budget::Budget::from_env()?;
         if let Some(file) = get(chatgpt::ENV_AUTH_FILE) {
             s = s.with_chatgpt(ChatGptSettings {
                 auth_file: file.into(),
@@ -394,7 +400,13 @@ fn skip_response_header(name: &header::HeaderName) -> bool {
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 fn json_error(code: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"error": {"message": message, "type": "egress_proxy"}});
+    json_response(
+        code,
+        &serde_json::json!({"error": {"message": message, "type": "egress_proxy"}}),
+    )
+}
+
+fn json_response(code: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(
         Full::new(Bytes::from(body.to_string()))
             .map_err(|e: Infallible| match e {})
@@ -486,6 +498,7 @@ pub async fn serve(
         None => None,
     };
     let settings = Arc::new(settings);
+    let meter = Arc::new(budget::Meter::default());
     let addr = listener.local_addr().ok();
     info!(
         ?addr,
@@ -494,8 +507,13 @@ pub async fn serve(
         "egress proxy listening"
     );
     let handler = move |req: Request<Incoming>| {
-        let (settings, client, auth) = (settings.clone(), client.clone(), auth.clone());
-        async move { handle(&settings, &client, auth.as_deref(), req).await }
+        let (settings, client, auth, meter) = (
+            settings.clone(),
+            client.clone(),
+            auth.clone(),
+            meter.clone(),
+        );
+        async move { handle(&settings, &client, auth.as_deref(), &meter, req).await }
     };
     codex_orchestrator_http::serve(
         listener,
@@ -512,6 +530,7 @@ async fn handle(
     s: &ProxySettings,
     client: &reqwest::Client,
     signin: Option<&ChatGptAuth>,
+    meter: &Arc<budget::Meter>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -535,6 +554,17 @@ async fn handle(
             return json_error(code, &m);
         }
     };
+    // A model request counts against the run's budget; the one that would exceed it is
+    // refused before it reaches the model.
+    let metered = method == Method::POST && url.contains("/responses");
+    if metered && let Err(why) = meter.admit(&s.budget) {
+        warn!(%method, path = %pq, status = 429, used = ?meter.used(), "proxy: {why}");
+        return json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &serde_json::json!({"error": {
+                "message": why, "type": "budget_exhausted", "code": "insufficient_quota"}}),
+        );
+    }
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -633,7 +663,15 @@ async fn handle(
             out = out.header(k, v);
         }
     }
-    let stream = resp.bytes_stream().map(|r| {
+    // The answer passes through unbuffered; its usage is read on the way.
+    let mut scanner = metered.then(budget::UsageScanner::default);
+    let meter = meter.clone();
+    let stream = resp.bytes_stream().map(move |r| {
+        if let (Ok(chunk), Some(scan)) = (&r, scanner.as_mut()) {
+            for (input, output) in scan.feed(chunk) {
+                meter.record(input, output);
+            }
+        }
         r.map(Frame::data)
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
     });

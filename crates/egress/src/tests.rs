@@ -30,6 +30,7 @@ fn settings_parse_and_refuse() {
             allowed: vec!["responses".into(), "models".into()],
             run_key: None,
             chatgpt: None,
+            budget: budget::Budget::default(),
         }
     );
     assert_eq!(settings("http://mock:8080").base_path, "");
@@ -455,4 +456,76 @@ async fn the_upstream_is_trusted_through_the_extra_ca_bundle_only() {
             .to_string(),
         "proxy setting CODEX_ORCHESTRATOR_PROXY_EXTRA_CA: the bundle holds no certificate"
     );
+}
+
+/// The budget: the proxy reads each answer's usage as it streams past and refuses the model
+/// request that would pass the run's token budget (`429`, `insufficient_quota`, type
+/// `budget_exhausted`), before it reaches the model.
+#[tokio::test]
+async fn the_request_that_would_pass_the_token_budget_never_reaches_the_model() {
+    use codex_orchestrator_testkit::mockmodel::MockScript;
+    let usage = serde_json::json!({"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100});
+    let script: MockScript = serde_json::from_value(serde_json::json!({
+        "responses": [
+            {"output": [{"message": "one"}], "usage": usage},
+            {"output": [{"message": "two"}], "usage": usage}
+        ],
+        "expected_api_key": "sk-real"
+    }))
+    .unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = log.clone();
+    let mock = codex_orchestrator_testkit::mockmodel::spawn(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        script,
+        move |e| sink.lock().unwrap().push(e.clone()),
+    )
+    .unwrap();
+    let mut s = settings(&format!("http://{}/v1", mock.addr()));
+    s.budget = budget::Budget {
+        max_tokens: Some(1500),
+        max_requests: None,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(s, listener, stop.clone()));
+    let client = upstream_client().unwrap();
+    let post = || {
+        client
+            .post(format!("http://{addr}/v1/responses"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"model": "gpt-5.5", "input": []}))
+            .send()
+    };
+    let first = post().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.text().await.unwrap().contains("\"one\""));
+    // 1100 used; the next request takes at least the 1000 input tokens of the last: refused.
+    let second = post().await.unwrap();
+    assert_eq!(second.status(), 429);
+    assert_eq!(
+        second.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"error": {
+            "message": "budget exhausted: 1100 of 1500 tokens used, and the next request would take at least 1000 more",
+            "type": "budget_exhausted", "code": "insufficient_quota"}})
+    );
+    // Listing models is no model request: not counted, not refused.
+    let models = client
+        .get(format!("http://{addr}/v1/models"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(models.status(), 429);
+    let posts = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["method"] == "POST")
+        .count();
+    assert_eq!(posts, 1, "the refused request reached the model");
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    mock.shutdown().await.unwrap();
 }

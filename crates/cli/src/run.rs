@@ -92,6 +92,13 @@ pub struct RunArgs {
     /// default and maximum: `max_workspace_growth_mb` of the config, 2048 unless set).
     #[arg(long, value_name = "MIB")]
     pub workspace_growth_limit_mb: Option<u64>,
+    /// Most tokens (input + output) the run may use; the egress proxy refuses the model
+    /// request that would pass it (the run ends failed/budget_exhausted).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tokens: Option<u64>,
+    /// Most model requests the run may make.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_model_requests: Option<u64>,
     /// Print the final status and result as JSON instead of a human summary.
     #[arg(long)]
     pub json: bool,
@@ -183,6 +190,12 @@ pub(crate) async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         labels: Default::default(),
         confirm_full_access: a.confirm_full_access,
         workspace_growth_limit_mb: a.workspace_growth_limit_mb,
+        budget: (a.max_tokens.is_some() || a.max_model_requests.is_some()).then_some(
+            codex_orchestrator_core::model::RunBudget {
+                max_tokens: a.max_tokens,
+                max_model_requests: a.max_model_requests,
+            },
+        ),
     };
     let runner = DockerRunner::connect(cfg).await?;
     let submitted = runner.submit(req.clone()).await;

@@ -559,6 +559,8 @@ async fn handle(
     let metered = method == Method::POST && url.contains("/responses");
     if metered && let Err(why) = meter.admit(&s.budget) {
         warn!(%method, path = %pq, status = 429, used = ?meter.used(), "proxy: {why}");
+        // For the runner: the run ends failed/budget_exhausted with these figures.
+        println!("{}", serde_json::json!({ "budget_exhausted": why }));
         return json_response(
             StatusCode::TOO_MANY_REQUESTS,
             &serde_json::json!({"error": {

@@ -464,7 +464,8 @@ async fn the_upstream_is_trusted_through_the_extra_ca_bundle_only() {
 #[tokio::test]
 async fn the_request_that_would_pass_the_token_budget_never_reaches_the_model() {
     use codex_orchestrator_testkit::mockmodel::MockScript;
-    let usage = serde_json::json!({"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100});
+    let usage =
+        serde_json::json!({"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100});
     let script: MockScript = serde_json::from_value(serde_json::json!({
         "responses": [
             {"output": [{"message": "one"}], "usage": usage},

@@ -108,6 +108,7 @@ async fn main() {
                 labels: Default::default(),
                 confirm_full_access: false,
                 workspace_growth_limit_mb: None,
+                budget: None,
             })
             .await
             .expect("submit");

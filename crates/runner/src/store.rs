@@ -190,6 +190,7 @@ mod tests {
             labels: Default::default(),
             confirm_full_access: false,
             workspace_growth_limit_mb: None,
+            budget: None,
         }
     }
 

@@ -88,6 +88,7 @@ fn request(ws: &Path) -> RunRequest {
         labels: Default::default(),
         confirm_full_access: false,
         workspace_growth_limit_mb: None,
+        budget: None,
     }
 }
 

@@ -617,6 +617,7 @@ impl OrchestratorServer {
             labels: BTreeMap::new(),
             confirm_full_access: p.confirm_full_access,
             workspace_growth_limit_mb: p.workspace_growth_limit_mb,
+            budget: p.budget,
         };
         if mode == SecurityMode::FullAccess {
             // The approval is bound to the request as shown (before the flag is set).

@@ -433,6 +433,7 @@ pub fn request(
         labels: Default::default(),
         confirm_full_access: false,
         workspace_growth_limit_mb: None,
+        budget: None,
     }
 }
 

@@ -8,7 +8,7 @@ pub mod security;
 pub mod status;
 pub mod verify;
 
-pub use request::{ModelProvider, RunId, RunIdError, RunRequest, RunSpec, WireApi};
+pub use request::{ModelProvider, RunBudget, RunId, RunIdError, RunRequest, RunSpec, WireApi};
 pub use result::{
     CommandRecord, Degraded, DiskChange, EventLogCut, FileChange, FileChangeKind, LimitsHit,
     McpToolCallRecord, OutputError, PatchInfo, RunResult, SetupCache, SetupReport, TokenUsage,

@@ -247,6 +247,23 @@ pub struct RunRequest {
     /// default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace_growth_limit_mb: Option<u64>,
+    /// Hard caps on the run's model use, enforced by the egress proxy request by request; the
+    /// run ends `failed`/`budget_exhausted` when one refuses a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<RunBudget>,
+}
+
+/// A run's budget (absent caps do not apply).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RunBudget {
+    /// Most tokens (input + output) the run's model requests may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u64>,
+    /// Most model requests the run may make.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_model_requests: Option<u64>,
 }
 
 /// What the in-sandbox agent gets (as JSON in `CODEX_ORCHESTRATOR_SPEC` or a file). Paths are

@@ -102,6 +102,9 @@ pub enum TerminalReason {
     /// The environment's setup script failed (or changed files that are not git-ignored, or
     /// ran out of time); the result's `setup` holds its output tail.
     SetupFailed,
+    /// The egress proxy refused a model request that would pass the run's budget (tokens or
+    /// model requests); the message has the figures. The partial patch is kept.
+    BudgetExhausted,
 }
 
 /// Live counters, updated from the event stream. Small and cheap to copy.

@@ -70,6 +70,8 @@ pub enum Refusal {
     GrowthLimit { asked: u64, max: u64 },
     #[error("prompt and output schema are too large ({size} bytes; the limit is {limit} bytes)")]
     TooLarge { size: usize, limit: usize },
+    #[error("budget.{0} must be at least 1")]
+    Budget(&'static str),
 }
 
 /// What admission decided for a request.
@@ -116,6 +118,14 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
     }
     if let Some(v) = &req.codex_version {
         crate::codex::require(v)?;
+    }
+    if let Some(b) = &req.budget {
+        if b.max_tokens == Some(0) {
+            return Err(Refusal::Budget("max_tokens"));
+        }
+        if b.max_model_requests == Some(0) {
+            return Err(Refusal::Budget("max_model_requests"));
+        }
     }
     match &req.output_schema {
         None => {}
@@ -217,6 +227,7 @@ mod tests {
             image: None,
             labels: Default::default(),
             workspace_growth_limit_mb: None,
+            budget: None,
         }
     }
 
@@ -256,6 +267,16 @@ mod tests {
         type Case = (&'static str, Box<dyn Fn(&mut RunRequest)>, Refusal);
         let cases: Vec<Case> = vec![
             ("prompt", Box::new(|r| r.prompt = "  ".into()), Refusal::EmptyPrompt),
+            (
+                "budget",
+                Box::new(|r| {
+                    r.budget = Some(crate::model::RunBudget {
+                        max_tokens: Some(0),
+                        max_model_requests: None,
+                    })
+                }),
+                Refusal::Budget("max_tokens"),
+            ),
             (
                 "timeout 0",
                 Box::new(|r| r.timeout_secs = Some(0)),

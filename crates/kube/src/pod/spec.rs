@@ -63,6 +63,7 @@ pub fn request_of(cr: &CodexRun) -> Result<RunRequest, PodError> {
         image: spec.image.clone(),
         labels: BTreeMap::new(),
         workspace_growth_limit_mb: None,
+        budget: None,
     })
 }
 

@@ -111,6 +111,12 @@ pub fn codexrun_for(
     tenant: Option<&str>,
 ) -> Result<CodexRun, RunnerError> {
     admission::admit(req, &settings.policy)?;
+    if req.budget.is_some() {
+        // Refused rather than ignored: the in-cluster proxy does not meter runs yet.
+        return Err(RunnerError::InvalidRequest(
+            "budget is not enforced on the Kubernetes backend yet; leave it out, or use the Docker backend".into(),
+        ));
+    }
     let text = req.workspace.to_string_lossy().into_owned();
     let mut source = parse_source(&text).map_err(|e| RunnerError::InvalidRequest(e.to_string()))?;
     if let Some(secret) = req.labels.get(REQUEST_LABEL_GIT_CREDENTIALS) {

@@ -36,6 +36,7 @@ fn request(ws: &str) -> RunRequest {
             ),
         ]),
         workspace_growth_limit_mb: None,
+        budget: None,
     }
 }
 
@@ -210,4 +211,19 @@ fn verify_options_and_config_map_both_ways() {
             "commandTimeoutSeconds": 120, "outputCapBytes": 4096})
     );
     assert_eq!(c.to_options(), o);
+}
+
+#[test]
+fn a_budget_is_refused_not_ignored() {
+    let mut req = request("https://g/r.git");
+    req.budget = Some(codex_orchestrator_core::model::RunBudget {
+        max_tokens: Some(1000),
+        max_model_requests: None,
+    });
+    assert_eq!(
+        codexrun_for(&req, &KubeRunnerSettings::default(), None)
+            .unwrap_err()
+            .to_string(),
+        "invalid request: budget is not enforced on the Kubernetes backend yet; leave it out, or use the Docker backend"
+    );
 }

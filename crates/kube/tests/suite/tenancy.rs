@@ -59,6 +59,7 @@ pub(super) fn request(ws: &str) -> RunRequest {
         image: None,
         labels: BTreeMap::new(),
         workspace_growth_limit_mb: None,
+        budget: None,
     }
 }
 

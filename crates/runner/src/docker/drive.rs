@@ -242,6 +242,8 @@ pub(super) async fn drive(
             }
             _ => egress_plan(provider.as_ref(), &secrets, &new_token())?,
         };
+        let mut egress = egress;
+        egress.proxy_env.extend(budget_env(req.budget.as_ref()));
         let plan = super::environment::load(&inner.store, &id)?;
         if let Some(plan) = &plan {
             sink.update(true, |s| {
@@ -495,7 +497,7 @@ pub(super) async fn drive(
         Err(e) => return Err(e.into()),
     };
 
-    let ended = terminal::decide(&Observed {
+    let mut ended = terminal::decide(&Observed {
         completion: fold.completed(),
         oom_killed: oom,
         hard_killed,
@@ -503,6 +505,14 @@ pub(super) async fn drive(
         exit_code,
         last_stderr: last_stderr_line.as_deref(),
     });
+    // The egress proxy refused a model request over the run's budget: that is why it ended.
+    if !cancel_requested
+        && req.budget.is_some()
+        && let Some(why) =
+            budget_refusal(&super::setup::read_logs(&inner, &proxy_name(&id), true, false).await)
+    {
+        ended = terminal::Terminal::new(RunPhase::Failed, TerminalReason::BudgetExhausted, why);
+    }
     let mut result = lifecycle::result_of(Some(fold), &ended);
     lifecycle::add_log_cut(&mut result, out.cut());
     result.setup = setup_report.or_else(|| {
@@ -529,6 +539,31 @@ pub(super) async fn drive(
     let phase = ended.phase;
     info!(phase = %phase, "run finished");
     Ok(())
+}
+
+/// The egress proxy's variables for a run's budget (pure).
+fn budget_env(b: Option<&codex_orchestrator_core::model::RunBudget>) -> Vec<String> {
+    use codex_orchestrator_egress::budget::{ENV_MAX_REQUESTS, ENV_MAX_TOKENS};
+    let Some(b) = b else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(n) = b.max_tokens {
+        out.push(format!("{ENV_MAX_TOKENS}={n}"));
+    }
+    if let Some(n) = b.max_model_requests {
+        out.push(format!("{ENV_MAX_REQUESTS}={n}"));
+    }
+    out
+}
+
+/// The first budget refusal in the egress proxy's stdout (its JSON lines), if any (pure).
+fn budget_refusal(proxy_stdout: &str) -> Option<String> {
+    proxy_stdout.lines().find_map(|l| {
+        serde_json::from_str::<serde_json::Value>(l).ok()?["budget_exhausted"]
+            .as_str()
+            .map(str::to_owned)
+    })
 }
 
 /// Runs the setup phase of a run whose environment has a script.

@@ -476,7 +476,7 @@ async fn inspect_exit(inner: &Inner, name: &str) -> Option<i64> {
 }
 
 /// A container's whole log (stdout and stderr, or one of them) as text.
-async fn read_logs(inner: &Inner, name: &str, stdout: bool, stderr: bool) -> String {
+pub(super) async fn read_logs(inner: &Inner, name: &str, stdout: bool, stderr: bool) -> String {
     let mut logs = inner.docker.logs(
         name,
         Some(

@@ -67,6 +67,7 @@ async fn busy_run(
             labels: Default::default(),
             confirm_full_access: false,
             workspace_growth_limit_mb: None,
+            budget: None,
         })
         .await
         .unwrap();

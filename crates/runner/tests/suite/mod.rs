@@ -1,3 +1,4 @@
+mod budget;
 mod docker_e2e;
 mod docker_hardening;
 mod docker_restart;

@@ -78,6 +78,7 @@ fn argument_errors_name_the_field() {
             verify_config: None,
             timeout: Some(60),
             workspace_growth_limit_mb: None,
+            budget: None,
             model: None,
             wait: true,
         }

@@ -126,6 +126,11 @@ pub struct CodexRunParams {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub workspace_growth_limit_mb: Option<u64>,
+    /// Hard caps on model use: `max_tokens` (input + output) and `max_model_requests`. The
+    /// egress proxy refuses the request that would pass one; the run then ends
+    /// failed/budget_exhausted with the figures, its partial patch kept.
+    #[serde(default)]
+    pub budget: Option<codex_orchestrator_core::model::RunBudget>,
     /// Model name (e.g. `gpt-5.5`). Default: the server's configured model, else the Codex
     /// version's own default.
     #[serde(default)]

@@ -34,6 +34,7 @@ fn good(workspace: PathBuf) -> RunRequest {
         image: None,
         labels: BTreeMap::new(),
         workspace_growth_limit_mb: None,
+        budget: None,
     }
 }
 

@@ -569,6 +569,7 @@ async fn mcp_run_status_artifacts_diff_and_list_through_a_client() {
             labels: Default::default(),
             confirm_full_access: false,
             workspace_growth_limit_mb: None,
+            budget: None,
         }]
     );
 

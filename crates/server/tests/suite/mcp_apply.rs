@@ -1009,6 +1009,7 @@ async fn mcp_binary_refuses_a_bomb_patch_and_its_peak_rss_stays_small() {
         image: None,
         labels: BTreeMap::new(),
         workspace_growth_limit_mb: None,
+        budget: None,
     };
     store.create(&req, &status).unwrap();
     status.phase = RunPhase::Succeeded;

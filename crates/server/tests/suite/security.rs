@@ -428,6 +428,7 @@ async fn a_model_filling_the_workspace_is_stopped_at_the_growth_limit() {
         .submit(RunRequest {
             timeout_secs: Some(150),
             workspace_growth_limit_mb: Some(200),
+            budget: None,
             ..request(ws.path(), SecurityMode::WorkspaceWrite, "fill the disk")
         })
         .await

@@ -1,0 +1,64 @@
+//! Budgets on the Docker backend (issue 17): the run's egress proxy refuses the model request
+//! that would pass the run's token budget, before it reaches the model; the run ends
+//! `failed`/`budget_exhausted` with the figures, its partial patch kept. Real engine, real
+//! agent and codex; only the model is mocked.
+
+use std::time::Duration;
+
+use codex_orchestrator_core::model::{RunBudget, RunPhase, SecurityMode, TerminalReason};
+use codex_orchestrator_runner::Runner;
+use codex_orchestrator_testkit::docker::DockerEnv;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_budget_stops_the_run_at_the_request_that_would_pass_it() {
+    let patch = "*** Begin Patch\n*** Add File: NOTES.md\n+first step done\n*** End Patch\n";
+    let usage = json!({"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100});
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"apply_patch": patch}], "usage": usage},
+        {"output": [{"message": "never served"}], "usage": usage}
+    ]))
+    .await;
+    let runner = env.runner().await;
+    let ws = codex_orchestrator_testkit::docker::workspace_of(&[("README.md", "# app\n")]);
+    let mut req = codex_orchestrator_testkit::docker::request(
+        ws.path(),
+        SecurityMode::WorkspaceWrite,
+        "Write the notes.",
+    );
+    req.verify = Some(codex_orchestrator_core::model::VerifyOptions {
+        enabled: Some(false),
+        ..Default::default()
+    });
+    req.budget = Some(RunBudget {
+        max_tokens: Some(1500),
+        max_model_requests: None,
+    });
+    let id = runner.submit(req).await.unwrap();
+    let st = runner.wait(&id, Duration::from_secs(300)).await.unwrap();
+    let art = runner.artifacts(&id).await.unwrap();
+    let r = art.result.clone().expect("result");
+    assert_eq!(
+        (st.phase, st.reason, st.message.as_deref()),
+        (
+            RunPhase::Failed,
+            Some(TerminalReason::BudgetExhausted),
+            Some(
+                "budget exhausted: 1100 of 1500 tokens used, and the next request would take at least 1000 more"
+            )
+        ),
+        "{r:#?}"
+    );
+    // At or under the budget; the model saw one request; the partial patch is kept.
+    assert!(r.usage.total.total() <= 1500, "{:?}", r.usage);
+    let served = env
+        .mock_requests()
+        .await
+        .iter()
+        .filter(|q| q["path"] == "/v1/responses")
+        .count();
+    assert_eq!(served, 1);
+    let p = art.patch.unwrap_or_default();
+    assert!(p.contains("+first step done"), "{p}");
+    env.cleanup().await;
+}

@@ -231,6 +231,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Project environments: the setup allowlist, its time limit, extra CA certificates.
     pub environment: EnvironmentConfig,
+    /// The budget per run (`[budget] max_tokens`, `max_model_requests`): the default of a
+    /// request that sets none and the most one may ask for (docs/ATTEMPTS_AND_BUDGETS.md).
+    pub budget: codex_orchestrator_core::model::RunBudget,
     /// Cap of a run's stored event log (`events.jsonl`), in MiB: past it, events are still
     /// folded and counted (`result.event_log`) but not stored; the run's completion always is.
     pub max_event_log_mb: u64,
@@ -261,6 +264,7 @@ impl Default for Config {
             providers: BTreeMap::new(),
             auth: AuthConfig::default(),
             environment: EnvironmentConfig::default(),
+            budget: Default::default(),
             max_event_log_mb: DEFAULT_MAX_EVENT_LOG_MB,
             verify: VerifyDefaults::default(),
             max_workspace_growth_mb: DEFAULT_MAX_WORKSPACE_GROWTH_MB,
@@ -542,6 +546,12 @@ impl Config {
                 format!("`{}` must be an absolute path", f.display()),
             ));
         }
+        if self.budget.max_tokens == Some(0) || self.budget.max_model_requests == Some(0) {
+            return Err(bad(
+                "budget",
+                "a cap must be at least 1 (leave it out for none)".into(),
+            ));
+        }
         if let Some(p) = &self.default_provider
             && !self.providers.contains_key(p)
         {
@@ -605,6 +615,7 @@ impl Config {
             images: ImageRule::Listed(self.docker.allowed_images.clone()),
             verify_defaults: self.verify.clone(),
             max_workspace_growth_mb: self.max_workspace_growth_mb,
+            budget: self.budget,
         }
     }
 
@@ -826,6 +837,7 @@ mod tests {
                 "environment.setup_timeout_secs",
             ),
             ("[environment]\nca_file = \"ca.pem\"", "environment.ca_file"),
+            ("[budget]\nmax_tokens = 0", "budget"),
         ];
         for (text, key) in cases {
             let e = Config::from_parts(Some(text), Path::new("/c.toml"), &env, &ov).unwrap_err();

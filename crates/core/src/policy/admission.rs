@@ -39,6 +39,9 @@ pub struct AdmissionPolicy {
     /// The most a workspace may grow (MiB) in the write modes; 0 = no limit. A request may ask
     /// for less, never for more.
     pub max_workspace_growth_mb: u64,
+    /// The server's budget per run: the budget of a request that sets none, and the most a
+    /// request may ask for (a cap absent here is no cap).
+    pub budget: crate::model::RunBudget,
 }
 
 /// Why a request is refused. Nothing was created.
@@ -72,6 +75,12 @@ pub enum Refusal {
     TooLarge { size: usize, limit: usize },
     #[error("budget.{0} must be at least 1")]
     Budget(&'static str),
+    #[error("budget.{field} {asked} is more than this server allows per run ({max})")]
+    BudgetOver {
+        field: &'static str,
+        asked: u64,
+        max: u64,
+    },
 }
 
 /// What admission decided for a request.
@@ -82,6 +91,8 @@ pub struct Admitted {
     pub verify: Option<VerifySpec>,
     /// Bytes the workspace may grow by (write modes with a limit only).
     pub workspace_growth_limit_bytes: Option<u64>,
+    /// The run's budget: the request's caps, the server's where it sets none (`None`: no cap).
+    pub budget: Option<crate::model::RunBudget>,
 }
 
 /// Whether a model name can be passed to codex (`-m`).
@@ -182,7 +193,9 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
         Some(asked) => Some(asked),
         None => (p.max_workspace_growth_mb > 0).then_some(p.max_workspace_growth_mb),
     };
+    let budget = run_budget(req.budget.as_ref(), &p.budget)?;
     Ok(Admitted {
+        budget,
         timeout_secs: timeout,
         model: req.model.clone().or_else(|| p.default_model.clone()),
         verify,
@@ -190,6 +203,36 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
             .filter(|_| req.mode != crate::model::SecurityMode::Readonly)
             .map(|mb| mb.saturating_mul(1024 * 1024)),
     })
+}
+
+/// A run's budget under the server's (pure): each cap the request's, at most the server's, or
+/// the server's where the request sets none.
+fn run_budget(
+    asked: Option<&crate::model::RunBudget>,
+    server: &crate::model::RunBudget,
+) -> Result<Option<crate::model::RunBudget>, Refusal> {
+    let cap = |field: &'static str, asked: Option<u64>, max: Option<u64>| match (asked, max) {
+        (Some(a), Some(m)) if a > m => Err(Refusal::BudgetOver {
+            field,
+            asked: a,
+            max: m,
+        }),
+        (Some(a), _) => Ok(Some(a)),
+        (None, m) => Ok(m),
+    };
+    let b = crate::model::RunBudget {
+        max_tokens: cap(
+            "max_tokens",
+            asked.and_then(|b| b.max_tokens),
+            server.max_tokens,
+        )?,
+        max_model_requests: cap(
+            "max_model_requests",
+            asked.and_then(|b| b.max_model_requests),
+            server.max_model_requests,
+        )?,
+    };
+    Ok((b != crate::model::RunBudget::default()).then_some(b))
 }
 
 #[cfg(test)]
@@ -207,6 +250,7 @@ mod tests {
             runner_image: "runner:1".into(),
             images: ImageRule::Listed(vec!["corp/runner:1".into()]),
             verify_defaults: VerifyDefaults::default(),
+            budget: Default::default(),
             max_workspace_growth_mb: 2048,
         }
     }
@@ -232,6 +276,34 @@ mod tests {
     }
 
     #[test]
+    fn the_servers_budget_is_the_default_and_the_ceiling() {
+        use crate::model::RunBudget;
+        let mut p = policy();
+        p.budget = RunBudget {
+            max_tokens: Some(100_000),
+            max_model_requests: None,
+        };
+        // None asked: the server's.
+        assert_eq!(admit(&request(), &p).unwrap().budget, Some(p.budget));
+        // Less asked, and a cap the server has not: the request's.
+        let mut r = request();
+        r.budget = Some(RunBudget {
+            max_tokens: Some(5_000),
+            max_model_requests: Some(20),
+        });
+        assert_eq!(admit(&r, &p).unwrap().budget, r.budget);
+        // More asked: refused, naming the cap.
+        r.budget = Some(RunBudget {
+            max_tokens: Some(200_000),
+            max_model_requests: None,
+        });
+        assert_eq!(
+            admit(&r, &p).unwrap_err().to_string(),
+            "budget.max_tokens 200000 is more than this server allows per run (100000)"
+        );
+    }
+
+    #[test]
     fn a_good_request_gets_the_defaults() {
         let a = admit(&request(), &policy()).unwrap();
         assert_eq!(
@@ -246,6 +318,7 @@ mod tests {
                 )
                 .unwrap(),
                 workspace_growth_limit_bytes: Some(2048 * 1024 * 1024),
+                budget: None,
             }
         );
         let mut r = request();
@@ -405,6 +478,7 @@ mod tests {
             r.mode = mode;
             r.workspace_growth_limit_mb = asked;
             let p = AdmissionPolicy {
+                budget: Default::default(),
                 max_workspace_growth_mb: max,
                 ..policy()
             };

@@ -198,6 +198,8 @@ pub fn default_policy() -> AdmissionPolicy {
         verify_defaults: VerifyDefaults::default(),
         // The workspace is an emptyDir with a size limit (or a claim with its own size).
         max_workspace_growth_mb: 0,
+        // Budgets are not enforced on Kubernetes yet (a request with one is refused).
+        budget: Default::default(),
     }
 }
 

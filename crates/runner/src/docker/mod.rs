@@ -238,6 +238,7 @@ impl DockerRunner {
         req.workspace_growth_limit_mb = admitted
             .workspace_growth_limit_bytes
             .map(|b| b / (1024 * 1024));
+        req.budget = admitted.budget;
         Ok(req)
     }
 

@@ -78,29 +78,12 @@ pub(super) async fn start_egress(
     mode: SecurityMode,
     egress: &EgressPlan,
 ) -> Result<(), RunnerError> {
-    let net = network_name(id);
-    let created = inner
-        .docker
-        .create_network(NetworkCreateRequest {
-            name: net.clone(),
-            driver: Some("bridge".to_string()),
-            internal: Some(true),
-            labels: Some(run_labels(id, &inner.store_key, mode, "network")),
-            ..Default::default()
-        })
-        .await;
-    match created {
-        Ok(_) => {}
-        // Left over from an interrupted start of this very run: reuse it.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => {}
-        Err(e) => {
-            return Err(RunnerError::docker(format!(
-                "cannot create the run's network: {e}"
-            )));
-        }
-    }
+    create_internal_network(
+        inner,
+        &network_name(id),
+        run_labels(id, &inner.store_key, mode, "network"),
+    )
+    .await?;
     let (pname, body) = proxy_spec(&ProxyInputs {
         run_id: id.clone(),
         image: inner.image.clone(),
@@ -121,22 +104,69 @@ pub(super) async fn start_egress(
         },
         extra_ca: inner.cfg.environment.ca_file.clone(),
     });
-    inner.remove_container(&pname).await;
+    start_proxy(
+        inner,
+        &pname,
+        body,
+        &inner.cfg.docker.network,
+        "egress proxy listening",
+    )
+    .await
+}
+
+/// Creates the internal network `name` (one of a run's: no route anywhere else); one left
+/// over from an interrupted start of the same run is reused.
+pub(super) async fn create_internal_network(
+    inner: &Inner,
+    name: &str,
+    labels: std::collections::HashMap<String, String>,
+) -> Result<(), RunnerError> {
+    let created = inner
+        .docker
+        .create_network(NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".to_string()),
+            internal: Some(true),
+            labels: Some(labels),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(_)
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
+        Err(e) => Err(RunnerError::docker(format!(
+            "cannot create the network {name}: {e}"
+        ))),
+    }
+}
+
+/// Creates proxy container `name` from `body` (replacing a leftover of the same name),
+/// connects it to `outside` as well, starts it and waits until it logs `ready`.
+pub(super) async fn start_proxy(
+    inner: &Inner,
+    name: &str,
+    body: ContainerCreateBody,
+    outside: &str,
+    ready: &str,
+) -> Result<(), RunnerError> {
+    inner.remove_container(name).await;
     inner
         .docker
         .create_container(
-            Some(CreateContainerOptionsBuilder::new().name(&pname).build()),
+            Some(CreateContainerOptionsBuilder::new().name(name).build()),
             body,
         )
         .await?;
-    connect(inner, &inner.cfg.docker.network, &pname, None).await?;
-    inner.docker.start_container(&pname, None).await?;
-    wait_ready(inner, &pname, "egress proxy listening").await
+    connect(inner, outside, name, None).await?;
+    inner.docker.start_container(name, None).await?;
+    wait_ready(inner, name, ready).await
 }
 
 /// Waits (bounded) until a proxy logs `marker` (that it listens); fails with its log if it
 /// exits.
-pub(super) async fn wait_ready(inner: &Inner, name: &str, marker: &str) -> Result<(), RunnerError> {
+async fn wait_ready(inner: &Inner, name: &str, marker: &str) -> Result<(), RunnerError> {
     let deadline = Instant::now() + PROXY_READY_TIMEOUT;
     let mut delay = Duration::from_millis(20);
     loop {

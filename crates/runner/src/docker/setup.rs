@@ -16,10 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkCreateRequest,
-    NetworkingConfig, VolumeCreateRequest,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
     WaitContainerOptionsBuilder,
@@ -226,14 +223,6 @@ pub fn setup_spec(i: &SetupInputs) -> (String, ContainerCreateBody) {
 /// outside network before starting it).
 pub fn setup_proxy_spec(i: &SetupInputs) -> (String, ContainerCreateBody) {
     let net = setup_network_name(&i.run_id);
-    let mut endpoints = HashMap::new();
-    endpoints.insert(
-        net.clone(),
-        EndpointSettings {
-            aliases: Some(vec![SETUP_PROXY_ALIAS.to_string()]),
-            ..Default::default()
-        },
-    );
     let memory = (PROXY_MEMORY_MB * 1024 * 1024) as i64;
     let body = ContainerCreateBody {
         image: Some(i.runner_image.clone()),
@@ -251,10 +240,8 @@ pub fn setup_proxy_spec(i: &SetupInputs) -> (String, ContainerCreateBody) {
             i.mode,
             ROLE_SETUP_PROXY,
         )),
+        networking_config: Some(super::spec::aliased_on(&net, SETUP_PROXY_ALIAS)),
         host_config: Some(super::spec::proxy_host(net, memory)),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(endpoints),
-        }),
         ..Default::default()
     };
     (setup_proxy_name(&i.run_id), body)
@@ -664,40 +651,21 @@ async fn drive_setup(
     r: &SetupRun<'_>,
     inputs: &SetupInputs,
 ) -> Result<Ended, RunnerError> {
-    let net = setup_network_name(r.id);
-    match inner
-        .docker
-        .create_network(NetworkCreateRequest {
-            name: net.clone(),
-            driver: Some("bridge".to_string()),
-            internal: Some(true),
-            labels: Some(run_labels(r.id, &inner.store_key, r.mode, "setup-network")),
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(_)
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => {}
-        Err(e) => {
-            return Err(RunnerError::docker(format!(
-                "cannot create the setup network: {e}"
-            )));
-        }
-    }
+    super::drive::create_internal_network(
+        inner,
+        &setup_network_name(r.id),
+        run_labels(r.id, &inner.store_key, r.mode, "setup-network"),
+    )
+    .await?;
     let (pname, pbody) = setup_proxy_spec(inputs);
-    inner.remove_container(&pname).await;
-    inner
-        .docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::new().name(&pname).build()),
-            pbody,
-        )
-        .await?;
-    super::drive::connect(inner, &inner.cfg.environment.network, &pname, None).await?;
-    inner.docker.start_container(&pname, None).await?;
-    super::drive::wait_ready(inner, &pname, "setup proxy listening").await?;
+    super::drive::start_proxy(
+        inner,
+        &pname,
+        pbody,
+        &inner.cfg.environment.network,
+        "setup proxy listening",
+    )
+    .await?;
     let (name, body) = setup_spec(inputs);
     inner.remove_container(&name).await;
     inner

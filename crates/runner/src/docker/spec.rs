@@ -203,14 +203,6 @@ pub const PROXY_EXTRA_CA: &str = "/etc/codex-orchestrator/extra-ca.pem";
 /// it to the outside network before starting it). Pure.
 pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
     let net = network_name(&p.run_id);
-    let mut endpoints = HashMap::new();
-    endpoints.insert(
-        net.clone(),
-        EndpointSettings {
-            aliases: Some(vec![PROXY_ALIAS.to_string()]),
-            ..Default::default()
-        },
-    );
     let memory = (PROXY_MEMORY_MB * 1024 * 1024) as i64;
     let mut mounts = Vec::new();
     let mut env = p.env.clone();
@@ -247,16 +239,27 @@ pub fn proxy_spec(p: &ProxyInputs) -> (String, ContainerCreateBody) {
         }),
         env: Some(env),
         labels: Some(run_labels(&p.run_id, &p.store_key, p.mode, ROLE_PROXY)),
+        networking_config: Some(aliased_on(&net, PROXY_ALIAS)),
         host_config: Some(HostConfig {
             mounts: Some(mounts).filter(|m| !m.is_empty()),
             ..proxy_host(net, memory)
         }),
-        networking_config: Some(NetworkingConfig {
-            endpoints_config: Some(endpoints),
-        }),
         ..Default::default()
     };
     (proxy_name(&p.run_id), body)
+}
+
+/// Attached to `network` under the name `alias`. Pure.
+pub(crate) fn aliased_on(network: &str, alias: &str) -> NetworkingConfig {
+    NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            network.to_string(),
+            EndpointSettings {
+                aliases: Some(vec![alias.to_string()]),
+                ..Default::default()
+            },
+        )])),
+    }
 }
 
 /// The host side of a proxy container (the model proxy's, the setup proxy's): on `network`,

@@ -11,19 +11,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use codex_orchestrator_core::model::RunBudget as Budget;
+
 use crate::ProxyError;
 
 /// Most tokens (input + output) a run may use.
 pub const ENV_MAX_TOKENS: &str = "CODEX_ORCHESTRATOR_PROXY_MAX_TOKENS";
 /// Most model requests a run may make.
 pub const ENV_MAX_REQUESTS: &str = "CODEX_ORCHESTRATOR_PROXY_MAX_REQUESTS";
-
-/// A run's budget (absent limits do not apply).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Budget {
-    pub max_tokens: Option<u64>,
-    pub max_requests: Option<u64>,
-}
 
 /// What a run used so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,47 +29,46 @@ pub struct Used {
     pub last_input: u64,
 }
 
-impl Budget {
-    /// From [`ENV_MAX_TOKENS`] and [`ENV_MAX_REQUESTS`] (whole numbers of at least 1).
-    pub fn from_env() -> Result<Budget, ProxyError> {
-        let read = |name: &'static str| -> Result<Option<u64>, ProxyError> {
-            match std::env::var(name).ok().filter(|v| !v.is_empty()) {
-                None => Ok(None),
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(Some(n)),
-                    _ => Err(ProxyError::Setting {
-                        name,
-                        message: format!("`{v}` is not a whole number of at least 1"),
-                    }),
-                },
-            }
-        };
-        Ok(Budget {
-            max_tokens: read(ENV_MAX_TOKENS)?,
-            max_requests: read(ENV_MAX_REQUESTS)?,
-        })
-    }
+/// A run's budget from [`ENV_MAX_TOKENS`] and [`ENV_MAX_REQUESTS`] (whole numbers of at least
+/// 1; absent caps do not apply).
+pub fn from_env() -> Result<Budget, ProxyError> {
+    let read = |name: &'static str| -> Result<Option<u64>, ProxyError> {
+        match std::env::var(name).ok().filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(ProxyError::Setting {
+                    name,
+                    message: format!("`{v}` is not a whole number of at least 1"),
+                }),
+            },
+        }
+    };
+    Ok(Budget {
+        max_tokens: read(ENV_MAX_TOKENS)?,
+        max_model_requests: read(ENV_MAX_REQUESTS)?,
+    })
+}
 
-    /// Why the next model request is refused, if it is (pure).
-    pub fn refusal(&self, used: Used) -> Option<String> {
-        if let Some(max) = self.max_requests
-            && used.requests >= max
-        {
-            return Some(format!(
-                "budget exhausted: {} of {max} model requests made",
-                used.requests
-            ));
-        }
-        if let Some(max) = self.max_tokens
-            && used.tokens.saturating_add(used.last_input) > max
-        {
-            return Some(format!(
-                "budget exhausted: {} of {max} tokens used, and the next request would take at least {} more",
-                used.tokens, used.last_input
-            ));
-        }
-        None
+/// Why the next model request is refused under `budget`, if it is (pure).
+pub fn refusal(budget: &Budget, used: Used) -> Option<String> {
+    if let Some(max) = budget.max_model_requests
+        && used.requests >= max
+    {
+        return Some(format!(
+            "budget exhausted: {} of {max} model requests made",
+            used.requests
+        ));
     }
+    if let Some(max) = budget.max_tokens
+        && used.tokens.saturating_add(used.last_input) > max
+    {
+        return Some(format!(
+            "budget exhausted: {} of {max} tokens used, and the next request would take at least {} more",
+            used.tokens, used.last_input
+        ));
+    }
+    None
 }
 
 /// A run's running totals, shared by the proxy's connections.
@@ -97,7 +91,7 @@ impl Meter {
     /// Counts a request about to be forwarded; `Err` with the reason when the budget refuses
     /// it (then nothing is counted).
     pub fn admit(&self, budget: &Budget) -> Result<(), String> {
-        if let Some(why) = budget.refusal(self.used()) {
+        if let Some(why) = refusal(budget, self.used()) {
             return Err(why);
         }
         self.requests.fetch_add(1, Ordering::SeqCst);
@@ -160,31 +154,34 @@ mod tests {
     fn the_request_that_would_exceed_the_budget_is_refused() {
         let b = Budget {
             max_tokens: Some(1000),
-            max_requests: Some(3),
+            max_model_requests: Some(3),
         };
         let used = |tokens, requests, last_input| Used {
             tokens,
             requests,
             last_input,
         };
-        assert_eq!(b.refusal(used(0, 0, 0)), None);
-        assert_eq!(b.refusal(used(600, 1, 400)), None);
+        assert_eq!(refusal(&b, used(0, 0, 0)), None);
+        assert_eq!(refusal(&b, used(600, 1, 400)), None);
         assert_eq!(
-            b.refusal(used(700, 1, 400)),
+            refusal(&b, used(700, 1, 400)),
             Some("budget exhausted: 700 of 1000 tokens used, and the next request would take at least 400 more".into())
         );
         assert_eq!(
-            b.refusal(used(10, 3, 5)),
+            refusal(&b, used(10, 3, 5)),
             Some("budget exhausted: 3 of 3 model requests made".into())
         );
-        assert_eq!(Budget::default().refusal(used(u64::MAX, u64::MAX, 1)), None);
+        assert_eq!(
+            refusal(&Budget::default(), used(u64::MAX, u64::MAX, 1)),
+            None
+        );
     }
 
     #[test]
     fn the_meter_counts_admitted_requests_and_recorded_usage() {
         let b = Budget {
             max_tokens: Some(500),
-            max_requests: None,
+            max_model_requests: None,
         };
         let m = Meter::default();
         assert_eq!(m.admit(&b), Ok(()));

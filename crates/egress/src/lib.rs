@@ -230,7 +230,7 @@ impl ProxySettings {
             None => DEFAULT_ALLOWED.iter().map(|s| s.to_string()).collect(),
         };
         let mut s = ProxySettings::new(&upstream, &token, get(ENV_API_KEY), allowed)?;
-        s.budget = budget::Budget::from_env()?;
+        s.budget = budget::from_env()?;
         if let Some(file) = get(chatgpt::ENV_AUTH_FILE) {
             s = s.with_chatgpt(ChatGptSettings {
                 auth_file: file.into(),

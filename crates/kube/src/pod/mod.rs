@@ -554,13 +554,10 @@ pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {
     let mut env_vars: Vec<EnvVar> = Vec::new();
     let mut cache_mounts: Vec<(String, String, Option<String>)> = Vec::new();
     if let Some((spec_env, declared)) = &environment {
-        for (k, v) in &declared.env {
-            env_vars.push(self::env(k, v.clone()));
-        }
-        if s.extra_ca {
-            for (k, v) in codex_orchestrator_runner::image::environment::ca_env(true) {
-                env_vars.push(self::env(&k, v));
-            }
+        for (k, v) in
+            codex_orchestrator_runner::image::environment::environment_vars(declared, s.extra_ca)
+        {
+            env_vars.push(self::env(&k, v));
         }
         match &spec_env.cache_claim {
             Some(claim) => {

@@ -117,10 +117,6 @@ pub fn apply(
     let hosts = env
         .setup_hosts(&cfg.environment.allow_hosts)
         .map_err(|e| RunnerError::InvalidRequest(e.to_string()))?;
-    let ca = cfg
-        .environment
-        .ca_bundle()
-        .map_err(|e| RunnerError::Internal(e.to_string()))?;
     let base = req
         .image
         .clone()
@@ -129,7 +125,8 @@ pub fn apply(
     Ok(Some(RunEnvironment {
         environment: env,
         hosts,
-        extra_ca: ca.is_some(),
+        // Read (and checked) when the image is built at the run's start.
+        extra_ca: cfg.environment.ca_file.is_some(),
         base_image: base,
     }))
 }

@@ -101,13 +101,10 @@ pub fn cache_mounts(caches: &[(String, String)], read_only: bool) -> Vec<Mount> 
         .collect()
 }
 
-/// The variables the setup and the sandbox get from an environment (pure): its own, then the
-/// CA variables.
+/// [`crate::image::environment::environment_vars`] as `KEY=value` entries.
 pub fn environment_env(env: &Environment, extra_ca: bool) -> Vec<String> {
-    env.env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .chain(crate::image::environment::ca_env(extra_ca))
+    crate::image::environment::environment_vars(env, extra_ca)
+        .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect()
 }

@@ -76,6 +76,16 @@ pub fn ca_env(extra_ca: bool) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The variables the setup and the sandbox get from an environment (pure): its own, then the
+/// CA variables (both backends).
+pub fn environment_vars(env: &Environment, extra_ca: bool) -> Vec<(String, String)> {
+    env.env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(ca_env(extra_ca))
+        .collect()
+}
+
 /// The tag of the environment image of `env` on the runner image `from_id`, with the extra CA
 /// bundle `ca` (pure): the content key, and the bundle's hash when there is one.
 pub fn environment_tag(env: &Environment, from_id: &str, ca: Option<&[u8]>) -> (String, String) {

@@ -309,24 +309,10 @@ pub struct ConnectProxyArgs {
 pub async fn main(args: ConnectProxyArgs) -> Result<(), ProxyError> {
     let allow = allow_from_env()?;
     let run_key = match std::env::var(crate::ENV_RUN_KEY) {
-        Ok(k) if k.len() >= codex_orchestrator_core::runtoken::MIN_KEY_LEN => Some(k),
-        Ok(k) if !k.is_empty() => {
-            return Err(ProxyError::Setting {
-                name: crate::ENV_RUN_KEY,
-                message: format!(
-                    "at least {} characters",
-                    codex_orchestrator_core::runtoken::MIN_KEY_LEN
-                ),
-            });
-        }
+        Ok(k) if !k.is_empty() => Some(crate::check_run_key(&k)?),
         _ => None,
     };
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| ProxyError::Listen {
-            addr: args.listen,
-            source,
-        })?;
+    let listener = crate::bind(args.listen).await?;
     let policy = Policy {
         allow,
         ports: ALLOWED_PORTS.to_vec(),

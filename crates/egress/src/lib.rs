@@ -85,6 +85,27 @@ pub enum ProxyError {
     ChatGpt(#[from] chatgpt::AuthError),
 }
 
+/// A run key ([`ENV_RUN_KEY`]) long enough to derive tokens from.
+pub(crate) fn check_run_key(key: &str) -> Result<String, ProxyError> {
+    if key.len() < codex_orchestrator_core::runtoken::MIN_KEY_LEN {
+        return Err(ProxyError::Setting {
+            name: ENV_RUN_KEY,
+            message: format!(
+                "the key must be at least {} characters",
+                codex_orchestrator_core::runtoken::MIN_KEY_LEN
+            ),
+        });
+    }
+    Ok(key.to_owned())
+}
+
+/// Listens on `addr` (both proxies).
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ProxyError::Listen { addr, source })
+}
+
 /// What the proxy forwards, and for whom.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProxySettings {
@@ -194,17 +215,8 @@ impl ProxySettings {
 
     /// Also accepts the per-run tokens derived from `key` ([`ENV_RUN_KEY`]).
     pub fn with_run_key(self, key: &str) -> Result<ProxySettings, ProxyError> {
-        if key.len() < codex_orchestrator_core::runtoken::MIN_KEY_LEN {
-            return Err(ProxyError::Setting {
-                name: ENV_RUN_KEY,
-                message: format!(
-                    "the key must be at least {} characters",
-                    codex_orchestrator_core::runtoken::MIN_KEY_LEN
-                ),
-            });
-        }
         Ok(ProxySettings {
-            run_key: Some(key.to_owned()),
+            run_key: Some(check_run_key(key)?),
             ..self
         })
     }
@@ -692,12 +704,7 @@ pub struct ProxyArgs {
 /// Runs the proxy until SIGTERM/SIGINT.
 pub async fn main(args: ProxyArgs) -> Result<(), ProxyError> {
     let settings = ProxySettings::from_env()?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| ProxyError::Listen {
-            addr: args.listen,
-            source,
-        })?;
+    let listener = bind(args.listen).await?;
     serve(
         settings,
         listener,

@@ -14,6 +14,14 @@ pub fn suffix(s: &str, max: usize) -> &str {
     &s[s.ceil_char_boundary(s.len() - max)..]
 }
 
+/// The last `lines` lines of `s` (joined by `\n`), then at most their last `max` bytes: an
+/// output tail.
+pub fn last_lines(s: &str, lines: usize, max: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    let joined = all[all.len().saturating_sub(lines)..].join("\n");
+    suffix(&joined, max).to_string()
+}
+
 /// The first `n` characters of `s`.
 pub fn chars(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
@@ -49,6 +57,15 @@ pub fn truncate(s: &mut String, max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_lines_keeps_the_end_within_both_bounds() {
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(last_lines(&text, 2, 1000), "line 98\nline 99");
+        assert_eq!(last_lines(&text, 2, 9), "8\nline 99");
+        assert_eq!(last_lines("é\néé", 5, 3), "é");
+        assert_eq!(last_lines("", 5, 3), "");
+    }
 
     #[test]
     fn never_inside_a_character() {

@@ -825,16 +825,7 @@ async fn fallback_message(ctx: &Ctx, c: &Value, id: &str, code: i64) -> Option<S
     while let Some(Ok(chunk)) = s.next().await {
         text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
     }
-    let lines: Vec<&str> = text.lines().collect();
-    let mut tail = lines[lines.len().saturating_sub(80)..].join("\n");
-    if tail.len() > 2048 {
-        let mut cut = tail.len() - 2048;
-        while !tail.is_char_boundary(cut) {
-            cut += 1;
-        }
-        tail = tail[cut..].to_owned();
-    }
-    Some(tail)
+    Some(codex_orchestrator_core::text::last_lines(&text, 80, 2048))
 }
 
 /// The memory a Pod requests: its main containers together, or its largest init container.

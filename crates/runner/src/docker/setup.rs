@@ -265,16 +265,7 @@ pub fn refused_connections(proxy_stdout: &str) -> Vec<String> {
 
 /// The last lines of `text`, at most [`TAIL_LINES`] and [`TAIL_BYTES`] (pure).
 pub fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
-    if out.len() > TAIL_BYTES {
-        let mut cut = out.len() - TAIL_BYTES;
-        while !out.is_char_boundary(cut) {
-            cut += 1;
-        }
-        out = out[cut..].to_string();
-    }
-    out
+    codex_orchestrator_core::text::last_lines(text, TAIL_LINES, TAIL_BYTES)
 }
 
 /// What an earlier successful setup left: the workspace entries it made (which must still

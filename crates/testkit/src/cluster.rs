@@ -267,7 +267,6 @@ async fn service<const N: usize>(
 /// runner's debootstrapped base, and the binary is given prebuilt. Tagged by the content of the
 /// binary and the Dockerfile; an image of that tag is reused.
 pub async fn orchestrator_image(docker: &bollard::Docker) -> String {
-    use futures::StreamExt;
     use sha2::Digest;
     use std::io::Read;
     // The binary (over 100 MB in a debug build) is streamed, never held in memory: tests share
@@ -336,19 +335,17 @@ pub async fn orchestrator_image(docker: &bollard::Docker) -> String {
         .buildargs(&args)
         .labels(&labels)
         .build();
-    let mut stream = docker.build_image(
+    let stream = docker.build_image(
         options,
         None,
         Some(bollard::body_try_stream(
             tokio_util::io::ReaderStream::with_capacity(context, 1 << 20),
         )),
     );
-    let mut log = String::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => log.push_str(info.stream.as_deref().unwrap_or_default()),
-            Err(e) => panic!("building the orchestrator image failed: {e}\n{log}"),
-        }
+    if let Err(e) =
+        codex_orchestrator_runner::image::stream::follow_build(docker, &tag, stream, |_| {}).await
+    {
+        panic!("building the orchestrator image failed: {e}");
     }
     tag
 }

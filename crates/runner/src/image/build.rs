@@ -149,24 +149,11 @@ pub(crate) async fn build_runner(
         .labels(&labels)
         .build();
     let long = long_timeout(docker);
-    let mut stream = long.build_image(options, None, Some(body));
-    let mut log = String::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(line) = info.stream {
-                    tracing::debug!(target: "codex_orchestrator::image::build", "{}", line.trim_end());
-                    log.push_str(&line);
-                }
-            }
-            Err(e) => {
-                return Err(ImageError::Build {
-                    image: tag.to_string(),
-                    message: format!("{e}\n{}", tail(log.trim(), 2000)),
-                });
-            }
-        }
-    }
+    let stream = long.build_image(options, None, Some(body));
+    super::stream::follow_build(docker, tag, stream, |line| {
+        tracing::debug!(target: "codex_orchestrator::image::build", "{line}");
+    })
+    .await?;
     tracing::info!(image = %tag, elapsed_ms = started.elapsed().as_millis() as u64, "runner image built");
     Ok(())
 }

@@ -15,7 +15,6 @@ use bollard::Docker;
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use codex_orchestrator_core::contract::labels as label;
 use codex_orchestrator_core::environment::Environment;
-use futures::StreamExt;
 
 use super::{ImageError, inspect_optional, long_timeout};
 
@@ -139,7 +138,7 @@ pub async fn ensure_environment_image(
     env: &Environment,
     ca: Option<&[u8]>,
     force: bool,
-    mut progress: impl FnMut(&str),
+    progress: impl FnMut(&str),
 ) -> Result<EnvImage, ImageError> {
     let runner = inspect_optional(docker, runner_image)
         .await?
@@ -198,43 +197,14 @@ pub async fn ensure_environment_image(
         .buildargs(&args)
         .build();
     let long = long_timeout(docker);
-    let mut stream = long.build_image(
+    let stream = long.build_image(
         options,
         None,
         Some(bollard::body_full(bytes::Bytes::from(context))),
     );
-    let mut log = String::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(line) = info.stream {
-                    let line = line.trim_end();
-                    if !line.is_empty() {
-                        progress(line);
-                        log.push_str(line);
-                        log.push('\n');
-                    }
-                }
-            }
-            Err(e) => {
-                return Err(ImageError::Build {
-                    image: tag,
-                    message: format!("{e}\n{}", super::tail(log.trim(), 2000)),
-                });
-            }
-        }
-    }
-    let built = inspect_optional(docker, &tag)
-        .await?
-        .ok_or_else(|| ImageError::Build {
-            image: tag.clone(),
-            message: format!(
-                "the build ended without the image\n{}",
-                super::tail(log.trim(), 2000)
-            ),
-        })?;
+    let built = super::stream::follow_build(docker, &tag, stream, progress).await?;
     Ok(EnvImage {
-        id: built.id.unwrap_or_default(),
+        id: built.id,
         tag,
         built: true,
         packages,

@@ -34,6 +34,7 @@ pub mod codex;
 pub mod environment;
 pub mod inventory;
 pub mod recipe;
+pub mod stream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;

@@ -11,7 +11,6 @@ use codex_orchestrator_runner::image::{
     self, ImageError, ImageInfo, ImageOptions, LABEL_CODEX_VERSION, LABEL_CONTENT_HASH, LABEL_KIND,
     LABEL_VERSION, recipe,
 };
-use futures::StreamExt;
 
 use codex_orchestrator_testkit::image::{
     ImageGuard, TEST_LABEL, agent_bin, docker, egress_bin, fake_codex_release, run_once,
@@ -320,10 +319,10 @@ async fn an_image_of_another_version_is_a_clear_error() {
         .forcerm(true)
         .labels(&labels)
         .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(ctx.into())));
-    while let Some(item) = stream.next().await {
-        item.expect("build step");
-    }
+    let stream = docker.build_image(options, None, Some(bollard::body_full(ctx.into())));
+    image::stream::follow_build(&docker, &tag, stream, |_| {})
+        .await
+        .expect("build");
 
     let err = image::check_runner_image(&docker, &tag).await.unwrap_err();
     let message = err.to_string();
@@ -490,10 +489,10 @@ async fn a_user_base_with_another_codex_gets_the_release_codex() {
         .rm(true)
         .forcerm(true)
         .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(ctx.into())));
-    while let Some(item) = stream.next().await {
-        item.expect("build step");
-    }
+    let stream = docker.build_image(options, None, Some(bollard::body_full(ctx.into())));
+    image::stream::follow_build(&docker, &other_base, stream, |_| {})
+        .await
+        .expect("build");
 
     let tag = format!("{}:1", unique_name("codex-orchestrator-test-runner"));
     let _guard = ImageGuard(tag.clone());

@@ -99,6 +99,18 @@ pub struct RunArgs {
     /// Most model requests the run may make.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_model_requests: Option<u64>,
+    /// Most seconds the run may take; at the limit it is stopped and ends
+    /// failed/budget_exhausted, its partial patch kept.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_wall_secs: Option<u64>,
+    /// Best of N: run N attempts side by side, each on its own copy of the workspace; the
+    /// project's own checks pick the winner (`[attempts]` of the config: at most 4 unless
+    /// set), which is applied in workspace_write when it succeeded.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub attempts: Option<u32>,
+    /// With --attempts: stop the others once one passes with a perfect score.
+    #[arg(long)]
+    pub stop_on_first_pass: bool,
     /// Print the final status and result as JSON instead of a human summary.
     #[arg(long)]
     pub json: bool,
@@ -190,12 +202,14 @@ pub(crate) async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         labels: Default::default(),
         confirm_full_access: a.confirm_full_access,
         workspace_growth_limit_mb: a.workspace_growth_limit_mb,
-        budget: (a.max_tokens.is_some() || a.max_model_requests.is_some()).then_some(
-            codex_orchestrator_core::model::RunBudget {
-                max_tokens: a.max_tokens,
-                max_model_requests: a.max_model_requests,
-            },
-        ),
+        budget: Some(codex_orchestrator_core::model::RunBudget {
+            max_tokens: a.max_tokens,
+            max_model_requests: a.max_model_requests,
+            max_wall_secs: a.max_wall_secs,
+        })
+        .filter(|b| *b != Default::default()),
+        attempts: a.attempts,
+        stop_on_first_pass: a.stop_on_first_pass,
     };
     let runner = DockerRunner::connect(cfg).await?;
     let submitted = runner.submit(req.clone()).await;
@@ -340,10 +354,54 @@ pub(crate) fn print_summary(a: &codex_orchestrator_runner::Artifacts) {
                 if p.truncated { " (truncated)" } else { "" }
             );
         }
+        if let Some(j) = &r.judgement {
+            for line in judgement_lines(j) {
+                println!("{line}");
+            }
+        }
     }
     if let Some(d) = &a.run_dir {
         println!("artifacts: {}", d.display());
     }
+}
+
+/// The ranking of a best-of-N run, one line per attempt, best first (pure).
+pub(crate) fn judgement_lines(j: &codex_orchestrator_core::model::Judgement) -> Vec<String> {
+    let mut out = vec![format!(
+        "attempts (best first; criteria: {}):",
+        j.order
+            .iter()
+            .map(|c| serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    for r in &j.ranking {
+        let f = &r.ranked.facts;
+        let verify = match f.verify_passed {
+            Some(true) => "verify passed",
+            Some(false) => "verify failed",
+            None => "not verified",
+        };
+        out.push(format!(
+            "  {}. attempt {} ({}): {}, {}, {} fix round(s), {} changed line(s), {} tokens",
+            r.ranked.rank,
+            f.attempt,
+            r.run_id,
+            if f.ended_ok {
+                "succeeded"
+            } else {
+                "did not succeed"
+            },
+            verify,
+            f.fix_rounds,
+            f.diff_lines,
+            f.tokens
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -47,6 +47,8 @@ pub fn from_env() -> Result<Budget, ProxyError> {
     Ok(Budget {
         max_tokens: read(ENV_MAX_TOKENS)?,
         max_model_requests: read(ENV_MAX_REQUESTS)?,
+        // The wall time is the run's deadline, kept by the agent and the backend.
+        max_wall_secs: None,
     })
 }
 
@@ -155,6 +157,7 @@ mod tests {
         let b = Budget {
             max_tokens: Some(1000),
             max_model_requests: Some(3),
+            max_wall_secs: None,
         };
         let used = |tokens, requests, last_input| Used {
             tokens,
@@ -182,6 +185,7 @@ mod tests {
         let b = Budget {
             max_tokens: Some(500),
             max_model_requests: None,
+            max_wall_secs: None,
         };
         let m = Meter::default();
         assert_eq!(m.admit(&b), Ok(()));

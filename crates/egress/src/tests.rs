@@ -486,6 +486,7 @@ async fn the_request_that_would_pass_the_token_budget_never_reaches_the_model() 
     s.budget = budget::Budget {
         max_tokens: Some(1500),
         max_model_requests: None,
+        max_wall_secs: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -109,6 +109,8 @@ async fn main() {
                 confirm_full_access: false,
                 workspace_growth_limit_mb: None,
                 budget: None,
+                attempts: None,
+                stop_on_first_pass: false,
             })
             .await
             .expect("submit");

@@ -200,6 +200,34 @@ pub fn resolve_chatgpt_auth_file(
     }
 }
 
+/// The `[attempts]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttemptsConfig {
+    /// The most attempts one request may ask for (1..=8).
+    pub max: u32,
+    /// The judge's criteria, deciding first to last.
+    pub order: Vec<codex_orchestrator_core::judge::Criterion>,
+}
+
+impl Default for AttemptsConfig {
+    fn default() -> Self {
+        AttemptsConfig {
+            max: codex_orchestrator_core::policy::admission::DEFAULT_MAX_ATTEMPTS,
+            order: codex_orchestrator_core::judge::JudgeConfig::default().order,
+        }
+    }
+}
+
+impl AttemptsConfig {
+    /// The judge these settings give.
+    pub fn judge(&self) -> codex_orchestrator_core::judge::JudgeConfig {
+        codex_orchestrator_core::judge::JudgeConfig {
+            order: self.order.clone(),
+        }
+    }
+}
+
 /// A `[providers.<name>]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +262,9 @@ pub struct Config {
     /// The budget per run (`[budget] max_tokens`, `max_model_requests`): the default of a
     /// request that sets none and the most one may ask for (docs/ATTEMPTS_AND_BUDGETS.md).
     pub budget: codex_orchestrator_core::model::RunBudget,
+    /// Parallel attempts (`[attempts] max`, `order`): the most one request may ask for and
+    /// the judge's order of criteria (docs/ATTEMPTS_AND_BUDGETS.md).
+    pub attempts: AttemptsConfig,
     /// Cap of a run's stored event log (`events.jsonl`), in MiB: past it, events are still
     /// folded and counted (`result.event_log`) but not stored; the run's completion always is.
     pub max_event_log_mb: u64,
@@ -265,6 +296,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             environment: EnvironmentConfig::default(),
             budget: Default::default(),
+            attempts: AttemptsConfig::default(),
             max_event_log_mb: DEFAULT_MAX_EVENT_LOG_MB,
             verify: VerifyDefaults::default(),
             max_workspace_growth_mb: DEFAULT_MAX_WORKSPACE_GROWTH_MB,
@@ -546,7 +578,24 @@ impl Config {
                 format!("`{}` must be an absolute path", f.display()),
             ));
         }
-        if self.budget.max_tokens == Some(0) || self.budget.max_model_requests == Some(0) {
+        let max = codex_orchestrator_core::policy::admission::MAX_ATTEMPTS;
+        if self.attempts.max == 0 || self.attempts.max > max {
+            return Err(bad(
+                "attempts.max",
+                format!("{} is out of range (1..={max})", self.attempts.max),
+            ));
+        }
+        self.attempts
+            .judge()
+            .check()
+            .map_err(|m| bad("attempts.order", m))?;
+        if [
+            self.budget.max_tokens,
+            self.budget.max_model_requests,
+            self.budget.max_wall_secs,
+        ]
+        .contains(&Some(0))
+        {
             return Err(bad(
                 "budget",
                 "a cap must be at least 1 (leave it out for none)".into(),
@@ -616,6 +665,7 @@ impl Config {
             verify_defaults: self.verify.clone(),
             max_workspace_growth_mb: self.max_workspace_growth_mb,
             budget: self.budget,
+            max_attempts: self.attempts.max,
         }
     }
 

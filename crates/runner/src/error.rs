@@ -93,6 +93,9 @@ pub enum RunnerError {
     /// Stored data of a run that cannot be read back.
     #[error("{0}")]
     Corrupt(String),
+    /// A quota of the caller (a gateway tenant) refuses the request; nothing was started.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// A task of the runner itself failed (a bug, or a panic in a blocking task).
     #[error("internal error: {0}")]
     Internal(String),

@@ -5,6 +5,7 @@
 //! * [`store`] — run directories on disk; [`audit`] — the audit logs.
 //! * [`lazy`] — a runner connected on first use; [`config`] — the local server's settings.
 
+pub mod attempts;
 pub mod audit;
 pub mod config;
 pub mod docker;
@@ -12,7 +13,9 @@ pub mod error;
 pub mod image;
 pub mod lazy;
 pub mod lifecycle;
+pub mod locks;
 pub mod paging;
+pub mod quota;
 pub mod sink;
 pub mod store;
 pub mod tenants;

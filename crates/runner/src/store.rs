@@ -191,6 +191,8 @@ mod tests {
             confirm_full_access: false,
             workspace_growth_limit_mb: None,
             budget: None,
+            attempts: None,
+            stop_on_first_pass: false,
         }
     }
 

@@ -89,6 +89,8 @@ fn request(ws: &Path) -> RunRequest {
         confirm_full_access: false,
         workspace_growth_limit_mb: None,
         budget: None,
+        attempts: None,
+        stop_on_first_pass: false,
     }
 }
 

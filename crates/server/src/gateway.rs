@@ -2,8 +2,9 @@
 //! bearer-token authentication and one tenant per token (docs/KUBERNETES.md).
 //!
 //! Endpoints: `POST/GET/DELETE /mcp` (MCP, authenticated), `GET /healthz` (the process
-//! answers), `GET /readyz` (the backend is reachable), `GET /metrics` (Prometheus text; no
-//! tenant names in it). Health and metrics need no token.
+//! answers), `GET /readyz` (the backend is reachable), `GET /metrics` (Prometheus text; the
+//! usage gauges carry tenant names as a label, so keep `/metrics` to the operator's scraper).
+//! Health and metrics need no token.
 //!
 //! Decisions:
 //! * **Tokens** come from a file or a mounted Secret directory ([`Tokens::load`]): lines of
@@ -28,6 +29,11 @@
 //! * **Limits.** Request bodies are capped (rmcp answers `413`), request headers are capped
 //!   and must arrive within a few seconds (slow-loris), and `Host` must be one of the allowed
 //!   hosts (DNS-rebinding protection; in a cluster: the Service's names).
+//! * **Quotas.** A tenant's `max_concurrent_runs=N` and `max_tokens_per_day=N` options are
+//!   enforced in front of its runner ([`QuotaRunner`]): a run over them is refused with the
+//!   figures, and an admitted run's token budget is at most what is left of the day. Each
+//!   tenant's usage is in `/metrics` (`…_tenant_runs_active`, `…_tenant_tokens_today`,
+//!   `…_tenant_quota_refusals_total`).
 //! * **Shutdown.** On SIGTERM/SIGINT the gateway stops accepting, ends the MCP sessions and
 //!   waits a few seconds for open connections. Runs are not affected: they live in the backend.
 
@@ -40,6 +46,7 @@ use codex_orchestrator_http::{OPENMETRICS, ServeOptions, TextBody, text, with_ty
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -52,6 +59,7 @@ use tracing::{info, warn};
 use crate::mcp::{McpConfig, OrchestratorServer};
 use codex_orchestrator_core::policy::roots::{self as policy_roots, Protected};
 pub use codex_orchestrator_core::policy::tenant::{Tenant, TenantSettings};
+pub use codex_orchestrator_runner::quota::QuotaRunner;
 pub use codex_orchestrator_runner::tenants::RunnerFactory;
 
 /// Path of the MCP endpoint.
@@ -245,7 +253,9 @@ pub struct GatewayConfig {
     pub audit: Option<codex_orchestrator_runner::audit::ServerAudit>,
 }
 
-/// Counters of the gateway (`prometheus-client`; no tenant names in them).
+type TenantLabel = Vec<(String, String)>;
+
+/// Counters of the gateway (`prometheus-client`); only the per-tenant usage names tenants.
 #[derive(Debug)]
 pub struct GatewayMetrics {
     registry: Registry,
@@ -253,6 +263,9 @@ pub struct GatewayMetrics {
     unauthorized: Counter,
     not_found: Counter,
     tenants_active: Gauge,
+    tenant_runs_active: Family<TenantLabel, Gauge>,
+    tenant_tokens_today: Family<TenantLabel, Gauge>,
+    tenant_quota_refusals: Family<TenantLabel, Counter>,
 }
 
 impl Default for GatewayMetrics {
@@ -263,6 +276,9 @@ impl Default for GatewayMetrics {
             unauthorized: Counter::default(),
             not_found: Counter::default(),
             tenants_active: Gauge::default(),
+            tenant_runs_active: Family::default(),
+            tenant_tokens_today: Family::default(),
+            tenant_quota_refusals: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -285,6 +301,21 @@ impl Default for GatewayMetrics {
             "Tenants that have used the gateway since it started",
             m.tenants_active.clone(),
         );
+        registry.register(
+            "codex_orchestrator_gateway_tenant_runs_active",
+            "Sandboxes of a tenant's runs that have not ended (a best-of-N run counts its attempts)",
+            m.tenant_runs_active.clone(),
+        );
+        registry.register(
+            "codex_orchestrator_gateway_tenant_tokens_today",
+            "Tokens (input + output) of a tenant's runs queued since midnight UTC",
+            m.tenant_tokens_today.clone(),
+        );
+        registry.register(
+            "codex_orchestrator_gateway_tenant_quota_refusals",
+            "Runs of a tenant refused by its quotas",
+            m.tenant_quota_refusals.clone(),
+        );
         GatewayMetrics { registry, ..m }
     }
 }
@@ -300,6 +331,24 @@ impl GatewayMetrics {
 
     pub fn unauthorized(&self) -> u64 {
         self.unauthorized.get()
+    }
+
+    /// Records a tenant's usage and its refusals so far.
+    fn set_usage(
+        &self,
+        tenant: &Tenant,
+        usage: codex_orchestrator_core::policy::quota::TenantUsage,
+        refused: u64,
+    ) {
+        let label = vec![("tenant".to_string(), tenant.to_string())];
+        self.tenant_runs_active
+            .get_or_create(&label)
+            .set(i64::from(usage.active_runs));
+        self.tenant_tokens_today
+            .get_or_create(&label)
+            .set(i64::try_from(usage.tokens_today).unwrap_or(i64::MAX));
+        let counter = self.tenant_quota_refusals.get_or_create(&label);
+        counter.inc_by(refused.saturating_sub(counter.get()));
     }
 }
 
@@ -369,6 +418,8 @@ pub struct Gateway {
     /// directories), checked at start.
     tenant_mcp: HashMap<Tenant, McpConfig>,
     services: Mutex<HashMap<Tenant, Arc<Service>>>,
+    /// Each served tenant's runner under its quotas (its usage for `/metrics`).
+    quotas: Mutex<HashMap<Tenant, Arc<QuotaRunner>>>,
     sessions: CancellationToken,
     metrics: GatewayMetrics,
 }
@@ -391,6 +442,7 @@ impl Gateway {
             cfg,
             tenant_mcp,
             services: Mutex::new(HashMap::new()),
+            quotas: Mutex::new(HashMap::new()),
             sessions: CancellationToken::new(),
             metrics: GatewayMetrics::default(),
         })
@@ -410,7 +462,16 @@ impl Gateway {
         if let Some(s) = map.get(tenant) {
             return Ok(s.clone());
         }
-        let runner = self.factory.runner_for(tenant);
+        let quota = Arc::new(QuotaRunner::new(
+            self.factory.runner_for(tenant),
+            tenant.as_str(),
+            self.tokens.settings(tenant).quota,
+        ));
+        self.quotas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.clone(), quota.clone());
+        let runner: Arc<dyn codex_orchestrator_runner::Runner> = quota;
         let server = match self.tenant_mcp.get(tenant) {
             _ if self.factory.remote() => {
                 OrchestratorServer::remote(runner, self.cfg.mcp.max_wait, self.cfg.mcp.default_mode)
@@ -442,6 +503,24 @@ impl Gateway {
             .set(i64::try_from(map.len()).unwrap_or(i64::MAX));
         info!(%tenant, "first request of a tenant: its MCP service is ready");
         Ok(svc)
+    }
+
+    /// Reads each served tenant's usage into the metrics (at scrape time: the runs are the
+    /// record, so the figures are right after a restart too).
+    async fn refresh_usage(&self) {
+        let quotas: Vec<(Tenant, Arc<QuotaRunner>)> = self
+            .quotas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(t, q)| (t.clone(), q.clone()))
+            .collect();
+        for (tenant, q) in quotas {
+            match q.usage().await {
+                Ok(u) => self.metrics.set_usage(&tenant, u, q.refused()),
+                Err(e) => warn!(%tenant, "cannot read the tenant's usage: {e}"),
+            }
+        }
     }
 
     /// Answers one HTTP request.
@@ -480,7 +559,10 @@ impl Gateway {
                 Ok(()) => text(StatusCode::OK, "ready\n"),
                 Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
             },
-            ("/metrics", true) => with_type(StatusCode::OK, self.metrics.render(), OPENMETRICS),
+            ("/metrics", true) => {
+                self.refresh_usage().await;
+                with_type(StatusCode::OK, self.metrics.render(), OPENMETRICS)
+            }
             ("/healthz" | "/readyz" | "/metrics", false) => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
             }

@@ -618,6 +618,8 @@ impl OrchestratorServer {
             confirm_full_access: p.confirm_full_access,
             workspace_growth_limit_mb: p.workspace_growth_limit_mb,
             budget: p.budget,
+            attempts: p.attempts,
+            stop_on_first_pass: p.stop_on_first_pass,
         };
         if mode == SecurityMode::FullAccess {
             // The approval is bound to the request as shown (before the flag is set).
@@ -912,7 +914,12 @@ impl OrchestratorServer {
         Args(args): Args<DiffParams>,
     ) -> Result<Json<DiffOutput>, ToolError> {
         let p = args?;
-        let id = parse_run_id(&p.run_id)?;
+        let mut id = parse_run_id(&p.run_id)?;
+        if p.attempt.is_some() {
+            let parent = self.runner.status(&id).await?;
+            self.check_visible(&parent)?;
+            id = args::attempt_run(&parent, p.attempt)?;
+        }
         let art = self.runner.artifacts(&id).await?;
         self.check_visible(&art.status)?;
         if !art.status.phase.is_terminal() {

@@ -434,6 +434,8 @@ pub fn request(
         confirm_full_access: false,
         workspace_growth_limit_mb: None,
         budget: None,
+        attempts: None,
+        stop_on_first_pass: false,
     }
 }
 

@@ -43,6 +43,9 @@
 //! * `hang: true`: send the headers and `response.created`, then nothing until the client
 //!   goes away or the server stops
 //!
+//! With `"per_session": true` (object form), each conversation (codex's `session-id` header)
+//! plays the script from its start on its own, so parallel runs of one task each get it whole.
+//!
 //! When the script is exhausted, every further request gets an assistant message
 //! `mock script exhausted` (and is logged with `"exhausted": true`).
 //!
@@ -183,6 +186,10 @@ pub struct MockScript {
     /// When set, each request is logged with `authorized` = whether its bearer token matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_api_key: Option<String>,
+    /// Each conversation (codex's `session-id` header) plays the script from its start, on
+    /// its own: parallel runs of one task (best of N) each get the whole script.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_session: bool,
 }
 
 impl MockScript {
@@ -190,6 +197,7 @@ impl MockScript {
         MockScript {
             responses,
             expected_api_key: None,
+            per_session: false,
         }
     }
 
@@ -300,6 +308,8 @@ fn sse_frame(ev: &Value) -> String {
 struct State {
     script: MockScript,
     next: AtomicUsize,
+    /// With `per_session`: the next index of each conversation.
+    sessions: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     seq: AtomicU64,
     log: Box<dyn Fn(&Value) + Send + Sync>,
 }
@@ -347,6 +357,7 @@ pub fn spawn(
     let state = Arc::new(State {
         script,
         next: AtomicUsize::new(0),
+        sessions: Default::default(),
         seq: AtomicU64::new(0),
         log: Box::new(log),
     });
@@ -369,6 +380,7 @@ pub async fn serve(
     let state = Arc::new(State {
         script,
         next: AtomicUsize::new(0),
+        sessions: Default::default(),
         seq: AtomicU64::new(0),
         log: Box::new(log),
     });
@@ -439,7 +451,16 @@ async fn handle(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     let path_only = req.path.split('?').next().unwrap_or("");
     let is_responses = req.method == "POST" && path_only.ends_with("/responses");
     let (served, exhausted) = if is_responses {
-        let idx = state.next.fetch_add(1, Ordering::SeqCst);
+        let total = state.next.fetch_add(1, Ordering::SeqCst);
+        let idx = if state.script.per_session {
+            let key = req.header("session-id").unwrap_or_default().to_string();
+            let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let cursor = sessions.entry(key).or_insert(0);
+            *cursor += 1;
+            *cursor - 1
+        } else {
+            total
+        };
         if idx < state.script.responses.len() {
             (Some(idx), false)
         } else {

@@ -427,6 +427,7 @@ async fn command_patch_usage_and_answer_with(codex: std::path::PathBuf) {
         output: None,
         output_errors: Vec::new(),
         verify: None,
+        judgement: None,
     };
     let mut got = result;
     got.changed_files = sorted(got.changed_files);

@@ -476,6 +476,7 @@ impl RunFold {
             // The agent sets it when the stream was unusable ([`RunFold::unusable_stream`]).
             degraded: None,
             setup: None,
+            judgement: None,
         }
     }
 

@@ -10,12 +10,15 @@ pub mod verify;
 
 pub use request::{ModelProvider, RunBudget, RunId, RunIdError, RunRequest, RunSpec, WireApi};
 pub use result::{
-    CommandRecord, Degraded, DiskChange, EventLogCut, FileChange, FileChangeKind, LimitsHit,
-    McpToolCallRecord, OutputError, PatchInfo, RunResult, SetupCache, SetupReport, TokenUsage,
-    UnreviewedChange, UnreviewedKind, UsageReport, WebSearchRecord,
+    CommandRecord, Degraded, DiskChange, EventLogCut, FileChange, FileChangeKind, Judgement,
+    LimitsHit, McpToolCallRecord, OutputError, PatchInfo, RankedAttempt, RunResult, SetupCache,
+    SetupReport, TokenUsage, UnreviewedChange, UnreviewedKind, UsageReport, WebSearchRecord,
+    WinnerApplied,
 };
 pub use security::{NetworkAccess, SecurityMode, SecurityPolicy};
-pub use status::{BackendRef, Progress, RunPhase, RunStatus, TerminalReason};
+pub use status::{
+    AttemptOf, AttemptState, BackendRef, Progress, RunPhase, RunStatus, TerminalReason,
+};
 pub use verify::{
     StepHistory, StepKind, StepOutcome, StepRecord, TestCounts, VerifyCommand, VerifyDefaults,
     VerifyOptions, VerifyResult, VerifyRound, VerifySpec, VerifyStatus, VerifySummary,

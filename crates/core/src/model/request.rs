@@ -251,6 +251,18 @@ pub struct RunRequest {
     /// run ends `failed`/`budget_exhausted` when one refuses a request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<RunBudget>,
+    /// Parallel attempts of this task (1–8, at most the server's maximum; absent = 1). Each
+    /// attempt is a run of its own on its own copy of the workspace, with its own verify loop;
+    /// when they end the judge ranks them (docs/ATTEMPTS_AND_BUDGETS.md) and, in
+    /// `workspace_write`, the winner's patch is applied. The budget is shared: each attempt
+    /// gets an equal part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8))]
+    pub attempts: Option<u32>,
+    /// With `attempts`: stop the other attempts as soon as one ends with a perfect score
+    /// (succeeded, verify passed, contract met, no fix round).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_on_first_pass: bool,
 }
 
 /// A run's budget (absent caps do not apply).
@@ -264,6 +276,24 @@ pub struct RunBudget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_model_requests: Option<u64>,
+    /// Most seconds the run may take from its start; at the limit the agent stops codex, keeps
+    /// its partial patch, and the run ends `failed`/`budget_exhausted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_wall_secs: Option<u64>,
+}
+
+impl RunBudget {
+    /// This budget split evenly between `n` attempts (each cap divided, rounded down, at
+    /// least 1; the wall time is not split: attempts run side by side).
+    pub fn split(&self, n: u32) -> RunBudget {
+        let part = |c: Option<u64>| c.map(|v| (v / u64::from(n.max(1))).max(1));
+        RunBudget {
+            max_tokens: part(self.max_tokens),
+            max_model_requests: part(self.max_model_requests),
+            max_wall_secs: self.max_wall_secs,
+        }
+    }
 }
 
 /// What the in-sandbox agent gets (as JSON in `CODEX_ORCHESTRATOR_SPEC` or a file). Paths are

@@ -3,6 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::RunId;
 use super::status::{RunPhase, TerminalReason};
 use super::verify::VerifyResult;
 
@@ -356,6 +357,48 @@ pub struct RunResult {
     /// The environment's setup phase (absent when the environment has no setup script).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup: Option<SetupReport>,
+    /// For the parent of a best-of-N run: how its attempts were judged, and what was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judgement: Option<Judgement>,
+}
+
+/// How the attempts of a best-of-N run were judged (docs/ATTEMPTS_AND_BUDGETS.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Judgement {
+    /// The criteria, deciding first to last.
+    pub order: Vec<crate::judge::Criterion>,
+    /// The winning attempt (1-based): the first of the ranking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winner: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winner_run_id: Option<RunId>,
+    /// Every attempt, best first, with its value on each criterion.
+    pub ranking: Vec<RankedAttempt>,
+    /// True when the others were stopped because one passed with a perfect score
+    /// (`stop_on_first_pass`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
+    /// Whether the winner's patch was applied to the workspace, and why (not).
+    pub applied: WinnerApplied,
+}
+
+/// One attempt in the ranking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RankedAttempt {
+    pub run_id: RunId,
+    #[serde(flatten)]
+    pub ranked: crate::judge::Ranked,
+}
+
+/// What became of the winner's patch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum WinnerApplied {
+    /// Applied to the workspace (all files).
+    Applied { files: Vec<String> },
+    /// Not applied: why (readonly, no attempt succeeded, empty patch, a conflict…); every
+    /// attempt's patch can still be applied with `codex_patch_apply` and `attempt`.
+    NotApplied { why: String },
 }
 
 /// How a setup used what earlier runs left.
@@ -430,6 +473,7 @@ impl RunResult {
             event_log: None,
             degraded: None,
             setup: None,
+            judgement: None,
         }
     }
 }

@@ -105,6 +105,9 @@ pub enum TerminalReason {
     /// The egress proxy refused a model request that would pass the run's budget (tokens or
     /// model requests); the message has the figures. The partial patch is kept.
     BudgetExhausted,
+    /// Best of N: the winning attempt's patch did not apply to the workspace (it changed
+    /// meanwhile, or another run writes there); every attempt's patch is kept.
+    ApplyFailed,
 }
 
 /// Live counters, updated from the event stream. Small and cheap to copy.
@@ -192,6 +195,75 @@ pub struct RunStatus {
     /// The verify loop so far (absent until it starts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySummary>,
+    /// For one attempt of a best-of-N run: its parent and its number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_of: Option<AttemptOf>,
+    /// For the parent of a best-of-N run: each attempt as it stands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptState>,
+}
+
+/// Which attempt of which parent a run is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AttemptOf {
+    pub parent: RunId,
+    /// 1-based.
+    pub attempt: u32,
+    /// How many attempts the parent has.
+    pub of: u32,
+}
+
+/// One attempt as its parent's status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AttemptState {
+    /// 1-based.
+    pub attempt: u32,
+    pub run_id: RunId,
+    pub phase: RunPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<TerminalReason>,
+    /// Fix rounds so far.
+    pub fix_round: u32,
+    pub commands_run: u64,
+    pub tokens: u64,
+    /// `Some(true)` its checks pass, `Some(false)` some fail, `None` not checked (yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_pass: Option<bool>,
+}
+
+impl AttemptState {
+    /// The parent's view of an attempt's status (pure).
+    pub fn of(attempt: u32, st: &RunStatus) -> AttemptState {
+        AttemptState {
+            attempt,
+            run_id: st.run_id.clone(),
+            phase: st.phase,
+            reason: st.reason,
+            fix_round: st.attempt,
+            commands_run: st.progress.commands_run,
+            tokens: st.progress.tokens.total(),
+            checks_pass: st.verify.as_ref().and_then(|v| v.passed),
+        }
+    }
+
+    /// A few words: `#2 verifying (fix 1, 4 cmds)`.
+    pub fn short(&self) -> String {
+        let mut s = format!("#{} {}", self.attempt, self.phase);
+        if !self.phase.is_terminal() || self.commands_run > 0 {
+            let mut parts = Vec::new();
+            if self.fix_round > 0 {
+                parts.push(format!("fix {}", self.fix_round));
+            }
+            parts.push(format!("{} cmds", self.commands_run));
+            match self.checks_pass {
+                Some(true) => parts.push("checks pass".into()),
+                Some(false) => parts.push("checks fail".into()),
+                None => {}
+            }
+            s.push_str(&format!(" ({})", parts.join(", ")));
+        }
+        s
+    }
 }
 
 impl RunStatus {
@@ -212,6 +284,8 @@ impl RunStatus {
             thread_id: None,
             backend: None,
             verify: None,
+            attempt_of: None,
+            attempts: Vec::new(),
         }
     }
 }
@@ -221,6 +295,12 @@ impl RunStatus {
     pub fn progress_line(&self) -> String {
         let p = &self.progress;
         let mut s = format!("[{}] {}", self.run_id, self.phase);
+        // A best-of-N parent: its attempts side by side.
+        if !self.attempts.is_empty() {
+            let each: Vec<String> = self.attempts.iter().map(AttemptState::short).collect();
+            s.push_str(&format!(" · {}", each.join(" | ")));
+            return s;
+        }
         // Before the agent runs, the message says what the start is doing (building the
         // environment image, running its setup).
         if matches!(self.phase, RunPhase::Queued | RunPhase::Starting)

@@ -42,7 +42,14 @@ pub struct AdmissionPolicy {
     /// The server's budget per run: the budget of a request that sets none, and the most a
     /// request may ask for (a cap absent here is no cap).
     pub budget: crate::model::RunBudget,
+    /// The most parallel attempts one request may ask for (1..=[`MAX_ATTEMPTS`]).
+    pub max_attempts: u32,
 }
+
+/// The most attempts any server allows (`[attempts] max` is at most this).
+pub const MAX_ATTEMPTS: u32 = 8;
+/// The server's maximum when its configuration names none.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 
 /// Why a request is refused. Nothing was created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +82,14 @@ pub enum Refusal {
     TooLarge { size: usize, limit: usize },
     #[error("budget.{0} must be at least 1")]
     Budget(&'static str),
+    #[error("attempts {asked} is out of range (1..={max} on this server)")]
+    Attempts { asked: u32, max: u32 },
+    #[error(
+        "attempts need a copy of the workspace per attempt, and full_access works on the workspace itself; use workspace_write or readonly for attempts"
+    )]
+    AttemptsFullAccess,
+    #[error("stop_on_first_pass needs attempts of 2 or more")]
+    StopWithoutAttempts,
     #[error("budget.{field} {asked} is more than this server allows per run ({max})")]
     BudgetOver {
         field: &'static str,
@@ -93,6 +108,8 @@ pub struct Admitted {
     pub workspace_growth_limit_bytes: Option<u64>,
     /// The run's budget: the request's caps, the server's where it sets none (`None`: no cap).
     pub budget: Option<crate::model::RunBudget>,
+    /// Parallel attempts (1 = a plain run).
+    pub attempts: u32,
 }
 
 /// Whether a model name can be passed to codex (`-m`).
@@ -137,6 +154,23 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
         if b.max_model_requests == Some(0) {
             return Err(Refusal::Budget("max_model_requests"));
         }
+        if b.max_wall_secs == Some(0) {
+            return Err(Refusal::Budget("max_wall_secs"));
+        }
+    }
+    let attempts = req.attempts.unwrap_or(1);
+    let max_attempts = p.max_attempts.clamp(1, MAX_ATTEMPTS);
+    if attempts == 0 || attempts > max_attempts {
+        return Err(Refusal::Attempts {
+            asked: attempts,
+            max: max_attempts,
+        });
+    }
+    if attempts > 1 && req.mode == crate::model::SecurityMode::FullAccess {
+        return Err(Refusal::AttemptsFullAccess);
+    }
+    if req.stop_on_first_pass && attempts < 2 {
+        return Err(Refusal::StopWithoutAttempts);
     }
     match &req.output_schema {
         None => {}
@@ -194,8 +228,13 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
         None => (p.max_workspace_growth_mb > 0).then_some(p.max_workspace_growth_mb),
     };
     let budget = run_budget(req.budget.as_ref(), &p.budget)?;
+    // A wall-time budget is the run's deadline when it is the shorter one.
+    let timeout = budget
+        .and_then(|b| b.max_wall_secs)
+        .map_or(timeout, |wall| wall.min(timeout));
     Ok(Admitted {
         budget,
+        attempts,
         timeout_secs: timeout,
         model: req.model.clone().or_else(|| p.default_model.clone()),
         verify,
@@ -231,6 +270,11 @@ fn run_budget(
             asked.and_then(|b| b.max_model_requests),
             server.max_model_requests,
         )?,
+        max_wall_secs: cap(
+            "max_wall_secs",
+            asked.and_then(|b| b.max_wall_secs),
+            server.max_wall_secs,
+        )?,
     };
     Ok((b != crate::model::RunBudget::default()).then_some(b))
 }
@@ -252,6 +296,7 @@ mod tests {
             verify_defaults: VerifyDefaults::default(),
             budget: Default::default(),
             max_workspace_growth_mb: 2048,
+            max_attempts: 4,
         }
     }
 
@@ -272,6 +317,8 @@ mod tests {
             labels: Default::default(),
             workspace_growth_limit_mb: None,
             budget: None,
+            attempts: None,
+            stop_on_first_pass: false,
         }
     }
 
@@ -282,6 +329,7 @@ mod tests {
         p.budget = RunBudget {
             max_tokens: Some(100_000),
             max_model_requests: None,
+            max_wall_secs: None,
         };
         // None asked: the server's.
         assert_eq!(admit(&request(), &p).unwrap().budget, Some(p.budget));
@@ -290,17 +338,100 @@ mod tests {
         r.budget = Some(RunBudget {
             max_tokens: Some(5_000),
             max_model_requests: Some(20),
+            max_wall_secs: None,
         });
         assert_eq!(admit(&r, &p).unwrap().budget, r.budget);
         // More asked: refused, naming the cap.
         r.budget = Some(RunBudget {
             max_tokens: Some(200_000),
             max_model_requests: None,
+            max_wall_secs: None,
         });
         assert_eq!(
             admit(&r, &p).unwrap_err().to_string(),
             "budget.max_tokens 200000 is more than this server allows per run (100000)"
         );
+    }
+
+    #[test]
+    fn attempts_are_bounded_by_the_server_and_not_for_full_access() {
+        let mut p = policy();
+        p.max_attempts = 3;
+        let mut r = request();
+        r.attempts = Some(3);
+        assert_eq!(admit(&r, &p).unwrap().attempts, 3);
+        for asked in [0, 4] {
+            r.attempts = Some(asked);
+            assert_eq!(
+                admit(&r, &p).unwrap_err(),
+                Refusal::Attempts { asked, max: 3 }
+            );
+        }
+        assert_eq!(
+            Refusal::Attempts { asked: 4, max: 3 }.to_string(),
+            "attempts 4 is out of range (1..=3 on this server)"
+        );
+        // A server maximum past the hard one is the hard one.
+        p.max_attempts = 99;
+        r.attempts = Some(9);
+        assert_eq!(
+            admit(&r, &p).unwrap_err(),
+            Refusal::Attempts {
+                asked: 9,
+                max: MAX_ATTEMPTS
+            }
+        );
+        r.attempts = Some(2);
+        r.mode = SecurityMode::FullAccess;
+        r.confirm_full_access = true;
+        p.allow_full_access = true;
+        assert_eq!(admit(&r, &p).unwrap_err(), Refusal::AttemptsFullAccess);
+        let mut r = request();
+        r.stop_on_first_pass = true;
+        assert_eq!(admit(&r, &p).unwrap_err(), Refusal::StopWithoutAttempts);
+        r.attempts = Some(2);
+        assert_eq!(admit(&r, &p).unwrap().attempts, 2);
+    }
+
+    #[test]
+    fn a_wall_time_budget_is_the_deadline_when_shorter() {
+        use crate::model::RunBudget;
+        let p = policy();
+        let mut r = request();
+        r.timeout_secs = Some(600);
+        r.budget = Some(RunBudget {
+            max_wall_secs: Some(90),
+            ..Default::default()
+        });
+        let a = admit(&r, &p).unwrap();
+        assert_eq!((a.timeout_secs, a.budget), (90, r.budget));
+        r.timeout_secs = Some(60);
+        assert_eq!(admit(&r, &p).unwrap().timeout_secs, 60);
+        r.budget = Some(RunBudget {
+            max_wall_secs: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(admit(&r, &p).unwrap_err(), Refusal::Budget("max_wall_secs"));
+    }
+
+    #[test]
+    fn a_budget_splits_evenly_between_attempts() {
+        use crate::model::RunBudget;
+        let b = RunBudget {
+            max_tokens: Some(10_000),
+            max_model_requests: Some(5),
+            max_wall_secs: Some(300),
+        };
+        assert_eq!(
+            b.split(3),
+            RunBudget {
+                max_tokens: Some(3_333),
+                max_model_requests: Some(1),
+                max_wall_secs: Some(300),
+            }
+        );
+        assert_eq!(b.split(1), b);
+        assert_eq!(RunBudget::default().split(4), RunBudget::default());
     }
 
     #[test]
@@ -319,6 +450,7 @@ mod tests {
                 .unwrap(),
                 workspace_growth_limit_bytes: Some(2048 * 1024 * 1024),
                 budget: None,
+                attempts: 1,
             }
         );
         let mut r = request();
@@ -346,6 +478,7 @@ mod tests {
                     r.budget = Some(crate::model::RunBudget {
                         max_tokens: Some(0),
                         max_model_requests: None,
+                        max_wall_secs: None,
                     })
                 }),
                 Refusal::Budget("max_tokens"),

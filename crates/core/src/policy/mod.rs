@@ -11,12 +11,14 @@
 //! * [`roots`] — where a local workspace may be: allowed roots, client roots, and the
 //!   orchestrator's own directories, which are never part of a workspace.
 //! * [`tenant`] — who a gateway request acts for, and its own roots.
+//! * [`quota`] — a gateway tenant's quotas: concurrent runs and tokens per day.
 //! * [`approval`] — whether a model-set flag approves a patch apply or a `full_access` run,
 //!   or a human must be asked.
 
 pub mod admission;
 pub mod approval;
 pub mod cluster;
+pub mod quota;
 pub mod roots;
 pub mod source;
 pub mod tenant;

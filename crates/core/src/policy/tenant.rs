@@ -47,6 +47,8 @@ impl std::fmt::Display for Tenant {
 pub struct TenantSettings {
     pub roots: Vec<PathBuf>,
     pub client_roots: TenantClientRoots,
+    /// `max_concurrent_runs=N`, `max_tokens_per_day=N` (see [`super::quota`]).
+    pub quota: super::quota::TenantQuota,
 }
 
 /// [`TenantSettings::client_roots`]: the two policies a gateway tenant may have.
@@ -113,15 +115,35 @@ impl TenantSettings {
                         }
                     };
                 }
+                "max_concurrent_runs" => {
+                    let n = positive(key, value)?;
+                    out.quota.max_concurrent_runs = Some(
+                        u32::try_from(n).map_err(|_| format!("`{key}={value}` is too large"))?,
+                    );
+                }
+                "max_tokens_per_day" => {
+                    out.quota.max_tokens_per_day = Some(positive(key, value)?);
+                }
                 other => {
                     return Err(format!(
-                        "unknown option `{}` (known: root, client_roots)",
+                        "unknown option `{}` (known: root, client_roots, max_concurrent_runs, max_tokens_per_day)",
                         other.escape_debug()
                     ));
                 }
             }
         }
         Ok(out)
+    }
+}
+
+/// A quota option's value: a whole number of at least 1.
+fn positive(key: &str, value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "`{key}={}`: expected a whole number of at least 1",
+            value.escape_debug()
+        )),
     }
 }
 
@@ -140,11 +162,17 @@ mod tests {
                 "root=/srv/a",
                 "client_roots=narrow",
                 "root=/srv/b",
-                "root=/srv/a"
+                "root=/srv/a",
+                "max_concurrent_runs=3",
+                "max_tokens_per_day=2000000"
             ]),
             Ok(TenantSettings {
                 roots: vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")],
                 client_roots: TenantClientRoots::Narrow,
+                quota: super::super::quota::TenantQuota {
+                    max_concurrent_runs: Some(3),
+                    max_tokens_per_day: Some(2_000_000),
+                },
             })
         );
         let e = |f: &[&str]| TenantSettings::parse_options(f).unwrap_err();
@@ -164,7 +192,15 @@ mod tests {
         );
         assert_eq!(
             e(&["roots=/x"]),
-            "unknown option `roots` (known: root, client_roots)"
+            "unknown option `roots` (known: root, client_roots, max_concurrent_runs, max_tokens_per_day)"
+        );
+        assert_eq!(
+            e(&["max_concurrent_runs=0"]),
+            "`max_concurrent_runs=0`: expected a whole number of at least 1"
+        );
+        assert_eq!(
+            e(&["max_tokens_per_day=lots"]),
+            "`max_tokens_per_day=lots`: expected a whole number of at least 1"
         );
         assert_eq!(
             ClientRootsPolicy::from(TenantClientRoots::default()),

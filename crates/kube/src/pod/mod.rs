@@ -200,6 +200,8 @@ pub fn default_policy() -> AdmissionPolicy {
         max_workspace_growth_mb: 0,
         // Budgets are not enforced on Kubernetes yet (a request with one is refused).
         budget: Default::default(),
+        // Attempts run on Docker only for now (a request with more than one is refused).
+        max_attempts: 1,
     }
 }
 

@@ -64,6 +64,8 @@ pub fn request_of(cr: &CodexRun) -> Result<RunRequest, PodError> {
         labels: BTreeMap::new(),
         workspace_growth_limit_mb: None,
         budget: None,
+        attempts: None,
+        stop_on_first_pass: false,
     })
 }
 

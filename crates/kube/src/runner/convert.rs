@@ -110,6 +110,12 @@ pub fn codexrun_for(
     settings: &KubeRunnerSettings,
     tenant: Option<&str>,
 ) -> Result<CodexRun, RunnerError> {
+    if req.attempts.is_some_and(|n| n > 1) || req.stop_on_first_pass {
+        // Refused rather than run once: CodexRuns have no attempts yet.
+        return Err(RunnerError::InvalidRequest(
+            "attempts are not run on the Kubernetes backend yet; leave attempts out, or use the Docker backend".into(),
+        ));
+    }
     admission::admit(req, &settings.policy)?;
     if req.budget.is_some() {
         // Refused rather than ignored: the in-cluster proxy does not meter runs yet.
@@ -253,6 +259,9 @@ pub fn status_from(cr: &CodexRun, s: &CodexRunStatus) -> Result<RunStatus, Runne
             pod: s.pod_name.unwrap_or_else(|| crate::pod::pod_name(cr)),
         }),
         verify: s.verify,
+        // Attempts run on Docker only.
+        attempt_of: None,
+        attempts: Vec::new(),
     })
 }
 
@@ -276,6 +285,8 @@ pub fn set_lifecycle(st: &mut CodexRunStatus, rs: &RunStatus) {
         thread_id,
         backend: _,
         verify,
+        attempt_of: _,
+        attempts: _,
     } = rs.clone();
     st.phase = Some(phase);
     st.reason = reason;

@@ -37,6 +37,8 @@ fn request(ws: &str) -> RunRequest {
         ]),
         workspace_growth_limit_mb: None,
         budget: None,
+        attempts: None,
+        stop_on_first_pass: false,
     }
 }
 
@@ -219,6 +221,7 @@ fn a_budget_is_refused_not_ignored() {
     req.budget = Some(codex_orchestrator_core::model::RunBudget {
         max_tokens: Some(1000),
         max_model_requests: None,
+        max_wall_secs: None,
     });
     assert_eq!(
         codexrun_for(&req, &KubeRunnerSettings::default(), None)

@@ -60,6 +60,8 @@ pub(super) fn request(ws: &str) -> RunRequest {
         labels: BTreeMap::new(),
         workspace_growth_limit_mb: None,
         budget: None,
+        attempts: None,
+        stop_on_first_pass: false,
     }
 }
 

@@ -198,7 +198,7 @@ async fn wait_ready(inner: &Inner, name: &str, marker: &str) -> Result<(), Runne
 }
 
 /// Persists and publishes status changes, throttled except on phase changes.
-struct StatusSink<'a> {
+pub(super) struct StatusSink<'a> {
     inner: &'a Inner,
     handle: &'a RunHandle,
     last_write: Instant,
@@ -206,7 +206,7 @@ struct StatusSink<'a> {
 }
 
 impl<'a> StatusSink<'a> {
-    fn new(inner: &'a Inner, handle: &'a RunHandle) -> Self {
+    pub(super) fn new(inner: &'a Inner, handle: &'a RunHandle) -> Self {
         let phase = handle.status.borrow().phase;
         StatusSink {
             inner,
@@ -216,7 +216,11 @@ impl<'a> StatusSink<'a> {
         }
     }
 
-    fn update(&mut self, force: bool, f: impl FnOnce(&mut RunStatus)) -> Result<(), StoreError> {
+    pub(super) fn update(
+        &mut self,
+        force: bool,
+        f: impl FnOnce(&mut RunStatus),
+    ) -> Result<(), StoreError> {
         let mut st = self.handle.status.borrow().clone();
         f(&mut st);
         let phase_changed = st.phase != self.last_phase;
@@ -342,8 +346,16 @@ pub(super) async fn drive(
                 }
             }
         }
-        let (name_, body, fallback) =
-            build_container(&inner, &id, &req, &policy, timeout, &egress, plan.as_ref())?;
+        let attempt_of = handle.status.borrow().attempt_of.clone();
+        let (name_, body, fallback) = build_container(
+            &inner,
+            &id,
+            &req,
+            timeout,
+            &egress,
+            plan.as_ref(),
+            attempt_of.as_ref(),
+        )?;
         if let Err(e) = start_egress(&inner, &id, req.mode, &egress).await {
             inner.remove_run(&id).await;
             return Err(e);
@@ -543,6 +555,7 @@ pub(super) async fn drive(
     {
         ended = terminal::Terminal::new(RunPhase::Failed, TerminalReason::BudgetExhausted, why);
     }
+    ended = wall_budget_end(ended, req.budget.as_ref(), timeout);
     let mut result = lifecycle::result_of(Some(fold), &ended);
     lifecycle::add_log_cut(&mut result, out.cut());
     result.setup = setup_report.or_else(|| {
@@ -569,6 +582,28 @@ pub(super) async fn drive(
     let phase = ended.phase;
     info!(phase = %phase, "run finished");
     Ok(())
+}
+
+/// A run stopped at its deadline when that deadline was its wall-time budget ended by the
+/// budget: `failed`/`budget_exhausted` with the figure, its partial patch kept (pure).
+pub(crate) fn wall_budget_end(
+    ended: terminal::Terminal,
+    budget: Option<&codex_orchestrator_core::model::RunBudget>,
+    deadline_secs: u64,
+) -> terminal::Terminal {
+    match budget.and_then(|b| b.max_wall_secs) {
+        Some(wall) if ended.reason == TerminalReason::Timeout && wall <= deadline_secs => {
+            terminal::Terminal::new(
+                RunPhase::Failed,
+                TerminalReason::BudgetExhausted,
+                format!(
+                    "budget exhausted: the wall time of {wall} s was used up ({})",
+                    ended.message
+                ),
+            )
+        }
+        _ => ended,
+    }
 }
 
 /// The egress proxy's variables for a run's budget (pure).
@@ -665,11 +700,12 @@ fn build_container(
     inner: &Inner,
     id: &RunId,
     req: &RunRequest,
-    policy: &SecurityPolicy,
     timeout: u64,
     egress: &EgressPlan,
     plan: Option<&super::setup::RunEnvironment>,
+    attempt_of: Option<&codex_orchestrator_core::model::AttemptOf>,
 ) -> Result<BuiltContainer, RunnerError> {
+    let policy = &SecurityPolicy::for_mode(req.mode);
     let (uid, gid, fallback) = workspace_user(&req.workspace)?;
     // Write modes: the host's `.git` is masked by a private copy (admission refused `.git`
     // files and symlinks there).
@@ -715,6 +751,10 @@ fn build_container(
             .map(|(k, v)| format!("{k}={v}")),
     );
     env.extend(egress.sandbox_env.iter().cloned());
+    if let Some(a) = attempt_of {
+        env.push(format!("{}={}", crate::attempts::ATTEMPT_ENV, a.attempt));
+        env.push(format!("{}={}", crate::attempts::ATTEMPTS_ENV, a.of));
+    }
     let image = req.image.clone().unwrap_or_else(|| inner.image.clone());
     let caches = match plan {
         Some(p) => {

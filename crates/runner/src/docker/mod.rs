@@ -8,6 +8,7 @@
 //! * [`recover`] — re-attaching to (or cleaning up after) an earlier process.
 //! * [`tenants`] — a runner per tenant for the gateway.
 
+pub mod attempts;
 pub mod drive;
 pub mod environment;
 pub mod recover;
@@ -152,12 +153,7 @@ impl DockerRunner {
 
     fn spawn_drive(&self, st: RunStatus, start: Start) {
         let id = st.run_id.clone();
-        let (tx, _) = watch::channel(st);
-        let handle = Arc::new(RunHandle {
-            status: tx,
-            cancel: CancellationToken::new(),
-        });
-        self.inner.runs_lock().insert(id.clone(), handle.clone());
+        let handle = self.register(st);
         let inner = self.inner.clone();
         let span = tracing::info_span!("run", run_id = %id);
         tokio::spawn(
@@ -284,6 +280,33 @@ impl DockerRunner {
     }
 }
 
+impl DockerRunner {
+    /// Records a checked request as run `id` and starts its drive (which waits for a slot).
+    fn queue(
+        &self,
+        id: &RunId,
+        req: &RunRequest,
+        secrets: Vec<(String, String)>,
+        plan: Option<&setup::RunEnvironment>,
+        attempt_of: Option<codex_orchestrator_core::model::AttemptOf>,
+    ) -> Result<(), RunnerError> {
+        let mut status = RunStatus::new_queued(id.clone(), req.mode, req.workspace.clone());
+        status.attempt_of = attempt_of;
+        let run_dir = self.inner.store.create(req, &status)?;
+        if let Some(plan) = plan {
+            environment::save(&self.inner.store, id, plan)?;
+        }
+        if req.mode == SecurityMode::FullAccess {
+            crate::audit::record_request(&run_dir, id, req)
+                .map_err(|e| StoreError::io("write", run_dir.join(crate::audit::AUDIT_LOG), e))?;
+        }
+        self.inner.secrets_lock().insert(id.clone(), secrets);
+        info!(run_id = %id, mode = %req.mode, workspace = %req.workspace.display(), "run queued");
+        self.spawn_drive(status, Start::Fresh);
+        Ok(())
+    }
+}
+
 /// Why a request for codex `wanted` has no image on a server whose runner image is fixed
 /// (pure).
 fn no_image_for_codex(wanted: &str, runner: &str, runner_codex: Option<&str>) -> String {
@@ -350,19 +373,11 @@ impl Runner for DockerRunner {
         let secrets = self.secrets_for(&req)?;
         self.resolve_codex_image(&mut req).await?;
         let plan = environment::apply(&self.inner.image, &self.inner.cfg, &mut req)?;
+        if req.attempts.is_some_and(|n| n > 1) {
+            return self.submit_attempts(req, secrets, plan.as_ref());
+        }
         let id = RunId::generate();
-        let status = RunStatus::new_queued(id.clone(), req.mode, req.workspace.clone());
-        let run_dir = self.inner.store.create(&req, &status)?;
-        if let Some(plan) = &plan {
-            environment::save(&self.inner.store, &id, plan)?;
-        }
-        if req.mode == SecurityMode::FullAccess {
-            crate::audit::record_request(&run_dir, &id, &req)
-                .map_err(|e| StoreError::io("write", run_dir.join(crate::audit::AUDIT_LOG), e))?;
-        }
-        self.inner.secrets_lock().insert(id.clone(), secrets);
-        info!(run_id = %id, mode = %req.mode, workspace = %req.workspace.display(), "run queued");
-        self.spawn_drive(status, Start::Fresh);
+        self.queue(&id, &req, secrets, plan.as_ref(), None)?;
         Ok(id)
     }
 

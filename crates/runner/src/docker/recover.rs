@@ -69,6 +69,7 @@ impl DockerRunner {
             }
         }
         let mut keep = std::collections::HashSet::new();
+        let mut parents = Vec::new();
         for id in inner.store.list()? {
             let st = match inner.store.read_status(&id) {
                 Ok(s) => s,
@@ -78,6 +79,12 @@ impl DockerRunner {
                 }
             };
             if st.phase.is_terminal() {
+                continue;
+            }
+            // The parent of attempts has no sandbox: it is watched again once its attempts
+            // are recovered (below).
+            if !st.attempts.is_empty() {
+                parents.push(st);
                 continue;
             }
             // A sandbox created but never started (stopped between the two) ran nothing.
@@ -120,6 +127,9 @@ impl DockerRunner {
                 };
                 self.finish_lost(st, why)?;
             }
+        }
+        for st in parents {
+            self.resume_parent(st)?;
         }
         for (run, container) in live.into_iter().chain(helpers) {
             if !keep.contains(&run) {

@@ -33,6 +33,7 @@ async fn a_token_budget_stops_the_run_at_the_request_that_would_pass_it() {
     req.budget = Some(RunBudget {
         max_tokens: Some(1500),
         max_model_requests: None,
+        max_wall_secs: None,
     });
     let id = runner.submit(req).await.unwrap();
     let st = runner.wait(&id, Duration::from_secs(300)).await.unwrap();
@@ -60,5 +61,54 @@ async fn a_token_budget_stops_the_run_at_the_request_that_would_pass_it() {
     assert_eq!(served, 1);
     let p = art.patch.unwrap_or_default();
     assert!(p.contains("+first step done"), "{p}");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_time_budget_stops_the_run_and_keeps_its_partial_patch() {
+    let patch = "*** Begin Patch\n*** Add File: NOTES.md\n+first step done\n*** End Patch\n";
+    // The second model request never answers: only the wall-time budget ends the run.
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"apply_patch": patch}]},
+        {"hang": true}
+    ]))
+    .await;
+    let runner = env.runner().await;
+    let ws = codex_orchestrator_testkit::docker::workspace_of(&[("README.md", "# app\n")]);
+    let mut req = codex_orchestrator_testkit::docker::request(
+        ws.path(),
+        SecurityMode::WorkspaceWrite,
+        "Write the notes.",
+    );
+    req.verify = Some(codex_orchestrator_core::model::VerifyOptions {
+        enabled: Some(false),
+        ..Default::default()
+    });
+    req.timeout_secs = Some(120);
+    req.budget = Some(RunBudget {
+        max_wall_secs: Some(8),
+        ..Default::default()
+    });
+    let id = runner.submit(req).await.unwrap();
+    let st = runner.wait(&id, Duration::from_secs(120)).await.unwrap();
+    let art = runner.artifacts(&id).await.unwrap();
+    let r = art.result.clone().expect("result");
+    assert_eq!(
+        (st.phase, st.reason),
+        (RunPhase::Failed, Some(TerminalReason::BudgetExhausted)),
+        "{r:#?}"
+    );
+    let message = st.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("budget exhausted: the wall time of 8 s was used up ("),
+        "{message}"
+    );
+    assert_eq!((r.phase, r.reason), (st.phase, st.reason));
+    let p = art.patch.unwrap_or_default();
+    assert!(p.contains("+first step done"), "{p}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("NOTES.md")).unwrap(),
+        "first step done\n"
+    );
     env.cleanup().await;
 }

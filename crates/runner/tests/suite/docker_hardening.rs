@@ -68,6 +68,8 @@ async fn busy_run(
             confirm_full_access: false,
             workspace_growth_limit_mb: None,
             budget: None,
+            attempts: None,
+            stop_on_first_pass: false,
         })
         .await
         .unwrap();

@@ -1,3 +1,4 @@
+mod attempts;
 mod budget;
 mod docker_e2e;
 mod docker_hardening;

@@ -27,11 +27,8 @@
 //! Over 600 lines because the tool, its apply log, its workspace locks and their unit tests
 //! are one unit.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use rmcp::model::Implementation;
 use rmcp::service::RequestContext;
@@ -52,66 +49,9 @@ use codex_orchestrator_workspace::{ApplyReport, WorkspaceError, apply_patch};
 /// The apply log in a run's directory: one JSON [`ApplyRecord`] per line.
 pub const APPLY_LOG: &str = "applies.jsonl";
 
-/// How long a call waits for another apply on the same workspace before it gives up.
-pub const APPLY_LOCK_WAIT: Duration = Duration::from_secs(10);
-
-/// One apply at a time per workspace (canonical path), process-wide: tenants and sessions
-/// share it, and a slow apply on one workspace never holds up another workspace.
-#[derive(Debug, Default)]
-pub struct WorkspaceLocks {
-    map: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// The lock of a workspace is held by another apply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "another apply is in progress on this workspace ({}); waited {} ms, nothing was changed: try again when it has finished",
-    workspace.display(),
-    waited.as_millis()
-)]
-pub struct WorkspaceBusy {
-    pub workspace: PathBuf,
-    pub waited: Duration,
-}
-
-impl WorkspaceLocks {
-    /// The locks of this process.
-    pub fn global() -> &'static WorkspaceLocks {
-        static LOCKS: std::sync::LazyLock<WorkspaceLocks> =
-            std::sync::LazyLock::new(WorkspaceLocks::default);
-        &LOCKS
-    }
-
-    /// Takes the lock of `workspace`, waiting at most `wait`.
-    pub async fn lock(
-        &self,
-        workspace: &Path,
-        wait: Duration,
-    ) -> Result<tokio::sync::OwnedMutexGuard<()>, WorkspaceBusy> {
-        let m = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            // Forget the locks nobody holds or waits for, so the table stays small.
-            map.retain(|_, m| Arc::strong_count(m) > 1);
-            map.entry(workspace.to_path_buf()).or_default().clone()
-        };
-        tokio::time::timeout(wait, m.lock_owned())
-            .await
-            .map_err(|_| WorkspaceBusy {
-                workspace: workspace.to_path_buf(),
-                waited: wait,
-            })
-    }
-}
-
-/// The first run in `runs` that writes in place (not readonly), has not ended, and works on
-/// `workspace`, on a directory inside it, or on one around it. Pure.
-pub fn live_writer<'a>(runs: &'a [RunStatus], workspace: &Path) -> Option<&'a RunStatus> {
-    runs.iter().find(|r| {
-        !r.phase.is_terminal()
-            && r.mode != SecurityMode::Readonly
-            && (r.workspace.starts_with(workspace) || workspace.starts_with(&r.workspace))
-    })
-}
+pub use codex_orchestrator_runner::locks::{
+    APPLY_LOCK_WAIT, WorkspaceBusy, WorkspaceLocks, live_writer,
+};
 
 /// Arguments of `codex_patch_apply`.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
@@ -119,6 +59,12 @@ pub fn live_writer<'a>(runs: &'a [RunStatus], workspace: &Path) -> Option<&'a Ru
 pub struct ApplyParams {
     /// The run id codex_run returned. The run must have ended.
     pub run_id: String,
+    /// For a run started with attempts (best of N): the attempt whose patch to apply
+    /// (1-based), e.g. another than the winner. Without it, such a run's patch is its
+    /// winner's.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 8))]
+    pub attempt: Option<u32>,
     /// Must be true to change the workspace: set it only after the user (or you, if you were
     /// asked to decide) reviewed the change with codex_git_diff. Not needed with check_only.
     /// Where your client can ask its user, the server asks them to confirm (their answer
@@ -331,7 +277,12 @@ impl OrchestratorServer {
         RequestState(request_state): RequestState,
     ) -> Result<Reply<Json<ApplyOutput>>, ToolError> {
         let p = args?;
-        let id = parse_run_id(&p.run_id)?;
+        let mut id = parse_run_id(&p.run_id)?;
+        if p.attempt.is_some() {
+            let parent = self.runner.status(&id).await?;
+            self.check_visible(&parent)?;
+            id = super::args::attempt_run(&parent, p.attempt)?;
+        }
         if self.is_remote() {
             let msg = format!(
                 "codex_patch_apply is not available on this server: the run's workspace is in the cluster, not on this machine. Take the patch of run `{id}` from codex_git_diff (format unified) and apply it in your checkout with `git apply`."
@@ -708,6 +659,7 @@ mod tests {
             p,
             ApplyParams {
                 run_id: "x".into(),
+                attempt: None,
                 approve: false,
                 check_only: false,
                 workspace: None,

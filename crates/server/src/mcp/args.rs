@@ -222,6 +222,35 @@ pub(crate) fn parse_run_id(s: &str) -> Result<RunId, ToolError> {
     RunId::parse(s.trim()).map_err(|e| ToolError(e.to_string()))
 }
 
+/// The run an `attempt` selector names on `parent` (pure): `parent` itself without one, else
+/// its attempt `n`.
+pub(crate) fn attempt_run(
+    parent: &codex_orchestrator_core::model::RunStatus,
+    attempt: Option<u32>,
+) -> Result<RunId, ToolError> {
+    let Some(n) = attempt else {
+        return Ok(parent.run_id.clone());
+    };
+    if parent.attempts.is_empty() {
+        return Err(ToolError(format!(
+            "run `{}` has no attempts: `attempt` selects one attempt of a run started with attempts (best of N); leave it out for this run",
+            parent.run_id
+        )));
+    }
+    parent
+        .attempts
+        .iter()
+        .find(|a| a.attempt == n)
+        .map(|a| a.run_id.clone())
+        .ok_or_else(|| {
+            ToolError(format!(
+                "run `{}` has attempts 1 to {}; there is no attempt {n}",
+                parent.run_id,
+                parent.attempts.len()
+            ))
+        })
+}
+
 /// `s` cut to at most `max` bytes (see `codex_orchestrator_core::text::cut`); whether it was
 /// cut.
 pub fn cut_text(s: &str, max: usize) -> (String, bool) {

@@ -79,6 +79,8 @@ fn argument_errors_name_the_field() {
             timeout: Some(60),
             workspace_growth_limit_mb: None,
             budget: None,
+            attempts: None,
+            stop_on_first_pass: false,
             model: None,
             wait: true,
         }

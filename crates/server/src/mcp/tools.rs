@@ -126,11 +126,26 @@ pub struct CodexRunParams {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub workspace_growth_limit_mb: Option<u64>,
-    /// Hard caps on model use: `max_tokens` (input + output) and `max_model_requests`. The
-    /// egress proxy refuses the request that would pass one; the run then ends
-    /// failed/budget_exhausted with the figures, its partial patch kept.
+    /// Hard caps: `max_tokens` (input + output), `max_model_requests` and `max_wall_secs`.
+    /// The egress proxy refuses the model request that would pass a token or request cap;
+    /// at the wall time the run is stopped. The run then ends failed/budget_exhausted with
+    /// the figures, its partial patch kept. With attempts, each attempt gets an equal part.
     #[serde(default)]
     pub budget: Option<codex_orchestrator_core::model::RunBudget>,
+    /// Best of N: run this many attempts of the task side by side (2-8, at most the server's
+    /// maximum, default 1), each on its own copy of the workspace with its own verify loop.
+    /// When they end, a deterministic score ranks them (verify passed, output contract met,
+    /// fewer fix rounds, smaller diff, fewer tokens); result.judgement names the winner and
+    /// gives every attempt's breakdown. In workspace_write the winner's patch is applied to
+    /// the workspace (all or nothing) when it succeeded; in readonly nothing is applied. Any
+    /// attempt's patch can be read with codex_git_diff and applied with codex_patch_apply
+    /// (parameter `attempt`). Not with full_access.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 8))]
+    pub attempts: Option<u32>,
+    /// With attempts: stop the other attempts as soon as one ends with a perfect score.
+    #[serde(default)]
+    pub stop_on_first_pass: bool,
     /// Model name (e.g. `gpt-5.5`). Default: the server's configured model, else the Codex
     /// version's own default.
     #[serde(default)]
@@ -290,6 +305,11 @@ pub enum DiffFormat {
 pub struct DiffParams {
     /// The run id codex_run returned.
     pub run_id: String,
+    /// For a run started with attempts (best of N): the attempt whose diff to show (1-based).
+    /// Without it, such a run's diff is its winner's.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 8))]
+    pub attempt: Option<u32>,
     /// Format of `text`: `unified` (default), `stat` or `name-only`. The structured fields
     /// are the same for every format.
     #[serde(default)]

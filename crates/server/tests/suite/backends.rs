@@ -35,6 +35,8 @@ fn good(workspace: PathBuf) -> RunRequest {
         labels: BTreeMap::new(),
         workspace_growth_limit_mb: None,
         budget: None,
+        attempts: None,
+        stop_on_first_pass: false,
     }
 }
 

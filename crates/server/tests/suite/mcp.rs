@@ -507,6 +507,7 @@ pub(crate) fn result_for(phase: RunPhase, reason: TerminalReason, patch: &str) -
         output: None,
         output_errors: Vec::new(),
         verify: None,
+        judgement: None,
     }
 }
 
@@ -570,6 +571,8 @@ async fn mcp_run_status_artifacts_diff_and_list_through_a_client() {
             confirm_full_access: false,
             workspace_growth_limit_mb: None,
             budget: None,
+            attempts: None,
+            stop_on_first_pass: false,
         }]
     );
 

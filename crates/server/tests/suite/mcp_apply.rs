@@ -1010,6 +1010,8 @@ async fn mcp_binary_refuses_a_bomb_patch_and_its_peak_rss_stays_small() {
         labels: BTreeMap::new(),
         workspace_growth_limit_mb: None,
         budget: None,
+        attempts: None,
+        stop_on_first_pass: false,
     };
     store.create(&req, &status).unwrap();
     status.phase = RunPhase::Succeeded;

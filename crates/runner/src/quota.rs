@@ -18,16 +18,26 @@ pub struct QuotaRunner {
     inner: Arc<dyn Runner>,
     tenant: String,
     quota: TenantQuota,
+    /// Whether the backend meters a run's token budget while it goes (then an admitted run's
+    /// budget is capped at what is left of the day; otherwise the day's quota is checked only
+    /// when a run is submitted).
+    caps_budgets: bool,
     submits: tokio::sync::Mutex<()>,
     refused: std::sync::atomic::AtomicU64,
 }
 
 impl QuotaRunner {
-    pub fn new(inner: Arc<dyn Runner>, tenant: impl Into<String>, quota: TenantQuota) -> Self {
+    pub fn new(
+        inner: Arc<dyn Runner>,
+        tenant: impl Into<String>,
+        quota: TenantQuota,
+        caps_budgets: bool,
+    ) -> Self {
         QuotaRunner {
             inner,
             tenant: tenant.into(),
             quota,
+            caps_budgets,
             submits: tokio::sync::Mutex::new(()),
             refused: Default::default(),
         }
@@ -62,7 +72,8 @@ impl Runner for QuotaRunner {
         let usage = self.usage().await?;
         let asked = req.attempts.unwrap_or(1).max(1);
         match quota::admit(&self.tenant, &self.quota, usage, asked, req.budget) {
-            Ok(budget) => req.budget = budget,
+            Ok(budget) if self.caps_budgets => req.budget = budget,
+            Ok(_) => {}
             Err(refusal) => {
                 self.refused
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

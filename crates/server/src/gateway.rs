@@ -466,6 +466,8 @@ impl Gateway {
             self.factory.runner_for(tenant),
             tenant.as_str(),
             self.tokens.settings(tenant).quota,
+            // Budgets are metered by the Docker backend's egress proxies only.
+            !self.factory.remote(),
         ));
         self.quotas
             .lock()

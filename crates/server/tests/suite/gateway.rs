@@ -398,6 +398,17 @@ pub(super) async fn gateway_over(
     audit: Option<codex_orchestrator_runner::audit::ServerAudit>,
 ) -> TestGateway {
     let tokens = Tokens::parse(&format!("{ALPHA} alpha\n{BETA} beta\n")).unwrap();
+    gateway_with_tokens(client, namespace, settings, audit, tokens).await
+}
+
+/// [`gateway_over`] with the tokens (and so the tenants' options) given.
+async fn gateway_with_tokens(
+    client: Client,
+    namespace: &str,
+    settings: KubeRunnerSettings,
+    audit: Option<codex_orchestrator_runner::audit::ServerAudit>,
+    tokens: Tokens,
+) -> TestGateway {
     let factory = Arc::new(KubeRunners {
         client,
         namespace: namespace.into(),
@@ -621,6 +632,70 @@ async fn gateway_requires_a_token_and_does_not_say_which_part_was_wrong() {
             .0,
         401
     );
+    g.stop().await;
+}
+
+/// A hostile (or just busy) tenant cannot take more than its quotas: a run over its
+/// concurrent runs or over its tokens of the day is refused with the figures, nothing is
+/// created for it, another tenant is not affected, and `/metrics` shows each tenant's usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_quota_refuses_a_tenants_run_over_its_limits_and_reports_usage() {
+    let api = FakeApi::start();
+    let tokens = Tokens::parse(&format!(
+        "{ALPHA} alpha max_concurrent_runs=1 max_tokens_per_day=11\n{BETA} beta\n"
+    ))
+    .unwrap();
+    let g = gateway_with_tokens(api.client.clone(), NS, settings(), None, tokens).await;
+    let (alpha, tools) = connect(g.addr, ALPHA).await;
+    let (beta, _) = connect(g.addr, BETA).await;
+    let (pa, pb) = (alpha.peer(), beta.peer());
+    let run = json!({"prompt": "Make x 2", "workspace": REPO, "security_mode": "readonly"});
+    let first = call_ok(pa, &tools, "codex_run", run.clone()).await;
+    let id = RunId::parse(first["run_id"].as_str().unwrap()).unwrap();
+    assert_eq!(api.runs().len(), 1);
+
+    // One run going: a second one is refused, with the figures; nothing is created.
+    assert_eq!(
+        call_err(pa, "codex_run", run.clone()).await,
+        "quota exceeded: tenant `alpha` has 1 run(s) going and may have at most 1 at once; this request needs 1 more. Wait for a run to end (codex_run_list) or cancel one (codex_run_cancel); nothing was started"
+    );
+    assert_eq!(api.runs().len(), 1);
+    // Another tenant is not held back by alpha's quota.
+    call_ok(pb, &tools, "codex_run", run.clone()).await;
+    assert_eq!(api.runs().len(), 2);
+
+    // The run uses 11 tokens and ends: the day's 11 are used up.
+    api.controller_running(&id, LOG);
+    api.controller_finish(&id, LOG);
+    assert_eq!(
+        call_err(pa, "codex_run", run.clone()).await,
+        "quota exceeded: tenant `alpha` has used 11 of its 11 tokens for today (UTC); the quota is renewed at midnight UTC; nothing was started"
+    );
+    assert_eq!(api.runs().len(), 2);
+
+    // Each tenant's usage, and alpha's refusals, in /metrics.
+    let (code, _, body) = raw(g.addr, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1", "").await;
+    assert_eq!(code, 200);
+    let lines: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("codex_orchestrator_gateway_tenant_"))
+        .collect();
+    let mut lines = lines;
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        vec![
+            "codex_orchestrator_gateway_tenant_quota_refusals_total{tenant=\"alpha\"} 2",
+            "codex_orchestrator_gateway_tenant_quota_refusals_total{tenant=\"beta\"} 0",
+            "codex_orchestrator_gateway_tenant_runs_active{tenant=\"alpha\"} 0",
+            "codex_orchestrator_gateway_tenant_runs_active{tenant=\"beta\"} 1",
+            "codex_orchestrator_gateway_tenant_tokens_today{tenant=\"alpha\"} 11",
+            "codex_orchestrator_gateway_tenant_tokens_today{tenant=\"beta\"} 0",
+        ],
+        "{body}"
+    );
+    alpha.cancel().await.unwrap();
+    beta.cancel().await.unwrap();
     g.stop().await;
 }
 

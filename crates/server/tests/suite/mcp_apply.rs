@@ -764,6 +764,147 @@ async fn mcp_binary_applies_a_readonly_runs_patch_end_to_end() {
     env.cleanup().await;
 }
 
+/// Best of N in readonly through the real binary: three attempts, each writing a different
+/// number of README lines (attempt `n` writes `4 - n`); the judge picks the smallest diff
+/// (attempt 3), nothing is applied, every attempt's diff is readable, and the user applies
+/// another attempt (1) with `attempt`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_binary_readonly_best_of_3_applies_nothing_until_an_attempt_is_applied() {
+    use codex_orchestrator_testkit::docker::{DockerEnv, git_workspace, tree_contents};
+    let write = "n=$CODEX_ORCHESTRATOR_ATTEMPT; i=$n; while [ $i -le 3 ]; do echo \"line from attempt $n\" >> README.md; i=$((i+1)); done";
+    let mut env = DockerEnv::start(json!({"per_session": true, "responses": [
+        {"output": [{"exec": write}]},
+        {"output": [{"message": "Added README lines."}]}
+    ]}))
+    .await;
+    let ws = git_workspace();
+    let ws_c = canonical(ws.path());
+    let mut config = env.config();
+    config.max_concurrent_runs = 3;
+    let cfg = env.state.path().join("config.toml");
+    std::fs::write(&cfg, toml::to_string(&config).unwrap()).unwrap();
+    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["mcp", "--allowed-root"])
+        .arg(ws.path())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    let c = Client::connect(
+        rmcp::transport::TokioChildProcess::new(cmd).unwrap(),
+        None,
+        false,
+    )
+    .await;
+
+    let before = tree_contents(ws.path());
+    let out = c
+        .ok(
+            "codex_run",
+            json!({"prompt": "Add README lines", "security_mode": "readonly", "attempts": 3, "wait": true}),
+        )
+        .await;
+    let id = out["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (&out["status"]["phase"], &out["status"]["message"]),
+        (
+            &json!("succeeded"),
+            &json!(
+                "attempt 3 of 3 won; readonly: nothing is applied; apply attempt 3 (or another) with codex_patch_apply and `attempt`"
+            )
+        ),
+        "{out:#}"
+    );
+    let phases: Vec<(u64, &str)> = out["status"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["attempt"].as_u64().unwrap(), a["phase"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        phases,
+        vec![(1, "succeeded"), (2, "succeeded"), (3, "succeeded")]
+    );
+    assert_eq!(tree_contents(ws.path()), before, "nothing applied");
+
+    // The judgement: smallest diff first; nothing was verified (readonly's default).
+    let art = c
+        .ok(
+            "codex_run_artifacts",
+            json!({"run_id": id, "include_diff": false, "include_jsonl": false}),
+        )
+        .await;
+    let j = &art["result"]["judgement"];
+    assert_eq!(j["winner"], 3, "{art:#}");
+    assert_eq!(
+        j["applied"],
+        json!({"outcome": "not_applied", "why": "readonly: nothing is applied; apply attempt 3 (or another) with codex_patch_apply and `attempt`"})
+    );
+    let ranking: Vec<(u64, u64, Value)> = j["ranking"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["rank"].as_u64().unwrap(),
+                r["facts"]["attempt"].as_u64().unwrap(),
+                r["breakdown"][4].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranking,
+        vec![
+            (1, 3, json!(["diff_size", [1]])),
+            (2, 2, json!(["diff_size", [2]])),
+            (3, 1, json!(["diff_size", [3]])),
+        ]
+    );
+
+    // Every attempt's diff is readable; without `attempt`, the winner's.
+    let stat = |a: Option<u64>| {
+        let mut args = json!({"run_id": id, "format": "stat"});
+        if let Some(a) = a {
+            args["attempt"] = json!(a);
+        }
+        args
+    };
+    assert_eq!(
+        c.ok("codex_git_diff", stat(None)).await["text"],
+        " README.md | 1 +\n 1 file changed, 1 insertion(+)\n"
+    );
+    assert_eq!(
+        c.ok("codex_git_diff", stat(Some(1))).await["text"],
+        " README.md | 3 +++\n 1 file changed, 3 insertions(+)\n"
+    );
+    assert_eq!(
+        c.err("codex_git_diff", stat(Some(4))).await,
+        format!("run `{id}` has attempts 1 to 3; there is no attempt 4")
+    );
+
+    // The user applies attempt 1 instead of the winner.
+    let applied = c
+        .ok(
+            "codex_patch_apply",
+            json!({"run_id": id, "attempt": 1, "approve": true}),
+        )
+        .await;
+    assert_eq!(
+        (&applied["ok"], &applied["applied"], &applied["workspace"]),
+        (&json!(true), &json!(true), &json!(ws_c)),
+        "{applied:#}"
+    );
+    let mut expected = before.clone();
+    expected.insert(
+        "README.md".into(),
+        b"# calc\n\nA tiny calculator.\nline from attempt 1\nline from attempt 1\nline from attempt 1\n".to_vec(),
+    );
+    assert_eq!(tree_contents(ws.path()), expected);
+    c.close().await;
+    assert!(env.store_containers().await.is_empty());
+    env.cleanup().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Host-side attacks (docs/SECURITY_MODES.md, "Host-side attacks (round 2)").
 

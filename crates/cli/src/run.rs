@@ -210,6 +210,7 @@ pub(crate) async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
         .filter(|b| *b != Default::default()),
         attempts: a.attempts,
         stop_on_first_pass: a.stop_on_first_pass,
+        tokens_left: None,
     };
     let runner = DockerRunner::connect(cfg).await?;
     let submitted = runner.submit(req.clone()).await;

@@ -4,7 +4,7 @@
 //! lexicographic over an ordered list of criteria ([`JudgeConfig::order`]), each better-first,
 //! and ties go to the lower attempt number, so the same results always pick the same winner.
 //!
-//! The default order (docs/ATTEMPTS_AND_BUDGETS.md, to be written with the rest of the issue):
+//! The default order (docs/ATTEMPTS_AND_BUDGETS.md; configurable with `[attempts] order`):
 //!
 //! 1. `ended_ok` — the attempt ended `succeeded` (a crashed, timed-out or cancelled one loses
 //!    to any that finished);

@@ -111,6 +111,7 @@ async fn main() {
                 budget: None,
                 attempts: None,
                 stop_on_first_pass: false,
+                tokens_left: None,
             })
             .await
             .expect("submit");

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod fair;
 pub mod image;
 pub mod lazy;
 pub mod lifecycle;

@@ -71,8 +71,8 @@ impl Runner for QuotaRunner {
         let _one_at_a_time = self.submits.lock().await;
         let usage = self.usage().await?;
         let asked = req.attempts.unwrap_or(1).max(1);
-        match quota::admit(&self.tenant, &self.quota, usage, asked, req.budget) {
-            Ok(budget) if self.caps_budgets => req.budget = budget,
+        match quota::admit(&self.tenant, &self.quota, usage, asked) {
+            Ok(left) if self.caps_budgets => req.tokens_left = left,
             Ok(_) => {}
             Err(refusal) => {
                 self.refused

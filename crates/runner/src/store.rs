@@ -193,6 +193,7 @@ mod tests {
             budget: None,
             attempts: None,
             stop_on_first_pass: false,
+            tokens_left: None,
         }
     }
 

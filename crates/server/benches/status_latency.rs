@@ -91,6 +91,7 @@ fn request(ws: &Path) -> RunRequest {
         budget: None,
         attempts: None,
         stop_on_first_pass: false,
+        tokens_left: None,
     }
 }
 

@@ -620,6 +620,7 @@ impl OrchestratorServer {
             budget: p.budget,
             attempts: p.attempts,
             stop_on_first_pass: p.stop_on_first_pass,
+            tokens_left: None,
         };
         if mode == SecurityMode::FullAccess {
             // The approval is bound to the request as shown (before the flag is set).

@@ -436,6 +436,7 @@ pub fn request(
         budget: None,
         attempts: None,
         stop_on_first_pass: false,
+        tokens_left: None,
     }
 }
 

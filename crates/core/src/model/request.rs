@@ -263,6 +263,11 @@ pub struct RunRequest {
     /// (succeeded, verify passed, contract met, no fix round).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stop_on_first_pass: bool,
+    /// Set by the server, never by a client (not part of the wire format): the tokens left of
+    /// the caller's quota for the day; admission caps the run's token budget at it.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub tokens_left: Option<u64>,
 }
 
 /// A run's budget (absent caps do not apply).

@@ -228,6 +228,15 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
         None => (p.max_workspace_growth_mb > 0).then_some(p.max_workspace_growth_mb),
     };
     let budget = run_budget(req.budget.as_ref(), &p.budget)?;
+    // What is left of the caller's quota for the day caps the token budget.
+    let budget = match req.tokens_left {
+        None => budget,
+        Some(left) => {
+            let mut b = budget.unwrap_or_default();
+            b.max_tokens = Some(b.max_tokens.map_or(left, |t| t.min(left)));
+            Some(b)
+        }
+    };
     // A wall-time budget is the run's deadline when it is the shorter one.
     let timeout = budget
         .and_then(|b| b.max_wall_secs)
@@ -319,6 +328,7 @@ mod tests {
             budget: None,
             attempts: None,
             stop_on_first_pass: false,
+            tokens_left: None,
         }
     }
 
@@ -412,6 +422,41 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(admit(&r, &p).unwrap_err(), Refusal::Budget("max_wall_secs"));
+    }
+
+    #[test]
+    fn the_tokens_left_of_a_quota_cap_the_budget_under_the_servers_ceiling() {
+        use crate::model::RunBudget;
+        let mut p = policy();
+        p.budget = RunBudget {
+            max_tokens: Some(100_000),
+            ..Default::default()
+        };
+        let mut r = request();
+        // More left than the server's ceiling: the server's budget.
+        r.tokens_left = Some(5_000_000);
+        assert_eq!(admit(&r, &p).unwrap().budget, Some(p.budget));
+        // Less left: what is left.
+        r.tokens_left = Some(7_000);
+        assert_eq!(
+            admit(&r, &p).unwrap().budget.and_then(|b| b.max_tokens),
+            Some(7_000)
+        );
+        // A smaller budget of the request's own stays.
+        r.budget = Some(RunBudget {
+            max_tokens: Some(500),
+            ..Default::default()
+        });
+        assert_eq!(
+            admit(&r, &p).unwrap().budget.and_then(|b| b.max_tokens),
+            Some(500)
+        );
+        // A client cannot send it: it is not part of the wire format.
+        let wire: RunRequest = serde_json::from_value(serde_json::json!({
+            "prompt": "x", "workspace": "/w", "tokens_left": 1
+        }))
+        .unwrap();
+        assert_eq!(wire.tokens_left, None);
     }
 
     #[test]

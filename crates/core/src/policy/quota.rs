@@ -6,12 +6,13 @@
 //!   are runs of their own; the parent, which has no sandbox, is not counted).
 //! * Tokens of the day are those of the runs queued since midnight UTC (input + output, as
 //!   each run's status reports them). A new run is refused once the day's quota is used up;
-//!   an admitted run's token budget is at most what is left, so the egress proxy stops it
-//!   at the quota while it goes.
+//!   where the backend meters budgets, an admitted run's token budget is at most what is
+//!   left (`RunRequest::tokens_left`, applied by admission under the server's own ceiling),
+//!   so the egress proxy stops it at the quota while it goes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{RunBudget, RunStatus};
+use crate::model::RunStatus;
 
 /// A tenant's quotas (absent = no limit).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,15 +68,15 @@ pub fn usage_of(runs: &[RunStatus], day_start: jiff::Timestamp) -> TenantUsage {
     u
 }
 
-/// Admits a request for `asked` sandboxes under `quota` given `usage` (pure): the budget the
-/// run gets (its own, with `max_tokens` at most what is left of the day), or the refusal.
+/// Admits a request for `asked` sandboxes under `quota` given `usage` (pure): the tokens left
+/// of the day (`None`: no daily quota), which cap the run's token budget at admission
+/// (`RunRequest::tokens_left`), or the refusal.
 pub fn admit(
     tenant: &str,
     quota: &TenantQuota,
     usage: TenantUsage,
     asked: u32,
-    budget: Option<RunBudget>,
-) -> Result<Option<RunBudget>, QuotaRefusal> {
+) -> Result<Option<u64>, QuotaRefusal> {
     if let Some(max) = quota.max_concurrent_runs
         && usage.active_runs.saturating_add(asked) > max
     {
@@ -87,7 +88,7 @@ pub fn admit(
         });
     }
     let Some(max) = quota.max_tokens_per_day else {
-        return Ok(budget);
+        return Ok(None);
     };
     if usage.tokens_today >= max {
         return Err(QuotaRefusal::TokensPerDay {
@@ -96,10 +97,7 @@ pub fn admit(
             max,
         });
     }
-    let left = max - usage.tokens_today;
-    let mut b = budget.unwrap_or_default();
-    b.max_tokens = Some(b.max_tokens.map_or(left, |t| t.min(left)));
-    Ok(Some(b))
+    Ok(Some(max - usage.tokens_today))
 }
 
 #[cfg(test)]
@@ -154,7 +152,7 @@ mod tests {
     }
 
     #[test]
-    fn a_quota_refuses_with_the_figures_and_caps_the_budget_at_what_is_left() {
+    fn a_quota_refuses_with_the_figures_and_says_what_is_left() {
         let q = TenantQuota {
             max_concurrent_runs: Some(3),
             max_tokens_per_day: Some(10_000),
@@ -163,7 +161,7 @@ mod tests {
             active_runs,
             tokens_today,
         };
-        let e = admit("team-a", &q, used(2, 0), 2, None).unwrap_err();
+        let e = admit("team-a", &q, used(2, 0), 2).unwrap_err();
         assert_eq!(
             e,
             QuotaRefusal::ConcurrentRuns {
@@ -178,37 +176,15 @@ mod tests {
             "tenant `team-a` has 2 run(s) going and may have at most 3 at once; this request needs 2 more. Wait for a run to end (codex_run_list) or cancel one (codex_run_cancel); nothing was started"
         );
         assert_eq!(
-            admit("team-a", &q, used(0, 10_000), 1, None)
+            admit("team-a", &q, used(0, 10_000), 1)
                 .unwrap_err()
                 .to_string(),
             "tenant `team-a` has used 10000 of its 10000 tokens for today (UTC); the quota is renewed at midnight UTC; nothing was started"
         );
-        // What is left caps the run's budget; a smaller budget of its own stays.
+        assert_eq!(admit("team-a", &q, used(1, 9_000), 1), Ok(Some(1_000)));
+        // No quota: no limit.
         assert_eq!(
-            admit("team-a", &q, used(1, 9_000), 1, None),
-            Ok(Some(RunBudget {
-                max_tokens: Some(1_000),
-                ..Default::default()
-            }))
-        );
-        let own = RunBudget {
-            max_tokens: Some(500),
-            max_model_requests: Some(4),
-            max_wall_secs: None,
-        };
-        assert_eq!(
-            admit("team-a", &q, used(1, 9_000), 1, Some(own)),
-            Ok(Some(own))
-        );
-        // No quota: the request as it is.
-        assert_eq!(
-            admit(
-                "team-a",
-                &TenantQuota::default(),
-                used(50, 1 << 40),
-                8,
-                None
-            ),
+            admit("team-a", &TenantQuota::default(), used(50, 1 << 40), 8),
             Ok(None)
         );
     }

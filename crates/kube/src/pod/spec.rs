@@ -66,6 +66,7 @@ pub fn request_of(cr: &CodexRun) -> Result<RunRequest, PodError> {
         budget: None,
         attempts: None,
         stop_on_first_pass: false,
+        tokens_left: None,
     })
 }
 

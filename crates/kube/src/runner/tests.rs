@@ -39,6 +39,7 @@ fn request(ws: &str) -> RunRequest {
         budget: None,
         attempts: None,
         stop_on_first_pass: false,
+        tokens_left: None,
     }
 }
 

@@ -6,19 +6,7 @@ use codex_orchestrator_core::model::{PatchInfo, TokenUsage};
 
 fn request(mode: SecurityMode) -> RunRequest {
     RunRequest {
-        prompt: "fix it".into(),
-        workspace: PathBuf::from("/w"),
-        mode,
-        model: None,
-        provider: None,
         timeout_secs: Some(300),
-        output_schema: None,
-        schema_retry: false,
-        verify: None,
-        image: None,
-        codex_version: None,
-        labels: Default::default(),
-        confirm_full_access: false,
         workspace_growth_limit_mb: Some(100),
         budget: Some(RunBudget {
             max_tokens: Some(9_000),
@@ -27,6 +15,7 @@ fn request(mode: SecurityMode) -> RunRequest {
         }),
         attempts: Some(3),
         stop_on_first_pass: true,
+        ..codex_orchestrator_testkit::docker::request(&PathBuf::from("/w"), mode, "fix it")
     }
 }
 

@@ -245,8 +245,18 @@ pub(super) async fn drive(
     let mut sink = StatusSink::new(&inner, &handle);
 
     // Queue: wait for a slot (a cancel while queued ends the run without a container).
+    let key = crate::fair::QueueKey {
+        tenant: inner.queue.tenant.clone(),
+        // A best-of-N parent's attempts take their turns as one group.
+        group: handle
+            .status
+            .borrow()
+            .attempt_of
+            .as_ref()
+            .map_or_else(|| id.to_string(), |a| a.parent.to_string()),
+    };
     let _permit = tokio::select! {
-        p = inner.sem.clone().acquire_owned() => p.map_err(|e| RunnerError::Internal(e.to_string()))?,
+        p = inner.queue.slots.acquire(&key) => p,
         _ = handle.cancel.cancelled() => {
             sink.update(true, |s| {
                 s.phase = RunPhase::Cancelled;

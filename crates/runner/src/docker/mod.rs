@@ -31,7 +31,7 @@ use codex_orchestrator_core::model::{
 };
 use codex_orchestrator_core::policy::admission::{self, AdmissionPolicy};
 use codex_orchestrator_core::policy::workspace as local;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
@@ -57,10 +57,28 @@ pub(crate) struct Inner {
     /// Directories no workspace may touch (`cfg.protected_dirs()`).
     protected: Vec<codex_orchestrator_core::policy::roots::Protected>,
     store_key: String,
-    sem: Arc<Semaphore>,
+    /// Where runs wait for a sandbox slot.
+    queue: Queue,
     runs: Mutex<HashMap<RunId, Arc<RunHandle>>>,
     /// Secrets of runs not started yet (never persisted).
     secrets: Mutex<HashMap<RunId, Vec<(String, String)>>>,
+}
+
+/// The queue a runner's runs wait in for a slot, and the tenant they wait as.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pub slots: Arc<crate::fair::FairQueue>,
+    pub tenant: String,
+}
+
+impl Queue {
+    /// A queue of its own, with `cfg.max_concurrent_runs` slots.
+    pub fn own(cfg: &Config) -> Queue {
+        Queue {
+            slots: crate::fair::FairQueue::new(cfg.max_concurrent_runs),
+            tenant: String::new(),
+        }
+    }
 }
 
 /// The Docker [`Runner`].
@@ -78,10 +96,17 @@ pub(crate) enum Start {
 impl DockerRunner {
     /// The Docker backend for `cfg`, connected on first use (see [`LazyRunner`]).
     pub fn lazy(cfg: Config) -> LazyRunner {
+        let queue = Queue::own(&cfg);
+        Self::lazy_in(cfg, queue)
+    }
+
+    /// Like [`lazy`](Self::lazy), taking its turns in `queue` (the gateway's tenants share
+    /// one).
+    pub fn lazy_in(cfg: Config, queue: Queue) -> LazyRunner {
         LazyRunner::new(Box::new(move || {
-            let cfg = cfg.clone();
+            let (cfg, queue) = (cfg.clone(), queue.clone());
             Box::pin(async move {
-                let r = DockerRunner::connect(cfg).await.map_err(|e| {
+                let r = DockerRunner::connect_in(cfg, queue).await.map_err(|e| {
                     RunnerError::Unavailable(format!(
                         "the Docker backend is not available ({e}); check that Docker is running and that this user may use it"
                     ))
@@ -96,6 +121,12 @@ impl DockerRunner {
     /// Connects to the local Docker engine, checks the runner image (building the default one
     /// if it is missing), opens the store and recovers runs left by an earlier process.
     pub async fn connect(cfg: Config) -> Result<Self, RunnerError> {
+        let queue = Queue::own(&cfg);
+        Self::connect_in(cfg, queue).await
+    }
+
+    /// Like [`connect`](Self::connect), taking its turns in `queue`.
+    pub async fn connect_in(cfg: Config, queue: Queue) -> Result<Self, RunnerError> {
         let docker = crate::image::connect_docker().await?;
         docker
             .ping()
@@ -108,7 +139,7 @@ impl DockerRunner {
         } else {
             crate::image::check_runner_image(&docker, &image).await?;
         }
-        Self::with_docker(docker, cfg, image).await
+        Self::with_docker_in(docker, cfg, image, queue).await
     }
 
     /// Like [`connect`](Self::connect) with an explicit client and an image already checked.
@@ -117,6 +148,17 @@ impl DockerRunner {
         cfg: Config,
         image: String,
     ) -> Result<Self, RunnerError> {
+        let queue = Queue::own(&cfg);
+        Self::with_docker_in(docker, cfg, image, queue).await
+    }
+
+    /// Like [`with_docker`](Self::with_docker), taking its turns in `queue`.
+    pub async fn with_docker_in(
+        docker: Docker,
+        cfg: Config,
+        image: String,
+        queue: Queue,
+    ) -> Result<Self, RunnerError> {
         let store = RunStore::open(&cfg.state_dir)?;
         let key = store_key(store.root());
         let policy = cfg.admission_policy(&image);
@@ -124,7 +166,7 @@ impl DockerRunner {
         let inner = Arc::new(Inner {
             protected,
             docker,
-            sem: Arc::new(Semaphore::new(cfg.max_concurrent_runs)),
+            queue,
             store,
             cfg,
             policy,

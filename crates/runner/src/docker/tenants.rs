@@ -17,12 +17,16 @@ use crate::tenants::RunnerFactory;
 /// The Docker backend's [`RunnerFactory`].
 pub struct DockerRunners {
     cfg: Config,
+    /// One queue for every tenant: `max_concurrent_runs` sandboxes on this machine in all,
+    /// handed out in turn between tenants (crates/runner/src/fair.rs).
+    slots: Arc<crate::fair::FairQueue>,
     runners: Mutex<HashMap<Tenant, Arc<LazyRunner>>>,
 }
 
 impl DockerRunners {
     pub fn new(cfg: Config) -> Self {
         DockerRunners {
+            slots: crate::fair::FairQueue::new(cfg.max_concurrent_runs),
             cfg,
             runners: Mutex::new(HashMap::new()),
         }
@@ -65,7 +69,11 @@ impl RunnerFactory for DockerRunners {
             // The whole state directory (every tenant's runs, the audit log) stays protected.
             cfg.protected = self.cfg.protected_dirs();
             cfg.state_dir = Self::tenant_state_dir(&self.cfg.state_dir, tenant);
-            let r = Arc::new(DockerRunner::lazy(cfg));
+            let queue = crate::docker::Queue {
+                slots: self.slots.clone(),
+                tenant: tenant.to_string(),
+            };
+            let r = Arc::new(DockerRunner::lazy_in(cfg, queue));
             r.warm_up();
             r
         });

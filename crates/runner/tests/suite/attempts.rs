@@ -203,3 +203,112 @@ async fn of_three_attempts_only_the_second_passes_verify_and_it_wins_and_is_appl
     );
     env.cleanup().await;
 }
+
+/// Attempt 1 fixes `add` at once; the others take their time (a long command).
+fn first_is_quick() -> Value {
+    let cmd = "if [ \"$CODEX_ORCHESTRATOR_ATTEMPT\" = 1 ]; then printf 'def add(a, b):\\n    return a + b\\n' > calc.py; else sleep 150; fi";
+    json!({"per_session": true, "responses": [
+        {"output": [{"exec": cmd, "yield_time_ms": 150000}]},
+        {"output": [{"message": "Done."}]}
+    ]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_on_first_pass_stops_the_others_once_one_passes_with_a_perfect_score() {
+    let mut env = DockerEnv::start(first_is_quick()).await;
+    let mut cfg = env.config();
+    cfg.max_concurrent_runs = 3;
+    let runner = env.runner_with(cfg).await;
+    let ws = python_workspace();
+    let mut req = best_of_3(ws.path(), SecurityMode::WorkspaceWrite);
+    req.stop_on_first_pass = true;
+    let parent = runner.submit(req).await.unwrap();
+    let st = runner
+        .wait(&parent, Duration::from_secs(300))
+        .await
+        .unwrap();
+    let r = runner
+        .artifacts(&parent)
+        .await
+        .unwrap()
+        .result
+        .expect("result");
+    assert_eq!(
+        (st.phase, st.message.as_deref()),
+        (
+            RunPhase::Succeeded,
+            Some("attempt 1 of 3 won; its patch was applied (1 file(s))")
+        ),
+        "{r:#?}"
+    );
+    let phases: Vec<(u32, RunPhase)> = st.attempts.iter().map(|a| (a.attempt, a.phase)).collect();
+    assert_eq!(
+        phases,
+        vec![
+            (1, RunPhase::Succeeded),
+            (2, RunPhase::Cancelled),
+            (3, RunPhase::Cancelled)
+        ]
+    );
+    let j = r.judgement.expect("judgement");
+    assert_eq!((j.winner, j.stopped_early), (Some(1), true));
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("calc.py")).unwrap(),
+        RIGHT
+    );
+    // Nothing of the stopped attempts is left running.
+    assert!(env.store_containers().await.is_empty());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_the_parent_stops_every_attempt_and_applies_nothing() {
+    let mut env = DockerEnv::start(json!({"per_session": true, "responses": [
+        {"output": [{"exec": "printf 'def add(a, b):\\n    return a + b\\n' > calc.py; sleep 150", "yield_time_ms": 150000}]},
+        {"output": [{"message": "Done."}]}
+    ]}))
+    .await;
+    let runner = env.runner().await;
+    let ws = python_workspace();
+    let before = codex_orchestrator_testkit::docker::tree_contents(ws.path());
+    let parent = runner
+        .submit(best_of_3(ws.path(), SecurityMode::WorkspaceWrite))
+        .await
+        .unwrap();
+    // Bounded: wait until an attempt runs, then cancel the parent.
+    let mut running = false;
+    for _ in 0..600 {
+        let st = runner.status(&parent).await.unwrap();
+        if st.attempts.iter().any(|a| a.phase == RunPhase::Running) {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(running, "an attempt started");
+    runner.cancel(&parent).await.unwrap();
+    let st = runner
+        .wait(&parent, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.phase, st.reason, st.message.as_deref()),
+        (
+            RunPhase::Cancelled,
+            Some(TerminalReason::Cancelled),
+            Some("cancelled: every attempt was stopped")
+        )
+    );
+    // Two slots (the default): the third attempt was cancelled while queued.
+    assert!(
+        st.attempts.iter().all(|a| a.phase == RunPhase::Cancelled),
+        "{:?}",
+        st.attempts
+    );
+    assert_eq!(
+        codex_orchestrator_testkit::docker::tree_contents(ws.path()),
+        before
+    );
+    assert!(env.store_containers().await.is_empty());
+    env.cleanup().await;
+}

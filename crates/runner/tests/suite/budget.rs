@@ -10,6 +10,20 @@ use codex_orchestrator_runner::Runner;
 use codex_orchestrator_testkit::docker::DockerEnv;
 use serde_json::json;
 
+/// "Write the notes." in `ws`, workspace_write, no verify loop.
+fn notes_request(ws: &std::path::Path) -> codex_orchestrator_core::model::RunRequest {
+    let mut req = codex_orchestrator_testkit::docker::request(
+        ws,
+        SecurityMode::WorkspaceWrite,
+        "Write the notes.",
+    );
+    req.verify = Some(codex_orchestrator_core::model::VerifyOptions {
+        enabled: Some(false),
+        ..Default::default()
+    });
+    req
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_budget_stops_the_run_at_the_request_that_would_pass_it() {
     let patch = "*** Begin Patch\n*** Add File: NOTES.md\n+first step done\n*** End Patch\n";
@@ -21,15 +35,7 @@ async fn a_token_budget_stops_the_run_at_the_request_that_would_pass_it() {
     .await;
     let runner = env.runner().await;
     let ws = codex_orchestrator_testkit::docker::workspace_of(&[("README.md", "# app\n")]);
-    let mut req = codex_orchestrator_testkit::docker::request(
-        ws.path(),
-        SecurityMode::WorkspaceWrite,
-        "Write the notes.",
-    );
-    req.verify = Some(codex_orchestrator_core::model::VerifyOptions {
-        enabled: Some(false),
-        ..Default::default()
-    });
+    let mut req = notes_request(ws.path());
     req.budget = Some(RunBudget {
         max_tokens: Some(1500),
         max_model_requests: None,
@@ -75,15 +81,7 @@ async fn a_wall_time_budget_stops_the_run_and_keeps_its_partial_patch() {
     .await;
     let runner = env.runner().await;
     let ws = codex_orchestrator_testkit::docker::workspace_of(&[("README.md", "# app\n")]);
-    let mut req = codex_orchestrator_testkit::docker::request(
-        ws.path(),
-        SecurityMode::WorkspaceWrite,
-        "Write the notes.",
-    );
-    req.verify = Some(codex_orchestrator_core::model::VerifyOptions {
-        enabled: Some(false),
-        ..Default::default()
-    });
+    let mut req = notes_request(ws.path());
     req.timeout_secs = Some(120);
     req.budget = Some(RunBudget {
         max_wall_secs: Some(8),

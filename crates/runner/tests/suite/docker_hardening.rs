@@ -70,6 +70,7 @@ async fn busy_run(
             budget: None,
             attempts: None,
             stop_on_first_pass: false,
+            tokens_left: None,
         })
         .await
         .unwrap();

@@ -132,7 +132,7 @@ pub struct CodexRunParams {
     /// the figures, its partial patch kept. With attempts, each attempt gets an equal part.
     #[serde(default)]
     pub budget: Option<codex_orchestrator_core::model::RunBudget>,
-    /// Best of N: run this many attempts of the task side by side (2-8, at most the server's
+    /// Best of N: run this many attempts of the task side by side (1-8, 1 being a plain run; at most the server's
     /// maximum, default 1), each on its own copy of the workspace with its own verify loop.
     /// When they end, a deterministic score ranks them (verify passed, output contract met,
     /// fewer fix rounds, smaller diff, fewer tokens); result.judgement names the winner and

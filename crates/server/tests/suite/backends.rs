@@ -37,6 +37,7 @@ fn good(workspace: PathBuf) -> RunRequest {
         budget: None,
         attempts: None,
         stop_on_first_pass: false,
+        tokens_left: None,
     }
 }
 

@@ -198,6 +198,7 @@ pub(super) fn request(ws: &str) -> RunRequest {
         budget: None,
         attempts: None,
         stop_on_first_pass: false,
+        tokens_left: None,
     }
 }
 

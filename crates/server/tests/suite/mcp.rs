@@ -573,6 +573,7 @@ async fn mcp_run_status_artifacts_diff_and_list_through_a_client() {
             budget: None,
             attempts: None,
             stop_on_first_pass: false,
+            tokens_left: None,
         }]
     );
 

@@ -650,6 +650,30 @@ async fn mcp_client_roots_widen_the_allowed_roots() {
 
 const README_PATCH: &str = "*** Begin Patch\n*** Update File: README.md\n@@\n # calc\n+\n+Adds and subtracts.\n*** End Patch\n";
 
+/// The real binary's `mcp` over stdio with `config` (written into `env`'s state directory),
+/// `root` its allowed root, and a client connected to it.
+async fn binary_client(
+    env: &codex_orchestrator_testkit::docker::DockerEnv,
+    config: codex_orchestrator_runner::config::Config,
+    root: &Path,
+) -> Client {
+    let cfg = env.state.path().join("config.toml");
+    std::fs::write(&cfg, toml::to_string(&config).unwrap()).unwrap();
+    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["mcp", "--allowed-root"])
+        .arg(root)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    Client::connect(
+        rmcp::transport::TokioChildProcess::new(cmd).unwrap(),
+        None,
+        false,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_binary_applies_a_readonly_runs_patch_end_to_end() {
     use codex_orchestrator_testkit::docker::{DockerEnv, git_workspace, tree_contents};
@@ -660,21 +684,7 @@ async fn mcp_binary_applies_a_readonly_runs_patch_end_to_end() {
     .await;
     let ws = git_workspace();
     let ws_c = canonical(ws.path());
-    let cfg = env.state.path().join("config.toml");
-    std::fs::write(&cfg, toml::to_string(&env.config()).unwrap()).unwrap();
-    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
-    cmd.arg("--config")
-        .arg(&cfg)
-        .args(["mcp", "--allowed-root"])
-        .arg(ws.path())
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    let c = Client::connect(
-        rmcp::transport::TokioChildProcess::new(cmd).unwrap(),
-        None,
-        false,
-    )
-    .await;
+    let c = binary_client(&env, env.config(), ws.path()).await;
 
     let before = tree_contents(ws.path());
     let out = c
@@ -781,21 +791,7 @@ async fn mcp_binary_readonly_best_of_3_applies_nothing_until_an_attempt_is_appli
     let ws_c = canonical(ws.path());
     let mut config = env.config();
     config.max_concurrent_runs = 3;
-    let cfg = env.state.path().join("config.toml");
-    std::fs::write(&cfg, toml::to_string(&config).unwrap()).unwrap();
-    let mut cmd = tokio::process::Command::new(codex_orchestrator_testkit::bins::cli());
-    cmd.arg("--config")
-        .arg(&cfg)
-        .args(["mcp", "--allowed-root"])
-        .arg(ws.path())
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    let c = Client::connect(
-        rmcp::transport::TokioChildProcess::new(cmd).unwrap(),
-        None,
-        false,
-    )
-    .await;
+    let c = binary_client(&env, config, ws.path()).await;
 
     let before = tree_contents(ws.path());
     let out = c
@@ -1153,6 +1149,7 @@ async fn mcp_binary_refuses_a_bomb_patch_and_its_peak_rss_stays_small() {
         budget: None,
         attempts: None,
         stop_on_first_pass: false,
+        tokens_left: None,
     };
     store.create(&req, &status).unwrap();
     status.phase = RunPhase::Succeeded;

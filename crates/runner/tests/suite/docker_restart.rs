@@ -283,3 +283,91 @@ async fn an_earlier_versions_runs_containers_and_networks_are_found() {
     assert!(gone.is_err(), "the orphaned network was removed: {gone:?}");
     env.cleanup().await;
 }
+
+/// A best-of-2 run survives its server: the CLI is killed while both attempts run; the next
+/// runner re-attaches to the attempts and watches the parent again, which judges them and
+/// applies the winner — nothing lost, nothing left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_server_resumes_a_best_of_n_run_and_applies_its_winner() {
+    let mut env = DockerEnv::start(json!({"per_session": true, "responses": [
+        {"output": [{"exec": "echo \"attempt $CODEX_ORCHESTRATOR_ATTEMPT\" > NOTES.md && sleep 4 && echo slept"}]},
+        {"output": [{"message": "all done"}]}
+    ]}))
+    .await;
+    let ws = git_workspace();
+    let cfg_path = env.state.path().join("config.toml");
+    std::fs::write(&cfg_path, toml::to_string(&env.config()).unwrap()).unwrap();
+    let mut child = Command::new(codex_orchestrator_testkit::bins::cli())
+        .args(["--config"])
+        .arg(&cfg_path)
+        .args(["run", "--attempts", "2", "--no-verify", "--workspace"])
+        .arg(ws.path())
+        .arg("write the notes")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = RunStore::open(env.state.path()).unwrap();
+    // Bounded: until both attempts run their command.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let parent = loop {
+        let statuses: Vec<_> = store
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter_map(|id| store.read_status(&id).ok())
+            .collect();
+        let sleeping = statuses
+            .iter()
+            .filter(|s| {
+                s.progress
+                    .current_command
+                    .as_deref()
+                    .is_some_and(|c| c.contains("sleep 4"))
+            })
+            .count();
+        if sleeping == 2
+            && let Some(p) = statuses.iter().find(|s| !s.attempts.is_empty())
+        {
+            break p.run_id.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the attempts never got to `sleep 4`"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    child.kill().unwrap(); // SIGKILL: no clean-up of any kind
+    child.wait().unwrap();
+    assert!(!store.read_status(&parent).unwrap().phase.is_terminal());
+
+    let runner = env.runner().await; // recovers the attempts and the parent
+    let st = runner
+        .wait(&parent, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.phase, st.message.as_deref()),
+        (
+            RunPhase::Succeeded,
+            Some("attempt 1 of 2 won; its patch was applied (1 file(s))")
+        ),
+        "{st:#?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("NOTES.md")).unwrap(),
+        "attempt 1\n"
+    );
+    for a in &st.attempts {
+        let r = runner.artifacts(&a.run_id).await.unwrap().result.unwrap();
+        assert_eq!(
+            (r.summary.as_deref(), r.commands.len()),
+            (Some("all done"), 1),
+            "attempt {}: re-read once, not double counted",
+            a.attempt
+        );
+    }
+    assert!(env.store_containers().await.is_empty());
+    env.cleanup().await;
+}

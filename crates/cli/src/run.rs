@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// Most model requests the run may make.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_model_requests: Option<u64>,
+    /// Most money the run's model requests may cost, in US cents, at the configuration's
+    /// price of the run's model (`[prices."<model>"]`).
+    #[arg(long, value_name = "CENTS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_cost_cents: Option<u64>,
     /// Most seconds the run may take; at the limit it is stopped and ends
     /// failed/budget_exhausted, its partial patch kept.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -206,6 +210,7 @@ pub(crate) async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32, CliError> {
             max_tokens: a.max_tokens,
             max_model_requests: a.max_model_requests,
             max_wall_secs: a.max_wall_secs,
+            max_cost_cents: a.max_cost_cents,
         })
         .filter(|b| *b != Default::default()),
         attempts: a.attempts,

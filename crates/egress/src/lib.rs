@@ -123,6 +123,8 @@ pub struct ProxySettings {
     pub chatgpt: Option<ChatGptSettings>,
     /// The run's budget ([`budget`]).
     pub budget: budget::Budget,
+    /// The run's model's price, for a budget in money ([`budget::ENV_PRICE`]).
+    pub price: Option<budget::ModelPrice>,
 }
 
 impl std::fmt::Debug for ProxySettings {
@@ -201,6 +203,7 @@ impl ProxySettings {
             run_key: None,
             chatgpt: None,
             budget: budget::Budget::default(),
+            price: None,
         })
     }
 
@@ -243,6 +246,7 @@ impl ProxySettings {
         };
         let mut s = ProxySettings::new(&upstream, &token, get(ENV_API_KEY), allowed)?;
         s.budget = budget::from_env()?;
+        s.price = budget::price_from_env()?;
         if let Some(file) = get(chatgpt::ENV_AUTH_FILE) {
             s = s.with_chatgpt(ChatGptSettings {
                 auth_file: file.into(),
@@ -569,7 +573,7 @@ async fn handle(
     // A model request counts against the run's budget; the one that would exceed it is
     // refused before it reaches the model.
     let metered = method == Method::POST && url.contains("/responses");
-    if metered && let Err(why) = meter.admit(&s.budget) {
+    if metered && let Err(why) = meter.admit(&s.budget, s.price.as_ref()) {
         warn!(%method, path = %pq, status = 429, used = ?meter.used(), "proxy: {why}");
         // For the runner: the run ends failed/budget_exhausted with these figures.
         println!("{}", serde_json::json!({ "budget_exhausted": why }));
@@ -680,10 +684,11 @@ async fn handle(
     // The answer passes through unbuffered; its usage is read on the way.
     let mut scanner = metered.then(budget::UsageScanner::default);
     let meter = meter.clone();
+    let price = s.price;
     let stream = resp.bytes_stream().map(move |r| {
         if let (Ok(chunk), Some(scan)) = (&r, scanner.as_mut()) {
-            for (input, output) in scan.feed(chunk) {
-                meter.record(input, output);
+            for answer in scan.feed(chunk) {
+                meter.record(answer, price.as_ref());
             }
         }
         r.map(Frame::data)

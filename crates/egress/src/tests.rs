@@ -31,6 +31,7 @@ fn settings_parse_and_refuse() {
             run_key: None,
             chatgpt: None,
             budget: budget::Budget::default(),
+            price: None,
         }
     );
     assert_eq!(settings("http://mock:8080").base_path, "");
@@ -487,6 +488,7 @@ async fn the_request_that_would_pass_the_token_budget_never_reaches_the_model() 
         max_tokens: Some(1500),
         max_model_requests: None,
         max_wall_secs: None,
+        max_cost_cents: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -200,6 +200,30 @@ pub fn resolve_chatgpt_auth_file(
     }
 }
 
+/// A `[prices."<model>"]` table: US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub input: f64,
+    /// Input read from the model's cache; default: `input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<f64>,
+    pub output: f64,
+}
+
+impl PriceConfig {
+    /// The price in millionths of a dollar per million tokens (checked by
+    /// [`Config::validate`]: finite, not negative).
+    pub fn price(&self) -> codex_orchestrator_core::model::ModelPrice {
+        let micro = |usd: f64| (usd * 1_000_000.0).round().clamp(0.0, 1e18) as u64;
+        codex_orchestrator_core::model::ModelPrice {
+            input: micro(self.input),
+            cached_input: micro(self.cached_input.unwrap_or(self.input)),
+            output: micro(self.output),
+        }
+    }
+}
+
 /// The `[attempts]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -265,6 +289,9 @@ pub struct Config {
     /// Parallel attempts (`[attempts] max`, `order`): the most one request may ask for and
     /// the judge's order of criteria (docs/ATTEMPTS_AND_BUDGETS.md).
     pub attempts: AttemptsConfig,
+    /// What each model costs (`[prices."<model>"]`), for budgets in money
+    /// (`budget.max_cost_cents`).
+    pub prices: BTreeMap<String, PriceConfig>,
     /// Cap of a run's stored event log (`events.jsonl`), in MiB: past it, events are still
     /// folded and counted (`result.event_log`) but not stored; the run's completion always is.
     pub max_event_log_mb: u64,
@@ -297,6 +324,7 @@ impl Default for Config {
             environment: EnvironmentConfig::default(),
             budget: Default::default(),
             attempts: AttemptsConfig::default(),
+            prices: BTreeMap::new(),
             max_event_log_mb: DEFAULT_MAX_EVENT_LOG_MB,
             verify: VerifyDefaults::default(),
             max_workspace_growth_mb: DEFAULT_MAX_WORKSPACE_GROWTH_MB,
@@ -589,10 +617,23 @@ impl Config {
             .judge()
             .check()
             .map_err(|m| bad("attempts.order", m))?;
+        for (model, p) in &self.prices {
+            if [Some(p.input), p.cached_input, Some(p.output)]
+                .iter()
+                .flatten()
+                .any(|v| !v.is_finite() || *v < 0.0)
+            {
+                return Err(bad(
+                    &format!("prices.{model}"),
+                    "prices are US dollars per million tokens, 0 or more".into(),
+                ));
+            }
+        }
         if [
             self.budget.max_tokens,
             self.budget.max_model_requests,
             self.budget.max_wall_secs,
+            self.budget.max_cost_cents,
         ]
         .contains(&Some(0))
         {
@@ -666,6 +707,11 @@ impl Config {
             max_workspace_growth_mb: self.max_workspace_growth_mb,
             budget: self.budget,
             max_attempts: self.attempts.max,
+            prices: self
+                .prices
+                .iter()
+                .map(|(m, p)| (m.clone(), p.price()))
+                .collect(),
         }
     }
 

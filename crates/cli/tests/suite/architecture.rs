@@ -69,7 +69,7 @@ fn our_crates_depend_on_each_other_one_way_only() {
         ("workspace".to_string(), set(&["core"])),
         ("egress".to_string(), set(&["core", "http"])),
         ("agent".to_string(), set(&["core", "workspace"])),
-        ("runner".to_string(), set(&["core", "egress"])),
+        ("runner".to_string(), set(&["core", "egress", "workspace"])),
         ("kube".to_string(), set(&["core", "http", "runner"])),
         (
             "server".to_string(),

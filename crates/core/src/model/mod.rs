@@ -8,7 +8,9 @@ pub mod security;
 pub mod status;
 pub mod verify;
 
-pub use request::{ModelProvider, RunBudget, RunId, RunIdError, RunRequest, RunSpec, WireApi};
+pub use request::{
+    ModelPrice, ModelProvider, RunBudget, RunId, RunIdError, RunRequest, RunSpec, WireApi, dollars,
+};
 pub use result::{
     CommandRecord, Degraded, DiskChange, EventLogCut, FileChange, FileChangeKind, Judgement,
     LimitsHit, McpToolCallRecord, OutputError, PatchInfo, RankedAttempt, RunResult, SetupCache,

@@ -286,6 +286,38 @@ pub struct RunBudget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_wall_secs: Option<u64>,
+    /// Most money the run's model requests may cost, in US cents, at the server's price of
+    /// the run's model (`[prices]` of its configuration); the egress proxy refuses the request
+    /// that could pass it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_cost_cents: Option<u64>,
+}
+
+/// What a model's tokens cost, in millionths of a US dollar per million tokens (so
+/// `1_250_000` is $1.25 per million).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelPrice {
+    pub input: u64,
+    /// Input tokens the model read from its cache.
+    pub cached_input: u64,
+    pub output: u64,
+}
+
+impl ModelPrice {
+    /// The cost in millionths of a dollar of one answer's usage (pure; rounded up).
+    pub fn cost(&self, input: u64, cached: u64, output: u64) -> u64 {
+        let cached = cached.min(input);
+        let micro = u128::from(input - cached) * u128::from(self.input)
+            + u128::from(cached) * u128::from(self.cached_input)
+            + u128::from(output) * u128::from(self.output);
+        u64::try_from(micro.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+}
+
+/// An amount in millionths of a dollar as dollars, to the hundredth of a cent (pure).
+pub fn dollars(micro: u64) -> String {
+    format!("${}.{:04}", micro / 1_000_000, (micro % 1_000_000) / 100)
 }
 
 impl RunBudget {
@@ -297,6 +329,7 @@ impl RunBudget {
             max_tokens: part(self.max_tokens),
             max_model_requests: part(self.max_model_requests),
             max_wall_secs: self.max_wall_secs,
+            max_cost_cents: part(self.max_cost_cents),
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct AdmissionPolicy {
     pub budget: crate::model::RunBudget,
     /// The most parallel attempts one request may ask for (1..=[`MAX_ATTEMPTS`]).
     pub max_attempts: u32,
+    /// What each model costs (for `budget.max_cost_cents`).
+    pub prices: std::collections::BTreeMap<String, crate::model::ModelPrice>,
 }
 
 /// The most attempts any server allows (`[attempts] max` is at most this).
@@ -90,6 +92,10 @@ pub enum Refusal {
     AttemptsFullAccess,
     #[error("stop_on_first_pass needs attempts of 2 or more")]
     StopWithoutAttempts,
+    #[error(
+        "budget.max_cost_cents needs the price of the run's model, and {0}; name a model this server has a price for, or leave max_cost_cents out"
+    )]
+    NoPrice(String),
     #[error("budget.{field} {asked} is more than this server allows per run ({max})")]
     BudgetOver {
         field: &'static str,
@@ -156,6 +162,9 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
         }
         if b.max_wall_secs == Some(0) {
             return Err(Refusal::Budget("max_wall_secs"));
+        }
+        if b.max_cost_cents == Some(0) {
+            return Err(Refusal::Budget("max_cost_cents"));
         }
     }
     let attempts = req.attempts.unwrap_or(1);
@@ -237,6 +246,27 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
             Some(b)
         }
     };
+    let model = req.model.clone().or_else(|| p.default_model.clone());
+    if budget.is_some_and(|b| b.max_cost_cents.is_some()) {
+        match &model {
+            None => {
+                return Err(Refusal::NoPrice(
+                    "the run names no model (and the server has no default model)".into(),
+                ));
+            }
+            Some(m) if !p.prices.contains_key(m) => {
+                return Err(Refusal::NoPrice(format!(
+                    "this server has no price for `{m}` (it has for: {})",
+                    if p.prices.is_empty() {
+                        "none".to_string()
+                    } else {
+                        p.prices.keys().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                )));
+            }
+            Some(_) => {}
+        }
+    }
     // A wall-time budget is the run's deadline when it is the shorter one.
     let timeout = budget
         .and_then(|b| b.max_wall_secs)
@@ -245,7 +275,7 @@ pub fn admit(req: &RunRequest, p: &AdmissionPolicy) -> Result<Admitted, Refusal>
         budget,
         attempts,
         timeout_secs: timeout,
-        model: req.model.clone().or_else(|| p.default_model.clone()),
+        model,
         verify,
         workspace_growth_limit_bytes: growth_mb
             .filter(|_| req.mode != crate::model::SecurityMode::Readonly)
@@ -284,6 +314,11 @@ fn run_budget(
             asked.and_then(|b| b.max_wall_secs),
             server.max_wall_secs,
         )?,
+        max_cost_cents: cap(
+            "max_cost_cents",
+            asked.and_then(|b| b.max_cost_cents),
+            server.max_cost_cents,
+        )?,
     };
     Ok((b != crate::model::RunBudget::default()).then_some(b))
 }
@@ -306,6 +341,7 @@ mod tests {
             budget: Default::default(),
             max_workspace_growth_mb: 2048,
             max_attempts: 4,
+            prices: Default::default(),
         }
     }
 
@@ -340,6 +376,7 @@ mod tests {
             max_tokens: Some(100_000),
             max_model_requests: None,
             max_wall_secs: None,
+            max_cost_cents: None,
         };
         // None asked: the server's.
         assert_eq!(admit(&request(), &p).unwrap().budget, Some(p.budget));
@@ -349,6 +386,7 @@ mod tests {
             max_tokens: Some(5_000),
             max_model_requests: Some(20),
             max_wall_secs: None,
+            max_cost_cents: None,
         });
         assert_eq!(admit(&r, &p).unwrap().budget, r.budget);
         // More asked: refused, naming the cap.
@@ -356,6 +394,7 @@ mod tests {
             max_tokens: Some(200_000),
             max_model_requests: None,
             max_wall_secs: None,
+            max_cost_cents: None,
         });
         assert_eq!(
             admit(&r, &p).unwrap_err().to_string(),
@@ -460,12 +499,68 @@ mod tests {
     }
 
     #[test]
+    fn a_cost_budget_needs_a_price_for_the_runs_model() {
+        use crate::model::{ModelPrice, RunBudget};
+        let mut p = policy();
+        let mut r = request();
+        r.budget = Some(RunBudget {
+            max_cost_cents: Some(50),
+            ..Default::default()
+        });
+        // The policy's default model is gpt-5.5, which has no price yet.
+        assert_eq!(
+            admit(&r, &p).unwrap_err().to_string(),
+            "budget.max_cost_cents needs the price of the run's model, and this server has no price for `gpt-5.5` (it has for: none); name a model this server has a price for, or leave max_cost_cents out"
+        );
+        p.prices.insert(
+            "gpt-5.5".into(),
+            ModelPrice {
+                input: 1_250_000,
+                cached_input: 125_000,
+                output: 10_000_000,
+            },
+        );
+        assert_eq!(admit(&r, &p).unwrap().budget, r.budget);
+        p.default_model = None;
+        assert_eq!(
+            admit(&r, &p).unwrap_err(),
+            Refusal::NoPrice("the run names no model (and the server has no default model)".into())
+        );
+        r.budget = Some(RunBudget {
+            max_cost_cents: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(
+            admit(&r, &p).unwrap_err(),
+            Refusal::Budget("max_cost_cents")
+        );
+    }
+
+    #[test]
+    fn a_price_costs_uncached_cached_and_output_tokens_rounded_up() {
+        use crate::model::{ModelPrice, dollars};
+        let price = ModelPrice {
+            input: 1_250_000,
+            cached_input: 125_000,
+            output: 10_000_000,
+        };
+        // 1000 input (200 cached), 100 output: 800 × 1.25 + 200 × 0.125 + 100 × 10 µ$.
+        assert_eq!(price.cost(1000, 200, 100), 1000 + 25 + 1000);
+        assert_eq!(price.cost(1, 0, 0), 2);
+        // More cached than input (a malformed answer) counts as all cached.
+        assert_eq!(price.cost(10, 50, 0), 2);
+        assert_eq!(dollars(2_025), "$0.0020");
+        assert_eq!(dollars(1_234_567), "$1.2345");
+    }
+
+    #[test]
     fn a_budget_splits_evenly_between_attempts() {
         use crate::model::RunBudget;
         let b = RunBudget {
             max_tokens: Some(10_000),
             max_model_requests: Some(5),
             max_wall_secs: Some(300),
+            max_cost_cents: None,
         };
         assert_eq!(
             b.split(3),
@@ -473,6 +568,7 @@ mod tests {
                 max_tokens: Some(3_333),
                 max_model_requests: Some(1),
                 max_wall_secs: Some(300),
+                max_cost_cents: None,
             }
         );
         assert_eq!(b.split(1), b);
@@ -524,6 +620,7 @@ mod tests {
                         max_tokens: Some(0),
                         max_model_requests: None,
                         max_wall_secs: None,
+                        max_cost_cents: None,
                     })
                 }),
                 Refusal::Budget("max_tokens"),

@@ -202,6 +202,8 @@ pub fn default_policy() -> AdmissionPolicy {
         budget: Default::default(),
         // Attempts run on Docker only for now (a request with more than one is refused).
         max_attempts: 1,
+        // Budgets in money are refused on Kubernetes with every other budget.
+        prices: Default::default(),
     }
 }
 

@@ -223,6 +223,7 @@ fn a_budget_is_refused_not_ignored() {
         max_tokens: Some(1000),
         max_model_requests: None,
         max_wall_secs: None,
+        max_cost_cents: None,
     });
     assert_eq!(
         codexrun_for(&req, &KubeRunnerSettings::default(), None)

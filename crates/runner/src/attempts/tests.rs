@@ -12,6 +12,7 @@ fn request(mode: SecurityMode) -> RunRequest {
             max_tokens: Some(9_000),
             max_model_requests: None,
             max_wall_secs: Some(120),
+            max_cost_cents: None,
         }),
         attempts: Some(3),
         stop_on_first_pass: true,
@@ -55,6 +56,7 @@ fn an_attempt_is_the_task_on_a_copy_with_the_parents_verify_and_a_part_of_its_bu
         max_tokens: Some(3_000),
         max_model_requests: None,
         max_wall_secs: Some(120),
+        max_cost_cents: None,
     });
     expected.attempts = None;
     expected.stop_on_first_pass = false;

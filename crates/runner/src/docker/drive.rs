@@ -287,7 +287,14 @@ pub(super) async fn drive(
             _ => egress_plan(provider.as_ref(), &secrets, &new_token())?,
         };
         let mut egress = egress;
-        egress.proxy_env.extend(budget_env(req.budget.as_ref()));
+        let price = req
+            .model
+            .as_ref()
+            .and_then(|m| inner.cfg.prices.get(m))
+            .map(|p| p.price());
+        egress
+            .proxy_env
+            .extend(budget_env(req.budget.as_ref(), price.as_ref()));
         let plan = super::environment::load(&inner.store, &id)?;
         if let Some(plan) = &plan {
             sink.update(true, |s| {
@@ -617,8 +624,13 @@ pub(crate) fn wall_budget_end(
 }
 
 /// The egress proxy's variables for a run's budget (pure).
-fn budget_env(b: Option<&codex_orchestrator_core::model::RunBudget>) -> Vec<String> {
-    use codex_orchestrator_egress::budget::{ENV_MAX_REQUESTS, ENV_MAX_TOKENS};
+fn budget_env(
+    b: Option<&codex_orchestrator_core::model::RunBudget>,
+    price: Option<&codex_orchestrator_core::model::ModelPrice>,
+) -> Vec<String> {
+    use codex_orchestrator_egress::budget::{
+        ENV_MAX_COST_CENTS, ENV_MAX_REQUESTS, ENV_MAX_TOKENS, ENV_PRICE, price_env_value,
+    };
     let Some(b) = b else {
         return Vec::new();
     };
@@ -628,6 +640,11 @@ fn budget_env(b: Option<&codex_orchestrator_core::model::RunBudget>) -> Vec<Stri
     }
     if let Some(n) = b.max_model_requests {
         out.push(format!("{ENV_MAX_REQUESTS}={n}"));
+    }
+    // Admission made sure the run's model has a price when the budget is in money.
+    if let (Some(n), Some(p)) = (b.max_cost_cents, price) {
+        out.push(format!("{ENV_MAX_COST_CENTS}={n}"));
+        out.push(format!("{ENV_PRICE}={}", price_env_value(p)));
     }
     out
 }

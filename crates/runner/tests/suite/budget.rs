@@ -40,6 +40,7 @@ async fn a_token_budget_stops_the_run_at_the_request_that_would_pass_it() {
         max_tokens: Some(1500),
         max_model_requests: None,
         max_wall_secs: None,
+        max_cost_cents: None,
     });
     let id = runner.submit(req).await.unwrap();
     let st = runner.wait(&id, Duration::from_secs(300)).await.unwrap();
@@ -107,6 +108,70 @@ async fn a_wall_time_budget_stops_the_run_and_keeps_its_partial_patch() {
     assert_eq!(
         std::fs::read_to_string(ws.path().join("NOTES.md")).unwrap(),
         "first step done\n"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cost_budget_stops_the_run_before_the_request_that_could_pass_it() {
+    let patch = "*** Begin Patch\n*** Add File: NOTES.md\n+first step done\n*** End Patch\n";
+    let usage = json!({"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100});
+    let mut env = DockerEnv::start(json!([
+        {"output": [{"apply_patch": patch}], "usage": usage},
+        {"output": [{"message": "never served"}], "usage": usage}
+    ]))
+    .await;
+    let mut cfg = env.config();
+    // $10 per million input tokens, $100 per million output tokens: one answer is $0.02.
+    cfg.default_model = Some("gpt-5.5".into());
+    cfg.prices.insert(
+        "gpt-5.5".into(),
+        codex_orchestrator_runner::config::PriceConfig {
+            input: 10.0,
+            cached_input: None,
+            output: 100.0,
+        },
+    );
+    let runner = env.runner_with(cfg).await;
+    let ws = codex_orchestrator_testkit::docker::workspace_of(&[("README.md", "# app\n")]);
+    let mut req = notes_request(ws.path());
+    req.budget = Some(RunBudget {
+        max_cost_cents: Some(2),
+        ..Default::default()
+    });
+    let id = runner.submit(req).await.unwrap();
+    let st = runner.wait(&id, Duration::from_secs(300)).await.unwrap();
+    let art = runner.artifacts(&id).await.unwrap();
+    let r = art.result.clone().expect("result");
+    assert_eq!(
+        (st.phase, st.reason, st.message.as_deref()),
+        (
+            RunPhase::Failed,
+            Some(TerminalReason::BudgetExhausted),
+            Some(
+                "budget exhausted: $0.0200 of $0.0200 spent, and the next request would cost up to $0.0100 more"
+            )
+        ),
+        "{r:#?}"
+    );
+    let served = env
+        .mock_requests()
+        .await
+        .iter()
+        .filter(|q| q["path"] == "/v1/responses")
+        .count();
+    assert_eq!(served, 1);
+    assert!(art.patch.unwrap_or_default().contains("+first step done"));
+    // A model without a price cannot have a budget in money.
+    let mut priceless = notes_request(ws.path());
+    priceless.model = Some("gpt-4.1".into());
+    priceless.budget = Some(RunBudget {
+        max_cost_cents: Some(2),
+        ..Default::default()
+    });
+    assert_eq!(
+        runner.submit(priceless).await.unwrap_err().to_string(),
+        "invalid request: budget.max_cost_cents needs the price of the run's model, and this server has no price for `gpt-4.1` (it has for: gpt-5.5); name a model this server has a price for, or leave max_cost_cents out"
     );
     env.cleanup().await;
 }

@@ -126,8 +126,10 @@ pub struct CodexRunParams {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub workspace_growth_limit_mb: Option<u64>,
-    /// Hard caps: `max_tokens` (input + output), `max_model_requests` and `max_wall_secs`.
-    /// The egress proxy refuses the model request that would pass a token or request cap;
+    /// Hard caps: `max_tokens` (input + output), `max_model_requests`, `max_wall_secs` and
+    /// `max_cost_cents` (US cents at the server's price of the run's model; refused when the
+    /// server has no price for it). The egress proxy refuses the model request that would pass
+    /// a token, request or cost cap;
     /// at the wall time the run is stopped. The run then ends failed/budget_exhausted with
     /// the figures, its partial patch kept. With attempts, each attempt gets an equal part.
     #[serde(default)]

@@ -729,6 +729,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn attempts_and_prices_sections() {
+        let text = "[attempts]\nmax = 6\norder = [\"verify\", \"tokens\"]\n\n[prices.\"gpt-5.5\"]\ninput = 1.25\ncached_input = 0.125\noutput = 10.0\n\n[prices.mini]\ninput = 0.25\noutput = 2.0\n";
+        let cfg = Config::from_parts(
+            Some(text),
+            Path::new("/c.toml"),
+            &BTreeMap::new(),
+            &Default::default(),
+        )
+        .unwrap();
+        let p = cfg.admission_policy("img");
+        assert_eq!(p.max_attempts, 6);
+        assert_eq!(
+            cfg.attempts.judge().order,
+            vec![
+                codex_orchestrator_core::judge::Criterion::Verify,
+                codex_orchestrator_core::judge::Criterion::Tokens
+            ]
+        );
+        use codex_orchestrator_core::model::ModelPrice;
+        assert_eq!(
+            p.prices,
+            BTreeMap::from([
+                (
+                    "gpt-5.5".to_string(),
+                    ModelPrice {
+                        input: 1_250_000,
+                        cached_input: 125_000,
+                        output: 10_000_000
+                    }
+                ),
+                (
+                    "mini".to_string(),
+                    // The cached price defaults to the input price.
+                    ModelPrice {
+                        input: 250_000,
+                        cached_input: 250_000,
+                        output: 2_000_000
+                    }
+                ),
+            ])
+        );
+    }
+
+    #[test]
     fn auth_section_and_the_chatgpt_auth_file() {
         let file = r#"
             [auth]
@@ -934,6 +978,17 @@ mod tests {
             ),
             ("[environment]\nca_file = \"ca.pem\"", "environment.ca_file"),
             ("[budget]\nmax_tokens = 0", "budget"),
+            ("[budget]\nmax_cost_cents = 0", "budget"),
+            ("[attempts]\nmax = 0", "attempts.max"),
+            ("[attempts]\nmax = 9", "attempts.max"),
+            (
+                "[attempts]\norder = [\"verify\", \"tokens\", \"verify\"]",
+                "attempts.order",
+            ),
+            (
+                "[prices.\"gpt-5.5\"]\ninput = -1.0\noutput = 10.0",
+                "prices.gpt-5.5",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::from_parts(Some(text), Path::new("/c.toml"), &env, &ov).unwrap_err();

@@ -217,6 +217,25 @@ fn verify_options_and_config_map_both_ways() {
 }
 
 #[test]
+fn attempts_are_refused_not_run_once() {
+    for (attempts, stop) in [(Some(3), false), (None, true)] {
+        let mut req = request("https://g/r.git");
+        req.attempts = attempts;
+        req.stop_on_first_pass = stop;
+        assert_eq!(
+            codexrun_for(&req, &KubeRunnerSettings::default(), None)
+                .unwrap_err()
+                .to_string(),
+            "invalid request: attempts are not run on the Kubernetes backend yet; leave attempts out, or use the Docker backend"
+        );
+    }
+    // One attempt is a plain run.
+    let mut req = request("https://g/r.git");
+    req.attempts = Some(1);
+    assert!(codexrun_for(&req, &KubeRunnerSettings::default(), None).is_ok());
+}
+
+#[test]
 fn a_budget_is_refused_not_ignored() {
     let mut req = request("https://g/r.git");
     req.budget = Some(codex_orchestrator_core::model::RunBudget {

@@ -10,6 +10,39 @@ use codex_orchestrator_runner::Runner;
 use codex_orchestrator_testkit::docker::DockerEnv;
 use serde_json::json;
 
+/// Runs `req` to its end and checks it ended `failed`/`budget_exhausted` with `message`, the
+/// model having seen one request, the partial patch kept; returns its result.
+async fn ends_exhausted(
+    env: &DockerEnv,
+    runner: &codex_orchestrator_runner::docker::DockerRunner,
+    req: codex_orchestrator_core::model::RunRequest,
+    message: &str,
+) -> codex_orchestrator_core::model::RunResult {
+    let id = runner.submit(req).await.unwrap();
+    let st = runner.wait(&id, Duration::from_secs(300)).await.unwrap();
+    let art = runner.artifacts(&id).await.unwrap();
+    let r = art.result.clone().expect("result");
+    assert_eq!(
+        (st.phase, st.reason, st.message.as_deref()),
+        (
+            RunPhase::Failed,
+            Some(TerminalReason::BudgetExhausted),
+            Some(message)
+        ),
+        "{r:#?}"
+    );
+    let served = env
+        .mock_requests()
+        .await
+        .iter()
+        .filter(|q| q["path"] == "/v1/responses")
+        .count();
+    assert_eq!(served, 1);
+    let p = art.patch.unwrap_or_default();
+    assert!(p.contains("+first step done"), "{p}");
+    r
+}
+
 /// "Write the notes." in `ws`, workspace_write, no verify loop.
 fn notes_request(ws: &std::path::Path) -> codex_orchestrator_core::model::RunRequest {
     let mut req = codex_orchestrator_testkit::docker::request(
@@ -42,32 +75,15 @@ async fn a_token_budget_stops_the_run_at_the_request_that_would_pass_it() {
         max_wall_secs: None,
         max_cost_cents: None,
     });
-    let id = runner.submit(req).await.unwrap();
-    let st = runner.wait(&id, Duration::from_secs(300)).await.unwrap();
-    let art = runner.artifacts(&id).await.unwrap();
-    let r = art.result.clone().expect("result");
-    assert_eq!(
-        (st.phase, st.reason, st.message.as_deref()),
-        (
-            RunPhase::Failed,
-            Some(TerminalReason::BudgetExhausted),
-            Some(
-                "budget exhausted: 1100 of 1500 tokens used, and the next request would take at least 1000 more"
-            )
-        ),
-        "{r:#?}"
-    );
-    // At or under the budget; the model saw one request; the partial patch is kept.
+    let r = ends_exhausted(
+        &env,
+        &runner,
+        req,
+        "budget exhausted: 1100 of 1500 tokens used, and the next request would take at least 1000 more",
+    )
+    .await;
+    // At or under the budget.
     assert!(r.usage.total.total() <= 1500, "{:?}", r.usage);
-    let served = env
-        .mock_requests()
-        .await
-        .iter()
-        .filter(|q| q["path"] == "/v1/responses")
-        .count();
-    assert_eq!(served, 1);
-    let p = art.patch.unwrap_or_default();
-    assert!(p.contains("+first step done"), "{p}");
     env.cleanup().await;
 }
 
@@ -139,29 +155,13 @@ async fn a_cost_budget_stops_the_run_before_the_request_that_could_pass_it() {
         max_cost_cents: Some(2),
         ..Default::default()
     });
-    let id = runner.submit(req).await.unwrap();
-    let st = runner.wait(&id, Duration::from_secs(300)).await.unwrap();
-    let art = runner.artifacts(&id).await.unwrap();
-    let r = art.result.clone().expect("result");
-    assert_eq!(
-        (st.phase, st.reason, st.message.as_deref()),
-        (
-            RunPhase::Failed,
-            Some(TerminalReason::BudgetExhausted),
-            Some(
-                "budget exhausted: $0.0200 of $0.0200 spent, and the next request would cost up to $0.0100 more"
-            )
-        ),
-        "{r:#?}"
-    );
-    let served = env
-        .mock_requests()
-        .await
-        .iter()
-        .filter(|q| q["path"] == "/v1/responses")
-        .count();
-    assert_eq!(served, 1);
-    assert!(art.patch.unwrap_or_default().contains("+first step done"));
+    ends_exhausted(
+        &env,
+        &runner,
+        req,
+        "budget exhausted: $0.0200 of $0.0200 spent, and the next request would cost up to $0.0100 more",
+    )
+    .await;
     // A model without a price cannot have a budget in money.
     let mut priceless = notes_request(ws.path());
     priceless.model = Some("gpt-4.1".into());

@@ -955,7 +955,9 @@ pub(super) async fn status_once_ended(
     tools: &BTreeMap<String, Tool>,
     id: &str,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(180);
+    // A bound, not a speed check: on two loaded cores a Pod's start through the stand-in
+    // kubelet has taken over 180 s.
+    let deadline = Instant::now() + Duration::from_secs(360);
     loop {
         let st = call_ok(peer, tools, "codex_run_status", json!({"run_id": id})).await;
         if st["phase"]

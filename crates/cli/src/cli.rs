@@ -304,6 +304,28 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
     Ok(())
 }
 
+/// One line of `runs list` (pure): id, phase, mode, workspace, and for best of N which
+/// attempt of which parent, or how many attempts.
+fn list_line(r: &codex_orchestrator_core::model::RunStatus) -> String {
+    // Padded as text: the phase's and mode's Display ignore width.
+    let mut line = format!(
+        "{}  {:<10} {:<16} {}",
+        r.run_id,
+        r.phase.to_string(),
+        r.mode.to_string(),
+        r.workspace.display()
+    );
+    if let Some(a) = &r.attempt_of {
+        line.push_str(&format!(
+            "  (attempt {} of {} of {})",
+            a.attempt, a.of, a.parent
+        ));
+    } else if !r.attempts.is_empty() {
+        line.push_str(&format!("  (best of {})", r.attempts.len()));
+    }
+    line
+}
+
 async fn runs_cmd(cli: &Cli, c: &RunsCmd) -> Result<i32, CliError> {
     let cfg = load_config(cli, Overrides::default())?;
     let runner = DockerRunner::connect(cfg).await?;
@@ -320,13 +342,7 @@ async fn runs_cmd(cli: &Cli, c: &RunsCmd) -> Result<i32, CliError> {
                 print_json(&runs)?;
             } else {
                 for r in runs {
-                    println!(
-                        "{}  {:<10} {:<16} {}",
-                        r.run_id,
-                        r.phase,
-                        r.mode,
-                        r.workspace.display()
-                    );
+                    println!("{}", list_line(&r));
                 }
             }
             Ok(0)
@@ -351,5 +367,35 @@ async fn runs_cmd(cli: &Cli, c: &RunsCmd) -> Result<i32, CliError> {
             }
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codex_orchestrator_core::model::{AttemptOf, AttemptState, RunId, RunStatus, SecurityMode};
+
+    #[test]
+    fn runs_list_names_attempts_and_their_parent() {
+        let parent_id = RunId::parse("20261130061500-0a1b2c3d").unwrap();
+        let child_id = RunId::parse("20261130061500-1a2b3c4d").unwrap();
+        let mut child =
+            RunStatus::new_queued(child_id.clone(), SecurityMode::Readonly, "/w".into());
+        child.attempt_of = Some(AttemptOf {
+            parent: parent_id.clone(),
+            attempt: 2,
+            of: 3,
+        });
+        let mut parent =
+            RunStatus::new_queued(parent_id, SecurityMode::WorkspaceWrite, "/w".into());
+        parent.attempts = vec![AttemptState::of(2, &child); 3];
+        assert_eq!(
+            list_line(&child),
+            "20261130061500-1a2b3c4d  queued     readonly         /w  (attempt 2 of 3 of 20261130061500-0a1b2c3d)"
+        );
+        assert_eq!(
+            list_line(&parent),
+            "20261130061500-0a1b2c3d  queued     workspace_write  /w  (best of 3)"
+        );
     }
 }

@@ -169,6 +169,99 @@ async fn run_prints_progress_and_summary_and_logs_carry_the_run_id() {
     env.cleanup().await;
 }
 
+/// `run --attempts 2` through the real binary: the progress line shows the attempts side by
+/// side, the summary ranks them, the winner is applied, and `runs list` names parent and
+/// attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_attempts_shows_them_side_by_side_ranks_them_and_lists_them() {
+    let mut env = DockerEnv::start(json!({"per_session": true, "responses": [
+        {"output": [{"exec": "sleep 3 && echo \"note $CODEX_ORCHESTRATOR_ATTEMPT\" > NOTES.md"}]},
+        {"output": [{"message": "Noted."}]}
+    ]}))
+    .await;
+    let ws = git_workspace();
+    let ws_path = ws.path().to_path_buf();
+    let cfg = write_config(&env);
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["run", "--attempts", "2", "--no-verify", "--workspace"])
+            .arg(&ws_path)
+            .arg("write a note")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let first = stdout.lines().next().unwrap();
+    let parent = first
+        .trim_start_matches("run ")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        stdout.lines().take(2).collect::<Vec<_>>(),
+        vec![
+            format!("run {parent}: succeeded (Completed)"),
+            "  attempt 1 of 2 won; its patch was applied (1 file(s))".to_string()
+        ],
+        "{stdout}"
+    );
+    // Both attempts side by side on one progress line while they run.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("[{parent}] running · #1 ")) && l.contains(" | #2 ")),
+        "{stderr}"
+    );
+    // The ranking, best first.
+    let ranking: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("attempts (best first"))
+        .take(3)
+        .collect();
+    assert_eq!(ranking.len(), 3, "{stdout}");
+    assert_eq!(
+        ranking[0],
+        "attempts (best first; criteria: ended_ok, verify, contract, fix_rounds, diff_size, tokens):"
+    );
+    assert!(ranking[1].starts_with("  1. attempt 1 ("), "{stdout}");
+    assert!(ranking[2].starts_with("  2. attempt 2 ("), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("NOTES.md")).unwrap(),
+        "note 1\n"
+    );
+    // runs list: the parent and its two attempts, each saying what it is.
+    let list = bin()
+        .arg("--config")
+        .arg(env.state.path().join("config.toml"))
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    let mut tails: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.rsplit_once("  (").map(|(_, t)| t))
+        .collect();
+    tails.sort_unstable();
+    assert_eq!(
+        tails,
+        vec![
+            format!("attempt 1 of 2 of {parent})"),
+            format!("attempt 2 of 2 of {parent})"),
+            "best of 2)".to_string(),
+        ],
+        "{text}"
+    );
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_show_reports_the_runner_image() {
     let tag = codex_orchestrator_testkit::image::test_runner_image().await;

@@ -39,6 +39,29 @@ impl Terminal {
     }
 }
 
+/// A run stopped at its deadline when that deadline was its wall-time budget ended by the
+/// budget: `failed`/`budget_exhausted` with the figure, its partial patch kept (pure; both
+/// backends).
+pub fn wall_budget_end(
+    ended: Terminal,
+    budget: Option<&crate::model::RunBudget>,
+    deadline_secs: u64,
+) -> Terminal {
+    match budget.and_then(|b| b.max_wall_secs) {
+        Some(wall) if ended.reason == TerminalReason::Timeout && wall <= deadline_secs => {
+            Terminal::new(
+                RunPhase::Failed,
+                TerminalReason::BudgetExhausted,
+                format!(
+                    "budget exhausted: the wall time of {wall} s was used up ({})",
+                    ended.message
+                ),
+            )
+        }
+        _ => ended,
+    }
+}
+
 /// How a run ended. Pure. The agent's own report wins; without one, an OOM kill, the hard
 /// deadline, a cancel and finally the exit code explain the end, in that order.
 pub fn decide(o: &Observed<'_>) -> Terminal {
@@ -84,6 +107,34 @@ pub fn decide(o: &Observed<'_>) -> Terminal {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_timeout_at_the_wall_time_budget_is_the_budget() {
+        use super::*;
+        use crate::model::RunBudget;
+        let timed_out =
+            || Terminal::new(RunPhase::TimedOut, TerminalReason::Timeout, "deadline 30s");
+        let wall = |w| RunBudget {
+            max_wall_secs: Some(w),
+            ..Default::default()
+        };
+        assert_eq!(
+            wall_budget_end(timed_out(), Some(&wall(30)), 30),
+            Terminal::new(
+                RunPhase::Failed,
+                TerminalReason::BudgetExhausted,
+                "budget exhausted: the wall time of 30 s was used up (deadline 30s)"
+            )
+        );
+        // The request's timeout was the shorter: a plain timeout.
+        assert_eq!(
+            wall_budget_end(timed_out(), Some(&wall(60)), 30),
+            timed_out()
+        );
+        assert_eq!(wall_budget_end(timed_out(), None, 30), timed_out());
+        let done = Terminal::new(RunPhase::Succeeded, TerminalReason::Completed, "ok");
+        assert_eq!(wall_budget_end(done.clone(), Some(&wall(30)), 30), done);
+    }
+
     use super::*;
 
     #[test]

@@ -96,6 +96,10 @@ pub struct CodexRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 86400))]
     pub timeout_seconds: Option<u64>,
+    /// Hard caps on the run (docs/ATTEMPTS_AND_BUDGETS.md). On Kubernetes only the wall time
+    /// is enforced so far: at it the run is stopped and ends `failed`/`budget_exhausted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
     /// CPU/memory requests and limits of the agent container (absent = controller defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -163,6 +167,28 @@ pub struct PvcSource {
         "message": "subPath must be relative and must not contain '..'"
     }]))]
     pub sub_path: Option<String>,
+}
+
+/// A CodexRun's budget.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// Most seconds the run may take from the agent's start; the run's deadline when shorter
+    /// than `timeoutSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub max_wall_seconds: Option<u64>,
+}
+
+impl BudgetSpec {
+    /// The run budget this is (pure).
+    pub fn to_budget(&self) -> Option<codex_orchestrator_core::model::RunBudget> {
+        self.max_wall_seconds
+            .map(|w| codex_orchestrator_core::model::RunBudget {
+                max_wall_secs: Some(w),
+                ..Default::default()
+            })
+    }
 }
 
 /// What runs before the agent, and what it and the agent share (the fields of

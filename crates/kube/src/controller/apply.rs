@@ -259,6 +259,12 @@ async fn finish(
     mut sink: Option<PodLogSink>,
 ) -> Result<Action, Error> {
     let ns = cr.namespace().ok_or(Error::NoNamespace)?;
+    // A run stopped at its wall-time budget ended by the budget (as on Docker).
+    ended = terminal::wall_budget_end(
+        ended,
+        cr.spec.budget.as_ref().and_then(|b| b.to_budget()).as_ref(),
+        crate::pod::deadline_secs(cr, ctx.settings.pod.policy.default_timeout_secs),
+    );
     let mut result = lifecycle::result_of(sink.as_ref().map(|s| s.fold()), &ended);
     if let Some(s) = sink.as_ref() {
         // Lines over the line cap in the pod log, besides what the agent cut.

@@ -167,11 +167,10 @@ pub fn decide(
             else {
                 return Step::Recheck(Duration::from_secs(5));
             };
-            let timeout = Duration::from_secs(
-                cr.spec
-                    .timeout_seconds
-                    .unwrap_or(settings.pod.policy.default_timeout_secs),
-            ) + settings.hard_kill_grace;
+            let timeout = Duration::from_secs(crate::pod::deadline_secs(
+                cr,
+                settings.pod.policy.default_timeout_secs,
+            )) + settings.hard_kill_grace;
             // The deadline counts from the agent's start as first recorded.
             let ran = age(current.started_at.as_ref().unwrap_or(&started), now);
             if ran >= timeout {

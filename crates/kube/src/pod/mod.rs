@@ -432,7 +432,7 @@ mod spec;
 
 pub use names::{MAX_NAME, derived_name, not_owned_message, owned_by, pod_name};
 pub use restricted::{restricted_violations, workspace_mount};
-pub use spec::{request_of, run_spec, secret_refs};
+pub use spec::{deadline_secs, request_of, run_spec, secret_refs};
 
 /// The Pod of a `CodexRun`. Pure: same inputs, same Pod.
 pub fn build_pod(cr: &CodexRun, s: &PodSettings) -> Result<Pod, PodError> {

@@ -63,11 +63,22 @@ pub fn request_of(cr: &CodexRun) -> Result<RunRequest, PodError> {
         image: spec.image.clone(),
         labels: BTreeMap::new(),
         workspace_growth_limit_mb: None,
-        budget: None,
+        budget: spec.budget.as_ref().and_then(|b| b.to_budget()),
         attempts: None,
         stop_on_first_pass: false,
         tokens_left: None,
     })
+}
+
+/// The run's deadline in seconds from the agent's start (pure): its timeout (or the
+/// controller's default), or its wall-time budget when that is shorter.
+pub fn deadline_secs(cr: &CodexRun, default_timeout_secs: u64) -> u64 {
+    let timeout = cr.spec.timeout_seconds.unwrap_or(default_timeout_secs);
+    cr.spec
+        .budget
+        .as_ref()
+        .and_then(|b| b.max_wall_seconds)
+        .map_or(timeout, |w| w.min(timeout))
 }
 
 /// The Secrets a CodexRun makes its Pod read: the git credentials, and the API key's Secret

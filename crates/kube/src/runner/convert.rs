@@ -116,13 +116,15 @@ pub fn codexrun_for(
             "attempts are not run on the Kubernetes backend yet; leave attempts out, or use the Docker backend".into(),
         ));
     }
-    admission::admit(req, &settings.policy)?;
-    if req.budget.is_some() {
+    if req.budget.is_some_and(|b| {
+        b.max_tokens.is_some() || b.max_model_requests.is_some() || b.max_cost_cents.is_some()
+    }) {
         // Refused rather than ignored: the in-cluster proxy does not meter runs yet.
         return Err(RunnerError::InvalidRequest(
-            "budget is not enforced on the Kubernetes backend yet; leave it out, or use the Docker backend".into(),
+            "budget.max_tokens, max_model_requests and max_cost_cents are not enforced on the Kubernetes backend yet (max_wall_secs is); leave them out, or use the Docker backend".into(),
         ));
     }
+    admission::admit(req, &settings.policy)?;
     let text = req.workspace.to_string_lossy().into_owned();
     let mut source = parse_source(&text).map_err(|e| RunnerError::InvalidRequest(e.to_string()))?;
     if let Some(secret) = req.labels.get(REQUEST_LABEL_GIT_CREDENTIALS) {
@@ -194,6 +196,12 @@ pub fn codexrun_for(
         schema_retry: req.schema_retry,
         verify: req.verify.as_ref().map(VerifyConfig::from_options),
         timeout_seconds: req.timeout_secs,
+        budget: req
+            .budget
+            .and_then(|b| b.max_wall_secs)
+            .map(|w| crate::crd::BudgetSpec {
+                max_wall_seconds: Some(w),
+            }),
         resources: None,
         cancel: false,
         environment: None,

@@ -236,18 +236,42 @@ fn attempts_are_refused_not_run_once() {
 }
 
 #[test]
-fn a_budget_is_refused_not_ignored() {
+fn a_budget_is_refused_not_ignored_except_its_wall_time() {
+    for b in [
+        codex_orchestrator_core::model::RunBudget {
+            max_tokens: Some(1000),
+            ..Default::default()
+        },
+        codex_orchestrator_core::model::RunBudget {
+            max_model_requests: Some(3),
+            max_wall_secs: Some(60),
+            ..Default::default()
+        },
+        codex_orchestrator_core::model::RunBudget {
+            max_cost_cents: Some(50),
+            ..Default::default()
+        },
+    ] {
+        let mut req = request("https://g/r.git");
+        req.budget = Some(b);
+        assert_eq!(
+            codexrun_for(&req, &KubeRunnerSettings::default(), None)
+                .unwrap_err()
+                .to_string(),
+            "invalid request: budget.max_tokens, max_model_requests and max_cost_cents are not enforced on the Kubernetes backend yet (max_wall_secs is); leave them out, or use the Docker backend"
+        );
+    }
+    // The wall time goes into the CodexRun.
     let mut req = request("https://g/r.git");
     req.budget = Some(codex_orchestrator_core::model::RunBudget {
-        max_tokens: Some(1000),
-        max_model_requests: None,
-        max_wall_secs: None,
-        max_cost_cents: None,
+        max_wall_secs: Some(60),
+        ..Default::default()
     });
+    let cr = codexrun_for(&req, &KubeRunnerSettings::default(), None).unwrap();
     assert_eq!(
-        codexrun_for(&req, &KubeRunnerSettings::default(), None)
-            .unwrap_err()
-            .to_string(),
-        "invalid request: budget is not enforced on the Kubernetes backend yet; leave it out, or use the Docker backend"
+        cr.spec.budget,
+        Some(crate::crd::BudgetSpec {
+            max_wall_seconds: Some(60)
+        })
     );
 }

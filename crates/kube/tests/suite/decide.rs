@@ -179,6 +179,48 @@ fn a_running_agent_until_its_deadline() {
 }
 
 #[test]
+fn a_wall_time_budget_shorter_than_the_timeout_is_the_deadline() {
+    let mut cr = run(); // timeoutSeconds 600, hard-kill grace 30 s
+    cr.spec.budget = Some(codex_orchestrator_kube::crd::BudgetSpec {
+        max_wall_seconds: Some(120),
+    });
+    assert_eq!(codex_orchestrator_kube::pod::deadline_secs(&cr, 1800), 120);
+    // The agent's own deadline is the budget too.
+    let spec = codex_orchestrator_kube::pod::run_spec(&cr, &Settings::default().pod).unwrap();
+    assert_eq!(spec.deadline_secs, 120);
+    let live = status(Some(RunPhase::Running), true);
+    // 160 s after the start: past 120 + 30.
+    let p = running_since("2026-05-01T10:07:20Z");
+    assert_eq!(
+        step(&cr, &live, Some(&p)),
+        Step::Overdue {
+            started: Time("2026-05-01T10:07:20Z".parse().unwrap()),
+            ended: Terminal::new(
+                RunPhase::TimedOut,
+                TerminalReason::Timeout,
+                "the run passed its deadline (150s) and the pod was deleted"
+            ),
+        }
+    );
+    // The end is then the budget's (crates/core/src/terminal.rs `wall_budget_end`, applied
+    // where the controller finishes a run).
+    assert_eq!(
+        codex_orchestrator_core::terminal::wall_budget_end(
+            Terminal::new(RunPhase::TimedOut, TerminalReason::Timeout, "deadline"),
+            cr.spec.budget.as_ref().and_then(|b| b.to_budget()).as_ref(),
+            codex_orchestrator_kube::pod::deadline_secs(&cr, 1800),
+        )
+        .reason,
+        TerminalReason::BudgetExhausted
+    );
+    // A longer budget leaves the timeout as the deadline.
+    cr.spec.budget = Some(codex_orchestrator_kube::crd::BudgetSpec {
+        max_wall_seconds: Some(3600),
+    });
+    assert_eq!(codex_orchestrator_kube::pod::deadline_secs(&cr, 1800), 600);
+}
+
+#[test]
 fn a_pending_pod_is_waited_for_until_it_is_hopeless() {
     let cr = run();
     let st = status(Some(RunPhase::Starting), true);

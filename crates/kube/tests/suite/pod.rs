@@ -66,6 +66,7 @@ pub fn test_run(name: &str, mode: SecurityMode, source: SourceSpec) -> CodexRun 
             cancel: false,
             environment: None,
             ttl_seconds_after_finished: None,
+            budget: None,
         },
     );
     cr.metadata.namespace = Some("team-a".into());

@@ -572,7 +572,7 @@ pub(super) async fn drive(
     {
         ended = terminal::Terminal::new(RunPhase::Failed, TerminalReason::BudgetExhausted, why);
     }
-    ended = wall_budget_end(ended, req.budget.as_ref(), timeout);
+    ended = terminal::wall_budget_end(ended, req.budget.as_ref(), timeout);
     let mut result = lifecycle::result_of(Some(fold), &ended);
     lifecycle::add_log_cut(&mut result, out.cut());
     result.setup = setup_report.or_else(|| {
@@ -599,28 +599,6 @@ pub(super) async fn drive(
     let phase = ended.phase;
     info!(phase = %phase, "run finished");
     Ok(())
-}
-
-/// A run stopped at its deadline when that deadline was its wall-time budget ended by the
-/// budget: `failed`/`budget_exhausted` with the figure, its partial patch kept (pure).
-pub(crate) fn wall_budget_end(
-    ended: terminal::Terminal,
-    budget: Option<&codex_orchestrator_core::model::RunBudget>,
-    deadline_secs: u64,
-) -> terminal::Terminal {
-    match budget.and_then(|b| b.max_wall_secs) {
-        Some(wall) if ended.reason == TerminalReason::Timeout && wall <= deadline_secs => {
-            terminal::Terminal::new(
-                RunPhase::Failed,
-                TerminalReason::BudgetExhausted,
-                format!(
-                    "budget exhausted: the wall time of {wall} s was used up ({})",
-                    ended.message
-                ),
-            )
-        }
-        _ => ended,
-    }
 }
 
 /// The egress proxy's variables for a run's budget (pure).

@@ -197,12 +197,26 @@ pub async fn ensure_environment_image(
         .buildargs(&args)
         .build();
     let long = long_timeout(docker);
-    let stream = long.build_image(
-        options,
-        None,
-        Some(bollard::body_full(bytes::Bytes::from(context))),
-    );
-    let built = super::stream::follow_build(docker, &tag, stream, progress).await?;
+    let context = bytes::Bytes::from(context);
+    let mut progress = progress;
+    // One more try when the response broke off without the image (what was built is in the
+    // daemon's cache, so the second build starts where the first stopped).
+    let mut tries = 0;
+    let built = loop {
+        tries += 1;
+        let stream = long.build_image(
+            options.clone(),
+            None,
+            Some(bollard::body_full(context.clone())),
+        );
+        match super::stream::follow_build(docker, &tag, stream, &mut progress).await {
+            Err(ImageError::BuildInterrupted { message, .. }) if tries < 2 => {
+                tracing::warn!(image = %tag, "the build was interrupted; building again: {message}");
+                progress("the build was interrupted; building again");
+            }
+            other => break other?,
+        }
+    };
     Ok(EnvImage {
         id: built.id,
         tag,

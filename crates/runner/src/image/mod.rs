@@ -162,6 +162,10 @@ pub enum ImageError {
     NeedsRoot,
     #[error("building image {image} failed: {message}")]
     Build { image: String, message: String },
+    /// The build's response broke off and the tag did not change: the build may or may not
+    /// have run to its end; building again (from the daemon's cache) is the way to know.
+    #[error("building image {image} was interrupted: {message}")]
+    BuildInterrupted { image: String, message: String },
     #[error(transparent)]
     Environment(#[from] codex_orchestrator_core::environment::EnvironmentError),
     #[error("no cache directory: neither XDG_CACHE_HOME nor HOME is set")]

@@ -5,7 +5,9 @@
 //! of a build's response ("bytes remaining on stream") when the last read begins between the
 //! `\r` and the `\n` of a line, after the daemon has finished and tagged the image. So a broken
 //! stream is followed by a look at the tag, and only an error the daemon reported
-//! (`errorDetail`) or a tag that did not change fails the build.
+//! (`errorDetail`) or a tag that did not change fails the build. A broken stream with the tag
+//! unchanged is [`ImageError::BuildInterrupted`]: a caller may build again (the daemon's layer
+//! cache keeps what was done).
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
@@ -61,6 +63,17 @@ fn verdict(ending: &Ending, before: Option<&str>, after: Option<&str>) -> Result
     }
 }
 
+/// The error of a build that did not leave its image (pure): interrupted when only the
+/// client's reading broke off, failed when the daemon said so or the stream ended cleanly.
+fn failure(ending: &Ending, tag: &str, message: String) -> ImageError {
+    let image = tag.to_string();
+    if ending.failed.is_none() && ending.broken.is_some() {
+        ImageError::BuildInterrupted { image, message }
+    } else {
+        ImageError::Build { image, message }
+    }
+}
+
 /// Follow the build whose response is `stream` to its end, each non-empty output line to
 /// `on_line`, and judge it by the daemon's words and by what `tag` names afterwards.
 pub async fn follow_build<S>(
@@ -109,10 +122,7 @@ where
             id,
             log: ending.log,
         }),
-        Err(message) => Err(ImageError::Build {
-            image: tag.to_string(),
-            message,
-        }),
+        Err(message) => Err(failure(&ending, tag, message)),
     }
 }
 
@@ -195,6 +205,31 @@ mod tests {
                 Some("sha256:a")
             ),
             Ok("sha256:a".to_string())
+        );
+    }
+
+    #[test]
+    fn only_a_broken_stream_is_an_interruption_worth_another_build() {
+        let kind = |e: ImageError| match e {
+            ImageError::BuildInterrupted { .. } => "interrupted",
+            ImageError::Build { .. } => "failed",
+            _ => "other",
+        };
+        assert_eq!(
+            kind(failure(&ending(None, None, true), "t", "m".into())),
+            "interrupted"
+        );
+        assert_eq!(
+            kind(failure(
+                &ending(None, Some("exit 100"), false),
+                "t",
+                "m".into()
+            )),
+            "failed"
+        );
+        assert_eq!(
+            kind(failure(&ending(None, None, false), "t", "m".into())),
+            "failed"
         );
     }
 

@@ -50,6 +50,10 @@ pub const SPEC_ENV: &str = "CODEX_ORCHESTRATOR_SPEC";
 /// The sandbox's variable holding its per-run token for the egress proxy (its codex's "API
 /// key"; the real key stays with the proxy).
 pub const TOKEN_ENV: &str = "CODEX_ORCHESTRATOR_MODEL_TOKEN";
+/// An attempt of a best-of-N run: its number (1-based), for the project's own scripts.
+pub const ATTEMPT_ENV: &str = "CODEX_ORCHESTRATOR_ATTEMPT";
+/// An attempt of a best-of-N run: how many attempts its parent has.
+pub const ATTEMPTS_ENV: &str = "CODEX_ORCHESTRATOR_ATTEMPTS";
 /// The variable the built-in OpenAI provider of codex reads the API key from.
 pub const DEFAULT_KEY_ENV: &str = "CODEX_API_KEY";
 /// The fetch step's HTTP user name (optional) and password or token for a git source.

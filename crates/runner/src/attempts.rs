@@ -10,22 +10,18 @@
 //! * Each attempt gets an equal part of the parent's budget ([`RunBudget::split`]); the wall
 //!   time is the parent's (the attempts run side by side).
 //! * Each attempt's sandbox has `CODEX_ORCHESTRATOR_ATTEMPT` (1-based) and
-//!   `CODEX_ORCHESTRATOR_ATTEMPTS` in its environment (a project may vary seeds by them).
+//!   `CODEX_ORCHESTRATOR_ATTEMPTS` in its environment (`contract::ATTEMPT_ENV`,
+//!   `ATTEMPTS_ENV`; a project may vary seeds by them).
 //! * The winner is applied only in `workspace_write`, only when it **succeeded**, all or
 //!   nothing with the rules of `codex_patch_apply`; otherwise nothing is applied and any
 //!   attempt's patch can be applied by hand.
 
-use codex_orchestrator_core::judge::{self, AttemptFacts, JudgeConfig};
+use codex_orchestrator_core::judge::{self, AttemptFacts};
 use codex_orchestrator_core::model::{
     AttemptState, Judgement, RankedAttempt, RunBudget, RunId, RunPhase, RunRequest, RunResult,
     SecurityMode, TerminalReason, VerifyDefaults, VerifySpec, WinnerApplied,
 };
 use codex_orchestrator_core::terminal::Terminal;
-
-/// The sandbox variable holding the attempt's number (1-based).
-pub const ATTEMPT_ENV: &str = "CODEX_ORCHESTRATOR_ATTEMPT";
-/// The sandbox variable holding how many attempts the parent has.
-pub const ATTEMPTS_ENV: &str = "CODEX_ORCHESTRATOR_ATTEMPTS";
 
 /// The request of one attempt of `parent` (already admitted: its timeout and budget filled
 /// in), out of `of`: the same task on a copy of the workspace, with the verify loop the
@@ -80,12 +76,12 @@ pub fn facts(ended: &[(u32, RunPhase, Option<RunResult>)], had_schema: bool) -> 
         .collect()
 }
 
-/// The judgement of `facts` (pure): the ranking with each attempt's run id, and the winner
-/// unless every attempt was cancelled before it did anything.
+/// The judgement of a ranking (pure): each ranked attempt with its run id, the winner the
+/// first of them (none when no attempt is known by its id).
 pub fn judge(
-    facts: &[AttemptFacts],
+    ranked: Vec<judge::Ranked>,
     run_ids: &[(u32, RunId)],
-    cfg: &JudgeConfig,
+    order: &[judge::Criterion],
     stopped_early: bool,
     applied: WinnerApplied,
 ) -> Judgement {
@@ -95,7 +91,7 @@ pub fn judge(
             .find(|(a, _)| *a == n)
             .map(|(_, id)| id.clone())
     };
-    let ranking: Vec<RankedAttempt> = judge::rank(facts, cfg)
+    let ranking: Vec<RankedAttempt> = ranked
         .into_iter()
         .filter_map(|ranked| {
             Some(RankedAttempt {
@@ -106,7 +102,7 @@ pub fn judge(
         .collect();
     let winner = ranking.first();
     Judgement {
-        order: cfg.order.clone(),
+        order: order.to_vec(),
         winner: winner.map(|w| w.ranked.facts.attempt),
         winner_run_id: winner.map(|w| w.run_id.clone()),
         ranking,

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use super::*;
-use codex_orchestrator_core::judge::{Criterion, Ranked};
+use codex_orchestrator_core::judge::{Criterion, JudgeConfig, Ranked};
 use codex_orchestrator_core::model::{PatchInfo, TokenUsage};
 
 fn request(mode: SecurityMode) -> RunRequest {
@@ -154,7 +154,13 @@ fn the_judgement_names_the_winner_and_ranks_every_attempt_with_its_run() {
     let applied = WinnerApplied::Applied {
         files: vec!["a".into()],
     };
-    let j = judge(&f, &ids, &cfg, false, applied.clone());
+    let j = judge(
+        judge::rank(&f, &cfg),
+        &ids,
+        &cfg.order,
+        false,
+        applied.clone(),
+    );
     let expected_ranking: Vec<RankedAttempt> = judge::rank(&f, &cfg)
         .into_iter()
         .map(|ranked: Ranked| RankedAttempt {

@@ -236,13 +236,17 @@ async fn finish(
     cancelled: bool,
     stopped_early: bool,
 ) -> Result<(), RunnerError> {
+    // Each attempt's final status and result, read once.
+    let mut statuses: Vec<(u32, RunStatus)> = Vec::new();
     let mut ended: Vec<(u32, RunPhase, Option<RunResult>)> = Vec::new();
     for (n, id) in ids {
         let st = inner.store.read_status(id)?;
         ended.push((*n, st.phase, inner.store.read_result(id)?));
+        statuses.push((*n, st));
     }
     let facts = attempts::facts(&ended, req.output_schema.is_some());
-    let ranked = codex_orchestrator_core::judge::rank(&facts, &inner.cfg.attempts.judge());
+    let cfg = inner.cfg.attempts.judge();
+    let ranked = codex_orchestrator_core::judge::rank(&facts, &cfg);
     let winner = ranked.first().and_then(|w| {
         let n = w.facts.attempt;
         let id = ids
@@ -268,13 +272,7 @@ async fn finish(
             },
         },
     };
-    let judgement = attempts::judge(
-        &facts,
-        ids,
-        &inner.cfg.attempts.judge(),
-        stopped_early,
-        applied,
-    );
+    let judgement = attempts::judge(ranked, ids, &cfg.order, stopped_early, applied);
     let of = u32::try_from(ids.len()).unwrap_or(u32::MAX);
     let winner_result = winner.as_ref().map(|(_, _, r)| r);
     let end = attempts::parent_end(&judgement, winner_result, cancelled, of);
@@ -289,15 +287,9 @@ async fn finish(
             }
         }
     }
-    let shown: Vec<AttemptState> = ids
+    let shown: Vec<AttemptState> = statuses
         .iter()
-        .filter_map(|(n, id)| {
-            inner
-                .store
-                .read_status(id)
-                .ok()
-                .map(|s| AttemptState::of(*n, &s))
-        })
+        .map(|(n, s)| AttemptState::of(*n, s))
         .collect();
     sink.update(true, |s| {
         s.attempts = shown;

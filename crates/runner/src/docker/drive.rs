@@ -287,14 +287,10 @@ pub(super) async fn drive(
             _ => egress_plan(provider.as_ref(), &secrets, &new_token())?,
         };
         let mut egress = egress;
-        let price = req
-            .model
-            .as_ref()
-            .and_then(|m| inner.cfg.prices.get(m))
-            .map(|p| p.price());
+        let price = req.model.as_ref().and_then(|m| inner.policy.prices.get(m));
         egress
             .proxy_env
-            .extend(budget_env(req.budget.as_ref(), price.as_ref()));
+            .extend(budget_env(req.budget.as_ref(), price));
         let plan = super::environment::load(&inner.store, &id)?;
         if let Some(plan) = &plan {
             sink.update(true, |s| {
@@ -757,8 +753,16 @@ fn build_container(
     );
     env.extend(egress.sandbox_env.iter().cloned());
     if let Some(a) = attempt_of {
-        env.push(format!("{}={}", crate::attempts::ATTEMPT_ENV, a.attempt));
-        env.push(format!("{}={}", crate::attempts::ATTEMPTS_ENV, a.of));
+        env.push(format!(
+            "{}={}",
+            codex_orchestrator_core::contract::ATTEMPT_ENV,
+            a.attempt
+        ));
+        env.push(format!(
+            "{}={}",
+            codex_orchestrator_core::contract::ATTEMPTS_ENV,
+            a.of
+        ));
     }
     let image = req.image.clone().unwrap_or_else(|| inner.image.clone());
     let caches = match plan {

@@ -17,6 +17,26 @@ fn write_config(env: &DockerEnv) -> std::path::PathBuf {
     p
 }
 
+/// Runs `cmd` (a `run` that must succeed) to its end: its stdout, its stderr, and the run id
+/// its summary's first line (`run <id>: …`) names.
+async fn run_to_summary(mut cmd: Command) -> (String, String, String) {
+    let out = tokio::task::spawn_blocking(move || cmd.stdin(Stdio::null()).output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(first.starts_with("run "), "{stdout}");
+    let id = first
+        .trim_start_matches("run ")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    (stdout, stderr, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_prints_progress_and_summary_and_logs_carry_the_run_id() {
     let mut env = DockerEnv::start(json!([
@@ -27,33 +47,15 @@ async fn run_prints_progress_and_summary_and_logs_carry_the_run_id() {
     .await;
     let ws = git_workspace();
     let cfg = write_config(&env);
-    let out = tokio::task::spawn_blocking(move || {
-        bin()
-            .args(["--log-format", "json", "--config"])
-            .arg(&cfg)
-            .args(["run", "--workspace"])
-            .arg(ws.path())
-            .arg("read the readme")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let mut cmd = bin();
+    cmd.args(["--log-format", "json", "--config"])
+        .arg(&cfg)
+        .args(["run", "--workspace"])
+        .arg(ws.path())
+        .arg("read the readme");
+    let (stdout, stderr, id) = run_to_summary(cmd).await;
     let first = stdout.lines().next().unwrap();
-    assert!(
-        first.starts_with("run ") && first.ends_with(": succeeded (Completed)"),
-        "{stdout}"
-    );
-    let id = first
-        .trim_start_matches("run ")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_string();
+    assert!(first.ends_with(": succeeded (Completed)"), "{stdout}");
     assert!(stdout.contains("answer:\nREADME read."), "{stdout}");
     assert!(stdout.contains("commands: 1 (0 failed)"), "{stdout}");
     // Progress lines (stderr is not a TTY: one line per change) name the run and its phase.
@@ -180,31 +182,14 @@ async fn run_with_attempts_shows_them_side_by_side_ranks_them_and_lists_them() {
     ]}))
     .await;
     let ws = git_workspace();
-    let ws_path = ws.path().to_path_buf();
     let cfg = write_config(&env);
-    let out = tokio::task::spawn_blocking(move || {
-        bin()
-            .arg("--config")
-            .arg(&cfg)
-            .args(["run", "--attempts", "2", "--no-verify", "--workspace"])
-            .arg(&ws_path)
-            .arg("write a note")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let first = stdout.lines().next().unwrap();
-    let parent = first
-        .trim_start_matches("run ")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["run", "--attempts", "2", "--no-verify", "--workspace"])
+        .arg(ws.path())
+        .arg("write a note");
+    let (stdout, stderr, parent) = run_to_summary(cmd).await;
     assert_eq!(
         stdout.lines().take(2).collect::<Vec<_>>(),
         vec![

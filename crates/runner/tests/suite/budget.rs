@@ -43,6 +43,18 @@ async fn ends_exhausted(
     r
 }
 
+/// A mock model whose first answer writes NOTES.md and reports 1000 input and 100 output
+/// tokens; its second answer is never to be served.
+async fn first_step_env() -> DockerEnv {
+    let patch = "*** Begin Patch\n*** Add File: NOTES.md\n+first step done\n*** End Patch\n";
+    let usage = json!({"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100});
+    DockerEnv::start(json!([
+        {"output": [{"apply_patch": patch}], "usage": usage},
+        {"output": [{"message": "never served"}], "usage": usage}
+    ]))
+    .await
+}
+
 /// "Write the notes." in `ws`, workspace_write, no verify loop.
 fn notes_request(ws: &std::path::Path) -> codex_orchestrator_core::model::RunRequest {
     let mut req = codex_orchestrator_testkit::docker::request(
@@ -59,13 +71,7 @@ fn notes_request(ws: &std::path::Path) -> codex_orchestrator_core::model::RunReq
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_budget_stops_the_run_at_the_request_that_would_pass_it() {
-    let patch = "*** Begin Patch\n*** Add File: NOTES.md\n+first step done\n*** End Patch\n";
-    let usage = json!({"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100});
-    let mut env = DockerEnv::start(json!([
-        {"output": [{"apply_patch": patch}], "usage": usage},
-        {"output": [{"message": "never served"}], "usage": usage}
-    ]))
-    .await;
+    let mut env = first_step_env().await;
     let runner = env.runner().await;
     let ws = codex_orchestrator_testkit::docker::workspace_of(&[("README.md", "# app\n")]);
     let mut req = notes_request(ws.path());
@@ -130,13 +136,7 @@ async fn a_wall_time_budget_stops_the_run_and_keeps_its_partial_patch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cost_budget_stops_the_run_before_the_request_that_could_pass_it() {
-    let patch = "*** Begin Patch\n*** Add File: NOTES.md\n+first step done\n*** End Patch\n";
-    let usage = json!({"input_tokens": 1000, "output_tokens": 100, "total_tokens": 1100});
-    let mut env = DockerEnv::start(json!([
-        {"output": [{"apply_patch": patch}], "usage": usage},
-        {"output": [{"message": "never served"}], "usage": usage}
-    ]))
-    .await;
+    let mut env = first_step_env().await;
     let mut cfg = env.config();
     // $10 per million input tokens, $100 per million output tokens: one answer is $0.02.
     cfg.default_model = Some("gpt-5.5".into());
